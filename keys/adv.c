@@ -1,0 +1,95 @@
+/* Tang advertisements: a JWS over the public advertised keys. */
+#include "keyset.h"
+#include "cleanup.h"
+
+#include <stdarg.h>
+#include <string.h>
+#include <jose/b64.h>
+#include <jose/jwk.h>
+#include <jose/jws.h>
+
+static json_t *public_copy(const json_t *jwk) {
+        json_t *pub = json_deep_copy(jwk);
+        /* jose_jwk_pub drops private members and private key_ops ("sign"). */
+        if (!pub || !jose_jwk_pub(NULL, pub)) {
+                json_decref(pub);
+                return NULL;
+        }
+        return pub;
+}
+
+json_t *tk_adv_sign(const struct tk_keyset *ks, const json_t *extra_signer) {
+        json_auto_t *pub_keys = json_array();
+        json_auto_t *signers = json_array();
+
+        if (!pub_keys || !signers)
+                return NULL;
+        for (size_t i = 0; i < ks->n_keys; i++) {
+                const struct tk_key *k = &ks->keys[i];
+                if (k->hidden || (k->role != TK_ROLE_SIGNING && k->role != TK_ROLE_EXCHANGE))
+                        continue;
+                if (json_array_append_new(pub_keys, public_copy(k->jwk)) < 0)
+                        return NULL;
+                if (k->role == TK_ROLE_SIGNING && json_array_append(signers, k->jwk) < 0)
+                        return NULL;
+        }
+        if (extra_signer && json_array_append(signers, (json_t *) extra_signer) < 0)
+                return NULL;
+        if (json_array_size(signers) == 0)
+                return NULL;
+
+        json_auto_t *payload = json_pack("{s:O}", "keys", pub_keys);
+        _cleanup_free_ char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
+        if (!text)
+                return NULL;
+        json_auto_t *jws = json_pack("{s:o}", "payload", jose_b64_enc(text, strlen(text)));
+        json_auto_t *tmpl = json_pack("{s:{s:s}}", "protected", "cty", "jwk-set+json");
+        if (!jws || !tmpl || !jose_jws_sig(NULL, jws, tmpl, signers))
+                return NULL;
+        return json_incref(jws);
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+        va_list ap;
+        if (!err || !errlen)
+                return;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+}
+
+json_t *tk_adv_verify(const json_t *jws, char *err, size_t errlen) {
+        json_t *enc = json_object_get(jws, "payload");
+        json_auto_t *payload = NULL;
+        json_auto_t *verifiers = json_array();
+        json_t *keys, *k;
+        size_t i;
+
+        if (!json_is_object(jws) || !json_is_string(enc)) {
+                set_err(err, errlen, "advertisement is not a JWS object with a payload");
+                return NULL;
+        }
+        payload = jose_b64_dec_load(enc);
+        keys = json_object_get(payload, "keys");
+        if (!json_is_array(keys)) {
+                set_err(err, errlen, "advertisement payload holds no key set");
+                return NULL;
+        }
+        json_array_foreach(keys, i, k) {
+                if (!json_is_object(k)) {
+                        set_err(err, errlen, "advertisement key %zu is not a JWK", i);
+                        return NULL;
+                }
+                if (jose_jwk_prm(NULL, k, true, "verify") && json_array_append(verifiers, k) < 0)
+                        return NULL;
+        }
+        if (json_array_size(verifiers) == 0) {
+                set_err(err, errlen, "advertisement has no signing key");
+                return NULL;
+        }
+        if (!jose_jws_ver(NULL, jws, NULL, verifiers, true)) {
+                set_err(err, errlen, "advertisement signature does not verify with every advertised signing key");
+                return NULL;
+        }
+        return json_incref(payload);
+}

@@ -1,0 +1,191 @@
+/* Creating and rotating keys without ever leaving a half-written directory. */
+#include "keyset.h"
+#include "cleanup.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <jose/jwk.h>
+#include <openssl/rand.h>
+
+static int fail(char *err, size_t errlen, int r, const char *fmt, ...) {
+        va_list ap;
+        if (err && errlen) {
+                va_start(ap, fmt);
+                vsnprintf(err, errlen, fmt, ap);
+                va_end(ap);
+        }
+        return r;
+}
+
+static bool is_valid_file_name(const char *name) {
+        return name[0] && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
+/* Writes jwk to dir/name through a temporary file: the final name appears
+ * complete or not at all, never with more permissions than 0440. */
+static int write_key_atomically(int dfd, const char *name, const json_t *jwk, char *err, size_t errlen) {
+        _cleanup_free_ char *text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
+        char tmp[64];
+        uint8_t rnd[8];
+        struct stat dst;
+
+        if (!text)
+                return fail(err, errlen, -ENOMEM, "cannot serialize key");
+        if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+                return fail(err, errlen, -EIO, "no randomness for a temporary name");
+        snprintf(tmp, sizeof(tmp), ".tether-new-%02x%02x%02x%02x%02x%02x%02x%02x.tmp",
+                 rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+
+        _cleanup_close_ int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0440);
+        if (fd < 0)
+                return fail(err, errlen, -errno, "cannot create a file in the key directory: %s", strerror(errno));
+
+        int r = 0;
+        size_t len = strlen(text), off = 0;
+        while (off < len) {
+                ssize_t w = write(fd, text + off, len - off);
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = fail(err, errlen, -errno, "cannot write %s: %s", name, strerror(errno));
+                        goto undo;
+                }
+                off += (size_t) w;
+        }
+        /* The key belongs to whoever owns the directory, so a key made by
+         * root for a server running as its own user stays readable. */
+        if (fstat(dfd, &dst) == 0 && geteuid() == 0 && (dst.st_uid != 0 || dst.st_gid != 0))
+                (void) fchown(fd, dst.st_uid, dst.st_gid);
+        if (fchmod(fd, 0440) < 0 || fsync(fd) < 0) {
+                r = fail(err, errlen, -errno, "cannot write %s: %s", name, strerror(errno));
+                goto undo;
+        }
+        if (renameat2(dfd, tmp, dfd, name, RENAME_NOREPLACE) < 0) {
+                r = fail(err, errlen, -errno, "cannot create %s: %s", name, strerror(errno));
+                goto undo;
+        }
+        return 0;
+undo:
+        (void) unlinkat(dfd, tmp, 0);
+        return r;
+}
+
+static json_t *generate(const char *alg) {
+        json_t *jwk = json_pack("{s:s}", "alg", alg);
+        if (!jwk)
+                return NULL;
+        if (!jose_jwk_gen(NULL, jwk)) {
+                json_decref(jwk);
+                return NULL;
+        }
+        return jwk;
+}
+
+static int make_one(int dfd, const char *alg, const char *name, char **out, char *err, size_t errlen) {
+        json_auto_t *jwk = generate(alg);
+        _cleanup_free_ char *file = NULL;
+
+        if (!jwk)
+                return fail(err, errlen, -EIO, "cannot generate a %s key", alg);
+        if (name) {
+                if (!is_valid_file_name(name))
+                        return fail(err, errlen, -EINVAL, "invalid key file name '%s'", name);
+                size_t len = strlen(name);
+                if (asprintf(&file, len >= 4 && strcmp(name + len - 4, ".jwk") == 0 ? "%s" : "%s.jwk", name) < 0)
+                        return -ENOMEM;
+        } else {
+                _cleanup_free_ char *thp = tk_thumbprint(jwk, "S256");
+                if (!thp || asprintf(&file, "%s.jwk", thp) < 0)
+                        return fail(err, errlen, -ENOMEM, "cannot compute a thumbprint");
+        }
+        int r = write_key_atomically(dfd, file, jwk, err, errlen);
+        if (r < 0)
+                return r;
+        *out = TAKE_PTR(file);
+        return 0;
+}
+
+int tk_keygen_pair(const char *dir, const char *sig_name, const char *exc_name,
+                   char **sig_out, char **exc_out, char *err, size_t errlen) {
+        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        _cleanup_free_ char *sig = NULL, *exc = NULL;
+        int r;
+
+        if (dfd < 0)
+                return fail(err, errlen, -errno, "cannot open key directory %s: %s", dir, strerror(errno));
+        r = make_one(dfd, "ES512", sig_name, &sig, err, errlen);
+        if (r < 0)
+                return r;
+        r = make_one(dfd, "ECMR", exc_name, &exc, err, errlen);
+        if (r < 0) {
+                /* A lone signing key would be advertised with no exchange key. */
+                (void) unlinkat(dfd, sig, 0);
+                return r;
+        }
+        if (fsync(dfd) < 0)
+                return fail(err, errlen, -errno, "cannot sync key directory %s: %s", dir, strerror(errno));
+        if (sig_out)
+                *sig_out = TAKE_PTR(sig);
+        if (exc_out)
+                *exc_out = TAKE_PTR(exc);
+        return 0;
+}
+
+static void free_names(char **names, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(names[i]);
+        free(names);
+}
+
+int tk_rotate(const char *dir, char *err, size_t errlen) {
+        _cleanup_closedir_ DIR *d = opendir(dir);
+        _cleanup_free_ char *sig = NULL, *exc = NULL;
+        char **old = NULL;
+        size_t n_old = 0;
+        struct dirent *de;
+        int r;
+
+        if (!d)
+                return fail(err, errlen, -errno, "cannot open key directory %s: %s", dir, strerror(errno));
+        /* Remember what is advertised now; those are the keys to hide. */
+        while ((de = readdir(d))) {
+                size_t len = strlen(de->d_name);
+                if (de->d_name[0] == '.' || len < 4 || strcmp(de->d_name + len - 4, ".jwk") != 0)
+                        continue;
+                char **nn = realloc(old, (n_old + 1) * sizeof(*old));
+                if (!nn) {
+                        free_names(old, n_old);
+                        return -ENOMEM;
+                }
+                old = nn;
+                old[n_old] = strdup(de->d_name);
+                if (!old[n_old]) {
+                        free_names(old, n_old);
+                        return -ENOMEM;
+                }
+                n_old++;
+        }
+
+        r = tk_keygen_pair(dir, NULL, NULL, &sig, &exc, err, errlen);
+        if (r < 0) {
+                free_names(old, n_old);
+                return r;
+        }
+        for (size_t i = 0; i < n_old; i++) {
+                char hidden[NAME_MAX + 2];
+                snprintf(hidden, sizeof(hidden), ".%s", old[i]);
+                if (renameat(dirfd(d), old[i], dirfd(d), hidden) < 0 && errno != ENOENT) {
+                        r = fail(err, errlen, -errno, "new keys %s and %s created, but cannot hide %s: %s",
+                                 sig, exc, old[i], strerror(errno));
+                        break;
+                }
+        }
+        free_names(old, n_old);
+        if (r == 0 && fsync(dirfd(d)) < 0)
+                r = fail(err, errlen, -errno, "cannot sync key directory %s: %s", dir, strerror(errno));
+        return r;
+}

@@ -1,0 +1,85 @@
+/* The key directory: Tang's on-disk format, loaded once into typed structs.
+ *
+ * Used by tetherd (to serve) and tether-keys (to administer). Nothing here
+ * prints or exits: problems with single files are reported through a warning
+ * callback, failures through a negative errno plus a message buffer. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <jansson.h>
+#include <openssl/ec.h>
+
+/* Every key is findable by each of these thumbprint hashes (old clevis
+ * bindings carry S1 kids). */
+enum { TK_HASH_S1, TK_HASH_S224, TK_HASH_S256, TK_HASH_S384, TK_HASH_S512, TK_HASH_COUNT };
+extern const char *const tk_hash_names[TK_HASH_COUNT];
+
+enum tk_role {
+        TK_ROLE_OTHER,      /* parsed, but neither signs nor derives */
+        TK_ROLE_SIGNING,    /* permits sign and verify */
+        TK_ROLE_EXCHANGE,   /* permits deriveKey */
+};
+
+/* A private EC scalar validated against its public point, ready for
+ * McCallum-Relyea: only exchange keys that /rec may use carry one. */
+struct tk_ecmr_key {
+        EC_GROUP *group;
+        BIGNUM *d;
+        size_t coord_len;   /* bytes per coordinate, e.g. 66 for P-521 */
+        const char *crv;    /* JWK curve name */
+};
+
+struct tk_key {
+        char *file;                      /* name inside the directory */
+        bool hidden;                     /* ".X.jwk": rotated, never advertised */
+        enum tk_role role;
+        json_t *jwk;                     /* the whole private JWK */
+        char *thp[TK_HASH_COUNT];        /* base64url thumbprints */
+        const char *crv;                 /* points into jwk, may be NULL */
+        struct tk_ecmr_key *ecmr;        /* exchange keys /rec accepts, else NULL */
+};
+
+struct tk_keyset {
+        struct tk_key *keys;             /* sorted by file name */
+        size_t n_keys;
+        size_t n_advertised_files;       /* advertised *.jwk files holding JSON, as tang counts */
+};
+
+typedef void (*tk_warn_fn)(void *userdata, const char *file, const char *reason);
+
+/* Loads every *.jwk file of dir. Invalid files are skipped and reported
+ * through warn (may be NULL). Returns 0 or a negative errno (directory
+ * unreadable). */
+int tk_keyset_load(const char *dir, tk_warn_fn warn, void *userdata, struct tk_keyset **ret);
+void tk_keyset_free(struct tk_keyset *ks);
+static inline void tk_keyset_freep(struct tk_keyset **ks) { tk_keyset_free(*ks); }
+
+/* Whether /rec may use this key the way tang decides it: key_ops or use must
+ * explicitly allow deriveKey, it must have "d", alg absent or ECMR. */
+bool tk_key_allows_recovery(const json_t *jwk);
+
+size_t tk_keyset_count(const struct tk_keyset *ks, enum tk_role role, bool hidden);
+
+/* Thumbprint (base64url) of jwk with one of tk_hash_names. Caller frees. */
+char *tk_thumbprint(const json_t *jwk, const char *hash);
+
+/* Generates a signing (ES512) and an exchange (ECMR) P-521 key in dir, each
+ * written atomically (temporary file, fsync, rename) with mode 0440 under
+ * umask 0337. Names default to the S256 thumbprints. On failure nothing is
+ * left behind. The created file names go to sig_out/exc_out when not NULL. */
+int tk_keygen_pair(const char *dir, const char *sig_name, const char *exc_name,
+                   char **sig_out, char **exc_out, char *err, size_t errlen);
+
+/* Generates a new pair first, then hides every advertised key
+ * (X.jwk -> .X.jwk), so the directory never lacks an advertised pair. */
+int tk_rotate(const char *dir, char *err, size_t errlen);
+
+/* Builds the advertisement payload {"keys":[public advertised keys]} and
+ * signs it with every advertised signing key plus extra_signer (may be NULL).
+ * Returns the JWS (flattened with one signature, general with several). */
+json_t *tk_adv_sign(const struct tk_keyset *ks, const json_t *extra_signer);
+
+/* Verifies that every verify-key of the JWS payload signed it; returns the
+ * payload's key set or NULL with a message in err. */
+json_t *tk_adv_verify(const json_t *jws, char *err, size_t errlen);

@@ -1,0 +1,205 @@
+/* tether-keys: administration of a Tang-format key directory. */
+#include "keyset.h"
+#include "cleanup.h"
+#include "http.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <curl/curl.h>
+#include <jose/jwk.h>
+
+#define EXIT_USAGE 2
+
+static const char *program = "tether-keys";
+
+static void usage(FILE *f) {
+        fprintf(f,
+                "Usage: %s COMMAND ...\n"
+                "\n"
+                "  gen DIR [SIGNAME EXCNAME]  create a signing and an exchange key\n"
+                "  rotate DIR                 create a new pair, then hide the advertised keys\n"
+                "  show DIR                   print the thumbprints clients pass as \"thp\"\n"
+                "  show --url URL             the same, from a live server's verified /adv\n"
+                "  list DIR                   every key: state, role, curve, thumbprint, file\n"
+                "\n"
+                "The directory format is Tang's: keys move freely between tangd and tetherd.\n",
+                program);
+}
+
+static void warn_file(void *userdata, const char *file, const char *reason) {
+        fprintf(stderr, "%s: %s/%s %s, skipped\n", program, (const char *) userdata, file, reason);
+}
+
+static int load(const char *dir, struct tk_keyset **ks) {
+        int r = tk_keyset_load(dir, warn_file, (void *) dir, ks);
+        if (r < 0)
+                fprintf(stderr, "%s: cannot read key directory %s: %s\n", program, dir, strerror(-r));
+        return r;
+}
+
+static int cmd_gen(int argc, char **argv) {
+        _cleanup_free_ char *sig = NULL, *exc = NULL;
+        char err[512] = "";
+
+        if (argc != 2 && argc != 4) {
+                fprintf(stderr, "%s gen: expected DIR [SIGNAME EXCNAME]\n", program);
+                return EXIT_USAGE;
+        }
+        if (tk_keygen_pair(argv[1], argc == 4 ? argv[2] : NULL, argc == 4 ? argv[3] : NULL,
+                           &sig, &exc, err, sizeof(err)) < 0) {
+                fprintf(stderr, "%s gen %s: %s\n", program, argv[1], err);
+                return EXIT_FAILURE;
+        }
+        printf("signing key: %s/%s\nexchange key: %s/%s\n", argv[1], sig, argv[1], exc);
+        return EXIT_SUCCESS;
+}
+
+static int cmd_rotate(int argc, char **argv) {
+        char err[512] = "";
+
+        if (argc != 2) {
+                fprintf(stderr, "%s rotate: expected DIR\n", program);
+                return EXIT_USAGE;
+        }
+        if (tk_rotate(argv[1], err, sizeof(err)) < 0) {
+                fprintf(stderr, "%s rotate %s: %s\n", program, argv[1], err);
+                return EXIT_FAILURE;
+        }
+        return EXIT_SUCCESS;
+}
+
+static int print_signing_thumbprints(json_t *keys) {
+        size_t i, n = 0;
+        json_t *k;
+
+        json_array_foreach(keys, i, k) {
+                if (!jose_jwk_prm(NULL, k, true, "verify"))
+                        continue;
+                _cleanup_free_ char *thp = tk_thumbprint(k, "S256");
+                if (!thp)
+                        return -EINVAL;
+                printf("%s\n", thp);
+                n++;
+        }
+        return n > 0 ? 0 : -ENOENT;
+}
+
+static int show_url(const char *url) {
+        struct tc_http_reply reply;
+        _cleanup_free_ char *adv_url = NULL;
+        char err[512] = "";
+        size_t len = strlen(url);
+
+        if (asprintf(&adv_url, "%s%sadv", url, len && url[len - 1] == '/' ? "" : "/") < 0)
+                return EXIT_FAILURE;
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        if (tc_http_request(adv_url, NULL, 0, NULL, 10000, &reply, err, sizeof(err)) < 0) {
+                fprintf(stderr, "%s show: tang server %s\n", program, err);
+                return EXIT_FAILURE;
+        }
+        if (reply.status != 200) {
+                fprintf(stderr, "%s show: %s answered HTTP %ld\n", program, adv_url, reply.status);
+                tc_http_reply_clear(&reply);
+                return EXIT_FAILURE;
+        }
+        json_auto_t *jws = json_loadb(reply.body, reply.len, 0, NULL);
+        tc_http_reply_clear(&reply);
+        json_auto_t *payload = jws ? tk_adv_verify(jws, err, sizeof(err)) : NULL;
+        if (!payload) {
+                fprintf(stderr, "%s show: %s: %s\n", program, adv_url, jws ? err : "advertisement is not JSON");
+                return EXIT_FAILURE;
+        }
+        if (print_signing_thumbprints(json_object_get(payload, "keys")) < 0) {
+                fprintf(stderr, "%s show: %s: no signing key advertised\n", program, adv_url);
+                return EXIT_FAILURE;
+        }
+        return EXIT_SUCCESS;
+}
+
+static int cmd_show(int argc, char **argv) {
+        _cleanup_(tk_keyset_freep) struct tk_keyset *ks = NULL;
+        size_t n = 0;
+
+        if (argc == 3 && strcmp(argv[1], "--url") == 0)
+                return show_url(argv[2]);
+        if (argc == 2 && strncmp(argv[1], "--url=", 6) == 0)
+                return show_url(argv[1] + 6);
+        if (argc != 2) {
+                fprintf(stderr, "%s show: expected DIR or --url URL\n", program);
+                return EXIT_USAGE;
+        }
+        if (load(argv[1], &ks) < 0)
+                return EXIT_FAILURE;
+        for (size_t i = 0; i < ks->n_keys; i++)
+                if (!ks->keys[i].hidden && ks->keys[i].role == TK_ROLE_SIGNING) {
+                        printf("%s\n", ks->keys[i].thp[TK_HASH_S256]);
+                        n++;
+                }
+        if (n == 0) {
+                fprintf(stderr, "%s show: %s has no advertised signing key\n", program, argv[1]);
+                return EXIT_FAILURE;
+        }
+        return EXIT_SUCCESS;
+}
+
+static const char *role_name(enum tk_role role) {
+        switch (role) {
+        case TK_ROLE_SIGNING: return "signing";
+        case TK_ROLE_EXCHANGE: return "exchange";
+        default: return "other";
+        }
+}
+
+static int cmd_list(int argc, char **argv) {
+        _cleanup_(tk_keyset_freep) struct tk_keyset *ks = NULL;
+
+        if (argc != 2) {
+                fprintf(stderr, "%s list: expected DIR\n", program);
+                return EXIT_USAGE;
+        }
+        if (load(argv[1], &ks) < 0)
+                return EXIT_FAILURE;
+        printf("%-10s  %-8s  %-5s  %-43s  %s\n", "STATE", "ROLE", "CURVE", "THUMBPRINT (S256)", "FILE");
+        for (size_t i = 0; i < ks->n_keys; i++) {
+                const struct tk_key *k = &ks->keys[i];
+                printf("%-10s  %-8s  %-5s  %-43s  %s\n", k->hidden ? "rotated" : "advertised",
+                       role_name(k->role), k->crv ? k->crv : "-", k->thp[TK_HASH_S256], k->file);
+        }
+        return EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv) {
+        static const struct {
+                const char *name;
+                int (*run)(int argc, char **argv);
+        } commands[] = {
+                { "gen", cmd_gen },
+                { "rotate", cmd_rotate },
+                { "show", cmd_show },
+                { "list", cmd_list },
+        };
+
+        /* Fresh keys must never be readable by others, not even briefly. */
+        umask(0337);
+        if (argc < 2) {
+                usage(stderr);
+                return EXIT_USAGE;
+        }
+        if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+                usage(stdout);
+                return EXIT_SUCCESS;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                if (strcmp(argv[1], commands[i].name) == 0) {
+                        if (argc > 2 && (strcmp(argv[2], "-h") == 0 || strcmp(argv[2], "--help") == 0)) {
+                                usage(stdout);
+                                return EXIT_SUCCESS;
+                        }
+                        return commands[i].run(argc - 1, argv + 1);
+                }
+        fprintf(stderr, "%s: unknown command '%s'\n", program, argv[1]);
+        usage(stderr);
+        return EXIT_USAGE;
+}

@@ -1,0 +1,26 @@
+/* The key directory as the server sees it: loaded, published atomically, and
+ * reloaded when the directory changes, before the next request is answered. */
+#pragma once
+
+#include <stdbool.h>
+#include "served.h"
+
+struct keystore;
+
+typedef void (*keystore_log_fn)(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+int keystore_open(const char *dir, bool keygen, keystore_log_fn log, struct keystore **ret);
+void keystore_close(struct keystore *ks);
+
+/* The current key set, with a reference the caller drops with served_unref.
+ * Applies pending directory changes first, so a change made before this call
+ * is always visible. Never NULL. */
+struct served *keystore_acquire(struct keystore *ks);
+
+/* For the main loop: readable when the directory changed. */
+int keystore_watch_fd(const struct keystore *ks);
+/* Applies pending changes (force: reload even without any). */
+void keystore_refresh(struct keystore *ks, bool force);
+/* Re-establishes the directory watch after the directory was removed or
+ * replaced; returns true when watching. */
+bool keystore_rewatch(struct keystore *ks);

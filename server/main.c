@@ -1,0 +1,312 @@
+/* tetherd: a Tang-compatible key server. */
+#include "cleanup.h"
+#include "httpd.h"
+#include "keystore.h"
+#include "listen.h"
+#include "log.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+
+#define EXIT_USAGE 2
+#define DEFAULT_PORT "9090"
+
+struct options {
+        const char *keydir;
+        const char *addresses[LISTEN_MAX];
+        size_t n_addresses;
+        const char *port;
+        bool listen;
+        bool keygen;
+        unsigned drain_ms;
+        struct httpd_config http;
+};
+
+static void usage(FILE *f) {
+        fprintf(f,
+                "Usage: tetherd [OPTIONS] KEYDIR\n"
+                "       tetherd [-l] [-p PORT] [-e ENDPOINT] KEYDIR    (tangd's options)\n"
+                "\n"
+                "A Tang-compatible key server.\n"
+                "\n"
+                "  -a, --address ADDR        listen on ADDR (repeatable; default: every address)\n"
+                "  -p, --port PORT           listen on PORT (default " DEFAULT_PORT ")\n"
+                "  -l, --listen              listen on the network (default unless started by\n"
+                "                            inetd or socket activation)\n"
+                "  -e, --endpoint PATH       serve under /PATH/adv, /PATH/rec\n"
+                "  -t, --threads N           worker threads (default: one per core)\n"
+                "      --no-keygen           do not create keys when none is advertised\n"
+                "      --connection-limit N  most simultaneous connections (default 10000)\n"
+                "      --timeout SECONDS     close idle connections after this (default 10)\n"
+                "      --drain-timeout MS    on SIGTERM, wait this long for open requests (default 5000)\n"
+                "  -q, --quiet               no log line per request\n"
+                "  -h, --help                this help\n"
+                "\n"
+                "Listening modes: --address/--port; systemd socket activation (Accept=no, or\n"
+                "Accept=yes for one connection); inetd (stdin is the connected socket).\n");
+}
+
+static bool parse_uint(const char *s, unsigned max, unsigned *out) {
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(s, &end, 10);
+        if (errno || !*s || *end || v > max)
+                return false;
+        *out = (unsigned) v;
+        return true;
+}
+
+static int parse_options(int argc, char **argv, struct options *o) {
+        enum { OPT_NO_KEYGEN = 256, OPT_CONN_LIMIT, OPT_TIMEOUT, OPT_DRAIN };
+        static const struct option longopts[] = {
+                { "address", required_argument, NULL, 'a' },
+                { "port", required_argument, NULL, 'p' },
+                { "listen", no_argument, NULL, 'l' },
+                { "endpoint", required_argument, NULL, 'e' },
+                { "threads", required_argument, NULL, 't' },
+                { "no-keygen", no_argument, NULL, OPT_NO_KEYGEN },
+                { "connection-limit", required_argument, NULL, OPT_CONN_LIMIT },
+                { "timeout", required_argument, NULL, OPT_TIMEOUT },
+                { "drain-timeout", required_argument, NULL, OPT_DRAIN },
+                { "quiet", no_argument, NULL, 'q' },
+                { "help", no_argument, NULL, 'h' },
+                {}
+        };
+        unsigned port;
+        int c;
+
+        while ((c = getopt_long(argc, argv, "a:p:le:t:qh", longopts, NULL)) != -1) {
+                switch (c) {
+                case 'a':
+                        if (o->n_addresses == LISTEN_MAX) {
+                                fprintf(stderr, "tetherd: at most %d addresses\n", LISTEN_MAX);
+                                return -EINVAL;
+                        }
+                        o->addresses[o->n_addresses++] = optarg;
+                        o->listen = true;
+                        break;
+                case 'p':
+                        if (!parse_uint(optarg, 65535, &port) || port == 0) {
+                                fprintf(stderr, "tetherd: invalid port '%s'\n", optarg);
+                                return -EINVAL;
+                        }
+                        o->port = optarg;
+                        o->listen = true;
+                        break;
+                case 'l':
+                        o->listen = true;
+                        break;
+                case 'e': {
+                        /* Stored without surrounding slashes: "/tang/" == "tang". */
+                        while (*optarg == '/')
+                                optarg++;
+                        size_t len = strlen(optarg);
+                        while (len && optarg[len - 1] == '/')
+                                optarg[--len] = '\0';
+                        o->http.prefix = len ? optarg : NULL;
+                        break;
+                }
+                case 't':
+                        if (!parse_uint(optarg, 1024, &o->http.threads) || o->http.threads == 0) {
+                                fprintf(stderr, "tetherd: invalid thread count '%s'\n", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case OPT_NO_KEYGEN:
+                        o->keygen = false;
+                        break;
+                case OPT_CONN_LIMIT:
+                        if (!parse_uint(optarg, 1000000, &o->http.connection_limit) || !o->http.connection_limit) {
+                                fprintf(stderr, "tetherd: invalid connection limit '%s'\n", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case OPT_TIMEOUT:
+                        if (!parse_uint(optarg, 86400, &o->http.timeout_s)) {
+                                fprintf(stderr, "tetherd: invalid timeout '%s'\n", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case OPT_DRAIN:
+                        if (!parse_uint(optarg, 600000, &o->drain_ms)) {
+                                fprintf(stderr, "tetherd: invalid drain timeout '%s'\n", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case 'q':
+                        o->http.log_requests = false;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        exit(EXIT_SUCCESS);
+                default:
+                        return -EINVAL;
+                }
+        }
+        if (optind != argc - 1) {
+                fprintf(stderr, "tetherd: expected exactly one KEYDIR\n");
+                return -EINVAL;
+        }
+        o->keydir = argv[optind];
+        return 0;
+}
+
+static void raise_fd_limit(unsigned want) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        rlim_t target = (rlim_t) want + 64;
+        if (rl.rlim_cur >= target)
+                return;
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > target ? target : rl.rlim_max;
+        (void) setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+static void log_adapter(const char *fmt, ...) {
+        char buf[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof(buf), fmt, ap);
+        va_end(ap);
+        log_line("%s", buf);
+}
+
+static int run(struct options *o) {
+        int listen_fds[LISTEN_MAX], conn_fd = -1;
+        size_t n_listen = 0;
+        struct httpd *daemons[LISTEN_MAX] = {};
+        size_t n_daemons = 0;
+        struct keystore *ks = NULL;
+        char err[512];
+        struct stat st;
+        int r = 0;
+
+        if (stat(o->keydir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+                fprintf(stderr, "tetherd: key directory %s: %s\n", o->keydir,
+                        errno ? strerror(errno) : "not a directory");
+                return EXIT_FAILURE;
+        }
+
+        /* Where connections come from. */
+        int activated = listen_from_systemd(listen_fds, &n_listen, &conn_fd);
+        if (activated == 0 && !o->listen && fd_is_connected_socket(STDIN_FILENO))
+                conn_fd = STDIN_FILENO;
+        bool inetd = conn_fd >= 0 && n_listen == 0;
+        if (activated == 0 && !inetd) {
+                const char *port = o->port ? o->port : DEFAULT_PORT;
+                if (o->n_addresses == 0)
+                        r = listen_open(NULL, port, listen_fds, &n_listen, err, sizeof(err));
+                for (size_t i = 0; i < o->n_addresses && (i == 0 || r == 0); i++)
+                        r = listen_open(o->addresses[i], port, listen_fds, &n_listen, err, sizeof(err));
+                if (r < 0) {
+                        fprintf(stderr, "tetherd: %s\n", err);
+                        return EXIT_FAILURE;
+                }
+        }
+        if (n_listen == 0 && !inetd) {
+                fprintf(stderr, "tetherd: no socket to serve on\n");
+                return EXIT_FAILURE;
+        }
+
+        /* Signals are handled in this thread only, through a signalfd. */
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        _cleanup_close_ int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+        _cleanup_close_ int closed_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (sfd < 0 || closed_fd < 0) {
+                fprintf(stderr, "tetherd: cannot set up signal handling: %s\n", strerror(errno));
+                return EXIT_FAILURE;
+        }
+
+        r = keystore_open(o->keydir, o->keygen, log_adapter, &ks);
+        if (r < 0) {
+                fprintf(stderr, "tetherd: key directory %s: %s\n", o->keydir, strerror(-r));
+                return EXIT_FAILURE;
+        }
+
+        raise_fd_limit(o->http.connection_limit);
+        if (inetd)
+                r = httpd_start(&o->http, ks, -1, conn_fd, closed_fd, &daemons[n_daemons++]);
+        for (size_t i = 0; i < n_listen && r >= 0; i++) {
+                r = httpd_start(&o->http, ks, listen_fds[i], -1, -1, &daemons[n_daemons]);
+                if (r >= 0)
+                        n_daemons++;
+        }
+        if (r < 0) {
+                fprintf(stderr, "tetherd: cannot start the HTTP server%s\n",
+                        r == -ENOTSOCK ? ": stdin is not a connected socket" : "");
+                for (size_t i = 0; i < n_daemons; i++)
+                        httpd_stop(daemons[i], 0);
+                keystore_close(ks);
+                return EXIT_FAILURE;
+        }
+        if (!inetd)
+                log_line("tetherd: serving %s on %zu socket(s), %u thread(s) each", o->keydir, n_listen, o->http.threads);
+        notify_systemd("READY=1");
+
+        for (bool done = false; !done;) {
+                struct pollfd p[3] = {
+                        { .fd = sfd, .events = POLLIN },
+                        { .fd = keystore_watch_fd(ks), .events = POLLIN },
+                        { .fd = closed_fd, .events = POLLIN },
+                };
+                /* Without a directory watch, look for the directory every second. */
+                bool watching = keystore_rewatch(ks);
+                if (poll(p, 3, watching ? -1 : 1000) < 0 && errno != EINTR)
+                        break;
+                if (p[1].revents & POLLIN)
+                        keystore_refresh(ks, false);
+                if (p[2].revents & POLLIN)
+                        done = true;   /* inetd: our one connection is closed */
+                if (p[0].revents & POLLIN) {
+                        struct signalfd_siginfo si;
+                        if (read(sfd, &si, sizeof(si)) != sizeof(si))
+                                continue;
+                        if (si.ssi_signo == SIGHUP) {
+                                notify_systemd("RELOADING=1");
+                                keystore_refresh(ks, true);
+                                notify_systemd("READY=1");
+                        } else
+                                done = true;
+                }
+        }
+        notify_systemd("STOPPING=1");
+        for (size_t i = 0; i < n_daemons; i++)
+                httpd_stop(daemons[i], inetd ? 0 : o->drain_ms);
+        keystore_close(ks);
+        return EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        struct options o = {
+                .keygen = true,
+                .drain_ms = 5000,
+                .http = {
+                        .threads = cores > 0 ? (unsigned) cores : 1,
+                        .connection_limit = 10000,
+                        .timeout_s = 10,
+                        .log_requests = true,
+                },
+        };
+
+        /* Keys created by the server are never readable by others. */
+        umask(0337);
+        if (parse_options(argc, argv, &o) < 0) {
+                usage(stderr);
+                return EXIT_USAGE;
+        }
+        return run(&o);
+}

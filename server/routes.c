@@ -1,0 +1,140 @@
+#include "routes.h"
+#include "cleanup.h"
+#include "rec.h"
+
+#include <string.h>
+
+static const char *skip_slashes(const char *p) {
+        while (*p == '/')
+                p++;
+        return p;
+}
+
+static bool is_thp_char(char c) {
+        return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == '-';
+}
+
+/* Matches "/+NAME" and returns what follows, or NULL. */
+static const char *match_segment(const char *p, const char *name) {
+        size_t len = strlen(name);
+        if (*p != '/')
+                return NULL;
+        p = skip_slashes(p);
+        if (strncmp(p, name, len) != 0)
+                return NULL;
+        return p + len;
+}
+
+/* Matches "/+ARG" to the end of the target, ARG being [0-9A-Za-z_-]+. */
+static bool match_arg(const char *p, struct route *rt) {
+        if (*p != '/')
+                return false;
+        p = skip_slashes(p);
+        const char *start = p;
+        while (is_thp_char(*p))
+                p++;
+        if (p == start || *p != '\0')
+                return false;
+        rt->arg = start;
+        rt->arg_len = (size_t) (p - start);
+        return true;
+}
+
+static bool only_slashes(const char *p) {
+        return *skip_slashes(p) == '\0';
+}
+
+void route_match(const char *prefix, const char *method, const char *target, struct route *rt) {
+        const char *p = target, *rest;
+        bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+
+        memset(rt, 0, sizeof(*rt));
+        rt->kind = ROUTE_NOT_FOUND;
+        if (strlen(target) > TANG_MAX_URI) {
+                rt->kind = ROUTE_URI_TOO_LONG;
+                return;
+        }
+        if (prefix && prefix[0]) {
+                p = match_segment(p, prefix);
+                if (!p)
+                        return;
+        }
+        if ((rest = match_segment(p, "adv"))) {
+                if (only_slashes(rest) || match_arg(rest, rt))
+                        rt->kind = get ? ROUTE_ADV : ROUTE_METHOD_NOT_ALLOWED;
+        } else if ((rest = match_segment(p, "rec"))) {
+                if (match_arg(rest, rt))
+                        rt->kind = post ? ROUTE_REC : ROUTE_METHOD_NOT_ALLOWED;
+        } else if ((rest = match_segment(p, "health"))) {
+                if (only_slashes(rest))
+                        rt->kind = get ? ROUTE_HEALTH : ROUTE_METHOD_NOT_ALLOWED;
+        }
+}
+
+static void reply_status(struct reply *reply, int status) {
+        reply->status = status;
+        reply->content_type = NULL;
+        reply->body = NULL;
+        reply->len = 0;
+}
+
+static void serve_adv(const struct served *s, const struct route *rt, struct reply *reply) {
+        const struct served_adv *adv = NULL;
+
+        if (!s || !s->usable)
+                return reply_status(reply, 500);
+        if (rt->arg_len == 0)
+                adv = &s->advs[0];
+        else {
+                const struct thp_entry *e = served_find(s, rt->arg, rt->arg_len);
+                adv = e ? e->adv : NULL;
+        }
+        if (!adv)
+                return reply_status(reply, 404);
+        reply->status = 200;
+        reply->content_type = "application/jose+json";
+        reply->body = adv->jws;
+        reply->len = adv->len;
+}
+
+static void serve_rec(const struct served *s, const struct route *rt, const char *body, size_t len,
+                      struct reply *reply) {
+        json_auto_t *req = NULL;
+
+        /* Tang's order: the request is validated before the key is looked up. */
+        int status = rec_check_request(body, len, &req);
+        if (status != 0)
+                return reply_status(reply, status);
+        if (!s || !s->usable)
+                return reply_status(reply, 500);
+        const struct thp_entry *e = served_find(s, rt->arg, rt->arg_len);
+        if (!e)
+                return reply_status(reply, 404);
+        if (!e->key->ecmr)
+                return reply_status(reply, 403);
+        status = rec_exchange(e->key->ecmr, req, reply->buf, sizeof(reply->buf), &reply->len);
+        if (status != 0)
+                return reply_status(reply, status);
+        reply->status = 200;
+        reply->content_type = "application/jwk+json";
+        reply->body = reply->buf;
+}
+
+void route_serve(const struct served *s, const struct route *rt, const char *body, size_t len,
+                 struct reply *reply) {
+        switch (rt->kind) {
+        case ROUTE_ADV:
+                return serve_adv(s, rt, reply);
+        case ROUTE_REC:
+                return serve_rec(s, rt, body, len, reply);
+        case ROUTE_HEALTH:
+                return reply_status(reply, s && s->healthy ? 200 : 503);
+        case ROUTE_METHOD_NOT_ALLOWED:
+                return reply_status(reply, 405);
+        case ROUTE_URI_TOO_LONG:
+                return reply_status(reply, 414);
+        case ROUTE_NOT_FOUND:
+        default:
+                return reply_status(reply, 404);
+        }
+}

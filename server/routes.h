@@ -1,0 +1,39 @@
+/* Tang's HTTP API as a pure function of (method, raw target, body): no
+ * sockets, so it can be tested and fuzzed in-process. */
+#pragma once
+
+#include <stddef.h>
+#include "served.h"
+
+#define TANG_MAX_URI 4096
+#define TANG_MAX_BODY (64 * 1024)
+
+enum route_kind {
+        ROUTE_NOT_FOUND,
+        ROUTE_METHOD_NOT_ALLOWED,
+        ROUTE_URI_TOO_LONG,
+        ROUTE_ADV,
+        ROUTE_REC,
+        ROUTE_HEALTH,
+};
+
+struct route {
+        enum route_kind kind;
+        const char *arg;       /* thp or kid inside the target, not NUL-terminated */
+        size_t arg_len;
+};
+
+struct reply {
+        int status;
+        const char *content_type;   /* NULL: empty body */
+        const char *body;           /* points into served data or into buf */
+        size_t len;
+        char buf[512];
+};
+
+/* prefix: the endpoint without surrounding slashes, or NULL. */
+void route_match(const char *prefix, const char *method, const char *target, struct route *rt);
+
+/* Answers a matched route. s may be NULL (nothing loaded yet). */
+void route_serve(const struct served *s, const struct route *rt, const char *body, size_t len,
+                 struct reply *reply);

@@ -1,0 +1,108 @@
+#include "served.h"
+#include "cleanup.h"
+
+#include <errno.h>
+#include <string.h>
+
+static int cmp_entries(const void *a, const void *b) {
+        const struct thp_entry *x = a, *y = b;
+        int c = strcmp(x->thp, y->thp);
+        if (c != 0)
+                return c;
+        /* The same key under two names: the advertised copy wins. */
+        return (int) x->key->hidden - (int) y->key->hidden;
+}
+
+static int adv_set(struct served_adv *adv, json_t *jws) {
+        if (!jws)
+                return -EINVAL;
+        adv->jws = json_dumps(jws, JSON_COMPACT);
+        json_decref(jws);
+        if (!adv->jws)
+                return -ENOMEM;
+        adv->len = strlen(adv->jws);
+        return 0;
+}
+
+static void served_free(struct served *s) {
+        if (!s)
+                return;
+        for (size_t i = 0; i < s->n_advs; i++)
+                free(s->advs[i].jws);
+        free(s->advs);
+        free(s->index);
+        tk_keyset_free(s->ks);
+        free(s);
+}
+
+int served_build(struct tk_keyset *ks, struct served **ret) {
+        struct served *s = calloc(1, sizeof(*s));
+        int r = -ENOMEM;
+
+        if (!s) {
+                tk_keyset_free(ks);
+                return -ENOMEM;
+        }
+        s->refcount = 1;
+        s->ks = ks;
+        s->advs = calloc(ks->n_keys + 1, sizeof(*s->advs));
+        s->index = calloc(ks->n_keys * TK_HASH_COUNT + 1, sizeof(*s->index));
+        if (!s->advs || !s->index)
+                goto fail;
+
+        /* Tang serves nothing (500) unless an advertisement can be signed. */
+        s->usable = adv_set(&s->advs[0], tk_adv_sign(ks, NULL)) == 0;
+        if (s->usable)
+                s->n_advs = 1;
+        s->healthy = s->usable && tk_keyset_count(ks, TK_ROLE_EXCHANGE, false) > 0;
+
+        for (size_t i = 0; i < ks->n_keys; i++) {
+                const struct tk_key *k = &ks->keys[i];
+                const struct served_adv *adv = NULL;
+
+                if (k->role == TK_ROLE_SIGNING && s->usable) {
+                        if (!k->hidden)
+                                adv = &s->advs[0];
+                        else if (adv_set(&s->advs[s->n_advs], tk_adv_sign(ks, k->jwk)) == 0)
+                                adv = &s->advs[s->n_advs++];
+                }
+                for (size_t h = 0; h < TK_HASH_COUNT; h++)
+                        s->index[s->n_index++] = (struct thp_entry) { .thp = k->thp[h], .key = k, .adv = adv };
+        }
+        qsort(s->index, s->n_index, sizeof(*s->index), cmp_entries);
+        *ret = s;
+        return 0;
+fail:
+        served_free(s);
+        return r;
+}
+
+struct served *served_ref(struct served *s) {
+        __atomic_add_fetch(&s->refcount, 1, __ATOMIC_RELAXED);
+        return s;
+}
+
+void served_unref(struct served *s) {
+        if (s && __atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) == 0)
+                served_free(s);
+}
+
+const struct thp_entry *served_find(const struct served *s, const char *thp, size_t len) {
+        size_t lo = 0, hi = s->n_index;
+
+        /* Lower bound, so that of duplicates the first (advertised) wins. */
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                const char *t = s->index[mid].thp;
+                int c = strncmp(t, thp, len);
+                if (c == 0 && t[len] != '\0')
+                        c = 1;
+                if (c < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        if (lo < s->n_index && strncmp(s->index[lo].thp, thp, len) == 0 && s->index[lo].thp[len] == '\0')
+                return &s->index[lo];
+        return NULL;
+}
