@@ -157,19 +157,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 if (req->target_len > TANG_MAX_URI)
                         return respond_status(conn, req, 414);
                 route_match(h->cfg->prefix, method, req->target, &req->route);
-                if (req->route.kind != ROUTE_REC) {
-                        req->served = keystore_acquire(h->ks);
-                        route_serve(req->served, &req->route, NULL, 0, &reply);
-                        return respond(conn, req, &reply);
-                }
                 if (body_too_large(conn))
                         return respond_status(conn, req, 413);
-                /* Returning without a response makes MHD answer Expect: 100-continue. */
+                /* Every answer waits for the final call: MHD closes a connection
+                 * whose response was queued before the request was complete, which
+                 * would cost keep-alive clients a new connection per request.
+                 * Returning without a response also answers Expect: 100-continue. */
                 return MHD_YES;
         }
         if (*upload_data_size > 0) {
                 size_t n = *upload_data_size;
                 *upload_data_size = 0;
+                if (req->route.kind != ROUTE_REC)
+                        return MHD_YES; /* Tang ignores bodies on other routes; so do we, unbuffered. */
                 if (req->too_large || req->body_len + n > TANG_MAX_BODY) {
                         req->too_large = true;
                         return respond_status(conn, req, 413);
@@ -195,6 +195,10 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap) {
         char msg[512];
         vsnprintf(msg, sizeof(msg), fmt, ap);
         msg[strcspn(msg, "\n")] = '\0';
+        /* A client hanging up on an idle keep-alive connection is routine,
+         * and after a power cut there are thousands of them. */
+        if (strstr(msg, "closed by remote side"))
+                return;
         log_line("http: %s", msg);
 }
 
