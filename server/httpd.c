@@ -11,6 +11,9 @@
 #include <sys/socket.h>
 #include <time.h>
 
+/* Past this much discarded body, a client is not going to stop: hang up. */
+#define TOO_LARGE_DISCARD_MAX (1024 * 1024)
+
 struct httpd {
         struct MHD_Daemon *daemon;
         const struct httpd_config *cfg;
@@ -27,6 +30,7 @@ struct request {
         struct route route;
         bool routed;
         bool too_large;
+        size_t discarded;
         char *body;
         size_t body_len;
         int status;
@@ -171,8 +175,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 if (req->route.kind != ROUTE_REC)
                         return MHD_YES; /* Tang ignores bodies on other routes; so do we, unbuffered. */
                 if (req->too_large || req->body_len + n > TANG_MAX_BODY) {
+                        /* MHD cannot queue a response mid-body: drop the rest and
+                         * answer 413 at the end, hanging up on clients that keep
+                         * streaming long after the limit. */
                         req->too_large = true;
-                        return respond_status(conn, req, 413);
+                        req->discarded += n;
+                        return req->discarded > TOO_LARGE_DISCARD_MAX ? MHD_NO : MHD_YES;
                 }
                 char *nb = realloc(req->body, req->body_len + n + 1);
                 if (!nb)

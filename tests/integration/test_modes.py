@@ -1,0 +1,244 @@
+"""How tetherd is started and stopped: addresses, IPv6, tangd's command line,
+endpoint prefix, systemd socket activation (Accept=no and Accept=yes), inetd
+mode, readiness notification, SIGTERM draining, idle timeouts and limits."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tlib  # noqa: E402
+from tlib import ecmr_jwk, random_point, thumbprint  # noqa: E402
+
+
+def wait_port(port, host="127.0.0.1", family=socket.AF_INET, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.settimeout(1)
+                s.connect((host, port))
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise AssertionError(f"nothing listens on {host}:{port}")
+
+
+class Proc:
+    """A process of ours, stopped (and its children with it) on exit."""
+
+    def __init__(self, cmd, **kw):
+        self.logf = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.logf, stdin=subprocess.DEVNULL,
+                                     start_new_session=True, **kw)
+
+    def logs(self):
+        self.logf.seek(0)
+        return self.logf.read().decode(errors="replace")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.logf.close()
+
+
+class Modes(tlib.unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="tether-modes-")
+        self.keydir = os.path.join(self.tmp.name, "keys")
+        os.mkdir(self.keydir)
+        tlib.tether_keys("gen", self.keydir)
+        self.kid = thumbprint(tlib.key_of(self.keydir, "exc"))
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def assert_serves(self, port, host="127.0.0.1", family=socket.AF_INET, prefix=""):
+        self.assertEqual(tlib.get(port, prefix + "/adv", host=host, family=family).status, 200)
+        x, y = random_point()
+        r = tlib.post_json(port, f"{prefix}/rec/{self.kid}", ecmr_jwk(x, y), host=host, family=family)
+        self.assertEqual(r.status, 200)
+
+    def test_ipv6_loopback(self):
+        with tlib.Tetherd(keydir=self.keydir, host="::1") as srv:
+            self.assert_serves(srv.port, host="::1", family=socket.AF_INET6)
+
+    def test_several_addresses(self):
+        port = tlib.free_port()
+        with Proc([tlib.TETHERD, "-a", "127.0.0.1", "-a", "::1", "-p", str(port), self.keydir]):
+            wait_port(port)
+            self.assert_serves(port)
+            self.assert_serves(port, host="::1", family=socket.AF_INET6)
+
+    def test_default_address_is_dual_stack(self):
+        port = tlib.free_port(socket.AF_INET6, "::")
+        with Proc([tlib.TETHERD, "-p", str(port), self.keydir]):
+            wait_port(port)
+            self.assert_serves(port)
+            self.assert_serves(port, host="::1", family=socket.AF_INET6)
+
+    def test_tangd_command_line(self):
+        # tangd -l -p PORT -e ENDPOINT KEYDIR, options also after KEYDIR.
+        port = tlib.free_port(socket.AF_INET6, "::")
+        with Proc([tlib.TETHERD, self.keydir, "-l", "-p", str(port), "-e", "tang"]):
+            wait_port(port)
+            self.assert_serves(port, prefix="/tang")
+            self.assert_serves(port, prefix="//tang/")
+            self.assertEqual(tlib.get(port, "/adv").status, 404)
+            self.assertEqual(tlib.get(port, "/other/adv").status, 404)
+
+    def test_bad_command_lines(self):
+        for args in ([], ["-p", "notaport", self.keydir], ["-p", "70000", self.keydir], ["--bogus", self.keydir],
+                     [self.keydir, "extra"], ["-t", "0", self.keydir], [os.path.join(self.tmp.name, "missing")]):
+            r = subprocess.run([tlib.TETHERD, *args], capture_output=True, text=True, timeout=10,
+                               stdin=subprocess.DEVNULL)
+            self.assertNotEqual(r.returncode, 0, args)
+            self.assertTrue(r.stderr.strip(), args)
+
+    def test_port_in_use(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            port = s.getsockname()[1]
+            r = subprocess.run([tlib.TETHERD, "-a", "127.0.0.1", "-p", str(port), self.keydir],
+                               capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn(str(port), r.stderr)
+
+    def test_socket_activation_accept_no(self):
+        port = tlib.free_port()
+        with Proc(["systemd-socket-activate", "-l", f"127.0.0.1:{port}", tlib.TETHERD, self.keydir]) as p:
+            wait_port(port)
+            for _ in range(3):
+                self.assert_serves(port)
+            # One long-running process served them all.
+            children = subprocess.run(["pgrep", "-P", str(p.proc.pid)], capture_output=True, text=True).stdout.split()
+            self.assertLessEqual(len(children), 1)
+
+    def test_socket_activation_accept_yes(self):
+        # tangd@.service style: one process per connection, fd 3 connected.
+        port = tlib.free_port()
+        with Proc(["systemd-socket-activate", "-a", "-l", f"127.0.0.1:{port}", tlib.TETHERD, self.keydir]):
+            wait_port(port)
+            for _ in range(3):
+                self.assert_serves(port)
+
+    def test_inetd_mode(self):
+        # xinetd / tangd@.service with StandardInput=socket: stdin is the connection.
+        port = tlib.free_port()
+        with Proc(["systemd-socket-activate", "--inetd", "-a", "-l", f"127.0.0.1:{port}", tlib.TETHERD,
+                   self.keydir]):
+            wait_port(port)
+            for _ in range(3):
+                self.assert_serves(port)
+            # Keep-alive within one inetd connection works too.
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                for _ in range(2):
+                    s.sendall(b"GET /adv HTTP/1.1\r\nHost: x\r\n\r\n")
+                    resp = b""
+                    while not tlib._complete(resp):
+                        chunk = s.recv(65536)
+                        self.assertTrue(chunk)
+                        resp += chunk
+                    self.assertEqual(tlib.Response(resp).status, 200)
+
+    def test_inetd_process_exits_with_connection(self):
+        a, b = socket.socketpair()
+        with a, b:
+            proc = subprocess.Popen([tlib.TETHERD, self.keydir], stdin=b.fileno(), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)
+            b.close()
+            a.sendall(b"GET /adv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            resp = b""
+            while chunk := a.recv(65536):
+                resp += chunk
+            self.assertEqual(tlib.Response(resp).status, 200)
+            a.close()
+            self.assertEqual(proc.wait(timeout=10), 0)
+            proc.stderr.close()
+
+    def test_ready_notification(self):
+        notify = os.path.join(self.tmp.name, "notify")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ns:
+            ns.bind(notify)
+            ns.settimeout(10)
+            port = tlib.free_port()
+            env = dict(os.environ, NOTIFY_SOCKET=notify)
+            with Proc([tlib.TETHERD, "-a", "127.0.0.1", "-p", str(port), self.keydir], env=env) as p:
+                msg = ns.recv(4096).decode()
+                self.assertIn("READY=1", msg)
+                # Ready means serving.
+                self.assertEqual(tlib.get(port, "/adv").status, 200)
+                p.proc.send_signal(signal.SIGTERM)
+                self.assertIn("STOPPING=1", ns.recv(4096).decode())
+                self.assertEqual(p.proc.wait(timeout=10), 0)
+
+    def test_sigterm_drains_open_request(self):
+        with tlib.Tetherd(keydir=self.keydir) as srv:
+            x, y = random_point()
+            body = tlib.json.dumps(ecmr_jwk(x, y)).encode()
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+                # Half a request in flight when SIGTERM arrives ...
+                s.sendall((f"POST /rec/{self.kid} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                           "Connection: close\r\n\r\n").encode() + body[:10])
+                time.sleep(0.2)
+                srv.signal(signal.SIGTERM)
+                time.sleep(0.2)
+                # ... new connections are refused, the open one is finished.
+                with self.assertRaises(OSError):
+                    socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+                s.sendall(body[10:])
+                resp = b""
+                while chunk := s.recv(65536):
+                    resp += chunk
+                self.assertEqual(tlib.Response(resp).status, 200)
+            self.assertEqual(srv.proc.wait(timeout=10), 0)
+
+    def test_sigterm_idle_server_exits_zero(self):
+        with tlib.Tetherd(keydir=self.keydir) as srv:
+            t0 = time.monotonic()
+            srv.signal(signal.SIGTERM)
+            self.assertEqual(srv.proc.wait(timeout=10), 0)
+            self.assertLess(time.monotonic() - t0, 3)
+
+    def test_idle_connection_timeout(self):
+        with tlib.Tetherd(keydir=self.keydir, args=["--timeout", "1"]) as srv:
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+                s.sendall(b"GET /adv HTTP/1.1\r\n")  # and never finish
+                t0 = time.monotonic()
+                try:
+                    data = s.recv(4096)
+                except ConnectionResetError:
+                    data = b""
+                self.assertFalse(data.startswith(b"HTTP/1.1 200"))
+                self.assertLess(time.monotonic() - t0, 5)
+            self.assertEqual(srv.get("/adv").status, 200)
+
+    def test_connection_limit(self):
+        with tlib.Tetherd(keydir=self.keydir, args=["--connection-limit", "4", "--timeout", "30"]) as srv:
+            held = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(4)]
+            try:
+                time.sleep(0.3)
+                # Over the limit: refused, not queued forever.
+                resp = srv.raw(b"GET /adv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=3)
+                self.assertFalse(resp.startswith(b"HTTP/1.1 200"), resp[:80])
+            finally:
+                for s in held:
+                    s.close()
+            self.assertTrue(tlib.eventually(lambda: srv.get("/adv").status == 200))
+
+
+if __name__ == "__main__":
+    tlib.main()

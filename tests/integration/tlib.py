@@ -1,0 +1,306 @@
+"""Shared helpers for tetherd's integration tests: start a server on loopback,
+speak raw HTTP to it, and do the P-521 arithmetic needed to check /rec answers
+independently of the C code (pure Python, standard library only)."""
+
+import base64
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+TETHERD = os.environ.get("TETHERD", "build/server/tetherd")
+TETHER_KEYS = os.environ.get("TETHER_KEYS", "build/keys/tether-keys")
+
+# ----------------------------------------------------------------- encoding
+
+
+def b64u(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64u(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def int_to_b64u(n, width=66):
+    return b64u(n.to_bytes(width, "big"))
+
+
+def b64u_to_int(text):
+    return int.from_bytes(unb64u(text), "big")
+
+
+THP_HASHES = {"S1": "sha1", "S224": "sha224", "S256": "sha256", "S384": "sha384", "S512": "sha512"}
+
+
+def thumbprint(jwk, hash_name="S256"):
+    """RFC 7638 thumbprint of an EC key, computed here, not by tether."""
+    canon = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True)
+    return b64u(hashlib.new(THP_HASHES[hash_name], canon.encode()).digest())
+
+
+# ----------------------------------------------------------------- P-521
+
+P = 2**521 - 1
+N = 0x01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409
+B = 0x0051953EB9618E1C9A1F929A21A0B68540EEA2DA725B99B315F3B8B489918EF109E156193951EC7E937B1652C0BD3BB1BF073573DF883D2C34F1EF451FD46B503F00
+GX = 0x00C6858E06B70404E9CD9E3ECB662395B4429C648139053FB521F828AF606B4D3DBAA14B5E77EFE75928FE1DC127A2FFA8DE3348B3C1856A429BF97E7E31C2E5BD66
+GY = 0x011839296A789A3BC0045C8A5FB42C7D1BD998F54449579B446817AFBD17273E662C97EE72995EF42640C550B9013FAD0761353C7086A272C24088BE94769FD16650
+
+
+def on_curve(x, y):
+    return (y * y - (x * x * x - 3 * x + B)) % P == 0
+
+
+def _add(p1, p2):
+    if p1 is None:
+        return p2
+    if p2 is None:
+        return p1
+    (x1, y1), (x2, y2) = p1, p2
+    if x1 == x2 and (y1 + y2) % P == 0:
+        return None
+    if p1 == p2:
+        lam = (3 * x1 * x1 - 3) * pow(2 * y1, -1, P) % P
+    else:
+        lam = (y2 - y1) * pow(x2 - x1, -1, P) % P
+    x3 = (lam * lam - x1 - x2) % P
+    return (x3, (lam * (x1 - x3) - y1) % P)
+
+
+def mul(k, point):
+    result, addend = None, point
+    while k:
+        if k & 1:
+            result = _add(result, addend)
+        addend = _add(addend, addend)
+        k >>= 1
+    return result
+
+
+def random_point():
+    """A fresh client point, as clevis makes one: (x, y) of k*G."""
+    k = int.from_bytes(os.urandom(66), "big") % (N - 1) + 1
+    return mul(k, (GX, GY))
+
+
+def ecmr_jwk(x, y, crv="P-521", width=66, **extra):
+    jwk = {"alg": "ECMR", "crv": crv, "key_ops": ["deriveKey"], "kty": "EC",
+           "x": int_to_b64u(x, width), "y": int_to_b64u(y, width)}
+    jwk.update(extra)
+    return jwk
+
+
+# ----------------------------------------------------------------- keys
+
+
+def load_keys(keydir):
+    """Every *.jwk in keydir: list of dicts {file, hidden, jwk, role}."""
+    keys = []
+    for name in sorted(os.listdir(keydir)):
+        if not name.endswith(".jwk"):
+            continue
+        with open(os.path.join(keydir, name)) as f:
+            jwk = json.load(f)
+        ops = jwk.get("key_ops", [])
+        role = "sig" if "sign" in ops else "exc"
+        keys.append({"file": name, "hidden": name.startswith("."), "jwk": jwk, "role": role})
+    return keys
+
+
+def key_of(keydir, role, hidden=False):
+    found = [k["jwk"] for k in load_keys(keydir) if k["role"] == role and k["hidden"] == hidden]
+    if not found:
+        raise AssertionError(f"no {'hidden' if hidden else 'advertised'} {role} key in {keydir}")
+    return found[0]
+
+
+def tether_keys(*args, check=True):
+    return subprocess.run([TETHER_KEYS, *args], capture_output=True, text=True, timeout=60, check=check)
+
+
+# ----------------------------------------------------------------- HTTP
+
+
+def free_port(family=socket.AF_INET, host="127.0.0.1"):
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def raw_request(port, data, host="127.0.0.1", family=socket.AF_INET, timeout=10):
+    """Send raw bytes, read until the server closes or a full response is in."""
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect((host, port))
+        s.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            resp = b"".join(chunks)
+            if _complete(resp):
+                break
+        return b"".join(chunks)
+
+
+def _complete(resp):
+    head, sep, body = resp.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
+class Response:
+    def __init__(self, raw):
+        self.raw = raw
+        head, _, self.body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2) if lines and lines[0] else ["", "0"]
+        self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        self.headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def request(port, method, target, body=None, headers=None, host="127.0.0.1", family=socket.AF_INET):
+    hdrs = {"Host": "localhost", "Connection": "close"}
+    hdrs.update(headers or {})
+    if body is not None:
+        if isinstance(body, str):
+            body = body.encode()
+        hdrs.setdefault("Content-Length", str(len(body)))
+    data = f"{method} {target} HTTP/1.1\r\n".encode()
+    data += b"".join(f"{k}: {v}\r\n".encode() for k, v in hdrs.items()) + b"\r\n"
+    data += body or b""
+    return Response(raw_request(port, data, host=host, family=family))
+
+
+def get(port, target, **kw):
+    return request(port, "GET", target, **kw)
+
+
+def post_json(port, target, obj, **kw):
+    body = obj if isinstance(obj, (str, bytes)) else json.dumps(obj)
+    return request(port, "POST", target, body=body, headers={"Content-Type": "application/jwk+json"}, **kw)
+
+
+# ----------------------------------------------------------------- JWS
+
+
+def adv_payload(adv):
+    return json.loads(unb64u(adv["payload"]))
+
+
+def adv_signatures(adv):
+    if "signatures" in adv:
+        return [s for s in adv["signatures"]]
+    return [{"protected": adv["protected"], "signature": adv["signature"]}]
+
+
+# ----------------------------------------------------------------- server
+
+
+class Tetherd:
+    """One tetherd on loopback with its own key directory; stopped on close."""
+
+    def __init__(self, keydir=None, args=(), port=None, host="127.0.0.1", gen=True, wait_path="/health",
+                 wait_status=None):
+        self.tmp = tempfile.TemporaryDirectory(prefix="tether-it-")
+        self.keydir = keydir or os.path.join(self.tmp.name, "keys")
+        if not os.path.exists(self.keydir):
+            os.mkdir(self.keydir)
+            if gen:
+                tether_keys("gen", self.keydir)
+        self.host = host
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.port = port or free_port(self.family, host)
+        self.logpath = os.path.join(self.tmp.name, "tetherd.log")
+        self.log = open(self.logpath, "wb")
+        cmd = [TETHERD, "-a", host, "-p", str(self.port), *args, self.keydir]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, stdin=subprocess.DEVNULL)
+        self.wait_ready(wait_path, wait_status)
+
+    def wait_ready(self, path="/health", status=None, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tetherd exited with {self.proc.returncode}: {self.logs()}")
+            try:
+                r = self.get(path)
+                if status is None or r.status == status:
+                    return r
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"tetherd did not answer {path} within {timeout}s: {self.logs()}")
+
+    def get(self, target, **kw):
+        return get(self.port, target, host=self.host, family=self.family, **kw)
+
+    def post(self, target, obj, **kw):
+        return post_json(self.port, target, obj, host=self.host, family=self.family, **kw)
+
+    def raw(self, data, **kw):
+        return raw_request(self.port, data, host=self.host, family=self.family, **kw)
+
+    def logs(self):
+        self.log.flush()
+        with open(self.logpath, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+    def close(self):
+        self.stop()
+        self.tmp.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def eventually(check, timeout=5.0, interval=0.02):
+    """Retry check() until it returns truthy; for state that changes asynchronously."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def main():
+    unittest.main(verbosity=2)
