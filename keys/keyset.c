@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <jose/b64.h>
@@ -63,8 +64,8 @@ static void ecmr_key_free(struct tk_ecmr_key *k) {
         free(k);
 }
 
-/* Validates the private scalar once, at load: d in [1, n-1] and dG equal to
- * the published point. Afterwards /rec trusts it. */
+/* Validates an EC private key once, at load: d in [1, n-1] and dG equal to
+ * the published point. Afterwards /rec and signing trust it. */
 static int ecmr_key_prepare(const json_t *jwk, struct tk_ecmr_key **ret) {
         const char *crv = NULL, *x = NULL, *y = NULL, *d = NULL;
         _cleanup_(ec_group_freep) EC_GROUP *group = NULL;
@@ -76,6 +77,8 @@ static int ecmr_key_prepare(const json_t *jwk, struct tk_ecmr_key **ret) {
 
         if (!ctx)
                 return -ENOMEM;
+        if (!json_is_string(json_object_get(jwk, "kty")) || strcmp(json_string_value(json_object_get(jwk, "kty")), "EC") != 0)
+                return -EPROTONOSUPPORT;
         if (json_unpack((json_t *) jwk, "{s:s,s:s,s:s,s:s}", "crv", &crv, "x", &x, "y", &y, "d", &d) < 0)
                 return -EINVAL;
         int nid = ecpoint_curve_nid(crv);
@@ -188,6 +191,15 @@ static json_t *read_key_file(int dirfd, const char *name, const char **reason) {
         return json;
 }
 
+static const char *key_rejection(const char *what, int r) {
+        static __thread char msg[128];
+        const char *why = r == -EPROTONOSUPPORT ? "that is not an EC key"
+                        : r == -EOPNOTSUPP     ? "on an unsupported curve"
+                                               : "whose private part is missing or does not match its public point";
+        snprintf(msg, sizeof(msg), "is %s %s", what, why);
+        return msg;
+}
+
 static int key_init(struct tk_key *k, const char *name, json_t *jwk, const char **reason) {
         k->jwk = jwk;
         k->file = strdup(name);
@@ -203,14 +215,21 @@ static int key_init(struct tk_key *k, const char *name, json_t *jwk, const char 
                         return -EINVAL;
                 }
         }
-        if (tk_key_allows_recovery(jwk)) {
-                int r = ecmr_key_prepare(jwk, &k->ecmr);
-                if (r < 0) {
-                        *reason = r == -EOPNOTSUPP ? "is an exchange key on an unsupported curve"
-                                                   : "is an exchange key whose private part does not match its public point";
-                        return r;
-                }
+        bool exchange = tk_key_allows_recovery(jwk);
+        if (!exchange && k->role != TK_ROLE_SIGNING)
+                return 0;
+        /* Keys that will sign or derive are checked now, so that a foreign
+         * key cannot make every later /adv or /rec fail. */
+        struct tk_ecmr_key *ec = NULL;
+        int r = ecmr_key_prepare(jwk, &ec);
+        if (r < 0) {
+                *reason = key_rejection(exchange ? "an exchange key" : "a signing key", r);
+                return r;
         }
+        if (exchange)
+                k->ecmr = ec;
+        else
+                ecmr_key_free(ec);
         return 0;
 }
 

@@ -11,6 +11,9 @@
 #define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_CLOSE_WRITE | \
                     IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
 
+/* A directory that never stops changing still gets loaded, eventually. */
+#define LOAD_ATTEMPTS_MAX 20
+
 struct keystore {
         char *dir;
         bool keygen;
@@ -66,12 +69,35 @@ static bool drain(struct keystore *ks) {
         return any;
 }
 
+static bool events_queued(struct keystore *ks) {
+        struct pollfd p = { .fd = ks->inotify_fd, .events = POLLIN };
+        return poll(&p, 1, 0) > 0;
+}
+
+/* readdir() is not a snapshot: a rename during it can hide both the old and
+ * the new name. A load during which the directory changed is thrown away and
+ * done again, so that what gets published is a state the directory was in. */
+static int load_consistent(struct keystore *ks, struct tk_keyset **ret) {
+        for (unsigned attempt = 1;; attempt++) {
+                struct tk_keyset *set = NULL;
+                int r = load(ks, &set);
+                if (r < 0)
+                        return r;
+                if (!events_queued(ks) || attempt == LOAD_ATTEMPTS_MAX) {
+                        *ret = set;
+                        return 0;
+                }
+                tk_keyset_free(set);
+                (void) drain(ks);
+        }
+}
+
 /* Called with reload_lock held. */
 static void reload(struct keystore *ks) {
         struct tk_keyset *set = NULL;
         struct served *s = NULL;
 
-        if (load(ks, &set) < 0)
+        if (load_consistent(ks, &set) < 0)
                 return;
         if (set->n_advertised_files == 0 && ks->keygen) {
                 _cleanup_free_ char *sig = NULL, *exc = NULL;
@@ -84,7 +110,7 @@ static void reload(struct keystore *ks) {
                         set = NULL;
                         /* Our own file events; the load below sees everything before it. */
                         (void) drain(ks);
-                        if (load(ks, &set) < 0)
+                        if (load_consistent(ks, &set) < 0)
                                 return;
                 }
         }
@@ -102,8 +128,7 @@ static void reload(struct keystore *ks) {
 }
 
 static bool pending(struct keystore *ks) {
-        struct pollfd p = { .fd = ks->inotify_fd, .events = POLLIN };
-        return poll(&p, 1, 0) > 0 || __atomic_load_n(&ks->reloading, __ATOMIC_ACQUIRE);
+        return events_queued(ks) || __atomic_load_n(&ks->reloading, __ATOMIC_ACQUIRE);
 }
 
 void keystore_refresh(struct keystore *ks, bool force) {

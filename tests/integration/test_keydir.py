@@ -126,11 +126,17 @@ class KeyDir(tlib.unittest.TestCase):
         with tlib.Tetherd() as srv:
             before = adv_thps(srv)
             for name, content in (("garbage.jwk", "not json"), ("empty.jwk", ""),
-                                  ("array.jwk", "[1]"), ("notes.txt", "hello")):
+                                  ("array.jwk", "[1]"), ("notes.txt", "hello"),
+                                  # Would sign the advertisement if taken for a signing key.
+                                  ("rsa.jwk", '{"kty":"RSA","n":"AQAB","e":"AQAB"}'),
+                                  # A signing key whose private part is not its public point's.
+                                  ("mismatch.jwk", json.dumps(dict(tlib.key_of(srv.keydir, "sig"),
+                                                                   d=tlib.int_to_b64u(12345))))):
                 with open(os.path.join(srv.keydir, name), "w") as f:
                     f.write(content)
             self.assertEqual(adv_thps(srv), before)
-            logs = tlib.eventually(lambda: all(n in srv.logs() for n in ("garbage.jwk", "empty.jwk", "array.jwk"))
+            logs = tlib.eventually(lambda: all(n in srv.logs() for n in ("garbage.jwk", "empty.jwk", "array.jwk", "rsa.jwk",
+                                                                            "mismatch.jwk"))
                                    and srv.logs())
             self.assertTrue(logs, srv.logs())
             self.assertNotIn("notes.txt", srv.logs())
