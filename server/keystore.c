@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
 
 #define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_CLOSE_WRITE | \
@@ -92,6 +93,36 @@ static int load_consistent(struct keystore *ks, struct tk_keyset **ret) {
         }
 }
 
+/* Tang's behaviour: a directory with no advertised key gets a fresh pair.
+ * Per-connection (inetd) servers may all find the same empty directory at
+ * once; a lock on it makes the first one generate and the others see it. */
+static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
+        _cleanup_free_ char *sig = NULL, *exc = NULL;
+        char err[512];
+        _cleanup_close_ int dirfd = open(ks->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        if (dirfd < 0 || flock(dirfd, LOCK_EX) < 0) {
+                ks->log("key directory %s: cannot lock it to create keys: %s", ks->dir, strerror(errno));
+                return 0;
+        }
+        tk_keyset_free(*set);
+        *set = NULL;
+        if (load_consistent(ks, set) < 0)
+                return -1;
+        if ((*set)->n_advertised_files > 0)
+                return 0;
+        if (tk_keygen_pair(ks->dir, NULL, NULL, &sig, &exc, err, sizeof(err)) < 0) {
+                ks->log("key directory %s: no advertised key and cannot create one: %s", ks->dir, err);
+                return 0;
+        }
+        ks->log("key directory %s: no advertised key; created %s and %s", ks->dir, sig, exc);
+        tk_keyset_free(*set);
+        *set = NULL;
+        /* Our own file events; the load below sees everything before it. */
+        (void) drain(ks);
+        return load_consistent(ks, set);
+}
+
 /* Called with reload_lock held. */
 static void reload(struct keystore *ks) {
         struct tk_keyset *set = NULL;
@@ -99,21 +130,8 @@ static void reload(struct keystore *ks) {
 
         if (load_consistent(ks, &set) < 0)
                 return;
-        if (set->n_advertised_files == 0 && ks->keygen) {
-                _cleanup_free_ char *sig = NULL, *exc = NULL;
-                char err[512];
-                if (tk_keygen_pair(ks->dir, NULL, NULL, &sig, &exc, err, sizeof(err)) < 0)
-                        ks->log("key directory %s: no advertised key and cannot create one: %s", ks->dir, err);
-                else {
-                        ks->log("key directory %s: no advertised key; created %s and %s", ks->dir, sig, exc);
-                        tk_keyset_free(set);
-                        set = NULL;
-                        /* Our own file events; the load below sees everything before it. */
-                        (void) drain(ks);
-                        if (load_consistent(ks, &set) < 0)
-                                return;
-                }
-        }
+        if (set->n_advertised_files == 0 && ks->keygen && generate_first_pair(ks, &set) < 0)
+                return;
         size_t n_sig = tk_keyset_count(set, TK_ROLE_SIGNING, false);
         size_t n_exc = tk_keyset_count(set, TK_ROLE_EXCHANGE, false);
         size_t n_hidden = tk_keyset_count(set, TK_ROLE_SIGNING, true) + tk_keyset_count(set, TK_ROLE_EXCHANGE, true);

@@ -51,6 +51,16 @@ class Proc:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        # Per-connection children outlive their parent briefly; wait for them
+        # too, so none is still writing keys when the directory goes away.
+        def group_gone():
+            try:
+                os.killpg(self.proc.pid, 0)
+                return False
+            except ProcessLookupError:
+                return True
+        if not tlib.eventually(group_gone, timeout=10):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.logf.close()
 
 
@@ -168,6 +178,32 @@ class Modes(tlib.unittest.TestCase):
             a.close()
             self.assertEqual(proc.wait(timeout=10), 0)
             proc.stderr.close()
+
+    def test_concurrent_inetd_servers_generate_one_pair(self):
+        # After a power cut, many per-connection servers may start on an empty directory.
+        empty = os.path.join(self.tmp.name, "empty")
+        os.mkdir(empty)
+        procs, socks = [], []
+        for _ in range(8):
+            a, b = socket.socketpair()
+            procs.append(subprocess.Popen([tlib.TETHERD, empty], stdin=b.fileno(), stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+            b.close()
+            socks.append(a)
+        payloads = set()
+        for a in socks:
+            with a:
+                a.sendall(b"GET /adv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                resp = b""
+                while chunk := a.recv(65536):
+                    resp += chunk
+                r = tlib.Response(resp)
+                self.assertEqual(r.status, 200)
+                payloads.add(r.json()["payload"])
+        for p in procs:
+            p.wait(timeout=10)
+        self.assertEqual(len(os.listdir(empty)), 2, os.listdir(empty))
+        self.assertEqual(len(payloads), 1)
 
     def test_ready_notification(self):
         notify = os.path.join(self.tmp.name, "notify")
