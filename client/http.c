@@ -1,16 +1,27 @@
 #include "http.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <curl/curl.h>
 
+struct transfer {
+        struct tc_http_reply *reply;
+        const struct tc_ctx *ctx;
+        bool too_large;
+};
+
 static size_t collect(char *data, size_t size, size_t nmemb, void *userdata) {
-        struct tc_http_reply *reply = userdata;
+        struct transfer *t = userdata;
+        struct tc_http_reply *reply = t->reply;
         size_t n = size * nmemb;
 
-        if (reply->len + n > TC_HTTP_MAX_BODY)
+        if (reply->len + n > TC_HTTP_MAX_BODY) {
+                t->too_large = true;
                 return 0;   /* makes curl fail with CURLE_WRITE_ERROR */
+        }
         char *nb = realloc(reply->body, reply->len + n + 1);
         if (!nb)
                 return 0;
@@ -21,32 +32,89 @@ static size_t collect(char *data, size_t size, size_t nmemb, void *userdata) {
         return n;
 }
 
+static int progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
+        struct transfer *t = userdata;
+        (void) dltotal, (void) dlnow, (void) ultotal, (void) ulnow;
+        return tc_ctx_cancelled(t->ctx) ? 1 : 0;
+}
+
 void tc_http_reply_clear(struct tc_http_reply *reply) {
         free(reply->body);
         memset(reply, 0, sizeof(*reply));
 }
 
-int tc_http_request(const char *url, const char *body, size_t body_len, const char *content_type,
-                    long timeout_ms, struct tc_http_reply *reply, char *err, size_t errlen) {
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_init_once(void) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* Errors worth another attempt: the server was not there (yet), as at boot
+ * while the network comes up. */
+static bool transient(CURLcode cr) {
+        return cr == CURLE_COULDNT_CONNECT || cr == CURLE_COULDNT_RESOLVE_HOST || cr == CURLE_COULDNT_RESOLVE_PROXY ||
+               cr == CURLE_OPERATION_TIMEDOUT || cr == CURLE_GOT_NOTHING || cr == CURLE_SEND_ERROR ||
+               cr == CURLE_RECV_ERROR;
+}
+
+static void describe(CURL *curl, CURLcode cr, const struct tc_ctx *ctx, char *buf, size_t len) {
+        long os_errno = 0;
+        curl_easy_getinfo(curl, CURLINFO_OS_ERRNO, &os_errno);
+        switch (cr) {
+        case CURLE_COULDNT_CONNECT:
+                if (os_errno) {
+                        snprintf(buf, len, "%s", strerror((int) os_errno));
+                        buf[0] = (char) (buf[0] >= 'A' && buf[0] <= 'Z' ? buf[0] - 'A' + 'a' : buf[0]);
+                } else
+                        snprintf(buf, len, "cannot connect");
+                break;
+        case CURLE_COULDNT_RESOLVE_HOST:
+                snprintf(buf, len, "host name not found");
+                break;
+        case CURLE_OPERATION_TIMEDOUT:
+                snprintf(buf, len, "no answer within %.1f s", (double) ctx->timeout_ms / 1000);
+                break;
+        case CURLE_GOT_NOTHING:
+                snprintf(buf, len, "connection closed without an answer");
+                break;
+        default:
+                snprintf(buf, len, "%s", curl_easy_strerror(cr));
+        }
+}
+
+/* Sleeps ms, waking early when cancelled; returns false if cancelled. */
+static bool pause_ms(const struct tc_ctx *ctx, long ms) {
+        for (long slept = 0; slept < ms; slept += 20) {
+                if (tc_ctx_cancelled(ctx))
+                        return false;
+                nanosleep(&(struct timespec) { .tv_nsec = 20 * 1000000L }, NULL);
+        }
+        return !tc_ctx_cancelled(ctx);
+}
+
+int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body, size_t body_len,
+                    const char *content_type, struct tc_http_reply *reply, struct tc_err *err) {
         struct curl_slist *headers = NULL;
-        char errbuf[CURL_ERROR_SIZE] = "";
-        char ct[128];
+        char ct[128], why[256];
+        struct transfer t = { .reply = reply, .ctx = ctx };
+        CURLcode cr = CURLE_OK;
+        unsigned attempt = 0;
         int r = 0;
 
         memset(reply, 0, sizeof(*reply));
+        pthread_once(&curl_once, curl_init_once);
         CURL *curl = curl_easy_init();
-        if (!curl) {
-                snprintf(err, errlen, "cannot initialize HTTP");
-                return -ENOMEM;
-        }
+        if (!curl)
+                return tc_fail(err, -ENOMEM, "cannot initialize HTTP");
         curl_easy_setopt(curl, CURLOPT_URL, url);
         curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
-        curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, ctx->timeout_ms);
+        curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, ctx->connect_timeout_ms);
         curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
-        curl_easy_setopt(curl, CURLOPT_WRITEDATA, reply);
-        curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+        curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
+        curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, progress);
+        curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &t);
+        curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
         if (body) {
                 snprintf(ct, sizeof(ct), "Content-Type: %s", content_type ? content_type : "application/octet-stream");
                 headers = curl_slist_append(headers, ct);
@@ -56,13 +124,37 @@ int tc_http_request(const char *url, const char *body, size_t body_len, const ch
                 curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
                 curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long) body_len);
         }
-        CURLcode cr = curl_easy_perform(curl);
-        if (cr != CURLE_OK) {
-                snprintf(err, errlen, "%s unreachable: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(cr));
-                r = cr == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EHOSTUNREACH;
+
+        long backoff = ctx->backoff_ms;
+        for (;;) {
+                attempt++;
                 tc_http_reply_clear(reply);
-        } else
+                cr = curl_easy_perform(curl);
+                if (cr == CURLE_OK || !transient(cr) || attempt >= ctx->attempts || tc_ctx_cancelled(ctx))
+                        break;
+                if (!pause_ms(ctx, backoff))
+                        break;
+                backoff *= 2;
+        }
+
+        if (cr == CURLE_OK)
                 curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply->status);
+        else {
+                if (tc_ctx_cancelled(ctx))
+                        r = tc_fail(err, -ECANCELED, "%s: cancelled", url);
+                else if (t.too_large)
+                        r = tc_fail(err, -EMSGSIZE, "%s: answer larger than %d bytes", url, TC_HTTP_MAX_BODY);
+                else {
+                        describe(curl, cr, ctx, why, sizeof(why));
+                        if (transient(cr))
+                                r = tc_fail(err, cr == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EHOSTUNREACH,
+                                            "%s unreachable: %s after %u attempt%s", url, why, attempt,
+                                            attempt == 1 ? "" : "s");
+                        else
+                                r = tc_fail(err, -EHOSTUNREACH, "%s: %s", url, why);
+                }
+                tc_http_reply_clear(reply);
+        }
         curl_slist_free_all(headers);
         curl_easy_cleanup(curl);
         return r;

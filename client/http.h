@@ -1,8 +1,12 @@
-/* HTTP for the client side, over libcurl. No printing: errors come back as
- * a negative errno and a one-line message. */
+/* HTTP for the client side, over libcurl: http and https (system CA
+ * bundle), proxies from the environment, IPv6 literals, bounded retries
+ * when the server cannot be reached, cancellation through the context. */
 #pragma once
 
 #include <stddef.h>
+
+#include "ctx.h"
+#include "err.h"
 
 struct tc_http_reply {
         long status;
@@ -13,7 +17,9 @@ struct tc_http_reply {
 /* Largest reply body we accept; advertisements and /rec replies are small. */
 #define TC_HTTP_MAX_BODY (1024 * 1024)
 
-/* GET (body == NULL) or POST to url. timeout_ms bounds the whole exchange. */
-int tc_http_request(const char *url, const char *body, size_t body_len, const char *content_type,
-                    long timeout_ms, struct tc_http_reply *reply, char *err, size_t errlen);
+/* GET (body == NULL) or POST to url. Any HTTP status is a success here; the
+ * caller judges it. Fails with -EHOSTUNREACH, -ETIMEDOUT, -ECANCELED,
+ * -EMSGSIZE (reply too large) or -ENOMEM, with a message naming the URL. */
+int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body, size_t body_len,
+                    const char *content_type, struct tc_http_reply *reply, struct tc_err *err);
 void tc_http_reply_clear(struct tc_http_reply *reply);

@@ -178,9 +178,11 @@ int tk_rotate(const char *dir, char *err, size_t errlen) {
         for (size_t i = 0; i < n_old; i++) {
                 char hidden[NAME_MAX + 2];
                 snprintf(hidden, sizeof(hidden), ".%s", old[i]);
-                if (renameat(dirfd(d), old[i], dirfd(d), hidden) < 0 && errno != ENOENT) {
-                        r = fail(err, errlen, -errno, "new keys %s and %s created, but cannot hide %s: %s",
-                                 sig, exc, old[i], strerror(errno));
+                /* Never over an older hidden key of the same name: clients may
+                 * still be bound to it. */
+                if (renameat2(dirfd(d), old[i], dirfd(d), hidden, RENAME_NOREPLACE) < 0 && errno != ENOENT) {
+                        r = fail(err, errlen, -errno, "new keys %s and %s created, but cannot hide %s as %s: %s",
+                                 sig, exc, old[i], hidden, errno == EEXIST ? "a rotated key of that name exists" : strerror(errno));
                         break;
                 }
         }

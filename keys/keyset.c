@@ -25,7 +25,7 @@ char *tk_thumbprint(const json_t *jwk, const char *hash) {
         size_t dlen = jose_jwk_thp_buf(NULL, NULL, hash, NULL, 0);
         if (dlen == SIZE_MAX || dlen > sizeof(dig))
                 return NULL;
-        if (!jose_jwk_thp_buf(NULL, jwk, hash, dig, dlen))
+        if (jose_jwk_thp_buf(NULL, jwk, hash, dig, dlen) != dlen)
                 return NULL;
         size_t elen = jose_b64_enc_buf(dig, dlen, enc, sizeof(enc) - 1);
         if (elen == SIZE_MAX)
@@ -272,7 +272,8 @@ int tk_keyset_load(const char *dir, tk_warn_fn warn, void *userdata, struct tk_k
                 n_names++;
         }
         /* Sorted so the advertisement is the same whatever readdir's order. */
-        qsort(names, n_names, sizeof(*names), cmp_names);
+        if (n_names > 0)
+                qsort(names, n_names, sizeof(*names), cmp_names);
 
         ks->keys = calloc(n_names ? n_names : 1, sizeof(*ks->keys));
         if (!ks->keys) {

@@ -1,13 +1,12 @@
 /* tether-keys: administration of a Tang-format key directory. */
 #include "keyset.h"
 #include "cleanup.h"
-#include "http.h"
+#include "tang.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <curl/curl.h>
 #include <jose/jwk.h>
 
 #define EXIT_USAGE 2
@@ -87,30 +86,23 @@ static int print_signing_thumbprints(json_t *keys) {
 }
 
 static int show_url(const char *url) {
-        struct tc_http_reply reply;
-        _cleanup_free_ char *adv_url = NULL;
-        char err[512] = "";
+        json_auto_t *jws = NULL, *payload = NULL;
+        struct tc_ctx ctx;
+        struct tc_err err = {};
         size_t len = strlen(url);
+        _cleanup_free_ char *base = strndup(url, len && url[len - 1] == '/' ? len - 1 : len);
 
-        if (asprintf(&adv_url, "%s%sadv", url, len && url[len - 1] == '/' ? "" : "/") < 0)
+        if (!base)
                 return EXIT_FAILURE;
-        curl_global_init(CURL_GLOBAL_DEFAULT);
-        if (tc_http_request(adv_url, NULL, 0, NULL, 10000, &reply, err, sizeof(err)) < 0) {
-                fprintf(stderr, "%s show: tang server %s\n", program, err);
-                return EXIT_FAILURE;
-        }
-        if (reply.status != 200) {
-                fprintf(stderr, "%s show: %s answered HTTP %ld\n", program, adv_url, reply.status);
-                tc_http_reply_clear(&reply);
+        if (tc_ctx_init(&ctx) < 0) {
+                fprintf(stderr, "%s show: TETHER_TIMEOUT must be a number of seconds\n", program);
                 return EXIT_FAILURE;
         }
-        json_auto_t *jws = json_loadb(reply.body, reply.len, 0, NULL);
-        tc_http_reply_clear(&reply);
-        json_auto_t *payload = jws ? tk_adv_verify(jws, err, sizeof(err)) : NULL;
-        if (!payload) {
-                fprintf(stderr, "%s show: %s: %s\n", program, adv_url, jws ? err : "advertisement is not JSON");
+        if (tc_tang_fetch_adv(&ctx, base, NULL, &jws, &payload, &err) < 0) {
+                fprintf(stderr, "%s show: %s\n", program, err.msg);
                 return EXIT_FAILURE;
         }
+        const char *adv_url = base;
         if (print_signing_thumbprints(json_object_get(payload, "keys")) < 0) {
                 fprintf(stderr, "%s show: %s: no signing key advertised\n", program, adv_url);
                 return EXIT_FAILURE;

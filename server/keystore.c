@@ -23,6 +23,7 @@ struct keystore {
         int watch;                   /* -1 when the directory is not watched */
         pthread_mutex_t reload_lock; /* one reload at a time */
         int reloading;               /* set while a reload is under way */
+        int keys_wanted;             /* no advertised key; the next request generates a pair */
         pthread_mutex_t current_lock;
         struct served *current;
 };
@@ -123,15 +124,22 @@ static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
         return load_consistent(ks, set);
 }
 
-/* Called with reload_lock held. */
-static void reload(struct keystore *ks) {
+/* Called with reload_lock held. Keys are generated only for a request (or
+ * at start), as tang does: tangd-rotate-keys hides the old pair before it
+ * creates the new one, and a watcher must not fill that gap with a third. */
+static void reload(struct keystore *ks, bool keygen_now) {
         struct tk_keyset *set = NULL;
         struct served *s = NULL;
 
         if (load_consistent(ks, &set) < 0)
                 return;
-        if (set->n_advertised_files == 0 && ks->keygen && generate_first_pair(ks, &set) < 0)
-                return;
+        bool wanted = set->n_advertised_files == 0 && ks->keygen;
+        if (wanted && keygen_now) {
+                if (generate_first_pair(ks, &set) < 0)
+                        return;
+                wanted = set->n_advertised_files == 0;
+        }
+        __atomic_store_n(&ks->keys_wanted, wanted, __ATOMIC_RELEASE);
         size_t n_sig = tk_keyset_count(set, TK_ROLE_SIGNING, false);
         size_t n_exc = tk_keyset_count(set, TK_ROLE_EXCHANGE, false);
         size_t n_hidden = tk_keyset_count(set, TK_ROLE_SIGNING, true) + tk_keyset_count(set, TK_ROLE_EXCHANGE, true);
@@ -145,21 +153,26 @@ static void reload(struct keystore *ks) {
         publish(ks, s);
 }
 
-static bool pending(struct keystore *ks) {
-        return events_queued(ks) || __atomic_load_n(&ks->reloading, __ATOMIC_ACQUIRE);
+static bool pending(struct keystore *ks, bool keygen_now) {
+        return events_queued(ks) || __atomic_load_n(&ks->reloading, __ATOMIC_ACQUIRE) ||
+               (keygen_now && __atomic_load_n(&ks->keys_wanted, __ATOMIC_ACQUIRE));
 }
 
-void keystore_refresh(struct keystore *ks, bool force) {
-        if (!force && !pending(ks))
+static void refresh(struct keystore *ks, bool force, bool keygen_now) {
+        if (!force && !pending(ks, keygen_now))
                 return;
         pthread_mutex_lock(&ks->reload_lock);
         __atomic_store_n(&ks->reloading, 1, __ATOMIC_RELEASE);
         /* Drained under the lock and before loading: an event that arrives
          * during the load stays queued and triggers the next reload. */
-        if (drain(ks) || force)
-                reload(ks);
+        if (drain(ks) || force || (keygen_now && ks->keys_wanted))
+                reload(ks, keygen_now);
         __atomic_store_n(&ks->reloading, 0, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&ks->reload_lock);
+}
+
+void keystore_refresh(struct keystore *ks, bool force) {
+        refresh(ks, force, false);
 }
 
 bool keystore_rewatch(struct keystore *ks) {
@@ -174,7 +187,7 @@ bool keystore_rewatch(struct keystore *ks) {
 }
 
 struct served *keystore_acquire(struct keystore *ks) {
-        keystore_refresh(ks, false);
+        refresh(ks, false, true);
         pthread_mutex_lock(&ks->current_lock);
         struct served *s = served_ref(ks->current);
         pthread_mutex_unlock(&ks->current_lock);
@@ -216,7 +229,7 @@ int keystore_open(const char *dir, bool keygen, keystore_log_fn log, struct keys
                 keystore_close(ks);
                 return -ENOMEM;
         }
-        keystore_refresh(ks, true);
+        refresh(ks, true, true);
         *ret = ks;
         return 0;
 }

@@ -19,7 +19,8 @@ struct served *keystore_acquire(struct keystore *ks);
 
 /* For the main loop: readable when the directory changed. */
 int keystore_watch_fd(const struct keystore *ks);
-/* Applies pending changes (force: reload even without any). */
+/* Applies pending changes (force: reload even without any). Never creates
+ * keys: only a request (keystore_acquire) or the start does, as in tang. */
 void keystore_refresh(struct keystore *ks, bool force);
 /* Re-establishes the directory watch after the directory was removed or
  * replaced; returns true when watching. */

@@ -3,7 +3,9 @@
 #include "ecpoint.h"
 
 #include <string.h>
+#include <jose/b64.h>
 #include <jose/jwk.h>
+#include <openssl/crypto.h>
 
 int rec_check_request(const char *body, size_t len, json_t **ret) {
         const char *kty = NULL, *alg = NULL;
@@ -23,6 +25,25 @@ int rec_check_request(const char *body, size_t len, json_t **ret) {
         return 0;
 }
 
+/* Tang imports the whole client JWK, so a "d" that is not the private key
+ * of (x, y) gets 400 there; no real client sends one. */
+static bool private_part_consistent(const struct tk_ecmr_key *key, const json_t *req, const EC_POINT *point,
+                                    BN_CTX *ctx) {
+        json_t *d = json_object_get(req, "d");
+        uint8_t buf[ECPOINT_MAX_COORD];
+        if (!d)
+                return true;
+        const char *s = json_string_value(d);
+        size_t n = s ? jose_b64_dec_buf(s, strlen(s), NULL, 0) : SIZE_MAX;
+        if (n == 0 || n > key->coord_len || jose_b64_dec_buf(s, strlen(s), buf, sizeof(buf)) != n)
+                return false;
+        _cleanup_(bn_clear_freep) BIGNUM *k = BN_bin2bn(buf, (int) n, NULL);
+        _cleanup_(ec_point_freep) EC_POINT *check = EC_POINT_new(key->group);
+        OPENSSL_cleanse(buf, sizeof(buf));
+        return k && check && !BN_is_zero(k) && BN_cmp(k, EC_GROUP_get0_order(key->group)) < 0 &&
+               EC_POINT_mul(key->group, check, k, NULL, NULL, ctx) && EC_POINT_cmp(key->group, check, point, ctx) == 0;
+}
+
 int rec_exchange(const struct tk_ecmr_key *key, const json_t *req, char *out, size_t outlen, size_t *written) {
         const char *crv = NULL, *x = NULL, *y = NULL;
         size_t x_len = 0, y_len = 0;
@@ -38,6 +59,8 @@ int rec_exchange(const struct tk_ecmr_key *key, const json_t *req, char *out, si
         if (strcmp(crv, key->crv) != 0)
                 return 400;
         if (ecpoint_decode(key->group, x, x_len, y, y_len, ctx, &point) < 0)
+                return 400;
+        if (!private_part_consistent(key, req, point, ctx))
                 return 400;
 
         result = EC_POINT_new(key->group);

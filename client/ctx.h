@@ -1,0 +1,36 @@
+/* What every client operation runs with: network limits, the trust policy
+ * for new tang servers, and cancellation (an sss node cancels its children
+ * once it has enough shares). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Asked whether to trust a tang server's signing keys (S256 thumbprints).
+ * Returns 1 to trust, 0 to refuse, < 0 on error. */
+typedef int (*tc_trust_fn)(void *userdata, const char *url, const char *const *thps, size_t n);
+
+struct tc_ctx {
+        long connect_timeout_ms;
+        long timeout_ms;             /* whole exchange, per attempt */
+        unsigned attempts;           /* tries per request when the server is unreachable */
+        long backoff_ms;             /* pause before the 2nd attempt, doubled after */
+        bool trust_all;              /* -y: trust advertisements without asking */
+        tc_trust_fn trust;           /* NULL: refuse unknown keys */
+        void *trust_data;
+        const struct tc_ctx *parent; /* cancelled when the parent is */
+        int cancelled;               /* atomic */
+};
+
+#define TC_DEFAULT_TIMEOUT_MS 10000
+#define TC_DEFAULT_CONNECT_TIMEOUT_MS 3000
+#define TC_DEFAULT_ATTEMPTS 3
+#define TC_DEFAULT_BACKOFF_MS 250
+
+/* Defaults suited to boot, overridden by TETHER_TIMEOUT (seconds, whole
+ * exchange). Returns 0 or -EINVAL for a malformed TETHER_TIMEOUT. */
+int tc_ctx_init(struct tc_ctx *ctx);
+/* A child context: same limits and policy, cancelled with the parent. */
+void tc_ctx_child(struct tc_ctx *child, const struct tc_ctx *parent);
+void tc_ctx_cancel(struct tc_ctx *ctx);
+bool tc_ctx_cancelled(const struct tc_ctx *ctx);

@@ -1,0 +1,49 @@
+/* Compact JWEs as Clevis writes them: A256GCM content encryption with the
+ * protected header (base64url text exactly as received) as AAD, and an
+ * empty encrypted_key (alg "dir" or "ECDH-ES"). Parsing is bounded and
+ * separate from decryption. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "err.h"
+
+#define TC_JWE_MAX (16 * 1024 * 1024)        /* whole compact JWE */
+#define TC_JWE_HEADER_MAX (4 * 1024 * 1024)  /* protected header text; sss nests children here */
+#define TC_JWE_HEADER_DEPTH 64               /* sss nesting bound */
+#define TC_CEK_LEN 32
+
+struct tc_jwe {
+        char *protected_b64;       /* AAD */
+        json_t *header;            /* decoded protected header, an object */
+        uint8_t iv[12];
+        uint8_t *ciphertext;
+        size_t ciphertext_len;
+        uint8_t tag[16];
+};
+
+int tc_jwe_parse(const char *compact, size_t len, struct tc_jwe *jwe, struct tc_err *err);
+void tc_jwe_clear(struct tc_jwe *jwe);
+/* The pin name: header.clevis.pin, or NULL. */
+const char *tc_jwe_pin(const struct tc_jwe *jwe);
+
+/* Encrypts with header (serialized sorted and compact, as jose does) into a
+ * compact JWE, NUL-terminated. */
+int tc_jwe_encrypt(const json_t *header, const uint8_t cek[TC_CEK_LEN], const uint8_t *pt, size_t pt_len,
+                   char **compact, struct tc_err *err);
+/* Decrypts; the plaintext is wiped and freed with tc_secret_free(). */
+int tc_jwe_decrypt(const struct tc_jwe *jwe, const uint8_t cek[TC_CEK_LEN], uint8_t **pt, size_t *pt_len,
+                   struct tc_err *err);
+
+/* ECDH-ES in direct key agreement mode: the Concat KDF of RFC 7518 4.6
+ * over the shared x coordinate z, for enc "A256GCM", with apu/apv from the
+ * header when present. */
+int tc_jwe_ecdh_es_cek(const json_t *header, const uint8_t *z, size_t z_len, uint8_t cek[TC_CEK_LEN],
+                       struct tc_err *err);
+
+/* The content key of a "dir" JWK {"kty":"oct","k":...}: exactly 32 bytes. */
+int tc_jwe_oct_cek(const json_t *jwk, uint8_t cek[TC_CEK_LEN], struct tc_err *err);
+
+void tc_secret_free(void *p, size_t len);

@@ -1,0 +1,231 @@
+/* tether: the command line, a thin shell over the client library. Clevis's
+ * grammar: tether encrypt PIN CONFIG [-y] < plaintext > jwe,
+ * tether decrypt < jwe > plaintext. Exit 0, 1 on failure, 2 on usage. */
+#include "cleanup.h"
+#include "tether.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define INPUT_MAX (16 * 1024 * 1024)
+
+enum { EXIT_USAGE = 2 };
+
+struct command {
+        const char *name;
+        const char *summary;
+        int (*run)(int argc, char **argv);
+        void (*help)(FILE *f);
+};
+
+static int read_all(FILE *in, uint8_t **buf, size_t *len) {
+        size_t cap = 4096, n = 0;
+        uint8_t *b = malloc(cap);
+        if (!b)
+                return -ENOMEM;
+        for (;;) {
+                if (n == cap) {
+                        if (cap >= INPUT_MAX) {
+                                tc_secret_free(b, cap);
+                                return -EMSGSIZE;
+                        }
+                        uint8_t *nb = malloc(cap * 2);
+                        if (!nb) {
+                                tc_secret_free(b, cap);
+                                return -ENOMEM;
+                        }
+                        /* Copy rather than realloc, so no stray copy of a secret stays behind. */
+                        memcpy(nb, b, n);
+                        tc_secret_free(b, cap);
+                        b = nb;
+                        cap *= 2;
+                }
+                size_t got = fread(b + n, 1, cap - n, in);
+                n += got;
+                if (got == 0)
+                        break;
+        }
+        if (ferror(in)) {
+                tc_secret_free(b, cap);
+                return -EIO;
+        }
+        *buf = b;
+        *len = n;
+        return 0;
+}
+
+static int write_all(int fd, const void *buf, size_t len) {
+        const uint8_t *p = buf;
+        while (len > 0) {
+                ssize_t n = write(fd, p, len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return -errno;
+                p += n;
+                len -= (size_t) n;
+        }
+        return 0;
+}
+
+/* Trust on first use, asked on the terminal as Clevis does. */
+static int ask_trust(void *userdata, const char *url, const char *const *thps, size_t n) {
+        (void) userdata;
+        _cleanup_fclose_ FILE *tty = fopen("/dev/tty", "r+");
+        char answer[16] = "";
+        if (!tty)
+                return -ENXIO;
+        fprintf(tty, "The advertisement of %s contains the following signing keys:\n\n", url);
+        for (size_t i = 0; i < n; i++)
+                fprintf(tty, "%s\n", thps[i]);
+        fprintf(tty, "\nDo you wish to trust these keys? [ynYN] ");
+        fflush(tty);
+        if (!fgets(answer, sizeof(answer), tty))
+                return 0;
+        return (answer[0] == 'y' || answer[0] == 'Y') && (answer[1] == '\n' || answer[1] == '\0');
+}
+
+static int init_ctx(struct tc_ctx *ctx) {
+        if (tc_ctx_init(ctx) < 0) {
+                fprintf(stderr, "tether: TETHER_TIMEOUT must be a number of seconds (got \"%s\")\n", getenv("TETHER_TIMEOUT"));
+                return -EINVAL;
+        }
+        ctx->trust = ask_trust;
+        return 0;
+}
+
+static void encrypt_help(FILE *f) {
+        fputs("Usage: tether encrypt PIN CONFIG [-y] < PLAINTEXT > JWE\n\n"
+              "Encrypts standard input with PIN (tang, sss, null, or any clevis-encrypt-PIN\n"
+              "program in PATH) and its JSON CONFIG, writing a compact JWE that\n"
+              "`tether decrypt` and `clevis decrypt` accept.\n\n"
+              "  -y          trust the tang servers' advertisements without asking\n\n"
+              "  tang   {\"url\":\"http://server\", \"thp\":\"SIGNING-KEY-THUMBPRINT\"}\n"
+              "         (\"adv\": a file name or the advertisement itself, instead of fetching it)\n"
+              "  sss    {\"t\":2, \"pins\":{\"tang\":[{\"url\":...},{\"url\":...},{\"url\":...}]}}\n"
+              "  null   {} (no protection; for tests), {\"fail\":true} cannot be decrypted\n\n"
+              "Environment: TETHER_TIMEOUT, seconds allowed for each server exchange (default 10).\n", f);
+}
+
+static int cmd_encrypt(int argc, char **argv) {
+        const char *pin = NULL, *config = NULL;
+        bool yes = false;
+        struct tc_ctx ctx;
+        struct tc_err err = {};
+
+        for (int i = 1; i < argc; i++) {
+                if (strcmp(argv[i], "-y") == 0)
+                        yes = true;
+                else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+                        encrypt_help(stdout);
+                        return EXIT_SUCCESS;
+                } else if (!pin)
+                        pin = argv[i];
+                else if (!config)
+                        config = argv[i];
+                else {
+                        encrypt_help(stderr);
+                        return EXIT_USAGE;
+                }
+        }
+        if (!pin || !config) {
+                encrypt_help(stderr);
+                return EXIT_USAGE;
+        }
+        if (init_ctx(&ctx) < 0)
+                return EXIT_USAGE;
+        ctx.trust_all = yes;
+
+        uint8_t *pt = NULL;
+        size_t pt_len = 0;
+        int r = read_all(stdin, &pt, &pt_len);
+        if (r < 0) {
+                fprintf(stderr, "tether encrypt: cannot read the plaintext: %s\n", strerror(-r));
+                return EXIT_FAILURE;
+        }
+        _cleanup_free_ char *jwe = NULL;
+        r = tc_encrypt(&ctx, pin, config, pt, pt_len, &jwe, &err);
+        tc_secret_free(pt, pt_len);
+        if (r < 0) {
+                fprintf(stderr, "tether encrypt %s: %s\n", pin, err.msg);
+                return EXIT_FAILURE;
+        }
+        if (write_all(STDOUT_FILENO, jwe, strlen(jwe)) < 0) {
+                fprintf(stderr, "tether encrypt: cannot write the JWE: %s\n", strerror(errno));
+                return EXIT_FAILURE;
+        }
+        return EXIT_SUCCESS;
+}
+
+static void decrypt_help(FILE *f) {
+        fputs("Usage: tether decrypt < JWE > PLAINTEXT\n\n"
+              "Decrypts a compact JWE made by `tether encrypt` or `clevis encrypt`, asking\n"
+              "its tang servers (sss: all at once, done as soon as enough have answered).\n"
+              "Nothing is written unless decryption succeeds.\n\n"
+              "Environment: TETHER_TIMEOUT, seconds allowed for each server exchange (default 10).\n", f);
+}
+
+static int cmd_decrypt(int argc, char **argv) {
+        struct tc_ctx ctx;
+        struct tc_err err = {};
+
+        if (argc > 1) {
+                bool help = strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0;
+                decrypt_help(help ? stdout : stderr);
+                return help ? EXIT_SUCCESS : EXIT_USAGE;
+        }
+        if (init_ctx(&ctx) < 0)
+                return EXIT_USAGE;
+        uint8_t *in = NULL, *pt = NULL;
+        size_t in_len = 0, pt_len = 0;
+        int r = read_all(stdin, &in, &in_len);
+        if (r < 0) {
+                fprintf(stderr, "tether decrypt: cannot read the JWE: %s\n", strerror(-r));
+                return EXIT_FAILURE;
+        }
+        r = tc_decrypt(&ctx, (const char *) in, in_len, &pt, &pt_len, &err);
+        free(in);
+        if (r < 0) {
+                fprintf(stderr, "tether decrypt: %s\n", err.msg);
+                return EXIT_FAILURE;
+        }
+        r = write_all(STDOUT_FILENO, pt, pt_len);
+        tc_secret_free(pt, pt_len);
+        if (r < 0) {
+                fprintf(stderr, "tether decrypt: cannot write the plaintext: %s\n", strerror(-r));
+                return EXIT_FAILURE;
+        }
+        return EXIT_SUCCESS;
+}
+
+static const struct command commands[] = {
+        { "encrypt", "encrypt standard input with a pin (tang, sss, null)", cmd_encrypt, encrypt_help },
+        { "decrypt", "decrypt a JWE from standard input", cmd_decrypt, decrypt_help },
+};
+
+static void usage(FILE *f) {
+        fputs("Usage: tether COMMAND [OPTIONS]\n\nCommands:\n", f);
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fputs("\n`tether COMMAND -h` explains each. Clevis-compatible: JWEs move freely between\n"
+              "tether and clevis.\n", f);
+}
+
+int main(int argc, char **argv) {
+        if (argc < 2) {
+                usage(stderr);
+                return EXIT_USAGE;
+        }
+        if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+                usage(stdout);
+                return EXIT_SUCCESS;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                if (strcmp(argv[1], commands[i].name) == 0)
+                        return commands[i].run(argc - 1, argv + 1);
+        fprintf(stderr, "tether: unknown command \"%s\"\n\n", argv[1]);
+        usage(stderr);
+        return EXIT_USAGE;
+}

@@ -1,0 +1,255 @@
+/* The sss pin: Shamir's threshold scheme over child pins of any kind,
+ * nested to any depth, in Clevis's format. Decryption asks every child at
+ * once and finishes as soon as t have answered; the rest are cancelled. */
+#include "cleanup.h"
+#include "pin.h"
+#include "shamir.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <jose/b64.h>
+#include <openssl/crypto.h>
+
+#define SSS_MAX_CHILDREN 256
+
+/* ---------------------------------------------------------------- encrypt */
+
+static int add_child(const struct tc_ctx *ctx, const struct tc_shamir *s, const char *pin, const json_t *cfg,
+                     json_t *jwes, struct tc_err *err) {
+        size_t len = 2 * s->p_len;
+        _cleanup_free_ char *jwe = NULL;
+        uint8_t *share = malloc(len);
+        int r;
+
+        if (!share)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        r = tc_shamir_share(s, share, err);
+        if (r == 0)
+                r = tc_encrypt_json(ctx, pin, cfg, share, len, &jwe, err);
+        tc_secret_free(share, len);
+        if (r < 0)
+                return tc_wrap(err, r, "sss child %zu (%s)", json_array_size(jwes) + 1, pin);
+        return json_array_append_new(jwes, json_string(jwe)) < 0 ? tc_fail(err, -ENOMEM, "out of memory") : 0;
+}
+
+static int sss_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8_t *pt, size_t pt_len, char **jwe,
+                       struct tc_err *err) {
+        json_t *t_json = json_object_get(cfg, "t"), *pins = json_object_get(cfg, "pins"), *v;
+        json_int_t t = t_json ? json_integer_value(t_json) : 1;
+        json_auto_t *jwes = json_array(), *header = NULL;
+        struct tc_shamir s;
+        uint8_t cek[TC_CEK_LEN], pbuf[TC_SSS_KEY_BYTES * 2];
+        const char *pin;
+        size_t n = 0;
+        int r;
+
+        if (!jwes)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        if ((t_json && !json_is_integer(t_json)) || t < 1)
+                return tc_fail(err, -EINVAL, "sss configuration: \"t\" must be an integer of at least 1");
+        if (!json_is_object(pins) || json_object_size(pins) == 0)
+                return tc_fail(err, -EINVAL, "sss configuration: \"pins\" must be an object naming at least one pin");
+        json_object_foreach(pins, pin, v) {
+                if (json_is_array(v)) {
+                        size_t i;
+                        json_t *c;
+                        json_array_foreach(v, i, c)
+                                if (!json_is_object(c))
+                                        return tc_fail(err, -EINVAL, "sss configuration: the %s configurations must be objects", pin);
+                        n += json_array_size(v);
+                } else if (json_is_object(v))
+                        n++;
+                else
+                        return tc_fail(err, -EINVAL, "sss configuration: \"%s\" must be an object or an array of objects", pin);
+        }
+        if ((size_t) t > n)
+                return tc_fail(err, -EINVAL, "sss configuration: threshold t=%lld is more than the %zu pins given", (long long) t, n);
+        if (n > SSS_MAX_CHILDREN)
+                return tc_fail(err, -EINVAL, "sss configuration: more than %d pins", SSS_MAX_CHILDREN);
+
+        r = tc_shamir_generate(&s, (size_t) t, err);
+        if (r < 0)
+                return r;
+        json_object_foreach(pins, pin, v) {
+                if (json_is_object(v))
+                        r = add_child(ctx, &s, pin, v, jwes, err);
+                else {
+                        size_t i;
+                        json_t *c;
+                        json_array_foreach(v, i, c)
+                                if ((r = add_child(ctx, &s, pin, c, jwes, err)) < 0)
+                                        break;
+                }
+                if (r < 0)
+                        goto out;
+        }
+        BN_bn2bin(s.p, pbuf);
+        header = json_pack("{s:s,s:s,s:{s:s,s:{s:I,s:o,s:O}}}", "alg", "dir", "enc", "A256GCM", "clevis",
+                                        "pin", "sss", "sss", "t", t, "p", jose_b64_enc(pbuf, s.p_len), "jwe", jwes);
+        if (!header) {
+                r = tc_fail(err, -ENOMEM, "out of memory");
+                goto out;
+        }
+        r = tc_shamir_secret(&s, cek, err);
+        if (r == 0)
+                r = tc_jwe_encrypt(header, cek, pt, pt_len, jwe, err);
+out:
+        OPENSSL_cleanse(cek, sizeof(cek));
+        tc_shamir_clear(&s);
+        return r;
+}
+
+/* ---------------------------------------------------------------- decrypt */
+
+struct sss_job;
+
+struct child {
+        struct sss_job *job;
+        size_t index;
+        const char *jwe;
+        pthread_t thread;
+        bool started;
+        uint8_t *share;
+        size_t share_len;
+        struct tc_err err;
+        int r;
+};
+
+struct sss_job {
+        struct tc_ctx ctx;          /* cancelled once t shares are in */
+        pthread_mutex_t lock;
+        pthread_cond_t changed;
+        size_t t, n, done, ok;
+        size_t share_len;
+        struct child *children;
+};
+
+static void *child_run(void *arg) {
+        struct child *c = arg;
+        struct sss_job *job = c->job;
+        uint8_t *pt = NULL;
+        size_t len = 0;
+
+        c->r = tc_decrypt_compact(&job->ctx, c->jwe, strlen(c->jwe), &pt, &len, &c->err);
+        if (c->r == 0 && len != job->share_len) {
+                c->r = tc_fail(&c->err, -EINVAL, "its share has %zu bytes, expected %zu", len, job->share_len);
+                tc_secret_free(pt, len);
+                pt = NULL;
+        }
+        pthread_mutex_lock(&job->lock);
+        if (c->r == 0) {
+                c->share = pt;
+                c->share_len = len;
+                if (++job->ok >= job->t)
+                        tc_ctx_cancel(&job->ctx);
+        }
+        job->done++;
+        pthread_cond_signal(&job->changed);
+        pthread_mutex_unlock(&job->lock);
+        return NULL;
+}
+
+/* "sss: 1 of 2 shares: child 2: ...; child 3: ..." */
+static int report_failure(const struct sss_job *job, struct tc_err *err) {
+        char msg[sizeof(err->msg)];
+        int r = -EHOSTUNREACH;
+        size_t used = (size_t) snprintf(msg, sizeof(msg), "sss: only %zu of the %zu shares needed", job->ok, job->t);
+        for (size_t i = 0; i < job->n && used < sizeof(msg); i++) {
+                const struct child *c = &job->children[i];
+                if (c->r == 0 || c->r == -ECANCELED)
+                        continue;
+                r = c->r;
+                used += (size_t) snprintf(msg + used, sizeof(msg) - used, "%s child %zu: %s", i ? ";" : ":", i + 1,
+                                          c->err.msg);
+        }
+        return tc_fail(err, r, "%s", msg);
+}
+
+static int sss_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8_t **pt, size_t *pt_len,
+                       struct tc_err *err) {
+        const json_t *sss = json_object_get(json_object_get(jwe->header, "clevis"), "sss");
+        const json_t *jwes = json_object_get(sss, "jwe");
+        const char *p_b64 = json_string_value(json_object_get(sss, "p"));
+        json_int_t t = json_integer_value(json_object_get(sss, "t"));
+        _cleanup_(bn_clear_freep) BIGNUM *p = NULL;
+        uint8_t pbuf[TC_SSS_KEY_BYTES * 2], cek[TC_CEK_LEN];
+        struct sss_job job = {};
+        int r = 0;
+
+        if (!json_is_array(jwes) || !p_b64 || t < 1 || (size_t) t > json_array_size(jwes) ||
+            json_array_size(jwes) > SSS_MAX_CHILDREN)
+                return tc_fail(err, -EINVAL, "sss JWE: clevis.sss needs t (1 to the number of JWEs), p and jwe");
+        size_t p_len = jose_b64_dec_buf(p_b64, strlen(p_b64), NULL, 0);
+        if (p_len == 0 || p_len > sizeof(pbuf) || jose_b64_dec_buf(p_b64, strlen(p_b64), pbuf, sizeof(pbuf)) != p_len ||
+            !(p = BN_bin2bn(pbuf, (int) p_len, NULL)) || BN_num_bytes(p) != (int) p_len)
+                return tc_fail(err, -EINVAL, "sss JWE: p is malformed");
+
+        tc_ctx_child(&job.ctx, ctx);
+        job.t = (size_t) t;
+        job.n = json_array_size(jwes);
+        job.share_len = 2 * p_len;
+        job.children = calloc(job.n, sizeof(*job.children));
+        if (!job.children)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        pthread_mutex_init(&job.lock, NULL);
+        pthread_cond_init(&job.changed, NULL);
+
+        for (size_t i = 0; i < job.n; i++) {
+                struct child *c = &job.children[i];
+                c->job = &job;
+                c->index = i;
+                c->jwe = json_string_value(json_array_get(jwes, i));
+                if (!c->jwe) {
+                        c->r = tc_fail(&c->err, -EINVAL, "not a compact JWE string");
+                        pthread_mutex_lock(&job.lock);
+                        job.done++;
+                        pthread_mutex_unlock(&job.lock);
+                        continue;
+                }
+                if (pthread_create(&c->thread, NULL, child_run, c) != 0) {
+                        c->r = tc_fail(&c->err, -EAGAIN, "cannot start a thread");
+                        pthread_mutex_lock(&job.lock);
+                        job.done++;
+                        pthread_mutex_unlock(&job.lock);
+                        continue;
+                }
+                c->started = true;
+        }
+
+        pthread_mutex_lock(&job.lock);
+        while (job.ok < job.t && job.done < job.n)
+                pthread_cond_wait(&job.changed, &job.lock);
+        pthread_mutex_unlock(&job.lock);
+        /* Enough shares (or no hope of enough): stop the others. */
+        tc_ctx_cancel(&job.ctx);
+        for (size_t i = 0; i < job.n; i++)
+                if (job.children[i].started)
+                        pthread_join(job.children[i].thread, NULL);
+
+        if (job.ok < job.t)
+                r = report_failure(&job, err);
+        else {
+                const uint8_t *shares[SSS_MAX_CHILDREN];
+                size_t k = 0;
+                for (size_t i = 0; i < job.n && k < job.t; i++)
+                        if (job.children[i].share)
+                                shares[k++] = job.children[i].share;
+                r = tc_shamir_recover(p, shares, job.t, cek, err);
+                if (r == 0)
+                        r = tc_jwe_decrypt(jwe, cek, pt, pt_len, err);
+                OPENSSL_cleanse(cek, sizeof(cek));
+        }
+        for (size_t i = 0; i < job.n; i++)
+                tc_secret_free(job.children[i].share, job.children[i].share_len);
+        free(job.children);
+        pthread_mutex_destroy(&job.lock);
+        pthread_cond_destroy(&job.changed);
+        return r;
+}
+
+const struct tc_pin tc_pin_sss = {
+        .name = "sss",
+        .encrypt = sss_encrypt,
+        .decrypt = sss_decrypt,
+};

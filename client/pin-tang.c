@@ -1,0 +1,300 @@
+/* The tang pin: ECDH-ES to the server's exchange key when encrypting, and
+ * McCallum-Relyea recovery (one POST, the server never sees the key) when
+ * decrypting. Formats as in Clevis's clevis-encrypt-tang/clevis-decrypt-tang. */
+#include "cleanup.h"
+#include "ec.h"
+#include "ecpoint.h"
+#include "http.h"
+#include "keyset.h"
+#include "pin.h"
+#include "tang.h"
+
+#include <errno.h>
+#include <string.h>
+#include <jose/jwk.h>
+#include <openssl/crypto.h>
+
+/* Thumbprint hashes a kid or thp may use: Clevis writes S256, old bindings S1. */
+static const char *const thp_hashes[] = { "S256", "S1", "S224", "S384", "S512" };
+
+json_t *tc_tang_keys_for(const json_t *payload, const char *op) {
+        json_t *keys = json_object_get(payload, "keys"), *k, *out = json_array();
+        size_t i;
+        if (!out)
+                return NULL;
+        json_array_foreach(keys, i, k)
+                if (jose_jwk_prm(NULL, k, true, op))
+                        json_array_append(out, k);
+        return out;
+}
+
+int tc_tang_verify_adv(const json_t *jws, const char *where, json_t **payload, struct tc_err *err) {
+        char msg[256];
+        json_t *p = tk_adv_verify(jws, msg, sizeof(msg));
+        if (!p)
+                return tc_fail(err, -EBADMSG, "advertisement from %s rejected: %s", where, msg);
+        *payload = p;
+        return 0;
+}
+
+int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp, json_t **jws, json_t **payload,
+                      struct tc_err *err) {
+        _cleanup_free_ char *adv_url = NULL;
+        struct tc_http_reply reply;
+        json_error_t jerr;
+        int r;
+
+        if (asprintf(&adv_url, "%s/adv/%s", url, thp ? thp : "") < 0)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        r = tc_http_request(ctx, adv_url, NULL, 0, NULL, &reply, err);
+        if (r < 0)
+                return tc_wrap(err, r, "tang server");
+        if (reply.status != 200) {
+                tc_http_reply_clear(&reply);
+                return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld%s", adv_url, reply.status,
+                               reply.status == 404 && thp ? " (no signing key with that thumbprint)" : "");
+        }
+        json_auto_t *j = json_loadb(reply.body, reply.len, JSON_REJECT_DUPLICATES, &jerr);
+        tc_http_reply_clear(&reply);
+        if (!json_is_object(j))
+                return tc_fail(err, -EBADMSG, "advertisement from %s is not a JSON object", adv_url);
+        r = tc_tang_verify_adv(j, adv_url, payload, err);
+        if (r < 0)
+                return r;
+        *jws = TAKE_PTR(j);
+        return 0;
+}
+
+/* A key of keys whose thumbprint, by any hash Clevis ever used, is thp. */
+static json_t *find_by_thumbprint(const json_t *keys, const char *thp) {
+        json_t *k;
+        size_t i;
+        for (size_t h = 0; h < ELEMENTSOF(thp_hashes); h++)
+                json_array_foreach(keys, i, k) {
+                        _cleanup_free_ char *t = tk_thumbprint(k, thp_hashes[h]);
+                        if (t && strcmp(t, thp) == 0)
+                                return k;
+                }
+        return NULL;
+}
+
+struct tang_config {
+        const char *url;
+        const char *thp;
+        const json_t *adv_object;
+        const char *adv_file;
+};
+
+static int parse_config(const json_t *cfg, struct tang_config *c, struct tc_err *err) {
+        json_t *adv = json_object_get(cfg, "adv"), *thp = json_object_get(cfg, "thp");
+        memset(c, 0, sizeof(*c));
+        c->url = json_string_value(json_object_get(cfg, "url"));
+        if (!c->url || !*c->url)
+                return tc_fail(err, -EINVAL, "tang configuration has no \"url\"");
+        if (thp && !json_is_string(thp))
+                return tc_fail(err, -EINVAL, "tang configuration: \"thp\" must be a string");
+        c->thp = json_string_value(thp);
+        if (json_is_object(adv))
+                c->adv_object = adv;
+        else if (json_is_string(adv))
+                c->adv_file = json_string_value(adv);
+        else if (adv)
+                return tc_fail(err, -EINVAL, "tang configuration: \"adv\" must be a file name or a JWS object");
+        return 0;
+}
+
+static int load_adv_file(const char *path, json_t **jws, struct tc_err *err) {
+        json_error_t jerr;
+        json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+        if (!j)
+                return tc_fail(err, errno == ENOENT ? -ENOENT : -EINVAL, "advertisement file %s: %s", path, jerr.text);
+        if (!json_is_object(j)) {
+                json_decref(j);
+                return tc_fail(err, -EINVAL, "advertisement file %s is not a JWS object", path);
+        }
+        *jws = j;
+        return 0;
+}
+
+/* Trust on first use, as Clevis: a given advertisement is trusted as is; a
+ * thp must name one of its signing keys; otherwise -y or the user decides. */
+static int check_trust(const struct tc_ctx *ctx, const struct tang_config *c, bool adv_given, const json_t *verify,
+                       struct tc_err *err) {
+        if (c->thp) {
+                if (!find_by_thumbprint(verify, c->thp))
+                        return tc_fail(err, -EPERM, "trusted key %s did not sign the advertisement of %s", c->thp, c->url);
+                return 0;
+        }
+        if (adv_given || ctx->trust_all)
+                return 0;
+
+        size_t n = json_array_size(verify);
+        _cleanup_free_ char **thps = calloc(n, sizeof(char *));
+        if (!thps)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        int r = 0;
+        for (size_t i = 0; i < n && r == 0; i++)
+                if (!(thps[i] = tk_thumbprint(json_array_get(verify, i), "S256")))
+                        r = tc_fail(err, -ENOMEM, "out of memory");
+        if (r == 0 && !ctx->trust)
+                r = tc_fail(err, -EPERM,
+                            "the signing keys of %s are not trusted: give \"thp\" in the configuration "
+                            "(tether-keys show on the server) or -y to trust them without asking", c->url);
+        if (r == 0) {
+                r = ctx->trust(ctx->trust_data, c->url, (const char *const *) thps, n);
+                if (r == 0)
+                        r = tc_fail(err, -EPERM, "the signing keys of %s were not trusted", c->url);
+                else if (r < 0)
+                        r = tc_fail(err, r,
+                                    "cannot ask whether to trust the signing keys of %s (no terminal): give \"thp\" "
+                                    "in the configuration or -y", c->url);
+                else
+                        r = 0;
+        }
+        for (size_t i = 0; i < n; i++)
+                free(thps[i]);
+        return r;
+}
+
+static int tang_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8_t *pt, size_t pt_len, char **jwe,
+                        struct tc_err *err) {
+        struct tang_config c;
+        json_auto_t *jws = NULL, *payload = NULL, *verify = NULL, *derive = NULL, *header = NULL;
+        _cleanup_(bn_clear_freep) BIGNUM *eph = NULL;
+        _cleanup_(ec_point_freep) EC_POINT *epk = NULL, *srv = NULL, *shared = NULL;
+        _cleanup_free_ char *kid = NULL;
+        struct tc_ec ec = {};
+        uint8_t z[ECPOINT_MAX_COORD], cek[TC_CEK_LEN];
+        int r;
+
+        r = parse_config(cfg, &c, err);
+        if (r < 0)
+                return r;
+        if (c.adv_object || c.adv_file) {
+                if (c.adv_object)
+                        jws = json_incref((json_t *) c.adv_object);
+                else if ((r = load_adv_file(c.adv_file, &jws, err)) < 0)
+                        return r;
+                r = tc_tang_verify_adv(jws, c.adv_file ? c.adv_file : "the configuration", &payload, err);
+        } else
+                r = tc_tang_fetch_adv(ctx, c.url, c.thp, &jws, &payload, err);
+        if (r < 0)
+                return r;
+
+        verify = tc_tang_keys_for(payload, "verify");
+        derive = tc_tang_keys_for(payload, "deriveKey");
+        if (!verify || !derive)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        r = check_trust(ctx, &c, c.adv_object || c.adv_file, verify, err);
+        if (r < 0)
+                return r;
+        json_t *exc = json_array_get(derive, 0);
+        if (!exc)
+                return tc_fail(err, -EINVAL, "advertisement of %s has no exchange key", c.url);
+
+        r = tc_ec_init(&ec, json_string_value(json_object_get(exc, "crv")), err);
+        if (r < 0)
+                return tc_wrap(err, r, "exchange key of %s", c.url);
+        if ((r = tc_ec_point_from_jwk(&ec, exc, "the server's exchange key", &srv, err)) < 0 ||
+            (r = tc_ec_generate(&ec, &eph, &epk, err)) < 0 || (r = tc_ec_mul(&ec, eph, srv, &shared, err)) < 0)
+                goto out;
+        r = tc_ec_x_bytes(&ec, shared, z, err);
+        if (r < 0)
+                goto out;
+        size_t z_len = (size_t) r;
+        kid = tk_thumbprint(exc, "S256");
+        json_t *epk_jwk = tc_ec_point_to_jwk(&ec, epk);
+        header = json_pack("{s:s,s:s,s:o*,s:s?,s:{s:s,s:{s:s,s:O}}}", "alg", "ECDH-ES", "enc", "A256GCM", "epk",
+                           epk_jwk, "kid", kid, "clevis", "pin", "tang", "tang", "url", c.url, "adv", payload);
+        if (!kid || !epk_jwk || !header) {
+                r = tc_fail(err, -ENOMEM, "out of memory");
+                goto out;
+        }
+        r = tc_jwe_ecdh_es_cek(header, z, z_len, cek, err);
+        if (r == 0)
+                r = tc_jwe_encrypt(header, cek, pt, pt_len, jwe, err);
+out:
+        OPENSSL_cleanse(z, sizeof(z));
+        OPENSSL_cleanse(cek, sizeof(cek));
+        tc_ec_clear(&ec);
+        return r;
+}
+
+/* POST X to url/rec/kid; returns the server's Y, validated. */
+static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char *url, const char *kid,
+                   const EC_POINT *x, EC_POINT **y, struct tc_err *err) {
+        _cleanup_free_ char *rec_url = NULL, *body = NULL;
+        struct tc_http_reply reply;
+        json_auto_t *req = tc_ec_point_to_jwk(ec, x);
+        int r;
+
+        if (!req || json_object_set_new(req, "alg", json_string("ECMR")) < 0 ||
+            json_object_set_new(req, "key_ops", json_pack("[s]", "deriveKey")) < 0 ||
+            !(body = json_dumps(req, JSON_SORT_KEYS | JSON_COMPACT)) || asprintf(&rec_url, "%s/rec/%s", url, kid) < 0)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        r = tc_http_request(ctx, rec_url, body, strlen(body), "application/jwk+json", &reply, err);
+        if (r < 0)
+                return tc_wrap(err, r, "tang server");
+        if (reply.status != 200) {
+                long status = reply.status;
+                tc_http_reply_clear(&reply);
+                return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld to the recovery request%s", url, status,
+                               status == 404 ? " (its key was removed; rebind with luks regen)" : "");
+        }
+        json_auto_t *rep = json_loadb(reply.body, reply.len, JSON_REJECT_DUPLICATES, NULL);
+        tc_http_reply_clear(&reply);
+        if (!json_is_object(rep))
+                return tc_fail(err, -EBADMSG, "tang server %s answered the recovery request with something that is not a JWK", url);
+        return tc_ec_point_from_jwk(ec, rep, "the tang server's answer", y, err) < 0
+                       ? tc_wrap(err, -EBADMSG, "tang server %s", url)
+                       : 0;
+}
+
+static int tang_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8_t **pt, size_t *pt_len,
+                        struct tc_err *err) {
+        const json_t *h = jwe->header;
+        const json_t *tang = json_object_get(json_object_get(h, "clevis"), "tang");
+        const json_t *epk = json_object_get(h, "epk");
+        const char *kid = json_string_value(json_object_get(h, "kid"));
+        const char *url = json_string_value(json_object_get(tang, "url"));
+        const char *alg = json_string_value(json_object_get(h, "alg"));
+        _cleanup_(bn_clear_freep) BIGNUM *e = NULL;
+        _cleanup_(ec_point_freep) EC_POINT *c = NULL, *s = NULL, *ep = NULL, *x = NULL, *y = NULL, *t = NULL, *z = NULL;
+        struct tc_ec ec = {};
+        uint8_t zx[ECPOINT_MAX_COORD], cek[TC_CEK_LEN];
+        int r;
+
+        if (!alg || strcmp(alg, "ECDH-ES") != 0)
+                return tc_fail(err, -EINVAL, "tang JWE: key agreement \"%s\" is not ECDH-ES", alg ? alg : "(none)");
+        if (!json_is_object(epk) || !kid || !url)
+                return tc_fail(err, -EINVAL, "tang JWE lacks %s", !json_is_object(epk) ? "\"epk\"" : !kid ? "\"kid\"" : "clevis.tang.url");
+        json_t *srv = find_by_thumbprint(json_object_get(json_object_get(tang, "adv"), "keys"), kid);
+        if (!srv)
+                return tc_fail(err, -EINVAL, "tang JWE: key %s is not in its clevis.tang.adv", kid);
+
+        r = tc_ec_init(&ec, json_string_value(json_object_get(epk, "crv")), err);
+        if (r < 0)
+                return tc_wrap(err, r, "tang JWE epk");
+        if ((r = tc_ec_point_from_jwk(&ec, epk, "the JWE's epk", &c, err)) < 0 ||
+            (r = tc_ec_point_from_jwk(&ec, srv, "the server key in the JWE", &s, err)) < 0 ||
+            (r = tc_ec_generate(&ec, &e, &ep, err)) < 0 || (r = tc_ec_add(&ec, c, ep, false, &x, err)) < 0 ||
+            (r = recover(ctx, &ec, url, kid, x, &y, err)) < 0 || (r = tc_ec_mul(&ec, e, s, &t, err)) < 0)
+                goto out;
+        /* Y - eS = s(C + E) - eS = sC: the ECDH secret the encrypter computed. */
+        if ((r = tc_ec_add(&ec, y, t, true, &z, err)) < 0 || (r = tc_ec_x_bytes(&ec, z, zx, err)) < 0)
+                goto out;
+        r = tc_jwe_ecdh_es_cek(h, zx, (size_t) r, cek, err);
+        if (r == 0)
+                r = tc_jwe_decrypt(jwe, cek, pt, pt_len, err);
+out:
+        OPENSSL_cleanse(zx, sizeof(zx));
+        OPENSSL_cleanse(cek, sizeof(cek));
+        tc_ec_clear(&ec);
+        return r;
+}
+
+const struct tc_pin tc_pin_tang = {
+        .name = "tang",
+        .encrypt = tang_encrypt,
+        .decrypt = tang_decrypt,
+};

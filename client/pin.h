@@ -1,0 +1,38 @@
+/* The pin interface: one file per pin (pin-tang.c, pin-sss.c, pin-null.c,
+ * pin-external.c), dispatched by name from tether.c. */
+#pragma once
+
+#include <stdbool.h>
+#include <jansson.h>
+
+#include "ctx.h"
+#include "err.h"
+#include "jwe.h"
+
+struct tc_pin {
+        const char *name;
+        int (*encrypt)(const struct tc_ctx *ctx, const json_t *cfg, const uint8_t *pt, size_t pt_len, char **jwe,
+                       struct tc_err *err);
+        int (*decrypt)(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8_t **pt, size_t *pt_len,
+                       struct tc_err *err);
+};
+
+extern const struct tc_pin tc_pin_tang;
+extern const struct tc_pin tc_pin_sss;
+extern const struct tc_pin tc_pin_null;
+
+const struct tc_pin *tc_pin_find(const char *name);
+
+/* Encrypts/decrypts with a config already parsed / a JWE already parsed;
+ * what sss uses for its children. */
+int tc_encrypt_json(const struct tc_ctx *ctx, const char *pin, const json_t *cfg, const uint8_t *pt, size_t pt_len,
+                    char **jwe, struct tc_err *err);
+int tc_decrypt_compact(const struct tc_ctx *ctx, const char *compact, size_t len, uint8_t **pt, size_t *pt_len,
+                       struct tc_err *err);
+
+/* Clevis's external pins: clevis-encrypt-PIN CFG [-y] / clevis-decrypt-PIN
+ * from PATH, plaintext or JWE on stdin. -ENOENT when not installed. */
+int tc_external_encrypt(const struct tc_ctx *ctx, const char *pin, const json_t *cfg, const uint8_t *pt,
+                        size_t pt_len, char **jwe, struct tc_err *err);
+int tc_external_decrypt(const struct tc_ctx *ctx, const char *pin, const char *compact, size_t len, uint8_t **pt,
+                        size_t *pt_len, struct tc_err *err);

@@ -1,0 +1,76 @@
+#include "tether.h"
+#include "cleanup.h"
+#include "pin.h"
+
+#include <errno.h>
+#include <string.h>
+
+static const struct tc_pin *const pins[] = { &tc_pin_tang, &tc_pin_sss, &tc_pin_null };
+
+const struct tc_pin *tc_pin_find(const char *name) {
+        for (size_t i = 0; name && i < ELEMENTSOF(pins); i++)
+                if (strcmp(pins[i]->name, name) == 0)
+                        return pins[i];
+        return NULL;
+}
+
+static bool valid_pin_name(const char *name) {
+        if (!name || !*name)
+                return false;
+        for (const char *p = name; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'))
+                        return false;
+        return true;
+}
+
+int tc_encrypt_json(const struct tc_ctx *ctx, const char *pin, const json_t *cfg, const uint8_t *pt, size_t pt_len,
+                    char **jwe, struct tc_err *err) {
+        const struct tc_pin *p = tc_pin_find(pin);
+        if (!json_is_object(cfg))
+                return tc_fail(err, -EINVAL, "%s pin configuration is not a JSON object", pin);
+        if (p)
+                return p->encrypt(ctx, cfg, pt, pt_len, jwe, err);
+        if (!valid_pin_name(pin))
+                return tc_fail(err, -EINVAL, "\"%s\" is not a pin name", pin);
+        int r = tc_external_encrypt(ctx, pin, cfg, pt, pt_len, jwe, err);
+        if (r == -ENOENT)
+                return tc_fail(err, r, "unsupported pin \"%s\" (built in: tang, sss, null; no clevis-encrypt-%s in PATH)",
+                               pin, pin);
+        return r;
+}
+
+int tc_encrypt(const struct tc_ctx *ctx, const char *pin, const char *config, const uint8_t *pt, size_t pt_len,
+               char **jwe, struct tc_err *err) {
+        json_error_t jerr;
+        json_auto_t *cfg = json_loads(config, JSON_REJECT_DUPLICATES, &jerr);
+        if (!cfg)
+                return tc_fail(err, -EINVAL, "%s pin configuration is not valid JSON: %s", pin, jerr.text);
+        return tc_encrypt_json(ctx, pin, cfg, pt, pt_len, jwe, err);
+}
+
+int tc_decrypt_compact(const struct tc_ctx *ctx, const char *compact, size_t len, uint8_t **pt, size_t *pt_len,
+                       struct tc_err *err) {
+        struct tc_jwe jwe;
+        int r = tc_jwe_parse(compact, len, &jwe, err);
+        if (r < 0)
+                return r;
+        const char *name = tc_jwe_pin(&jwe);
+        const struct tc_pin *p = tc_pin_find(name);
+        if (p)
+                r = p->decrypt(ctx, &jwe, pt, pt_len, err);
+        else if (!valid_pin_name(name))
+                r = tc_fail(err, -EINVAL, "JWE names no Clevis pin (clevis.pin is missing or malformed)");
+        else {
+                r = tc_external_decrypt(ctx, name, compact, len, pt, pt_len, err);
+                if (r == -ENOENT)
+                        r = tc_fail(err, r, "unsupported pin \"%s\" (built in: tang, sss, null; no clevis-decrypt-%s in PATH)",
+                                    name, name);
+        }
+        tc_jwe_clear(&jwe);
+        return r;
+}
+
+int tc_decrypt(const struct tc_ctx *ctx, const char *jwe, size_t jwe_len, uint8_t **pt, size_t *pt_len,
+               struct tc_err *err) {
+        return tc_decrypt_compact(ctx, jwe, jwe_len, pt, pt_len, err);
+}

@@ -1,0 +1,588 @@
+/* server/routes.c: Tang's HTTP API as a function of (method, target, body),
+ * against the tables of docs/nbde-facts.md section 2. */
+#include "check.h"
+#include "testutil.h"
+#include "routes.h"
+#include "served.h"
+
+#include <jose/jws.h>
+#include <openssl/objects.h>
+
+/* ---- route_match ---- */
+
+struct match_case {
+        const char *method, *target;
+        enum route_kind kind;
+        const char *arg;   /* expected thp/kid, NULL: none */
+};
+
+static const char *kind_name(enum route_kind k) {
+        switch (k) {
+        case ROUTE_NOT_FOUND: return "NOT_FOUND";
+        case ROUTE_METHOD_NOT_ALLOWED: return "METHOD_NOT_ALLOWED";
+        case ROUTE_URI_TOO_LONG: return "URI_TOO_LONG";
+        case ROUTE_ADV: return "ADV";
+        case ROUTE_REC: return "REC";
+        case ROUTE_HEALTH: return "HEALTH";
+        }
+        return "?";
+}
+
+static void check_matches(const char *prefix, const struct match_case *c, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                struct route rt;
+                memset(&rt, 0x5a, sizeof(rt));
+                route_match(prefix, c[i].method, c[i].target, &rt);
+                if (!CHECK_INT(rt.kind, c[i].kind)) {
+                        fprintf(stderr, "  prefix %s: %s %s -> %s, expected %s\n", prefix ? prefix : "(none)",
+                                c[i].method, c[i].target, kind_name(rt.kind), kind_name(c[i].kind));
+                        continue;
+                }
+                if (c[i].kind != ROUTE_ADV && c[i].kind != ROUTE_REC)
+                        continue;
+                size_t want = c[i].arg ? strlen(c[i].arg) : 0;
+                if (!CHECK_INT(rt.arg_len, want)) {
+                        fprintf(stderr, "  %s %s: wrong argument length\n", c[i].method, c[i].target);
+                        continue;
+                }
+                if (want) {
+                        /* The argument points into the target itself. */
+                        CHECK(rt.arg >= c[i].target && rt.arg + rt.arg_len <= c[i].target + strlen(c[i].target));
+                        CHECK(strncmp(rt.arg, c[i].arg, want) == 0);
+                }
+        }
+}
+
+TEST(match_without_prefix) {
+        static const struct match_case cases[] = {
+                { "GET", "/adv", ROUTE_ADV, NULL },
+                { "GET", "/adv/", ROUTE_ADV, NULL },
+                { "GET", "//adv", ROUTE_ADV, NULL },
+                { "GET", "//adv//", ROUTE_ADV, NULL },
+                { "GET", "/adv/THP", ROUTE_ADV, "THP" },
+                { "GET", "//adv//THP", ROUTE_ADV, "THP" },
+                { "GET", "/adv/aZ09_-", ROUTE_ADV, "aZ09_-" },
+                { "POST", "/rec/KID", ROUTE_REC, "KID" },
+                { "POST", "///rec///KID", ROUTE_REC, "KID" },
+                { "GET", "/health", ROUTE_HEALTH, NULL },
+                { "GET", "/health/", ROUTE_HEALTH, NULL },
+                /* Other methods on a matching path: 405. */
+                { "POST", "/adv", ROUTE_METHOD_NOT_ALLOWED, NULL },
+                { "PUT", "/adv/", ROUTE_METHOD_NOT_ALLOWED, NULL },
+                { "HEAD", "/adv", ROUTE_METHOD_NOT_ALLOWED, NULL },
+                { "DELETE", "/adv/THP", ROUTE_METHOD_NOT_ALLOWED, NULL },
+                { "GET", "/rec/KID", ROUTE_METHOD_NOT_ALLOWED, NULL },
+                { "PUT", "/rec/KID", ROUTE_METHOD_NOT_ALLOWED, NULL },
+                { "POST", "/health", ROUTE_METHOD_NOT_ALLOWED, NULL },
+                { "get", "/adv", ROUTE_METHOD_NOT_ALLOWED, NULL },
+                /* Anything else: 404, whatever the method. */
+                { "GET", "/", ROUTE_NOT_FOUND, NULL },
+                { "GET", "", ROUTE_NOT_FOUND, NULL },
+                { "GET", "adv", ROUTE_NOT_FOUND, NULL },
+                { "POST", "/rec", ROUTE_NOT_FOUND, NULL },
+                { "POST", "/rec/", ROUTE_NOT_FOUND, NULL },
+                { "POST", "//rec//", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/rec", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/advx", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/ADV", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/adv?x=1", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/adv/?x=1", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/adv/THP?x=1", ROUTE_NOT_FOUND, NULL },
+                { "POST", "/rec/KID?x=1", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/adv/THP/", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/adv/THP/more", ROUTE_NOT_FOUND, NULL },
+                { "POST", "/rec/KID/", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/adv/a.b", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/adv/a%2Db", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/adv/a+b", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/adv%2F", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/adv#frag", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/foo/adv", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/healthz", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/health/x", ROUTE_NOT_FOUND, NULL },
+                { "GET", "http://host/adv", ROUTE_NOT_FOUND, NULL },
+                { "DELETE", "/nothing", ROUTE_NOT_FOUND, NULL },
+        };
+        check_matches(NULL, cases, ELEMENTS(cases));
+        /* An empty prefix is no prefix. */
+        check_matches("", cases, ELEMENTS(cases));
+}
+
+TEST(match_with_endpoint_prefix) {
+        static const struct match_case cases[] = {
+                { "GET", "/tang/adv", ROUTE_ADV, NULL },
+                { "GET", "/tang/adv/", ROUTE_ADV, NULL },
+                { "GET", "/tang//adv//", ROUTE_ADV, NULL },
+                { "GET", "/tang/adv/THP", ROUTE_ADV, "THP" },
+                { "POST", "/tang/rec/KID", ROUTE_REC, "KID" },
+                { "POST", "/tang/adv", ROUTE_METHOD_NOT_ALLOWED, NULL },
+                { "GET", "/tang/rec/KID", ROUTE_METHOD_NOT_ALLOWED, NULL },
+                /* Without the prefix, nothing matches. */
+                { "GET", "/adv", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/adv/THP", ROUTE_NOT_FOUND, NULL },
+                { "POST", "/rec/KID", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/tang", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/tang/", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/tangadv", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/tangx/adv", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/other/adv", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/adv/tang", ROUTE_NOT_FOUND, NULL },
+                { "GET", "/tang/adv?x=1", ROUTE_NOT_FOUND, NULL },
+                { "POST", "/tang/rec", ROUTE_NOT_FOUND, NULL },
+        };
+        check_matches("tang", cases, ELEMENTS(cases));
+}
+
+TEST(match_refuses_overlong_targets) {
+        char target[TANG_MAX_URI + 2];
+        struct route rt;
+
+        /* Exactly the limit still matches. */
+        strcpy(target, "/adv/");
+        memset(target + 5, 'A', TANG_MAX_URI - 5);
+        target[TANG_MAX_URI] = '\0';
+        route_match(NULL, "GET", target, &rt);
+        CHECK_INT(rt.kind, ROUTE_ADV);
+        CHECK_INT(rt.arg_len, TANG_MAX_URI - 5);
+
+        strcat(target, "A");
+        route_match(NULL, "GET", target, &rt);
+        CHECK_INT(rt.kind, ROUTE_URI_TOO_LONG);
+        route_match(NULL, "POST", target, &rt);
+        CHECK_INT(rt.kind, ROUTE_URI_TOO_LONG);
+        CHECK_INT(TANG_MAX_URI, 4096);
+        CHECK_INT(TANG_MAX_BODY, 65536);
+}
+
+/* ---- route_serve against a real key directory ---- */
+
+static char *dir;
+static json_t *sig, *exc, *old_sig, *old_exc;
+static struct served *srv;
+static EC_GROUP *p521, *p256;
+static char *good_body;   /* a valid P-521 client point */
+
+static int serve(const struct served *s, const char *method, const char *target, const char *body,
+                 struct reply *reply) {
+        struct route rt;
+        route_match(NULL, method, target, &rt);
+        memset(reply, 0, sizeof(*reply));
+        reply->status = -1;
+        route_serve(s, &rt, body, body ? strlen(body) : 0, reply);
+        return reply->status;
+}
+
+static int status_of(const struct served *s, const char *method, const char *target, const char *body) {
+        struct reply reply;
+        int st = serve(s, method, target, body, &reply);
+        if (st != 200) {
+                /* Errors carry no body. */
+                CHECK(reply.content_type == NULL);
+                CHECK_INT(reply.len, 0);
+        }
+        return st;
+}
+
+static char *path_for(const char *route, const char *arg) {
+        char *p = NULL;
+        if (asprintf(&p, "/%s/%s", route, arg) < 0)
+                abort();
+        return p;
+}
+
+static json_t *reply_json(const struct reply *r) {
+        return r->body ? json_loadb(r->body, r->len, 0, NULL) : NULL;
+}
+
+static bool jws_verifies_with(const json_t *jws, const json_t *jwk) {
+        json_t *pub = json_pack("{s:O,s:O,s:O,s:O}", "kty", json_object_get(jwk, "kty"), "crv",
+                                json_object_get(jwk, "crv"), "x", json_object_get(jwk, "x"), "y",
+                                json_object_get(jwk, "y"));
+        bool ok = pub && jose_jws_ver(NULL, jws, NULL, pub, false);
+        json_decref(pub);
+        return ok;
+}
+
+static size_t n_signatures(const json_t *jws) {
+        json_t *sigs = json_object_get(jws, "signatures");
+        if (sigs)
+                return json_array_size(sigs);
+        return json_object_get(jws, "signature") ? 1 : 0;
+}
+
+static const char *const hashes[] = { "S1", "S224", "S256", "S384", "S512" };
+
+TEST(serve_default_adv) {
+        struct reply r;
+
+        CHECK_INT(serve(srv, "GET", "/adv", NULL, &r), 200);
+        CHECK_STR(r.content_type, "application/jose+json");
+        json_t *jws = reply_json(&r);
+        if (CHECK(jws != NULL)) {
+                CHECK(jws_verifies_with(jws, sig));
+                CHECK(!jws_verifies_with(jws, old_sig));
+                CHECK_INT(n_signatures(jws), 1);
+        }
+        json_decref(jws);
+        CHECK_INT(status_of(srv, "GET", "/adv/", NULL), 200);
+        CHECK_INT(status_of(srv, "GET", "//adv//", NULL), 200);
+}
+
+TEST(serve_adv_by_thumbprint) {
+        struct reply def, r;
+
+        REQUIRE(serve(srv, "GET", "/adv", NULL, &def) == 200);
+        for (size_t h = 0; h < ELEMENTS(hashes); h++) {
+                /* The advertised signing key: the default advertisement. */
+                char *t = tu_thumbprint(sig, hashes[h]), *p = path_for("adv", t);
+                if (CHECK_INT(serve(srv, "GET", p, NULL, &r), 200))
+                        CHECK(r.len == def.len && memcmp(r.body, def.body, r.len) == 0);
+                free(t);
+                free(p);
+
+                /* A hidden signing key: also signed by it. */
+                t = tu_thumbprint(old_sig, hashes[h]);
+                p = path_for("adv", t);
+                if (!CHECK_INT(serve(srv, "GET", p, NULL, &r), 200))
+                        fprintf(stderr, "  GET %s (%s of the hidden signing key)\n", p, hashes[h]);
+                else {
+                        CHECK_STR(r.content_type, "application/jose+json");
+                        json_t *jws = reply_json(&r);
+                        CHECK(jws && jws_verifies_with(jws, old_sig));
+                        CHECK(jws && jws_verifies_with(jws, sig));
+                        CHECK_INT(n_signatures(jws), 2);
+                        /* The payload still advertises only the current keys. */
+                        json_t *def_jws = json_loadb(def.body, def.len, 0, NULL);
+                        CHECK(json_equal(json_object_get(jws, "payload"), json_object_get(def_jws, "payload")));
+                        json_decref(def_jws);
+                        json_decref(jws);
+                }
+                free(t);
+                free(p);
+
+                /* Exchange keys, advertised or hidden, do not sign: 404. */
+                t = tu_thumbprint(exc, hashes[h]);
+                p = path_for("adv", t);
+                CHECK_INT(status_of(srv, "GET", p, NULL), 404);
+                free(t);
+                free(p);
+                t = tu_thumbprint(old_exc, hashes[h]);
+                p = path_for("adv", t);
+                CHECK_INT(status_of(srv, "GET", p, NULL), 404);
+                free(t);
+                free(p);
+        }
+}
+
+TEST(serve_adv_unknown_thumbprint_is_404) {
+        char *t = tu_thumbprint(old_sig, "S256"), buf[200];
+
+        CHECK_INT(status_of(srv, "GET", "/adv/unknown", NULL), 404);
+        CHECK_INT(status_of(srv, "GET", "/adv/A", NULL), 404);
+        /* Truncated or extended thumbprints are not prefixes of a match. */
+        snprintf(buf, sizeof(buf), "/adv/%.*s", (int) strlen(t) - 1, t);
+        CHECK_INT(status_of(srv, "GET", buf, NULL), 404);
+        snprintf(buf, sizeof(buf), "/adv/%sA", t);
+        CHECK_INT(status_of(srv, "GET", buf, NULL), 404);
+        free(t);
+}
+
+TEST(serve_rec_with_exchange_kid_by_every_hash) {
+        struct reply r;
+        for (size_t h = 0; h < ELEMENTS(hashes); h++) {
+                const json_t *keys[] = { exc, old_exc };
+                for (size_t k = 0; k < 2; k++) {
+                        char *t = tu_thumbprint(keys[k], hashes[h]), *p = path_for("rec", t);
+                        if (!CHECK_INT(serve(srv, "POST", p, good_body, &r), 200))
+                                fprintf(stderr, "  POST %s (%s, %s key)\n", p, hashes[h], k ? "hidden" : "advertised");
+                        else
+                                CHECK_STR(r.content_type, "application/jwk+json");
+                        free(t);
+                        free(p);
+                }
+        }
+}
+
+TEST(serve_rec_with_signing_kid_is_403) {
+        for (size_t h = 0; h < ELEMENTS(hashes); h++) {
+                const json_t *keys[] = { sig, old_sig };
+                for (size_t k = 0; k < 2; k++) {
+                        char *t = tu_thumbprint(keys[k], hashes[h]), *p = path_for("rec", t);
+                        CHECK_INT(status_of(srv, "POST", p, good_body), 403);
+                        free(t);
+                        free(p);
+                }
+        }
+}
+
+TEST(serve_rec_unknown_kid_is_404_after_validation) {
+        CHECK_INT(status_of(srv, "POST", "/rec/unknown", good_body), 404);
+        /* Tang validates the body first: {} to an unknown kid is 400. */
+        CHECK_INT(status_of(srv, "POST", "/rec/unknown", "{}"), 400);
+        CHECK_INT(status_of(srv, "POST", "/rec/unknown", "not json"), 400);
+}
+
+/* The exchange key's kid with a body built from good_body by one change. */
+static int rec_with(const char *body) {
+        char *t = tu_thumbprint(exc, "S256"), *p = path_for("rec", t);
+        int st = status_of(srv, "POST", p, body);
+        free(t);
+        free(p);
+        return st;
+}
+
+static char *variant(const char *key, json_t *value) {
+        json_t *j = json_loads(good_body, 0, NULL);
+        if (value)
+                json_object_set_new(j, key, value);
+        else
+                json_object_del(j, key);
+        char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(j);
+        return s;
+}
+
+static void check_variant(const char *key, json_t *value, int want) {
+        char *body = variant(key, value);
+        if (!CHECK_INT(rec_with(body), want))
+                fprintf(stderr, "  body %s\n", body);
+        free(body);
+}
+
+TEST(serve_rec_status_codes) {
+        static const struct { const char *body; int status; } raw[] = {
+                { "", 400 },
+                { "not json", 400 },
+                { "{", 400 },
+                { "[1]", 400 },
+                { "\"EC\"", 400 },
+                { "null", 400 },
+                { "{}", 400 },
+                { "{\"kty\":\"EC\",\"kty\":\"EC\"}", 400 },
+        };
+        for (size_t i = 0; i < ELEMENTS(raw); i++)
+                if (!CHECK_INT(rec_with(raw[i].body), raw[i].status))
+                        fprintf(stderr, "  body %s\n", raw[i].body);
+
+        CHECK_INT(rec_with(good_body), 200);
+        /* clevis sends a trailing newline. */
+        char *nl = NULL;
+        CHECK(asprintf(&nl, "%s\n", good_body) > 0);
+        CHECK_INT(rec_with(nl), 200);
+        free(nl);
+
+        check_variant("kty", NULL, 400);
+        check_variant("kty", json_string("RSA"), 400);
+        check_variant("kty", json_string("oct"), 400);
+        check_variant("kty", json_integer(1), 400);
+        check_variant("alg", NULL, 200);
+        check_variant("alg", json_string("ECDH-ES"), 400);
+        check_variant("alg", json_string("ES512"), 400);
+        check_variant("key_ops", NULL, 200);
+        check_variant("key_ops", json_pack("[s]", "sign"), 403);
+        check_variant("key_ops", json_pack("[s,s]", "sign", "verify"), 403);
+        check_variant("key_ops", json_array(), 403);
+        check_variant("use", json_string("sig"), 200);   /* key_ops still says deriveKey */
+        /* "use" alone decides when key_ops is absent. */
+        json_t *j = json_loads(good_body, 0, NULL);
+        json_object_del(j, "key_ops");
+        json_object_set_new(j, "use", json_string("sig"));
+        char *body = json_dumps(j, JSON_COMPACT);
+        CHECK_INT(rec_with(body), 403);
+        free(body);
+        json_decref(j);
+        check_variant("crv", NULL, 400);
+        check_variant("crv", json_string("P-384"), 400);
+        check_variant("x", NULL, 400);
+        check_variant("y", NULL, 400);
+        check_variant("x", json_integer(5), 400);
+        check_variant("x", json_string("!!!!"), 400);
+        check_variant("x", json_string(""), 400);
+}
+
+TEST(serve_rec_rejects_foreign_and_invalid_points) {
+        /* A P-256 point, labelled as such and as P-521. */
+        EC_POINT *q = tu_random_point(p256, NULL);
+        json_t *j = q ? tu_point_jwk(p256, "P-256", q) : NULL;
+        char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        REQUIRE(body);
+        CHECK_INT(rec_with(body), 400);
+        free(body);
+        json_object_set_new(j, "crv", json_string("P-521"));
+        body = json_dumps(j, JSON_COMPACT);
+        CHECK_INT(rec_with(body), 400);
+        free(body);
+        json_decref(j);
+        EC_POINT_free(q);
+
+        /* Off the curve: y + 1. */
+        j = json_loads(good_body, 0, NULL);
+        BIGNUM *y = tu_b64_bn(json_string_value(json_object_get(j, "y")));
+        BN_add_word(y, 1);
+        char *ys = tu_bn_b64(y, 66);
+        json_object_set_new(j, "y", json_string(ys));
+        body = json_dumps(j, JSON_COMPACT);
+        CHECK_INT(rec_with(body), 400);
+        free(body);
+        free(ys);
+        BN_free(y);
+
+        /* The point at infinity, written as (0, 0). */
+        uint8_t zero[66] = { 0 };
+        char *z = tu_b64(zero, sizeof(zero));
+        json_object_set_new(j, "x", json_string(z));
+        json_object_set_new(j, "y", json_string(z));
+        body = json_dumps(j, JSON_COMPACT);
+        CHECK_INT(rec_with(body), 400);
+        free(body);
+        free(z);
+        json_decref(j);
+}
+
+TEST(serve_health_and_errors) {
+        CHECK_INT(status_of(srv, "GET", "/health", NULL), 200);
+        CHECK_INT(status_of(srv, "POST", "/adv", NULL), 405);
+        CHECK_INT(status_of(srv, "GET", "/rec/x", NULL), 405);
+        CHECK_INT(status_of(srv, "GET", "/", NULL), 404);
+        CHECK_INT(status_of(srv, "POST", "/rec", good_body), 404);
+        CHECK_INT(status_of(srv, "GET", "/adv?x=1", NULL), 404);
+        char target[TANG_MAX_URI + 10];
+        strcpy(target, "/adv/");
+        memset(target + 5, 'A', TANG_MAX_URI);
+        target[TANG_MAX_URI + 5] = '\0';
+        CHECK_INT(status_of(srv, "GET", target, NULL), 414);
+}
+
+static struct served *build_from(const char *d) {
+        struct tk_keyset *ks = NULL;
+        struct served *s = NULL;
+        if (tk_keyset_load(d, NULL, NULL, &ks) < 0)
+                return NULL;
+        if (served_build(ks, &s) < 0)
+                return NULL;
+        return s;
+}
+
+TEST(no_signing_key_is_500) {
+        char *d = tu_mkdtemp();
+        REQUIRE(d);
+        /* Only an exchange key and a hidden signing key. */
+        REQUIRE(tu_write_json(d, "exc.jwk", exc) == 0 && tu_write_json(d, ".sig.jwk", old_sig) == 0);
+        struct served *s = build_from(d);
+        if (CHECK(s != NULL)) {
+                CHECK(!s->usable);
+                CHECK_INT(status_of(s, "GET", "/adv", NULL), 500);
+                char *t = tu_thumbprint(old_sig, "S256"), *p = path_for("adv", t);
+                CHECK_INT(status_of(s, "GET", p, NULL), 500);
+                free(t);
+                free(p);
+                t = tu_thumbprint(exc, "S256");
+                p = path_for("rec", t);
+                CHECK_INT(status_of(s, "POST", p, good_body), 500);
+                free(t);
+                free(p);
+                CHECK_INT(status_of(s, "GET", "/health", NULL), 503);
+        }
+        served_unref(s);
+        tu_rmrf(d);
+        free(d);
+
+        /* Nothing loaded at all. */
+        CHECK_INT(status_of(NULL, "GET", "/adv", NULL), 500);
+        CHECK_INT(status_of(NULL, "POST", "/rec/abc", good_body), 500);
+        CHECK_INT(status_of(NULL, "GET", "/health", NULL), 503);
+        CHECK_INT(status_of(NULL, "GET", "/nothing", NULL), 404);
+}
+
+TEST(signing_key_without_exchange_key_is_unhealthy) {
+        char *d = tu_mkdtemp();
+        REQUIRE(d);
+        REQUIRE(tu_write_json(d, "sig.jwk", sig) == 0 && tu_write_json(d, ".exc.jwk", old_exc) == 0);
+        struct served *s = build_from(d);
+        if (CHECK(s != NULL)) {
+                CHECK_INT(status_of(s, "GET", "/adv", NULL), 200);
+                CHECK_INT(status_of(s, "GET", "/health", NULL), 503);
+                /* The hidden exchange key still answers /rec. */
+                char *t = tu_thumbprint(old_exc, "S1"), *p = path_for("rec", t);
+                CHECK_INT(status_of(s, "POST", p, good_body), 200);
+                free(t);
+                free(p);
+        }
+        served_unref(s);
+        tu_rmrf(d);
+        free(d);
+}
+
+TEST(key_both_advertised_and_hidden_serves_default_adv) {
+        char *d = tu_mkdtemp();
+        REQUIRE(d);
+        /* A restored backup: the same signing key under both names. */
+        REQUIRE(tu_write_json(d, "sig.jwk", sig) == 0 && tu_write_json(d, ".sig.jwk", sig) == 0 &&
+                tu_write_json(d, "exc.jwk", exc) == 0);
+        struct served *s = build_from(d);
+        if (CHECK(s != NULL)) {
+                struct reply def, r;
+                CHECK_INT(serve(s, "GET", "/adv", NULL, &def), 200);
+                for (size_t h = 0; h < ELEMENTS(hashes); h++) {
+                        char *t = tu_thumbprint(sig, hashes[h]), *p = path_for("adv", t);
+                        if (CHECK_INT(serve(s, "GET", p, NULL, &r), 200))
+                                CHECK(r.len == def.len && memcmp(r.body, def.body, r.len) == 0);
+                        free(t);
+                        free(p);
+                }
+        }
+        served_unref(s);
+        tu_rmrf(d);
+        free(d);
+}
+
+int main(void) {
+        p521 = EC_GROUP_new_by_curve_name(NID_secp521r1);
+        p256 = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+        sig = tu_gen("{\"alg\":\"ES512\"}");
+        exc = tu_gen("{\"alg\":\"ECMR\"}");
+        old_sig = tu_gen("{\"alg\":\"ES512\"}");
+        old_exc = tu_gen("{\"alg\":\"ECMR\"}");
+        dir = tu_mkdtemp();
+        EC_POINT *x = p521 ? tu_random_point(p521, NULL) : NULL;
+        json_t *xj = x ? tu_point_jwk(p521, "P-521", x) : NULL;
+        good_body = xj ? json_dumps(xj, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        json_decref(xj);
+        EC_POINT_free(x);
+        if (!p256 || !sig || !exc || !old_sig || !old_exc || !dir || !good_body)
+                return 2;
+        if (tu_write_json(dir, "sig.jwk", sig) < 0 || tu_write_json(dir, "exc.jwk", exc) < 0 ||
+            tu_write_json(dir, ".old-sig.jwk", old_sig) < 0 || tu_write_json(dir, ".old-exc.jwk", old_exc) < 0 ||
+            !(srv = build_from(dir))) {
+                tu_rmrf(dir);
+                return 2;
+        }
+
+        RUN(match_without_prefix);
+        RUN(match_with_endpoint_prefix);
+        RUN(match_refuses_overlong_targets);
+        RUN(serve_default_adv);
+        RUN(serve_adv_by_thumbprint);
+        RUN(serve_adv_unknown_thumbprint_is_404);
+        RUN(serve_rec_with_exchange_kid_by_every_hash);
+        RUN(serve_rec_with_signing_kid_is_403);
+        RUN(serve_rec_unknown_kid_is_404_after_validation);
+        RUN(serve_rec_status_codes);
+        RUN(serve_rec_rejects_foreign_and_invalid_points);
+        RUN(serve_health_and_errors);
+        RUN(no_signing_key_is_500);
+        RUN(signing_key_without_exchange_key_is_unhealthy);
+        RUN(key_both_advertised_and_hidden_serves_default_adv);
+
+        served_unref(srv);
+        tu_rmrf(dir);
+        free(dir);
+        free(good_body);
+        json_decref(sig);
+        json_decref(exc);
+        json_decref(old_sig);
+        json_decref(old_exc);
+        EC_GROUP_free(p521);
+        EC_GROUP_free(p256);
+        return check_summary();
+}
