@@ -1,0 +1,309 @@
+/* The client library's building blocks without a network: Shamir sharing,
+ * compact JWE parsing and its limits, A256GCM sealing, the null and sss
+ * pins end to end, and the TETHER_TIMEOUT setting. */
+#include "check.h"
+
+#include "ctx.h"
+#include "jwe.h"
+#include "pin.h"
+#include "shamir.h"
+#include "tether.h"
+
+#include <jose/b64.h>
+#include <openssl/rand.h>
+
+static struct tc_ctx ctx;
+
+/* ------------------------------------------------------------ shamir */
+
+TEST(shamir_any_t_of_n_shares_recover_the_secret) {
+        struct tc_shamir s;
+        struct tc_err err;
+        uint8_t secret[TC_SSS_KEY_BYTES], got[TC_SSS_KEY_BYTES];
+        uint8_t shares[5][2 * TC_SSS_KEY_BYTES];
+
+        REQUIRE(tc_shamir_generate(&s, 3, &err) == 0);
+        CHECK_INT(s.p_len, 32);
+        /* p is a safe prime: p and (p-1)/2 both prime. */
+        BIGNUM *q = BN_dup(s.p);
+        BN_sub_word(q, 1);
+        BN_rshift1(q, q);
+        CHECK(BN_check_prime(s.p, NULL, NULL) == 1);
+        CHECK(BN_check_prime(q, NULL, NULL) == 1);
+        BN_free(q);
+        REQUIRE(tc_shamir_secret(&s, secret, &err) == 0);
+        for (int i = 0; i < 5; i++)
+                REQUIRE(tc_shamir_share(&s, shares[i], &err) == 0);
+
+        /* Every 3-subset of the 5 shares. */
+        int subsets = 0;
+        for (int a = 0; a < 5; a++)
+                for (int b = a + 1; b < 5; b++)
+                        for (int c = b + 1; c < 5; c++) {
+                                const uint8_t *pick[3] = { shares[a], shares[b], shares[c] };
+                                CHECK(tc_shamir_recover(s.p, pick, 3, got, &err) == 0);
+                                CHECK(memcmp(got, secret, sizeof(got)) == 0);
+                                subsets++;
+                        }
+        CHECK_INT(subsets, 10);
+        /* Two shares of a degree-2 polynomial say nothing about the secret. */
+        const uint8_t *two[2] = { shares[0], shares[1] };
+        CHECK(tc_shamir_recover(s.p, two, 2, got, &err) == 0);
+        CHECK(memcmp(got, secret, sizeof(got)) != 0);
+        /* The same share twice is refused, not divided by zero. */
+        const uint8_t *dup[3] = { shares[0], shares[0], shares[1] };
+        CHECK(tc_shamir_recover(s.p, dup, 3, got, &err) < 0);
+        tc_shamir_clear(&s);
+}
+
+/* ------------------------------------------------------------ JWE */
+
+static char *seal(const char *header_json, const char *plaintext, uint8_t cek[TC_CEK_LEN]) {
+        struct tc_err err;
+        char *out = NULL;
+        json_t *h = json_loads(header_json, 0, NULL);
+        RAND_bytes(cek, TC_CEK_LEN);
+        if (!h || tc_jwe_encrypt(h, cek, (const uint8_t *) plaintext, strlen(plaintext), &out, &err) < 0)
+                out = NULL;
+        json_decref(h);
+        return out;
+}
+
+TEST(jwe_round_trip_and_aad_is_the_header_text) {
+        uint8_t cek[TC_CEK_LEN], *pt = NULL;
+        size_t len = 0;
+        struct tc_jwe jwe;
+        struct tc_err err;
+        char *c = seal("{\"enc\":\"A256GCM\",\"alg\":\"dir\"}", "secret", cek);
+        REQUIRE(c);
+        /* Five parts, empty encrypted key, header serialized sorted and compact. */
+        CHECK(strstr(c, "..") != NULL);
+        char *dot = strchr(c, '.');
+        uint8_t hdr[64] = { 0 };
+        CHECK_INT(jose_b64_dec_buf(c, (size_t) (dot - c), hdr, sizeof(hdr) - 1), strlen("{\"alg\":\"dir\",\"enc\":\"A256GCM\"}"));
+        CHECK_STR((char *) hdr, "{\"alg\":\"dir\",\"enc\":\"A256GCM\"}");
+
+        REQUIRE(tc_jwe_parse(c, strlen(c), &jwe, &err) == 0);
+        CHECK(tc_jwe_decrypt(&jwe, cek, &pt, &len, &err) == 0);
+        CHECK(len == 6 && memcmp(pt, "secret", 6) == 0);
+        tc_secret_free(pt, len);
+        /* Wrong key: authentication fails. */
+        cek[0] ^= 1;
+        CHECK_INT(tc_jwe_decrypt(&jwe, cek, &pt, &len, &err), -EBADMSG);
+        tc_jwe_clear(&jwe);
+        free(c);
+}
+
+TEST(jwe_tampering_fails_authentication) {
+        uint8_t cek[TC_CEK_LEN], *pt = NULL;
+        size_t len = 0;
+        struct tc_err err;
+        char *c = seal("{\"alg\":\"dir\",\"enc\":\"A256GCM\",\"x\":\"y\"}", "a longer secret message", cek);
+        REQUIRE(c);
+        size_t n = strlen(c);
+        /* Flip one character in each of header, iv, ciphertext, tag. */
+        char *dots[4];
+        int k = 0;
+        for (char *p = c; *p && k < 4; p++)
+                if (*p == '.')
+                        dots[k++] = p;
+        size_t positions[] = { 2, (size_t) (dots[1] - c) + 2, (size_t) (dots[2] - c) + 2, (size_t) (dots[3] - c) + 2 };
+        for (size_t i = 0; i < ELEMENTS(positions); i++) {
+                char *copy = strdup(c);
+                copy[positions[i]] = copy[positions[i]] == 'A' ? 'B' : 'A';
+                struct tc_jwe jwe;
+                int r = tc_jwe_parse(copy, n, &jwe, &err);
+                if (r == 0) {
+                        CHECK_INT(tc_jwe_decrypt(&jwe, cek, &pt, &len, &err), -EBADMSG);
+                        tc_jwe_clear(&jwe);
+                } /* else: the header no longer parses, also a refusal */
+                free(copy);
+        }
+        free(c);
+}
+
+TEST(jwe_parse_rejects_malformed_input) {
+        struct tc_jwe jwe;
+        struct tc_err err;
+        const char *bad[] = {
+                "",
+                "a.b.c.d",
+                "a.b.c.d.e.f",
+                "!!!..AAAAAAAAAAAAAAAA.AA.AAAAAAAAAAAAAAAAAAAAAA",
+                /* header "[]" is not an object */
+                "W10..AAAAAAAAAAAAAAAA.AA.AAAAAAAAAAAAAAAAAAAAAA",
+                /* header {"enc":"A128GCM"} */
+                "eyJlbmMiOiJBMTI4R0NNIn0..AAAAAAAAAAAAAAAA.AA.AAAAAAAAAAAAAAAAAAAAAA",
+                /* a non-empty encrypted key */
+                "eyJlbmMiOiJBMjU2R0NNIn0.AAAA.AAAAAAAAAAAAAAAA.AA.AAAAAAAAAAAAAAAAAAAAAA",
+                /* IV of 8 bytes */
+                "eyJlbmMiOiJBMjU2R0NNIn0..AAAAAAAAAAA.AA.AAAAAAAAAAAAAAAAAAAAAA",
+                /* tag of 12 bytes */
+                "eyJlbmMiOiJBMjU2R0NNIn0..AAAAAAAAAAAAAAAA.AA.AAAAAAAAAAAAAAAA",
+        };
+        for (size_t i = 0; i < ELEMENTS(bad); i++) {
+                err.msg[0] = '\0';
+                if (!CHECK(tc_jwe_parse(bad[i], strlen(bad[i]), &jwe, &err) < 0)) {
+                        fprintf(stderr, "  accepted: %s\n", bad[i]);
+                        tc_jwe_clear(&jwe);
+                }
+                CHECK(err.msg[0] != '\0');
+        }
+        /* The well-formed version of the same is accepted, with a trailing newline. */
+        const char *good = "eyJlbmMiOiJBMjU2R0NNIn0..AAAAAAAAAAAAAAAA.AA.AAAAAAAAAAAAAAAAAAAAAA\n";
+        CHECK(tc_jwe_parse(good, strlen(good), &jwe, &err) == 0);
+        tc_jwe_clear(&jwe);
+}
+
+TEST(jwe_parse_bounds_size_and_nesting) {
+        struct tc_jwe jwe;
+        struct tc_err err;
+        /* A header nested deeper than any sss tree. */
+        size_t depth = TC_JWE_HEADER_DEPTH + 10;
+        char *json = malloc(depth * 7 + 64), *p = json;
+        p += sprintf(p, "{\"enc\":\"A256GCM\",\"x\":");
+        for (size_t i = 0; i < depth; i++)
+                p += sprintf(p, "[");
+        for (size_t i = 0; i < depth; i++)
+                p += sprintf(p, "]");
+        sprintf(p, "}");
+        size_t n = jose_b64_enc_buf(json, strlen(json), NULL, 0);
+        char *c = malloc(n + 64);
+        jose_b64_enc_buf(json, strlen(json), c, n);
+        strcpy(c + n, "..AAAAAAAAAAAAAAAA.AA.AAAAAAAAAAAAAAAAAAAAAA");
+        CHECK(tc_jwe_parse(c, strlen(c), &jwe, &err) < 0);
+        free(json);
+        free(c);
+
+        /* Over the whole-size limit: refused before any decoding. */
+        size_t big = TC_JWE_MAX + 10;
+        char *huge = malloc(big + 1);
+        memset(huge, 'A', big);
+        huge[big] = '\0';
+        huge[10] = huge[11] = huge[30] = huge[40] = '.';
+        CHECK_INT(tc_jwe_parse(huge, big, &jwe, &err), -EMSGSIZE);
+        free(huge);
+}
+
+/* ------------------------------------------------------------ pins */
+
+static int round_trip(const char *pin, const char *cfg, const char *msg, char **jwe_out) {
+        struct tc_err err = { "" };
+        char *jwe = NULL;
+        uint8_t *pt = NULL;
+        size_t len = 0;
+        int r = tc_encrypt(&ctx, pin, cfg, (const uint8_t *) msg, strlen(msg), &jwe, &err);
+        if (r < 0) {
+                fprintf(stderr, "  encrypt %s %s: %s\n", pin, cfg, err.msg);
+                return r;
+        }
+        r = tc_decrypt(&ctx, jwe, strlen(jwe), &pt, &len, &err);
+        if (r == 0 && (len != strlen(msg) || memcmp(pt, msg, len) != 0))
+                r = -EBADMSG;
+        tc_secret_free(pt, len);
+        if (jwe_out)
+                *jwe_out = jwe;
+        else
+                free(jwe);
+        return r;
+}
+
+TEST(null_pin_round_trip_and_fail) {
+        char *jwe = NULL;
+        CHECK_INT(round_trip("null", "{}", "hello", NULL), 0);
+        CHECK_INT(round_trip("null", "{\"fail\":false}", "hello", NULL), 0);
+        CHECK(round_trip("null", "{\"fail\":true}", "hello", &jwe) < 0);
+        free(jwe);
+        CHECK(round_trip("null", "{\"fail\":3}", "hello", NULL) < 0);
+}
+
+TEST(sss_threshold_over_null_children) {
+        /* Two of three children can never decrypt: t=1 works, t=2 does not. */
+        const char *one = "{\"t\":1,\"pins\":{\"null\":[{\"fail\":true},{\"fail\":true},{}]}}";
+        const char *two = "{\"t\":2,\"pins\":{\"null\":[{\"fail\":true},{\"fail\":true},{}]}}";
+        CHECK_INT(round_trip("sss", one, "shared", NULL), 0);
+        CHECK(round_trip("sss", two, "shared", NULL) < 0);
+        /* Nested: an sss child that itself needs 2 of 2. */
+        const char *nested = "{\"t\":2,\"pins\":{\"null\":{},\"sss\":{\"t\":2,\"pins\":{\"null\":[{},{}]}}}}";
+        CHECK_INT(round_trip("sss", nested, "nested", NULL), 0);
+        const char *nested_fail = "{\"t\":2,\"pins\":{\"null\":{},\"sss\":{\"t\":2,\"pins\":{\"null\":[{},{\"fail\":true}]}}}}";
+        CHECK(round_trip("sss", nested_fail, "nested", NULL) < 0);
+}
+
+TEST(sss_rejects_bad_configs) {
+        const char *bad[] = {
+                "{\"t\":3,\"pins\":{\"null\":[{},{}]}}",
+                "{\"t\":0,\"pins\":{\"null\":[{}]}}",
+                "{\"t\":\"2\",\"pins\":{\"null\":[{}]}}",
+                "{\"t\":1}",
+                "{\"t\":1,\"pins\":{}}",
+                "{\"t\":1,\"pins\":{\"null\":[1]}}",
+                "{\"t\":1,\"pins\":{\"null\":\"x\"}}",
+        };
+        for (size_t i = 0; i < ELEMENTS(bad); i++) {
+                struct tc_err err = { "" };
+                char *jwe = NULL;
+                CHECK(tc_encrypt(&ctx, "sss", bad[i], (const uint8_t *) "x", 1, &jwe, &err) < 0);
+                CHECK(err.msg[0] != '\0');
+                free(jwe);
+        }
+}
+
+TEST(unknown_pin_and_bad_config_are_clear_errors) {
+        struct tc_err err = { "" };
+        char *jwe = NULL;
+        CHECK_INT(tc_encrypt(&ctx, "nosuchpin", "{}", (const uint8_t *) "x", 1, &jwe, &err), -ENOENT);
+        CHECK(strstr(err.msg, "unsupported pin") != NULL);
+        CHECK(tc_encrypt(&ctx, "null", "not json", (const uint8_t *) "x", 1, &jwe, &err) < 0);
+        CHECK(strstr(err.msg, "JSON") != NULL);
+        CHECK(tc_encrypt(&ctx, "../evil", "{}", (const uint8_t *) "x", 1, &jwe, &err) < 0);
+        CHECK(tc_encrypt(&ctx, "tang", "{}", (const uint8_t *) "x", 1, &jwe, &err) < 0);
+        CHECK(strstr(err.msg, "url") != NULL);
+        free(jwe);
+}
+
+TEST(timeout_from_environment) {
+        struct tc_ctx c;
+        setenv("TETHER_TIMEOUT", "2.5", 1);
+        CHECK_INT(tc_ctx_init(&c), 0);
+        CHECK_INT(c.timeout_ms, 2500);
+        setenv("TETHER_TIMEOUT", "0.5", 1);
+        CHECK_INT(tc_ctx_init(&c), 0);
+        CHECK_INT(c.connect_timeout_ms, 500); /* never longer than the whole */
+        const char *bad[] = { "abc", "-1", "0", "5s", "1e9" };
+        for (size_t i = 0; i < ELEMENTS(bad); i++) {
+                setenv("TETHER_TIMEOUT", bad[i], 1);
+                CHECK_INT(tc_ctx_init(&c), -EINVAL);
+        }
+        unsetenv("TETHER_TIMEOUT");
+        CHECK_INT(tc_ctx_init(&c), 0);
+        CHECK_INT(c.timeout_ms, TC_DEFAULT_TIMEOUT_MS);
+}
+
+TEST(cancellation_reaches_children) {
+        struct tc_ctx parent, child, grandchild;
+        tc_ctx_init(&parent);
+        tc_ctx_child(&child, &parent);
+        tc_ctx_child(&grandchild, &child);
+        CHECK(!tc_ctx_cancelled(&grandchild));
+        tc_ctx_cancel(&parent);
+        CHECK(tc_ctx_cancelled(&grandchild));
+        CHECK(!tc_ctx_cancelled(&(struct tc_ctx) { 0 }));
+}
+
+int main(void) {
+        unsetenv("TETHER_TIMEOUT");
+        tc_ctx_init(&ctx);
+        RUN(shamir_any_t_of_n_shares_recover_the_secret);
+        RUN(jwe_round_trip_and_aad_is_the_header_text);
+        RUN(jwe_tampering_fails_authentication);
+        RUN(jwe_parse_rejects_malformed_input);
+        RUN(jwe_parse_bounds_size_and_nesting);
+        RUN(null_pin_round_trip_and_fail);
+        RUN(sss_threshold_over_null_children);
+        RUN(sss_rejects_bad_configs);
+        RUN(unknown_pin_and_bad_config_are_clear_errors);
+        RUN(timeout_from_environment);
+        RUN(cancellation_reaches_children);
+        return check_summary();
+}
