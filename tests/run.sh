@@ -38,9 +38,17 @@ ninja -C "$build"
 status=0
 meson test -C "$build" --print-errorlogs --setup "${TETHER_TEST_SETUP:-default}" || status=$?
 
-python3 - "$build/meson-logs/testlog.json" <<'PY'
+# meson names the log after the test setup: testlog.json, testlog-full.json.
+setup=${TETHER_TEST_SETUP:-default}
+log="$build/meson-logs/testlog.json"
+[ "$setup" = default ] || log="$build/meson-logs/testlog-$setup.json"
+python3 - "$log" <<'PY'
 import json, sys
+import os
 passed = failed = 0
+if not os.path.exists(sys.argv[1]):
+    print(f"0 passed, 1 failed (no test results in {sys.argv[1]})")
+    sys.exit(0)
 with open(sys.argv[1]) as f:
     for line in f:
         result = json.loads(line)["result"]
