@@ -20,6 +20,9 @@
 # a summary with the targets. Exits non-zero only when the setup fails; a missed
 # target prints "TARGET MISSED: ...". Loopback only; every load run is bounded.
 set -euo pipefail
+# meson test sets MALLOC_PERTURB_, which fills every allocation and so
+# inflates the RSS figure; a deployed tetherd runs without it.
+unset MALLOC_PERTURB_
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BUILD=${1:-./build}
