@@ -2,6 +2,7 @@
  * grammar: tether encrypt PIN CONFIG [-y] < plaintext > jwe,
  * tether decrypt < jwe > plaintext. Exit 0, 1 on failure, 2 on usage. */
 #include "cleanup.h"
+#include "cli.h"
 #include "tether.h"
 
 #include <errno.h>
@@ -10,91 +11,6 @@
 #include <unistd.h>
 
 #define INPUT_MAX (16 * 1024 * 1024)
-
-enum { EXIT_USAGE = 2 };
-
-struct command {
-        const char *name;
-        const char *summary;
-        int (*run)(int argc, char **argv);
-        void (*help)(FILE *f);
-};
-
-static int read_all(FILE *in, uint8_t **buf, size_t *len) {
-        size_t cap = 4096, n = 0;
-        uint8_t *b = malloc(cap);
-        if (!b)
-                return -ENOMEM;
-        for (;;) {
-                if (n == cap) {
-                        if (cap >= INPUT_MAX) {
-                                tc_secret_free(b, cap);
-                                return -EMSGSIZE;
-                        }
-                        uint8_t *nb = malloc(cap * 2);
-                        if (!nb) {
-                                tc_secret_free(b, cap);
-                                return -ENOMEM;
-                        }
-                        /* Copy rather than realloc, so no stray copy of a secret stays behind. */
-                        memcpy(nb, b, n);
-                        tc_secret_free(b, cap);
-                        b = nb;
-                        cap *= 2;
-                }
-                size_t got = fread(b + n, 1, cap - n, in);
-                n += got;
-                if (got == 0)
-                        break;
-        }
-        if (ferror(in)) {
-                tc_secret_free(b, cap);
-                return -EIO;
-        }
-        *buf = b;
-        *len = n;
-        return 0;
-}
-
-static int write_all(int fd, const void *buf, size_t len) {
-        const uint8_t *p = buf;
-        while (len > 0) {
-                ssize_t n = write(fd, p, len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return -errno;
-                p += n;
-                len -= (size_t) n;
-        }
-        return 0;
-}
-
-/* Trust on first use, asked on the terminal as Clevis does. */
-static int ask_trust(void *userdata, const char *url, const char *const *thps, size_t n) {
-        (void) userdata;
-        _cleanup_fclose_ FILE *tty = fopen("/dev/tty", "r+");
-        char answer[16] = "";
-        if (!tty)
-                return -ENXIO;
-        fprintf(tty, "The advertisement of %s contains the following signing keys:\n\n", url);
-        for (size_t i = 0; i < n; i++)
-                fprintf(tty, "%s\n", thps[i]);
-        fprintf(tty, "\nDo you wish to trust these keys? [ynYN] ");
-        fflush(tty);
-        if (!fgets(answer, sizeof(answer), tty))
-                return 0;
-        return (answer[0] == 'y' || answer[0] == 'Y') && (answer[1] == '\n' || answer[1] == '\0');
-}
-
-static int init_ctx(struct tc_ctx *ctx) {
-        if (tc_ctx_init(ctx) < 0) {
-                fprintf(stderr, "tether: TETHER_TIMEOUT must be a number of seconds (got \"%s\")\n", getenv("TETHER_TIMEOUT"));
-                return -EINVAL;
-        }
-        ctx->trust = ask_trust;
-        return 0;
-}
 
 static void encrypt_help(FILE *f) {
         fputs("Usage: tether encrypt PIN CONFIG [-y] < PLAINTEXT > JWE\n\n"
@@ -127,20 +43,20 @@ static int cmd_encrypt(int argc, char **argv) {
                         config = argv[i];
                 else {
                         encrypt_help(stderr);
-                        return EXIT_USAGE;
+                        return CLI_EXIT_USAGE;
                 }
         }
         if (!pin || !config) {
                 encrypt_help(stderr);
-                return EXIT_USAGE;
+                return CLI_EXIT_USAGE;
         }
-        if (init_ctx(&ctx) < 0)
-                return EXIT_USAGE;
+        if (cli_init_ctx(&ctx) < 0)
+                return CLI_EXIT_USAGE;
         ctx.trust_all = yes;
 
         uint8_t *pt = NULL;
         size_t pt_len = 0;
-        int r = read_all(stdin, &pt, &pt_len);
+        int r = cli_read_all(stdin, INPUT_MAX, &pt, &pt_len);
         if (r < 0) {
                 fprintf(stderr, "tether encrypt: cannot read the plaintext: %s\n", strerror(-r));
                 return EXIT_FAILURE;
@@ -152,7 +68,7 @@ static int cmd_encrypt(int argc, char **argv) {
                 fprintf(stderr, "tether encrypt %s: %s\n", pin, err.msg);
                 return EXIT_FAILURE;
         }
-        if (write_all(STDOUT_FILENO, jwe, strlen(jwe)) < 0) {
+        if (cli_write_all(STDOUT_FILENO, jwe, strlen(jwe)) < 0) {
                 fprintf(stderr, "tether encrypt: cannot write the JWE: %s\n", strerror(errno));
                 return EXIT_FAILURE;
         }
@@ -174,13 +90,13 @@ static int cmd_decrypt(int argc, char **argv) {
         if (argc > 1) {
                 bool help = strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0;
                 decrypt_help(help ? stdout : stderr);
-                return help ? EXIT_SUCCESS : EXIT_USAGE;
+                return help ? EXIT_SUCCESS : CLI_EXIT_USAGE;
         }
-        if (init_ctx(&ctx) < 0)
-                return EXIT_USAGE;
+        if (cli_init_ctx(&ctx) < 0)
+                return CLI_EXIT_USAGE;
         uint8_t *in = NULL, *pt = NULL;
         size_t in_len = 0, pt_len = 0;
-        int r = read_all(stdin, &in, &in_len);
+        int r = cli_read_all(stdin, INPUT_MAX, &in, &in_len);
         if (r < 0) {
                 fprintf(stderr, "tether decrypt: cannot read the JWE: %s\n", strerror(-r));
                 return EXIT_FAILURE;
@@ -191,7 +107,7 @@ static int cmd_decrypt(int argc, char **argv) {
                 fprintf(stderr, "tether decrypt: %s\n", err.msg);
                 return EXIT_FAILURE;
         }
-        r = write_all(STDOUT_FILENO, pt, pt_len);
+        r = cli_write_all(STDOUT_FILENO, pt, pt_len);
         tc_secret_free(pt, pt_len);
         if (r < 0) {
                 fprintf(stderr, "tether decrypt: cannot write the plaintext: %s\n", strerror(-r));
@@ -200,9 +116,10 @@ static int cmd_decrypt(int argc, char **argv) {
         return EXIT_SUCCESS;
 }
 
-static const struct command commands[] = {
-        { "encrypt", "encrypt standard input with a pin (tang, sss, null)", cmd_encrypt, encrypt_help },
-        { "decrypt", "decrypt a JWE from standard input", cmd_decrypt, decrypt_help },
+static const struct cli_command commands[] = {
+        { "encrypt", "encrypt standard input with a pin (tang, sss, null)", cmd_encrypt },
+        { "decrypt", "decrypt a JWE from standard input", cmd_decrypt },
+        { "luks", "bind LUKS2 volumes: bind, unbind, list, pass, unlock, regen, report, edit", cli_luks },
 };
 
 static void usage(FILE *f) {
@@ -216,7 +133,7 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
         if (argc < 2) {
                 usage(stderr);
-                return EXIT_USAGE;
+                return CLI_EXIT_USAGE;
         }
         if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
                 usage(stdout);
@@ -227,5 +144,5 @@ int main(int argc, char **argv) {
                         return commands[i].run(argc - 1, argv + 1);
         fprintf(stderr, "tether: unknown command \"%s\"\n\n", argv[1]);
         usage(stderr);
-        return EXIT_USAGE;
+        return CLI_EXIT_USAGE;
 }

@@ -1,0 +1,93 @@
+#include "cli.h"
+#include "cleanup.h"
+#include "tether.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <libcryptsetup.h>
+
+int cli_read_all(FILE *in, size_t max, uint8_t **buf, size_t *len) {
+        size_t cap = 4096, n = 0;
+        uint8_t *b = malloc(cap);
+        if (!b)
+                return -ENOMEM;
+        for (;;) {
+                if (n == cap) {
+                        if (cap >= max) {
+                                tc_secret_free(b, cap);
+                                return -EMSGSIZE;
+                        }
+                        uint8_t *nb = malloc(cap * 2);
+                        if (!nb) {
+                                tc_secret_free(b, cap);
+                                return -ENOMEM;
+                        }
+                        /* Copy rather than realloc, so no stray copy of a secret stays behind. */
+                        memcpy(nb, b, n);
+                        tc_secret_free(b, cap);
+                        b = nb;
+                        cap *= 2;
+                }
+                size_t got = fread(b + n, 1, cap - n, in);
+                n += got;
+                if (got == 0)
+                        break;
+        }
+        if (ferror(in)) {
+                tc_secret_free(b, cap);
+                return -EIO;
+        }
+        *buf = b;
+        *len = n;
+        return 0;
+}
+
+int cli_write_all(int fd, const void *buf, size_t len) {
+        const uint8_t *p = buf;
+        while (len > 0) {
+                ssize_t n = write(fd, p, len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return -errno;
+                p += n;
+                len -= (size_t) n;
+        }
+        return 0;
+}
+
+/* Trust on first use, asked on the terminal as Clevis does. */
+static int ask_trust(void *userdata, const char *url, const char *const *thps, size_t n) {
+        (void) userdata;
+        _cleanup_fclose_ FILE *tty = fopen("/dev/tty", "r+e");
+        char answer[16] = "";
+        if (!tty)
+                return -ENXIO;
+        fprintf(tty, "The advertisement of %s contains the following signing keys:\n\n", url);
+        for (size_t i = 0; i < n; i++)
+                fprintf(tty, "%s\n", thps[i]);
+        fprintf(tty, "\nDo you wish to trust these keys? [ynYN] ");
+        fflush(tty);
+        if (!fgets(answer, sizeof(answer), tty))
+                return 0;
+        return (answer[0] == 'y' || answer[0] == 'Y') && (answer[1] == '\n' || answer[1] == '\0');
+}
+
+int cli_init_ctx(struct tc_ctx *ctx) {
+        if (tc_ctx_init(ctx) < 0) {
+                fprintf(stderr, "tether: TETHER_TIMEOUT must be a number of seconds (got \"%s\")\n", getenv("TETHER_TIMEOUT"));
+                return -EINVAL;
+        }
+        ctx->trust = ask_trust;
+        return 0;
+}
+
+char *cli_luks_uuid(const char *device) {
+        struct crypt_device *cd = NULL;
+        char *uuid = NULL;
+        if (crypt_init(&cd, device) == 0 && crypt_load(cd, CRYPT_LUKS, NULL) == 0 && crypt_get_uuid(cd))
+                uuid = strdup(crypt_get_uuid(cd));
+        crypt_free(cd);
+        return uuid;
+}

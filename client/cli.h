@@ -1,0 +1,28 @@
+/* What the tether command's parts share: reading input, writing output,
+ * the terminal trust prompt, the context from the environment. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "ctx.h"
+
+#define CLI_EXIT_USAGE 2
+
+struct cli_command {
+        const char *name;
+        const char *summary;
+        int (*run)(int argc, char **argv);
+};
+
+/* Reads f to the end (at most max bytes); the buffer is freed with tc_secret_free(). */
+int cli_read_all(FILE *f, size_t max, uint8_t **buf, size_t *len);
+int cli_write_all(int fd, const void *buf, size_t len);
+/* The context from TETHER_TIMEOUT, asking on the terminal about new keys. */
+int cli_init_ctx(struct tc_ctx *ctx);
+char *cli_luks_uuid(const char *device);
+
+int cli_luks(int argc, char **argv);

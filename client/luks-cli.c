@@ -1,0 +1,430 @@
+/* tether luks ...: Clevis's luks grammar over the library in luks.c. */
+#include "cleanup.h"
+#include "cli.h"
+#include "luks.h"
+#include "tether.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+#include <libcryptsetup.h>
+
+#define PASSPHRASE_MAX 8192
+
+static bool parse_int(const char *s, int max, int *out) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (errno || end == s || *end || v < 0 || v > max)
+                return false;
+        *out = (int) v;
+        return true;
+}
+
+/* A key file, "-" for stdin, or a terminal prompt without echo. */
+static int read_passphrase(const char *keyfile, const char *device, uint8_t **out, size_t *len) {
+        if (keyfile) {
+                FILE *f = strcmp(keyfile, "-") == 0 ? stdin : fopen(keyfile, "re");
+                if (!f)
+                        return -errno;
+                int r = cli_read_all(f, PASSPHRASE_MAX, out, len);
+                if (f != stdin)
+                        fclose(f);
+                /* Like cryptsetup: a key file is used as is; from stdin one line. */
+                if (r == 0 && f == stdin && *len > 0 && (*out)[*len - 1] == '\n')
+                        (*len)--;
+                return r;
+        }
+        _cleanup_fclose_ FILE *tty = fopen("/dev/tty", "r+e");
+        struct termios old, noecho;
+        if (!tty)
+                return -ENXIO;
+        fprintf(tty, "Enter existing LUKS password for %s: ", device);
+        fflush(tty);
+        tcgetattr(fileno(tty), &old);
+        noecho = old;
+        noecho.c_lflag &= (tcflag_t) ~ECHO;
+        tcsetattr(fileno(tty), TCSAFLUSH, &noecho);
+        char *buf = calloc(1, PASSPHRASE_MAX);
+        bool ok = buf && fgets(buf, PASSPHRASE_MAX, tty);
+        tcsetattr(fileno(tty), TCSAFLUSH, &old);
+        fputc('\n', tty);
+        if (!ok) {
+                tc_secret_free(buf, PASSPHRASE_MAX);
+                return -EIO;
+        }
+        *len = strcspn(buf, "\n");
+        *out = (uint8_t *) buf;
+        return 0;
+}
+
+static int fail(const char *cmd, const struct tc_err *err) {
+        fprintf(stderr, "tether luks %s: %s\n", cmd, err->msg);
+        return EXIT_FAILURE;
+}
+
+static int usage(const char *text, bool help) {
+        fputs(text, help ? stdout : stderr);
+        return help ? EXIT_SUCCESS : CLI_EXIT_USAGE;
+}
+
+/* ------------------------------------------------------------ bind */
+
+static const char bind_usage[] =
+        "Usage: tether luks bind [-y] [-f] [-s SLOT] [-k KEYFILE|-] [-t TOKEN] [-e TOKEN] -d DEV PIN CONFIG\n\n"
+        "Binds a LUKS2 device: checks the existing passphrase once, adds a keyslot\n"
+        "(PBKDF2, 1000 iterations) for a fresh random 256-bit key, and stores that key\n"
+        "encrypted with PIN as a clevis token.\n\n"
+        "  -d DEV      the LUKS2 device or image\n"
+        "  -s SLOT     the keyslot to use (default: the first free one)\n"
+        "  -t TOKEN    the token id to use (default: the first free one)\n"
+        "  -k KEYFILE  read the existing passphrase from KEYFILE (- for stdin)\n"
+        "  -e TOKEN    prove access with an existing binding instead of a passphrase\n"
+        "  -y          trust the tang servers' advertisements without asking\n"
+        "  -f          do not ask (accepted for Clevis compatibility)\n";
+
+static int cmd_bind(int argc, char **argv) {
+        struct tc_luks_bind_opts o = { .slot = -1, .token = -1, .auth = { .existing_token = -1 } };
+        const char *device = NULL, *keyfile = NULL;
+        struct tc_ctx ctx;
+        struct tc_err err = {};
+        bool yes = false;
+        int c;
+
+        while ((c = getopt(argc, argv, "hyfd:s:k:t:e:")) != -1) {
+                switch (c) {
+                case 'h': return usage(bind_usage, true);
+                case 'y': yes = true; break;
+                case 'f': break;
+                case 'd': device = optarg; break;
+                case 'k': keyfile = optarg; break;
+                case 's': if (!parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &o.slot)) return usage(bind_usage, false); break;
+                case 't': if (!parse_int(optarg, crypt_token_max(CRYPT_LUKS2) - 1, &o.token)) return usage(bind_usage, false); break;
+                case 'e': if (!parse_int(optarg, crypt_token_max(CRYPT_LUKS2) - 1, &o.auth.existing_token)) return usage(bind_usage, false); break;
+                default: return usage(bind_usage, false);
+                }
+        }
+        if (!device || argc - optind != 2)
+                return usage(bind_usage, false);
+        o.pin = argv[optind];
+        o.config = argv[optind + 1];
+        if (cli_init_ctx(&ctx) < 0)
+                return CLI_EXIT_USAGE;
+        ctx.trust_all = yes;
+
+        uint8_t *pass = NULL;
+        size_t pass_len = 0;
+        if (o.auth.existing_token < 0) {
+                int r = read_passphrase(keyfile, device, &pass, &pass_len);
+                if (r < 0) {
+                        fprintf(stderr, "tether luks bind: cannot read the existing passphrase%s%s: %s\n",
+                                keyfile ? " from " : "", keyfile ? keyfile : " (no terminal; use -k)", strerror(-r));
+                        return EXIT_FAILURE;
+                }
+                o.auth.passphrase = pass;
+                o.auth.passphrase_len = pass_len;
+        }
+        int r = tc_luks_bind(&ctx, device, &o, &err);
+        tc_secret_free(pass, pass_len);
+        return r < 0 ? fail("bind", &err) : EXIT_SUCCESS;
+}
+
+/* ------------------------------------------------------------ unbind */
+
+static const char unbind_usage[] =
+        "Usage: tether luks unbind -d DEV -s SLOT [-f]\n\n"
+        "Removes the binding in SLOT: its keyslot, then its token. Refuses to remove\n"
+        "a keyslot that is not a binding, or the last keyslot of the device, unless -f.\n";
+
+static int cmd_unbind(int argc, char **argv) {
+        const char *device = NULL;
+        int slot = -1, c;
+        bool force = false;
+        struct tc_err err = {};
+        while ((c = getopt(argc, argv, "hfd:s:")) != -1) {
+                switch (c) {
+                case 'h': return usage(unbind_usage, true);
+                case 'f': force = true; break;
+                case 'd': device = optarg; break;
+                case 's': if (!parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &slot)) return usage(unbind_usage, false); break;
+                default: return usage(unbind_usage, false);
+                }
+        }
+        if (!device || slot < 0 || optind != argc)
+                return usage(unbind_usage, false);
+        return tc_luks_unbind(device, slot, force, &err) < 0 ? fail("unbind", &err) : EXIT_SUCCESS;
+}
+
+/* ------------------------------------------------------------ list */
+
+static const char list_usage[] =
+        "Usage: tether luks list -d DEV [-s SLOT] [-p]\n\n"
+        "Prints each binding as SLOT: PIN 'CONFIG', as clevis luks list does, with\n"
+        "the whole configuration (every pin of an sss policy, nested ones too).\n\n"
+        "  -p   add each tang server's signing-key thumbprint (\"thp\"), so that the\n"
+        "       printed configuration binds again without asking\n";
+
+static int cmd_list(int argc, char **argv) {
+        const char *device = NULL;
+        int slot = -1, c;
+        bool with_thp = false;
+        struct tc_err err = {};
+        struct tc_luks_bindings b = {};
+        while ((c = getopt(argc, argv, "hpd:s:")) != -1) {
+                switch (c) {
+                case 'h': return usage(list_usage, true);
+                case 'p': with_thp = true; break;
+                case 'd': device = optarg; break;
+                case 's': if (!parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &slot)) return usage(list_usage, false); break;
+                default: return usage(list_usage, false);
+                }
+        }
+        if (!device || optind != argc)
+                return usage(list_usage, false);
+        if (tc_luks_list(device, with_thp, &b, &err) < 0)
+                return fail("list", &err);
+        int rc = EXIT_SUCCESS;
+        bool any = false;
+        for (size_t i = 0; i < b.n; i++) {
+                const struct tc_luks_binding *x = &b.items[i];
+                if (slot >= 0 && x->slot != slot)
+                        continue;
+                _cleanup_free_ char *cfg = x->config ? json_dumps(x->config, JSON_COMPACT) : NULL;
+                if (x->slot < 0 || !x->slot_active) {
+                        fprintf(stderr, "tether luks list: %s: token %d is an orphan (%s); remove it with cryptsetup token remove --token-id %d\n",
+                                device, x->token, x->slot < 0 ? "assigned to no keyslot" : "its keyslot is not in use", x->token);
+                        rc = EXIT_FAILURE;
+                        continue;
+                }
+                printf("%d: %s '%s'\n", x->slot, x->pin ? x->pin : "unknown", cfg ? cfg : "{}");
+                any = true;
+        }
+        tc_luks_bindings_clear(&b);
+        if (!any && slot >= 0) {
+                fprintf(stderr, "tether luks list: %s: slot %d is not a tether/clevis binding\n", device, slot);
+                return EXIT_FAILURE;
+        }
+        return rc;
+}
+
+/* ------------------------------------------------------------ pass */
+
+static const char pass_usage[] =
+        "Usage: tether luks pass -d DEV -s SLOT\n\n"
+        "Prints the passphrase of SLOT's binding (no newline), after checking that it\n"
+        "opens that slot.\n";
+
+static int cmd_pass(int argc, char **argv) {
+        const char *device = NULL;
+        int slot = -1, c;
+        struct tc_ctx ctx;
+        struct tc_err err = {};
+        while ((c = getopt(argc, argv, "hd:s:")) != -1) {
+                switch (c) {
+                case 'h': return usage(pass_usage, true);
+                case 'd': device = optarg; break;
+                case 's': if (!parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &slot)) return usage(pass_usage, false); break;
+                default: return usage(pass_usage, false);
+                }
+        }
+        if (!device || slot < 0 || optind != argc)
+                return usage(pass_usage, false);
+        if (cli_init_ctx(&ctx) < 0)
+                return CLI_EXIT_USAGE;
+        uint8_t *key = NULL;
+        size_t len = 0;
+        if (tc_luks_pass(&ctx, device, slot, &key, &len, &err) < 0)
+                return fail("pass", &err);
+        int r = cli_write_all(STDOUT_FILENO, key, len);
+        tc_secret_free(key, len);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* ------------------------------------------------------------ unlock */
+
+static const char unlock_usage[] =
+        "Usage: tether luks unlock -d DEV [-n NAME] [-t SLOT] [-o OPTIONS]\n\n"
+        "Opens DEV as /dev/mapper/NAME (default luks-UUID) with the first binding that\n"
+        "works; the bindings are tried at once. With -t, only tests SLOT's binding\n"
+        "(any binding with -t -1) without activating. -o takes cryptsetup's open\n"
+        "flags: discard, readonly.\n";
+
+static int cmd_unlock(int argc, char **argv) {
+        const char *device = NULL, *name = NULL, *options = NULL;
+        int slot = -1, c;
+        bool test = false;
+        uint32_t flags = 0;
+        struct tc_ctx ctx;
+        struct tc_err err = {};
+        while ((c = getopt(argc, argv, "hd:n:t:o:")) != -1) {
+                switch (c) {
+                case 'h': return usage(unlock_usage, true);
+                case 'd': device = optarg; break;
+                case 'n': name = optarg; break;
+                case 'o': options = optarg; break;
+                case 't':
+                        test = true;
+                        if (strcmp(optarg, "-1") != 0 && !parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &slot))
+                                return usage(unlock_usage, false);
+                        break;
+                default: return usage(unlock_usage, false);
+                }
+        }
+        if (!device || optind != argc)
+                return usage(unlock_usage, false);
+        for (char *o = options ? strdupa(options) : NULL, *tok; o && (tok = strsep(&o, ","));) {
+                if (strcmp(tok, "discard") == 0 || strcmp(tok, "allow-discards") == 0)
+                        flags |= CRYPT_ACTIVATE_ALLOW_DISCARDS;
+                else if (strcmp(tok, "readonly") == 0 || strcmp(tok, "read-only") == 0)
+                        flags |= CRYPT_ACTIVATE_READONLY;
+                else if (*tok) {
+                        fprintf(stderr, "tether luks unlock: unknown option \"%s\"\n", tok);
+                        return CLI_EXIT_USAGE;
+                }
+        }
+        if (cli_init_ctx(&ctx) < 0)
+                return CLI_EXIT_USAGE;
+        _cleanup_free_ char *default_name = NULL;
+        if (!test && !name) {
+                struct tc_luks_bindings b = {};
+                (void) b;
+                _cleanup_free_ char *uuid = cli_luks_uuid(device);
+                if (!uuid || asprintf(&default_name, "luks-%s", uuid) < 0) {
+                        fprintf(stderr, "tether luks unlock: %s is not a LUKS device\n", device);
+                        return EXIT_FAILURE;
+                }
+                name = default_name;
+        }
+        int r = tc_luks_unlock(&ctx, device, test ? NULL : name, slot, flags, &err);
+        if (r < 0)
+                return fail("unlock", &err);
+        return EXIT_SUCCESS;
+}
+
+/* ------------------------------------------------------------ regen, edit, report */
+
+static const char regen_usage[] =
+        "Usage: tether luks regen -d DEV -s SLOT [-q]\n\n"
+        "Re-encrypts SLOT's key to its servers' current keys (after a key rotation),\n"
+        "trusting the servers at the bound URLs as clevis luks regen does. The keyslot\n"
+        "is not touched; the token is replaced in one header write.\n";
+
+static const char edit_usage[] =
+        "Usage: tether luks edit -d DEV -s SLOT -c CONFIG [-y]\n\n"
+        "Re-binds SLOT with a new configuration for the same pin (for example a\n"
+        "server added to an sss policy), in one header write.\n";
+
+static const char report_usage[] =
+        "Usage: tether luks report -d DEV -s SLOT [-q] [-r]\n\n"
+        "Reports the tang keys SLOT's binding uses that its servers no longer\n"
+        "advertise (rotated away). Exit 1 with -q when there are any; -r regenerates\n"
+        "the binding when there are.\n";
+
+static int cmd_regen_edit(int argc, char **argv, bool edit) {
+        const char *device = NULL, *config = NULL;
+        int slot = -1, c;
+        bool yes = !edit;
+        struct tc_ctx ctx;
+        struct tc_err err = {};
+        const char *u = edit ? edit_usage : regen_usage;
+        while ((c = getopt(argc, argv, "hqyd:s:c:k:")) != -1) {
+                switch (c) {
+                case 'h': return usage(u, true);
+                case 'q': break;
+                case 'k': break; /* accepted, as clevis #492 asks: the binding itself proves access */
+                case 'y': yes = true; break;
+                case 'd': device = optarg; break;
+                case 'c': if (!edit) return usage(u, false); config = optarg; break;
+                case 's': if (!parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &slot)) return usage(u, false); break;
+                default: return usage(u, false);
+                }
+        }
+        if (!device || slot < 0 || optind != argc || (edit && !config))
+                return usage(u, false);
+        if (cli_init_ctx(&ctx) < 0)
+                return CLI_EXIT_USAGE;
+        ctx.trust_all = yes;
+        return tc_luks_rebind(&ctx, device, slot, config, &err) < 0 ? fail(edit ? "edit" : "regen", &err) : EXIT_SUCCESS;
+}
+
+static int cmd_regen(int argc, char **argv) {
+        return cmd_regen_edit(argc, argv, false);
+}
+
+static int cmd_edit(int argc, char **argv) {
+        return cmd_regen_edit(argc, argv, true);
+}
+
+static int cmd_report(int argc, char **argv) {
+        const char *device = NULL;
+        int slot = -1, c;
+        bool quiet = false, regen = false;
+        struct tc_ctx ctx;
+        struct tc_err err = {};
+        struct tc_luks_report rep;
+        while ((c = getopt(argc, argv, "hqrd:s:")) != -1) {
+                switch (c) {
+                case 'h': return usage(report_usage, true);
+                case 'q': quiet = true; break;
+                case 'r': regen = true; break;
+                case 'd': device = optarg; break;
+                case 's': if (!parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &slot)) return usage(report_usage, false); break;
+                default: return usage(report_usage, false);
+                }
+        }
+        if (!device || slot < 0 || optind != argc)
+                return usage(report_usage, false);
+        if (cli_init_ctx(&ctx) < 0)
+                return CLI_EXIT_USAGE;
+        if (tc_luks_report(&ctx, device, slot, &rep, &err) < 0)
+                return fail("report", &err);
+        for (size_t i = 0; i < rep.n_stale; i++)
+                printf("%s\n", rep.stale[i]);
+        size_t stale = rep.n_stale;
+        tc_luks_report_clear(&rep);
+        if (stale == 0) {
+                if (!quiet)
+                        printf("%s slot %d: every key is still advertised\n", device, slot);
+                return EXIT_SUCCESS;
+        }
+        if (regen) {
+                ctx.trust_all = true;
+                if (tc_luks_rebind(&ctx, device, slot, NULL, &err) < 0)
+                        return fail("report", &err);
+                printf("%s slot %d: regenerated\n", device, slot);
+                return EXIT_SUCCESS;
+        }
+        return quiet ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+static const struct cli_command luks_commands[] = {
+        { "bind", "bind a LUKS2 device to a pin", cmd_bind },
+        { "unbind", "remove a binding", cmd_unbind },
+        { "list", "list the bindings of a device", cmd_list },
+        { "pass", "print a binding's passphrase", cmd_pass },
+        { "unlock", "open a device with its bindings", cmd_unlock },
+        { "regen", "rebind to the servers' current keys", cmd_regen },
+        { "report", "report rotated keys a binding still uses", cmd_report },
+        { "edit", "change a binding's configuration", cmd_edit },
+};
+
+int cli_luks(int argc, char **argv) {
+        if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+                FILE *f = argc < 2 ? stderr : stdout;
+                fputs("Usage: tether luks COMMAND [OPTIONS]\n\nCommands:\n", f);
+                for (size_t i = 0; i < ELEMENTSOF(luks_commands); i++)
+                        fprintf(f, "  %-8s %s\n", luks_commands[i].name, luks_commands[i].summary);
+                return argc < 2 ? CLI_EXIT_USAGE : EXIT_SUCCESS;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(luks_commands); i++)
+                if (strcmp(argv[1], luks_commands[i].name) == 0) {
+                        optind = 1;
+                        return luks_commands[i].run(argc - 1, argv + 1);
+                }
+        fprintf(stderr, "tether luks: unknown command \"%s\"\n", argv[1]);
+        return CLI_EXIT_USAGE;
+}

@@ -1,0 +1,675 @@
+/* LUKS2 bindings on libcryptsetup. The order of header writes is what keeps
+ * a way in under any failure or crash:
+ *
+ *   bind:   encrypt the new key (network) before touching the header; write
+ *           the token unassigned; add the keyslot (PBKDF2, 1000 iterations);
+ *           assign the token to it. Interrupted anywhere, the user's slot is
+ *           untouched and every new keyslot has its key in a token.
+ *   unbind: destroy the keyslot, then the token (an interrupted unbind
+ *           leaves an orphan token, which list and report show).
+ *   regen/edit: the keyslot keeps its key; only the token is replaced, in
+ *           one header write. */
+#include "luks.h"
+#include "cleanup.h"
+#include "pin.h"
+#include "tang.h"
+#include "tether.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+#include <jose/b64.h>
+#include <jose/jwk.h>
+#include "keyset.h"
+#include <libcryptsetup.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#define BIND_KEY_BYTES 32       /* 256 bits of entropy, as base64url text */
+#define BIND_PBKDF2_ITERATIONS 1000
+
+static void crypt_freep(struct crypt_device **cd) {
+        crypt_free(*cd);
+}
+
+int tc_fault(const char *point, struct tc_err *err) {
+#ifdef TETHER_FAULT_INJECTION
+        const char *f = getenv("TETHER_FAULT");
+        size_t n = strlen(point);
+        if (f && strncmp(f, point, n) == 0) {
+                if (strcmp(f + n, ":kill") == 0)
+                        _exit(99);
+                if (f[n] == '\0')
+                        return tc_fail(err, -EIO, "fault injected at %s", point);
+        }
+#else
+        (void) point, (void) err;
+#endif
+        return 0;
+}
+
+static int open_luks2(const char *device, struct crypt_device **ret, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r = crypt_init(&cd, device);
+        if (r < 0)
+                return tc_fail(err, r, "%s: cannot open: %s", device, strerror(-r));
+        r = crypt_load(cd, CRYPT_LUKS, NULL);
+        if (r < 0)
+                return tc_fail(err, r, "%s is not a LUKS device", device);
+        if (strcmp(crypt_get_type(cd), CRYPT_LUKS1) == 0)
+                return tc_fail(err, -EOPNOTSUPP,
+                               "%s is LUKS1, which is not supported; convert it with cryptsetup convert --type luks2", device);
+        *ret = TAKE_PTR(cd);
+        return 0;
+}
+
+/* ---------------------------------------------------------------- tokens */
+
+static char *token_to_compact(const json_t *token) {
+        const json_t *jwe = json_object_get(token, "jwe");
+        const char *p = json_string_value(json_object_get(jwe, "protected"));
+        const char *k = json_string_value(json_object_get(jwe, "encrypted_key"));
+        const char *iv = json_string_value(json_object_get(jwe, "iv"));
+        const char *c = json_string_value(json_object_get(jwe, "ciphertext"));
+        const char *t = json_string_value(json_object_get(jwe, "tag"));
+        char *out = NULL;
+        if (!p || !iv || !c || !t)
+                return NULL;
+        return asprintf(&out, "%s.%s.%s.%s.%s", p, k ? k : "", iv, c, t) < 0 ? NULL : out;
+}
+
+static json_t *compact_to_token(const char *compact, int slot) {
+        const char *part[5];
+        size_t len[5], n = 0;
+        for (const char *p = compact; n < 5; n++) {
+                const char *dot = strchr(p, '.');
+                part[n] = p;
+                len[n] = dot ? (size_t) (dot - p) : strlen(p);
+                if (!dot) {
+                        n++;
+                        break;
+                }
+                p = dot + 1;
+        }
+        if (n != 5)
+                return NULL;
+        json_t *slots = json_array();
+        if (slot >= 0) {
+                char s[16];
+                snprintf(s, sizeof(s), "%d", slot);
+                json_array_append_new(slots, json_string(s));
+        }
+        return json_pack("{s:s,s:o,s:{s:s%,s:s%,s:s%,s:s%,s:s%}}", "type", "clevis", "keyslots", slots, "jwe",
+                         "ciphertext", part[3], len[3], "encrypted_key", part[1], len[1], "iv", part[2], len[2],
+                         "protected", part[0], len[0], "tag", part[4], len[4]);
+}
+
+static int token_write(struct crypt_device *cd, int token, const json_t *json, struct tc_err *err) {
+        _cleanup_free_ char *text = json_dumps(json, JSON_COMPACT);
+        if (!text)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        int r = crypt_token_json_set(cd, token, text);
+        return r < 0 ? tc_fail(err, r, "cannot write the LUKS2 token: %s", strerror(-r)) : r;
+}
+
+void tc_luks_bindings_clear(struct tc_luks_bindings *b) {
+        for (size_t i = 0; i < b->n; i++) {
+                free(b->items[i].jwe);
+                free(b->items[i].pin);
+                json_decref(b->items[i].config);
+        }
+        free(b->items);
+        memset(b, 0, sizeof(*b));
+}
+
+static int read_bindings(struct crypt_device *cd, bool with_thp, struct tc_luks_bindings *out, struct tc_err *err) {
+        int max = crypt_token_max(CRYPT_LUKS2);
+        memset(out, 0, sizeof(*out));
+        out->items = calloc((size_t) max, sizeof(*out->items));
+        if (!out->items)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        for (int t = 0; t < max; t++) {
+                const char *type = NULL, *text = NULL;
+                crypt_token_info info = crypt_token_status(cd, t, &type);
+                if (info == CRYPT_TOKEN_INACTIVE || info == CRYPT_TOKEN_INVALID || !type || strcmp(type, "clevis") != 0)
+                        continue;
+                if (crypt_token_json_get(cd, t, &text) < 0)
+                        continue;
+                json_auto_t *token = json_loads(text, 0, NULL);
+                struct tc_luks_binding *b = &out->items[out->n];
+                b->token = t;
+                b->slot = -1;
+                b->jwe = token ? token_to_compact(token) : NULL;
+                if (!b->jwe)
+                        continue;
+                json_t *slots = json_object_get(token, "keyslots");
+                const char *s = json_string_value(json_array_get(slots, 0));
+                if (s)
+                        b->slot = atoi(s);
+                if (b->slot >= 0) {
+                        crypt_keyslot_info ki = crypt_keyslot_status(cd, b->slot);
+                        b->slot_active = ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST;
+                }
+                b->config = tc_jwe_config(b->jwe, with_thp, &b->pin);
+                out->n++;
+        }
+        return 0;
+}
+
+int tc_luks_list(const char *device, bool with_thp, struct tc_luks_bindings *out, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r = open_luks2(device, &cd, err);
+        return r < 0 ? r : read_bindings(cd, with_thp, out, err);
+}
+
+static const struct tc_luks_binding *binding_for_slot(const struct tc_luks_bindings *b, int slot) {
+        for (size_t i = 0; i < b->n; i++)
+                if (b->items[i].slot == slot)
+                        return &b->items[i];
+        return NULL;
+}
+
+/* ---------------------------------------------------------------- keys */
+
+static int decrypt_binding(const struct tc_ctx *ctx, const char *device, const struct tc_luks_binding *b,
+                           uint8_t **key, size_t *len, struct tc_err *err) {
+        int r = tc_decrypt(ctx, b->jwe, strlen(b->jwe), key, len, err);
+        return r < 0 ? tc_wrap(err, r, "%s slot %d", device, b->slot) : 0;
+}
+
+/* The volume key, from the user's passphrase or an existing binding: one
+ * PBKDF run of that keyslot. */
+static int volume_key(const struct tc_ctx *ctx, struct crypt_device *cd, const char *device,
+                      const struct tc_luks_bindings *bindings, const struct tc_luks_auth *auth, uint8_t *vk,
+                      size_t *vk_len, struct tc_err *err) {
+        uint8_t *pass = NULL;
+        size_t pass_len = 0;
+        int slot = CRYPT_ANY_SLOT, r;
+
+        if (auth->passphrase) {
+                r = crypt_volume_key_get(cd, CRYPT_ANY_SLOT, (char *) vk, vk_len, (const char *) auth->passphrase,
+                                         auth->passphrase_len);
+                return r < 0 ? tc_fail(err, r, "%s: %s", device,
+                                       r == -EPERM ? "no keyslot opens with that passphrase" : strerror(-r))
+                             : r;
+        }
+        const struct tc_luks_binding *b = NULL;
+        for (size_t i = 0; i < bindings->n; i++)
+                if (bindings->items[i].token == auth->existing_token)
+                        b = &bindings->items[i];
+        if (!b || b->slot < 0 || !b->slot_active)
+                return tc_fail(err, -ENOENT, "%s: token %d is not a clevis binding of an active keyslot", device,
+                               auth->existing_token);
+        r = decrypt_binding(ctx, device, b, &pass, &pass_len, err);
+        if (r < 0)
+                return r;
+        slot = b->slot;
+        r = crypt_volume_key_get(cd, slot, (char *) vk, vk_len, (const char *) pass, pass_len);
+        tc_secret_free(pass, pass_len);
+        return r < 0 ? tc_fail(err, r, "%s: token %d's key does not open slot %d", device, auth->existing_token, slot) : r;
+}
+
+static int generate_passphrase(char *out, size_t out_size, struct tc_err *err) {
+        uint8_t raw[BIND_KEY_BYTES];
+        if (RAND_priv_bytes(raw, sizeof(raw)) != 1)
+                return tc_fail(err, -EIO, "no randomness for the new key");
+        size_t n = jose_b64_enc_buf(raw, sizeof(raw), out, out_size - 1);
+        OPENSSL_cleanse(raw, sizeof(raw));
+        if (n == SIZE_MAX)
+                return tc_fail(err, -EIO, "cannot encode the new key");
+        out[n] = '\0';
+        return (int) n;
+}
+
+/* ---------------------------------------------------------------- bind */
+
+int tc_luks_bind(const struct tc_ctx *ctx, const char *device, const struct tc_luks_bind_opts *o, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        struct tc_luks_bindings bindings = {};
+        _cleanup_free_ char *jwe = NULL;
+        json_auto_t *unassigned = NULL;
+        char pass[64];
+        uint8_t *vk = NULL;
+        size_t vk_len = 0;
+        int r, token = -1, slot = -1;
+
+        r = open_luks2(device, &cd, err);
+        if (r < 0)
+                return r;
+        if (o->slot >= 0) {
+                crypt_keyslot_info ki = crypt_keyslot_status(cd, o->slot);
+                if (ki == CRYPT_SLOT_INVALID)
+                        return tc_fail(err, -EINVAL, "%s: there is no keyslot %d", device, o->slot);
+                if (ki != CRYPT_SLOT_INACTIVE)
+                        return tc_fail(err, -EBUSY, "%s: slot %d is already in use", device, o->slot);
+        }
+        if (o->token >= 0 && crypt_token_status(cd, o->token, NULL) != CRYPT_TOKEN_INACTIVE)
+                return tc_fail(err, -EBUSY, "%s: token %d is already in use", device, o->token);
+        r = read_bindings(cd, false, &bindings, err);
+        if (r < 0)
+                return r;
+
+        vk_len = (size_t) crypt_get_volume_key_size(cd);
+        vk = OPENSSL_secure_malloc(vk_len ? vk_len : 1);
+        if (!vk) {
+                r = tc_fail(err, -ENOMEM, "out of memory");
+                goto out;
+        }
+        r = volume_key(ctx, cd, device, &bindings, &o->auth, vk, &vk_len, err);
+        if (r < 0)
+                goto out;
+        r = generate_passphrase(pass, sizeof(pass), err);
+        if (r < 0)
+                goto out;
+        size_t pass_len = (size_t) r;
+
+        /* The network part first: nothing is written if a server is down. */
+        r = tc_encrypt(ctx, o->pin, o->config, (const uint8_t *) pass, pass_len, &jwe, err);
+        if (r < 0 || (r = tc_fault("bind-token", err)) < 0)
+                goto out;
+
+        unassigned = compact_to_token(jwe, -1);
+        if (!unassigned) {
+                r = tc_fail(err, -ENOMEM, "out of memory");
+                goto out;
+        }
+        token = token_write(cd, o->token >= 0 ? o->token : CRYPT_ANY_TOKEN, unassigned, err);
+        if (token < 0) {
+                r = token;
+                goto out;
+        }
+        if ((r = tc_fault("bind-keyslot", err)) < 0)
+                goto rollback;
+        struct crypt_pbkdf_type pbkdf = {
+                .type = CRYPT_KDF_PBKDF2,
+                .hash = "sha256",
+                .iterations = BIND_PBKDF2_ITERATIONS,
+                .flags = CRYPT_PBKDF_NO_BENCHMARK,
+        };
+        r = crypt_set_pbkdf_type(cd, &pbkdf);
+        if (r < 0) {
+                tc_fail(err, r, "%s: cannot select PBKDF2: %s", device, strerror(-r));
+                goto rollback;
+        }
+        slot = crypt_keyslot_add_by_volume_key(cd, o->slot >= 0 ? o->slot : CRYPT_ANY_SLOT, (const char *) vk, vk_len,
+                                               pass, pass_len);
+        if (slot < 0) {
+                r = tc_fail(err, slot, "%s: cannot add a keyslot: %s", device,
+                            slot == -ENOSPC || slot == -EINVAL ? "no free keyslot" : strerror(-slot));
+                slot = -1;
+                goto rollback;
+        }
+        if ((r = tc_fault("bind-assign", err)) < 0)
+                goto rollback;
+        r = crypt_token_assign_keyslot(cd, token, slot);
+        if (r < 0) {
+                tc_fail(err, r, "%s: cannot assign token %d to slot %d: %s", device, token, slot, strerror(-r));
+                goto rollback;
+        }
+        r = slot;
+        goto out;
+
+rollback:
+        if (slot >= 0)
+                crypt_keyslot_destroy(cd, slot);
+        if (token >= 0)
+                crypt_token_json_set(cd, token, NULL);
+out:
+        OPENSSL_cleanse(pass, sizeof(pass));
+        if (vk)
+                OPENSSL_secure_clear_free(vk, vk_len ? vk_len : 1);
+        tc_luks_bindings_clear(&bindings);
+        return r;
+}
+
+/* ---------------------------------------------------------------- unbind */
+
+static int active_keyslots(struct crypt_device *cd) {
+        int n = 0;
+        for (int s = 0; s < crypt_keyslot_max(CRYPT_LUKS2); s++) {
+                crypt_keyslot_info ki = crypt_keyslot_status(cd, s);
+                if (ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST || ki == CRYPT_SLOT_UNBOUND)
+                        n++;
+        }
+        return n;
+}
+
+int tc_luks_unbind(const char *device, int slot, bool force, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        struct tc_luks_bindings bindings = {};
+        int r = open_luks2(device, &cd, err);
+        if (r < 0)
+                return r;
+        r = read_bindings(cd, false, &bindings, err);
+        if (r < 0)
+                return r;
+        const struct tc_luks_binding *b = binding_for_slot(&bindings, slot);
+        crypt_keyslot_info ki = crypt_keyslot_status(cd, slot);
+        bool active = ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST;
+
+        if (!b && !force)
+                r = tc_fail(err, -ENOENT, "%s: slot %d is not a tether/clevis binding (-f removes it anyway)", device, slot);
+        else if (!b && !active)
+                r = tc_fail(err, -ENOENT, "%s: slot %d is not in use", device, slot);
+        else if (active && active_keyslots(cd) <= 1 && !force)
+                r = tc_fail(err, -EPERM, "%s: slot %d is the last keyslot; removing it would lock the volume for good (-f to do it anyway)",
+                            device, slot);
+        if (r < 0)
+                goto out;
+        if (active && (r = tc_fault("unbind-keyslot", err)) == 0) {
+                r = crypt_keyslot_destroy(cd, slot);
+                if (r < 0)
+                        tc_fail(err, r, "%s: cannot remove slot %d: %s", device, slot, strerror(-r));
+        }
+        if (r == 0 && b && (r = tc_fault("unbind-token", err)) == 0) {
+                r = crypt_token_json_set(cd, b->token, NULL);
+                if (r < 0)
+                        tc_fail(err, r, "%s: slot %d removed, but not its token %d: %s", device, slot, b->token, strerror(-r));
+                else
+                        r = 0;
+        }
+out:
+        tc_luks_bindings_clear(&bindings);
+        return r;
+}
+
+/* ---------------------------------------------------------------- pass */
+
+int tc_luks_pass(const struct tc_ctx *ctx, const char *device, int slot, uint8_t **key, size_t *key_len,
+                 struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        struct tc_luks_bindings bindings = {};
+        uint8_t *k = NULL;
+        size_t len = 0;
+        int r = open_luks2(device, &cd, err);
+        if (r < 0)
+                return r;
+        r = read_bindings(cd, false, &bindings, err);
+        if (r < 0)
+                return r;
+        const struct tc_luks_binding *b = binding_for_slot(&bindings, slot);
+        if (!b)
+                r = tc_fail(err, -ENOENT, "%s: slot %d is not a tether/clevis binding", device, slot);
+        else if (!b->slot_active)
+                r = tc_fail(err, -ENOENT, "%s: token %d points at slot %d, which is not in use (an orphan token)", device,
+                            b->token, slot);
+        else
+                r = decrypt_binding(ctx, device, b, &k, &len, err);
+        if (r == 0) {
+                /* This slot only, with its cheap PBKDF2: no argon2 run anywhere. */
+                r = crypt_activate_by_passphrase(cd, NULL, slot, (const char *) k, len, 0);
+                if (r < 0) {
+                        r = tc_fail(err, -EBADMSG, "%s: the key recovered for slot %d does not open it", device, slot);
+                        tc_secret_free(k, len);
+                } else {
+                        r = 0;
+                        *key = k;
+                        *key_len = len;
+                }
+        }
+        tc_luks_bindings_clear(&bindings);
+        return r;
+}
+
+/* ---------------------------------------------------------------- unlock */
+
+struct unlock_job;
+
+struct unlock_try {
+        struct unlock_job *job;
+        const struct tc_luks_binding *b;
+        pthread_t thread;
+        bool started, ready;
+        uint8_t *key;
+        size_t len;
+        struct tc_err err;
+        int r;
+};
+
+struct unlock_job {
+        struct tc_ctx ctx;
+        const char *device;
+        pthread_mutex_t lock;
+        pthread_cond_t changed;
+        size_t done;
+};
+
+static void *unlock_run(void *arg) {
+        struct unlock_try *t = arg;
+        t->r = decrypt_binding(&t->job->ctx, t->job->device, t->b, &t->key, &t->len, &t->err);
+        pthread_mutex_lock(&t->job->lock);
+        t->ready = true;
+        t->job->done++;
+        pthread_cond_signal(&t->job->changed);
+        pthread_mutex_unlock(&t->job->lock);
+        return NULL;
+}
+
+int tc_luks_unlock(const struct tc_ctx *ctx, const char *device, const char *name, int slot, uint32_t flags,
+                   struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        struct tc_luks_bindings bindings = {};
+        struct unlock_job job = { .device = device };
+        struct unlock_try *tries = NULL;
+        size_t n = 0;
+        int r = open_luks2(device, &cd, err), opened = -1;
+
+        if (r < 0)
+                return r;
+        if (name && access("/dev/mapper/control", F_OK) < 0)
+                return tc_fail(err, -ENODEV, "%s: cannot activate %s: device-mapper is not available here (-t only tests the bindings)",
+                               device, name);
+        r = read_bindings(cd, false, &bindings, err);
+        if (r < 0)
+                return r;
+        tries = calloc(bindings.n ? bindings.n : 1, sizeof(*tries));
+        if (!tries) {
+                tc_luks_bindings_clear(&bindings);
+                return tc_fail(err, -ENOMEM, "out of memory");
+        }
+        tc_ctx_child(&job.ctx, ctx);
+        pthread_mutex_init(&job.lock, NULL);
+        pthread_cond_init(&job.changed, NULL);
+        /* Decrypt every usable binding at once; activation (libcryptsetup is
+         * not thread-safe) stays in this thread, first key first. */
+        for (size_t i = 0; i < bindings.n; i++) {
+                const struct tc_luks_binding *b = &bindings.items[i];
+                if (!b->slot_active || (slot >= 0 && b->slot != slot))
+                        continue;
+                tries[n] = (struct unlock_try) { .job = &job, .b = b };
+                if (pthread_create(&tries[n].thread, NULL, unlock_run, &tries[n]) == 0)
+                        tries[n++].started = true;
+        }
+        if (n == 0)
+                r = tc_fail(err, -ENOENT, slot >= 0 ? "%s: slot %d has no usable binding" : "%s: no usable tether/clevis binding",
+                            device, slot);
+        size_t tried = 0;
+        bool *used = calloc(n ? n : 1, sizeof(bool));
+        while (n > 0 && opened < 0 && tried < n) {
+                pthread_mutex_lock(&job.lock);
+                size_t pick = n;
+                for (;;) {
+                        for (size_t i = 0; i < n && pick == n; i++)
+                                if (tries[i].ready && !used[i])
+                                        pick = i;
+                        if (pick < n)
+                                break;
+                        pthread_cond_wait(&job.changed, &job.lock);
+                }
+                pthread_mutex_unlock(&job.lock);
+                used[pick] = true;
+                tried++;
+                struct unlock_try *t = &tries[pick];
+                if (t->r < 0)
+                        continue;
+                int a = crypt_activate_by_passphrase(cd, name, t->b->slot, (const char *) t->key, t->len, flags);
+                if (a >= 0)
+                        opened = a;
+                else
+                        t->r = tc_fail(&t->err, a, "%s slot %d: %s", device, t->b->slot,
+                                       a == -EPERM ? "the recovered key does not open the slot" : strerror(-a));
+        }
+        tc_ctx_cancel(&job.ctx);
+        for (size_t i = 0; i < n; i++)
+                if (tries[i].started)
+                        pthread_join(tries[i].thread, NULL);
+        if (opened >= 0)
+                r = opened;
+        else if (n > 0) {
+                /* One line per binding that failed, the reasons joined. */
+                size_t used_len = (size_t) snprintf(err->msg, sizeof(err->msg), "%s: no binding could unlock it", device);
+                for (size_t i = 0; i < n && used_len < sizeof(err->msg); i++)
+                        used_len += (size_t) snprintf(err->msg + used_len, sizeof(err->msg) - used_len, "; %s",
+                                                      tries[i].err.msg);
+                r = -EACCES;
+        }
+        for (size_t i = 0; i < n; i++)
+                tc_secret_free(tries[i].key, tries[i].len);
+        free(used);
+        free(tries);
+        pthread_mutex_destroy(&job.lock);
+        pthread_cond_destroy(&job.changed);
+        tc_luks_bindings_clear(&bindings);
+        return r;
+}
+
+/* ---------------------------------------------------------------- regen, edit */
+
+int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const char *new_config, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        struct tc_luks_bindings bindings = {};
+        _cleanup_free_ char *jwe = NULL, *config = NULL;
+        json_auto_t *token = NULL;
+        uint8_t *key = NULL;
+        size_t len = 0;
+        int r = open_luks2(device, &cd, err);
+        if (r < 0)
+                return r;
+        r = read_bindings(cd, false, &bindings, err);
+        if (r < 0)
+                return r;
+        const struct tc_luks_binding *b = binding_for_slot(&bindings, slot);
+        if (!b || !b->slot_active) {
+                r = tc_fail(err, -ENOENT, "%s: slot %d is not a tether/clevis binding", device, slot);
+                goto out;
+        }
+        config = new_config ? strdup(new_config) : json_dumps(b->config, JSON_COMPACT);
+        if (!config || !b->pin) {
+                r = tc_fail(err, -EINVAL, "%s slot %d: cannot read the binding's configuration", device, slot);
+                goto out;
+        }
+        r = decrypt_binding(ctx, device, b, &key, &len, err);
+        if (r < 0)
+                goto out;
+        /* Verified against its own slot, so a wrong key is never re-wrapped. */
+        if (crypt_activate_by_passphrase(cd, NULL, slot, (const char *) key, len, 0) < 0) {
+                r = tc_fail(err, -EBADMSG, "%s: the key recovered for slot %d does not open it", device, slot);
+                goto out;
+        }
+        r = tc_encrypt(ctx, b->pin, config, key, len, &jwe, err);
+        if (r < 0 || (r = tc_fault("rebind-token", err)) < 0)
+                goto out;
+        token = compact_to_token(jwe, slot);
+        r = token ? token_write(cd, b->token, token, err) : tc_fail(err, -ENOMEM, "out of memory");
+        if (r >= 0)
+                r = 0;
+out:
+        tc_secret_free(key, len);
+        tc_luks_bindings_clear(&bindings);
+        return r;
+}
+
+/* ---------------------------------------------------------------- report */
+
+void tc_luks_report_clear(struct tc_luks_report *rep) {
+        for (size_t i = 0; i < rep->n_stale; i++)
+                free(rep->stale[i]);
+        free(rep->stale);
+        memset(rep, 0, sizeof(*rep));
+}
+
+static int report_add(struct tc_luks_report *rep, const char *url, const char *what, const char *thp) {
+        char **n = realloc(rep->stale, (rep->n_stale + 1) * sizeof(char *));
+        if (!n)
+                return -ENOMEM;
+        rep->stale = n;
+        return asprintf(&rep->stale[rep->n_stale++], "%s: %s key %s is no longer advertised", url, what, thp) < 0 ? -ENOMEM : 0;
+}
+
+static int report_jwe(const struct tc_ctx *ctx, const char *compact, struct tc_luks_report *rep, struct tc_err *err);
+
+static int report_header(const struct tc_ctx *ctx, const json_t *header, struct tc_luks_report *rep, struct tc_err *err) {
+        const json_t *clevis = json_object_get(header, "clevis");
+        const char *pin = json_string_value(json_object_get(clevis, "pin"));
+        if (pin && strcmp(pin, "sss") == 0) {
+                json_t *j;
+                size_t i;
+                json_array_foreach(json_object_get(json_object_get(clevis, "sss"), "jwe"), i, j) {
+                        int r = json_is_string(j) ? report_jwe(ctx, json_string_value(j), rep, err) : 0;
+                        if (r < 0)
+                                return r;
+                }
+                return 0;
+        }
+        if (!pin || strcmp(pin, "tang") != 0)
+                return 0;
+        const json_t *tang = json_object_get(clevis, "tang");
+        const char *url = json_string_value(json_object_get(tang, "url"));
+        json_auto_t *jws = NULL, *payload = NULL;
+        if (!url)
+                return 0;
+        int r = tc_tang_fetch_adv(ctx, url, NULL, &jws, &payload, err);
+        if (r < 0)
+                return r;
+        /* Every key the binding carries (its exchange key and the signing keys
+         * it trusted), checked against what the server advertises now. */
+        json_t *k, *keys = json_object_get(json_object_get(tang, "adv"), "keys");
+        size_t i;
+        json_array_foreach(keys, i, k) {
+                _cleanup_free_ char *thp = tk_thumbprint(k, "S256");
+                bool found = false;
+                json_t *cur;
+                size_t j;
+                json_array_foreach(json_object_get(payload, "keys"), j, cur) {
+                        _cleanup_free_ char *t = tk_thumbprint(cur, "S256");
+                        if (thp && t && strcmp(thp, t) == 0)
+                                found = true;
+                }
+                if (thp && !found &&
+                    report_add(rep, url, jose_jwk_prm(NULL, k, true, "verify") ? "signing" : "exchange", thp) < 0)
+                        return tc_fail(err, -ENOMEM, "out of memory");
+        }
+        return 0;
+}
+
+static int report_jwe(const struct tc_ctx *ctx, const char *compact, struct tc_luks_report *rep, struct tc_err *err) {
+        struct tc_jwe jwe;
+        int r = tc_jwe_parse(compact, strlen(compact), &jwe, err);
+        if (r < 0)
+                return r;
+        r = report_header(ctx, jwe.header, rep, err);
+        tc_jwe_clear(&jwe);
+        return r;
+}
+
+int tc_luks_report(const struct tc_ctx *ctx, const char *device, int slot, struct tc_luks_report *out,
+                   struct tc_err *err) {
+        struct tc_luks_bindings bindings = {};
+        memset(out, 0, sizeof(*out));
+        int r = tc_luks_list(device, false, &bindings, err);
+        if (r < 0)
+                return r;
+        const struct tc_luks_binding *b = binding_for_slot(&bindings, slot);
+        if (!b)
+                r = tc_fail(err, -ENOENT, "%s: slot %d is not a tether/clevis binding", device, slot);
+        else if (!b->slot_active)
+                r = tc_fail(err, -ENOENT, "%s: token %d points at slot %d, which is not in use (an orphan token)", device,
+                            b->token, slot);
+        else
+                r = report_jwe(ctx, b->jwe, out, err);
+        if (r < 0)
+                tc_luks_report_clear(out);
+        tc_luks_bindings_clear(&bindings);
+        return r;
+}
