@@ -70,8 +70,17 @@ static void describe(CURL *curl, CURLcode cr, const struct tc_ctx *ctx, char *bu
         case CURLE_COULDNT_RESOLVE_HOST:
                 snprintf(buf, len, "host name not found");
                 break;
-        case CURLE_OPERATION_TIMEDOUT:
-                snprintf(buf, len, "no answer within %.1f s", (double) ctx->timeout_ms / 1000);
+        case CURLE_OPERATION_TIMEDOUT: {
+                curl_off_t connected = 0;
+                curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME_T, &connected);
+                if (connected == 0)
+                        snprintf(buf, len, "no connection within %.1f s", (double) ctx->connect_timeout_ms / 1000);
+                else
+                        snprintf(buf, len, "no answer within %.1f s", (double) ctx->timeout_ms / 1000);
+                break;
+        }
+        case CURLE_COULDNT_RESOLVE_PROXY:
+                snprintf(buf, len, "proxy host name not found (check http_proxy)");
                 break;
         case CURLE_GOT_NOTHING:
                 snprintf(buf, len, "connection closed without an answer");

@@ -59,7 +59,7 @@ static int open_luks2(const char *device, struct crypt_device **ret, struct tc_e
                 return tc_fail(err, r, "%s is not a LUKS device", device);
         if (strcmp(crypt_get_type(cd), CRYPT_LUKS1) == 0)
                 return tc_fail(err, -EOPNOTSUPP,
-                               "%s is LUKS1, which is not supported; convert it with cryptsetup convert --type luks2", device);
+                               "%s: LUKS1 is not supported; convert with cryptsetup convert --type luks2", device);
         *ret = TAKE_PTR(cd);
         return 0;
 }
@@ -161,6 +161,16 @@ int tc_luks_list(const char *device, bool with_thp, struct tc_luks_bindings *out
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r = open_luks2(device, &cd, err);
         return r < 0 ? r : read_bindings(cd, with_thp, out, err);
+}
+
+/* "slot N is not a binding", naming an orphan token that may explain why. */
+static int not_bound(const struct tc_luks_bindings *b, const char *device, int slot, struct tc_err *err) {
+        for (size_t i = 0; i < b->n; i++)
+                if (b->items[i].slot < 0 || !b->items[i].slot_active)
+                        return tc_fail(err, -ENOENT,
+                                       "%s: slot %d is not a tether/clevis binding; token %d is an orphan (its keyslot is gone)",
+                                       device, slot, b->items[i].token);
+        return tc_fail(err, -ENOENT, "%s: slot %d is not a tether/clevis binding", device, slot);
 }
 
 static const struct tc_luks_binding *binding_for_slot(const struct tc_luks_bindings *b, int slot) {
@@ -352,8 +362,9 @@ int tc_luks_unbind(const char *device, int slot, bool force, struct tc_err *err)
                 r = tc_fail(err, -ENOENT, "%s: slot %d is not a tether/clevis binding (-f removes it anyway)", device, slot);
         else if (!b && !active)
                 r = tc_fail(err, -ENOENT, "%s: slot %d is not in use", device, slot);
-        else if (active && active_keyslots(cd) <= 1 && !force)
-                r = tc_fail(err, -EPERM, "%s: slot %d is the last keyslot; removing it would lock the volume for good (-f to do it anyway)",
+        else if (active && active_keyslots(cd) <= 1)
+                /* Not even with -f: a header is never left without a way in. */
+                r = tc_fail(err, -EPERM, "%s: slot %d is the last keyslot; removing it would lock the volume for good",
                             device, slot);
         if (r < 0)
                 goto out;
@@ -390,7 +401,7 @@ int tc_luks_pass(const struct tc_ctx *ctx, const char *device, int slot, uint8_t
                 return r;
         const struct tc_luks_binding *b = binding_for_slot(&bindings, slot);
         if (!b)
-                r = tc_fail(err, -ENOENT, "%s: slot %d is not a tether/clevis binding", device, slot);
+                r = not_bound(&bindings, device, slot, err);
         else if (!b->slot_active)
                 r = tc_fail(err, -ENOENT, "%s: token %d points at slot %d, which is not in use (an orphan token)", device,
                             b->token, slot);
@@ -551,7 +562,7 @@ int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const
                 return r;
         const struct tc_luks_binding *b = binding_for_slot(&bindings, slot);
         if (!b || !b->slot_active) {
-                r = tc_fail(err, -ENOENT, "%s: slot %d is not a tether/clevis binding", device, slot);
+                r = not_bound(&bindings, device, slot, err);
                 goto out;
         }
         config = new_config ? strdup(new_config) : json_dumps(b->config, JSON_COMPACT);
@@ -662,7 +673,7 @@ int tc_luks_report(const struct tc_ctx *ctx, const char *device, int slot, struc
                 return r;
         const struct tc_luks_binding *b = binding_for_slot(&bindings, slot);
         if (!b)
-                r = tc_fail(err, -ENOENT, "%s: slot %d is not a tether/clevis binding", device, slot);
+                r = not_bound(&bindings, device, slot, err);
         else if (!b->slot_active)
                 r = tc_fail(err, -ENOENT, "%s: token %d points at slot %d, which is not in use (an orphan token)", device,
                             b->token, slot);

@@ -22,7 +22,8 @@ static void encrypt_help(FILE *f) {
               "         (\"adv\": a file name or the advertisement itself, instead of fetching it)\n"
               "  sss    {\"t\":2, \"pins\":{\"tang\":[{\"url\":...},{\"url\":...},{\"url\":...}]}}\n"
               "  null   {} (no protection; for tests), {\"fail\":true} cannot be decrypted\n\n"
-              "Environment: TETHER_TIMEOUT, seconds allowed for each server exchange (default 10).\n", f);
+              "Environment: TETHER_TIMEOUT, seconds allowed for each attempt at a server\n"
+              "(default 10; 3 attempts when the server cannot be reached).\n", f);
 }
 
 static int cmd_encrypt(int argc, char **argv) {
@@ -80,7 +81,8 @@ static void decrypt_help(FILE *f) {
               "Decrypts a compact JWE made by `tether encrypt` or `clevis encrypt`, asking\n"
               "its tang servers (sss: all at once, done as soon as enough have answered).\n"
               "Nothing is written unless decryption succeeds.\n\n"
-              "Environment: TETHER_TIMEOUT, seconds allowed for each server exchange (default 10).\n", f);
+              "Environment: TETHER_TIMEOUT, seconds allowed for each attempt at a server\n"
+              "(default 10; 3 attempts when the server cannot be reached).\n", f);
 }
 
 static int cmd_decrypt(int argc, char **argv) {

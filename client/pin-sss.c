@@ -155,13 +155,15 @@ static int report_failure(const struct sss_job *job, struct tc_err *err) {
         char msg[sizeof(err->msg)];
         int r = -EHOSTUNREACH;
         size_t used = (size_t) snprintf(msg, sizeof(msg), "sss: only %zu of the %zu shares needed", job->ok, job->t);
+        bool first = true;
         for (size_t i = 0; i < job->n && used < sizeof(msg); i++) {
                 const struct child *c = &job->children[i];
                 if (c->r == 0 || c->r == -ECANCELED)
                         continue;
                 r = c->r;
-                used += (size_t) snprintf(msg + used, sizeof(msg) - used, "%s child %zu: %s", i ? ";" : ":", i + 1,
+                used += (size_t) snprintf(msg + used, sizeof(msg) - used, "%s child %zu: %s", first ? ":" : ";", i + 1,
                                           c->err.msg);
+                first = false;
         }
         return tc_fail(err, r, "%s", msg);
 }
@@ -218,7 +220,8 @@ static int sss_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8
         }
 
         pthread_mutex_lock(&job.lock);
-        while (job.ok < job.t && job.done < job.n)
+        /* Until t shares are in, or too many children failed for t to be reached. */
+        while (job.ok < job.t && job.ok + (job.n - job.done) >= job.t)
                 pthread_cond_wait(&job.changed, &job.lock);
         pthread_mutex_unlock(&job.lock);
         /* Enough shares (or no hope of enough): stop the others. */

@@ -50,9 +50,10 @@ int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp
         if (r < 0)
                 return tc_wrap(err, r, "tang server");
         if (reply.status != 200) {
+                long status = reply.status;
                 tc_http_reply_clear(&reply);
-                return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld%s", adv_url, reply.status,
-                               reply.status == 404 && thp ? " (no signing key with that thumbprint)" : "");
+                return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld%s", adv_url, status,
+                               status == 404 && thp ? " (no signing key with that thumbprint)" : "");
         }
         json_auto_t *j = json_loadb(reply.body, reply.len, JSON_REJECT_DUPLICATES, &jerr);
         tc_http_reply_clear(&reply);
@@ -91,8 +92,8 @@ static int parse_config(const json_t *cfg, struct tang_config *c, struct tc_err 
         c->url = json_string_value(json_object_get(cfg, "url"));
         if (!c->url || !*c->url)
                 return tc_fail(err, -EINVAL, "tang configuration has no \"url\"");
-        if (thp && !json_is_string(thp))
-                return tc_fail(err, -EINVAL, "tang configuration: \"thp\" must be a string");
+        if (thp && (!json_is_string(thp) || !*json_string_value(thp)))
+                return tc_fail(err, -EINVAL, "tang configuration: \"thp\" must be a non-empty string");
         c->thp = json_string_value(thp);
         if (json_is_object(adv))
                 c->adv_object = adv;
@@ -239,7 +240,7 @@ static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char 
                 long status = reply.status;
                 tc_http_reply_clear(&reply);
                 return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld to the recovery request%s", url, status,
-                               status == 404 ? " (its key was removed; rebind with luks regen)" : "");
+                               status == 404 ? " (its key was removed; rebind with tether luks regen)" : "");
         }
         json_auto_t *rep = json_loadb(reply.body, reply.len, JSON_REJECT_DUPLICATES, NULL);
         tc_http_reply_clear(&reply);

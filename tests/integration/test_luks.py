@@ -1,0 +1,324 @@
+"""tether luks on LUKS2 image files (check-only activation, no device-mapper),
+against a tetherd on loopback: every command, every error path, and fault
+injection at every step of the mutating commands, after which the volume must
+still open with the original passphrase and hold no half-made binding."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tlib  # noqa: E402
+
+TETHER = os.environ.get("TETHER", "build/client/tether")
+PASSPHRASE = b"original passphrase"
+
+
+def run(*args, input=None, env=None, check=False):
+    return subprocess.run(list(args), input=input, capture_output=True, timeout=120, env=env, check=check)
+
+
+def tether(*args, input=None, env=None):
+    return run(TETHER, *args, input=input, env=env)
+
+
+def luks_dump(img):
+    return json.loads(run("cryptsetup", "luksDump", "--dump-json-metadata", img, check=True).stdout)
+
+
+def opens(img, key, slot=None):
+    args = ["cryptsetup", "open", "--test-passphrase", "--key-file", "-", img]
+    if slot is not None:
+        args[2:2] = ["--key-slot", str(slot)]
+    return run(*args, input=key).returncode == 0
+
+
+class Luks(tlib.unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = tlib.Tetherd(args=["-q"])
+        cls.url = f"http://127.0.0.1:{cls.srv.port}"
+        cls.cfg = json.dumps({"url": cls.url}, separators=(",", ":"))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.close()
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="tether-luks-")
+        self.img = self.make_image("img")
+        self.keyfile = os.path.join(self.tmp.name, "pass")
+        with open(self.keyfile, "wb") as f:
+            f.write(PASSPHRASE)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def make_image(self, name, luks_type="luks2", pbkdf="pbkdf2"):
+        img = os.path.join(self.tmp.name, name)
+        with open(img, "wb") as f:
+            f.truncate(32 * 1024 * 1024)
+        args = ["cryptsetup", "luksFormat", "--batch-mode", "--type", luks_type, "--key-file", "-", img]
+        if pbkdf == "pbkdf2":
+            args[2:2] = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]
+        else:
+            args[2:2] = ["--pbkdf", "argon2id", "--pbkdf-memory", "32768", "--pbkdf-force-iterations", "4"]
+        run(*args, input=PASSPHRASE, check=True)
+        return img
+
+    def bind(self, *extra, pin="tang", cfg=None, img=None, env=None):
+        return tether("luks", "bind", "-y", "-d", img or self.img, "-k", self.keyfile, *extra, pin, cfg or self.cfg,
+                      env=env)
+
+    def assert_consistent(self, img=None):
+        """The user's slot 0 opens; every other keyslot is reachable through a
+        clevis token whose key opens it; no token points at a missing slot."""
+        img = img or self.img
+        self.assertTrue(opens(img, PASSPHRASE, 0), "the original passphrase no longer opens slot 0")
+        meta = luks_dump(img)
+        slots = set(meta["keyslots"])
+        tokens = {tid: t for tid, t in meta["tokens"].items() if t["type"] == "clevis"}
+        assigned = {s for t in tokens.values() for s in t["keyslots"]}
+        self.assertLessEqual(assigned, slots, "a token points at a missing keyslot")
+        # A bind interrupted between adding the keyslot and assigning the token
+        # leaves the key in an unassigned token: still recoverable.
+        unassigned = [t for t in tokens.values() if not t["keyslots"]]
+        for s in slots - {"0"}:
+            if s in assigned:
+                r = tether("luks", "pass", "-d", img, "-s", s)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertTrue(opens(img, r.stdout, int(s)))
+                continue
+            keys = [tether("decrypt", input=self.compact(t).encode()).stdout for t in unassigned]
+            self.assertTrue(any(opens(img, k, int(s)) for k in keys), f"keyslot {s} has no token: its key is lost")
+
+    @staticmethod
+    def compact(token):
+        j = token["jwe"]
+        return ".".join([j["protected"], j.get("encrypted_key", ""), j["iv"], j["ciphertext"], j["tag"]])
+
+    # ------------------------------------------------------------ the commands
+
+    def test_bind_list_pass_unlock(self):
+        r = self.bind()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        meta = luks_dump(self.img)
+        self.assertEqual(sorted(meta["keyslots"]), ["0", "1"])
+        self.assertEqual(meta["keyslots"]["1"]["kdf"]["type"], "pbkdf2")
+        self.assertEqual(meta["keyslots"]["1"]["kdf"]["iterations"], 1000)
+        token = meta["tokens"]["0"]
+        self.assertEqual((token["type"], token["keyslots"]), ("clevis", ["1"]))
+        self.assertEqual(sorted(token["jwe"]), ["ciphertext", "encrypted_key", "iv", "protected", "tag"])
+        self.assertEqual(tether("luks", "list", "-d", self.img).stdout.decode(), f"1: tang '{self.cfg}'\n")
+        key = tether("luks", "pass", "-d", self.img, "-s", "1").stdout
+        self.assertGreaterEqual(len(key), 43)  # 256 bits as base64url
+        self.assertTrue(opens(self.img, key, 1))
+        self.assertFalse(opens(self.img, key, 0))
+        self.assertEqual(tether("luks", "unlock", "-d", self.img, "-t", "1").returncode, 0)
+        self.assert_consistent()
+
+    def test_bind_from_stdin_and_chosen_slot_and_token(self):
+        r = tether("luks", "bind", "-y", "-d", self.img, "-k", "-", "-s", "5", "-t", "7", "tang", self.cfg,
+                   input=PASSPHRASE + b"\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        meta = luks_dump(self.img)
+        self.assertEqual(meta["tokens"]["7"]["keyslots"], ["5"])
+        self.assert_consistent()
+
+    def test_bind_with_existing_token(self):
+        self.assertEqual(self.bind().returncode, 0)
+        r = tether("luks", "bind", "-y", "-d", self.img, "-e", "0", "null", "{}")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("2: null '{}'", tether("luks", "list", "-d", self.img).stdout.decode())
+        self.assert_consistent()
+
+    def test_sss_binding_lists_every_pin(self):
+        cfg = json.dumps({"t": 1, "pins": {"tang": [{"url": self.url}, {"url": self.url}],
+                                           "null": {}, "sss": {"t": 1, "pins": {"null": [{}]}}}})
+        self.assertEqual(self.bind(pin="sss", cfg=cfg).returncode, 0)
+        out = tether("luks", "list", "-d", self.img).stdout.decode()
+        listed = json.loads(out.split(" ", 2)[2].strip().strip("'"))
+        self.assertEqual(listed["t"], 1)
+        self.assertEqual(listed["pins"]["tang"], [{"url": self.url}, {"url": self.url}])
+        self.assertEqual(listed["pins"]["null"], [{}])
+        self.assertEqual(listed["pins"]["sss"], {"t": 1, "pins": {"null": [{}]}})
+        self.assert_consistent()
+
+    def test_unbind(self):
+        self.assertEqual(self.bind().returncode, 0)
+        r = tether("luks", "unbind", "-d", self.img, "-s", "1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        meta = luks_dump(self.img)
+        self.assertEqual(list(meta["keyslots"]), ["0"])
+        self.assertEqual(meta["tokens"], {})
+        # Slot 0 is not a binding, and the last keyslot: refused.
+        r = tether("luks", "unbind", "-d", self.img, "-s", "0")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not a tether/clevis binding", r.stderr.decode())
+        r = tether("luks", "unbind", "-d", self.img, "-s", "0", "-f")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("last keyslot", r.stderr.decode())
+        self.assert_consistent()
+
+    def test_regen_and_report_after_rotation(self):
+        self.assertEqual(self.bind().returncode, 0)
+        key = tether("luks", "pass", "-d", self.img, "-s", "1").stdout
+        self.assertEqual(tether("luks", "report", "-d", self.img, "-s", "1", "-q").returncode, 0)
+        tlib.tether_keys("rotate", self.srv.keydir)
+        try:
+            r = tether("luks", "report", "-d", self.img, "-s", "1", "-q")
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("no longer advertised", r.stdout.decode())
+            old_jwe = luks_dump(self.img)["tokens"]["0"]["jwe"]["protected"]
+            r = tether("luks", "regen", "-d", self.img, "-s", "1", "-q")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(tether("luks", "report", "-d", self.img, "-s", "1", "-q").returncode, 0)
+            meta = luks_dump(self.img)
+            self.assertNotEqual(meta["tokens"]["0"]["jwe"]["protected"], old_jwe)
+            # Same keyslot, same key: nothing but the token changed.
+            self.assertEqual(tether("luks", "pass", "-d", self.img, "-s", "1").stdout, key)
+            self.assert_consistent()
+        finally:
+            pass
+
+    def test_edit(self):
+        self.assertEqual(self.bind().returncode, 0)
+        cfg = json.dumps({"t": 1, "pins": {"tang": [{"url": self.url}]}})
+        # edit keeps the pin; changing tang's url to a list of one is still tang.
+        new = json.dumps({"url": self.url + "/"}, separators=(",", ":"))
+        r = tether("luks", "edit", "-d", self.img, "-s", "1", "-c", new, "-y")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(tether("luks", "list", "-d", self.img).stdout.decode(), f"1: tang '{new}'\n")
+        r = tether("luks", "edit", "-d", self.img, "-s", "1", "-c", "not json", "-y")
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(tether("luks", "list", "-d", self.img).stdout.decode(), f"1: tang '{new}'\n")
+        del cfg
+        self.assert_consistent()
+
+    # ------------------------------------------------------------ errors
+
+    def test_errors_leave_the_header_alone(self):
+        before = luks_dump(self.img)
+        cases = {
+            "wrong passphrase": (["-k", os.devnull], "no keyslot opens"),
+            "busy slot": (["-s", "0"], "slot 0 is already in use"),
+            "unreachable server": ([], "unreachable"),
+            "bad config": ([], "not valid JSON"),
+        }
+        for name, (extra, msg) in cases.items():
+            cfg = self.cfg
+            if name == "unreachable server":
+                cfg = json.dumps({"url": f"http://127.0.0.1:{tlib.free_port()}"})
+            if name == "bad config":
+                cfg = "{"
+            args = ["luks", "bind", "-y", "-d", self.img, *(extra or ["-k", self.keyfile]), "tang", cfg]
+            if extra and extra[0] != "-k":
+                args[5:5] = ["-k", self.keyfile]
+            r = tether(*args, env=dict(os.environ, TETHER_TIMEOUT="2"))
+            self.assertEqual(r.returncode, 1, name)
+            self.assertIn(msg, r.stderr.decode(), name)
+            self.assertEqual(luks_dump(self.img), before, name)
+        self.assert_consistent()
+
+    def test_no_free_slot(self):
+        meta_slots = 32
+        for s in range(1, meta_slots):
+            run("cryptsetup", "luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+                "--key-file", self.keyfile, "--key-slot", str(s), self.img, "-", input=f"k{s}".encode(), check=True)
+        before = luks_dump(self.img)
+        r = self.bind()
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no free keyslot", r.stderr.decode())
+        self.assertEqual(luks_dump(self.img), before)
+
+    def test_not_luks_and_luks1(self):
+        plain = os.path.join(self.tmp.name, "plain")
+        with open(plain, "wb") as f:
+            f.truncate(1 << 20)
+        r = tether("luks", "list", "-d", plain)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not a LUKS device", r.stderr.decode())
+        luks1 = self.make_image("luks1", luks_type="luks1")
+        before = open(luks1, "rb").read(1 << 20)
+        for args in (["list", "-d", luks1], ["bind", "-y", "-d", luks1, "-k", self.keyfile, "tang", self.cfg]):
+            r = tether("luks", *args)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("LUKS1 is not supported; convert with cryptsetup convert", r.stderr.decode())
+        self.assertEqual(open(luks1, "rb").read(1 << 20), before)
+
+    def test_usage_errors(self):
+        for args in (["luks"], ["luks", "bogus"], ["luks", "bind", "-d", self.img], ["luks", "pass", "-d", self.img],
+                     ["luks", "unbind", "-s", "1"], ["luks", "list"], ["luks", "pass", "-d", self.img, "-s", "x"]):
+            r = tether(*args)
+            self.assertEqual(r.returncode, 2, args)
+
+    def test_unlock_needs_device_mapper_or_t(self):
+        self.assertEqual(self.bind().returncode, 0)
+        if os.path.exists("/dev/mapper/control"):
+            self.skipTest("device-mapper present")
+        r = tether("luks", "unlock", "-d", self.img, "-n", "x")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("device-mapper", r.stderr.decode())
+
+    def test_unlock_tries_bindings_until_one_works(self):
+        # A binding to a dead server and one that works: unlock succeeds.
+        self.assertEqual(self.bind(pin="null", cfg='{"fail":true}').returncode, 0)
+        self.assertEqual(self.bind().returncode, 0)
+        self.assertEqual(tether("luks", "unlock", "-d", self.img, "-t", "-1").returncode, 0)
+        r = tether("luks", "unlock", "-d", self.img, "-t", "1")
+        self.assertEqual(r.returncode, 1)
+
+    def test_orphan_token_reported(self):
+        self.assertEqual(self.bind().returncode, 0)
+        run("cryptsetup", "luksKillSlot", "--batch-mode", self.img, "1", check=True)
+        r = tether("luks", "list", "-d", self.img)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("orphan", r.stderr.decode())
+        r = tether("luks", "report", "-d", self.img, "-s", "1")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("orphan", r.stderr.decode())
+
+    # ------------------------------------------------------------ faults
+
+    def test_fault_injection_bind(self):
+        for point in ("bind-token", "bind-keyslot", "bind-assign"):
+            for mode in ("", ":kill"):
+                with self.subTest(point=point + mode):
+                    img = self.make_image(f"f-{point}{mode}")
+                    r = self.bind(img=img, env=dict(os.environ, TETHER_FAULT=point + mode))
+                    self.assertNotEqual(r.returncode, 0)
+                    if mode == "":
+                        self.assertIn(f"fault injected at {point}", r.stderr.decode())
+                        # Failure: rolled back to exactly one keyslot and no token.
+                        meta = luks_dump(img)
+                        self.assertEqual(list(meta["keyslots"]), ["0"])
+                        self.assertEqual(meta["tokens"], {})
+                    self.assert_consistent(img)
+                    # A clean bind works afterwards.
+                    self.assertEqual(self.bind(img=img).returncode, 0)
+                    self.assert_consistent(img)
+
+    def test_fault_injection_unbind_and_rebind(self):
+        for point in ("unbind-keyslot", "unbind-token", "rebind-token"):
+            for mode in ("", ":kill"):
+                with self.subTest(point=point + mode):
+                    img = self.make_image(f"u-{point}{mode}")
+                    self.assertEqual(self.bind(img=img).returncode, 0)
+                    env = dict(os.environ, TETHER_FAULT=point + mode)
+                    if point.startswith("unbind"):
+                        r = tether("luks", "unbind", "-d", img, "-s", "1", env=env)
+                    else:
+                        r = tether("luks", "regen", "-d", img, "-s", "1", "-q", env=env)
+                    self.assertNotEqual(r.returncode, 0)
+                    self.assertTrue(opens(img, PASSPHRASE, 0))
+                    if point == "unbind-token":
+                        # The keyslot is gone, its token left: reported as an orphan.
+                        self.assertIn("orphan", tether("luks", "list", "-d", img).stderr.decode())
+                    else:
+                        self.assert_consistent(img)
+
+
+if __name__ == "__main__":
+    tlib.main()
