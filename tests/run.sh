@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 
 packages="build-essential meson ninja-build pkg-config libssl-dev libjose-dev
-libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev
+libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libcryptsetup-dev
 tang clevis clevis-luks jose curl python3 systemd cryptsetup-bin wrk nginx-light procps"
 
 missing=$(for p in $packages; do
