@@ -137,8 +137,8 @@ static int cmd_bind(int argc, char **argv) {
 
 static const char unbind_usage[] =
         "Usage: tether luks unbind -d DEV -s SLOT [-f]\n\n"
-        "Removes the binding in SLOT: its keyslot, then its token. Refuses to remove\n"
-        "a keyslot that is not a binding, or the last keyslot of the device, unless -f.\n";
+        "Removes the binding in SLOT: its keyslot, then its token. Refuses a keyslot\n"
+        "that is not a binding unless -f, and never removes the last keyslot.\n";
 
 static int cmd_unbind(int argc, char **argv) {
         const char *device = NULL;
@@ -204,6 +204,10 @@ static int cmd_list(int argc, char **argv) {
                 any = true;
         }
         tc_luks_bindings_clear(&b);
+        if (fflush(stdout) != 0) {
+                fprintf(stderr, "tether luks list: cannot write the list: %s\n", strerror(errno));
+                return EXIT_FAILURE;
+        }
         if (!any && slot >= 0) {
                 fprintf(stderr, "tether luks list: %s: slot %d is not a tether/clevis binding\n", device, slot);
                 return EXIT_FAILURE;
@@ -241,6 +245,8 @@ static int cmd_pass(int argc, char **argv) {
                 return fail("pass", &err);
         int r = cli_write_all(STDOUT_FILENO, key, len);
         tc_secret_free(key, len);
+        if (r < 0)
+                fprintf(stderr, "tether luks pass: cannot write the passphrase: %s\n", strerror(-r));
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
@@ -290,8 +296,6 @@ static int cmd_unlock(int argc, char **argv) {
                 return CLI_EXIT_USAGE;
         _cleanup_free_ char *default_name = NULL;
         if (!test && !name) {
-                struct tc_luks_bindings b = {};
-                (void) b;
                 _cleanup_free_ char *uuid = cli_luks_uuid(device);
                 if (!uuid || asprintf(&default_name, "luks-%s", uuid) < 0) {
                         fprintf(stderr, "tether luks unlock: %s is not a LUKS device\n", device);
@@ -420,6 +424,10 @@ int cli_luks(int argc, char **argv) {
                         fprintf(f, "  %-8s %s\n", luks_commands[i].name, luks_commands[i].summary);
                 return argc < 2 ? CLI_EXIT_USAGE : EXIT_SUCCESS;
         }
+        /* --help after a subcommand, as after tether's own commands. */
+        for (int i = 2; i < argc; i++)
+                if (strcmp(argv[i], "--help") == 0)
+                        argv[i] = "-h";
         for (size_t i = 0; i < ELEMENTSOF(luks_commands); i++)
                 if (strcmp(argv[1], luks_commands[i].name) == 0) {
                         optind = 1;

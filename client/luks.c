@@ -518,8 +518,9 @@ int tc_luks_unlock(const struct tc_ctx *ctx, const char *device, const char *nam
                 if (a >= 0)
                         opened = a;
                 else
-                        t->r = tc_fail(&t->err, a, "%s slot %d: %s", device, t->b->slot,
-                                       a == -EPERM ? "the recovered key does not open the slot" : strerror(-a));
+                        t->r = tc_fail(&t->err, a, "%s slot %d: %s%s", device, t->b->slot,
+                                       a == -EPERM ? "the recovered key does not open the slot" : strerror(-a),
+                                       a == -EPERM || !name ? "" : " (activation needs device-mapper; -t only tests)");
         }
         tc_ctx_cancel(&job.ctx);
         for (size_t i = 0; i < n; i++)

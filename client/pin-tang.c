@@ -240,7 +240,7 @@ static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char 
                 long status = reply.status;
                 tc_http_reply_clear(&reply);
                 return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld to the recovery request%s", url, status,
-                               status == 404 ? " (its key was removed; rebind with tether luks regen)" : "");
+                               status == 404 ? " (the server no longer has that key: bind again with the passphrase, then unbind this binding)" : "");
         }
         json_auto_t *rep = json_loadb(reply.body, reply.len, JSON_REJECT_DUPLICATES, NULL);
         tc_http_reply_clear(&reply);
