@@ -141,6 +141,12 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
                 cr = curl_easy_perform(curl);
                 if (cr == CURLE_OK || !transient(cr) || attempt >= ctx->attempts || tc_ctx_cancelled(ctx))
                         break;
+                /* A server that took the connection and then said nothing is
+                 * there but stuck: asking it again only multiplies the wait. */
+                curl_off_t connected = 0;
+                curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME_T, &connected);
+                if (cr == CURLE_OPERATION_TIMEDOUT && connected > 0)
+                        break;
                 if (!pause_ms(ctx, backoff))
                         break;
                 backoff *= 2;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <jose/b64.h>
 
 static const struct tc_pin *const pins[] = { &tc_pin_tang, &tc_pin_sss, &tc_pin_null };
 
@@ -48,24 +49,39 @@ int tc_encrypt(const struct tc_ctx *ctx, const char *pin, const char *config, co
         return tc_encrypt_json(ctx, pin, cfg, pt, pt_len, jwe, err);
 }
 
+/* The pin named in a compact JWE's protected header, before any other
+ * check: external pins may use JWE features the built-in ones do not. */
+static char *peek_pin(const char *compact, size_t len) {
+        const char *dot = memchr(compact, '.', len);
+        if (!dot || (size_t) (dot - compact) > TC_JWE_HEADER_MAX)
+                return NULL;
+        json_auto_t *text = json_stringn(compact, (size_t) (dot - compact));
+        json_auto_t *h = text ? jose_b64_dec_load(text) : NULL;
+        const char *pin = json_string_value(json_object_get(json_object_get(h, "clevis"), "pin"));
+        return pin ? strdup(pin) : NULL;
+}
+
 int tc_decrypt_compact(const struct tc_ctx *ctx, const char *compact, size_t len, uint8_t **pt, size_t *pt_len,
                        struct tc_err *err) {
-        struct tc_jwe jwe;
-        int r = tc_jwe_parse(compact, len, &jwe, err);
-        if (r < 0)
-                return r;
-        const char *name = tc_jwe_pin(&jwe);
+        _cleanup_free_ char *name = peek_pin(compact, len);
         const struct tc_pin *p = tc_pin_find(name);
-        if (p)
-                r = p->decrypt(ctx, &jwe, pt, pt_len, err);
-        else if (!valid_pin_name(name))
-                r = tc_fail(err, -EINVAL, "JWE names no Clevis pin (clevis.pin is missing or malformed)");
-        else {
+        struct tc_jwe jwe;
+        int r;
+
+        if (name && !p && valid_pin_name(name)) {
                 r = tc_external_decrypt(ctx, name, compact, len, pt, pt_len, err);
                 if (r == -ENOENT)
                         r = tc_fail(err, r, "unsupported pin \"%s\" (built in: tang, sss, null; no clevis-decrypt-%s in PATH)",
                                     name, name);
+                return r;
         }
+        r = tc_jwe_parse(compact, len, &jwe, err);
+        if (r < 0)
+                return r;
+        if (p)
+                r = p->decrypt(ctx, &jwe, pt, pt_len, err);
+        else
+                r = tc_fail(err, -EINVAL, "JWE names no Clevis pin (clevis.pin is missing or malformed)");
         tc_jwe_clear(&jwe);
         return r;
 }
