@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Asked whether to trust a tang server's signing keys (S256 thumbprints).
  * Returns 1 to trust, 0 to refuse, < 0 on error. */
@@ -15,6 +16,9 @@ struct tc_ctx {
         long timeout_ms;             /* whole exchange, per attempt */
         unsigned attempts;           /* tries per request when the server is unreachable */
         long backoff_ms;             /* pause before the 2nd attempt, doubled after */
+        int64_t wait_until_ms;       /* 0, or a tc_now_ms() time: until then an
+                                      * unreachable server is tried again, beyond
+                                      * attempts, as soon as the network changes */
         bool trust_all;              /* -y: trust advertisements without asking */
         tc_trust_fn trust;           /* NULL: refuse unknown keys */
         void *trust_data;
@@ -26,6 +30,8 @@ struct tc_ctx {
 #define TC_DEFAULT_CONNECT_TIMEOUT_MS 3000
 #define TC_DEFAULT_ATTEMPTS 3
 #define TC_DEFAULT_BACKOFF_MS 250
+/* Longest pause between tries while waiting for the network (wait_until_ms). */
+#define TC_WAIT_BACKOFF_MAX_MS 2000
 
 /* Defaults suited to boot, overridden by TETHER_TIMEOUT (seconds, whole
  * exchange). Returns 0 or -EINVAL for a malformed TETHER_TIMEOUT. */

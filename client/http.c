@@ -1,4 +1,6 @@
 #include "http.h"
+#include "cleanup.h"
+#include "netwatch.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -100,6 +102,24 @@ static bool pause_ms(const struct tc_ctx *ctx, long ms) {
         return !tc_ctx_cancelled(ctx);
 }
 
+/* Sleeps up to ms or until the deadline, waking early when the network
+ * changes; returns false if cancelled. */
+static bool wait_for_network(const struct tc_ctx *ctx, int netwatch, long ms) {
+        int64_t until = tc_now_ms() + ms;
+        if (until > ctx->wait_until_ms)
+                until = ctx->wait_until_ms;
+        if (netwatch < 0)
+                return pause_ms(ctx, until - tc_now_ms());
+        for (int64_t now = tc_now_ms(); now < until; now = tc_now_ms()) {
+                if (tc_ctx_cancelled(ctx))
+                        return false;
+                /* Short slices: cancellation has no file descriptor to poll. */
+                if (tc_netwatch_wait(netwatch, until - now < 50 ? (long) (until - now) : 50) != 0)
+                        break;
+        }
+        return !tc_ctx_cancelled(ctx);
+}
+
 int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body, size_t body_len,
                     const char *content_type, struct tc_http_reply *reply, struct tc_err *err) {
         struct curl_slist *headers = NULL;
@@ -135,11 +155,17 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
         }
 
         long backoff = ctx->backoff_ms;
+        /* Opened before the first attempt, so that a change while it fails
+         * is not missed. Without it waiting falls back to plain pauses. */
+        _cleanup_close_ int netwatch = ctx->wait_until_ms ? tc_netwatch_open() : -1;
         for (;;) {
                 attempt++;
                 tc_http_reply_clear(reply);
                 cr = curl_easy_perform(curl);
-                if (cr == CURLE_OK || !transient(cr) || attempt >= ctx->attempts || tc_ctx_cancelled(ctx))
+                if (cr == CURLE_OK || !transient(cr) || tc_ctx_cancelled(ctx))
+                        break;
+                bool waiting = tc_now_ms() < ctx->wait_until_ms;
+                if (attempt >= ctx->attempts && !waiting)
                         break;
                 /* A server that took the connection and then said nothing is
                  * there but stuck: asking it again only multiplies the wait. */
@@ -147,9 +173,9 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
                 curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME_T, &connected);
                 if (cr == CURLE_OPERATION_TIMEDOUT && connected > 0)
                         break;
-                if (!pause_ms(ctx, backoff))
+                if (!(waiting ? wait_for_network(ctx, netwatch, backoff) : pause_ms(ctx, backoff)))
                         break;
-                backoff *= 2;
+                backoff = backoff * 2 > TC_WAIT_BACKOFF_MAX_MS ? TC_WAIT_BACKOFF_MAX_MS : backoff * 2;
         }
 
         if (cr == CURLE_OK)

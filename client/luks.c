@@ -79,6 +79,31 @@ static char *token_to_compact(const json_t *token) {
         return asprintf(&out, "%s.%s.%s.%s.%s", p, k ? k : "", iv, c, t) < 0 ? NULL : out;
 }
 
+int tc_luks_token_jwe(const char *json, char **compact, struct tc_err *err) {
+        json_auto_t *token = json_loads(json, 0, NULL);
+        if (!json_is_object(token))
+                return tc_fail(err, -EINVAL, "clevis token is not a JSON object");
+        const char *type = json_string_value(json_object_get(token, "type"));
+        if (!type || strcmp(type, "clevis") != 0)
+                return tc_fail(err, -EINVAL, "token type is not \"clevis\"");
+        json_t *slots = json_object_get(token, "keyslots"), *s;
+        size_t i;
+        if (!json_is_array(slots))
+                return tc_fail(err, -EINVAL, "clevis token has no \"keyslots\" array");
+        json_array_foreach(slots, i, s) {
+                char *end;
+                const char *v = json_string_value(s);
+                long slot = v ? strtol(v, &end, 10) : -1;
+                if (!v || !*v || *end || slot < 0 || slot >= crypt_keyslot_max(CRYPT_LUKS2))
+                        return tc_fail(err, -EINVAL, "clevis token: keyslot %zu is not a keyslot number", i);
+        }
+        char *c = token_to_compact(token);
+        if (!c)
+                return tc_fail(err, -EINVAL, "clevis token: \"jwe\" lacks protected, iv, ciphertext or tag");
+        *compact = c;
+        return 0;
+}
+
 static json_t *compact_to_token(const char *compact, int slot) {
         const char *part[5];
         size_t len[5], n = 0;
@@ -425,10 +450,10 @@ int tc_luks_pass(const struct tc_ctx *ctx, const char *device, int slot, uint8_t
 
 /* ---------------------------------------------------------------- unlock */
 
-struct unlock_job;
+struct race;
 
-struct unlock_try {
-        struct unlock_job *job;
+struct race_entry {
+        struct race *race;
         const struct tc_luks_binding *b;
         pthread_t thread;
         bool started, ready;
@@ -438,33 +463,119 @@ struct unlock_try {
         int r;
 };
 
-struct unlock_job {
+/* Offered each recovered key as it arrives; returns >= 0 to take it. */
+typedef int (*race_accept_fn)(void *data, const struct tc_luks_binding *b, const uint8_t *key, size_t len,
+                              struct tc_err *err);
+
+struct race {
         struct tc_ctx ctx;
         const char *device;
         pthread_mutex_t lock;
         pthread_cond_t changed;
-        size_t done;
 };
 
-static void *unlock_run(void *arg) {
-        struct unlock_try *t = arg;
-        t->r = decrypt_binding(&t->job->ctx, t->job->device, t->b, &t->key, &t->len, &t->err);
-        pthread_mutex_lock(&t->job->lock);
-        t->ready = true;
-        t->job->done++;
-        pthread_cond_signal(&t->job->changed);
-        pthread_mutex_unlock(&t->job->lock);
+static void *race_run(void *arg) {
+        struct race_entry *e = arg;
+        e->r = decrypt_binding(&e->race->ctx, e->race->device, e->b, &e->key, &e->len, &e->err);
+        pthread_mutex_lock(&e->race->lock);
+        e->ready = true;
+        pthread_cond_signal(&e->race->changed);
+        pthread_mutex_unlock(&e->race->lock);
         return NULL;
+}
+
+static size_t race_next(struct race *race, struct race_entry *entries, size_t n, const bool *used) {
+        pthread_mutex_lock(&race->lock);
+        for (;;) {
+                for (size_t i = 0; i < n; i++)
+                        if (entries[i].ready && !used[i]) {
+                                pthread_mutex_unlock(&race->lock);
+                                return i;
+                        }
+                pthread_cond_wait(&race->changed, &race->lock);
+        }
+}
+
+/* "DEVICE: no binding could unlock it; REASON; REASON" */
+static int race_failed(const char *device, const struct race_entry *entries, size_t n, struct tc_err *err) {
+        size_t len = (size_t) snprintf(err->msg, sizeof(err->msg), "%s: no binding could unlock it", device);
+        for (size_t i = 0; i < n && len < sizeof(err->msg); i++)
+                len += (size_t) snprintf(err->msg + len, sizeof(err->msg) - len, "; %s", entries[i].err.msg);
+        return -EACCES;
+}
+
+/* Decrypts every usable binding (of slot, or all with -1) at once and offers
+ * the keys to accept() in the order they arrive, in this thread (libcryptsetup
+ * is not thread-safe). The rest are cancelled once one is taken. Returns what
+ * accept() returned for the key taken. */
+static int race_bindings(const struct tc_ctx *ctx, const char *device, const struct tc_luks_bindings *bindings, int slot,
+                         race_accept_fn accept, void *data, struct tc_err *err) {
+        struct race race = { .device = device };
+        size_t n = 0, tried = 0;
+        int r = -EACCES, taken = -1;
+
+        _cleanup_free_ struct race_entry *entries = calloc(bindings->n ? bindings->n : 1, sizeof(*entries));
+        _cleanup_free_ bool *used = calloc(bindings->n ? bindings->n : 1, sizeof(bool));
+        if (!entries || !used)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        tc_ctx_child(&race.ctx, ctx);
+        pthread_mutex_init(&race.lock, NULL);
+        pthread_cond_init(&race.changed, NULL);
+        for (size_t i = 0; i < bindings->n; i++) {
+                const struct tc_luks_binding *b = &bindings->items[i];
+                if (!b->slot_active || (slot >= 0 && b->slot != slot))
+                        continue;
+                entries[n] = (struct race_entry) { .race = &race, .b = b };
+                if (pthread_create(&entries[n].thread, NULL, race_run, &entries[n]) == 0)
+                        entries[n++].started = true;
+        }
+        for (; tried < n && taken < 0; tried++) {
+                size_t i = race_next(&race, entries, n, used);
+                used[i] = true;
+                if (entries[i].r < 0)
+                        continue;
+                r = accept(data, entries[i].b, entries[i].key, entries[i].len, &entries[i].err);
+                if (r >= 0)
+                        taken = (int) i;
+        }
+        tc_ctx_cancel(&race.ctx);
+        for (size_t i = 0; i < n; i++)
+                if (entries[i].started)
+                        pthread_join(entries[i].thread, NULL);
+        if (n == 0)
+                r = tc_fail(err, -ENOENT, slot >= 0 ? "%s: slot %d has no usable binding" : "%s: no usable tether/clevis binding",
+                            device, slot);
+        else if (taken < 0)
+                r = race_failed(device, entries, n, err);
+        for (size_t i = 0; i < n; i++)
+                tc_secret_free(entries[i].key, entries[i].len);
+        pthread_mutex_destroy(&race.lock);
+        pthread_cond_destroy(&race.changed);
+        return r;
+}
+
+struct activation {
+        struct crypt_device *cd;
+        const char *device, *name;
+        uint32_t flags;
+};
+
+static int accept_activate(void *data, const struct tc_luks_binding *b, const uint8_t *key, size_t len,
+                           struct tc_err *err) {
+        const struct activation *a = data;
+        int r = crypt_activate_by_passphrase(a->cd, a->name, b->slot, (const char *) key, len, a->flags);
+        if (r < 0)
+                return tc_fail(err, r, "%s slot %d: %s%s", a->device, b->slot,
+                               r == -EPERM ? "the recovered key does not open the slot" : strerror(-r),
+                               r == -EPERM || !a->name ? "" : " (activation needs device-mapper; -t only tests)");
+        return r;
 }
 
 int tc_luks_unlock(const struct tc_ctx *ctx, const char *device, const char *name, int slot, uint32_t flags,
                    struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         struct tc_luks_bindings bindings = {};
-        struct unlock_job job = { .device = device };
-        struct unlock_try *tries = NULL;
-        size_t n = 0;
-        int r = open_luks2(device, &cd, err), opened = -1;
+        int r = open_luks2(device, &cd, err);
 
         if (r < 0)
                 return r;
@@ -474,74 +585,48 @@ int tc_luks_unlock(const struct tc_ctx *ctx, const char *device, const char *nam
         r = read_bindings(cd, false, &bindings, err);
         if (r < 0)
                 return r;
-        tries = calloc(bindings.n ? bindings.n : 1, sizeof(*tries));
-        if (!tries) {
-                tc_luks_bindings_clear(&bindings);
+        struct activation a = { .cd = cd, .device = device, .name = name, .flags = flags };
+        r = race_bindings(ctx, device, &bindings, slot, accept_activate, &a, err);
+        tc_luks_bindings_clear(&bindings);
+        return r;
+}
+
+struct recovered {
+        int token;
+        uint8_t *key;
+        size_t len;
+};
+
+static int accept_any(void *data, const struct tc_luks_binding *b, const uint8_t *key, size_t len,
+                      struct tc_err *err) {
+        struct recovered *out = data;
+        out->key = malloc(len ? len : 1);
+        if (!out->key)
                 return tc_fail(err, -ENOMEM, "out of memory");
-        }
-        tc_ctx_child(&job.ctx, ctx);
-        pthread_mutex_init(&job.lock, NULL);
-        pthread_cond_init(&job.changed, NULL);
-        /* Decrypt every usable binding at once; activation (libcryptsetup is
-         * not thread-safe) stays in this thread, first key first. */
-        for (size_t i = 0; i < bindings.n; i++) {
-                const struct tc_luks_binding *b = &bindings.items[i];
-                if (!b->slot_active || (slot >= 0 && b->slot != slot))
-                        continue;
-                tries[n] = (struct unlock_try) { .job = &job, .b = b };
-                if (pthread_create(&tries[n].thread, NULL, unlock_run, &tries[n]) == 0)
-                        tries[n++].started = true;
-        }
-        if (n == 0)
-                r = tc_fail(err, -ENOENT, slot >= 0 ? "%s: slot %d has no usable binding" : "%s: no usable tether/clevis binding",
-                            device, slot);
-        size_t tried = 0;
-        bool *used = calloc(n ? n : 1, sizeof(bool));
-        while (n > 0 && opened < 0 && tried < n) {
-                pthread_mutex_lock(&job.lock);
-                size_t pick = n;
-                for (;;) {
-                        for (size_t i = 0; i < n && pick == n; i++)
-                                if (tries[i].ready && !used[i])
-                                        pick = i;
-                        if (pick < n)
-                                break;
-                        pthread_cond_wait(&job.changed, &job.lock);
-                }
-                pthread_mutex_unlock(&job.lock);
-                used[pick] = true;
-                tried++;
-                struct unlock_try *t = &tries[pick];
-                if (t->r < 0)
-                        continue;
-                int a = crypt_activate_by_passphrase(cd, name, t->b->slot, (const char *) t->key, t->len, flags);
-                if (a >= 0)
-                        opened = a;
-                else
-                        t->r = tc_fail(&t->err, a, "%s slot %d: %s%s", device, t->b->slot,
-                                       a == -EPERM ? "the recovered key does not open the slot" : strerror(-a),
-                                       a == -EPERM || !name ? "" : " (activation needs device-mapper; -t only tests)");
-        }
-        tc_ctx_cancel(&job.ctx);
-        for (size_t i = 0; i < n; i++)
-                if (tries[i].started)
-                        pthread_join(tries[i].thread, NULL);
-        if (opened >= 0)
-                r = opened;
-        else if (n > 0) {
-                /* One line per binding that failed, the reasons joined. */
-                size_t used_len = (size_t) snprintf(err->msg, sizeof(err->msg), "%s: no binding could unlock it", device);
-                for (size_t i = 0; i < n && used_len < sizeof(err->msg); i++)
-                        used_len += (size_t) snprintf(err->msg + used_len, sizeof(err->msg) - used_len, "; %s",
-                                                      tries[i].err.msg);
-                r = -EACCES;
-        }
-        for (size_t i = 0; i < n; i++)
-                tc_secret_free(tries[i].key, tries[i].len);
-        free(used);
-        free(tries);
-        pthread_mutex_destroy(&job.lock);
-        pthread_cond_destroy(&job.changed);
+        memcpy(out->key, key, len);
+        out->len = len;
+        out->token = b->token;
+        return 0;
+}
+
+int tc_luks_bindings_recover(const struct tc_ctx *ctx, const char *device, const struct tc_luks_bindings *bindings,
+                             int *token, uint8_t **key, size_t *key_len, struct tc_err *err) {
+        struct recovered out = { .token = -1 };
+        int r = race_bindings(ctx, device, bindings, -1, accept_any, &out, err);
+        if (r < 0)
+                return r;
+        *token = out.token;
+        *key = out.key;
+        *key_len = out.len;
+        return 0;
+}
+
+int tc_luks_recover(const struct tc_ctx *ctx, struct crypt_device *cd, const char *device, int *token, uint8_t **key,
+                    size_t *key_len, struct tc_err *err) {
+        struct tc_luks_bindings bindings = {};
+        int r = read_bindings(cd, false, &bindings, err);
+        if (r >= 0)
+                r = tc_luks_bindings_recover(ctx, device, &bindings, token, key, key_len, err);
         tc_luks_bindings_clear(&bindings);
         return r;
 }

@@ -31,6 +31,9 @@ void tc_luks_bindings_clear(struct tc_luks_bindings *b);
 /* Every clevis token of the device. with_thp adds each tang server's signing
  * thumbprints to the reconstructed configs. */
 int tc_luks_list(const char *device, bool with_thp, struct tc_luks_bindings *out, struct tc_err *err);
+/* A clevis token's JSON (untrusted: read from a header) as a compact JWE;
+ * -EINVAL saying what is wrong if it is not a clevis token. */
+int tc_luks_token_jwe(const char *json, char **compact, struct tc_err *err);
 /* The pin configuration a JWE was made with (Clevis luks list's view, but
  * nothing dropped). */
 json_t *tc_jwe_config(const char *compact, bool with_thp, char **pin);
@@ -60,6 +63,17 @@ int tc_luks_pass(const struct tc_ctx *ctx, const char *device, int slot, uint8_t
  * name NULL: only check. slot -1: any. Returns the keyslot used. */
 int tc_luks_unlock(const struct tc_ctx *ctx, const char *device, const char *name, int slot, uint32_t flags,
                    struct tc_err *err);
+/* The first binding's passphrase recovered, all tried at once, not checked
+ * against its keyslot (whoever asked for it does that). Returns 0 with the
+ * token it came from, -ENOENT if there is no usable binding, -EACCES if
+ * none could be decrypted. Only decryption runs in other threads: the
+ * caller may run several at once. */
+int tc_luks_bindings_recover(const struct tc_ctx *ctx, const char *device, const struct tc_luks_bindings *bindings,
+                             int *token, uint8_t **key, size_t *key_len, struct tc_err *err);
+/* The same for a device the caller holds open (the token plugin). */
+struct crypt_device;
+int tc_luks_recover(const struct tc_ctx *ctx, struct crypt_device *cd, const char *device, int *token, uint8_t **key,
+                    size_t *key_len, struct tc_err *err);
 /* Re-encrypts slot's key to the servers' current keys (config as bound, or
  * new_config for edit), replacing the token in one header write. */
 int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const char *new_config, struct tc_err *err);

@@ -1,0 +1,359 @@
+#include "askpass.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "cleanup.h"
+#include "luks.h"
+#include "netwatch.h"
+#include "tether.h"
+
+#define QUESTION_MAX_BYTES 65536
+/* After the network changes, a volume is tried again no sooner than this
+ * after its last try: address, route and link events come in bursts. */
+#define NETWORK_RETRY_GAP_MS 200
+
+/* ---------------------------------------------------------------- questions */
+
+void tc_question_clear(struct tc_question *q) {
+        free(q->socket);
+        free(q->id);
+        memset(q, 0, sizeof(*q));
+}
+
+static char *dup_value(const char *line, const char *key) {
+        size_t n = strlen(key);
+        return strncmp(line, key, n) == 0 && line[n] == '=' ? strdup(line + n + 1) : NULL;
+}
+
+int tc_question_read(const char *path, struct tc_question *q, struct tc_err *err) {
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        char line[4096];
+        bool in_ask = false;
+
+        memset(q, 0, sizeof(*q));
+        if (!f)
+                return tc_fail(err, -errno, "%s: %s", path, strerror(errno));
+        for (size_t total = 0; fgets(line, sizeof(line), f); total += strlen(line)) {
+                if (total > QUESTION_MAX_BYTES)
+                        break;
+                line[strcspn(line, "\r\n")] = '\0';
+                if (line[0] == '[') {
+                        in_ask = strcmp(line, "[Ask]") == 0;
+                        continue;
+                }
+                if (!in_ask)
+                        continue;
+                char *v;
+                if ((v = dup_value(line, "Socket"))) {
+                        free(q->socket);
+                        q->socket = v;
+                } else if ((v = dup_value(line, "Id"))) {
+                        free(q->id);
+                        q->id = v;
+                } else if (strncmp(line, "PID=", 4) == 0)
+                        q->pid = (pid_t) strtol(line + 4, NULL, 10);
+                else if (strncmp(line, "NotAfter=", 9) == 0)
+                        q->not_after_us = strtoull(line + 9, NULL, 10);
+        }
+        if (!q->socket || q->socket[0] != '/' || strlen(q->socket) >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+                tc_question_clear(q);
+                return tc_fail(err, -EBADMSG, "%s: no usable Socket=", path);
+        }
+        return 0;
+}
+
+bool tc_question_live(const struct tc_question *q) {
+        if (q->pid > 0 && kill(q->pid, 0) < 0 && errno == ESRCH)
+                return false;
+        return q->not_after_us == 0 || (uint64_t) tc_now_ms() * 1000 < q->not_after_us;
+}
+
+int tc_question_answer(const struct tc_question *q, const uint8_t *password, size_t len, struct tc_err *err) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        _cleanup_free_ uint8_t *msg = malloc(len + 1);
+        if (fd < 0 || !msg)
+                return tc_fail(err, fd < 0 ? -errno : -ENOMEM, "cannot answer: %s", strerror(fd < 0 ? errno : ENOMEM));
+        strncpy(sa.sun_path, q->socket, sizeof(sa.sun_path) - 1);
+        msg[0] = '+';
+        memcpy(msg + 1, password, len);
+        ssize_t n = sendto(fd, msg, len + 1, MSG_NOSIGNAL, (struct sockaddr *) &sa, sizeof(sa));
+        int r = n < 0 ? -errno : 0;
+        tc_secret_free(TAKE_PTR(msg), len + 1);
+        return r < 0 ? tc_fail(err, r, "cannot answer on %s: %s", q->socket, strerror(-r)) : 0;
+}
+
+/* ---------------------------------------------------------------- volumes */
+
+/* What the agent remembers of each volume it was asked about. */
+struct volume {
+        char *device;
+        bool not_ours;           /* no binding, or not LUKS2 */
+        bool refused;            /* a question came back after our answer */
+        char *answered;          /* the question file we answered */
+        long backoff_ms;
+        int64_t last_try_ms, next_try_ms;
+        char last_error[512];    /* reported once, not on every retry */
+        struct volume *next;
+};
+
+struct agent {
+        const struct tc_ctx *ctx;
+        const struct tc_agent_opts *o;
+        const char *dir;
+        struct volume *volumes;
+        int64_t last_answer_ms;
+};
+
+static void report(const struct agent *a, enum tc_agent_event e, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+static void report(const struct agent *a, enum tc_agent_event e, const char *fmt, ...) {
+        char msg[1024];
+        va_list ap;
+        if (!a->o->report)
+                return;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        a->o->report(a->o->report_data, e, msg);
+}
+
+static struct volume *volume_get(struct agent *a, const char *device) {
+        for (struct volume *v = a->volumes; v; v = v->next)
+                if (strcmp(v->device, device) == 0)
+                        return v;
+        struct volume *v = calloc(1, sizeof(*v));
+        if (!v || !(v->device = strdup(device))) {
+                free(v);
+                return NULL;
+        }
+        v->backoff_ms = a->o->backoff_min_ms;
+        v->next = a->volumes;
+        a->volumes = v;
+        return v;
+}
+
+static void volumes_free(struct agent *a) {
+        while (a->volumes) {
+                struct volume *v = a->volumes;
+                a->volumes = v->next;
+                free(v->device);
+                free(v->answered);
+                free(v);
+        }
+}
+
+/* ---------------------------------------------------------------- one round */
+
+struct attempt {
+        const struct tc_ctx *ctx;
+        struct volume *volume;
+        struct tc_question q;
+        char *path;
+        struct tc_luks_bindings bindings;
+        pthread_t thread;
+        bool started;
+        uint8_t *key;
+        size_t len;
+        int token, r;
+        struct tc_err err;
+};
+
+static void *attempt_run(void *arg) {
+        struct attempt *t = arg;
+        t->r = tc_luks_bindings_recover(t->ctx, t->volume->device, &t->bindings, &t->token, &t->key, &t->len, &t->err);
+        return NULL;
+}
+
+static void attempt_clear(struct attempt *t) {
+        tc_question_clear(&t->q);
+        free(t->path);
+        tc_luks_bindings_clear(&t->bindings);
+        tc_secret_free(t->key, t->len);
+}
+
+/* Reads question `name`; returns 1 and fills t if it is due for an attempt,
+ * 0 if not (not ours, refused, waiting), updating *wake_ms for the latter. */
+static int question_due(struct agent *a, const char *name, struct attempt *t, int64_t *wake_ms) {
+        struct tc_err err = {};
+        if (asprintf(&t->path, "%s/%s", a->dir, name) < 0)
+                return -ENOMEM;
+        if (tc_question_read(t->path, &t->q, &err) < 0 || !tc_question_live(&t->q) || !t->q.id ||
+            strncmp(t->q.id, "cryptsetup:", 11) != 0)
+                return 0;
+        struct volume *v = volume_get(a, t->q.id + 11);
+        if (!v)
+                return -ENOMEM;
+        t->volume = v;
+        if (v->not_ours || v->refused)
+                return 0;
+        if (v->answered) {
+                if (strcmp(v->answered, t->path) == 0)
+                        return 0;  /* answered; systemd has not removed it yet */
+                v->refused = true;
+                report(a, TC_AGENT_REFUSED, "%s: the recovered key was refused; leaving this volume to the passphrase prompt",
+                       v->device);
+                return 0;
+        }
+        int64_t now = tc_now_ms();
+        if (now < v->next_try_ms) {
+                if (*wake_ms < 0 || v->next_try_ms < *wake_ms)
+                        *wake_ms = v->next_try_ms;
+                return 0;
+        }
+        int r = tc_luks_list(v->device, false, &t->bindings, &err);
+        if (r >= 0 && t->bindings.n == 0)
+                r = tc_fail(&err, -ENOENT, "%s: no tether/clevis binding", v->device);
+        if (r < 0) {
+                v->not_ours = true;
+                report(a, TC_AGENT_SKIPPED, "%s", err.msg);
+                return 0;
+        }
+        return 1;
+}
+
+static void attempt_finish(struct agent *a, struct attempt *t) {
+        struct volume *v = t->volume;
+        v->last_try_ms = tc_now_ms();
+        if (t->r >= 0) {
+                struct tc_err err = {};
+                if (tc_question_answer(&t->q, t->key, t->len, &err) < 0) {
+                        /* The question went away meanwhile: someone typed. */
+                        report(a, TC_AGENT_SKIPPED, "%s: %s", v->device, err.msg);
+                        return;
+                }
+                free(v->answered);
+                v->answered = TAKE_PTR(t->path);
+                a->last_answer_ms = v->last_try_ms;
+                report(a, TC_AGENT_ANSWERED, "%s: answered with the key of token %d", v->device, t->token);
+                return;
+        }
+        if (t->r != -EACCES) {
+                v->not_ours = true;
+                report(a, TC_AGENT_SKIPPED, "%s", t->err.msg);
+                return;
+        }
+        v->next_try_ms = v->last_try_ms + v->backoff_ms;
+        if (strcmp(v->last_error, t->err.msg) != 0) {
+                snprintf(v->last_error, sizeof(v->last_error), "%s", t->err.msg);
+                report(a, TC_AGENT_RETRYING, "%s (trying again, at most every %.0f s)", t->err.msg,
+                       (double) a->o->backoff_max_ms / 1000);
+        }
+        v->backoff_ms = v->backoff_ms * 2 > a->o->backoff_max_ms ? a->o->backoff_max_ms : v->backoff_ms * 2;
+}
+
+/* Tries every due question, the volumes at once. Returns the number of
+ * questions pending (ours or not) and sets *wake_ms to the next retry time,
+ * or -1 for none. */
+static int round_run(struct agent *a, int64_t *wake_ms) {
+        _cleanup_closedir_ DIR *d = opendir(a->dir);
+        struct attempt *tries = NULL;
+        size_t n = 0, cap = 0;
+        int pending = 0, r = 0;
+
+        *wake_ms = -1;
+        if (!d)
+                return errno == ENOENT ? 0 : -errno;
+        for (struct dirent *e; (e = readdir(d));) {
+                if (strncmp(e->d_name, "ask.", 4) != 0)
+                        continue;
+                pending++;
+                if (n == cap) {
+                        struct attempt *grown = realloc(tries, (cap = cap ? cap * 2 : 8) * sizeof(*tries));
+                        if (!grown) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        tries = grown;
+                }
+                tries[n] = (struct attempt) { .ctx = a->ctx };
+                r = question_due(a, e->d_name, &tries[n], wake_ms);
+                if (r < 0)
+                        break;
+                if (r == 0)
+                        attempt_clear(&tries[n]);
+                else
+                        n++;
+        }
+        /* On an error the attempts gathered so far still run, and are freed. */
+        for (size_t i = 0; i < n; i++)
+                tries[i].started = pthread_create(&tries[i].thread, NULL, attempt_run, &tries[i]) == 0;
+        for (size_t i = 0; i < n; i++) {
+                if (tries[i].started)
+                        pthread_join(tries[i].thread, NULL);
+                else
+                        attempt_run(&tries[i]);
+                attempt_finish(a, &tries[i]);
+                if (tries[i].r == -EACCES && (*wake_ms < 0 || tries[i].volume->next_try_ms < *wake_ms))
+                        *wake_ms = tries[i].volume->next_try_ms;
+                attempt_clear(&tries[i]);
+        }
+        free(tries);
+        return r < 0 ? r : pending;
+}
+
+/* After a network change, every volume still waiting is due again. */
+static void network_changed(struct agent *a) {
+        for (struct volume *v = a->volumes; v; v = v->next)
+                if (v->next_try_ms > v->last_try_ms + NETWORK_RETRY_GAP_MS)
+                        v->next_try_ms = v->last_try_ms + NETWORK_RETRY_GAP_MS;
+}
+
+static void drain(int fd) {
+        char buf[4096];
+        while (read(fd, buf, sizeof(buf)) > 0)
+                ;
+}
+
+int tc_agent_run(const struct tc_ctx *ctx, const struct tc_agent_opts *o, struct tc_err *err) {
+        struct agent a = { .ctx = ctx, .o = o, .dir = o->dir ? o->dir : TC_ASK_DIR };
+        _cleanup_close_ int inotify = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+        _cleanup_close_ int netwatch = tc_netwatch_open();
+        int r = 0;
+
+        if (inotify < 0)
+                return tc_fail(err, -errno, "inotify: %s", strerror(errno));
+        /* Watch first, then look: a question written in between is not missed. */
+        if (inotify_add_watch(inotify, a.dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR) < 0)
+                return tc_fail(err, -errno, "%s: %s", a.dir, strerror(errno));
+        while (!tc_ctx_cancelled(ctx)) {
+                int64_t wake_ms;
+                int pending = round_run(&a, &wake_ms);
+                if (pending < 0) {
+                        r = tc_fail(err, pending, "%s: %s", a.dir, strerror(-pending));
+                        break;
+                }
+                int64_t now = tc_now_ms();
+                if (pending == 0) {
+                        if (!a.last_answer_ms || now >= a.last_answer_ms + o->linger_ms)
+                                break;
+                        wake_ms = a.last_answer_ms + o->linger_ms;
+                }
+                struct pollfd p[2] = { { .fd = inotify, .events = POLLIN }, { .fd = netwatch, .events = POLLIN } };
+                int timeout = wake_ms < 0 ? -1 : wake_ms <= now ? 0 : (int) (wake_ms - now);
+                if (poll(p, netwatch >= 0 ? 2 : 1, timeout) < 0 && errno != EINTR) {
+                        r = tc_fail(err, -errno, "poll: %s", strerror(errno));
+                        break;
+                }
+                if (p[0].revents)
+                        drain(inotify);
+                if (netwatch >= 0 && p[1].revents) {
+                        tc_netwatch_wait(netwatch, 0);
+                        network_changed(&a);
+                }
+        }
+        volumes_free(&a);
+        return r;
+}
