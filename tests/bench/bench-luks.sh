@@ -174,9 +174,9 @@ log "argon2 image: $A2_TYPE, memory $ARGON2_KB KiB, time cost $A2_TIME, $A2_CPUS
 # estimate sees the same machine load as the runs it divides.
 declare -A US=([argon2]="" [pbkdf2]="")
 unlock_sample() {  # unlock_sample IMG BASE
-        US[$1]+=" $(timed /dev/null cryptsetup open --test-passphrase --key-slot 0 --key-file "$KEY" "$2")"
+        US[$1]+=" $(timed /dev/null cryptsetup open --test-passphrase --disable-external-tokens --key-slot 0 --key-file "$KEY" "$2")"
 }
-timed /dev/null cryptsetup open --test-passphrase --key-slot 0 --key-file "$KEY" "$A2" >/dev/null  # warm-up
+timed /dev/null cryptsetup open --test-passphrase --disable-external-tokens --key-slot 0 --key-file "$KEY" "$A2" >/dev/null  # warm-up
 # --------------------------------------------------------------------------- measure
 declare -A MED RUNS UNLOCK
 for img in argon2 pbkdf2; do
@@ -240,7 +240,7 @@ if ((HAVE_STRACE)); then
                         COUNT[pass $tool]=$(argon2_runs clevis luks pass -d "$TMP/bound-argon2.img" -s 1)
                 fi
         done
-        COUNT[unlock]=$(argon2_runs cryptsetup open --test-passphrase --key-slot 0 --key-file "$KEY" "$A2")
+        COUNT[unlock]=$(argon2_runs cryptsetup open --test-passphrase --disable-external-tokens --key-slot 0 --key-file "$KEY" "$A2")
 else
         log "strace missing (or argon2 memory too small): argon2 runs are only inferred"
 fi
