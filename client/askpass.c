@@ -101,8 +101,9 @@ int tc_question_answer(const struct tc_question *q, const uint8_t *password, siz
 struct volume {
         char *device;
         bool not_ours;           /* no binding, or not LUKS2 */
-        bool refused;            /* a question came back after our answer */
-        char *answered;          /* the question file we answered */
+        bool refused;            /* our key does not open the volume */
+        char *answered;          /* the question file we answered last */
+        unsigned answers;
         long backoff_ms;
         int64_t last_try_ms, next_try_ms;
         char last_error[512];    /* reported once, not on every retry */
@@ -202,10 +203,18 @@ static int question_due(struct agent *a, const char *name, struct attempt *t, in
         if (v->answered) {
                 if (strcmp(v->answered, t->path) == 0)
                         return 0;  /* answered; systemd has not removed it yet */
-                v->refused = true;
-                report(a, TC_AGENT_REFUSED, "%s: the recovered key was refused; leaving this volume to the passphrase prompt",
-                       v->device);
-                return 0;
+                /* Asked again: our key was wrong, or systemd-cryptsetup tried
+                 * another volume's passphrase from the kernel keyring first (it
+                 * does that when several volumes ask at once). The key is
+                 * checked before it is sent again; a third ask is the user's. */
+                free(TAKE_PTR(v->answered));
+                if (v->answers >= 2) {
+                        v->refused = true;
+                        report(a, TC_AGENT_REFUSED, "%s: asked again after %u answers; leaving it to the passphrase prompt",
+                               v->device, v->answers);
+                        return 0;
+                }
+                v->next_try_ms = 0;
         }
         int64_t now = tc_now_ms();
         if (now < v->next_try_ms) {
@@ -224,11 +233,28 @@ static int question_due(struct agent *a, const char *name, struct attempt *t, in
         return 1;
 }
 
+/* After a re-ask: true (and the volume given up) if the key does not open
+ * its slot. */
+static bool key_refused(struct agent *a, struct attempt *t) {
+        struct tc_err err = {};
+        int slot = -1;
+        for (size_t i = 0; i < t->bindings.n; i++)
+                if (t->bindings.items[i].token == t->token)
+                        slot = t->bindings.items[i].slot;
+        if (tc_luks_key_opens(t->volume->device, slot, t->key, t->len, &err) >= 0)
+                return false;
+        t->volume->refused = true;
+        report(a, TC_AGENT_REFUSED, "%s; leaving it to the passphrase prompt", err.msg);
+        return true;
+}
+
 static void attempt_finish(struct agent *a, struct attempt *t) {
         struct volume *v = t->volume;
         v->last_try_ms = tc_now_ms();
         if (t->r >= 0) {
                 struct tc_err err = {};
+                if (v->answers > 0 && key_refused(a, t))
+                        return;
                 if (tc_question_answer(&t->q, t->key, t->len, &err) < 0) {
                         /* The question went away meanwhile: someone typed. */
                         report(a, TC_AGENT_SKIPPED, "%s: %s", v->device, err.msg);
@@ -236,6 +262,7 @@ static void attempt_finish(struct agent *a, struct attempt *t) {
                 }
                 free(v->answered);
                 v->answered = TAKE_PTR(t->path);
+                v->answers++;
                 a->last_answer_ms = v->last_try_ms;
                 report(a, TC_AGENT_ANSWERED, "%s: answered with the key of token %d", v->device, t->token);
                 return;

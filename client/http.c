@@ -84,6 +84,14 @@ static void describe(CURL *curl, CURLcode cr, const struct tc_ctx *ctx, char *bu
         case CURLE_COULDNT_RESOLVE_PROXY:
                 snprintf(buf, len, "proxy host name not found (check http_proxy)");
                 break;
+        case CURLE_UNSUPPORTED_PROTOCOL:
+        case CURLE_WEIRD_SERVER_REPLY: {
+                /* Both also mean a URL scheme curl will not use. */
+                curl_off_t connected = 0;
+                curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME_T, &connected);
+                snprintf(buf, len, "%s", connected > 0 ? "the answer is not HTTP" : curl_easy_strerror(cr));
+                break;
+        }
         case CURLE_GOT_NOTHING:
                 snprintf(buf, len, "connection closed without an answer");
                 break;
@@ -162,10 +170,18 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
                 attempt++;
                 tc_http_reply_clear(reply);
                 cr = curl_easy_perform(curl);
-                if (cr == CURLE_OK || !transient(cr) || tc_ctx_cancelled(ctx))
+                if (cr == CURLE_OK || tc_ctx_cancelled(ctx))
                         break;
-                bool waiting = tc_now_ms() < ctx->wait_until_ms;
-                if (attempt >= ctx->attempts && !waiting)
+                /* Until the boot deadline anything but an HTTP answer is worth
+                 * another try: whatever stands between us and the server (a
+                 * proxy, a half-configured network) may yet change. */
+                if (tc_now_ms() < ctx->wait_until_ms) {
+                        if (!wait_for_network(ctx, netwatch, backoff))
+                                break;
+                        backoff = backoff * 2 > TC_WAIT_BACKOFF_MAX_MS ? TC_WAIT_BACKOFF_MAX_MS : backoff * 2;
+                        continue;
+                }
+                if (!transient(cr) || attempt >= ctx->attempts)
                         break;
                 /* A server that took the connection and then said nothing is
                  * there but stuck: asking it again only multiplies the wait. */
@@ -173,9 +189,9 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
                 curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME_T, &connected);
                 if (cr == CURLE_OPERATION_TIMEDOUT && connected > 0)
                         break;
-                if (!(waiting ? wait_for_network(ctx, netwatch, backoff) : pause_ms(ctx, backoff)))
+                if (!pause_ms(ctx, backoff))
                         break;
-                backoff = backoff * 2 > TC_WAIT_BACKOFF_MAX_MS ? TC_WAIT_BACKOFF_MAX_MS : backoff * 2;
+                backoff *= 2;
         }
 
         if (cr == CURLE_OK)

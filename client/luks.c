@@ -448,6 +448,17 @@ int tc_luks_pass(const struct tc_ctx *ctx, const char *device, int slot, uint8_t
         return r;
 }
 
+int tc_luks_key_opens(const char *device, int slot, const uint8_t *key, size_t len, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r = open_luks2(device, &cd, err);
+        if (r < 0)
+                return r;
+        r = crypt_activate_by_passphrase(cd, NULL, slot, (const char *) key, len, 0);
+        if (r == -EPERM)
+                return tc_fail(err, -EBADMSG, "%s: the key recovered for slot %d does not open it", device, slot);
+        return r < 0 ? tc_fail(err, r, "%s slot %d: %s", device, slot, strerror(-r)) : 0;
+}
+
 /* ---------------------------------------------------------------- unlock */
 
 struct race;

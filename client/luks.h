@@ -70,6 +70,8 @@ int tc_luks_unlock(const struct tc_ctx *ctx, const char *device, const char *nam
  * caller may run several at once. */
 int tc_luks_bindings_recover(const struct tc_ctx *ctx, const char *device, const struct tc_luks_bindings *bindings,
                              int *token, uint8_t **key, size_t *key_len, struct tc_err *err);
+/* 0 if key opens slot (one PBKDF run of that slot), -EBADMSG if not. */
+int tc_luks_key_opens(const char *device, int slot, const uint8_t *key, size_t len, struct tc_err *err);
 /* The same for a device the caller holds open (the token plugin). */
 struct crypt_device;
 int tc_luks_recover(const struct tc_ctx *ctx, struct crypt_device *cd, const char *device, int *token, uint8_t **key,

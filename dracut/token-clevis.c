@@ -79,11 +79,14 @@ static int race(struct crypt_device *cd, const char *device) {
         recovered.device = strdup(device);
         if (!recovered.device)
                 return -ENOMEM;
+        int64_t start = tc_now_ms();
         r = tc_luks_recover(&ctx, cd, device, &token, &key, &len, &err);
+        double took = (double) (tc_now_ms() - start) / 1000;
         if (r < 0) {
-                crypt_logf(cd, CRYPT_LOG_ERROR, "%s\n", err.msg);
+                crypt_logf(cd, CRYPT_LOG_ERROR, "%s (gave up after %.1f s)\n", err.msg, took);
                 return r;
         }
+        crypt_logf(cd, CRYPT_LOG_VERBOSE, "%s: clevis token %d: key recovered in %.1f s\n", device, token, took);
         recovered.token = token;
         recovered.key = key;
         recovered.len = len;
