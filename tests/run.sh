@@ -13,7 +13,8 @@ build=${1:-build}
 
 packages="build-essential meson ninja-build pkg-config libssl-dev libjose-dev
 libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libcryptsetup-dev
-tang clevis clevis-luks jose curl python3 systemd cryptsetup-bin wrk nginx-light procps"
+tang clevis clevis-luks jose curl python3 systemd cryptsetup-bin wrk nginx-light procps
+qemu-system-x86 dracut dracut-network clevis-dracut busybox-static socat e2fsprogs"
 
 missing=$(for p in $packages; do
         dpkg-query -W -f='${db:Status-Status}\n' "$p" 2>/dev/null | grep -qx installed || echo "$p"
