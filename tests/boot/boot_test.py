@@ -12,7 +12,8 @@ static busybox whose /sbin/init prints a marker naming the open LUKS volumes.
 
 Scenarios: clevis-reference (Debian's clevis-dracut, the yardstick), and with
 tether's dracut module (dracut/60tether): tether-positive, tether-clevis-bound,
-tether-server-down, tether-late-server.
+tether-server-down, tether-late-server, tether-no-network (no network card:
+the prompt must still come and work).
 
 Exit status: 0 all selected scenarios passed, 1 one failed, 77 nothing could
 run (not root, a tool missing, or every selected scenario skipped).
@@ -304,7 +305,7 @@ def kernel_cmdline(disks, extra):
                     + [f"rd.luks.uuid={u}" for u in uuids] + ([extra] if extra else []))
 
 
-def qemu_command(ctx, initrd, disks, cmdline, fifo):
+def qemu_command(ctx, initrd, disks, cmdline, fifo, network=True):
     """The guest's only way out is 10.0.2.100:PORT, forwarded by a socat per
     connection to the server on the host's loopback (restrict=on drops the
     rest). snapshot=on leaves the images untouched."""
@@ -313,10 +314,11 @@ def qemu_command(ctx, initrd, disks, cmdline, fifo):
            "-no-reboot", "-accel", ctx.accel, "-cpu", "host" if ctx.accel == "kvm" else "max",
            "-smp", "2", "-m", "768", "-device", "virtio-rng-pci",
            "-kernel", ctx.vmlinuz, "-initrd", initrd, "-append", cmdline,
-           "-chardev", f"pipe,id=s,path={fifo}", "-serial", "chardev:s",
-           "-netdev", f"user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:{port}"
-                      f"-cmd:socat STDIO TCP:127.0.0.1:{port}",
-           "-device", "virtio-net-pci,netdev=n0"]
+           "-chardev", f"pipe,id=s,path={fifo}", "-serial", "chardev:s"]
+    if network:
+        cmd += ["-netdev", f"user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:{port}"
+                           f"-cmd:socat STDIO TCP:127.0.0.1:{port}",
+                "-device", "virtio-net-pci,netdev=n0"]
     for d in disks:
         cmd += ["-drive", f"file={d},if=virtio,format=raw,snapshot=on"]
     return cmd
@@ -326,7 +328,7 @@ class Vm:
     """One qemu boot. A thread reads the serial console; each line is kept with
     the host's seconds since qemu started and the guest's kernel timestamp."""
 
-    def __init__(self, ctx, name, initrd, disks, extra_cmdline):
+    def __init__(self, ctx, name, initrd, disks, extra_cmdline, network=True):
         self.logpath = os.path.join(ctx.workdir, f"{name}.log")
         # qemu's pipe chardev: it writes FIFO.out and reads FIFO.in.
         fifo = os.path.join(ctx.workdir, f"{name}.serial")
@@ -337,7 +339,7 @@ class Vm:
         # O_RDWR: never blocks on open and never sees EOF, whatever qemu does.
         self.fd_out = os.open(fifo + ".out", os.O_RDWR)
         self.fd_in = os.open(fifo + ".in", os.O_RDWR)
-        cmd = qemu_command(ctx, initrd, disks, kernel_cmdline(disks, extra_cmdline), fifo)
+        cmd = qemu_command(ctx, initrd, disks, kernel_cmdline(disks, extra_cmdline), fifo, network)
         self.lines = []          # (host seconds, guest seconds or None, text)
         self.events = {}         # what the test did: {name: host seconds}
         self.text = ""           # everything so far, ANSI-stripped, for wait_for
@@ -556,11 +558,11 @@ def tether_ready(ctx):
     return module
 
 
-def boot(ctx, name, flavour, disks, extra_cmdline=""):
+def boot(ctx, name, flavour, disks, extra_cmdline="", network=True):
     """Start the VM; run_scenario reads its milestones, also after a failure."""
     image = initrd(ctx, flavour)
     log(f"{name}: booting ({ctx.accel})")
-    ctx.vm = Vm(ctx, name, image, disks, extra_cmdline)
+    ctx.vm = Vm(ctx, name, image, disks, extra_cmdline, network)
     return ctx.vm
 
 
@@ -574,15 +576,16 @@ def unattended(ctx, name, flavour, binder):
         vm.close()
 
 
-def server_down(ctx, name, flavour, extra_cmdline):
-    """With the server stopped the boot must stay at the passphrase prompt;
-    typing the passphrase at each prompt must then boot."""
+def server_down(ctx, name, flavour, extra_cmdline, network=True):
+    """With the server stopped (or no network card at all) the boot must stay
+    at the passphrase prompt; typing the passphrase at each prompt must then
+    boot."""
     disks = bound_disks(ctx, name, "tether" if flavour == "tether" else "clevis")
     initrd(ctx, flavour)
     ctx.server.stop()
     vm = None
     try:
-        vm = boot(ctx, name, flavour, disks, extra_cmdline)
+        vm = boot(ctx, name, flavour, disks, extra_cmdline, network)
         wait_prompt(vm)
         expect_stuck(vm, STUCK_SECONDS)
         answer_prompts(vm)
@@ -621,6 +624,8 @@ SCENARIOS = {
     "tether-server-down": lambda ctx: server_down(ctx, "tether-server-down", "tether",
                                                   "rd.tether.timeout=10"),
     "tether-late-server": lambda ctx: late_server(ctx, "tether-late-server", "tether"),
+    "tether-no-network": lambda ctx: server_down(ctx, "tether-no-network", "tether",
+                                                 "rd.tether.timeout=10", network=False),
 }
 
 
