@@ -93,6 +93,21 @@ static int race(struct crypt_device *cd, const char *device) {
         return 0;
 }
 
+/* Whether the race's key opens its token's keyslot: checked (one PBKDF run)
+ * only before this token is passed over for a later one, so that a stale
+ * binding that answered first cannot hide a good one. */
+static bool winner_opens(struct crypt_device *cd) {
+        for (int slot = 0; slot < crypt_keyslot_max(CRYPT_LUKS2); slot++)
+                if (crypt_token_is_assigned(cd, recovered.token, slot) == 0 &&
+                    crypt_activate_by_passphrase(cd, NULL, slot, (const char *) recovered.key, recovered.len, 0) >= 0)
+                        return true;
+        crypt_logf(cd, CRYPT_LOG_ERROR, "clevis token %d: the recovered key opens none of its keyslots\n",
+                   recovered.token);
+        tc_secret_free(TAKE_PTR(recovered.key), recovered.len);
+        recovered.len = 0;
+        return false;
+}
+
 /* One token alone: asked after the race's winner (its key did not open the
  * volume) or for a token the race did not favour. */
 static int decrypt_token(struct crypt_device *cd, int token, uint8_t **key, size_t *len) {
@@ -128,7 +143,7 @@ int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer, siz
         if (r >= 0 && recovered.key && recovered.token == token) {
                 key = TAKE_PTR(recovered.key);
                 len = recovered.len;
-        } else if (r >= 0 && fresh && recovered.token > token)
+        } else if (r >= 0 && fresh && recovered.token > token && winner_opens(cd))
                 /* libcryptsetup asks the tokens in order: it comes to the
                  * winner next. */
                 r = -ENOENT;
