@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <jose/jose.h>
 #include <libcryptsetup.h>
 
@@ -182,7 +183,13 @@ int cryptsetup_token_validate(struct crypt_device *cd, const char *json) {
         return 0;
 }
 
+/* For a person only: clevis reads luksDump's text and expects the token's
+ * "N: clevis" line right above its "Keyslot:" line (grep -B1), so nothing
+ * is added when the output goes to a pipe, unless TETHER_TOKEN_DUMP=1. */
 void cryptsetup_token_dump(struct crypt_device *cd, const char *json) {
+        const char *force = getenv("TETHER_TOKEN_DUMP");
+        if (!(force && strcmp(force, "1") == 0) && !isatty(STDOUT_FILENO))
+                return;
         struct tc_err err = {};
         _cleanup_free_ char *jwe = NULL, *pin = NULL, *text = NULL;
         if (tc_luks_token_jwe(json, &jwe, &err) < 0) {

@@ -342,7 +342,7 @@ class TokenPlugin(Images):
         self.bind(self.img, self.srv)
         sss = {"t": 1, "pins": {"tang": [{"url": self.url}]}}
         self.bind(self.img, self.srv, pin="sss", cfg=json.dumps(sss))
-        out = run("cryptsetup", "luksDump", self.img, check=True).stdout.decode()
+        out = run("cryptsetup", "luksDump", self.img, env=clean_env(TETHER_TOKEN_DUMP="1"), check=True).stdout.decode()
         tokens = out.split("\nTokens:\n", 1)[1].split("\nDigests:", 1)[0]
         blocks = re.split(r"^  (\d+): ", tokens, flags=re.M)[1:]
         dumped = {int(tid): body for tid, body in zip(blocks[::2], blocks[1::2])}
@@ -355,6 +355,17 @@ class TokenPlugin(Images):
             self.assertEqual(len(cfg_lines), 1, out)
             self.assertEqual(json.loads(cfg_lines[0].split(":", 1)[1]), cfg)
             self.assertIn(f"\tKeyslot:    {tid + 1}", lines, out)
+
+    def test_clevis_still_reads_luks_dump_with_the_plugin_installed(self):
+        # clevis finds a slot's token with grep -B1 on luksDump's text: the
+        # summary must stay out of piped output.
+        self.bind(self.img, self.srv)
+        out = run("cryptsetup", "luksDump", self.img, env=clean_env(), check=True).stdout.decode()
+        self.assertNotIn("clevis pin:", out)
+        self.assertRegex(out, r"\n  0: clevis\n\tKeyslot:    1\n")
+        r = run("clevis", "luks", "pass", "-d", self.img, "-s", "1", env=clean_env())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, tether("luks", "pass", "-d", self.img, "-s", "1").stdout)
 
     def test_server_down_fails_quickly_by_default(self):
         if os.path.exists("/etc/initrd-release"):
@@ -470,7 +481,7 @@ class TokenPlugin(Images):
         run("cryptsetup", "token", "remove", "--token-id", "0", self.img, check=True)
         run("cryptsetup", "token", "import", "--disable-external-tokens", "--token-id", "0", "--json-file", path,
             self.img, check=True)
-        out = run("cryptsetup", "luksDump", self.img, check=True).stdout.decode()
+        out = run("cryptsetup", "luksDump", self.img, env=clean_env(TETHER_TOKEN_DUMP="1"), check=True).stdout.decode()
         self.assertIn('\tinvalid: clevis token: "jwe" lacks protected, iv, ciphertext or tag', out)
         # Nothing to wait for: it fails at once even with a boot deadline.
         r, took = token_open(self.img, env=clean_env(TETHER_BOOT_TIMEOUT="20"))
