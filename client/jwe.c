@@ -116,9 +116,11 @@ int tc_jwe_parse(const char *compact, size_t len, struct tc_jwe *jwe, struct tc_
         }
         const char *enc = json_string_value(json_object_get(jwe->header, "enc"));
         if (!enc || strcmp(enc, "A256GCM") != 0) {
+                /* The message first: enc points into the header. */
+                int r = tc_fail(err, -EOPNOTSUPP, "JWE content encryption \"%s\" is not supported (Clevis uses A256GCM)",
+                                enc ? enc : "(none)");
                 tc_jwe_clear(jwe);
-                return tc_fail(err, -EOPNOTSUPP, "JWE content encryption \"%s\" is not supported (Clevis uses A256GCM)",
-                               enc ? enc : "(none)");
+                return r;
         }
         return 0;
 }

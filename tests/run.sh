@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install what building and testing tether needs (Debian 12, as root), build,
-# and run every test suite except the slow and benchmark ones.
+# and run every test suite except the slow, fuzzing, load and benchmark ones.
+# TETHER_TEST_SETUP=full runs them all, plus the sanitizer and valgrind passes.
 #
 #   tests/run.sh [BUILD_DIR]         (default: build)
 #
@@ -14,7 +15,8 @@ build=${1:-build}
 packages="build-essential meson ninja-build pkg-config libssl-dev libjose-dev
 libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libcryptsetup-dev
 tang clevis clevis-luks jose curl python3 systemd cryptsetup-bin wrk nginx-light procps
-qemu-system-x86 dracut dracut-network clevis-dracut busybox-static socat e2fsprogs"
+qemu-system-x86 dracut dracut-network clevis-dracut busybox-static socat e2fsprogs
+clang libclang-rt-14-dev llvm valgrind"
 
 missing=$(for p in $packages; do
         dpkg-query -W -f='${db:Status-Status}\n' "$p" 2>/dev/null | grep -qx installed || echo "$p"
@@ -38,25 +40,42 @@ ninja -C "$build"
 
 status=0
 meson test -C "$build" --print-errorlogs --setup "${TETHER_TEST_SETUP:-default}" || status=$?
-
 # meson names the log after the test setup: testlog.json, testlog-full.json.
 setup=${TETHER_TEST_SETUP:-default}
-log="$build/meson-logs/testlog.json"
-[ "$setup" = default ] || log="$build/meson-logs/testlog-$setup.json"
-python3 - "$log" <<'PY'
+logs="$build/meson-logs/testlog.json"
+[ "$setup" = default ] || logs="$build/meson-logs/testlog-$setup.json"
+
+# The full run adds the memory checks: the unit and integration suites built
+# with ASan and UBSan, and the integration suite with every tetherd under
+# valgrind. TETHER_MEMCHECK=1 runs them with the default setup too.
+if [ "$setup" = full ] || [ "${TETHER_MEMCHECK:-0}" = 1 ]; then
+        sanitized="$build-sanitize"
+        [ -f "$sanitized/build.ninja" ] ||
+                meson setup "$sanitized" -Dwerror=$werror -Db_sanitize=address,undefined -Db_lundef=false
+        ninja -C "$sanitized"
+        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+                meson test -C "$sanitized" --print-errorlogs --suite unit --suite integration || status=$?
+        meson test -C "$build" --print-errorlogs --setup valgrind --suite integration || status=$?
+        logs="$logs $sanitized/meson-logs/testlog.json $build/meson-logs/testlog-valgrind.json"
+fi
+
+# shellcheck disable=SC2086
+python3 - $logs <<'PY'
 import json, sys
 import os
 passed = failed = 0
-if not os.path.exists(sys.argv[1]):
-    print(f"0 passed, 1 failed (no test results in {sys.argv[1]})")
-    sys.exit(0)
-with open(sys.argv[1]) as f:
-    for line in f:
-        result = json.loads(line)["result"]
-        if result in ("OK", "EXPECTEDFAIL"):
-            passed += 1
-        elif result != "SKIP":
-            failed += 1
+for path in sys.argv[1:]:
+    if not os.path.exists(path):
+        print(f"no test results in {path}")
+        failed += 1
+        continue
+    with open(path) as f:
+        for line in f:
+            result = json.loads(line)["result"]
+            if result in ("OK", "EXPECTEDFAIL"):
+                passed += 1
+            elif result != "SKIP":
+                failed += 1
 print(f"{passed} passed, {failed} failed")
 PY
 exit $status

@@ -296,6 +296,9 @@ def tether_dracut_base(workdir, module):
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 KTIME = re.compile(r"^\[\s*(\d+\.\d+)\]")
+# A kernel message on the serial console: the kernel writes it straight to
+# the UART, so it can land in the middle of a prompt the tty is still sending.
+KMSG = re.compile(r"\[\s*\d+\.\d+\] [^\n]*\n")
 
 
 def kernel_cmdline(disks, extra):
@@ -402,6 +405,21 @@ class Vm:
                     return None
                 self.cond.wait(min(left, 1))
 
+    def wait_tty(self, pattern, count, timeout):
+        """Wait until pattern occurs count times in what the guest's programs
+        wrote to the console, kernel messages cut out; return the number of
+        occurrences, or None."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                n = len(pattern.findall(KMSG.sub("", self.text)))
+                if n >= count:
+                    return n
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.reader.is_alive():
+                    return None
+                self.cond.wait(min(left, 1))
+
     def type(self, text):
         os.write(self.fd_in, text.encode())
 
@@ -475,24 +493,26 @@ def expect_stuck(vm, seconds):
 
 
 def wait_prompt(vm):
-    m = vm.wait_for(PROMPT, BOOT_TIMEOUT - vm.elapsed())
-    if not m:
+    if not vm.wait_tty(PROMPT, 1, BOOT_TIMEOUT - vm.elapsed()):
         raise AssertionError(f"no passphrase prompt (see {vm.logpath})")
-    return m
 
 
 def answer_prompts(vm):
     """Type the passphrase at each prompt the console agent shows, starting
     with the one on screen now, until the marker appears."""
-    pos = list(PROMPT.finditer(vm.text))[-1].start()
-    either = re.compile(f"{PROMPT.pattern}|{re.escape(MARKER)}")
+    shown = vm.wait_tty(PROMPT, 1, 0) or 0
     while True:
-        m = vm.wait_for(either, BOOT_TIMEOUT - vm.elapsed(), pos)
-        if not m or m.group(0).startswith(MARKER):
-            return
         vm.type(PASSPHRASE + "\n")
         vm.events.setdefault("typed", vm.elapsed())
-        pos = m.end()
+        while True:
+            if re.search(re.escape(MARKER), vm.text):
+                return
+            n = vm.wait_tty(PROMPT, shown + 1, min(1, BOOT_TIMEOUT - vm.elapsed()))
+            if n:
+                shown = n
+                break
+            if vm.elapsed() >= BOOT_TIMEOUT:
+                return
 
 
 # ---------------------------------------------------------------- scenarios
@@ -691,6 +711,11 @@ def run_scenario(ctx, name):
         # The bound images (~130 MB) only help to debug a failure.
         shutil.rmtree(os.path.join(ctx.workdir, name), ignore_errors=True)
     log(f"{name}: {r['result']} ({r['seconds']} s)" + (f": {r['reason']}" if "reason" in r else ""))
+    if r["result"] == "FAIL" and ctx.vm:
+        # CI keeps only this output, not the console log.
+        log(f"{name}: last console lines:")
+        for host_t, _, text in ctx.vm.lines[-40:]:
+            log(f"  {host_t:8.3f} {text}")
     return r
 
 

@@ -18,6 +18,7 @@ Waking up on network changes is checked in a private network namespace
 (this file runs itself again under `unshare --net`), where the link change
 that wakes the client touches nothing outside."""
 
+import atexit
 import contextlib
 import json
 import os
@@ -37,6 +38,26 @@ TETHER = os.path.abspath(os.environ.get("TETHER", "build/client/tether"))
 BUILD = os.path.dirname(os.path.dirname(TETHER))
 PLUGIN = os.environ.get("TETHER_TOKEN_PLUGIN", os.path.join(BUILD, "dracut", "libcryptsetup-token-clevis.so"))
 ASKPASS = os.environ.get("TETHER_ASKPASS", os.path.join(BUILD, "dracut", "tether-askpass"))
+
+
+def preload_sanitizer_into_cryptsetup():
+    """A sanitized build's plugin needs the sanitizer runtime loaded first in
+    the program that dlopens it. Only cryptsetup gets it, through a wrapper
+    first on PATH (clevis finds it too): preloaded into everything, curl in
+    clevis hangs. cryptsetup's own leaks are not ours to report."""
+    preload = os.environ.get("TETHER_SANITIZER_PRELOAD")
+    if not preload:
+        return
+    wrapdir = tempfile.mkdtemp(prefix="tether-sanitized-path-")
+    atexit.register(shutil.rmtree, wrapdir, ignore_errors=True)
+    wrapper = os.path.join(wrapdir, "cryptsetup")
+    with open(wrapper, "w") as f:
+        f.write(f"#!/bin/sh\nLD_PRELOAD={preload} ASAN_OPTIONS=detect_leaks=0 exec {shutil.which('cryptsetup')} \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    os.environ["PATH"] = wrapdir + os.pathsep + os.environ["PATH"]
+
+
+preload_sanitizer_into_cryptsetup()
 SYSTEM_ASK_DIR = "/run/systemd/ask-password"
 NETNS_ENV = "TETHER_TEST_IN_NETNS"
 PASSPHRASE = b"original passphrase"
@@ -649,6 +670,8 @@ class Askpass(Images):
 
     def test_exits_once_no_question_is_left_after_the_linger(self):
         q = self.ask()
+        # Before the agent starts: its answer, from which it lingers, comes later.
+        started = time.monotonic()
         a = self.agent(linger=1)
         self.assert_answered(q)
         answered = time.monotonic()
@@ -656,7 +679,7 @@ class Askpass(Images):
         self.assertIsNone(a.wait(0.5))
         q.withdraw()
         self.assertEqual(a.wait(5), 0, a.stderr())
-        self.assertGreaterEqual(time.monotonic() - answered, 1)
+        self.assertGreaterEqual(time.monotonic() - started, 1)
         self.assertLess(time.monotonic() - answered, 3)
         # Without linger it leaves at once.
         q = self.ask()

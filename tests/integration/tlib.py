@@ -16,6 +16,12 @@ import unittest
 TETHERD = os.environ.get("TETHERD", "build/server/tetherd")
 TETHER_KEYS = os.environ.get("TETHER_KEYS", "build/keys/tether-keys")
 
+# TETHERD_VALGRIND=1 (meson test --setup valgrind): every Tetherd runs under
+# memcheck, and stopping one fails the test if valgrind saw an invalid access
+# or a leak.
+VALGRIND = os.environ.get("TETHERD_VALGRIND") == "1"
+VALGRIND_ERROR = 99
+
 # ----------------------------------------------------------------- encoding
 
 
@@ -236,10 +242,15 @@ class Tetherd:
         self.logpath = os.path.join(self.tmp.name, "tetherd.log")
         self.log = open(self.logpath, "wb")
         cmd = [TETHERD, "-a", host, "-p", str(self.port), *args, self.keydir]
+        self.valgrind_log = os.path.join(self.tmp.name, "valgrind.log")
+        if VALGRIND:
+            cmd = ["valgrind", "--quiet", f"--error-exitcode={VALGRIND_ERROR}", "--leak-check=full",
+                   "--errors-for-leak-kinds=definite,indirect", "--show-leak-kinds=definite,indirect",
+                   f"--log-file={self.valgrind_log}", *cmd]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, stdin=subprocess.DEVNULL)
         self.wait_ready(wait_path, wait_status)
 
-    def wait_ready(self, path="/health", status=None, timeout=10):
+    def wait_ready(self, path="/health", status=None, timeout=60 if VALGRIND else 10):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -274,11 +285,14 @@ class Tetherd:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=60 if VALGRIND else 10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        if VALGRIND and self.proc.returncode == VALGRIND_ERROR:
+            with open(self.valgrind_log) as f:
+                raise AssertionError(f"valgrind found errors in tetherd:\n{f.read()}")
         return self.proc.returncode
 
     def close(self):
