@@ -55,9 +55,14 @@ if [ "$setup" = full ] || [ "${TETHER_MEMCHECK:-0}" = 1 ]; then
         ninja -C "$sanitized"
         UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
                 meson test -C "$sanitized" --print-errorlogs --suite unit --suite integration || status=$?
+        mkdir -p "$build/reliability"
+        : >"$build/reliability/valgrind-runs.txt"
         meson test -C "$build" --print-errorlogs --setup valgrind --suite integration || status=$?
         logs="$logs $sanitized/meson-logs/testlog.json $build/meson-logs/testlog-valgrind.json"
 fi
+
+# The figures for the README's Reliability section (tests/reliability.py --readme writes them there).
+[ "$setup" = default ] || python3 tests/reliability.py "$build" || status=$?
 
 # shellcheck disable=SC2086
 python3 - $logs <<'PY'

@@ -33,7 +33,7 @@ rate() {   # unit-file name-to-analyse required(yes/no)
                 verdict="FAILED: systemd-analyze gave no rating"
                 failed=1
         elif [ "$3" = no ]; then
-                verdict="reported (root in the initramfs)"
+                verdict="reported (root, in the initramfs too)"
         elif ! systemd-analyze security --offline=yes --threshold=39 "$work/$2" >/dev/null 2>&1; then
                 verdict="FAILED: above OK"
                 failed=1

@@ -229,11 +229,17 @@ class Tetherd:
     """One tetherd on loopback with its own key directory; stopped on close."""
 
     def __init__(self, keydir=None, args=(), port=None, host="127.0.0.1", gen=True, wait_path="/health",
-                 wait_status=None):
+                 wait_status=None, user=None):
         self.tmp = tempfile.TemporaryDirectory(prefix="tether-it-")
         self.keydir = keydir or os.path.join(self.tmp.name, "keys")
+        if user is not None:
+            # Unprivileged (uid = gid = user), so that permission faults bite:
+            # the tests run as root. Its own key directory is its user's.
+            os.chmod(self.tmp.name, 0o711)
         if not os.path.exists(self.keydir):
             os.mkdir(self.keydir)
+            if user is not None:
+                os.chown(self.keydir, user, user)
             if gen:
                 tether_keys("gen", self.keydir)
         self.host = host
@@ -247,6 +253,11 @@ class Tetherd:
             cmd = ["valgrind", "--quiet", f"--error-exitcode={VALGRIND_ERROR}", "--leak-check=full",
                    "--errors-for-leak-kinds=definite,indirect", "--show-leak-kinds=definite,indirect",
                    f"--log-file={self.valgrind_log}", *cmd]
+            if user is not None:
+                with open(self.valgrind_log, "w"):
+                    os.chown(self.valgrind_log, user, user)
+        if user is not None:
+            cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, stdin=subprocess.DEVNULL)
         self.wait_ready(wait_path, wait_status)
 
@@ -290,6 +301,9 @@ class Tetherd:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        if VALGRIND and os.environ.get("TETHERD_VALGRIND_RUNS"):
+            with open(os.environ["TETHERD_VALGRIND_RUNS"], "a") as f:
+                f.write(("errors" if self.proc.returncode == VALGRIND_ERROR else "clean") + "\n")
         if VALGRIND and self.proc.returncode == VALGRIND_ERROR:
             with open(self.valgrind_log) as f:
                 raise AssertionError(f"valgrind found errors in tetherd:\n{f.read()}")
