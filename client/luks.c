@@ -182,10 +182,16 @@ static int read_bindings(struct crypt_device *cd, bool with_thp, struct tc_luks_
         return 0;
 }
 
+/* The caller clears out, and frees cd also on failure. */
+static int open_bindings(const char *device, bool with_thp, struct crypt_device **cd, struct tc_luks_bindings *out,
+                         struct tc_err *err) {
+        int r = open_luks2(device, cd, err);
+        return r < 0 ? r : read_bindings(*cd, with_thp, out, err);
+}
+
 int tc_luks_list(const char *device, bool with_thp, struct tc_luks_bindings *out, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
-        int r = open_luks2(device, &cd, err);
-        return r < 0 ? r : read_bindings(cd, with_thp, out, err);
+        return open_bindings(device, with_thp, &cd, out, err);
 }
 
 /* "slot N is not a binding", naming an orphan token that may explain why. */
@@ -203,6 +209,28 @@ static const struct tc_luks_binding *binding_for_slot(const struct tc_luks_bindi
                 if (b->items[i].slot == slot)
                         return &b->items[i];
         return NULL;
+}
+
+/* The binding of a keyslot in use; an orphan token is named as such. */
+static int slot_binding(const struct tc_luks_bindings *bindings, const char *device, int slot,
+                        const struct tc_luks_binding **ret, struct tc_err *err) {
+        const struct tc_luks_binding *b = binding_for_slot(bindings, slot);
+        if (!b)
+                return not_bound(bindings, device, slot, err);
+        if (!b->slot_active)
+                return tc_fail(err, -ENOENT, "%s: token %d points at slot %d, which is not in use (an orphan token)",
+                               device, b->token, slot);
+        *ret = b;
+        return 0;
+}
+
+/* This slot only, with its cheap PBKDF2: no argon2 run anywhere. */
+static int check_slot_key(struct crypt_device *cd, const char *device, int slot, const uint8_t *key, size_t len,
+                          struct tc_err *err) {
+        int r = crypt_activate_by_passphrase(cd, NULL, slot, (const char *) key, len, 0);
+        if (r == -EPERM)
+                return tc_fail(err, -EBADMSG, "%s: the key recovered for slot %d does not open it", device, slot);
+        return r < 0 ? tc_fail(err, r, "%s slot %d: %s", device, slot, strerror(-r)) : 0;
 }
 
 /* ---------------------------------------------------------------- keys */
@@ -373,10 +401,7 @@ static int active_keyslots(struct crypt_device *cd) {
 int tc_luks_unbind(const char *device, int slot, bool force, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         struct tc_luks_bindings bindings = {};
-        int r = open_luks2(device, &cd, err);
-        if (r < 0)
-                return r;
-        r = read_bindings(cd, false, &bindings, err);
+        int r = open_bindings(device, false, &cd, &bindings, err);
         if (r < 0)
                 return r;
         const struct tc_luks_binding *b = binding_for_slot(&bindings, slot);
@@ -416,47 +441,28 @@ int tc_luks_pass(const struct tc_ctx *ctx, const char *device, int slot, uint8_t
                  struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         struct tc_luks_bindings bindings = {};
+        const struct tc_luks_binding *b = NULL;
         uint8_t *k = NULL;
         size_t len = 0;
-        int r = open_luks2(device, &cd, err);
-        if (r < 0)
-                return r;
-        r = read_bindings(cd, false, &bindings, err);
-        if (r < 0)
-                return r;
-        const struct tc_luks_binding *b = binding_for_slot(&bindings, slot);
-        if (!b)
-                r = not_bound(&bindings, device, slot, err);
-        else if (!b->slot_active)
-                r = tc_fail(err, -ENOENT, "%s: token %d points at slot %d, which is not in use (an orphan token)", device,
-                            b->token, slot);
-        else
+        int r = open_bindings(device, false, &cd, &bindings, err);
+        if (r >= 0)
+                r = slot_binding(&bindings, device, slot, &b, err);
+        if (r >= 0)
                 r = decrypt_binding(ctx, device, b, &k, &len, err);
-        if (r == 0) {
-                /* This slot only, with its cheap PBKDF2: no argon2 run anywhere. */
-                r = crypt_activate_by_passphrase(cd, NULL, slot, (const char *) k, len, 0);
-                if (r < 0) {
-                        r = tc_fail(err, -EBADMSG, "%s: the key recovered for slot %d does not open it", device, slot);
-                        tc_secret_free(k, len);
-                } else {
-                        r = 0;
-                        *key = k;
-                        *key_len = len;
-                }
+        if (r >= 0 && (r = check_slot_key(cd, device, slot, k, len, err)) < 0)
+                tc_secret_free(k, len);
+        if (r >= 0) {
+                *key = k;
+                *key_len = len;
         }
         tc_luks_bindings_clear(&bindings);
-        return r;
+        return r < 0 ? r : 0;
 }
 
 int tc_luks_key_opens(const char *device, int slot, const uint8_t *key, size_t len, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r = open_luks2(device, &cd, err);
-        if (r < 0)
-                return r;
-        r = crypt_activate_by_passphrase(cd, NULL, slot, (const char *) key, len, 0);
-        if (r == -EPERM)
-                return tc_fail(err, -EBADMSG, "%s: the key recovered for slot %d does not open it", device, slot);
-        return r < 0 ? tc_fail(err, r, "%s slot %d: %s", device, slot, strerror(-r)) : 0;
+        return r < 0 ? r : check_slot_key(cd, device, slot, key, len, err);
 }
 
 /* ---------------------------------------------------------------- unlock */
@@ -651,30 +657,19 @@ int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const
         json_auto_t *token = NULL;
         uint8_t *key = NULL;
         size_t len = 0;
-        int r = open_luks2(device, &cd, err);
-        if (r < 0)
-                return r;
-        r = read_bindings(cd, false, &bindings, err);
-        if (r < 0)
-                return r;
-        const struct tc_luks_binding *b = binding_for_slot(&bindings, slot);
-        if (!b || !b->slot_active) {
-                r = not_bound(&bindings, device, slot, err);
+        const struct tc_luks_binding *b = NULL;
+        int r = open_bindings(device, false, &cd, &bindings, err);
+        if (r < 0 || (r = slot_binding(&bindings, device, slot, &b, err)) < 0)
                 goto out;
-        }
         config = new_config ? strdup(new_config) : json_dumps(b->config, JSON_COMPACT);
         if (!config || !b->pin) {
                 r = tc_fail(err, -EINVAL, "%s slot %d: cannot read the binding's configuration", device, slot);
                 goto out;
         }
         r = decrypt_binding(ctx, device, b, &key, &len, err);
-        if (r < 0)
-                goto out;
         /* Verified against its own slot, so a wrong key is never re-wrapped. */
-        if (crypt_activate_by_passphrase(cd, NULL, slot, (const char *) key, len, 0) < 0) {
-                r = tc_fail(err, -EBADMSG, "%s: the key recovered for slot %d does not open it", device, slot);
+        if (r < 0 || (r = check_slot_key(cd, device, slot, key, len, err)) < 0)
                 goto out;
-        }
         r = tc_encrypt(ctx, b->pin, config, key, len, &jwe, err);
         if (r < 0 || (r = tc_fault("rebind-token", err)) < 0)
                 goto out;
@@ -765,16 +760,9 @@ int tc_luks_report(const struct tc_ctx *ctx, const char *device, int slot, struc
                    struct tc_err *err) {
         struct tc_luks_bindings bindings = {};
         memset(out, 0, sizeof(*out));
+        const struct tc_luks_binding *b = NULL;
         int r = tc_luks_list(device, false, &bindings, err);
-        if (r < 0)
-                return r;
-        const struct tc_luks_binding *b = binding_for_slot(&bindings, slot);
-        if (!b)
-                r = not_bound(&bindings, device, slot, err);
-        else if (!b->slot_active)
-                r = tc_fail(err, -ENOENT, "%s: token %d points at slot %d, which is not in use (an orphan token)", device,
-                            b->token, slot);
-        else
+        if (r >= 0 && (r = slot_binding(&bindings, device, slot, &b, err)) >= 0)
                 r = report_jwe(ctx, b->jwe, out, err);
         if (r < 0)
                 tc_luks_report_clear(out);

@@ -33,8 +33,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tlib  # noqa: E402
-
-TETHER = os.path.abspath(os.environ.get("TETHER", "build/client/tether"))
+from tlib import PASSPHRASE, TETHER, luks_meta, opens, run, tether  # noqa: E402
 BUILD = os.path.dirname(os.path.dirname(TETHER))
 PLUGIN = os.environ.get("TETHER_TOKEN_PLUGIN", os.path.join(BUILD, "dracut", "libcryptsetup-token-clevis.so"))
 ASKPASS = os.environ.get("TETHER_ASKPASS", os.path.join(BUILD, "dracut", "tether-askpass"))
@@ -58,16 +57,12 @@ def preload_sanitizer_into_cryptsetup():
 
 
 preload_sanitizer_into_cryptsetup()
+
 SYSTEM_ASK_DIR = "/run/systemd/ask-password"
 NETNS_ENV = "TETHER_TEST_IN_NETNS"
-PASSPHRASE = b"original passphrase"
 
 # Processes this file started and may have to end if it is interrupted.
 CHILDREN = []
-
-
-def run(*args, input=None, env=None, check=False, timeout=120):
-    return subprocess.run(list(args), input=input, capture_output=True, timeout=timeout, env=env, check=check)
 
 
 def spawn(*args, **kw):
@@ -100,22 +95,6 @@ def tetherd(**kw):
     srv = tlib.Tetherd(args=["-q"], **kw)
     CHILDREN.append(srv.proc)
     return srv
-
-
-def tether(*args, input=None, env=None):
-    return run(TETHER, *args, input=input, env=env)
-
-
-def luks_meta(img):
-    return json.loads(run("cryptsetup", "luksDump", "--dump-json-metadata", img, check=True).stdout)
-
-
-def opens(img, key, slot=None):
-    """Whether key opens img (slot), the key alone: no token plugin."""
-    args = ["cryptsetup", "open", "--test-passphrase", "--disable-external-tokens", "--key-file", "-", img]
-    if slot is not None:
-        args[2:2] = ["--key-slot", str(slot)]
-    return run(*args, input=key).returncode == 0
 
 
 def token_open(img, env=None, extra=()):

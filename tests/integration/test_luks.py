@@ -12,29 +12,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tlib  # noqa: E402
 
-TETHER = os.environ.get("TETHER", "build/client/tether")
-PASSPHRASE = b"original passphrase"
-
-
-def run(*args, input=None, env=None, check=False):
-    return subprocess.run(list(args), input=input, capture_output=True, timeout=120, env=env, check=check)
-
-
-def tether(*args, input=None, env=None):
-    return run(TETHER, *args, input=input, env=env)
-
-
-def luks_dump(img):
-    return json.loads(run("cryptsetup", "luksDump", "--dump-json-metadata", img, check=True).stdout)
-
-
-def opens(img, key, slot=None):
-    # The key alone: with tether's token plugin installed, cryptsetup would
-    # otherwise try the tokens first.
-    args = ["cryptsetup", "open", "--test-passphrase", "--disable-external-tokens", "--key-file", "-", img]
-    if slot is not None:
-        args[2:2] = ["--key-slot", str(slot)]
-    return run(*args, input=key).returncode == 0
+from tlib import PASSPHRASE, luks_meta, opens, run, tether  # noqa: E402
 
 
 class Luks(tlib.unittest.TestCase):
@@ -79,7 +57,7 @@ class Luks(tlib.unittest.TestCase):
         clevis token whose key opens it; no token points at a missing slot."""
         img = img or self.img
         self.assertTrue(opens(img, PASSPHRASE, 0), "the original passphrase no longer opens slot 0")
-        meta = luks_dump(img)
+        meta = luks_meta(img)
         slots = set(meta["keyslots"])
         tokens = {tid: t for tid, t in meta["tokens"].items() if t["type"] == "clevis"}
         assigned = {s for t in tokens.values() for s in t["keyslots"]}
@@ -106,7 +84,7 @@ class Luks(tlib.unittest.TestCase):
     def test_bind_list_pass_unlock(self):
         r = self.bind()
         self.assertEqual(r.returncode, 0, r.stderr)
-        meta = luks_dump(self.img)
+        meta = luks_meta(self.img)
         self.assertEqual(sorted(meta["keyslots"]), ["0", "1"])
         self.assertEqual(meta["keyslots"]["1"]["kdf"]["type"], "pbkdf2")
         self.assertEqual(meta["keyslots"]["1"]["kdf"]["iterations"], 1000)
@@ -125,7 +103,7 @@ class Luks(tlib.unittest.TestCase):
         r = tether("luks", "bind", "-y", "-d", self.img, "-k", "-", "-s", "5", "-t", "7", "tang", self.cfg,
                    input=PASSPHRASE + b"\n")
         self.assertEqual(r.returncode, 0, r.stderr)
-        meta = luks_dump(self.img)
+        meta = luks_meta(self.img)
         self.assertEqual(meta["tokens"]["7"]["keyslots"], ["5"])
         self.assert_consistent()
 
@@ -152,7 +130,7 @@ class Luks(tlib.unittest.TestCase):
         self.assertEqual(self.bind().returncode, 0)
         r = tether("luks", "unbind", "-d", self.img, "-s", "1")
         self.assertEqual(r.returncode, 0, r.stderr)
-        meta = luks_dump(self.img)
+        meta = luks_meta(self.img)
         self.assertEqual(list(meta["keyslots"]), ["0"])
         self.assertEqual(meta["tokens"], {})
         # Slot 0 is not a binding, and the last keyslot: refused.
@@ -173,11 +151,11 @@ class Luks(tlib.unittest.TestCase):
             r = tether("luks", "report", "-d", self.img, "-s", "1", "-q")
             self.assertEqual(r.returncode, 1)
             self.assertIn("no longer advertised", r.stdout.decode())
-            old_jwe = luks_dump(self.img)["tokens"]["0"]["jwe"]["protected"]
+            old_jwe = luks_meta(self.img)["tokens"]["0"]["jwe"]["protected"]
             r = tether("luks", "regen", "-d", self.img, "-s", "1", "-q")
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(tether("luks", "report", "-d", self.img, "-s", "1", "-q").returncode, 0)
-            meta = luks_dump(self.img)
+            meta = luks_meta(self.img)
             self.assertNotEqual(meta["tokens"]["0"]["jwe"]["protected"], old_jwe)
             # Same keyslot, same key: nothing but the token changed.
             self.assertEqual(tether("luks", "pass", "-d", self.img, "-s", "1").stdout, key)
@@ -202,7 +180,7 @@ class Luks(tlib.unittest.TestCase):
     # ------------------------------------------------------------ errors
 
     def test_errors_leave_the_header_alone(self):
-        before = luks_dump(self.img)
+        before = luks_meta(self.img)
         cases = {
             "wrong passphrase": (["-k", os.devnull], "no keyslot opens"),
             "busy slot": (["-s", "0"], "slot 0 is already in use"),
@@ -221,7 +199,7 @@ class Luks(tlib.unittest.TestCase):
             r = tether(*args, env=dict(os.environ, TETHER_TIMEOUT="2"))
             self.assertEqual(r.returncode, 1, name)
             self.assertIn(msg, r.stderr.decode(), name)
-            self.assertEqual(luks_dump(self.img), before, name)
+            self.assertEqual(luks_meta(self.img), before, name)
         self.assert_consistent()
 
     def test_no_free_slot(self):
@@ -229,11 +207,11 @@ class Luks(tlib.unittest.TestCase):
         for s in range(1, meta_slots):
             run("cryptsetup", "luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
                 "--key-file", self.keyfile, "--key-slot", str(s), self.img, "-", input=f"k{s}".encode(), check=True)
-        before = luks_dump(self.img)
+        before = luks_meta(self.img)
         r = self.bind()
         self.assertEqual(r.returncode, 1)
         self.assertIn("no free keyslot", r.stderr.decode())
-        self.assertEqual(luks_dump(self.img), before)
+        self.assertEqual(luks_meta(self.img), before)
 
     def test_not_luks_and_luks1(self):
         plain = os.path.join(self.tmp.name, "plain")
@@ -294,7 +272,7 @@ class Luks(tlib.unittest.TestCase):
                     if mode == "":
                         self.assertIn(f"fault injected at {point}", r.stderr.decode())
                         # Failure: rolled back to exactly one keyslot and no token.
-                        meta = luks_dump(img)
+                        meta = luks_meta(img)
                         self.assertEqual(list(meta["keyslots"]), ["0"])
                         self.assertEqual(meta["tokens"], {})
                     self.assert_consistent(img)

@@ -15,6 +15,7 @@ import unittest
 
 TETHERD = os.environ.get("TETHERD", "build/server/tetherd")
 TETHER_KEYS = os.environ.get("TETHER_KEYS", "build/keys/tether-keys")
+TETHER = os.path.abspath(os.environ.get("TETHER", "build/client/tether"))
 
 # TETHERD_VALGRIND=1 (meson test --setup valgrind): every Tetherd runs under
 # memcheck, and stopping one fails the test if valgrind saw an invalid access
@@ -332,3 +333,30 @@ def eventually(check, timeout=5.0, interval=0.02):
 
 def main():
     unittest.main(verbosity=2)
+
+
+# ----------------------------------------------------------------- LUKS images
+
+# The passphrase of slot 0 in the tests' images.
+PASSPHRASE = b"original passphrase"
+
+
+def run(*args, input=None, env=None, check=False, timeout=120):
+    return subprocess.run(list(args), input=input, capture_output=True, timeout=timeout, env=env, check=check)
+
+
+def tether(*args, input=None, env=None):
+    return run(TETHER, *args, input=input, env=env)
+
+
+def luks_meta(img):
+    return json.loads(run("cryptsetup", "luksDump", "--dump-json-metadata", img, check=True).stdout)
+
+
+def opens(img, key, slot=None):
+    """Whether key opens img (slot), the key alone: with tether's token plugin
+    installed, cryptsetup would otherwise try the tokens first."""
+    args = ["cryptsetup", "open", "--test-passphrase", "--disable-external-tokens", "--key-file", "-", img]
+    if slot is not None:
+        args[2:2] = ["--key-slot", str(slot)]
+    return run(*args, input=key).returncode == 0
