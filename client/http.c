@@ -58,15 +58,25 @@ static bool transient(CURLcode cr) {
                cr == CURLE_RECV_ERROR;
 }
 
+/* A socket error as a message reads: "connection refused". A reset gets its
+ * own words, the same whether curl saw it while connecting or after. */
+static void describe_errno(long os_errno, char *buf, size_t len) {
+        if (os_errno == ECONNRESET) {
+                snprintf(buf, len, "connection reset by the server");
+                return;
+        }
+        snprintf(buf, len, "%s", strerror((int) os_errno));
+        buf[0] = (char) (buf[0] >= 'A' && buf[0] <= 'Z' ? buf[0] - 'A' + 'a' : buf[0]);
+}
+
 static void describe(CURL *curl, CURLcode cr, const struct tc_ctx *ctx, char *buf, size_t len) {
         long os_errno = 0;
         curl_easy_getinfo(curl, CURLINFO_OS_ERRNO, &os_errno);
         switch (cr) {
         case CURLE_COULDNT_CONNECT:
-                if (os_errno) {
-                        snprintf(buf, len, "%s", strerror((int) os_errno));
-                        buf[0] = (char) (buf[0] >= 'A' && buf[0] <= 'Z' ? buf[0] - 'A' + 'a' : buf[0]);
-                } else
+                if (os_errno)
+                        describe_errno(os_errno, buf, len);
+                else
                         snprintf(buf, len, "cannot connect");
                 break;
         case CURLE_COULDNT_RESOLVE_HOST:
@@ -74,13 +84,30 @@ static void describe(CURL *curl, CURLcode cr, const struct tc_ctx *ctx, char *bu
                 break;
         case CURLE_OPERATION_TIMEDOUT: {
                 curl_off_t connected = 0;
+                long status = 0;
                 curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME_T, &connected);
+                curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
                 if (connected == 0)
                         snprintf(buf, len, "no connection within %.1f s", (double) ctx->connect_timeout_ms / 1000);
+                else if (status > 0)
+                        snprintf(buf, len, "answer (HTTP %ld) not complete within %.1f s", status,
+                                 (double) ctx->timeout_ms / 1000);
                 else
                         snprintf(buf, len, "no answer within %.1f s", (double) ctx->timeout_ms / 1000);
                 break;
         }
+        case CURLE_RECV_ERROR:
+        case CURLE_SEND_ERROR:
+                /* curl's own text ("Failure when receiving data from the
+                 * peer") hides the cause, usually a server that reset us. */
+                if (os_errno)
+                        describe_errno(os_errno, buf, len);
+                else
+                        snprintf(buf, len, "%s", curl_easy_strerror(cr));
+                break;
+        case CURLE_PARTIAL_FILE:
+                snprintf(buf, len, "connection closed before the end of the answer");
+                break;
         case CURLE_COULDNT_RESOLVE_PROXY:
                 snprintf(buf, len, "proxy host name not found (check http_proxy)");
                 break;

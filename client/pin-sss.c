@@ -4,14 +4,13 @@
 #include "cleanup.h"
 #include "pin.h"
 #include "shamir.h"
+#include "sss-internal.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
 #include <jose/b64.h>
 #include <openssl/crypto.h>
-
-#define SSS_MAX_CHILDREN 256
 
 /* ---------------------------------------------------------------- encrypt */
 
@@ -65,8 +64,8 @@ static int sss_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8_
         }
         if ((size_t) t > n)
                 return tc_fail(err, -EINVAL, "sss configuration: threshold t=%lld is more than the %zu pins given", (long long) t, n);
-        if (n > SSS_MAX_CHILDREN)
-                return tc_fail(err, -EINVAL, "sss configuration: more than %d pins", SSS_MAX_CHILDREN);
+        if (n > TC_SSS_MAX_CHILDREN)
+                return tc_fail(err, -EINVAL, "sss configuration: more than %d pins", TC_SSS_MAX_CHILDREN);
 
         r = tc_shamir_generate(&s, (size_t) t, err);
         if (r < 0)
@@ -168,32 +167,62 @@ static int report_failure(const struct sss_job *job, struct tc_err *err) {
         return tc_fail(err, r, "%s", msg);
 }
 
-static int sss_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8_t **pt, size_t *pt_len,
-                       struct tc_err *err) {
-        const json_t *sss = json_object_get(json_object_get(jwe->header, "clevis"), "sss");
+int tc_sss_header_parse(const json_t *header, struct tc_sss_header *h, struct tc_err *err) {
+        const json_t *sss = json_object_get(json_object_get(header, "clevis"), "sss");
         const json_t *jwes = json_object_get(sss, "jwe");
         const char *p_b64 = json_string_value(json_object_get(sss, "p"));
         json_int_t t = json_integer_value(json_object_get(sss, "t"));
-        _cleanup_(bn_clear_freep) BIGNUM *p = NULL;
-        uint8_t pbuf[TC_SSS_KEY_BYTES * 2], cek[TC_CEK_LEN];
-        struct sss_job job = {};
-        int r = 0;
+        uint8_t pbuf[TC_SSS_KEY_BYTES * 2];
 
+        memset(h, 0, sizeof(*h));
         if (!json_is_array(jwes) || !p_b64 || t < 1 || (size_t) t > json_array_size(jwes) ||
-            json_array_size(jwes) > SSS_MAX_CHILDREN)
+            json_array_size(jwes) > TC_SSS_MAX_CHILDREN)
                 return tc_fail(err, -EINVAL, "sss JWE: clevis.sss needs t (1 to the number of JWEs), p and jwe");
         size_t p_len = jose_b64_dec_buf(p_b64, strlen(p_b64), NULL, 0);
         if (p_len == 0 || p_len > sizeof(pbuf) || jose_b64_dec_buf(p_b64, strlen(p_b64), pbuf, sizeof(pbuf)) != p_len ||
-            !(p = BN_bin2bn(pbuf, (int) p_len, NULL)) || BN_num_bytes(p) != (int) p_len)
+            !(h->p = BN_bin2bn(pbuf, (int) p_len, NULL)) || BN_num_bytes(h->p) != (int) p_len) {
+                tc_sss_header_clear(h);
                 return tc_fail(err, -EINVAL, "sss JWE: p is malformed");
+        }
+        h->t = (size_t) t;
+        h->n = json_array_size(jwes);
+        h->jwes = jwes;
+        h->p_len = p_len;
+        return 0;
+}
 
+void tc_sss_header_clear(struct tc_sss_header *h) {
+        BN_clear_free(h->p);
+        memset(h, 0, sizeof(*h));
+}
+
+int tc_sss_combine(const struct tc_sss_header *h, const struct tc_jwe *jwe, const uint8_t *const *shares, uint8_t **pt,
+                   size_t *pt_len, struct tc_err *err) {
+        uint8_t cek[TC_CEK_LEN];
+        int r = tc_shamir_recover(h->p, shares, h->t, cek, err);
+        if (r == 0)
+                r = tc_jwe_decrypt(jwe, cek, pt, pt_len, err);
+        OPENSSL_cleanse(cek, sizeof(cek));
+        return r;
+}
+
+static int sss_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8_t **pt, size_t *pt_len,
+                       struct tc_err *err) {
+        struct tc_sss_header h;
+        struct sss_job job = {};
+        int r = tc_sss_header_parse(jwe->header, &h, err);
+
+        if (r < 0)
+                return r;
         tc_ctx_child(&job.ctx, ctx);
-        job.t = (size_t) t;
-        job.n = json_array_size(jwes);
-        job.share_len = 2 * p_len;
+        job.t = h.t;
+        job.n = h.n;
+        job.share_len = 2 * h.p_len;
         job.children = calloc(job.n, sizeof(*job.children));
-        if (!job.children)
+        if (!job.children) {
+                tc_sss_header_clear(&h);
                 return tc_fail(err, -ENOMEM, "out of memory");
+        }
         pthread_mutex_init(&job.lock, NULL);
         pthread_cond_init(&job.changed, NULL);
 
@@ -201,7 +230,7 @@ static int sss_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8
                 struct child *c = &job.children[i];
                 c->job = &job;
                 c->index = i;
-                c->jwe = json_string_value(json_array_get(jwes, i));
+                c->jwe = json_string_value(json_array_get(h.jwes, i));
                 if (!c->jwe) {
                         c->r = tc_fail(&c->err, -EINVAL, "not a compact JWE string");
                         pthread_mutex_lock(&job.lock);
@@ -233,21 +262,19 @@ static int sss_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8
         if (job.ok < job.t)
                 r = report_failure(&job, err);
         else {
-                const uint8_t *shares[SSS_MAX_CHILDREN];
+                const uint8_t *shares[TC_SSS_MAX_CHILDREN];
                 size_t k = 0;
                 for (size_t i = 0; i < job.n && k < job.t; i++)
                         if (job.children[i].share)
                                 shares[k++] = job.children[i].share;
-                r = tc_shamir_recover(p, shares, job.t, cek, err);
-                if (r == 0)
-                        r = tc_jwe_decrypt(jwe, cek, pt, pt_len, err);
-                OPENSSL_cleanse(cek, sizeof(cek));
+                r = tc_sss_combine(&h, jwe, shares, pt, pt_len, err);
         }
         for (size_t i = 0; i < job.n; i++)
                 tc_secret_free(job.children[i].share, job.children[i].share_len);
         free(job.children);
         pthread_mutex_destroy(&job.lock);
         pthread_cond_destroy(&job.changed);
+        tc_sss_header_clear(&h);
         return r;
 }
 

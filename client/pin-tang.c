@@ -37,11 +37,22 @@ int tc_tang_verify_adv(const json_t *jws, const char *where, json_t **payload, s
         return 0;
 }
 
+int tc_tang_parse_adv(const char *body, size_t len, const char *where, json_t **jws, json_t **payload,
+                      struct tc_err *err) {
+        json_auto_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(j))
+                return tc_fail(err, -EBADMSG, "advertisement from %s is not a JSON object", where);
+        int r = tc_tang_verify_adv(j, where, payload, err);
+        if (r < 0)
+                return r;
+        *jws = TAKE_PTR(j);
+        return 0;
+}
+
 int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp, json_t **jws, json_t **payload,
                       struct tc_err *err) {
         _cleanup_free_ char *adv_url = NULL;
         struct tc_http_reply reply;
-        json_error_t jerr;
         int r;
 
         if (asprintf(&adv_url, "%s/adv/%s", url, thp ? thp : "") < 0)
@@ -55,15 +66,9 @@ int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp
                 return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld%s", adv_url, status,
                                status == 404 && thp ? " (no signing key with that thumbprint)" : "");
         }
-        json_auto_t *j = json_loadb(reply.body, reply.len, JSON_REJECT_DUPLICATES, &jerr);
+        r = tc_tang_parse_adv(reply.body, reply.len, adv_url, jws, payload, err);
         tc_http_reply_clear(&reply);
-        if (!json_is_object(j))
-                return tc_fail(err, -EBADMSG, "advertisement from %s is not a JSON object", adv_url);
-        r = tc_tang_verify_adv(j, adv_url, payload, err);
-        if (r < 0)
-                return r;
-        *jws = TAKE_PTR(j);
-        return 0;
+        return r;
 }
 
 /* A key of keys whose thumbprint, by any hash Clevis ever used, is thp. */
@@ -251,6 +256,23 @@ static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char 
                        : 0;
 }
 
+/* Whether the server's answer Y to X came from the key S it was asked for.
+ * One answer proves nothing without the private key, but two do: asked for
+ * X + G, the key s answers sX + sG = Y + S. Returns 1 (it did), 0 (another
+ * key answered) or < 0 (no second answer to compare with). */
+static int answered_with_key(const struct tc_ctx *ctx, const struct tc_ec *ec, const char *url, const char *kid,
+                             const EC_POINT *x, const EC_POINT *y, const EC_POINT *s) {
+        _cleanup_(ec_point_freep) EC_POINT *x2 = NULL, *y2 = NULL, *diff = NULL;
+        struct tc_err ignored;
+        int r;
+
+        if ((r = tc_ec_add(ec, x, EC_GROUP_get0_generator(ec->group), false, &x2, &ignored)) < 0 ||
+            (r = recover(ctx, ec, url, kid, x2, &y2, &ignored)) < 0 ||
+            (r = tc_ec_add(ec, y2, y, true, &diff, &ignored)) < 0)
+                return r;
+        return EC_POINT_cmp(ec->group, diff, s, ec->bn) == 0;
+}
+
 static int tang_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8_t **pt, size_t *pt_len,
                         struct tc_err *err) {
         const json_t *h = jwe->header;
@@ -287,6 +309,12 @@ static int tang_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint
         r = tc_jwe_ecdh_es_cek(h, zx, (size_t) r, cek, err);
         if (r == 0)
                 r = tc_jwe_decrypt(jwe, cek, pt, pt_len, err);
+        /* Both look the same from here: a damaged JWE, and a server (or a
+         * proxy in front of it) that answered with another key's point. */
+        if (r == -EBADMSG && answered_with_key(ctx, &ec, url, kid, x, y, s) == 0)
+                r = tc_fail(err, -EBADMSG,
+                            "tang server %s answered the recovery request for key %s with another key's point "
+                            "(a proxy or load balancer sending it to the wrong server?)", url, kid);
 out:
         OPENSSL_cleanse(zx, sizeof(zx));
         OPENSSL_cleanse(cek, sizeof(cek));

@@ -30,6 +30,10 @@ int tc_encrypt_json(const struct tc_ctx *ctx, const char *pin, const json_t *cfg
 int tc_decrypt_compact(const struct tc_ctx *ctx, const char *compact, size_t len, uint8_t **pt, size_t *pt_len,
                        struct tc_err *err);
 
+/* The pin named in a compact JWE's protected header (caller frees), or
+ * NULL; what tc_decrypt_compact dispatches on. */
+char *tc_peek_pin(const char *compact, size_t len);
+
 /* Clevis's external pins: clevis-encrypt-PIN CFG [-y] / clevis-decrypt-PIN
  * from PATH, plaintext or JWE on stdin. -ENOENT when not installed. */
 int tc_external_encrypt(const struct tc_ctx *ctx, const char *pin, const json_t *cfg, const uint8_t *pt,

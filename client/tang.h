@@ -12,6 +12,11 @@
 int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp, json_t **jws, json_t **payload,
                       struct tc_err *err);
 
+/* Parses the body of an /adv reply from where and verifies it (what
+ * tc_tang_fetch_adv does with the server's answer). */
+int tc_tang_parse_adv(const char *body, size_t len, const char *where, json_t **jws, json_t **payload,
+                      struct tc_err *err);
+
 /* Verifies a JWS advertisement already in hand (config "adv"). */
 int tc_tang_verify_adv(const json_t *jws, const char *where, json_t **payload, struct tc_err *err);
 

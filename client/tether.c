@@ -49,9 +49,9 @@ int tc_encrypt(const struct tc_ctx *ctx, const char *pin, const char *config, co
         return tc_encrypt_json(ctx, pin, cfg, pt, pt_len, jwe, err);
 }
 
-/* The pin named in a compact JWE's protected header, before any other
- * check: external pins may use JWE features the built-in ones do not. */
-static char *peek_pin(const char *compact, size_t len) {
+/* Before any other check: external pins may use JWE features the
+ * built-in ones do not. */
+char *tc_peek_pin(const char *compact, size_t len) {
         const char *dot = memchr(compact, '.', len);
         if (!dot || (size_t) (dot - compact) > TC_JWE_HEADER_MAX)
                 return NULL;
@@ -63,7 +63,7 @@ static char *peek_pin(const char *compact, size_t len) {
 
 int tc_decrypt_compact(const struct tc_ctx *ctx, const char *compact, size_t len, uint8_t **pt, size_t *pt_len,
                        struct tc_err *err) {
-        _cleanup_free_ char *name = peek_pin(compact, len);
+        _cleanup_free_ char *name = tc_peek_pin(compact, len);
         const struct tc_pin *p = tc_pin_find(name);
         struct tc_jwe jwe;
         int r;

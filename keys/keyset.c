@@ -126,6 +126,25 @@ static int ecmr_key_prepare(const json_t *jwk, struct tk_ecmr_key **ret) {
         return 0;
 }
 
+/* A copy of a validated key for another set: the group is made anew rather
+ * than shared, since the old set may be serving requests meanwhile. */
+static int ecmr_key_copy(const struct tk_ecmr_key *src, const char *crv, struct tk_ecmr_key **ret) {
+        struct tk_ecmr_key *k = calloc(1, sizeof(*k));
+        if (!k)
+                return -ENOMEM;
+        k->group = EC_GROUP_new_by_curve_name(EC_GROUP_get_curve_name(src->group));
+        k->d = BN_secure_new();
+        if (!k->group || !k->d || !BN_copy(k->d, src->d)) {
+                ecmr_key_free(k);
+                return -ENOMEM;
+        }
+        BN_set_flags(k->d, BN_FLG_CONSTTIME);
+        k->coord_len = src->coord_len;
+        k->crv = crv;
+        *ret = k;
+        return 0;
+}
+
 static void key_clear(struct tk_key *k) {
         free(k->file);
         json_decref(k->jwk);
@@ -157,7 +176,18 @@ static bool is_key_file_name(const char *name) {
         return len >= 4 && strcmp(name + len - 4, ".jwk") == 0;
 }
 
-static json_t *read_key_file(int dirfd, const char *name, const char **reason) {
+static void file_id_set(struct tk_file_id *id, const struct stat *st) {
+        *id = (struct tk_file_id) { .dev = st->st_dev, .ino = st->st_ino, .size = st->st_size,
+                                    .mtime = st->st_mtim, .ctime = st->st_ctim };
+}
+
+static bool file_id_equal(const struct tk_file_id *a, const struct tk_file_id *b) {
+        return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
+               a->mtime.tv_nsec == b->mtime.tv_nsec && a->ctime.tv_sec == b->ctime.tv_sec &&
+               a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
+static json_t *read_key_file(int dirfd, const char *name, struct tk_file_id *id, const char **reason) {
         /* Like tang, follow symbolic links, but only to regular files;
          * O_NONBLOCK keeps a FIFO planted in the directory from hanging us. */
         _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -179,6 +209,7 @@ static json_t *read_key_file(int dirfd, const char *name, const char **reason) {
                 *reason = "is too large to be a key";
                 return NULL;
         }
+        file_id_set(id, &st);
         _cleanup_fclose_ FILE *f = fdopen(fd, "r");
         if (!f) {
                 *reason = "cannot be read";
@@ -233,11 +264,83 @@ static int key_init(struct tk_key *k, const char *name, json_t *jwk, const char 
         return 0;
 }
 
+/* Takes over src, already validated, without parsing or checking it again. */
+static int key_copy(struct tk_key *dst, const struct tk_key *src) {
+        dst->file = strdup(src->file);
+        dst->jwk = json_deep_copy(src->jwk);
+        if (!dst->file || !dst->jwk)
+                return -ENOMEM;
+        dst->id = src->id;
+        dst->hidden = src->hidden;
+        dst->role = src->role;
+        dst->crv = json_string_value(json_object_get(dst->jwk, "crv"));
+        for (size_t h = 0; h < TK_HASH_COUNT; h++)
+                if (!(dst->thp[h] = strdup(src->thp[h])))
+                        return -ENOMEM;
+        return src->ecmr ? ecmr_key_copy(src->ecmr, dst->crv, &dst->ecmr) : 0;
+}
+
+/* The key of prev loaded from this very file, if any (prev is sorted by name). */
+static const struct tk_key *unchanged_key(const struct tk_keyset *prev, int dirfd, const char *name) {
+        struct stat st;
+        struct tk_file_id id;
+        size_t lo = 0, hi = prev ? prev->n_keys : 0;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                int c = strcmp(prev->keys[mid].file, name);
+                if (c == 0) {
+                        if (fstatat(dirfd, name, &st, 0) < 0 || !S_ISREG(st.st_mode))
+                                return NULL;
+                        file_id_set(&id, &st);
+                        return file_id_equal(&id, &prev->keys[mid].id) ? &prev->keys[mid] : NULL;
+                }
+                if (c < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return NULL;
+}
+
 static int cmp_names(const void *a, const void *b) {
         return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
+int tk_keyset_add(struct tk_keyset *ks, const char *name, json_t *jwk, const char **reason) {
+        size_t pos = 0;
+        while (pos < ks->n_keys && strcmp(ks->keys[pos].file, name) < 0)
+                pos++;
+        if (pos < ks->n_keys && strcmp(ks->keys[pos].file, name) == 0) {
+                json_decref(jwk);
+                return -EEXIST;
+        }
+        struct tk_key *keys = realloc(ks->keys, (ks->n_keys + 1) * sizeof(*keys));
+        if (!keys) {
+                json_decref(jwk);
+                return -ENOMEM;
+        }
+        ks->keys = keys;
+        struct tk_key k = {};
+        int r = key_init(&k, name, jwk, reason);
+        if (r < 0) {
+                key_clear(&k);
+                return r;
+        }
+        memmove(&keys[pos + 1], &keys[pos], (ks->n_keys - pos) * sizeof(*keys));
+        keys[pos] = k;
+        ks->n_keys++;
+        if (!k.hidden)
+                ks->n_advertised_files++;
+        return 0;
+}
+
 int tk_keyset_load(const char *dir, tk_warn_fn warn, void *userdata, struct tk_keyset **ret) {
+        return tk_keyset_load_reusing(dir, NULL, warn, userdata, ret);
+}
+
+int tk_keyset_load_reusing(const char *dir, const struct tk_keyset *prev, tk_warn_fn warn, void *userdata,
+                           struct tk_keyset **ret) {
         _cleanup_closedir_ DIR *d = opendir(dir);
         _cleanup_(tk_keyset_freep) struct tk_keyset *ks = NULL;
         char **names = NULL;
@@ -282,7 +385,20 @@ int tk_keyset_load(const char *dir, tk_warn_fn warn, void *userdata, struct tk_k
         }
         for (size_t i = 0; i < n_names; i++) {
                 const char *reason = NULL;
-                json_t *jwk = read_key_file(dirfd(d), names[i], &reason);
+                const struct tk_key *same = unchanged_key(prev, dirfd(d), names[i]);
+                if (same) {
+                        r = key_copy(&ks->keys[ks->n_keys], same);
+                        if (r < 0) {
+                                ks->n_keys++;   /* freed with the set */
+                                goto out;
+                        }
+                        if (!same->hidden)
+                                ks->n_advertised_files++;
+                        ks->n_keys++;
+                        continue;
+                }
+                struct tk_file_id id = {};
+                json_t *jwk = read_key_file(dirfd(d), names[i], &id, &reason);
                 if (!jwk) {
                         if (warn)
                                 warn(userdata, names[i], reason);
@@ -308,6 +424,7 @@ int tk_keyset_load(const char *dir, tk_warn_fn warn, void *userdata, struct tk_k
                         r = 0;
                         continue;
                 }
+                k->id = id;
                 ks->n_keys++;
         }
         *ret = TAKE_PTR(ks);

@@ -7,6 +7,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
+#include <sys/types.h>
 #include <jansson.h>
 #include <openssl/ec.h>
 
@@ -30,8 +32,20 @@ struct tk_ecmr_key {
         const char *crv;    /* JWK curve name */
 };
 
+/* The file a key was read from, as it was then: key files are replaced by
+ * rename (a new inode) and an edit in place changes ctime, which no one can
+ * set, so a file with the same name and identity holds the same key (short
+ * of two same-size edits in place within one tick of the file clock). */
+struct tk_file_id {
+        dev_t dev;
+        ino_t ino;
+        off_t size;
+        struct timespec mtime, ctime;
+};
+
 struct tk_key {
         char *file;                      /* name inside the directory */
+        struct tk_file_id id;
         bool hidden;                     /* ".X.jwk": rotated, never advertised */
         enum tk_role role;
         json_t *jwk;                     /* the whole private JWK */
@@ -52,7 +66,17 @@ typedef void (*tk_warn_fn)(void *userdata, const char *file, const char *reason)
  * through warn (may be NULL). Returns 0 or a negative errno (directory
  * unreadable). */
 int tk_keyset_load(const char *dir, tk_warn_fn warn, void *userdata, struct tk_keyset **ret);
+/* The same, taking over from prev (may be NULL) every key whose file is
+ * unchanged instead of parsing and validating it again: a reload of a big
+ * directory then costs a stat per key, not a scalar multiplication. */
+int tk_keyset_load_reusing(const char *dir, const struct tk_keyset *prev, tk_warn_fn warn, void *userdata,
+                           struct tk_keyset **ret);
 void tk_keyset_free(struct tk_keyset *ks);
+/* Adds jwk (taken over, also on failure) as the key of file name, checked as
+ * a loaded file is, keeping the set sorted by name: for a server that keeps
+ * serving a key whose file it can no longer read. -EEXIST when name is
+ * already in the set; other failures set reason. */
+int tk_keyset_add(struct tk_keyset *ks, const char *name, json_t *jwk, const char **reason);
 static inline void tk_keyset_freep(struct tk_keyset **ks) { tk_keyset_free(*ks); }
 
 /* Whether /rec may use this key the way tang decides it: key_ops or use must

@@ -8,12 +8,20 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
+#include <time.h>
 
 #define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_CLOSE_WRITE | \
                     IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
 
 /* A directory that never stops changing still gets loaded, eventually. */
 #define LOAD_ATTEMPTS_MAX 20
+/* While creating keys fails (a full disk), requests retry it at most this
+ * often, instead of each one writing to the disk and to the log. */
+#define KEYGEN_RETRY_MS 1000
+/* rm -r deletes the key files before the directory: a directory that
+ * disappears this soon after its keys started to is taken for removed whole,
+ * and the keys it held before are served again. */
+#define REMOVAL_WINDOW_MS 2000
 
 struct keystore {
         char *dir;
@@ -24,16 +32,122 @@ struct keystore {
         pthread_mutex_t reload_lock; /* one reload at a time */
         int reloading;               /* set while a reload is under way */
         int keys_wanted;             /* no advertised key; the next request generates a pair */
+        int64_t keygen_retry_ms;     /* atomic; after a failure, no new attempt before this */
+        int keygen_error;            /* errno of the last failure to create keys, 0 after a success */
+        unsigned n_unreadable;       /* key files of the load under way that exist but cannot be read */
+        char unreadable[160];        /* the first of them, for /health */
+        struct served_health health;
         pthread_mutex_t current_lock;
-        struct served *current;
+        struct served *current;      /* replaced only with reload_lock held */
+        struct served *before_removal;  /* what was served before keys started to disappear */
+        int64_t removal_ms;          /* when they did */
 };
+
+static int64_t now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The errno that keeps an existing key file from being opened (a chmod, a
+ * change of owner, an I/O error), or 0 when it opens or is gone. */
+static int file_unreadable(const struct keystore *ks, const char *file) {
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "%s/%s", ks->dir, file) < 0)
+                return 0;
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        return fd < 0 && errno != ENOENT ? errno : 0;
+}
+
+/* The key loaded from file in the set being served; called with reload_lock
+ * held, so that the set cannot change meanwhile. */
+static const struct tk_key *served_key(const struct keystore *ks, const char *file) {
+        const struct tk_keyset *set = ks->current->ks;
+        for (size_t i = 0; i < set->n_keys; i++)
+                if (strcmp(set->keys[i].file, file) == 0)
+                        return &set->keys[i];
+        return NULL;
+}
+
+static void note_unreadable(struct keystore *ks, const char *file, int err, const char *outcome) {
+        if (ks->n_unreadable++ == 0)
+                snprintf(ks->unreadable, sizeof(ks->unreadable), "key file %s/%s cannot be read (%s); %s", ks->dir,
+                         file, strerror(err), outcome);
+}
 
 static void warn_file(void *userdata, const char *file, const char *reason) {
         struct keystore *ks = userdata;
-        ks->log("key directory %s: %s %s, skipped", ks->dir, file, reason);
+        int err = file_unreadable(ks, file);
+
+        if (err == 0)
+                ks->log("key directory %s: %s %s, skipped", ks->dir, file, reason);
+        else if (!served_key(ks, file)) {
+                ks->log("key directory %s: %s cannot be read: %s; skipped", ks->dir, file, strerror(err));
+                note_unreadable(ks, file, err, "skipped");
+        }
+        /* else: keep_unreadable_keys() keeps it and says so. */
+}
+
+/* A key file that becomes unreadable is an accident (a chmod, a restore
+ * with the wrong owner), not a removal: the key it held stays in service,
+ * so that clients bound to it still unlock while someone fixes it. */
+static int keep_unreadable_keys(struct keystore *ks, struct tk_keyset *set) {
+        const struct tk_keyset *old = ks->current->ks;
+
+        for (size_t i = 0; i < old->n_keys; i++) {
+                const struct tk_key *k = &old->keys[i];
+                const char *reason = "cannot be copied";
+                bool loaded = false;
+                for (size_t j = 0; j < set->n_keys && !loaded; j++)
+                        loaded = strcmp(set->keys[j].file, k->file) == 0;
+                int err = loaded ? 0 : file_unreadable(ks, k->file);
+                if (err == 0)
+                        continue;
+                json_t *copy = json_deep_copy(k->jwk);
+                int r = copy ? tk_keyset_add(set, k->file, copy, &reason) : -ENOMEM;
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0) {
+                        ks->log("key directory %s: %s cannot be read: %s; the key loaded from it %s: dropped",
+                                ks->dir, k->file, strerror(err), reason);
+                        continue;
+                }
+                ks->log("key directory %s: %s cannot be read: %s; serving the key loaded from it before",
+                        ks->dir, k->file, strerror(err));
+                note_unreadable(ks, k->file, err, "serving the key loaded from it before");
+        }
+        return 0;
+}
+
+/* Whether some key of old (by thumbprint, so that a rotation, a rename to
+ * .X.jwk, is not a loss) is missing from new. */
+static bool keys_lost(const struct served *old, const struct served *new) {
+        for (size_t i = 0; i < old->ks->n_keys; i++) {
+                const char *thp = old->ks->keys[i].thp[TK_HASH_S256];
+                if (!served_find(new, thp, strlen(thp)))
+                        return true;
+        }
+        return false;
+}
+
+static void forget_before_removal(struct keystore *ks) {
+        served_unref(ks->before_removal);
+        ks->before_removal = NULL;
+}
+
+/* Remembers what was served before the first of a run of key removals. */
+static void note_removals(struct keystore *ks, const struct served *next) {
+        int64_t now = now_ms();
+        if (ks->before_removal && now - ks->removal_ms > REMOVAL_WINDOW_MS)
+                forget_before_removal(ks);
+        if (!ks->before_removal && keys_lost(ks->current, next)) {
+                ks->before_removal = served_ref(ks->current);
+                ks->removal_ms = now;
+        }
 }
 
 static void publish(struct keystore *ks, struct served *s) {
+        note_removals(ks, s);
         pthread_mutex_lock(&ks->current_lock);
         struct served *old = ks->current;
         ks->current = s;
@@ -41,11 +155,66 @@ static void publish(struct keystore *ks, struct served *s) {
         served_unref(old);
 }
 
+/* The directory went away just after its key files did (rm -r): the
+ * deletions were part of removing it, not decisions about single keys. */
+static void restore_before_removal(struct keystore *ks) {
+        if (!ks->before_removal || now_ms() - ks->removal_ms > REMOVAL_WINDOW_MS)
+                return;
+        const struct tk_keyset *set = ks->before_removal->ks;
+        ks->log("key directory %s: removed together with its key files; serving the %zu signing, %zu exchange, "
+                "%zu rotated key(s) loaded before",
+                ks->dir, tk_keyset_count(set, TK_ROLE_SIGNING, false), tk_keyset_count(set, TK_ROLE_EXCHANGE, false),
+                tk_keyset_count(set, TK_ROLE_SIGNING, true) + tk_keyset_count(set, TK_ROLE_EXCHANGE, true));
+        struct served *s = TAKE_PTR(ks->before_removal);
+        __atomic_store_n(&ks->keys_wanted, ks->keygen && s->ks->n_advertised_files == 0, __ATOMIC_RELEASE);
+        publish(ks, s);
+}
+
 static int load(struct keystore *ks, struct tk_keyset **ret) {
-        int r = tk_keyset_load(ks->dir, warn_file, ks, ret);
-        if (r < 0)
-                ks->log("key directory %s: cannot read: %s; keeping the keys already loaded", ks->dir, strerror(-r));
-        return r;
+        struct tk_keyset *set = NULL;
+
+        ks->n_unreadable = 0;
+        /* Unchanged files are taken over from the keys being served (current
+         * changes only under reload_lock, which we hold): a reload costs a
+         * stat per key, so a directory that changes every 100 ms still gets
+         * a load done between two changes (see load_consistent). */
+        int r = tk_keyset_load_reusing(ks->dir, ks->current->ks, warn_file, ks, &set);
+        /* Logged when the fault changes, not on every retry of a request. */
+        if (r == -ENOENT) {
+                if (served_health_set(&ks->health, SERVED_FAULT_DIRECTORY,
+                                      "key directory %s is gone; serving the keys loaded before", ks->dir))
+                        ks->log("key directory %s: gone; keeping the keys already loaded", ks->dir);
+                restore_before_removal(ks);
+                return r;
+        }
+        if (r < 0) {
+                if (served_health_set(&ks->health, SERVED_FAULT_DIRECTORY,
+                                      "key directory %s cannot be read (%s); serving the keys loaded before", ks->dir,
+                                      strerror(-r)))
+                        ks->log("key directory %s: cannot read: %s; keeping the keys already loaded", ks->dir,
+                                strerror(-r));
+                return r;
+        }
+        r = keep_unreadable_keys(ks, set);
+        if (r < 0) {
+                tk_keyset_free(set);
+                ks->log("key directory %s: out of memory while loading; keeping the keys already loaded", ks->dir);
+                return r;
+        }
+        *ret = set;
+        return 0;
+}
+
+/* After a load that went through: what it found out is the state now. */
+static void loaded(struct keystore *ks) {
+        served_health_set(&ks->health, SERVED_FAULT_DIRECTORY, NULL);
+        if (ks->n_unreadable == 0)
+                served_health_set(&ks->health, SERVED_FAULT_KEY_FILES, NULL);
+        else if (ks->n_unreadable == 1)
+                served_health_set(&ks->health, SERVED_FAULT_KEY_FILES, "%s", ks->unreadable);
+        else
+                served_health_set(&ks->health, SERVED_FAULT_KEY_FILES, "%s (and %u more)", ks->unreadable,
+                                  ks->n_unreadable - 1);
 }
 
 /* Empties the inotify queue; returns whether anything was in it. */
@@ -67,6 +236,8 @@ static bool drain(struct keystore *ks) {
                 inotify_rm_watch(ks->inotify_fd, ks->watch);
                 ks->watch = -1;
                 ks->log("key directory %s: removed or replaced; serving the keys already loaded", ks->dir);
+                served_health_set(&ks->health, SERVED_FAULT_DIRECTORY,
+                                  "key directory %s removed or replaced; serving the keys loaded before", ks->dir);
         }
         return any;
 }
@@ -97,13 +268,31 @@ static int load_consistent(struct keystore *ks, struct tk_keyset **ret) {
 /* Tang's behaviour: a directory with no advertised key gets a fresh pair.
  * Per-connection (inetd) servers may all find the same empty directory at
  * once; a lock on it makes the first one generate and the others see it. */
+/* Logged once per cause (errno: the messages name random files), however
+ * many retries fail the same way. */
+static void keygen_failed(struct keystore *ks, int r, const char *why) {
+        __atomic_store_n(&ks->keygen_retry_ms, now_ms() + KEYGEN_RETRY_MS, __ATOMIC_RELEASE);
+        served_health_set(&ks->health, SERVED_FAULT_KEYGEN, "no advertised key, and creating one in %s failed (%s)",
+                          ks->dir, why);
+        if (r != ks->keygen_error)
+                ks->log("key directory %s: no advertised key and cannot create one: %s", ks->dir, why);
+        ks->keygen_error = r;
+}
+
+static bool keygen_due(struct keystore *ks) {
+        return __atomic_load_n(&ks->keys_wanted, __ATOMIC_ACQUIRE) &&
+               now_ms() >= __atomic_load_n(&ks->keygen_retry_ms, __ATOMIC_ACQUIRE);
+}
+
 static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
         _cleanup_free_ char *sig = NULL, *exc = NULL;
         char err[512];
         _cleanup_close_ int dirfd = open(ks->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
         if (dirfd < 0 || flock(dirfd, LOCK_EX) < 0) {
-                ks->log("key directory %s: cannot lock it to create keys: %s", ks->dir, strerror(errno));
+                int r = -errno;
+                snprintf(err, sizeof(err), "cannot lock the directory: %s", strerror(-r));
+                keygen_failed(ks, r, err);
                 return 0;
         }
         tk_keyset_free(*set);
@@ -112,10 +301,14 @@ static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
                 return -1;
         if ((*set)->n_advertised_files > 0)
                 return 0;
-        if (tk_keygen_pair(ks->dir, NULL, NULL, &sig, &exc, err, sizeof(err)) < 0) {
-                ks->log("key directory %s: no advertised key and cannot create one: %s", ks->dir, err);
+        /* On failure tk_keygen_pair leaves no file behind, not even half of a pair. */
+        int r = tk_keygen_pair(ks->dir, NULL, NULL, &sig, &exc, err, sizeof(err));
+        if (r < 0) {
+                keygen_failed(ks, r, err);
                 return 0;
         }
+        __atomic_store_n(&ks->keygen_retry_ms, 0, __ATOMIC_RELEASE);
+        ks->keygen_error = 0;
         ks->log("key directory %s: no advertised key; created %s and %s", ks->dir, sig, exc);
         tk_keyset_free(*set);
         *set = NULL;
@@ -134,12 +327,15 @@ static void reload(struct keystore *ks, bool keygen_now) {
         if (load_consistent(ks, &set) < 0)
                 return;
         bool wanted = set->n_advertised_files == 0 && ks->keygen;
-        if (wanted && keygen_now) {
+        if (wanted && keygen_now && now_ms() >= __atomic_load_n(&ks->keygen_retry_ms, __ATOMIC_ACQUIRE)) {
                 if (generate_first_pair(ks, &set) < 0)
                         return;
                 wanted = set->n_advertised_files == 0;
         }
         __atomic_store_n(&ks->keys_wanted, wanted, __ATOMIC_RELEASE);
+        loaded(ks);
+        if (!wanted)
+                served_health_set(&ks->health, SERVED_FAULT_KEYGEN, NULL);
         size_t n_sig = tk_keyset_count(set, TK_ROLE_SIGNING, false);
         size_t n_exc = tk_keyset_count(set, TK_ROLE_EXCHANGE, false);
         size_t n_hidden = tk_keyset_count(set, TK_ROLE_SIGNING, true) + tk_keyset_count(set, TK_ROLE_EXCHANGE, true);
@@ -147,6 +343,7 @@ static void reload(struct keystore *ks, bool keygen_now) {
                 ks->log("key directory %s: out of memory while loading; keeping the keys already loaded", ks->dir);
                 return;
         }
+        s->health = &ks->health;
         if (!s->usable)
                 ks->log("key directory %s: no usable signing key: answering 500 until one appears", ks->dir);
         ks->log("key directory %s: loaded %zu signing, %zu exchange, %zu rotated key(s)", ks->dir, n_sig, n_exc, n_hidden);
@@ -154,8 +351,7 @@ static void reload(struct keystore *ks, bool keygen_now) {
 }
 
 static bool pending(struct keystore *ks, bool keygen_now) {
-        return events_queued(ks) || __atomic_load_n(&ks->reloading, __ATOMIC_ACQUIRE) ||
-               (keygen_now && __atomic_load_n(&ks->keys_wanted, __ATOMIC_ACQUIRE));
+        return events_queued(ks) || __atomic_load_n(&ks->reloading, __ATOMIC_ACQUIRE) || (keygen_now && keygen_due(ks));
 }
 
 static void refresh(struct keystore *ks, bool force, bool keygen_now) {
@@ -165,7 +361,7 @@ static void refresh(struct keystore *ks, bool force, bool keygen_now) {
         __atomic_store_n(&ks->reloading, 1, __ATOMIC_RELEASE);
         /* Drained under the lock and before loading: an event that arrives
          * during the load stays queued and triggers the next reload. */
-        if (drain(ks) || force || (keygen_now && ks->keys_wanted))
+        if (drain(ks) || force || (keygen_now && keygen_due(ks)))
                 reload(ks, keygen_now);
         __atomic_store_n(&ks->reloading, 0, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&ks->reload_lock);
@@ -211,6 +407,7 @@ int keystore_open(const char *dir, bool keygen, keystore_log_fn log, struct keys
         ks->watch = -1;
         pthread_mutex_init(&ks->reload_lock, NULL);
         pthread_mutex_init(&ks->current_lock, NULL);
+        served_health_init(&ks->health);
         ks->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (!ks->dir || ks->inotify_fd < 0) {
                 r = ks->dir ? -errno : -ENOMEM;
@@ -229,6 +426,7 @@ int keystore_open(const char *dir, bool keygen, keystore_log_fn log, struct keys
                 keystore_close(ks);
                 return -ENOMEM;
         }
+        ks->current->health = &ks->health;
         refresh(ks, true, true);
         *ret = ks;
         return 0;
@@ -238,10 +436,12 @@ void keystore_close(struct keystore *ks) {
         if (!ks)
                 return;
         served_unref(ks->current);
+        served_unref(ks->before_removal);
         if (ks->inotify_fd >= 0)
                 close(ks->inotify_fd);
         pthread_mutex_destroy(&ks->reload_lock);
         pthread_mutex_destroy(&ks->current_lock);
+        served_health_destroy(&ks->health);
         free(ks->dir);
         free(ks);
 }

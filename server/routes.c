@@ -2,6 +2,7 @@
 #include "cleanup.h"
 #include "rec.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const char *skip_slashes(const char *p) {
@@ -87,7 +88,7 @@ static void serve_adv(const struct served *s, const struct route *rt, struct rep
                 adv = &s->advs[0];
         else {
                 const struct thp_entry *e = served_find(s, rt->arg, rt->arg_len);
-                adv = e ? e->adv : NULL;
+                adv = e ? served_adv_get(s, e) : NULL;
         }
         if (!adv)
                 return reply_status(reply, 404);
@@ -120,6 +121,29 @@ static void serve_rec(const struct served *s, const struct route *rt, const char
         reply->body = reply->buf;
 }
 
+/* For load balancers: 200 while /adv and /rec can be answered ("ok", or
+ * "degraded: why" when that works from keys in memory only, the directory
+ * behind them being gone or unreadable), 503 when they cannot (and why). */
+static void serve_health(const struct served *s, struct reply *reply) {
+        char faults[sizeof(reply->buf) - 64];
+        bool faulty = s && s->health && served_health_describe(s->health, faults, sizeof(faults));
+        int n;
+
+        if (s && s->healthy) {
+                reply->status = 200;
+                n = faulty ? snprintf(reply->buf, sizeof(reply->buf), "degraded: %s\n", faults)
+                           : snprintf(reply->buf, sizeof(reply->buf), "ok\n");
+        } else {
+                const char *why = !s || !s->usable ? "no usable signing key" : "no advertised exchange key";
+                reply->status = 503;
+                n = snprintf(reply->buf, sizeof(reply->buf), "unavailable: %s%s%s\n", why, faulty ? "; " : "",
+                             faulty ? faults : "");
+        }
+        reply->content_type = "text/plain";
+        reply->body = reply->buf;
+        reply->len = n < 0 ? 0 : (size_t) n < sizeof(reply->buf) ? (size_t) n : sizeof(reply->buf) - 1;
+}
+
 void route_serve(const struct served *s, const struct route *rt, const char *body, size_t len,
                  struct reply *reply) {
         switch (rt->kind) {
@@ -128,7 +152,7 @@ void route_serve(const struct served *s, const struct route *rt, const char *bod
         case ROUTE_REC:
                 return serve_rec(s, rt, body, len, reply);
         case ROUTE_HEALTH:
-                return reply_status(reply, s && s->healthy ? 200 : 503);
+                return serve_health(s, reply);
         case ROUTE_METHOD_NOT_ALLOWED:
                 return reply_status(reply, 405);
         case ROUTE_URI_TOO_LONG:

@@ -1,7 +1,10 @@
 #include "served.h"
 #include "cleanup.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 static int cmp_entries(const void *a, const void *b) {
@@ -29,6 +32,7 @@ static void served_free(struct served *s) {
                 return;
         for (size_t i = 0; i < s->n_advs; i++)
                 free(s->advs[i].jws);
+        pthread_mutex_destroy(&s->adv_lock);
         free(s->advs);
         free(s->index);
         tk_keyset_free(s->ks);
@@ -45,6 +49,7 @@ int served_build(struct tk_keyset *ks, struct served **ret) {
         }
         s->refcount = 1;
         s->ks = ks;
+        pthread_mutex_init(&s->adv_lock, NULL);
         s->advs = calloc(ks->n_keys + 1, sizeof(*s->advs));
         s->index = calloc(ks->n_keys * TK_HASH_COUNT + 1, sizeof(*s->index));
         if (!s->advs || !s->index)
@@ -63,8 +68,10 @@ int served_build(struct tk_keyset *ks, struct served **ret) {
                 if (k->role == TK_ROLE_SIGNING && s->usable) {
                         if (!k->hidden)
                                 adv = &s->advs[0];
-                        else if (adv_set(&s->advs[s->n_advs], tk_adv_sign(ks, k->jwk)) == 0)
+                        else {
+                                s->advs[s->n_advs].extra_signer = k;
                                 adv = &s->advs[s->n_advs++];
+                        }
                 }
                 for (size_t h = 0; h < TK_HASH_COUNT; h++)
                         s->index[s->n_index++] = (struct thp_entry) { .thp = k->thp[h], .key = k, .adv = adv };
@@ -87,6 +94,28 @@ void served_unref(struct served *s) {
                 served_free(s);
 }
 
+const struct served_adv *served_adv_get(const struct served *cs, const struct thp_entry *e) {
+        /* The lazily signed advertisements are the one thing of a published
+         * set that still changes; adv_lock orders their writers. */
+        struct served *s = (struct served *) cs;
+        struct served_adv *adv = (struct served_adv *) e->adv;
+
+        if (!adv || __atomic_load_n(&adv->jws, __ATOMIC_ACQUIRE))
+                return adv;
+        pthread_mutex_lock(&s->adv_lock);
+        if (!adv->jws && !adv->failed) {
+                json_auto_t *jws = tk_adv_sign(s->ks, adv->extra_signer->jwk);
+                char *text = jws ? json_dumps(jws, JSON_COMPACT) : NULL;
+                if (text) {
+                        adv->len = strlen(text);
+                        __atomic_store_n(&adv->jws, text, __ATOMIC_RELEASE);
+                } else
+                        adv->failed = true;
+        }
+        pthread_mutex_unlock(&s->adv_lock);
+        return adv->jws ? adv : NULL;
+}
+
 const struct thp_entry *served_find(const struct served *s, const char *thp, size_t len) {
         size_t lo = 0, hi = s->n_index;
 
@@ -105,4 +134,52 @@ const struct thp_entry *served_find(const struct served *s, const char *thp, siz
         if (lo < s->n_index && strncmp(s->index[lo].thp, thp, len) == 0 && s->index[lo].thp[len] == '\0')
                 return &s->index[lo];
         return NULL;
+}
+
+void served_health_init(struct served_health *h) {
+        memset(h, 0, sizeof(*h));
+        pthread_mutex_init(&h->lock, NULL);
+}
+
+void served_health_destroy(struct served_health *h) {
+        pthread_mutex_destroy(&h->lock);
+}
+
+bool served_health_set(struct served_health *h, enum served_fault f, const char *fmt, ...) {
+        char msg[sizeof(h->fault[0])] = "";
+        va_list ap;
+
+        assert(f < SERVED_FAULT_MAX);
+        if (fmt) {
+                va_start(ap, fmt);
+                vsnprintf(msg, sizeof(msg), fmt, ap);
+                va_end(ap);
+        }
+        pthread_mutex_lock(&h->lock);
+        bool changed = strcmp(h->fault[f], msg) != 0;
+        if (changed)
+                memcpy(h->fault[f], msg, sizeof(msg));
+        pthread_mutex_unlock(&h->lock);
+        return changed;
+}
+
+bool served_health_describe(struct served_health *h, char *buf, size_t len) {
+        size_t used = 0;
+
+        if (len == 0)
+                return false;
+        buf[0] = '\0';
+        pthread_mutex_lock(&h->lock);
+        for (size_t f = 0; f < SERVED_FAULT_MAX; f++) {
+                if (!h->fault[f][0])
+                        continue;
+                int n = snprintf(buf + used, len - used, "%s%s", used ? "; " : "", h->fault[f]);
+                if (n < 0 || (size_t) n >= len - used) {
+                        used = len - 1;
+                        break;
+                }
+                used += (size_t) n;
+        }
+        pthread_mutex_unlock(&h->lock);
+        return used > 0;
 }

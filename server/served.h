@@ -2,19 +2,38 @@
  * can be prepared at load time is prepared here, so requests only look up. */
 #pragma once
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include "keyset.h"
 
+/* What is wrong behind the keys being served, beyond the key set itself. */
+enum served_fault {
+        SERVED_FAULT_DIRECTORY,    /* the key directory is gone or cannot be read */
+        SERVED_FAULT_KEY_FILES,    /* key files that exist but cannot be read */
+        SERVED_FAULT_KEYGEN,       /* no advertised key, and creating one failed */
+        SERVED_FAULT_MAX,
+};
+
+/* Written by the keystore as faults come and go, read by /health; shared by
+ * every version of the key set the keystore publishes, because a fault (the
+ * directory removed) can arrive without a new version. */
+struct served_health {
+        pthread_mutex_t lock;
+        char fault[SERVED_FAULT_MAX][200];   /* "" while there is no such fault */
+};
+
 struct served_adv {
-        char *jws;
+        char *jws;                         /* NULL until first asked for, for a hidden signer */
         size_t len;
+        const struct tk_key *extra_signer; /* /adv/{thp} of a hidden signing key: it signs too */
+        bool failed;                       /* signing it failed: 404, as if unknown */
 };
 
 struct thp_entry {
         const char *thp;           /* points into a key's thumbprints */
         const struct tk_key *key;
-        const struct served_adv *adv;  /* signing keys: what /adv/{thp} serves */
+        const struct served_adv *adv;  /* signing keys: what /adv/{thp} serves, see served_adv_get */
 };
 
 struct served {
@@ -22,10 +41,13 @@ struct served {
         struct tk_keyset *ks;
         bool usable;               /* an advertisement could be signed: tang's condition for 200s */
         bool healthy;              /* usable and an exchange key is advertised */
-        struct served_adv *advs;   /* [0]: default; then one per hidden signing key */
+        struct served_adv *advs;   /* [0]: default, signed at load; then one per hidden
+                                    * signing key, signed when first asked for */
         size_t n_advs;
+        pthread_mutex_t adv_lock;  /* one signer of the hidden keys' advertisements at a time */
         struct thp_entry *index;   /* sorted by thp: every key under every hash */
         size_t n_index;
+        struct served_health *health;  /* the keystore's; NULL outside one */
 };
 
 /* Takes ownership of ks (also on failure). */
@@ -35,3 +57,19 @@ void served_unref(struct served *s);
 
 /* Looks a thumbprint (any of S1..S512) up; NULL when unknown. */
 const struct thp_entry *served_find(const struct served *s, const char *thp, size_t len);
+
+/* What /adv/{thp} serves for e: NULL when e is not a signing key. The
+ * advertisement of a hidden signing key is signed on the first request for
+ * it, not at load: a directory with hundreds of rotated keys would
+ * otherwise cost hundreds of signatures on every reload, and requests wait
+ * for reloads. */
+const struct served_adv *served_adv_get(const struct served *s, const struct thp_entry *e);
+
+void served_health_init(struct served_health *h);
+void served_health_destroy(struct served_health *h);
+/* Sets fault f to a message, or clears it (fmt NULL). Returns whether the
+ * message changed, so that a fault repeated on every retry is logged once. */
+bool served_health_set(struct served_health *h, enum served_fault f, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+/* The current faults joined with "; " into buf; returns whether there is any. */
+bool served_health_describe(struct served_health *h, char *buf, size_t len);

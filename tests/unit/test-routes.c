@@ -183,6 +183,22 @@ static int status_of(const struct served *s, const char *method, const char *tar
         return st;
 }
 
+/* /health: the status, and the body that says why (text/plain, one line),
+ * which a load balancer logs. */
+static const char *health_of(const struct served *s, int want_status) {
+        static char body[sizeof(((struct reply *) NULL)->buf) + 1];
+        struct reply reply;
+
+        CHECK_INT(serve(s, "GET", "/health", NULL, &reply), want_status);
+        CHECK_STR(reply.content_type, "text/plain");
+        body[0] = '\0';
+        if (CHECK(reply.body && reply.len < sizeof(body))) {
+                memcpy(body, reply.body, reply.len);
+                body[reply.len] = '\0';
+        }
+        return body;
+}
+
 static char *path_for(const char *route, const char *arg) {
         char *p = NULL;
         if (asprintf(&p, "/%s/%s", route, arg) < 0)
@@ -440,7 +456,7 @@ TEST(serve_rec_rejects_foreign_and_invalid_points) {
 }
 
 TEST(serve_health_and_errors) {
-        CHECK_INT(status_of(srv, "GET", "/health", NULL), 200);
+        CHECK_STR(health_of(srv, 200), "ok\n");
         CHECK_INT(status_of(srv, "POST", "/adv", NULL), 405);
         CHECK_INT(status_of(srv, "GET", "/rec/x", NULL), 405);
         CHECK_INT(status_of(srv, "GET", "/", NULL), 404);
@@ -481,7 +497,7 @@ TEST(no_signing_key_is_500) {
                 CHECK_INT(status_of(s, "POST", p, good_body), 500);
                 free(t);
                 free(p);
-                CHECK_INT(status_of(s, "GET", "/health", NULL), 503);
+                CHECK_STR(health_of(s, 503), "unavailable: no usable signing key\n");
         }
         served_unref(s);
         tu_rmrf(d);
@@ -490,7 +506,7 @@ TEST(no_signing_key_is_500) {
         /* Nothing loaded at all. */
         CHECK_INT(status_of(NULL, "GET", "/adv", NULL), 500);
         CHECK_INT(status_of(NULL, "POST", "/rec/abc", good_body), 500);
-        CHECK_INT(status_of(NULL, "GET", "/health", NULL), 503);
+        CHECK_STR(health_of(NULL, 503), "unavailable: no usable signing key\n");
         CHECK_INT(status_of(NULL, "GET", "/nothing", NULL), 404);
 }
 
@@ -501,7 +517,7 @@ TEST(signing_key_without_exchange_key_is_unhealthy) {
         struct served *s = build_from(d);
         if (CHECK(s != NULL)) {
                 CHECK_INT(status_of(s, "GET", "/adv", NULL), 200);
-                CHECK_INT(status_of(s, "GET", "/health", NULL), 503);
+                CHECK_STR(health_of(s, 503), "unavailable: no advertised exchange key\n");
                 /* The hidden exchange key still answers /rec. */
                 char *t = tu_thumbprint(old_exc, "S1"), *p = path_for("rec", t);
                 CHECK_INT(status_of(s, "POST", p, good_body), 200);
@@ -511,6 +527,38 @@ TEST(signing_key_without_exchange_key_is_unhealthy) {
         served_unref(s);
         tu_rmrf(d);
         free(d);
+}
+
+/* While /adv and /rec work, a fault behind them (the directory gone) makes
+ * /health "degraded", not 503: a load balancer keeps sending clients to the
+ * only server that still has their keys. */
+TEST(health_reports_faults_it_serves_through) {
+        struct served_health h;
+        served_health_init(&h);
+        srv->health = &h;
+        CHECK_STR(health_of(srv, 200), "ok\n");
+
+        CHECK(served_health_set(&h, SERVED_FAULT_DIRECTORY, "key directory %s is gone", "/k"));
+        CHECK(!served_health_set(&h, SERVED_FAULT_DIRECTORY, "key directory %s is gone", "/k"));
+        CHECK_STR(health_of(srv, 200), "degraded: key directory /k is gone\n");
+        CHECK(served_health_set(&h, SERVED_FAULT_KEY_FILES, "key file /k/a.jwk cannot be read"));
+        CHECK_STR(health_of(srv, 200), "degraded: key directory /k is gone; key file /k/a.jwk cannot be read\n");
+        CHECK(served_health_set(&h, SERVED_FAULT_DIRECTORY, NULL));
+        CHECK(served_health_set(&h, SERVED_FAULT_KEY_FILES, NULL));
+        CHECK_STR(health_of(srv, 200), "ok\n");
+
+        /* Where nothing can be served, the fault is the reason given. */
+        struct served *empty = NULL;
+        struct tk_keyset *none = calloc(1, sizeof(*none));
+        if (CHECK(none && served_build(none, &empty) == 0)) {
+                empty->health = &h;
+                CHECK(served_health_set(&h, SERVED_FAULT_KEYGEN, "creating keys in /k failed (%s)", strerror(ENOSPC)));
+                CHECK_STR(health_of(empty, 503),
+                          "unavailable: no usable signing key; creating keys in /k failed (No space left on device)\n");
+        }
+        served_unref(empty);
+        srv->health = NULL;
+        served_health_destroy(&h);
 }
 
 TEST(key_both_advertised_and_hidden_serves_default_adv) {
@@ -572,6 +620,7 @@ int main(void) {
         RUN(serve_health_and_errors);
         RUN(no_signing_key_is_500);
         RUN(signing_key_without_exchange_key_is_unhealthy);
+        RUN(health_reports_faults_it_serves_through);
         RUN(key_both_advertised_and_hidden_serves_default_adv);
 
         served_unref(srv);
