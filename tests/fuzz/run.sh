@@ -42,15 +42,15 @@ rss_mb=2048
 build_fuzzers() {
         if [ ! -f "$fuzz_build/build.ninja" ]; then
                 CC=clang meson setup "$fuzz_build" "$top" -Dfuzzing=true -Db_sanitize=address,undefined \
-                        -Db_lundef=false -Dbuildtype=debugoptimized -Dwerror=true >"$fuzz_build.setup.log" 2>&1 || {
-                        cat "$fuzz_build.setup.log" >&2
+                        -Db_lundef=false -Dbuildtype=debugoptimized -Dwerror=true >"$runs/setup.log" 2>&1 || {
+                        cat "$runs/setup.log" >&2
                         echo "run.sh: meson setup of $fuzz_build failed" >&2
                         exit 1
                 }
         fi
-        ninja -C "$fuzz_build" "${targets[@]/#/tests/fuzz/fuzz-}" >"$runs.build.log" 2>&1 || {
-                tail -50 "$runs.build.log" >&2
-                echo "run.sh: building the fuzzers failed (log: $runs.build.log)" >&2
+        ninja -C "$fuzz_build" "${targets[@]/#/tests/fuzz/fuzz-}" >"$runs/build.log" 2>&1 || {
+                tail -50 "$runs/build.log" >&2
+                echo "run.sh: building the fuzzers failed (log: $runs/build.log)" >&2
                 exit 1
         }
 }
