@@ -9,76 +9,123 @@
 #include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
-static int open_one(const struct addrinfo *ai, char *err, size_t errlen, const char *what) {
-        int one = 1;
+/* Binds and listens on one address. v6only matters for IPv6 only, and must
+ * be set before bind(): afterwards the kernel refuses to change it. */
+static int open_one(const struct addrinfo *ai, bool v6only, const char *what, char *err, size_t errlen) {
+        int one = 1, v6 = v6only, e;
         _cleanup_close_ int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
         if (fd < 0) {
-                snprintf(err, errlen, "cannot create a socket for %s: %s", what, strerror(errno));
-                return -errno;
+                e = errno;
+                snprintf(err, errlen, "cannot create a socket for %s: %s", what, strerror(e));
+                return -e;
         }
         (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         /* Accepted sockets inherit this: each answer goes out at once. */
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (ai->ai_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof(v6)) < 0) {
+                e = errno;
+                snprintf(err, errlen, "cannot set IPV6_V6ONLY on %s: %s", what, strerror(e));
+                return -e;
+        }
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
-                int e = errno;
+                e = errno;
                 snprintf(err, errlen, "cannot listen on %s: %s", what, strerror(e));
                 return -e;
         }
         return TAKE_FD(fd);
 }
 
-int listen_open(const char *addr, const char *port, int *fds, size_t *n_fds, char *err, size_t errlen) {
-        struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
-        struct addrinfo *res = NULL;
-        char what[300];
-        int r;
+static int add_fd(int fd, int *fds, size_t *n_fds, char *err, size_t errlen) {
+        if (*n_fds >= LISTEN_MAX) {
+                close(fd);
+                snprintf(err, errlen, "too many listening sockets (at most %d)", LISTEN_MAX);
+                return -E2BIG;
+        }
+        fds[(*n_fds)++] = fd;
+        return 0;
+}
 
-        snprintf(what, sizeof(what), "%s%s%s:%s", addr && strchr(addr, ':') ? "[" : "", addr ? addr : "*",
-                 addr && strchr(addr, ':') ? "]" : "", port);
-        if (!addr) {
-                /* One dual-stack socket for every address; IPv4 only where IPv6 is off. */
-                struct sockaddr_in6 any6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_ANY_INIT };
-                struct addrinfo ai6 = { .ai_family = AF_INET6, .ai_socktype = SOCK_STREAM,
-                                        .ai_addr = (struct sockaddr *) &any6, .ai_addrlen = sizeof(any6) };
-                any6.sin6_port = htons((uint16_t) atoi(port));
-                r = open_one(&ai6, err, errlen, what);
-                if (r >= 0) {
-                        if (*n_fds >= LISTEN_MAX) {
-                                close(r);
-                                snprintf(err, errlen, "too many listening sockets");
-                                return -E2BIG;
-                        }
-                        fds[(*n_fds)++] = r;
-                        return 0;
-                }
-                hints.ai_family = AF_INET;
+static void describe(const char *addr, const char *port, char *what, size_t len) {
+        bool v6 = addr && strchr(addr, ':');
+        snprintf(what, len, "%s%s%s:%s", v6 ? "[" : "", addr ? addr : "*", v6 ? "]" : "", port);
+}
+
+/* No address asked for: one dual-stack socket for every address, whatever
+ * net.ipv6.bindv6only says; IPv4 only where the host has no IPv6. */
+static int open_wildcard(const char *port, int *fds, size_t *n_fds, char *err, size_t errlen) {
+        struct sockaddr_in6 any6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_ANY_INIT,
+                                     .sin6_port = htons((uint16_t) atoi(port)) };
+        struct sockaddr_in any4 = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY),
+                                    .sin_port = any6.sin6_port };
+        struct addrinfo ai6 = { .ai_family = AF_INET6, .ai_socktype = SOCK_STREAM,
+                                .ai_addr = (struct sockaddr *) &any6, .ai_addrlen = sizeof(any6) };
+        struct addrinfo ai4 = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM,
+                                .ai_addr = (struct sockaddr *) &any4, .ai_addrlen = sizeof(any4) };
+        char what[64];
+
+        describe(NULL, port, what, sizeof(what));
+        int fd = open_one(&ai6, false, what, err, errlen);
+        /* Only a missing IPv6 stack falls back: a port in use on [::] must
+         * not quietly become an IPv4-only server. */
+        if (fd == -EAFNOSUPPORT || fd == -EADDRNOTAVAIL)
+                fd = open_one(&ai4, false, what, err, errlen);
+        if (fd < 0)
+                return fd;
+        return add_fd(fd, fds, n_fds, err, errlen);
+}
+
+static int resolve(const char *addr, const char *port, struct addrinfo **ret, char *err, size_t errlen) {
+        struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
+        char what[300];
+
+        describe(addr, port, what, sizeof(what));
+        errno = 0;
+        int r = getaddrinfo(addr, port, &hints, ret);
+        if (r == 0)
+                return 0;
+        int e = errno;
+        *ret = NULL;
+        snprintf(err, errlen, "cannot resolve %s: %s", what,
+                 r == EAI_SYSTEM && e ? strerror(e) : gai_strerror(r));
+        return r == EAI_SYSTEM && e ? -e : -EINVAL;
+}
+
+int listen_open(const char *const *addrs, size_t n_addrs, const char *port, int *fds, size_t *n_fds,
+                char *err, size_t errlen) {
+        struct addrinfo *res[LISTEN_MAX] = {};
+        bool any_ipv4 = false;
+        int r = 0;
+
+        if (n_addrs == 0)
+                return open_wildcard(port, fds, n_fds, err, errlen);
+        if (n_addrs > LISTEN_MAX) {
+                snprintf(err, errlen, "too many addresses (at most %d)", LISTEN_MAX);
+                return -E2BIG;
         }
-        r = getaddrinfo(addr, port, &hints, &res);
-        if (r != 0) {
-                snprintf(err, errlen, "cannot resolve %s: %s", what, gai_strerror(r));
-                return -EINVAL;
+        for (size_t i = 0; i < n_addrs && r == 0; i++) {
+                r = resolve(addrs[i], port, &res[i], err, errlen);
+                for (const struct addrinfo *ai = res[i]; ai; ai = ai->ai_next)
+                        any_ipv4 |= ai->ai_family == AF_INET;
         }
-        r = 0;
-        for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-                if (*n_fds >= LISTEN_MAX) {
-                        snprintf(err, errlen, "too many listening sockets");
-                        r = -E2BIG;
-                        break;
+        /* "::" alone serves IPv4 too (dual stack); next to an IPv4 address on
+         * the same port it must not, or that address's bind finds the port
+         * taken. A v4-mapped address cannot be IPv6-only. */
+        for (size_t i = 0; i < n_addrs && r == 0; i++) {
+                char what[300];
+                describe(addrs[i], port, what, sizeof(what));
+                for (const struct addrinfo *ai = res[i]; ai && r == 0; ai = ai->ai_next) {
+                        bool mapped = ai->ai_family == AF_INET6 &&
+                                IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *) ai->ai_addr)->sin6_addr);
+                        int fd = open_one(ai, any_ipv4 && !mapped, what, err, errlen);
+                        r = fd < 0 ? fd : add_fd(fd, fds, n_fds, err, errlen);
                 }
-                int fd = open_one(ai, err, errlen, what);
-                if (fd < 0) {
-                        r = fd;
-                        break;
-                }
-                if (ai->ai_family == AF_INET6) {
-                        int one = 1;
-                        (void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-                }
-                fds[(*n_fds)++] = fd;
         }
-        freeaddrinfo(res);
+        for (size_t i = 0; i < n_addrs; i++)
+                if (res[i])
+                        freeaddrinfo(res[i]);
         return r;
 }
 
@@ -93,6 +140,27 @@ bool fd_is_connected_socket(int fd) {
         if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) == 0 && listening)
                 return false;
         return true;
+}
+
+enum stdin_role stdin_role(int fd, const char **what) {
+        struct stat st;
+
+        *what = NULL;
+        if (fstat(fd, &st) < 0)
+                return STDIN_NOTHING;   /* closed */
+        if (S_ISCHR(st.st_mode))
+                return STDIN_NOTHING;   /* a terminal, /dev/null */
+        if (S_ISSOCK(st.st_mode)) {
+                if (fd_is_connected_socket(fd))
+                        return STDIN_CONNECTION;
+                *what = "a socket that is not connected";
+        } else if (S_ISFIFO(st.st_mode))
+                *what = "a pipe";
+        else if (S_ISREG(st.st_mode))
+                *what = "a regular file";
+        else
+                *what = "neither a terminal nor a socket";
+        return STDIN_FILTER;
 }
 
 int listen_from_systemd(int *fds, size_t *n_fds, int *connected_fd) {

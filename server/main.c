@@ -20,7 +20,7 @@
 
 struct options {
         const char *keydir;
-        const char *addresses[LISTEN_MAX];
+        const char *addresses[LISTEN_MAX];   /* none: every address */
         size_t n_addresses;
         const char *port;
         bool listen;
@@ -38,8 +38,8 @@ static void usage(FILE *f) {
                 "\n"
                 "  -a, --address ADDR        listen on ADDR (repeatable; default: every address)\n"
                 "  -p, --port PORT           listen on PORT (default " DEFAULT_PORT ")\n"
-                "  -l, --listen              listen on the network (default unless started by\n"
-                "                            inetd or socket activation)\n"
+                "  -l, --listen              listen on the network whatever stdin is (default\n"
+                "                            when stdin is a terminal, /dev/null or closed)\n"
                 "  -e, --endpoint PATH       serve under /PATH/adv, /PATH/rec\n"
                 "  -t, --threads N           worker threads (default: one per core)\n"
                 "      --no-keygen           do not create keys when none is advertised\n"
@@ -50,7 +50,8 @@ static void usage(FILE *f) {
                 "  -h, --help                this help\n"
                 "\n"
                 "Listening modes: --address/--port; systemd socket activation (Accept=no, or\n"
-                "Accept=yes for one connection); inetd (stdin is the connected socket).\n");
+                "Accept=yes for one connection); inetd (stdin is the connected socket).\n"
+                "With stdin a pipe or a file and none of -a, -p, -l, tetherd refuses to start.\n");
 }
 
 static bool parse_uint(const char *s, unsigned max, unsigned *out) {
@@ -188,23 +189,39 @@ static int run(struct options *o) {
         struct stat st;
         int r = 0;
 
-        if (stat(o->keydir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-                fprintf(stderr, "tetherd: key directory %s: %s\n", o->keydir,
-                        errno ? strerror(errno) : "not a directory");
+        if (stat(o->keydir, &st) < 0) {
+                fprintf(stderr, "tetherd: key directory %s: %s\n", o->keydir, strerror(errno));
+                return EXIT_FAILURE;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+                fprintf(stderr, "tetherd: key directory %s: not a directory; give the key directory, "
+                        "e.g. /var/lib/tether\n", o->keydir);
                 return EXIT_FAILURE;
         }
 
         /* Where connections come from. */
         int activated = listen_from_systemd(listen_fds, &n_listen, &conn_fd);
-        if (activated == 0 && !o->listen && fd_is_connected_socket(STDIN_FILENO))
-                conn_fd = STDIN_FILENO;
+        if (activated == 0 && !o->listen) {
+                const char *what;
+                switch (stdin_role(STDIN_FILENO, &what)) {
+                case STDIN_CONNECTION:
+                        conn_fd = STDIN_FILENO;
+                        break;
+                case STDIN_FILTER:
+                        /* Started in a pipeline or with socat's pipes option: nobody
+                         * asked for a listener on every interface. */
+                        fprintf(stderr, "tetherd: standard input is %s, not a connected socket: give -l, -a or -p "
+                                "to listen on the network, or start tetherd with a socket as standard input "
+                                "(inetd, systemd, socat without its pipes option)\n", what);
+                        return EXIT_USAGE;
+                case STDIN_NOTHING:
+                        break;
+                }
+        }
         bool inetd = conn_fd >= 0 && n_listen == 0;
         if (activated == 0 && !inetd) {
-                const char *port = o->port ? o->port : DEFAULT_PORT;
-                if (o->n_addresses == 0)
-                        r = listen_open(NULL, port, listen_fds, &n_listen, err, sizeof(err));
-                for (size_t i = 0; i < o->n_addresses && (i == 0 || r == 0); i++)
-                        r = listen_open(o->addresses[i], port, listen_fds, &n_listen, err, sizeof(err));
+                r = listen_open(o->addresses, o->n_addresses, o->port ? o->port : DEFAULT_PORT,
+                                listen_fds, &n_listen, err, sizeof(err));
                 if (r < 0) {
                         fprintf(stderr, "tetherd: %s\n", err);
                         return EXIT_FAILURE;
@@ -224,9 +241,13 @@ static int run(struct options *o) {
         pthread_sigmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
         _cleanup_close_ int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-        _cleanup_close_ int closed_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (sfd < 0 || closed_fd < 0) {
+        if (sfd < 0) {
                 fprintf(stderr, "tetherd: cannot set up signal handling: %s\n", strerror(errno));
+                return EXIT_FAILURE;
+        }
+        _cleanup_close_ int closed_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (closed_fd < 0) {
+                fprintf(stderr, "tetherd: cannot create an eventfd: %s\n", strerror(errno));
                 return EXIT_FAILURE;
         }
 
@@ -245,8 +266,10 @@ static int run(struct options *o) {
                         n_daemons++;
         }
         if (r < 0) {
-                fprintf(stderr, "tetherd: cannot start the HTTP server%s\n",
-                        r == -ENOTSOCK ? ": stdin is not a connected socket" : "");
+                /* -EIO: libmicrohttpd refused and has logged why. */
+                fprintf(stderr, "tetherd: cannot start the HTTP server%s%s\n",
+                        r == -EIO ? "" : ": ",
+                        r == -EIO ? "" : r == -ENOTSOCK ? "stdin is not a connected socket" : strerror(-r));
                 for (size_t i = 0; i < n_daemons; i++)
                         httpd_stop(daemons[i], 0);
                 keystore_close(ks);

@@ -3,6 +3,7 @@ endpoint prefix, systemd socket activation (Accept=no and Accept=yes), inetd
 mode, readiness notification, SIGTERM draining, idle timeouts and limits."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,28 @@ def wait_port(port, host="127.0.0.1", family=socket.AF_INET, timeout=10):
         except OSError:
             time.sleep(0.02)
     raise AssertionError(f"nothing listens on {host}:{port}")
+
+
+def listening_inodes():
+    """Socket inodes of every TCP listener on this host (state 0A)."""
+    inodes = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(path) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":
+                    inodes.add(fields[9])
+    return inodes
+
+
+def listens(pid):
+    """Whether process pid holds a listening TCP socket."""
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    mine = {link[len("socket:["):-1] for link in links if link.startswith("socket:[")}
+    return bool(mine & listening_inodes())
 
 
 class Proc:
@@ -116,6 +139,123 @@ class Modes(tlib.unittest.TestCase):
                                stdin=subprocess.DEVNULL)
             self.assertNotEqual(r.returncode, 0, args)
             self.assertTrue(r.stderr.strip(), args)
+
+    def test_wildcard_ipv6_and_ipv4_together(self):
+        # [::] and 0.0.0.0 on one port: the IPv6 socket must be IPv6-only
+        # before it is bound, or the IPv4 bind finds the port taken.
+        for addrs in (["::", "0.0.0.0"], ["0.0.0.0", "::"], ["::1", "127.0.0.1"], ["::", "127.0.0.1"]):
+            port = tlib.free_port(socket.AF_INET6, "::")
+            args = [a for addr in addrs for a in ("-a", addr)]
+            with Proc([tlib.TETHERD, *args, "-p", str(port), self.keydir]) as p:
+                wait_port(port)
+                self.assertIsNone(p.proc.poll(), p.logs())
+                self.assert_serves(port)
+                self.assert_serves(port, host="::1", family=socket.AF_INET6)
+
+    def test_ipv6_wildcard_alone_is_dual_stack(self):
+        port = tlib.free_port(socket.AF_INET6, "::")
+        with Proc([tlib.TETHERD, "-a", "::", "-p", str(port), self.keydir]):
+            wait_port(port, host="::1", family=socket.AF_INET6)
+            self.assert_serves(port, host="::1", family=socket.AF_INET6)
+            self.assert_serves(port)
+
+    def start_error(self, *args, user=None):
+        cmd = [tlib.TETHERD, *args]
+        if user is not None:
+            cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+        self.assertNotEqual(r.returncode, 0, args)
+        lines = r.stderr.strip().splitlines()
+        self.assertTrue(lines, args)
+        return lines[0]
+
+    def test_startup_errors_name_their_cause(self):
+        port = str(tlib.free_port())
+        local = ["-a", "127.0.0.1", "-p", port]
+        afile = os.path.join(self.tmp.name, "hostname")
+        with open(afile, "w") as f:
+            f.write("host\n")
+        for path in ("/etc/hostname", afile):
+            if not os.path.exists(path):
+                continue
+            # Without -p: its parsing happens to clear errno, hiding a stale one.
+            msg = self.start_error("-a", "127.0.0.1", path)
+            # Not the errno some earlier library call left behind.
+            self.assertNotIn("No such file", msg)
+            self.assertIn("not a directory", msg)
+            self.assertIn("give the key directory", msg)
+        msg = self.start_error(*local, os.path.join(self.tmp.name, "missing"))
+        self.assertIn("No such file or directory", msg)
+        # Unreadable to its user: the directory's open fails, and says why.
+        os.chmod(self.tmp.name, 0o711)
+        os.chmod(self.keydir, 0o700)
+        msg = self.start_error(*local, self.keydir, user=65534)
+        self.assertIn("Permission denied", msg)
+        msg = self.start_error("-p", "http", self.keydir)
+        self.assertIn("invalid port 'http'", msg)
+        for bad in ("::1::2", "not an address"):
+            msg = self.start_error("-a", bad, "-p", port, self.keydir)
+            self.assertIn(bad, msg)
+            self.assertIn("Name or service not known", msg)
+            self.assertNotIn("No such file", msg)
+
+    def test_pipe_on_stdin_never_listens(self):
+        # Started as a filter (a shell pipeline, socat's pipes option, a file):
+        # not inetd, and no reason to open [::]:9090 on every interface.
+        request = b"GET /adv HTTP/1.0\r\n\r\n"
+        reqfile = os.path.join(self.tmp.name, "request")
+        with open(reqfile, "wb") as f:
+            f.write(request)
+        for kind in ("a pipe", "a regular file"):
+            with open(reqfile, "rb") as f:
+                stdin = subprocess.PIPE if kind == "a pipe" else f
+                proc = subprocess.Popen([tlib.TETHERD, self.keydir], stdin=stdin, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, start_new_session=True)
+            try:
+                if kind == "a pipe":
+                    proc.stdin.write(request)
+                    proc.stdin.close()
+                deadline = time.monotonic() + 10
+                while proc.poll() is None and time.monotonic() < deadline:
+                    self.assertFalse(listens(proc.pid), f"stdin {kind}: tetherd opened a listening socket")
+                    time.sleep(0.05)
+                self.assertEqual(proc.wait(timeout=1), 2, kind)
+                err = proc.stderr.read().decode()
+                self.assertIn(f"standard input is {kind}, not a connected socket", err)
+                self.assertIn("-l", err)
+                self.assertEqual(proc.stdout.read(), b"")
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                proc.stdout.close()
+                proc.stderr.close()
+
+    def test_pipe_on_stdin_with_listen_option_listens(self):
+        port = tlib.free_port()
+        proc = subprocess.Popen([tlib.TETHERD, "-a", "127.0.0.1", "-p", str(port), self.keydir],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(port)
+            self.assert_serves(port)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            proc.stdin.close()
+
+    @tlib.unittest.skipUnless(shutil.which("socat"), "socat is not installed")
+    def test_socat_pipes_is_refused_clearly(self):
+        port = tlib.free_port()
+        exe = f"{tlib.TETHERD} {self.keydir}"
+        with Proc(["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", f"EXEC:{exe},pipes"]) as p:
+            wait_port(port)
+            resp = tlib.raw_request(port, b"GET /adv HTTP/1.0\r\n\r\n", timeout=10)
+            self.assertEqual(resp, b"")
+            self.assertTrue(tlib.eventually(lambda: "standard input is a pipe" in p.logs(), timeout=10), p.logs())
+        # socat's default (a socketpair) is a connected socket: inetd mode.
+        with Proc(["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", f"EXEC:{exe}"]):
+            wait_port(port)
+            self.assert_serves(port)
 
     def test_port_in_use(self):
         with socket.socket() as s:
