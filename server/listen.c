@@ -153,7 +153,7 @@ enum stdin_role stdin_role(int fd, const char **what) {
         if (S_ISSOCK(st.st_mode)) {
                 if (fd_is_connected_socket(fd))
                         return STDIN_CONNECTION;
-                *what = "a socket that is not connected";
+                *what = "an unconnected socket";
         } else if (S_ISFIFO(st.st_mode))
                 *what = "a pipe";
         else if (S_ISREG(st.st_mode))

@@ -20,7 +20,7 @@
 
 struct options {
         const char *keydir;
-        const char *addresses[LISTEN_MAX];   /* none: every address */
+        const char *addresses[LISTEN_MAX];
         size_t n_addresses;
         const char *port;
         bool listen;
@@ -210,9 +210,9 @@ static int run(struct options *o) {
                 case STDIN_FILTER:
                         /* Started in a pipeline or with socat's pipes option: nobody
                          * asked for a listener on every interface. */
-                        fprintf(stderr, "tetherd: standard input is %s, not a connected socket: give -l, -a or -p "
-                                "to listen on the network, or start tetherd with a socket as standard input "
-                                "(inetd, systemd, socat without its pipes option)\n", what);
+                        fprintf(stderr, "tetherd: standard input is %s; the inetd mode needs a connected socket: "
+                                "give -l, -a or -p to listen on the network, or start tetherd with a socket as "
+                                "standard input (inetd, systemd, socat without its pipes option)\n", what);
                         return EXIT_USAGE;
                 case STDIN_NOTHING:
                         break;

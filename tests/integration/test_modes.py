@@ -206,9 +206,9 @@ class Modes(tlib.unittest.TestCase):
         reqfile = os.path.join(self.tmp.name, "request")
         with open(reqfile, "wb") as f:
             f.write(request)
-        for kind in ("a pipe", "a regular file"):
-            with open(reqfile, "rb") as f:
-                stdin = subprocess.PIPE if kind == "a pipe" else f
+        for kind in ("a pipe", "a regular file", "an unconnected socket"):
+            with open(reqfile, "rb") as f, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unconnected:
+                stdin = {"a pipe": subprocess.PIPE, "a regular file": f}.get(kind, unconnected.fileno())
                 proc = subprocess.Popen([tlib.TETHERD, self.keydir], stdin=stdin, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, start_new_session=True)
             try:
@@ -221,7 +221,7 @@ class Modes(tlib.unittest.TestCase):
                     time.sleep(0.05)
                 self.assertEqual(proc.wait(timeout=1), 2, kind)
                 err = proc.stderr.read().decode()
-                self.assertIn(f"standard input is {kind}, not a connected socket", err)
+                self.assertIn(f"standard input is {kind}; the inetd mode needs a connected socket", err)
                 self.assertIn("-l", err)
                 self.assertEqual(proc.stdout.read(), b"")
             finally:
