@@ -57,13 +57,15 @@ int cli_write_all(int fd, const void *buf, size_t len) {
         return 0;
 }
 
-/* Trust on first use, asked on the terminal as Clevis does. */
+/* Trust on first use, asked on the terminal as Clevis does; userdata, if
+ * set, is a warning to show first (why the keys are not already trusted). */
 static int ask_trust(void *userdata, const char *url, const char *const *thps, size_t n) {
-        (void) userdata;
         _cleanup_fclose_ FILE *tty = fopen("/dev/tty", "r+e");
         char answer[16] = "";
         if (!tty)
                 return -ENXIO;
+        if (userdata)
+                fprintf(tty, "%s\n\n", (const char *) userdata);
         fprintf(tty, "The advertisement of %s contains the following signing keys:\n\n", url);
         for (size_t i = 0; i < n; i++)
                 fprintf(tty, "%s\n", thps[i]);

@@ -136,19 +136,30 @@ static int cmd_bind(int argc, char **argv) {
 /* ------------------------------------------------------------ unbind */
 
 static const char unbind_usage[] =
-        "Usage: tether luks unbind -d DEV -s SLOT [-f]\n\n"
+        "Usage: tether luks unbind -d DEV -s SLOT [-f] [--remove-last-passphrase]\n\n"
         "Removes the binding in SLOT: its keyslot, then its token. Refuses a keyslot\n"
-        "that is not a binding unless -f, and never removes the last keyslot.\n";
+        "that is not a binding unless -f, and never removes the last keyslot.\n\n"
+        "  -f                        remove SLOT even if it is not a binding\n"
+        "  --remove-last-passphrase  remove SLOT even if it is the last keyslot that\n"
+        "                            opens without a server (passphrase, key file,\n"
+        "                            tpm2): the volume then opens only while a tang\n"
+        "                            server answers\n";
 
 static int cmd_unbind(int argc, char **argv) {
+        static const struct option longopts[] = {
+                { "remove-last-passphrase", no_argument, NULL, 'P' },
+                { "help", no_argument, NULL, 'h' },
+                {}
+        };
         const char *device = NULL;
         int slot = -1, c;
-        bool force = false;
+        unsigned flags = 0;
         struct tc_err err = {};
-        while ((c = getopt(argc, argv, "hfd:s:")) != -1) {
+        while ((c = getopt_long(argc, argv, "hfd:s:", longopts, NULL)) != -1) {
                 switch (c) {
                 case 'h': return usage(unbind_usage, true);
-                case 'f': force = true; break;
+                case 'f': flags |= TC_LUKS_UNBIND_FORCE; break;
+                case 'P': flags |= TC_LUKS_UNBIND_LAST_LOCAL; break;
                 case 'd': device = optarg; break;
                 case 's': if (!parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &slot)) return usage(unbind_usage, false); break;
                 default: return usage(unbind_usage, false);
@@ -156,7 +167,7 @@ static int cmd_unbind(int argc, char **argv) {
         }
         if (!device || slot < 0 || optind != argc)
                 return usage(unbind_usage, false);
-        return tc_luks_unbind(device, slot, force, &err) < 0 ? fail("unbind", &err) : EXIT_SUCCESS;
+        return tc_luks_unbind(device, slot, flags, &err) < 0 ? fail("unbind", &err) : EXIT_SUCCESS;
 }
 
 /* ------------------------------------------------------------ list */
@@ -191,6 +202,12 @@ static int cmd_list(int argc, char **argv) {
         bool any = false;
         for (size_t i = 0; i < b.n; i++) {
                 const struct tc_luks_binding *x = &b.items[i];
+                if (x->malformed) {
+                        fprintf(stderr, "tether luks list: %s: token %d is not a valid clevis token (%s); remove it with cryptsetup token remove --token-id %d\n",
+                                device, x->token, x->malformed, x->token);
+                        rc = EXIT_FAILURE;
+                        continue;
+                }
                 if (slot >= 0 && x->slot != slot)
                         continue;
                 _cleanup_free_ char *cfg = x->config ? json_dumps(x->config, JSON_COMPACT) : NULL;
@@ -298,6 +315,7 @@ static int cmd_unlock(int argc, char **argv) {
         if (!test && !name) {
                 _cleanup_free_ char *uuid = cli_luks_uuid(device);
                 if (!uuid || asprintf(&default_name, "luks-%s", uuid) < 0) {
+                        default_name = NULL; /* undefined after a failed asprintf, and freed on return */
                         fprintf(stderr, "tether luks unlock: %s is not a LUKS device\n", device);
                         return EXIT_FAILURE;
                 }
@@ -312,10 +330,14 @@ static int cmd_unlock(int argc, char **argv) {
 /* ------------------------------------------------------------ regen, edit, report */
 
 static const char regen_usage[] =
-        "Usage: tether luks regen -d DEV -s SLOT [-q]\n\n"
-        "Re-encrypts SLOT's key to its servers' current keys (after a key rotation),\n"
-        "trusting the servers at the bound URLs as clevis luks regen does. The keyslot\n"
-        "is not touched; the token is replaced in one header write.\n";
+        "Usage: tether luks regen -d DEV -s SLOT [-q] [-y]\n\n"
+        "Re-encrypts SLOT's key to its servers' current keys (after a key rotation).\n"
+        "The new keys are used without asking when a signing key the binding already\n"
+        "trusts vouches for them (tang's /adv/THP, served for rotated keys too);\n"
+        "otherwise they are shown for confirmation, as at bind time. The keyslot is\n"
+        "not touched; the token is replaced in one header write.\n\n"
+        "  -q   never ask: refuse keys that no trusted key vouches for\n"
+        "  -y   trust the servers' new keys even if no trusted key vouches for them\n";
 
 static const char edit_usage[] =
         "Usage: tether luks edit -d DEV -s SLOT -c CONFIG [-y]\n\n"
@@ -323,22 +345,29 @@ static const char edit_usage[] =
         "server added to an sss policy), in one header write.\n";
 
 static const char report_usage[] =
-        "Usage: tether luks report -d DEV -s SLOT [-q] [-r]\n\n"
+        "Usage: tether luks report -d DEV -s SLOT [-q] [-r [-y]]\n\n"
         "Reports the tang keys SLOT's binding uses that its servers no longer\n"
         "advertise (rotated away). Exit 1 with -q when there are any; -r regenerates\n"
-        "the binding when there are.\n";
+        "the binding when there are, as tether luks regen does (-q: never asking,\n"
+        "-y: trusting new keys that no trusted key vouches for).\n";
+
+/* What the terminal prompt says first when regen has to ask. */
+static const char regen_warning[] =
+        "WARNING: no signing key this binding trusted vouches for the keys the server\n"
+        "serves now: it was replaced, its old keys deleted, or someone is in between.\n"
+        "Check the thumbprints below with tether-keys show on the server.";
 
 static int cmd_regen_edit(int argc, char **argv, bool edit) {
         const char *device = NULL, *config = NULL;
         int slot = -1, c;
-        bool yes = !edit;
+        bool yes = false, quiet = false;
         struct tc_ctx ctx;
         struct tc_err err = {};
         const char *u = edit ? edit_usage : regen_usage;
         while ((c = getopt(argc, argv, "hqyd:s:c:k:")) != -1) {
                 switch (c) {
                 case 'h': return usage(u, true);
-                case 'q': break;
+                case 'q': quiet = true; break;
                 case 'k': break; /* accepted, as clevis #492 asks: the binding itself proves access */
                 case 'y': yes = true; break;
                 case 'd': device = optarg; break;
@@ -352,6 +381,10 @@ static int cmd_regen_edit(int argc, char **argv, bool edit) {
         if (cli_init_ctx(&ctx) < 0)
                 return CLI_EXIT_USAGE;
         ctx.trust_all = yes;
+        if (quiet)
+                ctx.trust = NULL;
+        if (!edit)
+                ctx.trust_data = (void *) regen_warning;
         return tc_luks_rebind(&ctx, device, slot, config, &err) < 0 ? fail(edit ? "edit" : "regen", &err) : EXIT_SUCCESS;
 }
 
@@ -366,14 +399,15 @@ static int cmd_edit(int argc, char **argv) {
 static int cmd_report(int argc, char **argv) {
         const char *device = NULL;
         int slot = -1, c;
-        bool quiet = false, regen = false;
+        bool quiet = false, regen = false, yes = false;
         struct tc_ctx ctx;
         struct tc_err err = {};
         struct tc_luks_report rep;
-        while ((c = getopt(argc, argv, "hqrd:s:")) != -1) {
+        while ((c = getopt(argc, argv, "hqryd:s:")) != -1) {
                 switch (c) {
                 case 'h': return usage(report_usage, true);
                 case 'q': quiet = true; break;
+                case 'y': yes = true; break;
                 case 'r': regen = true; break;
                 case 'd': device = optarg; break;
                 case 's': if (!parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &slot)) return usage(report_usage, false); break;
@@ -396,7 +430,10 @@ static int cmd_report(int argc, char **argv) {
                 return EXIT_SUCCESS;
         }
         if (regen) {
-                ctx.trust_all = true;
+                ctx.trust_all = yes;
+                ctx.trust_data = (void *) regen_warning;
+                if (quiet)
+                        ctx.trust = NULL;
                 if (tc_luks_rebind(&ctx, device, slot, NULL, &err) < 0)
                         return fail("report", &err);
                 printf("%s slot %d: regenerated\n", device, slot);

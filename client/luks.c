@@ -11,6 +11,7 @@
  *           one header write. */
 #include "luks.h"
 #include "cleanup.h"
+#include "jwe.h"
 #include "pin.h"
 #include "tang.h"
 #include "tether.h"
@@ -21,6 +22,7 @@
 #include <unistd.h>
 #include <jose/b64.h>
 #include <jose/jwk.h>
+#include <jose/jws.h>
 #include "keyset.h"
 #include <libcryptsetup.h>
 #include <openssl/crypto.h>
@@ -79,29 +81,54 @@ static char *token_to_compact(const json_t *token) {
         return asprintf(&out, "%s.%s.%s.%s.%s", p, k ? k : "", iv, c, t) < 0 ? NULL : out;
 }
 
-int tc_luks_token_jwe(const char *json, char **compact, struct tc_err *err) {
+/* A keyslot number as cryptsetup and Clevis write it: "0".."31", decimal,
+ * no sign, no leading zero, no space. Anything else is not guessed at. */
+static int parse_keyslot(const json_t *s) {
+        const char *v = json_string_value(s);
+        int slot = 0;
+        if (!v || !*v || (v[0] == '0' && v[1]))
+                return -EINVAL;
+        for (const char *p = v; *p; p++) {
+                if (*p < '0' || *p > '9' || p - v >= 3)
+                        return -EINVAL;
+                slot = slot * 10 + (*p - '0');
+        }
+        return slot < crypt_keyslot_max(CRYPT_LUKS2) ? slot : -EINVAL;
+}
+
+/* The one reading of a clevis token (untrusted: anyone with the disk can
+ * write it), for the bindings list, the token plugin and the fuzzers alike.
+ * *slot is -1 for a token assigned to no keyslot (an interrupted bind). */
+static int parse_token(const char *json, int *slot, char **compact, struct tc_err *err) {
         json_auto_t *token = json_loads(json, 0, NULL);
         if (!json_is_object(token))
                 return tc_fail(err, -EINVAL, "clevis token is not a JSON object");
         const char *type = json_string_value(json_object_get(token, "type"));
         if (!type || strcmp(type, "clevis") != 0)
                 return tc_fail(err, -EINVAL, "token type is not \"clevis\"");
-        json_t *slots = json_object_get(token, "keyslots"), *s;
-        size_t i;
+        json_t *slots = json_object_get(token, "keyslots");
         if (!json_is_array(slots))
                 return tc_fail(err, -EINVAL, "clevis token has no \"keyslots\" array");
-        json_array_foreach(slots, i, s) {
-                char *end;
-                const char *v = json_string_value(s);
-                long slot = v ? strtol(v, &end, 10) : -1;
-                if (!v || !*v || *end || slot < 0 || slot >= crypt_keyslot_max(CRYPT_LUKS2))
-                        return tc_fail(err, -EINVAL, "clevis token: keyslot %zu is not a keyslot number", i);
+        if (json_array_size(slots) > 1)
+                return tc_fail(err, -EINVAL, "clevis token is assigned to %zu keyslots (Clevis assigns one)",
+                               json_array_size(slots));
+        int s = -1;
+        if (json_array_size(slots) == 1 && (s = parse_keyslot(json_array_get(slots, 0))) < 0) {
+                const char *v = json_string_value(json_array_get(slots, 0));
+                return tc_fail(err, -EINVAL, "clevis token: keyslot %s%.16s%s is not a keyslot number (0 to %d)",
+                               v ? "\"" : "", v ? v : "(not a string)", v ? "\"" : "", crypt_keyslot_max(CRYPT_LUKS2) - 1);
         }
         char *c = token_to_compact(token);
         if (!c)
                 return tc_fail(err, -EINVAL, "clevis token: \"jwe\" lacks protected, iv, ciphertext or tag");
+        *slot = s;
         *compact = c;
         return 0;
+}
+
+int tc_luks_token_jwe(const char *json, char **compact, struct tc_err *err) {
+        int slot;
+        return parse_token(json, &slot, compact, err);
 }
 
 static json_t *compact_to_token(const char *compact, int slot) {
@@ -142,6 +169,7 @@ void tc_luks_bindings_clear(struct tc_luks_bindings *b) {
         for (size_t i = 0; i < b->n; i++) {
                 free(b->items[i].jwe);
                 free(b->items[i].pin);
+                free(b->items[i].malformed);
                 json_decref(b->items[i].config);
         }
         free(b->items);
@@ -161,23 +189,22 @@ static int read_bindings(struct crypt_device *cd, bool with_thp, struct tc_luks_
                         continue;
                 if (crypt_token_json_get(cd, t, &text) < 0)
                         continue;
-                json_auto_t *token = json_loads(text, 0, NULL);
-                struct tc_luks_binding *b = &out->items[out->n];
+                struct tc_luks_binding *b = &out->items[out->n++];
+                struct tc_err why = {};
                 b->token = t;
-                b->slot = -1;
-                b->jwe = token ? token_to_compact(token) : NULL;
-                if (!b->jwe)
+                if (parse_token(text, &b->slot, &b->jwe, &why) < 0) {
+                        /* Kept, so that list and the errors can name it. */
+                        b->slot = -1;
+                        b->malformed = strdup(why.msg);
+                        if (!b->malformed)
+                                return tc_fail(err, -ENOMEM, "out of memory");
                         continue;
-                json_t *slots = json_object_get(token, "keyslots");
-                const char *s = json_string_value(json_array_get(slots, 0));
-                if (s)
-                        b->slot = atoi(s);
+                }
                 if (b->slot >= 0) {
                         crypt_keyslot_info ki = crypt_keyslot_status(cd, b->slot);
                         b->slot_active = ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST;
                 }
                 b->config = tc_jwe_config(b->jwe, with_thp, &b->pin);
-                out->n++;
         }
         return 0;
 }
@@ -194,8 +221,13 @@ int tc_luks_list(const char *device, bool with_thp, struct tc_luks_bindings *out
         return open_bindings(device, with_thp, &cd, out, err);
 }
 
-/* "slot N is not a binding", naming an orphan token that may explain why. */
+/* "slot N is not a binding", naming a token that may explain why. */
 static int not_bound(const struct tc_luks_bindings *b, const char *device, int slot, struct tc_err *err) {
+        for (size_t i = 0; i < b->n; i++)
+                if (b->items[i].malformed)
+                        return tc_fail(err, -ENOENT,
+                                       "%s: slot %d is not a tether/clevis binding; token %d is not a valid clevis token (%s)",
+                                       device, slot, b->items[i].token, b->items[i].malformed);
         for (size_t i = 0; i < b->n; i++)
                 if (b->items[i].slot < 0 || !b->items[i].slot_active)
                         return tc_fail(err, -ENOENT,
@@ -388,17 +420,74 @@ out:
 
 /* ---------------------------------------------------------------- unbind */
 
-static int active_keyslots(struct crypt_device *cd) {
-        int n = 0;
-        for (int s = 0; s < crypt_keyslot_max(CRYPT_LUKS2); s++) {
-                crypt_keyslot_info ki = crypt_keyslot_status(cd, s);
-                if (ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST || ki == CRYPT_SLOT_UNBOUND)
-                        n++;
+/* A keyslot that opens the volume (an unbound keyslot holds some other key). */
+static bool slot_opens(struct crypt_device *cd, int slot) {
+        crypt_keyslot_info ki = crypt_keyslot_status(cd, slot);
+        return ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST;
+}
+
+/* Whether a pin configuration opens without any server: tpm2, or an sss
+ * whose threshold its local children meet. null does not count: it protects
+ * nothing (and {"fail":true} never opens). Nor does a pin we do not know. */
+static bool config_is_local(const char *pin, const json_t *cfg, unsigned depth) {
+        if (!pin || !json_is_object(cfg) || depth > 16)
+                return false;
+        if (strcmp(pin, "tpm2") == 0)
+                return true;
+        if (strcmp(pin, "sss") != 0)
+                return false;
+        json_int_t t = json_integer_value(json_object_get(cfg, "t")), local = 0;
+        const char *name;
+        json_t *v, *c;
+        size_t i;
+        json_object_foreach(json_object_get(cfg, "pins"), name, v) {
+                if (json_is_object(v))
+                        local += config_is_local(name, v, depth + 1);
+                else
+                        json_array_foreach(v, i, c)
+                                local += config_is_local(name, c, depth + 1);
         }
+        return t >= 1 && local >= t;
+}
+
+/* Whether slot opens the volume without a server answering: a keyslot with
+ * no clevis binding (a passphrase, a key file, another tool's token such as
+ * systemd-tpm2 or fido2) or with a local one (tpm2). */
+static bool slot_is_local_way_in(struct crypt_device *cd, const struct tc_luks_bindings *bindings, int slot) {
+        if (!slot_opens(cd, slot))
+                return false;
+        const struct tc_luks_binding *b = binding_for_slot(bindings, slot);
+        return !b || config_is_local(b->pin, b->config, 0);
+}
+
+static int count_slots(struct crypt_device *cd, const struct tc_luks_bindings *bindings, int except, bool local_only) {
+        int n = 0;
+        for (int s = 0; s < crypt_keyslot_max(CRYPT_LUKS2); s++)
+                if (s != except && (local_only ? slot_is_local_way_in(cd, bindings, s) : slot_opens(cd, s)))
+                        n++;
         return n;
 }
 
-int tc_luks_unbind(const char *device, int slot, bool force, struct tc_err *err) {
+/* The ways in that must survive an unbind: some keyslot, always; and one
+ * that does not need a server, unless the caller says it may go. */
+static int check_ways_in(struct crypt_device *cd, const struct tc_luks_bindings *bindings, const char *device,
+                         int slot, unsigned flags, struct tc_err *err) {
+        if (count_slots(cd, bindings, slot, false) == 0)
+                /* Not even with -f: a header is never left without a way in. */
+                return tc_fail(err, -EPERM, "%s: slot %d is the last keyslot; removing it would lock the volume for good",
+                               device, slot);
+        if (!(flags & TC_LUKS_UNBIND_LAST_LOCAL) && slot_is_local_way_in(cd, bindings, slot) &&
+            count_slots(cd, bindings, slot, true) == 0)
+                return tc_fail(err, -EPERM,
+                               "%s: slot %d is the last keyslot that opens without a server (passphrase, key file or "
+                               "tpm2); without it the volume would open only through its network bindings, while their "
+                               "servers answer. Add a passphrase first (cryptsetup luksAddKey %s), or pass "
+                               "--remove-last-passphrase",
+                               device, slot, device);
+        return 0;
+}
+
+int tc_luks_unbind(const char *device, int slot, unsigned flags, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         struct tc_luks_bindings bindings = {};
         int r = open_bindings(device, false, &cd, &bindings, err);
@@ -406,16 +495,16 @@ int tc_luks_unbind(const char *device, int slot, bool force, struct tc_err *err)
                 return r;
         const struct tc_luks_binding *b = binding_for_slot(&bindings, slot);
         crypt_keyslot_info ki = crypt_keyslot_status(cd, slot);
-        bool active = ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST;
+        bool active = ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST || ki == CRYPT_SLOT_UNBOUND;
 
-        if (!b && !force)
-                r = tc_fail(err, -ENOENT, "%s: slot %d is not a tether/clevis binding (-f removes it anyway)", device, slot);
-        else if (!b && !active)
+        if (!b && !(flags & TC_LUKS_UNBIND_FORCE)) {
+                r = not_bound(&bindings, device, slot, err);
+                size_t len = strlen(err->msg);
+                snprintf(err->msg + len, sizeof(err->msg) - len, " (-f removes the keyslot anyway)");
+        } else if (!b && !active)
                 r = tc_fail(err, -ENOENT, "%s: slot %d is not in use", device, slot);
-        else if (active && active_keyslots(cd) <= 1)
-                /* Not even with -f: a header is never left without a way in. */
-                r = tc_fail(err, -EPERM, "%s: slot %d is the last keyslot; removing it would lock the volume for good",
-                            device, slot);
+        else if (active)
+                r = check_ways_in(cd, &bindings, device, slot, flags, err);
         if (r < 0)
                 goto out;
         if (active && (r = tc_fault("unbind-keyslot", err)) == 0) {
@@ -650,6 +739,170 @@ int tc_luks_recover(const struct tc_ctx *ctx, struct crypt_device *cd, const cha
 
 /* ---------------------------------------------------------------- regen, edit */
 
+/* Regen re-encrypts to whatever key set the server presents now, so that
+ * key set must be vouched for by a signing key the binding already trusts:
+ * the advertisement in its JWE header. Tang serves url/adv/THP signed also
+ * by the key THP, even once THP is rotated away (hidden), so after a normal
+ * rotation an old key vouches and nothing is asked. Otherwise (server
+ * replaced, old keys deleted, someone in between) the new keys are trusted
+ * only by -y or by the user on a terminal, as at bind time. */
+
+struct regen_trust {
+        const struct tc_ctx *ctx;
+        const char *device;
+        int slot;
+        json_t *advs;   /* url -> the advertisement (JWS) the new binding uses */
+};
+
+/* 1 with *jws if one of old_adv's signing keys signed what url serves now
+ * for it; 0 with why if none did; < 0 if the server cannot be asked. */
+static int fetch_vouched_adv(const struct tc_ctx *ctx, const char *url, const json_t *old_adv, json_t **jws, char *why,
+                             size_t why_len, struct tc_err *err) {
+        json_auto_t *old = tc_tang_keys_for(old_adv, "verify");
+        json_t *k;
+        size_t i;
+        if (!old)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        snprintf(why, why_len, "the binding holds no signing key of it");
+        json_array_foreach(old, i, k) {
+                _cleanup_free_ char *thp = tk_thumbprint(k, "S256");
+                json_auto_t *got = NULL, *payload = NULL;
+                struct tc_err e = {};
+                if (!thp)
+                        return tc_fail(err, -ENOMEM, "out of memory");
+                int r = tc_tang_fetch_adv(ctx, url, thp, &got, &payload, &e);
+                if (r == -EPROTO || r == -EBADMSG) {
+                        snprintf(why, why_len, r == -EPROTO ? "it has no advertisement for old key %s"
+                                                            : "its advertisement for old key %s is not valid", thp);
+                        continue;
+                }
+                if (r < 0) {
+                        *err = e;
+                        return r;
+                }
+                /* With the key the binding holds, not one from the answer. */
+                if (!jose_jws_ver(NULL, got, NULL, k, false)) {
+                        snprintf(why, why_len, "its advertisement for old key %s is not signed by it", thp);
+                        continue;
+                }
+                *jws = TAKE_PTR(got);
+                return 1;
+        }
+        return 0;
+}
+
+/* No old key vouched: -y trusts, a terminal asks, anything else refuses. */
+static int confirm_new_keys(const struct regen_trust *t, const char *url, const char *why, json_t **jws,
+                            struct tc_err *err) {
+        json_auto_t *got = NULL, *payload = NULL, *verify = NULL;
+        int r = tc_tang_fetch_adv(t->ctx, url, NULL, &got, &payload, err);
+        if (r < 0)
+                return r;
+        if (!(verify = tc_tang_keys_for(payload, "verify")))
+                return tc_fail(err, -ENOMEM, "out of memory");
+        size_t n = json_array_size(verify);
+        char *thps[8] = {}, list[8 * 48] = "";
+        for (size_t i = 0; i < n && i < ELEMENTSOF(thps); i++) {
+                thps[i] = tk_thumbprint(json_array_get(verify, i), "S256");
+                if (thps[i])
+                        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "", thps[i]);
+        }
+        n = n < ELEMENTSOF(thps) ? n : ELEMENTSOF(thps);
+        r = t->ctx->trust_all ? 1 : t->ctx->trust ? t->ctx->trust(t->ctx->trust_data, url, (const char *const *) thps, n) : -ENXIO;
+        for (size_t i = 0; i < n; i++)
+                free(thps[i]);
+        if (r == 0)
+                return tc_fail(err, -EPERM, "%s slot %d: the new signing keys of %s were not trusted; the binding is unchanged",
+                               t->device, t->slot, url);
+        if (r < 0)
+                return tc_fail(err, -EPERM,
+                               "%s slot %d: no key the binding trusted vouches for the keys %s serves now (%s): the "
+                               "server was replaced, its keys deleted, or someone is in between. Check its new signing "
+                               "key %s with tether-keys show on the server, then rerun with -y, or on a terminal "
+                               "without -q",
+                               t->device, t->slot, url, why, list);
+        *jws = TAKE_PTR(got);
+        return 0;
+}
+
+static int trust_tang(struct regen_trust *t, const json_t *tang, struct tc_err *err) {
+        const char *url = json_string_value(json_object_get(tang, "url"));
+        json_t *jws = NULL;
+        char why[160];
+        if (!url)
+                return tc_fail(err, -EINVAL, "%s slot %d: a tang binding without a url", t->device, t->slot);
+        if (json_object_get(t->advs, url))
+                return 0;
+        int r = fetch_vouched_adv(t->ctx, url, json_object_get(tang, "adv"), &jws, why, sizeof(why), err);
+        if (r == 0)
+                r = confirm_new_keys(t, url, why, &jws, err);
+        if (r < 0)
+                return r;
+        return json_object_set_new(t->advs, url, jws) < 0 ? tc_fail(err, -ENOMEM, "out of memory") : 0;
+}
+
+/* Every tang server of a JWE, sss children too. */
+static int trust_jwe(struct regen_trust *t, const char *compact, unsigned depth, struct tc_err *err) {
+        struct tc_jwe jwe;
+        if (depth > 16)
+                return tc_fail(err, -EINVAL, "%s slot %d: sss nested too deep", t->device, t->slot);
+        int r = tc_jwe_parse(compact, strlen(compact), &jwe, err);
+        if (r < 0)
+                return r;
+        const json_t *clevis = json_object_get(jwe.header, "clevis");
+        const char *pin = json_string_value(json_object_get(clevis, "pin"));
+        json_t *j;
+        size_t i;
+        if (pin && strcmp(pin, "tang") == 0)
+                r = trust_tang(t, json_object_get(clevis, "tang"), err);
+        else if (pin && strcmp(pin, "sss") == 0)
+                json_array_foreach(json_object_get(json_object_get(clevis, "sss"), "jwe"), i, j)
+                        if (r >= 0 && json_is_string(j))
+                                r = trust_jwe(t, json_string_value(j), depth + 1, err);
+        tc_jwe_clear(&jwe);
+        return r;
+}
+
+/* Puts each tang server's trusted advertisement into the configuration, so
+ * that the encryption uses exactly the key set that was vouched for. */
+static int attach_advs(json_t *cfg, const char *pin, const json_t *advs, unsigned depth) {
+        if (!json_is_object(cfg) || depth > 16)
+                return 0;
+        if (strcmp(pin, "tang") == 0) {
+                json_t *jws = json_object_get(advs, json_string_value(json_object_get(cfg, "url")));
+                return jws ? json_object_set(cfg, "adv", jws) : 0;
+        }
+        if (strcmp(pin, "sss") != 0)
+                return 0;
+        const char *name;
+        json_t *v, *c;
+        size_t i;
+        json_object_foreach(json_object_get(cfg, "pins"), name, v) {
+                if (json_is_object(v) && attach_advs(v, name, advs, depth + 1) < 0)
+                        return -ENOMEM;
+                json_array_foreach(v, i, c)
+                        if (attach_advs(c, name, advs, depth + 1) < 0)
+                                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* The configuration to re-encrypt a binding with, every tang server's new
+ * keys vouched for (or confirmed). */
+static int regen_config(const struct tc_ctx *ctx, const char *device, const struct tc_luks_binding *b, char **out,
+                        struct tc_err *err) {
+        json_auto_t *advs = json_object(), *cfg = json_deep_copy(b->config);
+        struct regen_trust t = { .ctx = ctx, .device = device, .slot = b->slot, .advs = advs };
+        if (!advs || !cfg)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        int r = trust_jwe(&t, b->jwe, 0, err);
+        if (r < 0)
+                return r;
+        if (attach_advs(cfg, b->pin, advs, 0) < 0 || !(*out = json_dumps(cfg, JSON_COMPACT)))
+                return tc_fail(err, -ENOMEM, "out of memory");
+        return 0;
+}
+
 int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const char *new_config, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         struct tc_luks_bindings bindings = {};
@@ -661,11 +914,17 @@ int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const
         int r = open_bindings(device, false, &cd, &bindings, err);
         if (r < 0 || (r = slot_binding(&bindings, device, slot, &b, err)) < 0)
                 goto out;
-        config = new_config ? strdup(new_config) : json_dumps(b->config, JSON_COMPACT);
-        if (!config || !b->pin) {
+        if (!b->pin || !b->config) {
                 r = tc_fail(err, -EINVAL, "%s slot %d: cannot read the binding's configuration", device, slot);
                 goto out;
         }
+        /* Trust first: nothing is recovered for a key set that is refused. */
+        if (new_config)
+                r = (config = strdup(new_config)) ? 0 : tc_fail(err, -ENOMEM, "out of memory");
+        else
+                r = regen_config(ctx, device, b, &config, err);
+        if (r < 0)
+                goto out;
         r = decrypt_binding(ctx, device, b, &key, &len, err);
         /* Verified against its own slot, so a wrong key is never re-wrapped. */
         if (r < 0 || (r = check_slot_key(cd, device, slot, key, len, err)) < 0)
@@ -692,12 +951,20 @@ void tc_luks_report_clear(struct tc_luks_report *rep) {
         memset(rep, 0, sizeof(*rep));
 }
 
+/* The entry is counted only once it exists: asprintf() leaves its pointer
+ * undefined on failure, and report_clear frees every counted one. */
 static int report_add(struct tc_luks_report *rep, const char *url, const char *what, const char *thp) {
-        char **n = realloc(rep->stale, (rep->n_stale + 1) * sizeof(char *));
-        if (!n)
+        char *line = NULL;
+        if (asprintf(&line, "%s: %s key %s is no longer advertised", url, what, thp) < 0)
                 return -ENOMEM;
+        char **n = realloc(rep->stale, (rep->n_stale + 1) * sizeof(char *));
+        if (!n) {
+                free(line);
+                return -ENOMEM;
+        }
         rep->stale = n;
-        return asprintf(&rep->stale[rep->n_stale++], "%s: %s key %s is no longer advertised", url, what, thp) < 0 ? -ENOMEM : 0;
+        rep->stale[rep->n_stale++] = line;
+        return 0;
 }
 
 static int report_jwe(const struct tc_ctx *ctx, const char *compact, struct tc_luks_report *rep, struct tc_err *err);

@@ -17,7 +17,8 @@ struct tc_luks_binding {
         int token;
         int slot;              /* -1: the token is assigned to no keyslot */
         bool slot_active;      /* false: an orphan (keyslot killed by hand) */
-        char *jwe;             /* compact */
+        char *jwe;             /* compact; NULL if malformed */
+        char *malformed;       /* why the token is not a valid clevis token, or NULL */
         char *pin;             /* from the JWE header */
         json_t *config;        /* reconstructed pin configuration */
 };
@@ -55,7 +56,14 @@ struct tc_luks_bind_opts {
 
 /* Returns the keyslot bound (>= 0). */
 int tc_luks_bind(const struct tc_ctx *ctx, const char *device, const struct tc_luks_bind_opts *o, struct tc_err *err);
-int tc_luks_unbind(const char *device, int slot, bool force, struct tc_err *err);
+enum {
+        TC_LUKS_UNBIND_FORCE = 1 << 0,      /* slot need not be a binding */
+        TC_LUKS_UNBIND_LAST_LOCAL = 1 << 1, /* may remove the last way in that needs no server */
+};
+/* Never removes the last keyslot; nor, without TC_LUKS_UNBIND_LAST_LOCAL, the
+ * last one that opens without a server (a passphrase, key file, another
+ * tool's token, or a tpm2 binding: not a tang or null binding). */
+int tc_luks_unbind(const char *device, int slot, unsigned flags, struct tc_err *err);
 /* The passphrase of slot's binding, verified against that slot only. */
 int tc_luks_pass(const struct tc_ctx *ctx, const char *device, int slot, uint8_t **key, size_t *key_len,
                  struct tc_err *err);

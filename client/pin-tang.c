@@ -55,8 +55,10 @@ int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp
         struct tc_http_reply reply;
         int r;
 
-        if (asprintf(&adv_url, "%s/adv/%s", url, thp ? thp : "") < 0)
+        if (asprintf(&adv_url, "%s/adv/%s", url, thp ? thp : "") < 0) {
+                adv_url = NULL; /* undefined after a failure, and freed on return */
                 return tc_fail(err, -ENOMEM, "out of memory");
+        }
         r = tc_http_request(ctx, adv_url, NULL, 0, NULL, &reply, err);
         if (r < 0)
                 return tc_wrap(err, r, "tang server");
@@ -236,8 +238,10 @@ static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char 
 
         if (!req || json_object_set_new(req, "alg", json_string("ECMR")) < 0 ||
             json_object_set_new(req, "key_ops", json_pack("[s]", "deriveKey")) < 0 ||
-            !(body = json_dumps(req, JSON_SORT_KEYS | JSON_COMPACT)) || asprintf(&rec_url, "%s/rec/%s", url, kid) < 0)
+            !(body = json_dumps(req, JSON_SORT_KEYS | JSON_COMPACT)) || asprintf(&rec_url, "%s/rec/%s", url, kid) < 0) {
+                rec_url = NULL; /* undefined after a failed asprintf, and freed on return */
                 return tc_fail(err, -ENOMEM, "out of memory");
+        }
         r = tc_http_request(ctx, rec_url, body, strlen(body), "application/jwk+json", &reply, err);
         if (r < 0)
                 return tc_wrap(err, r, "tang server");

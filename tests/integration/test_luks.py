@@ -3,8 +3,11 @@ against a tetherd on loopback: every command, every error path, and fault
 injection at every step of the mutating commands, after which the volume must
 still open with the original passphrase and hold no half-made binding."""
 
+import hashlib
 import json
 import os
+import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -13,6 +16,31 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tlib  # noqa: E402
 
 from tlib import PASSPHRASE, luks_meta, opens, run, tether  # noqa: E402
+
+
+def detached(*args, env=None):
+    """tether in a new session: no controlling terminal, so nothing can be
+    asked (as from cron or a script), whatever terminal runs the tests."""
+    return subprocess.run([tlib.TETHER, *args], capture_output=True, timeout=120, env=env, start_new_session=True,
+                          stdin=subprocess.DEVNULL)
+
+
+def edit_luks2_json(img, edit):
+    """Rewrites the JSON metadata of both LUKS2 header copies with edit(meta),
+    with fresh checksums: how a header that cryptsetup would not write itself
+    (damaged, or made by hand or by another tool) gets onto a test image."""
+    with open(img, "r+b") as f:
+        hdr_size = struct.unpack(">Q", f.read(16)[8:16])[0]
+        for off in (0, hdr_size):
+            f.seek(off)
+            area = bytearray(f.read(hdr_size))
+            meta = edit(json.loads(bytes(area[4096:]).split(b"\0", 1)[0]))
+            text = json.dumps(meta, separators=(",", ":")).encode()
+            area[4096:] = text + b"\0" * (hdr_size - 4096 - len(text))
+            area[448:512] = b"\0" * 64
+            area[448:480] = hashlib.sha256(bytes(area)).digest()
+            f.seek(off)
+            f.write(area)
 
 
 class Luks(tlib.unittest.TestCase):
@@ -163,6 +191,187 @@ class Luks(tlib.unittest.TestCase):
         finally:
             pass
 
+
+    # ------------------------------------------------------------ regen trust
+
+    def token_adv_thps(self, img, token="0"):
+        """The signing keys the binding in token trusts (its JWE header's adv)."""
+        prot = json.loads(tlib.unb64u(luks_meta(img)["tokens"][token]["jwe"]["protected"]))
+        keys = prot["clevis"]["tang"]["adv"]["keys"]
+        return {tlib.thumbprint(k) for k in keys if "verify" in k.get("key_ops", [])}
+
+    def test_regen_after_rotation_trusts_what_the_old_key_vouches_for(self):
+        # (a) A normal rotation: the old (now hidden) signing key signs
+        # /adv/{old thp}, so regen needs neither -y nor a terminal.
+        with tlib.Tetherd(args=["-q"]) as a:
+            cfg = json.dumps({"url": f"http://127.0.0.1:{a.port}"})
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            old_sig = tlib.thumbprint(tlib.key_of(a.keydir, "sig"))
+            tlib.tether_keys("rotate", a.keydir)
+            new_sig = tlib.thumbprint(tlib.key_of(a.keydir, "sig"))
+            for args in (["regen", "-d", self.img, "-s", "1"], ["regen", "-q", "-d", self.img, "-s", "1"]):
+                r = detached("luks", *args)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertEqual(self.token_adv_thps(self.img), {new_sig})
+            # The new binding needs only the new keys: the rotated ones deleted.
+            for k in tlib.load_keys(a.keydir):
+                if k["hidden"]:
+                    os.unlink(os.path.join(a.keydir, k["file"]))
+            r = tether("luks", "pass", "-d", self.img, "-s", "1")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertTrue(opens(self.img, r.stdout, 1))
+            self.assertNotIn(old_sig, self.token_adv_thps(self.img))
+            self.assert_consistent()
+
+    def replaced_server(self, a):
+        """Server B's key directory: new keys, and A's exchange key kept
+        hidden (as a proxy forwarding /rec to A would answer), but none of
+        A's signing keys: nothing A signed vouches for B."""
+        bdir = os.path.join(self.tmp.name, "b-keys")
+        os.mkdir(bdir)
+        tlib.tether_keys("gen", bdir)
+        for k in tlib.load_keys(a.keydir):
+            if k["role"] == "exc":
+                shutil.copy(os.path.join(a.keydir, k["file"]), os.path.join(bdir, "." + k["file"].lstrip(".")))
+        return bdir
+
+    def test_regen_refuses_keys_no_old_key_vouches_for(self):
+        # (b) and (c): server A replaced by B on the same address.
+        a = tlib.Tetherd(args=["-q"])
+        port, adir = a.port, a.keydir
+        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"})
+        img2 = self.make_image("img2")
+        try:
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            self.assertEqual(self.bind(cfg=cfg, img=img2).returncode, 0)
+            a_sig = self.token_adv_thps(self.img)
+            bdir = self.replaced_server(a)
+            a.stop()
+            b_sig = tlib.thumbprint(tlib.key_of(bdir, "sig"))
+            before = luks_meta(self.img)
+            with tlib.Tetherd(keydir=bdir, port=port, args=["-q"]):
+                for args in (["regen", "-d", self.img, "-s", "1"], ["regen", "-q", "-d", self.img, "-s", "1"],
+                             ["report", "-r", "-d", self.img, "-s", "1"]):
+                    with self.subTest(args=args):
+                        r = detached("luks", *args)
+                        self.assertEqual(r.returncode, 1, r.stderr)
+                        msg = r.stderr.decode()
+                        self.assertIn("no key the binding trusted vouches for the keys", msg)
+                        self.assertIn(b_sig, msg)
+                        self.assertIn("tether-keys show", msg)
+                        self.assertIn("-y", msg)
+                        self.assertEqual(luks_meta(self.img), before)
+            # Still A's binding: A back, and it opens.
+            with tlib.Tetherd(keydir=adir, port=port, args=["-q"]):
+                r = tether("luks", "pass", "-d", self.img, "-s", "1")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertTrue(opens(self.img, r.stdout, 1))
+            # -y: the user has checked B's keys.
+            with tlib.Tetherd(keydir=bdir, port=port, args=["-q"]):
+                r = detached("luks", "regen", "-y", "-d", self.img, "-s", "1")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertEqual(self.token_adv_thps(self.img), {b_sig})
+                r = detached("luks", "report", "-r", "-y", "-d", img2, "-s", "1")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertIn("regenerated", r.stdout.decode())
+                self.assertEqual(self.token_adv_thps(img2), {b_sig})
+                self.assertNotEqual(a_sig, {b_sig})
+                for img in (self.img, img2):
+                    self.assert_consistent(img)
+        finally:
+            a.close()
+
+    # ------------------------------------------------------------ unbind keeps a way in
+
+    def test_unbind_keeps_the_last_passphrase(self):
+        self.assertEqual(self.bind().returncode, 0)
+        self.assertEqual(self.bind(pin="null", cfg="{}").returncode, 0)
+        before = luks_meta(self.img)
+        # Only network and null bindings would be left: refused, even with -f.
+        r = tether("luks", "unbind", "-d", self.img, "-s", "0", "-f")
+        self.assertEqual(r.returncode, 1)
+        msg = r.stderr.decode()
+        self.assertIn("last keyslot that opens without a server", msg)
+        self.assertIn("cryptsetup luksAddKey", msg)
+        self.assertIn("--remove-last-passphrase", msg)
+        self.assertEqual(luks_meta(self.img), before)
+        # A second passphrase: slot 0 may go.
+        run("cryptsetup", "luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+            "--key-file", self.keyfile, "--key-slot", "5", self.img, "-", input=b"second", check=True)
+        r = tether("luks", "unbind", "-d", self.img, "-s", "0", "-f")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # Now slot 5 is the last one; the explicit option removes it.
+        r = tether("luks", "unbind", "-d", self.img, "-s", "5", "-f")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("--remove-last-passphrase", r.stderr.decode())
+        r = tether("luks", "unbind", "-d", self.img, "-s", "5", "-f", "--remove-last-passphrase")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(luks_meta(self.img)["keyslots"]), ["1", "2"])
+        r = tether("luks", "unlock", "-d", self.img, "-t", "1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    # ------------------------------------------------------------ malformed tokens
+
+    def test_malformed_token_is_not_a_binding(self):
+        # Tokens libcryptsetup loads but Clevis never writes: assigned to two
+        # keyslots, or to keyslot "32" (beyond LUKS2's 0..31; cryptsetup only
+        # checks that a keyslot of that name exists).
+        for case in ("two", "32"):
+            with self.subTest(case=case):
+                img = self.make_image(f"m-{case}")
+                self.assertEqual(self.bind(img=img).returncode, 0)
+
+                def edit(meta):
+                    if case == "two":
+                        meta["tokens"]["0"]["keyslots"] = ["1", "0"]
+                    else:
+                        meta["keyslots"]["32"] = meta["keyslots"].pop("1")
+                        for d in meta["digests"].values():
+                            d["keyslots"] = ["32" if s == "1" else s for s in d["keyslots"]]
+                        meta["tokens"]["0"]["keyslots"] = ["32"]
+                    return meta
+                edit_luks2_json(img, edit)
+                before = luks_meta(img)
+                r = tether("luks", "list", "-d", img)
+                self.assertEqual(r.returncode, 1)
+                self.assertEqual(r.stdout, b"")
+                self.assertIn("token 0 is not a valid clevis token", r.stderr.decode())
+                for args in (["unbind", "-d", img, "-s", "1"], ["unbind", "-d", img, "-s", "0"],
+                             ["report", "-d", img, "-s", "1"], ["regen", "-d", img, "-s", "1"],
+                             ["pass", "-d", img, "-s", "1"]):
+                    r = tether("luks", *args)
+                    self.assertEqual(r.returncode, 1, args)
+                    self.assertIn("token 0 is not a valid clevis token", r.stderr.decode(), args)
+                r = tether("luks", "unlock", "-d", img, "-t", "-1")
+                self.assertEqual(r.returncode, 1)
+                self.assertIn("no usable", r.stderr.decode())
+                self.assertEqual(luks_meta(img), before)
+
+    # ------------------------------------------------------------ allocation failure
+
+    def test_report_survives_a_failed_allocation(self):
+        # asprintf() leaves its pointer undefined when it fails; a shim makes
+        # it fail, with a poisoned pointer, for report's "stale key" lines.
+        cc = shutil.which("cc")
+        if not cc:
+            self.skipTest("no C compiler")
+        src = os.path.join(self.tmp.name, "shim.c")
+        shim = os.path.join(self.tmp.name, "shim.so")
+        with open(src, "w") as f:
+            f.write(ASPRINTF_SHIM)
+        run(cc, "-shared", "-fPIC", "-O1", "-o", shim, src, check=True)
+        with tlib.Tetherd(args=["-q"]) as a:
+            cfg = json.dumps({"url": f"http://127.0.0.1:{a.port}"})
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            tlib.tether_keys("rotate", a.keydir)
+            env = dict(os.environ, LD_PRELOAD=shim, ASAN_OPTIONS="verify_asan_link_order=0")
+            r = tether("luks", "report", "-d", self.img, "-s", "1", env=env)
+            self.assertEqual(r.returncode, 1, f"{r.returncode}: {r.stderr}")
+            self.assertIn("out of memory", r.stderr.decode())
+            # Without the shim: the stale keys reported.
+            r = tether("luks", "report", "-d", self.img, "-s", "1")
+            self.assertIn("no longer advertised", r.stdout.decode())
+
     def test_edit(self):
         self.assertEqual(self.bind().returncode, 0)
         cfg = json.dumps({"t": 1, "pins": {"tang": [{"url": self.url}]}})
@@ -298,6 +507,40 @@ class Luks(tlib.unittest.TestCase):
                         self.assertIn("orphan", tether("luks", "list", "-d", img).stderr.decode())
                     else:
                         self.assert_consistent(img)
+
+
+ASPRINTF_SHIM = r"""
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+static int fake(char **strp, const char *fmt, va_list ap) {
+        if (strstr(fmt, "no longer advertised")) {
+                *strp = (char *) (uintptr_t) 0x10;   /* "undefined" */
+                return -1;
+        }
+        return vasprintf(strp, fmt, ap);
+}
+
+int asprintf(char **strp, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        int r = fake(strp, fmt, ap);
+        va_end(ap);
+        return r;
+}
+
+int __asprintf_chk(char **strp, int flag, const char *fmt, ...) {
+        va_list ap;
+        (void) flag;
+        va_start(ap, fmt);
+        int r = fake(strp, fmt, ap);
+        va_end(ap);
+        return r;
+}
+"""
 
 
 if __name__ == "__main__":
