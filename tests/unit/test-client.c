@@ -291,6 +291,41 @@ TEST(cancellation_reaches_children) {
         CHECK(!tc_ctx_cancelled(&(struct tc_ctx) { 0 }));
 }
 
+/* A misspelled key must not be dropped in silence: {"url":...,"tph":...}
+ * would bind with no thumbprint check at all. */
+TEST(unknown_config_keys_are_refused_naming_the_key) {
+        static const struct {
+                const char *pin, *cfg, *msg;
+        } cases[] = {
+                { "tang", "{\"url\":\"http://127.0.0.1:1\",\"tph\":\"x\"}",
+                  "tang configuration: unknown key \"tph\" (known: url, thp, adv)" },
+                { "null", "{\"fial\":true}", "null configuration: unknown key \"fial\" (known: fail)" },
+                { "sss", "{\"t\":1,\"pin\":{\"null\":[{}]}}", "sss configuration: unknown key \"pin\" (known: t, pins)" },
+                { "sss", "{\"t\":1,\"pins\":{\"null\":[{},{\"fial\":true}]}}",
+                  "null configuration at .pins.null[1]: unknown key \"fial\" (known: fail)" },
+                /* Nested: found before any child is encrypted (the tang child
+                 * would otherwise be asked first, and fail on the network). */
+                { "sss",
+                  "{\"t\":1,\"pins\":{\"tang\":[{\"url\":\"http://127.0.0.1:1\"}],"
+                  "\"sss\":{\"t\":1,\"pins\":{\"tang\":[{\"url\":\"http://127.0.0.1:1\",\"tph\":\"x\"}]}}}}",
+                  "tang configuration at .pins.sss.pins.tang[0]: unknown key \"tph\" (known: url, thp, adv)" },
+        };
+        for (size_t i = 0; i < ELEMENTS(cases); i++) {
+                struct tc_err err = { "" };
+                char *jwe = NULL;
+                CHECK_INT(tc_encrypt(&ctx, cases[i].pin, cases[i].cfg, (const uint8_t *) "x", 1, &jwe, &err), -EINVAL);
+                CHECK_STR(err.msg, cases[i].msg);
+                free(jwe);
+        }
+        /* The known keys still pass; an external pin's keys are its own. */
+        CHECK_INT(round_trip("null", "{\"fail\":false}", "ok", NULL), 0);
+        CHECK_INT(round_trip("sss", "{\"t\":1,\"pins\":{\"null\":[{\"fail\":false}]}}", "ok", NULL), 0);
+        struct tc_err err = { "" };
+        json_t *ext = json_pack("{s:s}", "anything", "goes");
+        CHECK_INT(tc_pin_config_check("tpm2", ext, &err), 0);
+        json_decref(ext);
+}
+
 int main(void) {
         unsetenv("TETHER_TIMEOUT");
         tc_ctx_init(&ctx);
@@ -305,5 +340,6 @@ int main(void) {
         RUN(unknown_pin_and_bad_config_are_clear_errors);
         RUN(timeout_from_environment);
         RUN(cancellation_reaches_children);
+        RUN(unknown_config_keys_are_refused_naming_the_key);
         return check_summary();
 }
