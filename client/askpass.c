@@ -121,13 +121,15 @@ struct agent {
 static void report(const struct agent *a, enum tc_agent_event e, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 static void report(const struct agent *a, enum tc_agent_event e, const char *fmt, ...) {
-        char msg[1024];
+        char raw[1024], msg[sizeof(raw)];
         va_list ap;
         if (!a->o->report)
                 return;
         va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
+        vsnprintf(raw, sizeof(raw), fmt, ap);
         va_end(ap);
+        /* Device names come from question files: one log line, whatever they hold. */
+        tc_escape(msg, sizeof(msg), raw);
         a->o->report(a->o->report_data, e, msg);
 }
 

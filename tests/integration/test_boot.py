@@ -489,6 +489,28 @@ class TokenPlugin(Images):
         self.assertNotEqual(r.returncode, 0)
         self.assertLess(took, 2)
 
+    def test_control_characters_from_the_header_are_escaped_in_the_log(self):
+        self.bind(self.img, self.srv)
+        token = json.loads(run("cryptsetup", "token", "export", "--token-id", "0", self.img, check=True).stdout)
+        header = json.loads(tlib.unb64u(token["jwe"]["protected"]))
+        header["clevis"]["tang"]["url"] = f"http://127.0.0.1:{tlib.free_port()}/\x1b[31m\nforged\x7f"
+        token["jwe"]["protected"] = tlib.b64u(json.dumps(header).encode())
+        path = os.path.join(self.tmp.name, "token.json")
+        with open(path, "w") as f:
+            json.dump(token, f)
+        run("cryptsetup", "token", "remove", "--token-id", "0", self.img, check=True)
+        run("cryptsetup", "token", "import", "--token-id", "0", "--json-file", path, self.img, check=True)
+        r, _ = token_open(self.img)
+        self.assertNotEqual(r.returncode, 0)
+        err = r.stderr.decode()
+        self.assertIn("/\\x1b[31m\\x0aforged\\x7f/rec/", err)
+        self.assertNotIn("\x1b", err)
+        self.assertNotIn("\x7f", err)
+        self.assertNotIn("\nforged", err)
+        dump = run("cryptsetup", "luksDump", self.img, env=clean_env(TETHER_TOKEN_DUMP="1"), check=True).stdout
+        self.assertIn(b"forged\\x7f", dump)
+        self.assertNotIn(b"\x7f", dump)
+
     def test_volume_bound_by_clevis_unlocks(self):
         if not shutil.which("clevis"):
             self.skipTest("clevis is not installed")

@@ -200,6 +200,42 @@ class Luks(tlib.unittest.TestCase):
         self.assertEqual(tether("luks", "list", "-d", self.img).stdout, listed)
         self.assert_consistent()
 
+    def test_control_characters_from_a_header_are_escaped(self):
+        # A header's URL reaches messages and listings; a terminal must not
+        # obey what it holds (colours, a forged second line, DEL).
+        self.assertEqual(self.bind().returncode, 0)
+        nasty = f"http://127.0.0.1:{tlib.free_port()}/\x1b[31m\nforged\x7f"
+        token = json.loads(run("cryptsetup", "token", "export", "--token-id", "0", self.img, check=True).stdout)
+        header = json.loads(tlib.unb64u(token["jwe"]["protected"]))
+        header["clevis"]["tang"]["url"] = nasty
+        token["jwe"]["protected"] = tlib.b64u(json.dumps(header).encode())
+        path = os.path.join(self.tmp.name, "token.json")
+        with open(path, "w") as f:
+            json.dump(token, f)
+        run("cryptsetup", "token", "remove", "--token-id", "0", self.img, check=True)
+        run("cryptsetup", "token", "import", "--disable-external-tokens", "--token-id", "0", "--json-file", path,
+            self.img, check=True)
+        escaped = "\\x1b[31m\\x0aforged\\x7f"
+        env = dict(os.environ, TETHER_TIMEOUT="1")
+        runs = {
+            "decrypt": tether("decrypt", input=self.compact(token).encode(), env=env),
+            "luks pass": tether("luks", "pass", "-d", self.img, "-s", "1", env=env),
+            "luks report": tether("luks", "report", "-d", self.img, "-s", "1", env=env),
+            "luks list": tether("luks", "list", "-d", self.img, env=env),
+        }
+        for name, r in runs.items():
+            with self.subTest(name):
+                out = r.stdout if name == "luks list" else r.stderr
+                self.assertEqual(out.count(b"\n"), 1, out)
+                self.assertTrue(out.endswith(b"\n"), out)
+                self.assertFalse(any(b < 0x20 and b != 0x0a or b == 0x7f for b in out), out)
+                if name != "luks list":
+                    self.assertNotEqual(r.returncode, 0)
+                    self.assertIn(escaped, out.decode())
+                else:
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                    self.assertIn("\\x7f", out.decode())
+
     # ------------------------------------------------------------ errors
 
     def test_errors_leave_the_header_alone(self):

@@ -326,6 +326,23 @@ TEST(unknown_config_keys_are_refused_naming_the_key) {
         json_decref(ext);
 }
 
+/* Messages quote URLs from headers: one line, no terminal escapes, valid
+ * UTF-8 kept as it is. */
+TEST(error_messages_escape_control_characters_and_bad_utf8) {
+        struct tc_err err = { "" };
+        CHECK_INT(tc_fail(&err, -EINVAL, "server %s down", "http://h/\x1b[31m\nforged\x7f\t"), -EINVAL);
+        CHECK_STR(err.msg, "server http://h/\\x1b[31m\\x0aforged\\x7f\\x09 down");
+        CHECK_INT(tc_wrap(&err, -EIO, "token %s", "\r1"), -EIO);
+        CHECK_STR(err.msg, "token \\x0d1: server http://h/\\x1b[31m\\x0aforged\\x7f\\x09 down");
+        /* UTF-8 stays; a C1 control (U+009B, CSI), stray, overlong and
+         * surrogate bytes do not. */
+        tc_fail(&err, -EINVAL, "%s", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91|\xc2\x9b|\xff|\xc0\xaf|\xed\xa0\x80|\xe2\x82");
+        CHECK_STR(err.msg, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91|\\xc2\\x9b|\\xff|\\xc0\\xaf|\\xed\\xa0\\x80|\\xe2\\x82");
+        char small[8];
+        CHECK_INT(tc_escape(small, sizeof(small), "ab\x1b\x1b"), 6);
+        CHECK_STR(small, "ab\\x1b");
+}
+
 int main(void) {
         unsetenv("TETHER_TIMEOUT");
         tc_ctx_init(&ctx);
@@ -341,5 +358,6 @@ int main(void) {
         RUN(timeout_from_environment);
         RUN(cancellation_reaches_children);
         RUN(unknown_config_keys_are_refused_naming_the_key);
+        RUN(error_messages_escape_control_characters_and_bad_utf8);
         return check_summary();
 }
