@@ -775,6 +775,21 @@ class Askpass(Images):
                 self.assertEqual(a.wait(3), 0, a.stderr())
                 self.assertLess(time.monotonic() - started, 2)
 
+    def test_answer_goes_only_to_a_socket_not_through_a_symlink(self):
+        # A question whose Socket= is a symlink to a socket elsewhere.
+        q = self.ask()
+        link = os.path.join(self.tmp.name, "sck.link")
+        os.symlink(q.sock_path, link)
+        with open(q.path) as f:
+            text = f.read().replace(f"Socket={q.sock_path}", f"Socket={link}")
+        tmp = os.path.join(self.qdir, ".tmp.link")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, q.path)
+        a = self.agent()
+        self.assertIsNone(q.answer(2))
+        self.assertIn(f"cannot answer on {link}: not a socket", a.stderr())
+
     def test_usage_errors(self):
         for args in (["--retry-max", "0"], ["--retry-max", "x"], ["--linger", "-1"], ["extra"], ["--bogus"]):
             r = run(ASKPASS, "-d", self.qdir, *args)
