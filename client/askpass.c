@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -10,8 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <sys/inotify.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include "cleanup.h"
@@ -37,18 +40,81 @@ static char *dup_value(const char *line, const char *key) {
         return strncmp(line, key, n) == 0 && line[n] == '=' ? strdup(line + n + 1) : NULL;
 }
 
+/* Question files are systemd's: regular, root's (or the agent's own user's,
+ * when it runs unprivileged on a directory of its own), small. Anything else
+ * is refused before a byte is read: a FIFO would block the agent, /dev/zero
+ * would never end, a symlink or another user's file is not a question
+ * systemd asked. */
+static int question_open(const char *path, struct tc_err *err) {
+        struct stat st, at;
+        if (lstat(path, &st) < 0)
+                return tc_fail(err, -errno, "%s: %s", path, strerror(errno));
+        if (!S_ISREG(st.st_mode))
+                return tc_fail(err, -EPERM, "%s: not a regular file", path);
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0)
+                return tc_fail(err, -errno, "%s: %s", path, strerror(errno));
+        if (fstat(fd, &at) < 0 || !S_ISREG(at.st_mode) || at.st_dev != st.st_dev || at.st_ino != st.st_ino) {
+                close(fd);
+                return tc_fail(err, -EPERM, "%s: replaced while being opened", path);
+        }
+        if (at.st_uid != 0 && at.st_uid != geteuid()) {
+                close(fd);
+                return tc_fail(err, -EPERM, "%s: owned by uid %u, not by root", path, (unsigned) at.st_uid);
+        }
+        return fd;
+}
+
+/* The whole file, NUL-terminated, if it has at most QUESTION_MAX_BYTES. */
+static int question_slurp(const char *path, char **text, struct tc_err *err) {
+        _cleanup_close_ int fd = question_open(path, err);
+        if (fd < 0)
+                return fd;
+        _cleanup_free_ char *buf = malloc(QUESTION_MAX_BYTES + 1);
+        size_t len = 0;
+        if (!buf)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        /* One byte more than allowed: to tell a full file from a longer one. */
+        while (len < QUESTION_MAX_BYTES + 1) {
+                ssize_t n = read(fd, buf + len, QUESTION_MAX_BYTES + 1 - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return tc_fail(err, -errno, "%s: %s", path, strerror(errno));
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+        }
+        if (len > QUESTION_MAX_BYTES)
+                return tc_fail(err, -EFBIG, "%s: larger than %d bytes", path, QUESTION_MAX_BYTES);
+        buf[len] = '\0';
+        *text = TAKE_PTR(buf);
+        return 0;
+}
+
+/* Where the answer goes: an absolute path that fits a socket address. */
+static bool socket_path_valid(const char *s) {
+        if (!s || s[0] != '/' || strlen(s) >= sizeof(((struct sockaddr_un *) 0)->sun_path))
+                return false;
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+                if (*p < 0x20 || *p == 0x7f)
+                        return false;
+        return true;
+}
+
 int tc_question_read(const char *path, struct tc_question *q, struct tc_err *err) {
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
-        char line[4096];
+        _cleanup_free_ char *text = NULL;
         bool in_ask = false;
 
         memset(q, 0, sizeof(*q));
-        if (!f)
-                return tc_fail(err, -errno, "%s: %s", path, strerror(errno));
-        for (size_t total = 0; fgets(line, sizeof(line), f); total += strlen(line)) {
-                if (total > QUESTION_MAX_BYTES)
-                        break;
-                line[strcspn(line, "\r\n")] = '\0';
+        int r = question_slurp(path, &text, err);
+        if (r < 0)
+                return r;
+        for (char *line = text, *next; line && *line; line = next) {
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = '\0';
+                line[strcspn(line, "\r")] = '\0';
                 if (line[0] == '[') {
                         in_ask = strcmp(line, "[Ask]") == 0;
                         continue;
@@ -67,7 +133,7 @@ int tc_question_read(const char *path, struct tc_question *q, struct tc_err *err
                 else if (strncmp(line, "NotAfter=", 9) == 0)
                         q->not_after_us = strtoull(line + 9, NULL, 10);
         }
-        if (!q->socket || q->socket[0] != '/' || strlen(q->socket) >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+        if (!socket_path_valid(q->socket)) {
                 tc_question_clear(q);
                 return tc_fail(err, -EBADMSG, "%s: no usable Socket=", path);
         }
@@ -82,6 +148,15 @@ bool tc_question_live(const struct tc_question *q) {
 
 int tc_question_answer(const struct tc_question *q, const uint8_t *password, size_t len, struct tc_err *err) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct stat st;
+        /* Checked again as it is used: the key goes to a socket, nothing else
+         * (not a symlink to one elsewhere). */
+        if (!socket_path_valid(q->socket))
+                return tc_fail(err, -EBADMSG, "cannot answer: no usable Socket=");
+        if (lstat(q->socket, &st) < 0)
+                return tc_fail(err, -errno, "cannot answer on %s: %s", q->socket, strerror(errno));
+        if (!S_ISSOCK(st.st_mode))
+                return tc_fail(err, -ENOTSOCK, "cannot answer on %s: not a socket", q->socket);
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         _cleanup_free_ uint8_t *msg = malloc(len + 1);
         if (fd < 0 || !msg)
@@ -110,24 +185,36 @@ struct volume {
         struct volume *next;
 };
 
+/* A question file refused as unsafe or malformed: reported once, not read
+ * again while it stays (the same name and inode). */
+struct bad_question {
+        char *name;
+        ino_t ino;
+        bool seen;               /* in the current round */
+        struct bad_question *next;
+};
+
 struct agent {
         const struct tc_ctx *ctx;
         const struct tc_agent_opts *o;
         const char *dir;
         struct volume *volumes;
+        struct bad_question *bad;
         int64_t last_answer_ms;
 };
 
 static void report(const struct agent *a, enum tc_agent_event e, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 static void report(const struct agent *a, enum tc_agent_event e, const char *fmt, ...) {
-        char msg[1024];
+        char raw[1024], msg[sizeof(raw)];
         va_list ap;
         if (!a->o->report)
                 return;
         va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
+        vsnprintf(raw, sizeof(raw), fmt, ap);
         va_end(ap);
+        /* Device names come from question files: one log line, whatever they hold. */
+        tc_escape(msg, sizeof(msg), raw);
         a->o->report(a->o->report_data, e, msg);
 }
 
@@ -144,6 +231,40 @@ static struct volume *volume_get(struct agent *a, const char *device) {
         v->next = a->volumes;
         a->volumes = v;
         return v;
+}
+
+static bool bad_question_known(struct agent *a, const char *name, ino_t ino) {
+        for (struct bad_question *b = a->bad; b; b = b->next)
+                if (b->ino == ino && strcmp(b->name, name) == 0)
+                        return (b->seen = true);
+        return false;
+}
+
+static void bad_question_add(struct agent *a, const char *name, ino_t ino) {
+        struct bad_question *b = calloc(1, sizeof(*b));
+        if (!b || !(b->name = strdup(name))) {
+                free(b);
+                return;  /* reported again next round: no harm */
+        }
+        b->ino = ino;
+        b->seen = true;
+        b->next = a->bad;
+        a->bad = b;
+}
+
+/* Forgets the files gone since the last round; all of them when drop_all. */
+static void bad_questions_prune(struct agent *a, bool drop_all) {
+        for (struct bad_question **p = &a->bad; *p;) {
+                struct bad_question *b = *p;
+                if (b->seen && !drop_all) {
+                        b->seen = false;
+                        p = &b->next;
+                        continue;
+                }
+                *p = b->next;
+                free(b->name);
+                free(b);
+        }
 }
 
 static void volumes_free(struct agent *a) {
@@ -187,12 +308,19 @@ static void attempt_clear(struct attempt *t) {
 
 /* Reads question `name`; returns 1 and fills t if it is due for an attempt,
  * 0 if not (not ours, refused, waiting), updating *wake_ms for the latter. */
-static int question_due(struct agent *a, const char *name, struct attempt *t, int64_t *wake_ms) {
+static int question_due(struct agent *a, const char *name, ino_t ino, struct attempt *t, int64_t *wake_ms) {
         struct tc_err err = {};
         if (asprintf(&t->path, "%s/%s", a->dir, name) < 0)
                 return -ENOMEM;
-        if (tc_question_read(t->path, &t->q, &err) < 0 || !tc_question_live(&t->q) || !t->q.id ||
-            strncmp(t->q.id, "cryptsetup:", 11) != 0)
+        int r = tc_question_read(t->path, &t->q, &err);
+        if (r == -ENOENT)
+                return 0;  /* answered or withdrawn meanwhile */
+        if (r < 0) {
+                bad_question_add(a, name, ino);
+                report(a, TC_AGENT_BAD_QUESTION, "%s; not answered", err.msg);
+                return 0;
+        }
+        if (!tc_question_live(&t->q) || !t->q.id || strncmp(t->q.id, "cryptsetup:", 11) != 0)
                 return 0;
         struct volume *v = volume_get(a, t->q.id + 11);
         if (!v)
@@ -222,7 +350,7 @@ static int question_due(struct agent *a, const char *name, struct attempt *t, in
                         *wake_ms = v->next_try_ms;
                 return 0;
         }
-        int r = tc_luks_list(v->device, false, &t->bindings, &err);
+        r = tc_luks_list(v->device, false, &t->bindings, &err);
         if (r >= 0 && t->bindings.n == 0)
                 r = tc_fail(&err, -ENOENT, "%s: no tether/clevis binding", v->device);
         if (r < 0) {
@@ -293,10 +421,12 @@ static int round_run(struct agent *a, int64_t *wake_ms) {
         *wake_ms = -1;
         if (!d)
                 return errno == ENOENT ? 0 : -errno;
-        for (struct dirent *e; (e = readdir(d));) {
+        for (struct dirent *e; !tc_ctx_cancelled(a->ctx) && (e = readdir(d));) {
                 if (strncmp(e->d_name, "ask.", 4) != 0)
                         continue;
                 pending++;
+                if (bad_question_known(a, e->d_name, e->d_ino))
+                        continue;
                 if (n == cap) {
                         struct attempt *grown = realloc(tries, (cap = cap ? cap * 2 : 8) * sizeof(*tries));
                         if (!grown) {
@@ -306,7 +436,7 @@ static int round_run(struct agent *a, int64_t *wake_ms) {
                         tries = grown;
                 }
                 tries[n] = (struct attempt) { .ctx = a->ctx };
-                r = question_due(a, e->d_name, &tries[n], wake_ms);
+                r = question_due(a, e->d_name, e->d_ino, &tries[n], wake_ms);
                 if (r < 0)
                         break;
                 if (r == 0)
@@ -314,6 +444,7 @@ static int round_run(struct agent *a, int64_t *wake_ms) {
                 else
                         n++;
         }
+        bad_questions_prune(a, false);
         /* On an error the attempts gathered so far still run, and are freed. */
         for (size_t i = 0; i < n; i++)
                 tries[i].started = pthread_create(&tries[i].thread, NULL, attempt_run, &tries[i]) == 0;
@@ -382,5 +513,6 @@ int tc_agent_run(const struct tc_ctx *ctx, const struct tc_agent_opts *o, struct
                 }
         }
         volumes_free(&a);
+        bad_questions_prune(&a, true);
         return r;
 }

@@ -35,6 +35,8 @@ enum tc_agent_event {
         TC_AGENT_RETRYING,    /* warning: servers unreachable, will try again */
         TC_AGENT_REFUSED,     /* warning: our answer was refused, leaving it to the user */
         TC_AGENT_SKIPPED,     /* info: a volume that is not ours */
+        TC_AGENT_BAD_QUESTION, /* warning: a question file not read (not a regular root-owned file, too large,
+                                * malformed), reported once */
 };
 
 struct tc_agent_opts {

@@ -66,7 +66,9 @@ static int ask_trust(void *userdata, const char *url, const char *const *thps, s
                 return -ENXIO;
         if (userdata)
                 fprintf(tty, "%s\n\n", (const char *) userdata);
-        fprintf(tty, "The advertisement of %s contains the following signing keys:\n\n", url);
+        /* The URL may come from a LUKS header (regen). */
+        _cleanup_free_ char *shown = tc_escape_dup(url);
+        fprintf(tty, "The advertisement of %s contains the following signing keys:\n\n", shown ? shown : "?");
         for (size_t i = 0; i < n; i++)
                 fprintf(tty, "%s\n", thps[i]);
         fprintf(tty, "\nDo you wish to trust these keys? [ynYN] ");

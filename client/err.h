@@ -1,6 +1,8 @@
 /* Errors of the client library: a negative errno for the program and one
  * sentence for the person ("what failed and why"). Only the outermost layer
- * prints it. */
+ * prints it. Messages quote URLs, keys and text from tokens and servers:
+ * control characters and invalid UTF-8 in them come out as \xNN, so that
+ * what reaches a terminal or a log is one harmless line. */
 #pragma once
 
 #include <stddef.h>
@@ -9,7 +11,7 @@ struct tc_err {
         char msg[512];
 };
 
-/* Sets the message and returns r, so that callers write
+/* Sets the message (escaped) and returns r, so that callers write
  *   return tc_fail(err, -EINVAL, "configuration is not JSON");      */
 __attribute__((format(printf, 3, 4)))
 int tc_fail(struct tc_err *err, int r, const char *fmt, ...);
@@ -17,3 +19,9 @@ int tc_fail(struct tc_err *err, int r, const char *fmt, ...);
 /* Puts "PREFIX: " in front of the message already in err; returns r. */
 __attribute__((format(printf, 3, 4)))
 int tc_wrap(struct tc_err *err, int r, const char *fmt, ...);
+
+/* The escaping of the messages, for text printed or logged outside a
+ * tc_err: writes at most size bytes with the NUL, returns the length. */
+size_t tc_escape(char *dst, size_t size, const char *src);
+/* The same into a new string (caller frees), or NULL when out of memory. */
+char *tc_escape_dup(const char *src);

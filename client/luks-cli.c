@@ -217,7 +217,10 @@ static int cmd_list(int argc, char **argv) {
                         rc = EXIT_FAILURE;
                         continue;
                 }
-                printf("%d: %s '%s'\n", x->slot, x->pin ? x->pin : "unknown", cfg ? cfg : "{}");
+                /* Both come from the header: anyone could have written them. */
+                _cleanup_free_ char *pin = tc_escape_dup(x->pin ? x->pin : "unknown");
+                _cleanup_free_ char *shown = tc_escape_dup(cfg ? cfg : "{}");
+                printf("%d: %s '%s'\n", x->slot, pin ? pin : "?", shown ? shown : "?");
                 any = true;
         }
         tc_luks_bindings_clear(&b);
@@ -420,8 +423,10 @@ static int cmd_report(int argc, char **argv) {
                 return CLI_EXIT_USAGE;
         if (tc_luks_report(&ctx, device, slot, &rep, &err) < 0)
                 return fail("report", &err);
-        for (size_t i = 0; i < rep.n_stale; i++)
-                printf("%s\n", rep.stale[i]);
+        for (size_t i = 0; i < rep.n_stale; i++) {
+                _cleanup_free_ char *line = tc_escape_dup(rep.stale[i]);  /* names the header's URL */
+                printf("%s\n", line ? line : "?");
+        }
         size_t stale = rep.n_stale;
         tc_luks_report_clear(&rep);
         if (stale == 0) {

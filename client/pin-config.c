@@ -1,14 +1,105 @@
-/* Reading a JWE's pin configuration back out of its header: what `luks
- * list` prints and what `luks regen` re-encrypts with. Clevis's format
- * (tang '{"url":...}', sss '{"t":2,"pins":{"tang":[...]}}'), but nothing
- * dropped: null children, several nested sss, other pins' settings. */
+/* Pin configurations: checking the keys of one given to encrypt, and
+ * reading one back out of a JWE's header (what `luks list` prints and what
+ * `luks regen` re-encrypts with). Clevis's format (tang '{"url":...}', sss
+ * '{"t":2,"pins":{"tang":[...]}}'), but nothing dropped: null children,
+ * several nested sss, other pins' settings. */
 #include "cleanup.h"
 #include "jwe.h"
 #include "keyset.h"
 #include "luks.h"
+#include "pin.h"
 #include "tang.h"
 
+#include <errno.h>
 #include <string.h>
+
+/* ---------------------------------------------------------------- checking */
+
+/* What Clevis's clevis-encrypt-tang, -sss and -null read. */
+static const char *const tang_keys[] = { "url", "thp", "adv", NULL };
+static const char *const sss_keys[] = { "t", "pins", NULL };
+static const char *const null_keys[] = { "fail", NULL };
+
+static const char *const *known_keys(const char *pin) {
+        if (strcmp(pin, "tang") == 0)
+                return tang_keys;
+        if (strcmp(pin, "sss") == 0)
+                return sss_keys;
+        if (strcmp(pin, "null") == 0)
+                return null_keys;
+        return NULL;
+}
+
+static bool key_known(const char *const *known, const char *key) {
+        for (; *known; known++)
+                if (strcmp(*known, key) == 0)
+                        return true;
+        return false;
+}
+
+/* path: where cfg sits in the configuration given, jq style (".pins.tang[1]"),
+ * "" at the top; one buffer for the whole walk, cut back on the way out. */
+static int check_config(const char *pin, const json_t *cfg, char *path, size_t size, struct tc_err *err);
+
+static int check_keys(const char *pin, const json_t *cfg, const char *const *known, const char *path,
+                      struct tc_err *err) {
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *) cfg, key, v) {
+                if (key_known(known, key))
+                        continue;
+                char list[128] = "";
+                for (const char *const *k = known; *k; k++)
+                        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", k == known ? "" : ", ", *k);
+                return tc_fail(err, -EINVAL, "%s configuration%s%s: unknown key \"%s\" (known: %s)", pin,
+                               *path ? " at " : "", path, key, list);
+        }
+        return 0;
+}
+
+/* The children of an sss configuration, wherever their shape is right (the
+ * sss pin reports a wrong shape itself). */
+static int check_sss_children(const json_t *cfg, char *path, size_t size, struct tc_err *err) {
+        const json_t *pins = json_object_get(cfg, "pins");
+        size_t len = strlen(path), i;
+        const char *pin;
+        json_t *v, *c;
+        int r = 0;
+        json_object_foreach((json_t *) pins, pin, v) {
+                if (json_is_object(v)) {
+                        snprintf(path + len, size - len, ".pins.%s", pin);
+                        r = check_config(pin, v, path, size, err);
+                } else if (json_is_array(v))
+                        json_array_foreach(v, i, c) {
+                                if (!json_is_object(c))
+                                        continue;
+                                snprintf(path + len, size - len, ".pins.%s[%zu]", pin, i);
+                                if ((r = check_config(pin, c, path, size, err)) < 0)
+                                        break;
+                        }
+                path[len] = '\0';
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int check_config(const char *pin, const json_t *cfg, char *path, size_t size, struct tc_err *err) {
+        const char *const *known = known_keys(pin);
+        if (!known || !json_is_object(cfg))
+                return 0;
+        int r = check_keys(pin, cfg, known, path, err);
+        if (r == 0 && strcmp(pin, "sss") == 0)
+                r = check_sss_children(cfg, path, size, err);
+        return r;
+}
+
+int tc_pin_config_check(const char *pin, const json_t *cfg, struct tc_err *err) {
+        char path[256] = "";
+        return check_config(pin, cfg, path, sizeof(path), err);
+}
+
+/* ---------------------------------------------------------------- reading back */
 
 static json_t *header_config(const json_t *header, bool with_thp, char **pin_out);
 

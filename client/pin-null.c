@@ -15,6 +15,9 @@ static int null_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8
         json_t *fail = json_object_get(cfg, "fail");
         (void) ctx;
 
+        int r = tc_pin_config_check("null", cfg, err);
+        if (r < 0)
+                return r;
         if (fail && !json_is_boolean(fail))
                 return tc_fail(err, -EINVAL, "null configuration: \"fail\" must be true or false");
         if (RAND_bytes(cek, sizeof(cek)) != 1)
@@ -23,7 +26,7 @@ static int null_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8
                                         "null", "null");
         json_auto_t *jwk = json_pack("{s:s,s:o,s:[ss],s:s}", "alg", "A256GCM", "k", jose_b64_enc(cek, sizeof(cek)),
                                      "key_ops", "encrypt", "decrypt", "kty", "oct");
-        int r = !header || !jwk ? tc_fail(err, -ENOMEM, "out of memory") : 0;
+        r = !header || !jwk ? tc_fail(err, -ENOMEM, "out of memory") : 0;
         if (r == 0 && !json_is_true(fail) &&
             json_object_set(json_object_get(json_object_get(header, "clevis"), "null"), "jwk", jwk) < 0)
                 r = tc_fail(err, -ENOMEM, "out of memory");

@@ -45,6 +45,9 @@ static int sss_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8_
 
         if (!jwes)
                 return tc_fail(err, -ENOMEM, "out of memory");
+        /* Every child's keys before any child contacts a server. */
+        if ((r = tc_pin_config_check("sss", cfg, err)) < 0)
+                return r;
         if ((t_json && !json_is_integer(t_json)) || t < 1)
                 return tc_fail(err, -EINVAL, "sss configuration: \"t\" must be an integer of at least 1");
         if (!json_is_object(pins) || json_object_size(pins) == 0)

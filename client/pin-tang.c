@@ -96,6 +96,9 @@ struct tang_config {
 static int parse_config(const json_t *cfg, struct tang_config *c, struct tc_err *err) {
         json_t *adv = json_object_get(cfg, "adv"), *thp = json_object_get(cfg, "thp");
         memset(c, 0, sizeof(*c));
+        int r = tc_pin_config_check("tang", cfg, err);
+        if (r < 0)
+                return r;
         c->url = json_string_value(json_object_get(cfg, "url"));
         if (!c->url || !*c->url)
                 return tc_fail(err, -EINVAL, "tang configuration has no \"url\"");

@@ -30,6 +30,11 @@ int tc_encrypt_json(const struct tc_ctx *ctx, const char *pin, const json_t *cfg
 int tc_decrypt_compact(const struct tc_ctx *ctx, const char *compact, size_t len, uint8_t **pt, size_t *pt_len,
                        struct tc_err *err);
 
+/* Refuses a key a built-in pin does not know (and, for sss, in any child
+ * of a built-in pin, to any depth): a misspelled "thp" must not bind with
+ * no thumbprint check. Other pins' configurations are theirs to check. */
+int tc_pin_config_check(const char *pin, const json_t *cfg, struct tc_err *err);
+
 /* The pin named in a compact JWE's protected header (caller frees), or
  * NULL; what tc_decrypt_compact dispatches on. */
 char *tc_peek_pin(const char *compact, size_t len);

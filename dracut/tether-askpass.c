@@ -21,7 +21,7 @@ static void on_signal(int sig) {
 /* To the journal with a priority when systemd runs us, else plain. */
 static void log_event(void *data, enum tc_agent_event e, const char *msg) {
         bool journal = *(bool *) data;
-        int priority = e == TC_AGENT_RETRYING || e == TC_AGENT_REFUSED ? 4 : 6;
+        int priority = e == TC_AGENT_RETRYING || e == TC_AGENT_REFUSED || e == TC_AGENT_BAD_QUESTION ? 4 : 6;
         if (journal)
                 fprintf(stderr, "<%d>%s\n", priority, msg);
         else

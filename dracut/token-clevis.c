@@ -199,9 +199,12 @@ void cryptsetup_token_dump(struct crypt_device *cd, const char *json) {
         json_auto_t *config = tc_jwe_config(jwe, false, &pin);
         if (config)
                 text = json_dumps(config, JSON_COMPACT | JSON_SORT_KEYS);
-        crypt_logf(cd, CRYPT_LOG_NORMAL, "\tclevis pin: %s\n", pin ? pin : "(unknown)");
-        if (text)
-                crypt_logf(cd, CRYPT_LOG_NORMAL, "\tconfig:     %s\n", text);
+        /* Both from the header, written by anyone: escaped for the terminal. */
+        _cleanup_free_ char *shown_pin = tc_escape_dup(pin ? pin : "(unknown)");
+        _cleanup_free_ char *shown_text = text ? tc_escape_dup(text) : NULL;
+        crypt_logf(cd, CRYPT_LOG_NORMAL, "\tclevis pin: %s\n", shown_pin ? shown_pin : "?");
+        if (shown_text)
+                crypt_logf(cd, CRYPT_LOG_NORMAL, "\tconfig:     %s\n", shown_text);
 }
 
 const char *cryptsetup_token_version(void) {

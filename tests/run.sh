@@ -31,10 +31,11 @@ fi
 
 werror=false
 [ "${TETHER_WERROR:-0}" = 1 ] && werror=true
+# The tests inject faults (TETHER_FAULT); release builds leave that out.
 if [ -f "$build/build.ninja" ]; then
-        meson configure "$build" -Dwerror=$werror
+        meson configure "$build" -Dwerror=$werror -Dfault_injection=true
 else
-        meson setup "$build" -Dwerror=$werror
+        meson setup "$build" -Dwerror=$werror -Dfault_injection=true
 fi
 ninja -C "$build"
 
@@ -50,8 +51,12 @@ logs="$build/meson-logs/testlog.json"
 # valgrind. TETHER_MEMCHECK=1 runs them with the default setup too.
 if [ "$setup" = full ] || [ "${TETHER_MEMCHECK:-0}" = 1 ]; then
         sanitized="$build-sanitize"
-        [ -f "$sanitized/build.ninja" ] ||
-                meson setup "$sanitized" -Dwerror=$werror -Db_sanitize=address,undefined -Db_lundef=false
+        if [ -f "$sanitized/build.ninja" ]; then
+                meson configure "$sanitized" -Dwerror=$werror -Dfault_injection=true
+        else
+                meson setup "$sanitized" -Dwerror=$werror -Dfault_injection=true \
+                        -Db_sanitize=address,undefined -Db_lundef=false
+        fi
         ninja -C "$sanitized"
         UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
                 meson test -C "$sanitized" --print-errorlogs --suite unit --suite integration || status=$?

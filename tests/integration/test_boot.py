@@ -109,6 +109,11 @@ def token_open_spawn(img, env):
                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def unlink_quietly(path):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 def monotonic_us():
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
 
@@ -489,6 +494,28 @@ class TokenPlugin(Images):
         self.assertNotEqual(r.returncode, 0)
         self.assertLess(took, 2)
 
+    def test_control_characters_from_the_header_are_escaped_in_the_log(self):
+        self.bind(self.img, self.srv)
+        token = json.loads(run("cryptsetup", "token", "export", "--token-id", "0", self.img, check=True).stdout)
+        header = json.loads(tlib.unb64u(token["jwe"]["protected"]))
+        header["clevis"]["tang"]["url"] = f"http://127.0.0.1:{tlib.free_port()}/\x1b[31m\nforged\x7f"
+        token["jwe"]["protected"] = tlib.b64u(json.dumps(header).encode())
+        path = os.path.join(self.tmp.name, "token.json")
+        with open(path, "w") as f:
+            json.dump(token, f)
+        run("cryptsetup", "token", "remove", "--token-id", "0", self.img, check=True)
+        run("cryptsetup", "token", "import", "--token-id", "0", "--json-file", path, self.img, check=True)
+        r, _ = token_open(self.img)
+        self.assertNotEqual(r.returncode, 0)
+        err = r.stderr.decode()
+        self.assertIn("/\\x1b[31m\\x0aforged\\x7f/rec/", err)
+        self.assertNotIn("\x1b", err)
+        self.assertNotIn("\x7f", err)
+        self.assertNotIn("\nforged", err)
+        dump = run("cryptsetup", "luksDump", self.img, env=clean_env(TETHER_TOKEN_DUMP="1"), check=True).stdout
+        self.assertIn(b"forged\\x7f", dump)
+        self.assertNotIn(b"\x7f", dump)
+
     def test_volume_bound_by_clevis_unlocks(self):
         if not shutil.which("clevis"):
             self.skipTest("clevis is not installed")
@@ -699,6 +726,69 @@ class Askpass(Images):
         self.assert_answered(live)
         self.assertIsNone(expired.answer(0))
         self.assertIsNone(orphaned.answer(0))
+
+    def test_unsafe_question_files_are_skipped_and_a_good_one_answered(self):
+        # Question files are systemd's: regular, root's, small. A FIFO once
+        # blocked the agent, /dev/zero kept a core busy past SIGTERM; another
+        # user's file or a huge one is no question of systemd's either.
+        def fifo(path):
+            os.mkfifo(path)
+
+        def zero(path):
+            os.symlink("/dev/zero", path)
+
+        def huge(path):
+            q = self.ask()
+            with open(q.path, "a") as f:
+                f.write("X=" + "x" * (1 << 20) + "\n")
+            os.rename(q.path, path)
+            return q
+
+        def other_user(path):
+            q = self.ask()
+            os.chown(q.path, 65534, 65534)
+            os.rename(q.path, path)
+            return q
+
+        cases = {"fifo": (fifo, "not a regular file"), "zero": (zero, "not a regular file"),
+                 "huge": (huge, "larger than 65536 bytes"), "other": (other_user, "owned by uid 65534, not by root")}
+        for name, (make, why) in cases.items():
+            path = os.path.join(self.qdir, f"ask.{name}")
+            with self.subTest(name), contextlib.ExitStack() as done:
+                # Each case alone: whatever it leaves is gone before the next.
+                done.callback(unlink_quietly, path)
+                bad = make(path)
+                good = self.ask()
+                done.callback(good.close)
+                a = Agent(qdir=self.qdir, linger=30)
+                done.callback(a.stop)
+                self.assert_answered(good, timeout=5)
+                if bad:
+                    self.assertIsNone(bad.answer(0.5), "the refused question was answered")
+                self.assertIn(f"{path}: {why}; not answered", a.stderr())
+                # Reported once, not on every round.
+                good.withdraw()
+                time.sleep(0.3)
+                self.assertEqual(a.stderr().count(f"{path}: {why}"), 1, a.stderr())
+                started = time.monotonic()
+                a.proc.send_signal(signal.SIGTERM)
+                self.assertEqual(a.wait(3), 0, a.stderr())
+                self.assertLess(time.monotonic() - started, 2)
+
+    def test_answer_goes_only_to_a_socket_not_through_a_symlink(self):
+        # A question whose Socket= is a symlink to a socket elsewhere.
+        q = self.ask()
+        link = os.path.join(self.tmp.name, "sck.link")
+        os.symlink(q.sock_path, link)
+        with open(q.path) as f:
+            text = f.read().replace(f"Socket={q.sock_path}", f"Socket={link}")
+        tmp = os.path.join(self.qdir, ".tmp.link")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, q.path)
+        a = self.agent()
+        self.assertIsNone(q.answer(2))
+        self.assertIn(f"cannot answer on {link}: not a socket", a.stderr())
 
     def test_usage_errors(self):
         for args in (["--retry-max", "0"], ["--retry-max", "x"], ["--linger", "-1"], ["extra"], ["--bogus"]):

@@ -386,6 +386,65 @@ class Luks(tlib.unittest.TestCase):
         del cfg
         self.assert_consistent()
 
+    def test_misspelled_config_key_is_refused_everywhere(self):
+        # "tph" for "thp": ignored, it would bind with no thumbprint check.
+        typo = json.dumps({"url": self.url, "tph": "x"})
+        nested = json.dumps({"t": 1, "pins": {"sss": {"t": 1, "pins": {"tang": [{"url": self.url, "tph": "x"}]}}}})
+        msg = 'unknown key "tph" (known: url, thp, adv)'
+        r = tether("encrypt", "-y", "tang", typo, input=b"secret")
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stdout, b"")
+        self.assertEqual(r.stderr.decode(), f"tether encrypt tang: tang configuration: {msg}\n")
+        before = luks_meta(self.img)
+        for pin, cfg in (("tang", typo), ("sss", nested)):
+            r = self.bind(pin=pin, cfg=cfg)
+            self.assertEqual(r.returncode, 1, pin)
+            self.assertIn(msg, r.stderr.decode())
+        self.assertEqual(luks_meta(self.img), before)
+        self.assertEqual(self.bind().returncode, 0)
+        listed = tether("luks", "list", "-d", self.img).stdout
+        r = tether("luks", "edit", "-d", self.img, "-s", "1", "-c", typo, "-y")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(msg, r.stderr.decode())
+        self.assertEqual(tether("luks", "list", "-d", self.img).stdout, listed)
+        self.assert_consistent()
+
+    def test_control_characters_from_a_header_are_escaped(self):
+        # A header's URL reaches messages and listings; a terminal must not
+        # obey what it holds (colours, a forged second line, DEL).
+        self.assertEqual(self.bind().returncode, 0)
+        nasty = f"http://127.0.0.1:{tlib.free_port()}/\x1b[31m\nforged\x7f"
+        token = json.loads(run("cryptsetup", "token", "export", "--token-id", "0", self.img, check=True).stdout)
+        header = json.loads(tlib.unb64u(token["jwe"]["protected"]))
+        header["clevis"]["tang"]["url"] = nasty
+        token["jwe"]["protected"] = tlib.b64u(json.dumps(header).encode())
+        path = os.path.join(self.tmp.name, "token.json")
+        with open(path, "w") as f:
+            json.dump(token, f)
+        run("cryptsetup", "token", "remove", "--token-id", "0", self.img, check=True)
+        run("cryptsetup", "token", "import", "--disable-external-tokens", "--token-id", "0", "--json-file", path,
+            self.img, check=True)
+        escaped = "\\x1b[31m\\x0aforged\\x7f"
+        env = dict(os.environ, TETHER_TIMEOUT="1")
+        runs = {
+            "decrypt": tether("decrypt", input=self.compact(token).encode(), env=env),
+            "luks pass": tether("luks", "pass", "-d", self.img, "-s", "1", env=env),
+            "luks report": tether("luks", "report", "-d", self.img, "-s", "1", env=env),
+            "luks list": tether("luks", "list", "-d", self.img, env=env),
+        }
+        for name, r in runs.items():
+            with self.subTest(name):
+                out = r.stdout if name == "luks list" else r.stderr
+                self.assertEqual(out.count(b"\n"), 1, out)
+                self.assertTrue(out.endswith(b"\n"), out)
+                self.assertFalse(any(b < 0x20 and b != 0x0a or b == 0x7f for b in out), out)
+                if name != "luks list":
+                    self.assertNotEqual(r.returncode, 0)
+                    self.assertIn(escaped, out.decode())
+                else:
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                    self.assertIn("\\x7f", out.decode())
+
     # ------------------------------------------------------------ errors
 
     def test_errors_leave_the_header_alone(self):
@@ -471,7 +530,39 @@ class Luks(tlib.unittest.TestCase):
 
     # ------------------------------------------------------------ faults
 
+    def require_fault_injection(self):
+        """The fault tests fail, not skip, on a build that ignores TETHER_FAULT."""
+        if os.environ.get("TETHER_FAULT_INJECTION", "1") != "1":
+            self.fail("this build ignores TETHER_FAULT: configure it with -Dfault_injection=true "
+                      "(tests/run.sh does)")
+
+    def test_fault_injection_is_off_by_default(self):
+        # A release build must not carry a switch that can kill a bind half-way.
+        top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        r = run("meson", "introspect", "--buildoptions", os.path.join(top, "meson.build"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        options = {o["name"]: o["value"] for o in json.loads(r.stdout)}
+        self.assertIs(options["fault_injection"], False)
+
+    def test_build_without_fault_injection_ignores_tether_fault(self):
+        # What the build says it is (meson's option, passed in by tests/meson.build)
+        # is what the binary does.
+        enabled = os.environ.get("TETHER_FAULT_INJECTION")
+        if enabled is None:
+            self.skipTest("not run by meson: the build's fault_injection option is unknown")
+        with open(tlib.TETHER, "rb") as f:
+            self.assertEqual(b"TETHER_FAULT" in f.read(), enabled == "1")
+        r = self.bind(env=dict(os.environ, TETHER_FAULT="bind-token:kill"))
+        if enabled == "1":
+            self.assertEqual(r.returncode, 99)
+            self.assert_consistent()
+        else:
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assert_consistent()
+            self.assertEqual(len(luks_meta(self.img)["tokens"]), 1)
+
     def test_fault_injection_bind(self):
+        self.require_fault_injection()
         for point in ("bind-token", "bind-keyslot", "bind-assign"):
             for mode in ("", ":kill"):
                 with self.subTest(point=point + mode):
@@ -490,6 +581,7 @@ class Luks(tlib.unittest.TestCase):
                     self.assert_consistent(img)
 
     def test_fault_injection_unbind_and_rebind(self):
+        self.require_fault_injection()
         for point in ("unbind-keyslot", "unbind-token", "rebind-token"):
             for mode in ("", ":kill"):
                 with self.subTest(point=point + mode):

@@ -291,6 +291,58 @@ TEST(cancellation_reaches_children) {
         CHECK(!tc_ctx_cancelled(&(struct tc_ctx) { 0 }));
 }
 
+/* A misspelled key must not be dropped in silence: {"url":...,"tph":...}
+ * would bind with no thumbprint check at all. */
+TEST(unknown_config_keys_are_refused_naming_the_key) {
+        static const struct {
+                const char *pin, *cfg, *msg;
+        } cases[] = {
+                { "tang", "{\"url\":\"http://127.0.0.1:1\",\"tph\":\"x\"}",
+                  "tang configuration: unknown key \"tph\" (known: url, thp, adv)" },
+                { "null", "{\"fial\":true}", "null configuration: unknown key \"fial\" (known: fail)" },
+                { "sss", "{\"t\":1,\"pin\":{\"null\":[{}]}}", "sss configuration: unknown key \"pin\" (known: t, pins)" },
+                { "sss", "{\"t\":1,\"pins\":{\"null\":[{},{\"fial\":true}]}}",
+                  "null configuration at .pins.null[1]: unknown key \"fial\" (known: fail)" },
+                /* Nested: found before any child is encrypted (the tang child
+                 * would otherwise be asked first, and fail on the network). */
+                { "sss",
+                  "{\"t\":1,\"pins\":{\"tang\":[{\"url\":\"http://127.0.0.1:1\"}],"
+                  "\"sss\":{\"t\":1,\"pins\":{\"tang\":[{\"url\":\"http://127.0.0.1:1\",\"tph\":\"x\"}]}}}}",
+                  "tang configuration at .pins.sss.pins.tang[0]: unknown key \"tph\" (known: url, thp, adv)" },
+        };
+        for (size_t i = 0; i < ELEMENTS(cases); i++) {
+                struct tc_err err = { "" };
+                char *jwe = NULL;
+                CHECK_INT(tc_encrypt(&ctx, cases[i].pin, cases[i].cfg, (const uint8_t *) "x", 1, &jwe, &err), -EINVAL);
+                CHECK_STR(err.msg, cases[i].msg);
+                free(jwe);
+        }
+        /* The known keys still pass; an external pin's keys are its own. */
+        CHECK_INT(round_trip("null", "{\"fail\":false}", "ok", NULL), 0);
+        CHECK_INT(round_trip("sss", "{\"t\":1,\"pins\":{\"null\":[{\"fail\":false}]}}", "ok", NULL), 0);
+        struct tc_err err = { "" };
+        json_t *ext = json_pack("{s:s}", "anything", "goes");
+        CHECK_INT(tc_pin_config_check("tpm2", ext, &err), 0);
+        json_decref(ext);
+}
+
+/* Messages quote URLs from headers: one line, no terminal escapes, valid
+ * UTF-8 kept as it is. */
+TEST(error_messages_escape_control_characters_and_bad_utf8) {
+        struct tc_err err = { "" };
+        CHECK_INT(tc_fail(&err, -EINVAL, "server %s down", "http://h/\x1b[31m\nforged\x7f\t"), -EINVAL);
+        CHECK_STR(err.msg, "server http://h/\\x1b[31m\\x0aforged\\x7f\\x09 down");
+        CHECK_INT(tc_wrap(&err, -EIO, "token %s", "\r1"), -EIO);
+        CHECK_STR(err.msg, "token \\x0d1: server http://h/\\x1b[31m\\x0aforged\\x7f\\x09 down");
+        /* UTF-8 stays; a C1 control (U+009B, CSI), stray, overlong and
+         * surrogate bytes do not. */
+        tc_fail(&err, -EINVAL, "%s", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91|\xc2\x9b|\xff|\xc0\xaf|\xed\xa0\x80|\xe2\x82");
+        CHECK_STR(err.msg, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91|\\xc2\\x9b|\\xff|\\xc0\\xaf|\\xed\\xa0\\x80|\\xe2\\x82");
+        char small[8];
+        CHECK_INT(tc_escape(small, sizeof(small), "ab\x1b\x1b"), 6);
+        CHECK_STR(small, "ab\\x1b");
+}
+
 int main(void) {
         unsetenv("TETHER_TIMEOUT");
         tc_ctx_init(&ctx);
@@ -305,5 +357,7 @@ int main(void) {
         RUN(unknown_pin_and_bad_config_are_clear_errors);
         RUN(timeout_from_environment);
         RUN(cancellation_reaches_children);
+        RUN(unknown_config_keys_are_refused_naming_the_key);
+        RUN(error_messages_escape_control_characters_and_bad_utf8);
         return check_summary();
 }
