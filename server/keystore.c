@@ -56,6 +56,7 @@ struct keystore {
         struct served *current;      /* replaced only with reload_lock held */
         struct served *before_removal;  /* what was served before keys started to disappear */
         int64_t removal_ms;          /* when they did */
+        bool other_dir;              /* the next set published is of a new directory */
 };
 
 static int64_t now_ms(void) {
@@ -180,6 +181,11 @@ static void forget_before_removal(struct keystore *ks) {
 /* Remembers what was served before the first of a run of key removals. */
 static void note_removals(struct keystore *ks, const struct served *next) {
         int64_t now = now_ms();
+        if (ks->other_dir) {
+                ks->other_dir = false;
+                forget_before_removal(ks);
+                return;
+        }
         if (ks->before_removal && now - ks->removal_ms > REMOVAL_WINDOW_MS)
                 forget_before_removal(ks);
         if (!ks->before_removal && keys_lost(ks->current, next)) {
@@ -324,6 +330,9 @@ static bool drain(struct keystore *ks) {
                         ks->log("key directory %s: removed or replaced", ks->dir);
                 if (there)
                         ks->log("key directory %s: watching %s", ks->dir, was_there ? "the new one" : "again");
+                /* The next set published comes from another directory: no
+                 * key of the old one is lost by a deletion in this one. */
+                ks->other_dir = there;
         }
         return any;
 }
