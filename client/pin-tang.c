@@ -250,9 +250,15 @@ static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char 
                 return tc_wrap(err, r, "tang server");
         if (reply.status != 200) {
                 long status = reply.status;
+                /* tetherd's 503 for a key file it has but cannot read (its
+                 * owner or mode): the binding is fine, the server is not. */
+                bool unreadable = status == 503 && reply.body &&
+                                  memmem(reply.body, reply.len, "cannot read its key file", 24);
                 tc_http_reply_clear(&reply);
                 return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld to the recovery request%s", url, status,
-                               status == 404 ? " (the server no longer has that key: bind again with the passphrase, then unbind this binding)" : "");
+                               status == 404 ? " (the server no longer has that key: bind again with the passphrase, then unbind this binding)"
+                               : unreadable ? " (the server has the key but cannot read it: its administrator must give the key file to the server's user; do not rebind)"
+                                            : "");
         }
         json_auto_t *rep = json_loadb(reply.body, reply.len, JSON_REJECT_DUPLICATES, NULL);
         tc_http_reply_clear(&reply);

@@ -187,7 +187,10 @@ static bool file_id_equal(const struct tk_file_id *a, const struct tk_file_id *b
                a->ctime.tv_nsec == b->ctime.tv_nsec;
 }
 
-static json_t *read_key_file(int dirfd, const char *name, struct tk_file_id *id, const char **reason) {
+/* On failure *reason says why, and the return value is -ENOMEM when the
+ * file may well hold a key that memory was lacking to read: such a file
+ * must fail the load, not be skipped as if it were invalid. */
+static json_t *read_key_file(int dirfd, const char *name, struct tk_file_id *id, const char **reason, int *r) {
         /* Like tang, follow symbolic links, but only to regular files;
          * O_NONBLOCK keeps a FIFO planted in the directory from hanging us. */
         _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -212,13 +215,17 @@ static json_t *read_key_file(int dirfd, const char *name, struct tk_file_id *id,
         file_id_set(id, &st);
         _cleanup_fclose_ FILE *f = fdopen(fd, "r");
         if (!f) {
+                *r = errno == ENOMEM ? -ENOMEM : 0;
                 *reason = "cannot be read";
                 return NULL;
         }
         TAKE_FD(fd);
-        json_t *json = json_loadf(f, JSON_REJECT_DUPLICATES, NULL);
-        if (!json)
+        json_error_t jerr;
+        json_t *json = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+        if (!json) {
+                *r = json_error_code(&jerr) == json_error_out_of_memory ? -ENOMEM : 0;
                 *reason = "is not valid JSON";
+        }
         return json;
 }
 
@@ -229,6 +236,26 @@ static const char *key_rejection(const char *what, int r) {
                                                : "whose private part is missing or does not match its public point";
         snprintf(msg, sizeof(msg), "is %s %s", what, why);
         return msg;
+}
+
+/* Whether jwk has the members its thumbprint is computed from (RFC 7638):
+ * if so, failing to compute it means the memory ran out. */
+static bool has_thumbprint_members(const json_t *jwk) {
+        static const char *const members[][4] = {
+                { "EC", "crv", "x", "y" }, { "RSA", "e", "n", NULL }, { "oct", "k", NULL, NULL },
+                { "OKP", "crv", "x", NULL },
+        };
+        const char *kty = json_string_value(json_object_get(jwk, "kty"));
+
+        for (size_t i = 0; kty && i < sizeof(members) / sizeof(members[0]); i++) {
+                if (strcmp(kty, members[i][0]) != 0)
+                        continue;
+                for (size_t m = 1; m < 4 && members[i][m]; m++)
+                        if (!json_is_string(json_object_get(jwk, members[i][m])))
+                                return false;
+                return true;
+        }
+        return false;
 }
 
 static int key_init(struct tk_key *k, const char *name, json_t *jwk, const char **reason) {
@@ -243,7 +270,7 @@ static int key_init(struct tk_key *k, const char *name, json_t *jwk, const char 
                 k->thp[h] = tk_thumbprint(jwk, tk_hash_names[h]);
                 if (!k->thp[h]) {
                         *reason = "is not a JWK with a thumbprint";
-                        return -EINVAL;
+                        return has_thumbprint_members(jwk) ? -ENOMEM : -EINVAL;
                 }
         }
         bool exchange = tk_key_allows_recovery(jwk);
@@ -354,8 +381,19 @@ int tk_keyset_load_reusing(const char *dir, const struct tk_keyset *prev, tk_war
         if (!ks)
                 return -ENOMEM;
 
-        errno = 0;
-        while ((de = readdir(d))) {
+        for (;;) {
+                /* NULL is both the end and an error: only errno tells. An
+                 * error must fail the load, or a set missing the keys after
+                 * it would replace a complete one. */
+                errno = 0;
+                de = readdir(d);
+                if (!de) {
+                        if (errno != 0) {
+                                r = -errno;
+                                goto out;
+                        }
+                        break;
+                }
                 if (!is_key_file_name(de->d_name))
                         continue;
                 if (n_names == cap) {
@@ -398,7 +436,9 @@ int tk_keyset_load_reusing(const char *dir, const struct tk_keyset *prev, tk_war
                         continue;
                 }
                 struct tk_file_id id = {};
-                json_t *jwk = read_key_file(dirfd(d), names[i], &id, &reason);
+                json_t *jwk = read_key_file(dirfd(d), names[i], &id, &reason, &r);
+                if (r < 0)
+                        goto out;
                 if (!jwk) {
                         if (warn)
                                 warn(userdata, names[i], reason);
@@ -414,11 +454,12 @@ int tk_keyset_load_reusing(const char *dir, const struct tk_keyset *prev, tk_war
                 }
                 struct tk_key *k = &ks->keys[ks->n_keys];
                 r = key_init(k, names[i], jwk, &reason);
-                if (r == -ENOMEM)
-                        goto out;
                 if (r < 0) {
+                        /* Not counted in n_keys: the set would not free it. */
                         key_clear(k);
                         memset(k, 0, sizeof(*k));
+                        if (r == -ENOMEM)
+                                goto out;
                         if (warn)
                                 warn(userdata, names[i], reason);
                         r = 0;

@@ -7,9 +7,13 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/file.h>
+#include <libgen.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <time.h>
 
+/* The parent directory, for the key directory's name coming back. */
+#define PARENT_MASK (IN_CREATE | IN_MOVED_TO | IN_ONLYDIR)
 #define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_CLOSE_WRITE | \
                     IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
 
@@ -27,20 +31,32 @@ struct keystore {
         char *dir;
         bool keygen;
         keystore_log_fn log;
+        char *name;                  /* the key directory's name in its parent */
         int inotify_fd;
+        int parent_watch;            /* -1 when the parent cannot be watched */
+        /* The rest is read and written with reload_lock held, but for the
+         * atomics: requests compare the directory at the path with dir_dev
+         * and dir_ino without the lock. */
         int watch;                   /* -1 when the directory is not watched */
+        dev_t dir_dev;               /* atomic; of the directory loaded, 0 when it is gone */
+        ino_t dir_ino;               /* atomic */
         pthread_mutex_t reload_lock; /* one reload at a time */
         int reloading;               /* set while a reload is under way */
         int keys_wanted;             /* no advertised key; the next request generates a pair */
         int64_t keygen_retry_ms;     /* atomic; after a failure, no new attempt before this */
         int keygen_error;            /* errno of the last failure to create keys, 0 after a success */
         unsigned n_unreadable;       /* key files of the load under way that exist but cannot be read */
-        char unreadable[160];        /* the first of them, for /health */
+        char unreadable[160];        /* the first of them, for the log */
+        char **unreadable_kids;      /* those not served from memory, for /rec's 503 */
+        size_t n_unreadable_kids;
+        size_t n_unreadable_advertised;  /* of them, not hidden: the directory is not empty */
+        char health_logged[400];     /* the /health state last logged */
         struct served_health health;
         pthread_mutex_t current_lock;
         struct served *current;      /* replaced only with reload_lock held */
         struct served *before_removal;  /* what was served before keys started to disappear */
         int64_t removal_ms;          /* when they did */
+        bool other_dir;              /* the next set published is of a new directory */
 };
 
 static int64_t now_ms(void) {
@@ -75,6 +91,30 @@ static void note_unreadable(struct keystore *ks, const char *file, int err, cons
                          file, strerror(err), outcome);
 }
 
+static void forget_unreadable_kids(struct keystore *ks) {
+        for (size_t i = 0; i < ks->n_unreadable_kids; i++)
+                free(ks->unreadable_kids[i]);
+        free(ks->unreadable_kids);
+        ks->unreadable_kids = NULL;
+        ks->n_unreadable_kids = ks->n_unreadable_advertised = 0;
+}
+
+/* A key file that exists is a key the server has, readable or not: it
+ * counts as present (no key is created in its place), and /rec names it. */
+static void note_unreadable_kid(struct keystore *ks, const char *file) {
+        size_t len = strlen(file) - strlen(".jwk");
+        const char *kid = file[0] == '.' ? file + 1 : file;
+        char **kids = realloc(ks->unreadable_kids, (ks->n_unreadable_kids + 1) * sizeof(*kids));
+        if (!kids)
+                return;
+        ks->unreadable_kids = kids;
+        kids[ks->n_unreadable_kids] = strndup(kid, len - (size_t) (kid - file));
+        if (kids[ks->n_unreadable_kids])
+                ks->n_unreadable_kids++;
+        if (file[0] != '.')
+                ks->n_unreadable_advertised++;
+}
+
 static void warn_file(void *userdata, const char *file, const char *reason) {
         struct keystore *ks = userdata;
         int err = file_unreadable(ks, file);
@@ -82,8 +122,11 @@ static void warn_file(void *userdata, const char *file, const char *reason) {
         if (err == 0)
                 ks->log("key directory %s: %s %s, skipped", ks->dir, file, reason);
         else if (!served_key(ks, file)) {
-                ks->log("key directory %s: %s cannot be read: %s; skipped", ks->dir, file, strerror(err));
+                ks->log("key directory %s: %s cannot be read: %s; skipped, but counted as present (no key is "
+                        "created in its place; /rec for it answers 503): chown or chmod it so that uid %u can "
+                        "read it", ks->dir, file, strerror(err), (unsigned) geteuid());
                 note_unreadable(ks, file, err, "skipped");
+                note_unreadable_kid(ks, file);
         }
         /* else: keep_unreadable_keys() keeps it and says so. */
 }
@@ -138,6 +181,11 @@ static void forget_before_removal(struct keystore *ks) {
 /* Remembers what was served before the first of a run of key removals. */
 static void note_removals(struct keystore *ks, const struct served *next) {
         int64_t now = now_ms();
+        if (ks->other_dir) {
+                ks->other_dir = false;
+                forget_before_removal(ks);
+                return;
+        }
         if (ks->before_removal && now - ks->removal_ms > REMOVAL_WINDOW_MS)
                 forget_before_removal(ks);
         if (!ks->before_removal && keys_lost(ks->current, next)) {
@@ -166,7 +214,7 @@ static void restore_before_removal(struct keystore *ks) {
                 ks->dir, tk_keyset_count(set, TK_ROLE_SIGNING, false), tk_keyset_count(set, TK_ROLE_EXCHANGE, false),
                 tk_keyset_count(set, TK_ROLE_SIGNING, true) + tk_keyset_count(set, TK_ROLE_EXCHANGE, true));
         struct served *s = TAKE_PTR(ks->before_removal);
-        __atomic_store_n(&ks->keys_wanted, ks->keygen && s->ks->n_advertised_files == 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&ks->keys_wanted, false, __ATOMIC_RELEASE);
         publish(ks, s);
 }
 
@@ -174,6 +222,7 @@ static int load(struct keystore *ks, struct tk_keyset **ret) {
         struct tk_keyset *set = NULL;
 
         ks->n_unreadable = 0;
+        forget_unreadable_kids(ks);
         /* Unchanged files are taken over from the keys being served (current
          * changes only under reload_lock, which we hold): a reload costs a
          * stat per key, so a directory that changes every 100 ms still gets
@@ -181,9 +230,16 @@ static int load(struct keystore *ks, struct tk_keyset **ret) {
         int r = tk_keyset_load_reusing(ks->dir, ks->current->ks, warn_file, ks, &set);
         /* Logged when the fault changes, not on every retry of a request. */
         if (r == -ENOENT) {
+                /* Not on disk any more: used for /rec, never advertised, so
+                 * that no client binds to keys a restart loses. Set before the
+                 * keys from before the removal are published again. */
+                __atomic_store_n(&ks->health.adv_withheld, true, __ATOMIC_RELEASE);
+                __atomic_store_n(&ks->keys_wanted, false, __ATOMIC_RELEASE);
                 if (served_health_set(&ks->health, SERVED_FAULT_DIRECTORY,
-                                      "key directory %s is gone; serving the keys loaded before", ks->dir))
-                        ks->log("key directory %s: gone; keeping the keys already loaded", ks->dir);
+                                      "key directory %s is gone; /rec uses the keys loaded before, /adv answers 500",
+                                      ks->dir))
+                        ks->log("key directory %s: gone; the keys already loaded are used for /rec, not advertised",
+                                ks->dir);
                 restore_before_removal(ks);
                 return r;
         }
@@ -217,27 +273,66 @@ static void loaded(struct keystore *ks) {
                                   ks->n_unreadable - 1);
 }
 
-/* Empties the inotify queue; returns whether anything was in it. */
+/* Whether the directory at the path is not the one watched and loaded: it
+ * was removed, or replaced (rm -rf; mkdir). A stat per request: that is the
+ * check that makes "never advertise a key that is not on disk" hold even
+ * before inotify's events are read. */
+static bool dir_moved(struct keystore *ks) {
+        struct stat st;
+        dev_t dev = 0;
+        ino_t ino = 0;
+        if (stat(ks->dir, &st) == 0 && S_ISDIR(st.st_mode))
+                dev = st.st_dev, ino = st.st_ino;
+        return dev != __atomic_load_n(&ks->dir_dev, __ATOMIC_ACQUIRE) ||
+               ino != __atomic_load_n(&ks->dir_ino, __ATOMIC_ACQUIRE);
+}
+
+/* Called with reload_lock held: watches the directory now at the path (if
+ * any) and remembers which one it is. */
+static void watch_dir(struct keystore *ks) {
+        struct stat st;
+
+        if (ks->watch >= 0)
+                inotify_rm_watch(ks->inotify_fd, ks->watch);
+        ks->watch = inotify_add_watch(ks->inotify_fd, ks->dir, WATCH_MASK);
+        bool there = ks->watch >= 0 && stat(ks->dir, &st) == 0 && S_ISDIR(st.st_mode);
+        __atomic_store_n(&ks->dir_dev, there ? st.st_dev : 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&ks->dir_ino, there ? st.st_ino : 0, __ATOMIC_RELEASE);
+}
+
+/* Empties the inotify queue; returns whether anything in it concerns the
+ * key directory. Called with reload_lock held. */
 static bool drain(struct keystore *ks) {
         char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
         bool any = false, lost_watch = false;
         ssize_t n;
 
         while ((n = read(ks->inotify_fd, buf, sizeof(buf))) > 0) {
-                any = true;
                 for (char *p = buf; p < buf + n;) {
                         struct inotify_event *ev = (struct inotify_event *) p;
-                        if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF))
-                                lost_watch = true;
+                        if (ev->wd == ks->watch) {
+                                any = true;
+                                if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF))
+                                        lost_watch = true;
+                        } else if (ev->wd == ks->parent_watch && ev->len > 0 && strcmp(ev->name, ks->name) == 0)
+                                any = lost_watch = true;
                         p += sizeof(*ev) + ev->len;
                 }
         }
-        if (lost_watch && ks->watch >= 0) {
-                inotify_rm_watch(ks->inotify_fd, ks->watch);
-                ks->watch = -1;
-                ks->log("key directory %s: removed or replaced; serving the keys already loaded", ks->dir);
-                served_health_set(&ks->health, SERVED_FAULT_DIRECTORY,
-                                  "key directory %s removed or replaced; serving the keys loaded before", ks->dir);
+        /* The same inode number may come back at once (rm -rf; mkdir):
+         * only the events tell that apart, not dir_moved(). */
+        if (lost_watch || dir_moved(ks)) {
+                any = true;
+                bool was_there = __atomic_load_n(&ks->dir_ino, __ATOMIC_ACQUIRE) != 0;
+                watch_dir(ks);
+                bool there = __atomic_load_n(&ks->dir_ino, __ATOMIC_ACQUIRE) != 0;
+                if (was_there)
+                        ks->log("key directory %s: removed or replaced", ks->dir);
+                if (there)
+                        ks->log("key directory %s: watching %s", ks->dir, was_there ? "the new one" : "again");
+                /* The next set published comes from another directory: no
+                 * key of the old one is lost by a deletion in this one. */
+                ks->other_dir = there;
         }
         return any;
 }
@@ -299,7 +394,7 @@ static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
         *set = NULL;
         if (load_consistent(ks, set) < 0)
                 return -1;
-        if ((*set)->n_advertised_files > 0)
+        if ((*set)->n_advertised_files > 0 || ks->n_unreadable_advertised > 0)
                 return 0;
         /* On failure tk_keygen_pair leaves no file behind, not even half of a pair. */
         int r = tk_keygen_pair(ks->dir, NULL, NULL, &sig, &exc, err, sizeof(err));
@@ -326,11 +421,11 @@ static void reload(struct keystore *ks, bool keygen_now) {
 
         if (load_consistent(ks, &set) < 0)
                 return;
-        bool wanted = set->n_advertised_files == 0 && ks->keygen;
+        bool wanted = set->n_advertised_files == 0 && ks->n_unreadable_advertised == 0 && ks->keygen;
         if (wanted && keygen_now && now_ms() >= __atomic_load_n(&ks->keygen_retry_ms, __ATOMIC_ACQUIRE)) {
                 if (generate_first_pair(ks, &set) < 0)
                         return;
-                wanted = set->n_advertised_files == 0;
+                wanted = set->n_advertised_files == 0 && ks->n_unreadable_advertised == 0;
         }
         __atomic_store_n(&ks->keys_wanted, wanted, __ATOMIC_RELEASE);
         loaded(ks);
@@ -344,14 +439,43 @@ static void reload(struct keystore *ks, bool keygen_now) {
                 return;
         }
         s->health = &ks->health;
+        s->unreadable = TAKE_PTR(ks->unreadable_kids);
+        s->n_unreadable = ks->n_unreadable_kids;
+        ks->n_unreadable_kids = 0;
         if (!s->usable)
                 ks->log("key directory %s: no usable signing key: answering 500 until one appears", ks->dir);
         ks->log("key directory %s: loaded %zu signing, %zu exchange, %zu rotated key(s)", ks->dir, n_sig, n_exc, n_hidden);
         publish(ks, s);
+        /* After the publication: a request never sees the keys of a
+         * directory that is gone without the flag. */
+        __atomic_store_n(&ks->health.adv_withheld, false, __ATOMIC_RELEASE);
 }
 
 static bool pending(struct keystore *ks, bool keygen_now) {
-        return events_queued(ks) || __atomic_load_n(&ks->reloading, __ATOMIC_ACQUIRE) || (keygen_now && keygen_due(ks));
+        return events_queued(ks) || __atomic_load_n(&ks->reloading, __ATOMIC_ACQUIRE) ||
+               (keygen_now && keygen_due(ks)) || dir_moved(ks);
+}
+
+/* /health says only ok, degraded or unavailable; the reasons, which name the
+ * directory and its files, go to the log when they change. Called with
+ * reload_lock held. */
+static void log_health(struct keystore *ks) {
+        char faults[300], state[sizeof(ks->health_logged)];
+        bool faulty = served_health_describe(&ks->health, faults, sizeof(faults));
+
+        pthread_mutex_lock(&ks->current_lock);
+        bool usable = ks->current->usable, healthy = ks->current->healthy;
+        pthread_mutex_unlock(&ks->current_lock);
+        if (healthy)
+                snprintf(state, sizeof(state), "%s%s", faulty ? "degraded: " : "ok", faulty ? faults : "");
+        else
+                snprintf(state, sizeof(state), "unavailable: %s%s%s",
+                         usable ? "no advertised exchange key" : "no usable signing key", faulty ? "; " : "",
+                         faulty ? faults : "");
+        if (strcmp(state, ks->health_logged) == 0)
+                return;
+        snprintf(ks->health_logged, sizeof(ks->health_logged), "%s", state);
+        ks->log("key directory %s: /health: %s", ks->dir, state);
 }
 
 static void refresh(struct keystore *ks, bool force, bool keygen_now) {
@@ -363,6 +487,7 @@ static void refresh(struct keystore *ks, bool force, bool keygen_now) {
          * during the load stays queued and triggers the next reload. */
         if (drain(ks) || force || (keygen_now && keygen_due(ks)))
                 reload(ks, keygen_now);
+        log_health(ks);
         __atomic_store_n(&ks->reloading, 0, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&ks->reload_lock);
 }
@@ -372,14 +497,12 @@ void keystore_refresh(struct keystore *ks, bool force) {
 }
 
 bool keystore_rewatch(struct keystore *ks) {
-        if (ks->watch >= 0)
-                return true;
-        ks->watch = inotify_add_watch(ks->inotify_fd, ks->dir, WATCH_MASK);
-        if (ks->watch < 0)
-                return false;
-        ks->log("key directory %s: watching again", ks->dir);
-        keystore_refresh(ks, true);
-        return true;
+        /* Whatever changed at the path is noticed, and watched, there. */
+        refresh(ks, false, false);
+        pthread_mutex_lock(&ks->reload_lock);
+        bool watching = ks->watch >= 0 && ks->parent_watch >= 0;
+        pthread_mutex_unlock(&ks->reload_lock);
+        return watching;
 }
 
 struct served *keystore_acquire(struct keystore *ks) {
@@ -404,7 +527,8 @@ int keystore_open(const char *dir, bool keygen, keystore_log_fn log, struct keys
         ks->dir = strdup(dir);
         ks->keygen = keygen;
         ks->log = log;
-        ks->watch = -1;
+        ks->watch = ks->parent_watch = -1;
+        strcpy(ks->health_logged, "ok");
         pthread_mutex_init(&ks->reload_lock, NULL);
         pthread_mutex_init(&ks->current_lock, NULL);
         served_health_init(&ks->health);
@@ -420,6 +544,19 @@ int keystore_open(const char *dir, bool keygen, keystore_log_fn log, struct keys
                 keystore_close(ks);
                 return r;
         }
+        struct stat st;
+        if (stat(dir, &st) == 0) {
+                ks->dir_dev = st.st_dev;
+                ks->dir_ino = st.st_ino;
+        }
+        /* Without it (a parent we may not read), the main loop looks for a
+         * re-created directory every second; requests look at every one. */
+        _cleanup_free_ char *copy = strdup(dir), *copy2 = strdup(dir);
+        if (!copy || !copy2 || !(ks->name = strdup(basename(copy)))) {
+                keystore_close(ks);
+                return -ENOMEM;
+        }
+        ks->parent_watch = inotify_add_watch(ks->inotify_fd, dirname(copy2), PARENT_MASK);
         /* Something to serve (500s) even if the first load fails. */
         empty = calloc(1, sizeof(*empty));
         if (!empty || served_build(empty, &ks->current) < 0) {
@@ -442,6 +579,8 @@ void keystore_close(struct keystore *ks) {
         pthread_mutex_destroy(&ks->reload_lock);
         pthread_mutex_destroy(&ks->current_lock);
         served_health_destroy(&ks->health);
+        forget_unreadable_kids(ks);
+        free(ks->name);
         free(ks->dir);
         free(ks);
 }

@@ -82,7 +82,7 @@ static void reply_status(struct reply *reply, int status) {
 static void serve_adv(const struct served *s, const struct route *rt, struct reply *reply) {
         const struct served_adv *adv = NULL;
 
-        if (!s || !s->usable)
+        if (!s || !s->usable || served_adv_withheld(s))
                 return reply_status(reply, 500);
         if (rt->arg_len == 0)
                 adv = &s->advs[0];
@@ -106,9 +106,19 @@ static void serve_rec(const struct served *s, const struct route *rt, const char
         int status = rec_check_request(body, len, &req);
         if (status != 0)
                 return reply_status(reply, status);
+        const struct thp_entry *e = s ? served_find(s, rt->arg, rt->arg_len) : NULL;
+        /* The server has this key, but not in memory: answering 404 (or 500)
+         * would have the client rebind volumes whose key is fine. 503 is
+         * what no tang server answers, so a client can say what it means. */
+        if (!e && served_unreadable(s, rt->arg, rt->arg_len)) {
+                reply->status = 503;
+                reply->content_type = "text/plain";
+                reply->len = (size_t) snprintf(reply->buf, sizeof(reply->buf), "%s\n", REC_UNREADABLE_BODY);
+                reply->body = reply->buf;
+                return;
+        }
         if (!s || !s->usable)
                 return reply_status(reply, 500);
-        const struct thp_entry *e = served_find(s, rt->arg, rt->arg_len);
         if (!e)
                 return reply_status(reply, 404);
         if (!e->key->ecmr)
@@ -121,27 +131,20 @@ static void serve_rec(const struct served *s, const struct route *rt, const char
         reply->body = reply->buf;
 }
 
-/* For load balancers: 200 while /adv and /rec can be answered ("ok", or
- * "degraded: why" when that works from keys in memory only, the directory
- * behind them being gone or unreadable), 503 when they cannot (and why). */
+/* For load balancers: 200 "ok" or "degraded" while /adv and /rec can be
+ * answered (degraded: from keys in memory only, the directory behind them
+ * being gone or unreadable), 503 "unavailable" when they cannot. The state
+ * only: the reasons name the key directory and its files, which are no
+ * business of the network; tetherd logs them when the state changes. */
 static void serve_health(const struct served *s, struct reply *reply) {
-        char faults[sizeof(reply->buf) - 64];
+        char faults[8];
         bool faulty = s && s->health && served_health_describe(s->health, faults, sizeof(faults));
-        int n;
+        const char *state = !s || !s->healthy ? "unavailable" : faulty ? "degraded" : "ok";
 
-        if (s && s->healthy) {
-                reply->status = 200;
-                n = faulty ? snprintf(reply->buf, sizeof(reply->buf), "degraded: %s\n", faults)
-                           : snprintf(reply->buf, sizeof(reply->buf), "ok\n");
-        } else {
-                const char *why = !s || !s->usable ? "no usable signing key" : "no advertised exchange key";
-                reply->status = 503;
-                n = snprintf(reply->buf, sizeof(reply->buf), "unavailable: %s%s%s\n", why, faulty ? "; " : "",
-                             faulty ? faults : "");
-        }
+        reply->status = s && s->healthy ? 200 : 503;
+        reply->len = (size_t) snprintf(reply->buf, sizeof(reply->buf), "%s\n", state);
         reply->content_type = "text/plain";
         reply->body = reply->buf;
-        reply->len = n < 0 ? 0 : (size_t) n < sizeof(reply->buf) ? (size_t) n : sizeof(reply->buf) - 1;
 }
 
 void route_serve(const struct served *s, const struct route *rt, const char *body, size_t len,

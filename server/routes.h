@@ -7,6 +7,8 @@
 
 #define TANG_MAX_URI 4096
 #define TANG_MAX_BODY (64 * 1024)
+/* The body of /rec's 503: a key file for the kid exists but cannot be read. */
+#define REC_UNREADABLE_BODY "the server has this key, but cannot read its key file"
 
 enum route_kind {
         ROUTE_NOT_FOUND,

@@ -35,6 +35,9 @@ static void served_free(struct served *s) {
         pthread_mutex_destroy(&s->adv_lock);
         free(s->advs);
         free(s->index);
+        for (size_t i = 0; i < s->n_unreadable; i++)
+                free(s->unreadable[i]);
+        free(s->unreadable);
         tk_keyset_free(s->ks);
         free(s);
 }
@@ -134,6 +137,17 @@ const struct thp_entry *served_find(const struct served *s, const char *thp, siz
         if (lo < s->n_index && strncmp(s->index[lo].thp, thp, len) == 0 && s->index[lo].thp[len] == '\0')
                 return &s->index[lo];
         return NULL;
+}
+
+bool served_unreadable(const struct served *s, const char *kid, size_t len) {
+        for (size_t i = 0; s && i < s->n_unreadable; i++)
+                if (strncmp(s->unreadable[i], kid, len) == 0 && s->unreadable[i][len] == '\0')
+                        return true;
+        return false;
+}
+
+bool served_adv_withheld(const struct served *s) {
+        return s && s->health && __atomic_load_n(&s->health->adv_withheld, __ATOMIC_ACQUIRE);
 }
 
 void served_health_init(struct served_health *h) {

@@ -21,6 +21,10 @@ enum served_fault {
 struct served_health {
         pthread_mutex_t lock;
         char fault[SERVED_FAULT_MAX][200];   /* "" while there is no such fault */
+        /* Atomic: the directory the keys came from is gone, so they are not
+         * on disk: /rec still uses them, /adv must not advertise them (a
+         * client bound to them would lose them at the next restart). */
+        bool adv_withheld;
 };
 
 struct served_adv {
@@ -48,12 +52,20 @@ struct served {
         struct thp_entry *index;   /* sorted by thp: every key under every hash */
         size_t n_index;
         struct served_health *health;  /* the keystore's; NULL outside one */
+        char **unreadable;         /* sorted names (kids) of key files that exist but cannot be read */
+        size_t n_unreadable;
 };
 
 /* Takes ownership of ks (also on failure). */
 int served_build(struct tk_keyset *ks, struct served **ret);
 struct served *served_ref(struct served *s);
 void served_unref(struct served *s);
+
+/* Whether kid names a key file that exists but cannot be read ({kid}.jwk or
+ * .{kid}.jwk: tang names key files after their thumbprint). */
+bool served_unreadable(const struct served *s, const char *kid, size_t len);
+/* Whether /adv may advertise s's keys (see adv_withheld). */
+bool served_adv_withheld(const struct served *s);
 
 /* Looks a thumbprint (any of S1..S512) up; NULL when unknown. */
 const struct thp_entry *served_find(const struct served *s, const char *thp, size_t len);

@@ -3,9 +3,10 @@
 Server: key files that cannot be read, the key directory removed or made
 unreadable, a full disk when the first keys are created. tetherd runs
 unprivileged (the tests run as root, which no permission stops) and must
-name the file or directory and the cause in its log, keep answering /adv and
-/rec with the keys it had (checked with real `tether decrypt` exchanges of a
-JWE made before the fault) and say on /health what is wrong.
+name the file or directory and the cause in its log, keep answering /rec
+(and /adv while the directory is there) with the keys it had (checked with
+real `tether decrypt` exchanges of a JWE made before the fault), and say on
+/health only the state (the reasons, which name files, go to the log).
 
 Client: small fault servers on loopback that reset the connection, answer
 slowly or never finish, answer garbage, or (a proxy in front of a real
@@ -174,6 +175,11 @@ def health(srv):
     return r.status, r.body.decode(errors="replace").strip()
 
 
+def health_logged(srv, state):
+    """The reasons behind a /health state, as logged when it changed."""
+    return log_line(srv, f"/health: {state}").split("/health: ", 1)[1]
+
+
 def log_line(srv, needle, timeout=5.0):
     """The first log line containing needle, waiting for it to appear."""
     def find():
@@ -242,11 +248,12 @@ class ServerFaults(tlib.unittest.TestCase):
                 line = log_line(srv, f"{name} cannot be read: Permission denied; serving the key loaded from it before")
             status, body = tlib.eventually(lambda: health(srv)[1].startswith("degraded") and health(srv))
             seconds = since(t0)
-            self.assertEqual(status, 200)
-            self.assertIn("Permission denied", body)
-            self.assertTrue(any(name in body for name in files), body)
+            self.assertEqual((status, body), (200, "degraded"))
+            why = health_logged(srv, "degraded")
+            self.assertIn("Permission denied", why)
+            self.assertTrue(any(name in why for name in files), why)
             self.check_still_serves(srv, before, jwe)
-            f.saw(f"log: {line}; /health {status}: {body}", seconds)
+            f.saw(f"log: {line}; /health {status}: {body}; log: /health: {why}", seconds)
             # Readable again: healthy again.
             for name in files:
                 os.chmod(os.path.join(srv.keydir, name), 0o440)
@@ -264,13 +271,13 @@ class ServerFaults(tlib.unittest.TestCase):
             for name in ("new-sig.jwk", "new-exc.jwk"):
                 os.rename(os.path.join(staging, name), os.path.join(srv.keydir, name))
             line = log_line(srv, "new-sig.jwk cannot be read: Permission denied; skipped")
-            status, body = tlib.eventually(lambda: "new-" in health(srv)[1] and health(srv))
+            why = health_logged(srv, "degraded: key file ")
+            status, body = health(srv)
             seconds = since(t0)
-            self.assertEqual(status, 200)
-            self.assertTrue(body.startswith("degraded: key file "), body)
-            self.assertIn("Permission denied", body)
+            self.assertEqual((status, body), (200, "degraded"))
+            self.assertIn("Permission denied", why)
             self.check_still_serves(srv, before, jwe)
-            f.saw(f"log: {line}; /health {status}: {body}", seconds)
+            f.saw(f"log: {line}; /health {status}: {body}; log: /health: {why}", seconds)
             # Given to the server's user, they are served.
             for name in ("new-sig.jwk", "new-exc.jwk"):
                 os.chown(os.path.join(srv.keydir, name), NOBODY, NOBODY)
@@ -287,10 +294,11 @@ class ServerFaults(tlib.unittest.TestCase):
             line = log_line(srv, "cannot read: Permission denied; keeping the keys already loaded")
             status, body = tlib.eventually(lambda: health(srv)[1].startswith("degraded") and health(srv))
             seconds = since(t0)
-            self.assertEqual(status, 200)
-            self.assertIn(f"key directory {srv.keydir} cannot be read (Permission denied)", body)
+            self.assertEqual((status, body), (200, "degraded"))
+            why = health_logged(srv, "degraded")
+            self.assertIn(f"key directory {srv.keydir} cannot be read (Permission denied)", why)
             self.check_still_serves(srv, before, jwe)
-            f.saw(f"log: {line}; /health {status}: {body}", seconds)
+            f.saw(f"log: {line}; /health {status}: {body}; log: /health: {why}", seconds)
             os.chmod(srv.keydir, 0o755)
             self.assertEqual(tlib.eventually(lambda: health(srv) == (200, "ok") and health(srv)), (200, "ok"))
 
@@ -298,7 +306,8 @@ class ServerFaults(tlib.unittest.TestCase):
         with tlib.Tetherd(user=NOBODY) as srv:
             with Fault("key directory removed while serving, as a slow rm -r does it (each key file, "
                        "then the directory)", "server",
-                       "log says so; the keys it held still served; /health 200 degraded") as f:
+                       "log says so; /rec still recovers with the keys it held, /adv 500 (they are on disk no "
+                       "more: a client must not bind to them); /health 200 degraded") as f:
                 jwe, before = encrypt_to(srv), adv_thps(srv)
                 t0 = time.monotonic()
                 # The server sees (and serves) the directory losing its keys
@@ -308,17 +317,22 @@ class ServerFaults(tlib.unittest.TestCase):
                     os.unlink(os.path.join(srv.keydir, k["file"]))
                     self.assertTrue(tlib.eventually(lambda: srv.logs().count(" loaded ") > loads), srv.logs())
                 os.rmdir(srv.keydir)
-                log_line(srv, "removed or replaced; serving the keys already loaded")
+                log_line(srv, "removed or replaced")
                 line = log_line(srv, "removed together with its key files; serving the 1 signing, 1 exchange")
-                status, body = tlib.eventually(lambda: "is gone" in health(srv)[1] and health(srv))
+                why = health_logged(srv, "degraded: key directory")
+                status, body = health(srv)
                 seconds = since(t0)
-                self.assertEqual((status, body),
-                                 (200, f"degraded: key directory {srv.keydir} is gone; serving the keys loaded before"))
-                self.check_still_serves(srv, before, jwe)
-                f.saw(f"log: {line}; /health {status}: {body}", seconds)
+                self.assertEqual((status, body), (200, "degraded"))
+                self.assertIn("is gone", why)
+                adv_status = srv.get("/adv").status
+                self.assertEqual(adv_status, 500)
+                rc, out, err, _ = tether("decrypt", input=jwe)
+                self.assertEqual((rc, out), (0, PLAINTEXT), f"tether decrypt: {err}")
+                f.saw(f"log: {line}; /adv {adv_status}; tether decrypt recovers; /health {status}: {body}; "
+                      f"log: /health: {why}", seconds)
 
             with Fault("key directory re-created with other keys", "server",
-                       "picked up without a restart (the path is polled every second); /health 200 ok") as f:
+                       "picked up at once (the parent directory is watched); /health 200 ok") as f:
                 fresh = os.path.join(srv.tmp.name, "fresh")
                 os.mkdir(fresh)
                 os.chown(fresh, NOBODY, NOBODY)
@@ -370,9 +384,11 @@ class ServerFaults(tlib.unittest.TestCase):
                     self.assertEqual(seen, [])
                 status, body = health(srv)
                 self.assertEqual(status, 503)
-                self.assertTrue(body.startswith(f"unavailable: no usable signing key; no advertised key, and "
-                                                f"creating one in {keydir} failed ("), body)
-                self.assertIn("No space left on device", body)
+                self.assertEqual(body, "unavailable")
+                why = health_logged(srv, "unavailable: no usable signing key; no advertised key")
+                self.assertTrue(why.startswith(f"unavailable: no usable signing key; no advertised key, and "
+                                               f"creating one in {keydir} failed ("), why)
+                self.assertIn("No space left on device", why)
                 # Not half a pair, not a temporary file.
                 self.assertEqual(os.listdir(keydir), [])
                 # Requests retry it (at most once a second), logged once.
@@ -380,7 +396,8 @@ class ServerFaults(tlib.unittest.TestCase):
                     self.assertEqual(srv.get("/adv").status, 500)
                 self.assertEqual(srv.logs().count("cannot create one"), 1, srv.logs())
                 written = "the signing key, deleted again" if half_pair else "none"
-                f.saw(f"log: {line}; /health {status}: {body}; key files written: {written}; left: none")
+                f.saw(f"log: {line}; /health {status}: {body}; log: /health: {why}; "
+                      f"key files written: {written}; left: none")
 
             with Fault(f"space again after: {name}", "server",
                        "a request creates the pair (retried at most once a second); /health 200 ok") as f:

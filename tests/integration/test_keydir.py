@@ -160,6 +160,91 @@ class KeyDir(tlib.unittest.TestCase):
             new = tlib.eventually(lambda: (adv_thps(srv) or old) != old and adv_thps(srv))
             self.assertEqual(new, dir_thps(srv.keydir))
 
+    def test_unreadable_key_files_count_as_present(self):
+        """A copied Tang directory whose files tetherd cannot read (a forgotten
+        chown): no new pair is created and advertised (old bindings would get
+        404 and their owners would be told to rebind), /rec names the cause."""
+        nobody = 65534
+        tmp = tlib.tempfile.TemporaryDirectory(prefix="tether-it-")
+        self.addCleanup(tmp.cleanup)
+        os.chmod(tmp.name, 0o711)
+        keydir = os.path.join(tmp.name, "keys")
+        os.mkdir(keydir)
+        os.chown(keydir, nobody, nobody)
+        tlib.tether_keys("gen", keydir)
+        for name in os.listdir(keydir):
+            os.chown(os.path.join(keydir, name), 0, 0)
+            os.chmod(os.path.join(keydir, name), 0o400)
+        before = sorted(os.listdir(keydir))
+        kid = thumbprint(tlib.key_of(keydir, "exc"))
+        with tlib.Tetherd(keydir=keydir, user=nobody, wait_status=503) as srv:
+            self.assertEqual(srv.get("/adv").status, 500)
+            x, y = random_point()
+            r = srv.post("/rec/" + kid, ecmr_jwk(x, y))
+            self.assertEqual(r.status, 503)
+            self.assertIn(b"cannot read its key file", r.body)
+            self.assertEqual(srv.get("/health").status, 503)
+            self.assertEqual(sorted(os.listdir(keydir)), before, "keys were created next to unreadable ones")
+            line = next((ln for ln in srv.logs().splitlines() if kid + ".jwk cannot be read" in ln), "")
+            self.assertIn("Permission denied", line, srv.logs())
+            self.assertIn(f"chown or chmod it so that uid {nobody} can read it", line)
+            # The client says what it means: not "bind again".
+            rc = tlib.run(tlib.TETHER, "decrypt", input=self.jwe_for(keydir, srv), timeout=60)
+            self.assertNotEqual(rc.returncode, 0)
+            self.assertIn(b"the server has the key but cannot read it", rc.stderr)
+            # Given to the server's user: served, still no new key.
+            for name in before:
+                os.chown(os.path.join(keydir, name), nobody, nobody)
+            self.assertEqual(tlib.eventually(lambda: srv.get("/health").status == 200 and 200), 200)
+            self.assertEqual(srv.post("/rec/" + kid, ecmr_jwk(x, y)).status, 200)
+            self.assertEqual(sorted(os.listdir(keydir)), before)
+
+    def jwe_for(self, keydir, srv):
+        """A JWE bound to keydir's keys, recovered through srv, made offline."""
+        adv_srv = tlib.Tetherd(keydir=keydir)
+        try:
+            adv = adv_srv.get("/adv").json()
+        finally:
+            adv_srv.close()
+        cfg = json.dumps({"url": f"http://127.0.0.1:{srv.port}", "adv": adv})
+        r = tlib.run(tlib.TETHER, "encrypt", "tang", cfg, input=b"secret", timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout
+
+    def test_health_names_no_path_or_key_file(self):
+        """/health is on the client port: the state only, the reasons in the log."""
+        with tlib.Tetherd() as srv:
+            shutil.rmtree(srv.keydir)
+            for _ in range(3):
+                r = srv.get("/health")
+                body = r.body.decode()
+                self.assertNotIn(srv.keydir, body)
+                self.assertNotIn(".jwk", body)
+                self.assertIn(body.strip(), ("ok", "degraded", "unavailable"))
+            self.assertEqual(body, "degraded\n")
+            self.assertTrue(tlib.eventually(lambda: "/health: degraded: key directory" in srv.logs()), srv.logs())
+            self.assertEqual(srv.logs().count("/health: degraded"), 1, "logged once per change, not per request")
+
+    def test_removed_and_recreated_directory_never_advertises_gone_keys(self):
+        """rm -rf DIR; mkdir DIR; GET /adv at once: every advertised key is a
+        file in DIR right after (tangd creates new keys on that request), never
+        a key that exists only in memory and is lost at the next restart."""
+        with tlib.Tetherd(args=["-q"]) as srv:
+            for i in range(40):
+                shutil.rmtree(srv.keydir)
+                os.mkdir(srv.keydir)
+                thps = adv_thps(srv)
+                on_disk = dir_thps(srv.keydir)
+                self.assertTrue(thps, f"iteration {i}: /adv failed")
+                self.assertEqual(thps, on_disk, f"iteration {i}: advertised keys not on disk")
+            # Removed and not re-created: /adv advertises nothing, /rec still recovers.
+            kid = thumbprint(tlib.key_of(srv.keydir, "exc"))
+            shutil.rmtree(srv.keydir)
+            self.assertEqual(srv.get("/adv").status, 500)
+            x, y = random_point()
+            self.assertEqual(srv.post("/rec/" + kid, ecmr_jwk(x, y)).status, 200)
+            self.assertEqual(srv.get("/health").status, 200)
+
     def test_no_half_loaded_key_set_under_load(self):
         """Rotate repeatedly while clients hammer /adv: every answer is complete
         (one signing and one exchange key, properly signed), never an error."""

@@ -4,10 +4,52 @@
 #include "kat.h"
 #include "keyset.h"
 
+#include <dirent.h>
+#include <malloc.h>
+#include <dlfcn.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <jose/jwk.h>
+#include <openssl/err.h>
 #include <openssl/objects.h>
+
+/* Fault injection, local to this test.
+ *
+ * Allocations: jansson's (jose's JSON work, the thumbprints included, goes
+ * through it too) pass through these hooks, which fail the one allocation
+ * alloc_countdown reaches. OpenSSL's cannot be hooked (jose's constructor
+ * allocates before main). Leaks are measured as glibc's bytes in use
+ * (mallinfo2), which covers every allocator; meson runs this test with the
+ * per-thread cache off (GLIBC_TUNABLES), which otherwise keeps freed blocks
+ * counted as in use.
+ *
+ * readdir: keyset.c is linked statically into this test, so this
+ * definition is the one it calls; it fails (EIO) after readdir_fail_after
+ * entries. */
+static long alloc_countdown = -1;
+static bool alloc_failed;
+
+static void *failing_malloc(size_t n) {
+        if (alloc_countdown < 0 || alloc_countdown-- > 0)
+                return malloc(n);
+        alloc_failed = true;
+        return NULL;
+}
+
+static long readdir_fail_after = -1;
+
+struct dirent *readdir(DIR *d) {
+        static struct dirent *(*real)(DIR *);
+        if (!real)
+                real = (struct dirent *(*)(DIR *)) dlsym(RTLD_NEXT, "readdir");
+        if (readdir_fail_after == 0) {
+                errno = EIO;
+                return NULL;
+        }
+        if (readdir_fail_after > 0)
+                readdir_fail_after--;
+        return real(d);
+}
 
 #define MAX_WARNINGS 32
 
@@ -446,7 +488,75 @@ TEST(unreadable_directory_is_an_error) {
         CHECK(ks == NULL);
 }
 
+/* A directory listing that fails half way must fail the load: a set with
+ * the keys after the failure missing would replace the complete one. */
+TEST(readdir_error_fails_the_load) {
+        struct tk_keyset *ks = NULL;
+
+        for (long after = 0; after < 6; after++) {
+                readdir_fail_after = after;
+                int r = tk_keyset_load(dir, NULL, NULL, &ks);
+                readdir_fail_after = -1;
+                if (!CHECK_INT(r, -EIO))
+                        fprintf(stderr, "  readdir failing after %ld entries: loaded %zu keys\n", after,
+                                ks ? ks->n_keys : 0);
+                tk_keyset_free(ks);
+                ks = NULL;
+        }
+        /* The control: without the fault, the same directory loads. */
+        CHECK_INT(tk_keyset_load(dir, NULL, NULL, &ks), 0);
+        tk_keyset_free(ks);
+}
+
+static long load_in_use(const char *kdir, long fail_at, int *r) {
+        struct tk_keyset *ks = NULL;
+        size_t before = mallinfo2().uordblks;
+
+        alloc_countdown = fail_at;
+        *r = tk_keyset_load(kdir, NULL, NULL, &ks);
+        alloc_countdown = -1;
+        tk_keyset_free(ks);
+        return (long) (mallinfo2().uordblks - before);
+}
+
+/* Fails each allocation of a load in turn: every attempt fails with -ENOMEM
+ * or loads, and leaves nothing allocated behind. */
+TEST(out_of_memory_while_loading_fails_cleanly) {
+        char *kdir = tu_mkdtemp();
+        long attempts = 0;
+        int r;
+
+        REQUIRE(kdir);
+        REQUIRE(tu_write_json(kdir, "sig.jwk", sig) == 0 && tu_write_json(kdir, "exc.jwk", exc) == 0);
+        (void) load_in_use(kdir, -1, &r);
+        if (mallinfo2().uordblks == 0) {
+                /* A sanitizer's or valgrind's allocator: leaks are theirs to find. */
+                fprintf(stderr, "  mallinfo2 sees no allocations here: leaks left to the memory checker\n");
+        } else
+                REQUIRE(load_in_use(kdir, -1, &r) == 0 && r == 0);
+        for (long i = 0; i < 100000; i++, attempts++) {
+                /* Once to let lazily made global state (OpenSSL's caches,
+                 * its error queue) be made, then measured. */
+                (void) load_in_use(kdir, i, &r);
+                ERR_clear_error();
+                alloc_failed = false;
+                long leaked = load_in_use(kdir, i, &r);
+                ERR_clear_error();
+                if (!CHECK(r == -ENOMEM || r == 0))
+                        fprintf(stderr, "  allocation %ld failing: load returned %d\n", i, r);
+                if (!CHECK_INT(leaked, 0))
+                        fprintf(stderr, "  allocation %ld failing: %ld bytes leaked\n", i, leaked);
+                if (!alloc_failed)
+                        break;
+        }
+        CHECK(attempts > 10);
+        tu_rmrf(kdir);
+        free(kdir);
+}
+
 int main(void) {
+        json_set_alloc_funcs(failing_malloc, free);
+
         sig = tu_gen("{\"alg\":\"ES512\"}");
         exc = tu_gen("{\"alg\":\"ECMR\"}");
         old_sig = tu_gen("{\"alg\":\"ES512\"}");
@@ -478,6 +588,8 @@ int main(void) {
         RUN(key_allowing_neither_is_other);
         RUN(empty_directory_loads_no_keys);
         RUN(unreadable_directory_is_an_error);
+        RUN(readdir_error_fails_the_load);
+        RUN(out_of_memory_while_loading_fails_cleanly);
 
         tu_rmrf(dir);
         free(dir);
