@@ -81,8 +81,9 @@ cat > /dev/null
 for i in $(seq 100); do [ -s "$PIDS/child" ] && break; sleep 0.1; done
 cat "$PIDS/share"
 """,
-    # Exits at once without reading its (large) input.
-    "clevis-decrypt-early": "#!/bin/sh\nexit 3\n",
+    # Closes its (large) input without reading it, exits a little later
+    # (so that tether's next write surely meets a closed pipe).
+    "clevis-decrypt-early": "#!/bin/sh\nexec 0<&-\nsleep 0.3\nexit 3\n",
     # Dumps its environment, then fails.
     "clevis-decrypt-envdump": "#!/bin/sh\nenv > \"$DUMP\"\nexit 4\n",
 }
