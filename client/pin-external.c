@@ -156,19 +156,20 @@ int tc_secret_grow(uint8_t **buf, size_t len, size_t *cap, size_t max) {
         return 0;
 }
 
-/* Whether pid has exited, without reaping it: while it is a zombie its pid,
- * which is also its process group's id, cannot be reused. */
-static bool exited(pid_t pid) {
+/* 1 when pid has exited but is not reaped yet (while it is a zombie its pid,
+ * which is also its process group's id, cannot be reused), 0 while it runs,
+ * -1 when it is gone already (reaped by someone else: SIGCHLD ignored). */
+static int exited(pid_t pid) {
         siginfo_t si = {};
         if (waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
-                return errno != EINTR; /* ECHILD: reaped by someone else */
+                return errno == EINTR ? 0 : -1;
         return si.si_pid == pid;
 }
 
 /* Waits for pid to exit until the time until (tc_now_ms()) or cancellation. */
 static int wait_exited(pid_t pid, int64_t until, const struct tc_ctx *ctx) {
         for (;;) {
-                if (exited(pid))
+                if (exited(pid) != 0)
                         return 0;
                 if (ctx && tc_ctx_cancelled(ctx))
                         return -ECANCELED;
@@ -181,12 +182,15 @@ static int wait_exited(pid_t pid, int64_t until, const struct tc_ctx *ctx) {
 /* Stops the program if it is still running (SIGTERM to its group, SIGKILL
  * after a grace period), kills whatever it left in its group, and reaps it. */
 static void finish(pid_t pid, int *status) {
-        if (!exited(pid)) {
+        *status = -1;
+        if (exited(pid) == 0) {
                 kill(-pid, SIGTERM);
                 (void) wait_exited(pid, tc_now_ms() + PIN_KILL_GRACE_MS, NULL);
         }
+        /* Not once its pid is free: it could name someone else's group. */
+        if (exited(pid) < 0)
+                return;
         kill(-pid, SIGKILL);
-        *status = -1;
         while (waitpid(pid, status, 0) < 0 && errno == EINTR)
                 ;
 }
