@@ -15,7 +15,8 @@
 static void encrypt_help(FILE *f) {
         fputs("Usage: tether encrypt PIN CONFIG [-y] < PLAINTEXT > JWE\n\n"
               "Encrypts standard input with PIN (tang, sss, null, or any clevis-encrypt-PIN\n"
-              "program in PATH) and its JSON CONFIG, writing a compact JWE that\n"
+              "program in /usr/bin, /usr/local/bin or TETHER_PIN_PATH) and its JSON CONFIG,\n"
+              "writing a compact JWE that "
               "`tether decrypt` and `clevis decrypt` accept.\n\n"
               "  -y          trust the tang servers' advertisements without asking\n\n"
               "  tang   {\"url\":\"http://server\", \"thp\":\"SIGNING-KEY-THUMBPRINT\"}\n"

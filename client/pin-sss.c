@@ -1,6 +1,7 @@
 /* The sss pin: Shamir's threshold scheme over child pins of any kind,
  * nested to any depth, in Clevis's format. Decryption asks every child at
- * once and finishes as soon as t have answered; the rest are cancelled. */
+ * once (within a process-wide budget of threads) and finishes as soon as t
+ * have answered; the rest are cancelled. */
 #include "cleanup.h"
 #include "pin.h"
 #include "shamir.h"
@@ -127,20 +128,60 @@ struct sss_job {
         struct child *children;
 };
 
-static void *child_run(void *arg) {
-        struct child *c = arg;
+/* Worker threads across every sss node of the process, nested or not: a
+ * crafted header could otherwise start 256 per node, at every level. Beyond
+ * the budget a node decrypts its remaining children itself, one after the
+ * other, taking a thread again as soon as one is free. */
+static unsigned workers;
+
+static bool worker_take(void) {
+        unsigned n = __atomic_load_n(&workers, __ATOMIC_RELAXED);
+        do
+                if (n >= TC_SSS_MAX_THREADS)
+                        return false;
+        while (!__atomic_compare_exchange_n(&workers, &n, n + 1, true, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+        return true;
+}
+
+static void worker_release(void) {
+        __atomic_fetch_sub(&workers, 1, __ATOMIC_ACQ_REL);
+}
+
+unsigned tc_sss_workers(void) {
+        return __atomic_load_n(&workers, __ATOMIC_ACQUIRE);
+}
+
+static void child_done(struct child *c, int r) {
+        struct sss_job *job = c->job;
+        pthread_mutex_lock(&job->lock);
+        c->r = r;
+        job->done++;
+        pthread_cond_signal(&job->changed);
+        pthread_mutex_unlock(&job->lock);
+}
+
+/* Whether t shares are in, or so many children failed that they never will. */
+static bool settled(struct sss_job *job) {
+        pthread_mutex_lock(&job->lock);
+        bool s = job->ok >= job->t || job->ok + (job->n - job->done) < job->t;
+        pthread_mutex_unlock(&job->lock);
+        return s;
+}
+
+static void child_run(struct child *c) {
         struct sss_job *job = c->job;
         uint8_t *pt = NULL;
         size_t len = 0;
 
-        c->r = tc_decrypt_compact(&job->ctx, c->jwe, strlen(c->jwe), &pt, &len, &c->err);
-        if (c->r == 0 && len != job->share_len) {
-                c->r = tc_fail(&c->err, -EINVAL, "its share has %zu bytes, expected %zu", len, job->share_len);
+        int r = tc_decrypt_compact(&job->ctx, c->jwe, strlen(c->jwe), &pt, &len, &c->err);
+        if (r == 0 && len != job->share_len) {
+                r = tc_fail(&c->err, -EINVAL, "its share has %zu bytes, expected %zu", len, job->share_len);
                 tc_secret_free(pt, len);
                 pt = NULL;
         }
         pthread_mutex_lock(&job->lock);
-        if (c->r == 0) {
+        c->r = r;
+        if (r == 0) {
                 c->share = pt;
                 c->share_len = len;
                 if (++job->ok >= job->t)
@@ -149,6 +190,11 @@ static void *child_run(void *arg) {
         job->done++;
         pthread_cond_signal(&job->changed);
         pthread_mutex_unlock(&job->lock);
+}
+
+static void *child_thread(void *arg) {
+        child_run(arg);
+        worker_release();
         return NULL;
 }
 
@@ -234,21 +280,21 @@ static int sss_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8
                 c->job = &job;
                 c->index = i;
                 c->jwe = json_string_value(json_array_get(h.jwes, i));
-                if (!c->jwe) {
-                        c->r = tc_fail(&c->err, -EINVAL, "not a compact JWE string");
-                        pthread_mutex_lock(&job.lock);
-                        job.done++;
-                        pthread_mutex_unlock(&job.lock);
-                        continue;
-                }
-                if (pthread_create(&c->thread, NULL, child_run, c) != 0) {
-                        c->r = tc_fail(&c->err, -EAGAIN, "cannot start a thread");
-                        pthread_mutex_lock(&job.lock);
-                        job.done++;
-                        pthread_mutex_unlock(&job.lock);
-                        continue;
-                }
-                c->started = true;
+                if (!c->jwe)
+                        child_done(c, tc_fail(&c->err, -EINVAL, "not a compact JWE string"));
+                else if (!settled(&job) && worker_take()) {
+                        if (pthread_create(&c->thread, NULL, child_thread, c) == 0)
+                                c->started = true;
+                        else {
+                                worker_release();
+                                child_run(c);
+                        }
+                } else if (!settled(&job))
+                        /* No thread to spare: this one runs here, cancelled
+                         * with the others once t shares are in. */
+                        child_run(c);
+                else
+                        child_done(c, tc_fail(&c->err, -ECANCELED, "not needed"));
         }
 
         pthread_mutex_lock(&job.lock);

@@ -40,8 +40,15 @@ int tc_pin_config_check(const char *pin, const json_t *cfg, struct tc_err *err);
 char *tc_peek_pin(const char *compact, size_t len);
 
 /* Clevis's external pins: clevis-encrypt-PIN CFG [-y] / clevis-decrypt-PIN
- * from PATH, plaintext or JWE on stdin. -ENOENT when not installed. */
+ * from TETHER_PIN_PATH and /usr/local/bin, /usr/bin, /bin (never PATH),
+ * plaintext or JWE on stdin, with a cleaned environment, within
+ * ctx->attempts x ctx->timeout_ms and until ctx is cancelled. -ENOENT when
+ * not installed. */
 int tc_external_encrypt(const struct tc_ctx *ctx, const char *pin, const json_t *cfg, const uint8_t *pt,
                         size_t pt_len, char **jwe, struct tc_err *err);
 int tc_external_decrypt(const struct tc_ctx *ctx, const char *pin, const char *compact, size_t len, uint8_t **pt,
                         size_t *pt_len, struct tc_err *err);
+
+/* Doubles a secret buffer of *cap bytes holding len (4096 to start) without
+ * realloc(), wiping the old one; -EMSGSIZE beyond max bytes. */
+int tc_secret_grow(uint8_t **buf, size_t len, size_t *cap, size_t max);

@@ -13,6 +13,8 @@
 #include "jwe.h"
 
 #define TC_SSS_MAX_CHILDREN 256
+/* sss worker threads running at once in the process, all nodes together. */
+#define TC_SSS_MAX_THREADS 32
 
 struct tc_sss_header {
         size_t t;              /* shares needed, 1 to n */
@@ -30,3 +32,6 @@ void tc_sss_header_clear(struct tc_sss_header *h);
  * decrypts jwe with it. */
 int tc_sss_combine(const struct tc_sss_header *h, const struct tc_jwe *jwe, const uint8_t *const *shares, uint8_t **pt,
                    size_t *pt_len, struct tc_err *err);
+
+/* sss worker threads running now (for tests). */
+unsigned tc_sss_workers(void);

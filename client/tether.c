@@ -35,8 +35,7 @@ int tc_encrypt_json(const struct tc_ctx *ctx, const char *pin, const json_t *cfg
                 return tc_fail(err, -EINVAL, "\"%s\" is not a pin name", pin);
         int r = tc_external_encrypt(ctx, pin, cfg, pt, pt_len, jwe, err);
         if (r == -ENOENT)
-                return tc_fail(err, r, "unsupported pin \"%s\" (built in: tang, sss, null; no clevis-encrypt-%s in PATH)",
-                               pin, pin);
+                return tc_wrap(err, r, "unsupported pin \"%s\" (built in: tang, sss, null)", pin);
         return r;
 }
 
@@ -71,8 +70,7 @@ int tc_decrypt_compact(const struct tc_ctx *ctx, const char *compact, size_t len
         if (name && !p && valid_pin_name(name)) {
                 r = tc_external_decrypt(ctx, name, compact, len, pt, pt_len, err);
                 if (r == -ENOENT)
-                        r = tc_fail(err, r, "unsupported pin \"%s\" (built in: tang, sss, null; no clevis-decrypt-%s in PATH)",
-                                    name, name);
+                        r = tc_wrap(err, r, "unsupported pin \"%s\" (built in: tang, sss, null)", name);
                 return r;
         }
         r = tc_jwe_parse(compact, len, &jwe, err);

@@ -27,7 +27,7 @@ on the same input and must fail too.
      wrong but valid point, an oversized answer) gives a clean error; a key
      deleted on the server gives an error naming HTTP 404.
   6. external pins: a toy pin (clevis-encrypt-toy / clevis-decrypt-toy shell
-     scripts on PATH, using jose: the content key is wrapped (A256KW) with an
+     scripts on PATH and TETHER_PIN_PATH, using jose: the content key is wrapped (A256KW) with an
      oct key from the configuration, stored in the header) and a "dir"
      variant of it; alone and inside sss, both directions; -y is passed on;
      an unknown pin fails with "unsupported pin".
@@ -73,7 +73,9 @@ def env_with(extra=None, path_prepend=None):
     env = peers.clean_env()
     env.pop('TETHER_TIMEOUT', None)
     if path_prepend:
+        # clevis looks in PATH; tether only where TETHER_PIN_PATH says.
         env['PATH'] = path_prepend + os.pathsep + env.get('PATH', '')
+        env['TETHER_PIN_PATH'] = path_prepend
     env.update(extra or {})
     return env
 
@@ -927,9 +929,10 @@ def section_external(h, sites):
         failed(tether(['decrypt'], jwe, env=env), 'tether decrypt nosuchpin',
                words=['unsupported pin', 'nosuchpin'])
         peer_fails(clevis(['decrypt'], jwe, env=env), 'clevis decrypt nosuchpin')
-        # the toy pin is not found without its directory on PATH
+        # the toy pin is not found without its directory in TETHER_PIN_PATH
         failed(tether(['encrypt', 'toydir', '{}'], pt),
-               'toydir not on PATH', words=['unsupported pin'])
+               'toydir not in TETHER_PIN_PATH',
+               words=['unsupported pin', 'TETHER_PIN_PATH'])
 
     check('unknown pin -> exit 1, "unsupported pin"', unknown_pin)
 

@@ -280,6 +280,35 @@ TEST(timeout_from_environment) {
         CHECK_INT(c.timeout_ms, TC_DEFAULT_TIMEOUT_MS);
 }
 
+/* External pins' output (a secret) grows into a new buffer, the old one
+ * wiped and freed: never realloc(), which may leave a copy behind. That the
+ * old buffer was wiped cannot be read back without reading freed memory;
+ * what is checked is that each growth moves the content to a new buffer. */
+TEST(secret_grow_moves_to_a_new_buffer_and_is_bounded) {
+        uint8_t *buf = NULL;
+        size_t cap = 0;
+        CHECK_INT(tc_secret_grow(&buf, 0, &cap, 16384), 0);
+        CHECK_INT(cap, 4096);
+        memset(buf, 0xa5, cap);
+        for (size_t want = 8192; want <= 16384; want *= 2) {
+                uint8_t *old = buf;
+                size_t len = cap;
+                CHECK_INT(tc_secret_grow(&buf, len, &cap, 16384), 0);
+                CHECK_INT(cap, want);
+                CHECK(buf != old);
+                size_t same = 0;
+                while (same < len && buf[same] == 0xa5)
+                        same++;
+                CHECK_INT(same, len);
+                memset(buf, 0xa5, cap);
+        }
+        uint8_t *kept = buf;
+        CHECK_INT(tc_secret_grow(&buf, cap, &cap, 16384), -EMSGSIZE);
+        CHECK(buf == kept);
+        CHECK_INT(cap, 16384);
+        tc_secret_free(buf, cap);
+}
+
 TEST(cancellation_reaches_children) {
         struct tc_ctx parent, child, grandchild;
         tc_ctx_init(&parent);
@@ -359,5 +388,6 @@ int main(void) {
         RUN(cancellation_reaches_children);
         RUN(unknown_config_keys_are_refused_naming_the_key);
         RUN(error_messages_escape_control_characters_and_bad_utf8);
+        RUN(secret_grow_moves_to_a_new_buffer_and_is_bounded);
         return check_summary();
 }
