@@ -1,6 +1,7 @@
 /* Creating and rotating keys without ever leaving a half-written directory. */
 #include "keyset.h"
 #include "cleanup.h"
+#include "harden.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -28,7 +29,8 @@ static bool is_valid_file_name(const char *name) {
 /* Writes jwk to dir/name through a temporary file: the final name appears
  * complete or not at all, never with more permissions than 0440. */
 static int write_key_atomically(int dfd, const char *name, const json_t *jwk, char *err, size_t errlen) {
-        _cleanup_free_ char *text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
+        /* Holds "d": wiped, whatever allocator jansson has. */
+        _cleanup_erase_free_ char *text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
         char tmp[64];
         uint8_t rnd[8];
         struct stat dst;

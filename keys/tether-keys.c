@@ -1,6 +1,7 @@
 /* tether-keys: administration of a Tang-format key directory. */
 #include "keyset.h"
 #include "cleanup.h"
+#include "harden.h"
 #include "tang.h"
 
 #include <errno.h>
@@ -173,6 +174,9 @@ int main(int argc, char **argv) {
                 { "list", cmd_list },
         };
 
+        int r = tk_harden_process();
+        if (r < 0)
+                fprintf(stderr, "%s: cannot disable core dumps: %s\n", program, strerror(-r));
         /* Fresh keys must never be readable by others, not even briefly. */
         umask(0337);
         if (argc < 2) {
