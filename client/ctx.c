@@ -26,9 +26,19 @@ int tc_ctx_init(struct tc_ctx *ctx) {
 }
 
 void tc_ctx_child(struct tc_ctx *child, const struct tc_ctx *parent) {
-        *child = *parent;
-        child->parent = parent;
-        child->cancelled = 0;
+        /* Field by field, not *parent: another thread may be cancelling the
+         * parent (an sss node inside an sss node) while this one copies. */
+        *child = (struct tc_ctx) {
+                .connect_timeout_ms = parent->connect_timeout_ms,
+                .timeout_ms = parent->timeout_ms,
+                .attempts = parent->attempts,
+                .backoff_ms = parent->backoff_ms,
+                .wait_until_ms = parent->wait_until_ms,
+                .trust_all = parent->trust_all,
+                .trust = parent->trust,
+                .trust_data = parent->trust_data,
+                .parent = parent,
+        };
 }
 
 void tc_ctx_cancel(struct tc_ctx *ctx) {

@@ -3,6 +3,7 @@
  * tether decrypt < jwe > plaintext. Exit 0, 1 on failure, 2 on usage. */
 #include "cleanup.h"
 #include "cli.h"
+#include "harden.h"
 #include "tether.h"
 
 #include <errno.h>
@@ -134,6 +135,9 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+        int r = tk_harden_process();
+        if (r < 0)
+                fprintf(stderr, "tether: cannot disable core dumps: %s\n", strerror(-r));
         if (argc < 2) {
                 usage(stderr);
                 return CLI_EXIT_USAGE;

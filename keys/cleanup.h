@@ -18,7 +18,8 @@ static inline void fclosep(FILE **f) { if (*f) fclose(*f); }
 static inline void closedirp(DIR **d) { if (*d) closedir(*d); }
 static inline void bn_clear_freep(BIGNUM **b) { BN_clear_free(*b); }
 static inline void bn_ctx_freep(BN_CTX **c) { BN_CTX_free(*c); }
-static inline void ec_point_freep(EC_POINT **p) { EC_POINT_free(*p); }
+/* Cleared: points here are often shared secrets (x of the ECMR product). */
+static inline void ec_point_freep(EC_POINT **p) { EC_POINT_clear_free(*p); }
 static inline void ec_group_freep(EC_GROUP **g) { EC_GROUP_free(*g); }
 
 #define _cleanup_free_ _cleanup_(freep)

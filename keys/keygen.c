@@ -1,6 +1,7 @@
 /* Creating and rotating keys without ever leaving a half-written directory. */
 #include "keyset.h"
 #include "cleanup.h"
+#include "harden.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -28,7 +29,8 @@ static bool is_valid_file_name(const char *name) {
 /* Writes jwk to dir/name through a temporary file: the final name appears
  * complete or not at all, never with more permissions than 0440. */
 static int write_key_atomically(int dfd, const char *name, const json_t *jwk, char *err, size_t errlen) {
-        _cleanup_free_ char *text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
+        /* Holds "d": wiped, whatever allocator jansson has. */
+        _cleanup_erase_free_ char *text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
         char tmp[64];
         uint8_t rnd[8];
         struct stat dst;
@@ -136,58 +138,147 @@ int tk_keygen_pair(const char *dir, const char *sig_name, const char *exc_name,
 }
 
 static void free_names(char **names, size_t n) {
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; names && i < n; i++)
                 free(names[i]);
         free(names);
 }
 
-int tk_rotate(const char *dir, char *err, size_t errlen) {
-        _cleanup_closedir_ DIR *d = opendir(dir);
-        _cleanup_free_ char *sig = NULL, *exc = NULL;
-        char **old = NULL;
-        size_t n_old = 0;
-        struct dirent *de;
-        int r;
+void tk_rotation_clear(struct tk_rotation *rot) {
+        free(rot->sig);
+        free(rot->exc);
+        free_names(rot->hidden_from, rot->n_hidden);
+        free_names(rot->hidden_to, rot->n_hidden);
+        *rot = (struct tk_rotation) {};
+}
 
-        if (!d)
-                return fail(err, errlen, -errno, "cannot open key directory %s: %s", dir, strerror(errno));
-        /* Remember what is advertised now; those are the keys to hide. */
+/* Other hidden names tried when ".X.jwk" is taken: ".X.1.jwk" and on. */
+#define HIDE_SUFFIXES_MAX 1000
+
+/* Renames the advertised key file name to a hidden name no file has yet,
+ * written to hidden: ".X.jwk", else ".X.N.jwk". A key is never renamed over
+ * another: clients may still be bound to a rotated key. */
+static int hide_key(int dfd, const char *name, char *hidden, size_t len) {
+        int base = (int) strlen(name) - 4;   /* without ".jwk" */
+
+        for (unsigned n = 0; n <= HIDE_SUFFIXES_MAX; n++) {
+                int w = n == 0 ? snprintf(hidden, len, ".%s", name) : snprintf(hidden, len, ".%.*s.%u.jwk", base, name, n);
+                if (w < 0 || (size_t) w >= len || w > NAME_MAX)
+                        return -ENAMETOOLONG;
+                if (renameat2(dfd, name, dfd, hidden, RENAME_NOREPLACE) == 0)
+                        return 0;
+                if (errno != EEXIST)
+                        return -errno;
+        }
+        return -EEXIST;
+}
+
+/* The advertised key files of d: the keys a rotation hides. */
+static int advertised_names(DIR *d, char ***ret, size_t *n_ret) {
+        char **names = NULL;
+        size_t n = 0;
+        struct dirent *de;
+
         while ((de = readdir(d))) {
                 size_t len = strlen(de->d_name);
                 if (de->d_name[0] == '.' || len < 4 || strcmp(de->d_name + len - 4, ".jwk") != 0)
                         continue;
-                char **nn = realloc(old, (n_old + 1) * sizeof(*old));
+                char **nn = realloc(names, (n + 1) * sizeof(*names));
                 if (!nn) {
-                        free_names(old, n_old);
+                        free_names(names, n);
                         return -ENOMEM;
                 }
-                old = nn;
-                old[n_old] = strdup(de->d_name);
-                if (!old[n_old]) {
-                        free_names(old, n_old);
+                names = nn;
+                if (!(names[n] = strdup(de->d_name))) {
+                        free_names(names, n);
                         return -ENOMEM;
                 }
-                n_old++;
+                n++;
+        }
+        *ret = names;
+        *n_ret = n;
+        return 0;
+}
+
+/* Puts the directory back as it was before rot: hidden keys get their names
+ * back, the new pair goes. Returns 0 or the errno of the first step that
+ * failed (the directory is then not as it was). */
+static int undo_rotation(int dfd, const struct tk_rotation *rot) {
+        int r = 0;
+        for (size_t i = rot->n_hidden; i > 0; i--)
+                if (renameat2(dfd, rot->hidden_to[i - 1], dfd, rot->hidden_from[i - 1], RENAME_NOREPLACE) < 0 && r == 0)
+                        r = -errno;
+        /* Only after every old key is advertised again. */
+        if (r == 0 && (unlinkat(dfd, rot->sig, 0) < 0 || unlinkat(dfd, rot->exc, 0) < 0))
+                r = -errno;
+        (void) fsync(dfd);
+        return r;
+}
+
+int tk_rotate_keys(const char *dir, struct tk_rotation *rot, char *err, size_t errlen) {
+        _cleanup_closedir_ DIR *d = opendir(dir);
+        char **old = NULL;
+        size_t n_old = 0;
+        int r;
+
+        *rot = (struct tk_rotation) {};
+        if (!d)
+                return fail(err, errlen, -errno, "cannot open key directory %s: %s", dir, strerror(errno));
+        /* Remember what is advertised now; those are the keys to hide. */
+        r = advertised_names(d, &old, &n_old);
+        if (r < 0)
+                return fail(err, errlen, r, "out of memory");
+        rot->hidden_from = calloc(n_old + 1, sizeof(char *));
+        rot->hidden_to = calloc(n_old + 1, sizeof(char *));
+        if (!rot->hidden_from || !rot->hidden_to) {
+                free_names(old, n_old);
+                tk_rotation_clear(rot);
+                return fail(err, errlen, -ENOMEM, "out of memory");
         }
 
-        r = tk_keygen_pair(dir, NULL, NULL, &sig, &exc, err, errlen);
+        r = tk_keygen_pair(dir, NULL, NULL, &rot->sig, &rot->exc, err, errlen);
         if (r < 0) {
                 free_names(old, n_old);
+                tk_rotation_clear(rot);
                 return r;
         }
-        for (size_t i = 0; i < n_old; i++) {
-                char hidden[NAME_MAX + 2];
-                snprintf(hidden, sizeof(hidden), ".%s", old[i]);
-                /* Never over an older hidden key of the same name: clients may
-                 * still be bound to it. */
-                if (renameat2(dirfd(d), old[i], dirfd(d), hidden, RENAME_NOREPLACE) < 0 && errno != ENOENT) {
-                        r = fail(err, errlen, -errno, "new keys %s and %s created, but cannot hide %s as %s: %s",
-                                 sig, exc, old[i], hidden, errno == EEXIST ? "a rotated key of that name exists" : strerror(errno));
-                        break;
+        for (size_t i = 0; r == 0 && i < n_old; i++) {
+                char hidden[NAME_MAX + 1];
+                r = hide_key(dirfd(d), old[i], hidden, sizeof(hidden));
+                if (r == -ENOENT) {   /* gone meanwhile: nothing to hide */
+                        r = 0;
+                        continue;
                 }
+                if (r == 0) {
+                        char *h = strdup(hidden);
+                        if (!h) {
+                                (void) renameat2(dirfd(d), hidden, dirfd(d), old[i], RENAME_NOREPLACE);
+                                r = -ENOMEM;
+                        } else {
+                                rot->hidden_from[rot->n_hidden] = TAKE_PTR(old[i]);
+                                rot->hidden_to[rot->n_hidden++] = h;
+                                continue;
+                        }
+                }
+                int u = undo_rotation(dirfd(d), rot);
+                if (u == 0)
+                        fail(err, errlen, r, "cannot hide %s: %s; new keys removed again, nothing changed",
+                             old[i], strerror(-r));
+                else
+                        fail(err, errlen, r, "cannot hide %s: %s, and undoing failed (%s): new keys %s and %s "
+                             "exist, %zu old key(s) hidden", old[i], strerror(-r), strerror(-u), rot->sig,
+                             rot->exc, rot->n_hidden);
         }
         free_names(old, n_old);
         if (r == 0 && fsync(dirfd(d)) < 0)
                 r = fail(err, errlen, -errno, "cannot sync key directory %s: %s", dir, strerror(errno));
+        if (r < 0)
+                tk_rotation_clear(rot);
+        return r;
+}
+
+int tk_rotate(const char *dir, char *err, size_t errlen) {
+        struct tk_rotation rot;
+        int r = tk_rotate_keys(dir, &rot, err, errlen);
+        tk_rotation_clear(&rot);
         return r;
 }

@@ -2,6 +2,7 @@
 #include "keyset.h"
 #include "cleanup.h"
 #include "ecpoint.h"
+#include "harden.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -213,15 +214,29 @@ static json_t *read_key_file(int dirfd, const char *name, struct tk_file_id *id,
                 return NULL;
         }
         file_id_set(id, &st);
-        _cleanup_fclose_ FILE *f = fdopen(fd, "r");
-        if (!f) {
-                *r = errno == ENOMEM ? -ENOMEM : 0;
-                *reason = "cannot be read";
+        /* read(2) into a buffer wiped after parsing: a stdio buffer would
+         * keep the private key in freed memory. */
+        _cleanup_erase_free_ char *text = malloc(st.st_size);
+        size_t len = 0;
+        if (!text) {
+                *r = -ENOMEM;
+                *reason = "cannot be read (out of memory)";
                 return NULL;
         }
-        TAKE_FD(fd);
+        while (len < (size_t) st.st_size) {
+                ssize_t n = read(fd, text + len, st.st_size - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        *reason = "cannot be read";
+                        return NULL;
+                }
+                if (n == 0)
+                        break;
+                len += n;
+        }
         json_error_t jerr;
-        json_t *json = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+        json_t *json = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
         if (!json) {
                 *r = json_error_code(&jerr) == json_error_out_of_memory ? -ENOMEM : 0;
                 *reason = "is not valid JSON";

@@ -95,8 +95,22 @@ char *tk_thumbprint(const json_t *jwk, const char *hash);
 int tk_keygen_pair(const char *dir, const char *sig_name, const char *exc_name,
                    char **sig_out, char **exc_out, char *err, size_t errlen);
 
-/* Generates a new pair first, then hides every advertised key
- * (X.jwk -> .X.jwk), so the directory never lacks an advertised pair. */
+/* What a rotation did: the new pair's files and, for each advertised key,
+ * the hidden name it got. */
+struct tk_rotation {
+        char *sig, *exc;
+        char **hidden_from, **hidden_to;
+        size_t n_hidden;
+};
+void tk_rotation_clear(struct tk_rotation *rot);
+
+/* Generates a new pair first, then hides every advertised key (X.jwk ->
+ * .X.jwk, or .X.N.jwk when a rotated key has that name: no file is ever
+ * overwritten), so the directory never lacks an advertised pair. When a key
+ * cannot be hidden, the rotation is undone (the new pair removed, the keys
+ * already hidden renamed back) and err says whether that worked. */
+int tk_rotate_keys(const char *dir, struct tk_rotation *rot, char *err, size_t errlen);
+/* The same, for callers that need not know the names. */
 int tk_rotate(const char *dir, char *err, size_t errlen);
 
 /* Builds the advertisement payload {"keys":[public advertised keys]} and

@@ -1,6 +1,7 @@
 /* tether-keys: administration of a Tang-format key directory. */
 #include "keyset.h"
 #include "cleanup.h"
+#include "harden.h"
 #include "tang.h"
 
 #include <errno.h>
@@ -19,6 +20,7 @@ static void usage(FILE *f) {
                 "\n"
                 "  gen DIR [SIGNAME EXCNAME]  create a signing and an exchange key\n"
                 "  rotate DIR                 create a new pair, then hide the advertised keys\n"
+                "                             (print the new signing key's thumbprint)\n"
                 "  show DIR                   print the thumbprints clients pass as \"thp\"\n"
                 "  show --url URL             the same, from a live server's verified /adv\n"
                 "  list DIR                   every key: state, role, curve, thumbprint, file\n"
@@ -55,17 +57,28 @@ static int cmd_gen(int argc, char **argv) {
         return EXIT_SUCCESS;
 }
 
+/* "NAME.jwk" without ".jwk": default key file names are the S256 thumbprints. */
+static void print_rotation(const char *dir, const struct tk_rotation *rot) {
+        printf("signing key: %s/%s\nexchange key: %s/%s\n", dir, rot->sig, dir, rot->exc);
+        for (size_t i = 0; i < rot->n_hidden; i++)
+                printf("hidden: %s/%s -> %s\n", dir, rot->hidden_from[i], rot->hidden_to[i]);
+        printf("thumbprint to pin (thp): %.*s\n", (int) (strlen(rot->sig) - 4), rot->sig);
+}
+
 static int cmd_rotate(int argc, char **argv) {
+        struct tk_rotation rot;
         char err[512] = "";
 
         if (argc != 2) {
                 fprintf(stderr, "%s rotate: expected DIR\n", program);
                 return EXIT_USAGE;
         }
-        if (tk_rotate(argv[1], err, sizeof(err)) < 0) {
+        if (tk_rotate_keys(argv[1], &rot, err, sizeof(err)) < 0) {
                 fprintf(stderr, "%s rotate %s: %s\n", program, argv[1], err);
                 return EXIT_FAILURE;
         }
+        print_rotation(argv[1], &rot);
+        tk_rotation_clear(&rot);
         return EXIT_SUCCESS;
 }
 
@@ -173,6 +186,9 @@ int main(int argc, char **argv) {
                 { "list", cmd_list },
         };
 
+        int r = tk_harden_process();
+        if (r < 0)
+                fprintf(stderr, "%s: cannot disable core dumps: %s\n", program, strerror(-r));
         /* Fresh keys must never be readable by others, not even briefly. */
         umask(0337);
         if (argc < 2) {

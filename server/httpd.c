@@ -263,9 +263,12 @@ int httpd_start(const struct httpd_config *cfg, struct keystore *ks, int listen_
 void httpd_stop(struct httpd *h, unsigned drain_ms) {
         if (!h)
                 return;
+        /* New connections are refused from now on (shutdown ends a listen),
+         * but libmicrohttpd's threads may still use the socket until
+         * MHD_stop_daemon() returns: closed only then (its manual says so). */
         int fd = MHD_quiesce_daemon(h->daemon);
         if (fd >= 0)
-                close(fd);
+                (void) shutdown(fd, SHUT_RDWR);
         for (unsigned waited = 0; waited < drain_ms; waited += 20) {
                 const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
                 if (!info || info->num_connections == 0)
@@ -274,5 +277,7 @@ void httpd_stop(struct httpd *h, unsigned drain_ms) {
                 nanosleep(&ts, NULL);
         }
         MHD_stop_daemon(h->daemon);
+        if (fd >= 0)
+                close(fd);
         free(h);
 }

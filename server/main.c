@@ -1,5 +1,6 @@
 /* tetherd: a Tang-compatible key server. */
 #include "cleanup.h"
+#include "harden.h"
 #include "httpd.h"
 #include "keystore.h"
 #include "listen.h"
@@ -325,6 +326,9 @@ int main(int argc, char **argv) {
                 },
         };
 
+        int r = tk_harden_process();
+        if (r < 0)
+                fprintf(stderr, "tetherd: cannot disable core dumps: %s\n", strerror(-r));
         /* Keys created by the server are never readable by others. */
         umask(0337);
         if (parse_options(argc, argv, &o) < 0) {

@@ -46,7 +46,8 @@ def results(path):
 def memcheck(build):
     sanitized = results(f"{build}-sanitize/meson-logs/testlog.json")
     valgrind = results(os.path.join(build, "meson-logs", "testlog-valgrind.json"))
-    if sanitized is None and valgrind is None:
+    tsan = results(f"{build}-tsan/meson-logs/testlog.json")
+    if sanitized is None and valgrind is None and tsan is None:
         return None
     runs_path = os.path.join(build, "reliability", "valgrind-runs.txt")
     runs = []
@@ -55,7 +56,8 @@ def memcheck(build):
             runs = [line.split() for line in f if line.strip()]
     lines = ["### Memory checks", "",
              "| check | suite | tests passed | tests failed |", "|---|---|---|---|"]
-    for name, res in (("ASan + UBSan build", sanitized), ("tetherd under valgrind memcheck", valgrind)):
+    for name, res in (("ASan + UBSan build", sanitized), ("tetherd under valgrind memcheck", valgrind),
+                      ("ThreadSanitizer build", tsan)):
         for suite, (ok, bad) in sorted((res or {}).items()):
             lines.append(f"| {name} | {suite} | {ok} | {bad} |")
     if runs:

@@ -47,8 +47,9 @@ logs="$build/meson-logs/testlog.json"
 [ "$setup" = default ] || logs="$build/meson-logs/testlog-$setup.json"
 
 # The full run adds the memory checks: the unit and integration suites built
-# with ASan and UBSan, and the integration suite with every tetherd under
-# valgrind. TETHER_MEMCHECK=1 runs them with the default setup too.
+# with ASan and UBSan, the integration suite with every tetherd under
+# valgrind, and the integration suite built with ThreadSanitizer.
+# TETHER_MEMCHECK=1 runs them with the default setup too.
 if [ "$setup" = full ] || [ "${TETHER_MEMCHECK:-0}" = 1 ]; then
         sanitized="$build-sanitize"
         if [ -f "$sanitized/build.ninja" ]; then
@@ -64,6 +65,18 @@ if [ "$setup" = full ] || [ "${TETHER_MEMCHECK:-0}" = 1 ]; then
         : >"$build/reliability/valgrind-runs.txt"
         meson test -C "$build" --print-errorlogs --setup valgrind --suite integration || status=$?
         logs="$logs $sanitized/meson-logs/testlog.json $build/meson-logs/testlog-valgrind.json"
+        # ThreadSanitizer: the integration suite with tetherd, tether-keys and
+        # the client built with -fsanitize=thread; the first report ends the
+        # process with status 66, which tlib's Tetherd.stop() turns into a
+        # failed test. No suppressions: libmicrohttpd, libcurl and OpenSSL are
+        # not instrumented, their locks are pthread's (intercepted).
+        tsan="$build-tsan"
+        [ -f "$tsan/build.ninja" ] ||
+                meson setup "$tsan" -Dwerror=$werror -Db_sanitize=thread -Db_lundef=false -Dfault_injection=true
+        ninja -C "$tsan"
+        TSAN_OPTIONS=halt_on_error=1:exitcode=66:second_deadlock_stack=1 \
+                meson test -C "$tsan" --print-errorlogs --suite integration || status=$?
+        logs="$logs $tsan/meson-logs/testlog.json"
 fi
 
 # The figures for the README's Reliability section (tests/reliability.py --readme writes them there).

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Deployment hardening of the installed units, as systemd itself rates it:
 # `systemd-analyze security --offline=yes` on the units meson configured.
+# Every unit must forbid core dumps (LimitCORE=0): keys and secrets.
 # tetherd's units must rate "OK" or better (exposure below 4.0, systemd's
 # threshold 39) and run as an unprivileged user; tether-askpass runs as root
 # in the initramfs (block devices, the ask-password sockets) and is reported
@@ -31,6 +32,10 @@ rate() {   # unit-file name-to-analyse required(yes/no)
         user=$(sed -n 's/^User=//p' "$1")
         if [ -z "$exposure" ]; then
                 verdict="FAILED: systemd-analyze gave no rating"
+                failed=1
+        elif ! grep -qx 'LimitCORE=0' "$1"; then
+                # Every unit: tetherd holds private keys, tether-askpass unlocked secrets.
+                verdict="FAILED: core dumps allowed (no LimitCORE=0)"
                 failed=1
         elif [ "$3" = no ]; then
                 verdict="reported (root, in the initramfs too)"

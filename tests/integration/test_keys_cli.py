@@ -64,6 +64,65 @@ class KeysCli(tlib.unittest.TestCase):
         self.assertEqual(sorted(k["role"] for k in advertised), ["exc", "sig"])
         self.assertFalse(set(old) & {thumbprint(k["jwk"]) for k in advertised})
 
+    def snapshot(self):
+        """{inode: (name, content)} of every file of the key directory."""
+        out = {}
+        for name in os.listdir(self.dir):
+            path = os.path.join(self.dir, name)
+            with open(path, "rb") as f:
+                out[os.stat(path).st_ino] = (name, f.read())
+        return out
+
+    def test_rotate_with_rotated_keys_of_the_same_names(self):
+        # X.jwk advertised, and .X.jwk already holding an older, rotated key.
+        self.assertEqual(self.run_keys("gen", self.dir, "sig", "exc").returncode, 0)
+        older = os.path.join(self.tmp.name, "older")
+        os.mkdir(older)
+        self.assertEqual(self.run_keys("gen", older, ".sig", ".exc").returncode, 0)
+        for name in (".sig.jwk", ".exc.jwk"):
+            os.rename(os.path.join(older, name), os.path.join(self.dir, name))
+        before = self.snapshot()
+        old_exc = tlib.key_of(self.dir, "exc")
+
+        r = self.run_keys("rotate", self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        after = self.snapshot()
+        # No key overwritten: every file is still there, same inode and bytes;
+        # the advertised ones now under hidden names.
+        for ino, (name, content) in before.items():
+            self.assertIn(ino, after, f"{name} is gone")
+            self.assertEqual(after[ino][1], content, f"{name} was changed")
+            self.assertTrue(after[ino][0].startswith("."), f"{name} is still advertised as {after[ino][0]}")
+        for name in (".sig.jwk", ".exc.jwk"):
+            self.assertEqual(after[os.stat(os.path.join(self.dir, name)).st_ino][1],
+                             before[os.stat(os.path.join(self.dir, name)).st_ino][1])
+        advertised = [k for k in tlib.load_keys(self.dir) if not k["hidden"]]
+        self.assertEqual(sorted(k["role"] for k in advertised), ["exc", "sig"])
+        self.assertEqual(len(after), len(before) + 2)
+        # The thumbprint to pin is printed, and it is what tetherd serves.
+        new_sig = tlib.key_of(self.dir, "sig")
+        self.assertIn(f"thumbprint to pin (thp): {thumbprint(new_sig)}\n", r.stdout)
+        with tlib.Tetherd(self.dir) as srv:
+            show = self.run_keys("show", "--url", f"http://127.0.0.1:{srv.port}")
+            self.assertEqual(show.stdout, thumbprint(new_sig) + "\n", show.stderr)
+            # Clients of the keys just hidden still recover.
+            x, y = tlib.random_point()
+            self.assertEqual(srv.post("/rec/" + thumbprint(old_exc), tlib.ecmr_jwk(x, y)).status, 200)
+
+    def test_rotate_undone_when_a_key_cannot_be_hidden(self):
+        # An advertised file whose hidden name would be longer than NAME_MAX.
+        long_name = "k" * 251 + ".jwk"
+        self.assertEqual(self.run_keys("gen", self.dir, "sig", "exc").returncode, 0)
+        self.assertEqual(self.run_keys("gen", self.dir, long_name, "exc2").returncode, 0)
+        before = self.snapshot()
+        r = self.run_keys("rotate", self.dir)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn(long_name, r.stderr)
+        self.assertIn("nothing changed", r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        # The directory is as it was: same names, same inodes, same bytes.
+        self.assertEqual(self.snapshot(), before)
+
     def test_show_and_list(self):
         self.run_keys("gen", self.dir)
         sig = tlib.key_of(self.dir, "sig")

@@ -22,6 +22,9 @@ TETHER = os.path.abspath(os.environ.get("TETHER", "build/client/tether"))
 # or a leak.
 VALGRIND = os.environ.get("TETHERD_VALGRIND") == "1"
 VALGRIND_ERROR = 99
+# The exit status the sanitizer passes of tests/run.sh give a sanitizer report
+# (TSAN_OPTIONS=exitcode=66): stopping such a tetherd fails the test.
+SANITIZER_ERROR = 66
 
 # ----------------------------------------------------------------- encoding
 
@@ -305,6 +308,9 @@ class Tetherd:
         if VALGRIND and os.environ.get("TETHERD_VALGRIND_RUNS"):
             with open(os.environ["TETHERD_VALGRIND_RUNS"], "a") as f:
                 f.write(("errors" if self.proc.returncode == VALGRIND_ERROR else "clean") + "\n")
+        if self.proc.returncode == SANITIZER_ERROR:
+            with open(self.logpath, errors="replace") as f:
+                raise AssertionError(f"a sanitizer found errors in tetherd:\n{f.read()}")
         if VALGRIND and self.proc.returncode == VALGRIND_ERROR:
             with open(self.valgrind_log) as f:
                 raise AssertionError(f"valgrind found errors in tetherd:\n{f.read()}")
