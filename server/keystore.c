@@ -496,13 +496,22 @@ void keystore_refresh(struct keystore *ks, bool force) {
         refresh(ks, force, false);
 }
 
-bool keystore_rewatch(struct keystore *ks) {
+int keystore_housekeep(struct keystore *ks) {
         /* Whatever changed at the path is noticed, and watched, there. */
         refresh(ks, false, false);
         pthread_mutex_lock(&ks->reload_lock);
-        bool watching = ks->watch >= 0 && ks->parent_watch >= 0;
+        int timeout_ms = ks->watch >= 0 && ks->parent_watch >= 0 ? -1 : 1000;
+        /* Keys of a removal are kept only for its window: a deleted private
+         * key must not stay in memory until the directory next changes. */
+        if (ks->before_removal) {
+                int64_t left = ks->removal_ms + REMOVAL_WINDOW_MS + 1 - now_ms();
+                if (left <= 0)
+                        forget_before_removal(ks);
+                else if (timeout_ms < 0 || left < timeout_ms)
+                        timeout_ms = (int) left;
+        }
         pthread_mutex_unlock(&ks->reload_lock);
-        return watching;
+        return timeout_ms;
 }
 
 struct served *keystore_acquire(struct keystore *ks) {

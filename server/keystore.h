@@ -22,6 +22,8 @@ int keystore_watch_fd(const struct keystore *ks);
 /* Applies pending changes (force: reload even without any). Never creates
  * keys: only a request (keystore_acquire) or the start does, as in tang. */
 void keystore_refresh(struct keystore *ks, bool force);
-/* Re-establishes the directory watch after the directory was removed or
- * replaced; returns true when watching. */
-bool keystore_rewatch(struct keystore *ks);
+/* For the main loop, before each wait: re-establishes the directory watch
+ * after the directory was removed or replaced and drops the keys kept from
+ * a removal once its window is over. Returns how long the loop may wait
+ * (poll's timeout: -1, or milliseconds until the next look). */
+int keystore_housekeep(struct keystore *ks);

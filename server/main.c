@@ -286,9 +286,7 @@ static int run(struct options *o) {
                         { .fd = keystore_watch_fd(ks), .events = POLLIN },
                         { .fd = closed_fd, .events = POLLIN },
                 };
-                /* Without a directory watch, look for the directory every second. */
-                bool watching = keystore_rewatch(ks);
-                if (poll(p, 3, watching ? -1 : 1000) < 0 && errno != EINTR)
+                if (poll(p, 3, keystore_housekeep(ks)) < 0 && errno != EINTR)
                         break;
                 if (p[1].revents & POLLIN)
                         keystore_refresh(ks, false);

@@ -117,10 +117,9 @@ class Memory(tlib.unittest.TestCase):
             self.assertTrue(tlib.eventually(lambda: all(self.rec(srv, k) == 404 for k in old_exc), timeout=20),
                             srv.logs())
             # tetherd keeps what it served before a removal for 2 s (in case
-            # the whole directory is being removed) and lets go of it at the
-            # next reload after that.
-            time.sleep(REMOVAL_WINDOW_S + 0.5)
-            self.reload(srv)
+            # the whole directory is being removed), then lets go of it by
+            # itself: no reload, no further change to the directory.
+            time.sleep(REMOVAL_WINDOW_S + 1)
             # Right after the keys are freed, and again after a few requests.
             hits = memory_hits(srv.proc.pid, needles)
             for _ in range(5):
