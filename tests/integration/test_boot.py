@@ -803,6 +803,11 @@ class Askpass(Images):
 
 class NetworkChangeInNamespace(tlib.unittest.TestCase):
     def test_retries_at_once_when_the_network_changes(self):
+        # cryptsetup with ThreadSanitizer's runtime preloaded dies with SIGSEGV
+        # inside the namespace (not outside it); the normal and ASan runs
+        # cover this test, the TSan run the races of everything else.
+        if "libtsan" in os.environ.get("TETHER_SANITIZER_PRELOAD", ""):
+            self.skipTest("cryptsetup crashes under ThreadSanitizer's runtime in a network namespace")
         for tool in ("unshare", "ip"):
             if not shutil.which(tool):
                 self.skipTest(f"{tool} is not installed")
