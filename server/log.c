@@ -1,7 +1,9 @@
 #include "log.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 void log_line(const char *fmt, ...) {
@@ -17,4 +19,18 @@ void log_line(const char *fmt, ...) {
                 n = sizeof(buf) - 2;
         buf[n++] = '\n';
         (void) !write(STDERR_FILENO, buf, (size_t) n);
+}
+
+char *log_sanitize(char *dst, size_t size, const char *src, bool keep_spaces) {
+        size_t i = 0, j = 0;
+
+        assert(size >= 4);
+        for (; src[i] && j < size - 4; i++) {
+                unsigned char c = (unsigned char) src[i];
+                dst[j++] = (c > 0x20 && c < 0x7f) || (c == ' ' && keep_spaces) ? (char) c : '?';
+        }
+        if (src[i])
+                memcpy(dst + j, "...", 3), j += 3;
+        dst[j] = '\0';
+        return dst;
 }
