@@ -36,6 +36,8 @@ struct httpd {
         pthread_cond_t wake;
         struct conn *conns;
         bool reaper_started, stopping;
+        unsigned refused;            /* connections refused since the last log line about it */
+        int64_t refused_log_ms;      /* when the next such line may be written */
         pthread_t reaper;
 };
 
@@ -409,16 +411,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 }
 
 static void on_mhd_error(void *cls, const char *fmt, va_list ap) {
-        (void) cls;
         char raw[512], msg[512];
         vsnprintf(raw, sizeof(raw), fmt, ap);
         raw[strcspn(raw, "\n")] = '\0';
         /* MHD's messages may quote the request. */
         log_sanitize(msg, sizeof(msg), raw, true);
         /* A client hanging up on an idle keep-alive connection is routine,
-         * and after a power cut there are thousands of them. */
-        if (strstr(msg, "closed by remote side"))
+         * and after a power cut there are thousands of them; a connection
+         * cut at the request deadline is already counted by the reaper. */
+        if (strstr(msg, "closed by remote side") || strstr(msg, "detected connection closure"))
                 return;
+        /* Refusals come in floods (one client over its per-address limit):
+         * at most one line a second, counting them. */
+        if (strstr(msg, "reached connection limit")) {
+                struct httpd *h = cls;
+                int64_t now = now_ms();
+                pthread_mutex_lock(&h->lock);
+                unsigned n = ++h->refused;
+                bool say = now >= h->refused_log_ms;
+                if (say) {
+                        h->refused = 0;
+                        h->refused_log_ms = now + 1000;
+                }
+                pthread_mutex_unlock(&h->lock);
+                if (say)
+                        log_line("http: refused %u connection(s) over the connection or per-address limit", n);
+                return;
+        }
         log_line("http: %s", msg);
 }
 
