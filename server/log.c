@@ -6,6 +6,12 @@
 #include <string.h>
 #include <unistd.h>
 
+static int log_fd = STDERR_FILENO;
+
+void log_set_fd(int fd) {
+        log_fd = fd;
+}
+
 void log_line(const char *fmt, ...) {
         char buf[1024];
         va_list ap;
@@ -18,7 +24,7 @@ void log_line(const char *fmt, ...) {
         if ((size_t) n > sizeof(buf) - 2)
                 n = sizeof(buf) - 2;
         buf[n++] = '\n';
-        (void) !write(STDERR_FILENO, buf, (size_t) n);
+        (void) !write(log_fd, buf, (size_t) n);
 }
 
 char *log_sanitize(char *dst, size_t size, const char *src, bool keep_spaces) {

@@ -7,6 +7,10 @@
 
 void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Where log_line writes (stderr by default): lets a fuzz harness keep its
+ * own stderr for its findings. */
+void log_set_fd(int fd);
+
 /* Copies untrusted text (a request's method or target, a message quoting a
  * request) into dst for the log: every byte outside printable ASCII becomes
  * '?', and so does a space unless keep_spaces, so that one log line stays

@@ -388,6 +388,8 @@ class Routes(tlib.unittest.TestCase):
         finally:
             for s in held:
                 s.close()
+        # tetherd counts them gone once it has seen them close.
+        self.assertTrue(tlib.eventually(lambda: self.srv.get("/adv").status == 200, timeout=10))
 
     def test_default_request_timeout(self):
         # One header byte a second resets any idle timeout; the default 10 s
