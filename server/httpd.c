@@ -6,7 +6,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -14,11 +16,29 @@
 /* Past this much discarded body, a client is not going to stop: hang up. */
 #define TOO_LARGE_DISCARD_MAX (1024 * 1024)
 
+/* One open connection as the request deadline sees it (MHD's socket context). */
+struct conn {
+        struct conn *prev, *next;
+        int fd;                      /* MHD's socket: only shut down, never closed here */
+        int64_t deadline_ms;         /* CLOCK_MONOTONIC; 0: none */
+        bool cut;
+};
+
 struct httpd {
         struct MHD_Daemon *daemon;
         const struct httpd_config *cfg;
         struct keystore *ks;
         int closed_eventfd;          /* inetd mode: written when the connection closes */
+
+        /* The request deadline: every open connection, and a thread that cuts
+         * the ones whose request is late. */
+        pthread_mutex_t lock;
+        pthread_cond_t wake;
+        struct conn *conns;
+        bool reaper_started, stopping;
+        unsigned refused;            /* connections refused since the last log line about it */
+        int64_t refused_log_ms;      /* when the next such line may be written */
+        pthread_t reaper;
 };
 
 /* One request, from the request line to the last byte of the answer. */
@@ -66,22 +86,40 @@ static void format_peer(struct MHD_Connection *conn, char *buf, size_t len) {
 }
 
 static void log_request(struct MHD_Connection *conn, const struct request *req) {
-        char peer[INET6_ADDRSTRLEN + 1], path[160];
+        char peer[INET6_ADDRSTRLEN + 1], path[160], method[40];
         struct timespec now;
-        size_t j = 0;
 
         clock_gettime(CLOCK_MONOTONIC, &now);
         long long us = (now.tv_sec - req->start.tv_sec) * 1000000LL + (now.tv_nsec - req->start.tv_nsec) / 1000;
         format_peer(conn, peer, sizeof(peer));
-        /* The target is untrusted: no control characters or spaces reach the log. */
-        for (size_t i = 0; req->target[i] && j < sizeof(path) - 4; i++) {
-                unsigned char c = (unsigned char) req->target[i];
-                path[j++] = c > 0x20 && c < 0x7f ? (char) c : '?';
-        }
-        if (req->target_len > j)
-                path[j++] = '.', path[j++] = '.', path[j++] = '.';
-        path[j] = '\0';
-        log_line("%s %s %s %d %lldus", peer, req->method ? req->method : "-", path, req->status, us);
+        /* Method and target are the client's bytes: no control characters or
+         * spaces reach the log. */
+        log_line("%s %s %s %d %lldus", peer, log_sanitize(method, sizeof(method), req->method ? req->method : "-", false),
+                 log_sanitize(path, sizeof(path), req->target, false), req->status, us);
+}
+
+static int64_t now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A request is answered: the connection's next request, if it keeps the
+ * connection alive, has the idle timeout to start and the request timeout
+ * to arrive. Starting that deadline now rather than at the next request's
+ * first byte is deliberate: MHD reports no callback before a whole request
+ * line, and a slow request line is exactly what has to be bounded. */
+static void deadline_renew(struct httpd *h, struct MHD_Connection *conn) {
+        if (h->cfg->request_timeout_s == 0)
+                return;
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        struct conn *c = ci ? ci->socket_context : NULL;
+        if (!c)
+                return;
+        int64_t deadline = now_ms() + ((int64_t) h->cfg->timeout_s + h->cfg->request_timeout_s) * 1000;
+        pthread_mutex_lock(&h->lock);
+        c->deadline_ms = deadline;
+        pthread_mutex_unlock(&h->lock);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
@@ -91,6 +129,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
         if (!req)
                 return;
+        deadline_renew(h, conn);
         if (h->cfg->log_requests)
                 log_request(conn, req);
         served_unref(req->served);
@@ -99,18 +138,134 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         *con_cls = NULL;
 }
 
+/* Why a registry and shutdown(2) from a thread of our own: MHD's connection
+ * timeout is reset by every byte received, and no MHD callback runs while a
+ * request line or header trickles in, so nothing inside MHD can notice a
+ * request that is merely slow. The reaper never closes a socket (MHD owns
+ * it); it only shuts it down, which MHD then sees as the peer hanging up and
+ * cleans up on its own path. The fd cannot be reused under the reaper: MHD
+ * reports MHD_CONNECTION_NOTIFY_CLOSED before it closes the socket, and that
+ * notification unlinks the entry under the same lock the reaper holds while
+ * it calls shutdown(). */
+static void conn_started(struct httpd *h, struct MHD_Connection *conn, void **socket_context) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (h->cfg->request_timeout_s == 0 || !ci)
+                return;
+        struct conn *c = calloc(1, sizeof(*c));
+        if (!c)
+                return;    /* served without a deadline: better than refusing it */
+        c->fd = ci->connect_fd;
+        c->deadline_ms = now_ms() + (int64_t) h->cfg->request_timeout_s * 1000;
+        pthread_mutex_lock(&h->lock);
+        c->next = h->conns;
+        if (h->conns)
+                h->conns->prev = c;
+        h->conns = c;
+        pthread_mutex_unlock(&h->lock);
+        *socket_context = c;
+}
+
+static void conn_closed(struct httpd *h, void **socket_context) {
+        struct conn *c = *socket_context;
+        if (!c)
+                return;
+        pthread_mutex_lock(&h->lock);
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                h->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        pthread_mutex_unlock(&h->lock);
+        free(c);
+        *socket_context = NULL;
+}
+
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe) {
         struct httpd *h = cls;
-        (void) conn;
-        (void) socket_context;
-        if (toe == MHD_CONNECTION_NOTIFY_CLOSED && h->closed_eventfd >= 0) {
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+                conn_started(h, conn, socket_context);
+                return;
+        }
+        conn_closed(h, socket_context);
+        if (h->closed_eventfd >= 0) {
                 uint64_t one = 1;
                 (void) !write(h->closed_eventfd, &one, sizeof(one));
         }
 }
 
-static enum MHD_Result respond(struct MHD_Connection *conn, struct request *req, const struct reply *reply) {
+static void *reaper_main(void *arg) {
+        struct httpd *h = arg;
+        /* A quarter of the deadline, at most a second: a request is cut
+         * between 1 and 1.25 times the deadline after it began. */
+        int64_t period_ms = (int64_t) h->cfg->request_timeout_s * 250;
+        if (period_ms > 1000)
+                period_ms = 1000;
+
+        pthread_mutex_lock(&h->lock);
+        while (!h->stopping) {
+                int64_t now = now_ms();
+                unsigned cut = 0;
+                for (struct conn *c = h->conns; c; c = c->next)
+                        if (!c->cut && c->deadline_ms != 0 && now >= c->deadline_ms) {
+                                (void) shutdown(c->fd, SHUT_RDWR);
+                                c->cut = true;
+                                cut++;
+                        }
+                if (cut > 0)
+                        log_line("http: cut %u connection(s) whose request took over %us", cut,
+                                 h->cfg->request_timeout_s);
+                struct timespec until;
+                clock_gettime(CLOCK_MONOTONIC, &until);
+                until.tv_sec += period_ms / 1000;
+                until.tv_nsec += (period_ms % 1000) * 1000000;
+                if (until.tv_nsec >= 1000000000)
+                        until.tv_sec++, until.tv_nsec -= 1000000000;
+                (void) pthread_cond_timedwait(&h->wake, &h->lock, &until);
+        }
+        pthread_mutex_unlock(&h->lock);
+        return NULL;
+}
+
+static int reaper_start(struct httpd *h) {
+        pthread_condattr_t attr;
+        int r;
+
+        pthread_mutex_init(&h->lock, NULL);
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&h->wake, &attr);
+        pthread_condattr_destroy(&attr);
+        if (h->cfg->request_timeout_s == 0)
+                return 0;
+        r = pthread_create(&h->reaper, NULL, reaper_main, h);
+        if (r != 0)
+                return -r;
+        h->reaper_started = true;
+        return 0;
+}
+
+static void reaper_stop(struct httpd *h) {
+        if (h->reaper_started) {
+                pthread_mutex_lock(&h->lock);
+                h->stopping = true;
+                pthread_cond_signal(&h->wake);
+                pthread_mutex_unlock(&h->lock);
+                pthread_join(h->reaper, NULL);
+                h->reaper_started = false;
+        }
+}
+
+static void httpd_free(struct httpd *h) {
+        reaper_stop(h);
+        pthread_cond_destroy(&h->wake);
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+}
+
+static enum MHD_Result respond(struct MHD_Connection *conn, struct request *req, const struct reply *reply,
+                               bool close) {
         struct MHD_Response *resp;
 
         req->status = reply->status;
@@ -124,24 +279,72 @@ static enum MHD_Result respond(struct MHD_Connection *conn, struct request *req,
                 return MHD_NO;
         if (reply->content_type)
                 MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, reply->content_type);
+        /* After a request whose framing is in doubt, nothing more is read
+         * from the connection: what would follow could be anything. */
+        if (close)
+                MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
         enum MHD_Result ret = MHD_queue_response(conn, (unsigned) reply->status, resp);
         MHD_destroy_response(resp);
         return ret;
 }
 
-static enum MHD_Result respond_status(struct MHD_Connection *conn, struct request *req, int status) {
+static enum MHD_Result respond_error(struct MHD_Connection *conn, struct request *req, int status) {
         struct reply reply = { .status = status };
-        return respond(conn, req, &reply);
+        return respond(conn, req, &reply, true);
 }
 
-static bool body_too_large(struct MHD_Connection *conn) {
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (!cl)
+/* What the headers say about where the body ends. */
+struct framing {
+        unsigned content_lengths, transfer_encodings;
+        bool bad;                    /* a value no front proxy would agree on */
+        unsigned long long content_length;
+};
+
+static bool is_decimal(const char *s, size_t len) {
+        if (len == 0 || len > 18)    /* 18 digits cannot overflow */
                 return false;
-        errno = 0;
-        char *end;
-        unsigned long long n = strtoull(cl, &end, 10);
-        return errno != 0 || n > TANG_MAX_BODY;
+        for (size_t i = 0; i < len; i++)
+                if (s[i] < '0' || s[i] > '9')
+                        return false;
+        return true;
+}
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                                      const char *value, size_t value_size) {
+        struct framing *f = cls;
+        (void) kind;
+        (void) key_size;
+
+        if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+                f->content_lengths++;
+                if (!value || !is_decimal(value, value_size))
+                        f->bad = true;
+                else
+                        f->content_length = strtoull(value, NULL, 10);
+        } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+                f->transfer_encodings++;
+                /* Only chunked alone: any other coding, or a list, is one
+                 * libmicrohttpd would read differently from a proxy. */
+                if (!value || value_size != strlen("chunked") || strcasecmp(value, "chunked") != 0)
+                        f->bad = true;
+        }
+        return MHD_YES;
+}
+
+/* Request smuggling lives in the gap between how two HTTP parsers find the
+ * end of a body. Every request whose end is not stated exactly once, in one
+ * unambiguous way, gets 400 and the connection is closed: repeated or
+ * malformed Content-Length, Transfer-Encoding other than a single "chunked",
+ * both headers at once. Returns 0 or the status to answer. */
+static int framing_check(struct MHD_Connection *conn) {
+        struct framing f = {};
+
+        MHD_get_connection_values_n(conn, MHD_HEADER_KIND, framing_header, &f);
+        if (f.bad || f.content_lengths > 1 || f.transfer_encodings > 1 || (f.content_lengths && f.transfer_encodings))
+                return 400;
+        if (f.content_lengths && f.content_length > TANG_MAX_BODY)
+                return 413;
+        return 0;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -158,11 +361,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!req->routed) {
                 req->routed = true;
                 req->method = method;
+                int status = framing_check(conn);
+                if (status != 0)
+                        return respond_error(conn, req, status);
                 if (req->target_len > TANG_MAX_URI)
-                        return respond_status(conn, req, 414);
+                        return respond_error(conn, req, 414);
                 route_match(h->cfg->prefix, method, req->target, &req->route);
-                if (body_too_large(conn))
-                        return respond_status(conn, req, 413);
                 /* Every answer waits for the final call: MHD closes a connection
                  * whose response was queued before the request was complete, which
                  * would cost keep-alive clients a new connection per request.
@@ -172,8 +376,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (*upload_data_size > 0) {
                 size_t n = *upload_data_size;
                 *upload_data_size = 0;
-                if (req->route.kind != ROUTE_REC)
-                        return MHD_YES; /* Tang ignores bodies on other routes; so do we, unbuffered. */
+                /* Every route has the same cap: Tang ignores bodies outside /rec,
+                 * but reading an endless one is a way to hold a connection. */
                 if (req->too_large || req->body_len + n > TANG_MAX_BODY) {
                         /* MHD cannot queue a response mid-body: drop the rest and
                          * answer 413 at the end, hanging up on clients that keep
@@ -181,6 +385,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                         req->too_large = true;
                         req->discarded += n;
                         return req->discarded > TOO_LARGE_DISCARD_MAX ? MHD_NO : MHD_YES;
+                }
+                if (req->route.kind != ROUTE_REC) {
+                        req->body_len += n;    /* counted, not kept */
+                        return MHD_YES;
                 }
                 char *nb = realloc(req->body, req->body_len + n + 1);
                 if (!nb)
@@ -191,22 +399,45 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 req->body[req->body_len] = '\0';
                 return MHD_YES;
         }
+        deadline_renew(h, conn);     /* complete: the deadline no longer applies to it */
         if (req->too_large)
-                return respond_status(conn, req, 413);
+                return respond_error(conn, req, 413);
         req->served = keystore_acquire(h->ks);
-        route_serve(req->served, &req->route, req->body ? req->body : "", req->body_len, &reply);
-        return respond(conn, req, &reply);
+        if (req->route.kind == ROUTE_REC)
+                route_serve(req->served, &req->route, req->body ? req->body : "", req->body_len, &reply);
+        else
+                route_serve(req->served, &req->route, "", 0, &reply);
+        return respond(conn, req, &reply, false);
 }
 
 static void on_mhd_error(void *cls, const char *fmt, va_list ap) {
-        (void) cls;
-        char msg[512];
-        vsnprintf(msg, sizeof(msg), fmt, ap);
-        msg[strcspn(msg, "\n")] = '\0';
+        char raw[512], msg[512];
+        vsnprintf(raw, sizeof(raw), fmt, ap);
+        raw[strcspn(raw, "\n")] = '\0';
+        /* MHD's messages may quote the request. */
+        log_sanitize(msg, sizeof(msg), raw, true);
         /* A client hanging up on an idle keep-alive connection is routine,
-         * and after a power cut there are thousands of them. */
-        if (strstr(msg, "closed by remote side"))
+         * and after a power cut there are thousands of them; a connection
+         * cut at the request deadline is already counted by the reaper. */
+        if (strstr(msg, "closed by remote side") || strstr(msg, "detected connection closure"))
                 return;
+        /* Refusals come in floods (one client over its per-address limit):
+         * at most one line a second, counting them. */
+        if (strstr(msg, "reached connection limit")) {
+                struct httpd *h = cls;
+                int64_t now = now_ms();
+                pthread_mutex_lock(&h->lock);
+                unsigned n = ++h->refused;
+                bool say = now >= h->refused_log_ms;
+                if (say) {
+                        h->refused = 0;
+                        h->refused_log_ms = now + 1000;
+                }
+                pthread_mutex_unlock(&h->lock);
+                if (say)
+                        log_line("http: refused %u connection(s) over the connection or per-address limit", n);
+                return;
+        }
         log_line("http: %s", msg);
 }
 
@@ -220,6 +451,11 @@ int httpd_start(const struct httpd_config *cfg, struct keystore *ks, int listen_
         h->cfg = cfg;
         h->ks = ks;
         h->closed_eventfd = closed_eventfd;
+        int r = reaper_start(h);
+        if (r < 0) {
+                httpd_free(h);
+                return r;
+        }
         if (listen_fd < 0)
                 flags |= MHD_USE_NO_LISTEN_SOCKET;
         unsigned threads = listen_fd >= 0 ? cfg->threads : 1;
@@ -234,6 +470,10 @@ int httpd_start(const struct httpd_config *cfg, struct keystore *ks, int listen_
                 opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_THREAD_POOL_SIZE, threads, NULL };
         opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_CONNECTION_LIMIT, cfg->connection_limit, NULL };
         opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_CONNECTION_TIMEOUT, cfg->timeout_s, NULL };
+        /* One address must not take every connection (MHD counts across the
+         * thread pool). Those over the limit are closed at once. */
+        if (cfg->per_address_limit > 0)
+                opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->per_address_limit, NULL };
         /* Holds the request line and headers; tang's own limit is 4 KiB. */
         opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_CONNECTION_MEMORY_LIMIT, 16 * 1024, NULL };
         opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t) on_uri, h };
@@ -243,7 +483,7 @@ int httpd_start(const struct httpd_config *cfg, struct keystore *ks, int listen_
 
         h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
         if (!h->daemon) {
-                free(h);
+                httpd_free(h);
                 return -EIO;
         }
         if (conn_fd >= 0) {
@@ -252,7 +492,7 @@ int httpd_start(const struct httpd_config *cfg, struct keystore *ks, int listen_
                 if (getpeername(conn_fd, (struct sockaddr *) &ss, &len) < 0 ||
                     MHD_add_connection(h->daemon, conn_fd, (struct sockaddr *) &ss, len) != MHD_YES) {
                         MHD_stop_daemon(h->daemon);
-                        free(h);
+                        httpd_free(h);
                         return -ENOTSOCK;
                 }
         }
@@ -279,5 +519,5 @@ void httpd_stop(struct httpd *h, unsigned drain_ms) {
         MHD_stop_daemon(h->daemon);
         if (fd >= 0)
                 close(fd);
-        free(h);
+        httpd_free(h);
 }

@@ -10,6 +10,8 @@ struct httpd_config {
         unsigned threads;
         unsigned connection_limit;
         unsigned timeout_s;          /* idle connection timeout */
+        unsigned per_address_limit;  /* connections from one client address; 0: no limit */
+        unsigned request_timeout_s;  /* a request's headers and body must arrive within this; 0: none */
         bool log_requests;
 };
 

@@ -46,6 +46,11 @@ static void usage(FILE *f) {
                 "      --no-keygen           do not create keys when none is advertised\n"
                 "      --connection-limit N  most simultaneous connections (default 10000)\n"
                 "      --timeout SECONDS     close idle connections after this (default 10)\n"
+                "      --per-address-limit N most connections from one client address\n"
+                "                            (default 128, 0: none)\n"
+                "      --request-timeout SECONDS\n"
+                "                            close a connection whose request has not fully\n"
+                "                            arrived after this (default 10, 0: none)\n"
                 "      --drain-timeout MS    on SIGTERM, wait this long for open requests (default 5000)\n"
                 "  -q, --quiet               no log line per request\n"
                 "  -h, --help                this help\n"
@@ -66,7 +71,7 @@ static bool parse_uint(const char *s, unsigned max, unsigned *out) {
 }
 
 static int parse_options(int argc, char **argv, struct options *o) {
-        enum { OPT_NO_KEYGEN = 256, OPT_CONN_LIMIT, OPT_TIMEOUT, OPT_DRAIN };
+        enum { OPT_NO_KEYGEN = 256, OPT_CONN_LIMIT, OPT_TIMEOUT, OPT_DRAIN, OPT_PER_ADDRESS, OPT_REQUEST_TIMEOUT };
         static const struct option longopts[] = {
                 { "address", required_argument, NULL, 'a' },
                 { "port", required_argument, NULL, 'p' },
@@ -77,6 +82,8 @@ static int parse_options(int argc, char **argv, struct options *o) {
                 { "connection-limit", required_argument, NULL, OPT_CONN_LIMIT },
                 { "timeout", required_argument, NULL, OPT_TIMEOUT },
                 { "drain-timeout", required_argument, NULL, OPT_DRAIN },
+                { "per-address-limit", required_argument, NULL, OPT_PER_ADDRESS },
+                { "request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT },
                 { "quiet", no_argument, NULL, 'q' },
                 { "help", no_argument, NULL, 'h' },
                 {}
@@ -139,6 +146,18 @@ static int parse_options(int argc, char **argv, struct options *o) {
                 case OPT_DRAIN:
                         if (!parse_uint(optarg, 600000, &o->drain_ms)) {
                                 fprintf(stderr, "tetherd: invalid drain timeout '%s'\n", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case OPT_PER_ADDRESS:
+                        if (!parse_uint(optarg, 1000000, &o->http.per_address_limit)) {
+                                fprintf(stderr, "tetherd: invalid per-address limit '%s' (a number of connections, 0 for none)\n", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case OPT_REQUEST_TIMEOUT:
+                        if (!parse_uint(optarg, 86400, &o->http.request_timeout_s)) {
+                                fprintf(stderr, "tetherd: invalid request timeout '%s' (seconds, 0 for none)\n", optarg);
                                 return -EINVAL;
                         }
                         break;
@@ -320,6 +339,8 @@ int main(int argc, char **argv) {
                         .threads = cores > 0 ? (unsigned) cores : 1,
                         .connection_limit = 10000,
                         .timeout_s = 10,
+                        .per_address_limit = 128,
+                        .request_timeout_s = 10,
                         .log_requests = true,
                 },
         };

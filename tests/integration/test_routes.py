@@ -2,11 +2,77 @@
 
 import json
 import os
+import re
+import socket
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tlib  # noqa: E402
 from tlib import P, ecmr_jwk, int_to_b64u, random_point, thumbprint  # noqa: E402
+
+
+def read_until_closed(sock, timeout):
+    """Everything the server sends until it closes the connection: (data,
+    closed), closed False if it was still open after timeout seconds."""
+    sock.settimeout(timeout)
+    data = b""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data, True
+        except socket.timeout:
+            break
+        if not chunk:
+            return data, True
+        data += chunk
+    return data, False
+
+
+def connect(port, source="127.0.0.1", timeout=5):
+    """A connection to the server on 127.0.0.1 from the loopback address source."""
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+
+
+def count_closed(socks, wait=1.0):
+    """How many of socks the server has closed, wait seconds from now."""
+    time.sleep(wait)
+    closed = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            closed += s.recv(4096) == b""
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            closed += 1
+    return closed
+
+
+def trickle_until_cut(port, head, trickle, interval, limit):
+    """Sends head, then one byte of trickle every interval seconds: the
+    seconds until the server hangs up, or None if it still had not after limit."""
+    start = time.monotonic()
+    with connect(port) as s:
+        s.sendall(head)
+        i = 0
+        while time.monotonic() - start < limit:
+            s.settimeout(interval)
+            try:
+                if s.recv(4096) == b"":
+                    return time.monotonic() - start
+            except socket.timeout:
+                pass
+            except ConnectionResetError:
+                return time.monotonic() - start
+            try:
+                s.send(trickle[i % len(trickle):i % len(trickle) + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                return time.monotonic() - start
+            i += 1
+    return None
 
 
 class Routes(tlib.unittest.TestCase):
@@ -226,6 +292,176 @@ class Routes(tlib.unittest.TestCase):
         self.assertTrue(line, self.srv.logs()[-500:])
         # ADDR METHOD PATH STATUS NNus
         self.assertRegex(line[0], r"127\.0\.0\.1 GET " + marker + r" 404 \d+us$")
+
+    # ------------------------------------------------------------ framing and abuse (issue 11)
+
+    SMUGGLING = {
+        "two different Content-Length": "Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        "two equal Content-Length": "Content-Length: 2\r\nContent-Length: 2\r\n\r\nab",
+        "Content-Length list": "Content-Length: 2, 2\r\n\r\nab",
+        "Content-Length with sign": "Content-Length: +2\r\n\r\nab",
+        "negative Content-Length": "Content-Length: -1\r\n\r\n",
+        "Content-Length in hex": "Content-Length: 0x2\r\n\r\nab",
+        "Content-Length with junk": "Content-Length: 2x\r\n\r\nab",
+        "empty Content-Length": "Content-Length:\r\n\r\n",
+        "Transfer-Encoding and Content-Length": "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "Content-Length and Transfer-Encoding": "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        "unknown coding": "Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        "chunked not last": "Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        "coding before chunked": "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        "two Transfer-Encoding": "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "identity coding": "Transfer-Encoding: identity\r\n\r\n",
+    }
+
+    def test_smuggling_shapes_get_400_and_close(self):
+        # A request smuggled behind the ambiguous one must never be answered.
+        smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        for method, target in (("GET", "/adv"), ("POST", f"/rec/{self.kid}")):
+            for name, rest in self.SMUGGLING.items():
+                with self.subTest(method=method, shape=name), connect(self.srv.port) as s:
+                    s.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\n{rest}".encode() + smuggled)
+                    data, closed = read_until_closed(s, 5)
+                    self.assertEqual(tlib.Response(data).status, 400, data[:200])
+                    self.assertTrue(closed, f"connection left open after {data[:100]!r}")
+                    # Only 400s: libmicrohttpd 0.9.75 repeats its own 400's
+                    # status line and headers for a malformed Content-Length.
+                    self.assertEqual(set(re.findall(rb"HTTP/1\.1 (\d+)", data)), {b"400"}, data)
+
+    def test_plain_framing_still_accepted(self):
+        for rest in ("Content-Length: 2\r\n\r\nab", "Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+                     "Transfer-Encoding: Chunked\r\n\r\n0\r\n\r\n"):
+            data = self.srv.raw(f"GET /adv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{rest}".encode())
+            self.assertEqual(tlib.Response(data).status, 200, rest)
+
+    def test_body_cap_on_every_route(self):
+        chunk = b"y" * 16384
+        body = b"".join(b"%x\r\n" % len(chunk) + chunk + b"\r\n" for _ in range(5)) + b"0\r\n\r\n"
+        for target in ("/adv", "/health", "/nope"):
+            with self.subTest(target=target):
+                head = f"GET {target} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                with connect(self.srv.port) as s:
+                    s.sendall(head + body)
+                    data, closed = read_until_closed(s, 5)
+                self.assertEqual(tlib.Response(data).status, 413, data[:200])
+                self.assertTrue(closed, "connection left open after 413")
+                r = tlib.request(self.srv.port, "GET", target, body="x" * (65 * 1024))
+                self.assertEqual(r.status, 413)
+
+    def test_endless_chunked_body_is_cut(self):
+        # 6 GB were once read from a GET /adv: the server must hang up long before 64 MiB.
+        chunk = b"%x\r\n" % 65536 + b"z" * 65536 + b"\r\n"
+        sent = 0
+        with connect(self.srv.port, timeout=10) as s:
+            s.sendall(b"GET /adv HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            try:
+                while sent < 64 * 1024 * 1024:
+                    s.sendall(chunk)
+                    sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                pass
+        self.assertLess(sent, 64 * 1024 * 1024, "tetherd read 64 MiB of a GET body")
+
+    def test_log_sanitizes_method(self):
+        method = "G\x1b]0;pwned\x07\x1b[31mET"
+        self.srv.raw(f"{method} /adv/methodlog HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        lines = tlib.eventually(lambda: [ln for ln in self.srv.logs().splitlines() if "/adv/methodlog" in ln])
+        self.assertTrue(lines, self.srv.logs()[-500:])
+        self.assertNotIn("\x1b", lines[0])
+        self.assertNotIn("\x07", lines[0])
+        self.assertRegex(lines[0], r"^127\.0\.0\.1 G\?\]0;pwned\?\?\[31mET /adv/methodlog 40\d \d+us$")
+
+    def test_default_per_address_limit(self):
+        # 129 connections from 127.0.0.1 (half a request each): one address
+        # may hold 128, so exactly one is closed unanswered, while a client
+        # from 127.0.0.2 is still served.
+        held = []
+        try:
+            for _ in range(129):
+                s = connect(self.srv.port)
+                s.sendall(b"GET /adv HTTP/1.1\r\n")
+                held.append(s)
+            self.assertEqual(count_closed(held), 1)
+            with connect(self.srv.port, source="127.0.0.2") as s:
+                s.sendall(b"GET /adv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data, _ = read_until_closed(s, 5)
+                self.assertEqual(tlib.Response(data).status, 200)
+        finally:
+            for s in held:
+                s.close()
+        # tetherd counts them gone once it has seen them close.
+        self.assertTrue(tlib.eventually(lambda: self.srv.get("/adv").status == 200, timeout=10))
+
+    def test_default_request_timeout(self):
+        # One header byte a second resets any idle timeout; the default 10 s
+        # deadline for the whole request still cuts it.
+        took = trickle_until_cut(self.srv.port, b"GET /adv HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a", 1.0, 30)
+        self.assertIsNotNone(took, "a request trickling for 30 s was not cut")
+        self.assertGreater(took, 8)
+        self.assertLess(took, 20)
+
+
+class Limits(tlib.unittest.TestCase):
+    """--per-address-limit and --request-timeout set small, to watch them act."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = tlib.Tetherd(args=("--per-address-limit", "4", "--request-timeout", "2", "--timeout", "30"))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.close()
+
+    def test_per_address_limit(self):
+        held = [connect(self.srv.port) for _ in range(5)]
+        try:
+            for s in held:
+                s.sendall(b"GET /adv HTTP/1.1\r\n")
+            self.assertEqual(count_closed(held), 1)
+            for source in ("127.0.0.2", "127.0.0.3"):
+                with connect(self.srv.port, source=source) as s:
+                    s.sendall(b"GET /adv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    self.assertEqual(tlib.Response(read_until_closed(s, 5)[0]).status, 200, source)
+        finally:
+            for s in held:
+                s.close()
+        # Once they are gone, 127.0.0.1 is served again.
+        self.assertTrue(tlib.eventually(lambda: self.srv.get("/adv").status == 200))
+
+    def test_slow_headers_cut_at_deadline(self):
+        took = trickle_until_cut(self.srv.port, b"GET /adv HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a", 0.25, 15)
+        self.assertIsNotNone(took, "trickled headers held the connection for 15 s")
+        self.assertGreater(took, 1.5)
+        self.assertLess(took, 6)
+
+    def test_slow_request_line_cut_at_deadline(self):
+        took = trickle_until_cut(self.srv.port, b"GET /", b"a", 0.25, 15)
+        self.assertIsNotNone(took, "a trickled request line held the connection for 15 s")
+        self.assertLess(took, 6)
+
+    def test_slow_body_cut_at_deadline(self):
+        head = b"POST /rec/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+        took = trickle_until_cut(self.srv.port, head, b"{", 0.25, 15)
+        self.assertIsNotNone(took, "a trickled body held the connection for 15 s")
+        self.assertLess(took, 6)
+
+    def test_keep_alive_gets_a_deadline_per_request(self):
+        # Six requests over 3 s on one connection: longer than one deadline.
+        with connect(self.srv.port) as s:
+            for _ in range(6):
+                s.sendall(b"GET /adv HTTP/1.1\r\nHost: x\r\n\r\n")
+                resp = b""
+                while not tlib._complete(resp):
+                    chunk = s.recv(65536)
+                    self.assertTrue(chunk, "keep-alive connection cut between requests")
+                    resp += chunk
+                self.assertEqual(tlib.Response(resp).status, 200)
+                time.sleep(0.5)
+
+    def test_bad_option_values(self):
+        for args in (("--per-address-limit", "-1"), ("--per-address-limit", "x"), ("--request-timeout", "1s")):
+            p = tlib.subprocess.run([tlib.TETHERD, *args, self.srv.keydir], capture_output=True, text=True, timeout=10)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn("invalid", p.stderr.splitlines()[0], args)
 
 
 if __name__ == "__main__":

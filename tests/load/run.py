@@ -23,6 +23,18 @@ key directory, -q) and fails on any broken requirement of the issue:
   reboot     tether-load reboot: 2,000 clients released at once, each doing
              adv + rec through the client library: completion time, p50/p99,
              server CPU seconds and peak RSS; no failure.
+  per-address  1,100 slow connections from 127.0.0.1, reopened as the server
+             drops them, against --connection-limit 1000 and the default
+             per-address limit (128): a client on 127.0.0.2 asking every 75 ms
+             gets every answer, right (without the limit, 127.0.0.1 takes
+             every connection and the other client gets none).
+  deadline   200 slowloris connections from 127.0.0.1-4, each sending one
+             header byte a second (which resets any idle timeout): every one
+             is cut at the default request deadline (10 s), none later than
+             15 s, while a normal client is served throughout.
+
+The scenarios before per-address run all their clients from 127.0.0.1, as
+stand-ins for a whole fleet: their tetherd gets --per-address-limit 10000.
 
 Prints a summary table, writes BUILD_DIR/reliability/load.md (the README's
 "Reliability" fragment) and exits 1 if any requirement failed, 2 if the run
@@ -84,9 +96,11 @@ def configure(build):
     return build
 
 
-def start_server():
-    """A tetherd of our own, quiet (-q): its log holds only what goes wrong."""
-    return tlib.Tetherd(args=("-q",))
+def start_server(*args, fleet=True):
+    """A tetherd of our own, quiet (-q): its log holds only what goes wrong.
+    fleet: its clients, all on 127.0.0.1, stand for many machines, so the
+    per-address limit is lifted."""
+    return tlib.Tetherd(args=("-q", *(("--per-address-limit", "10000") if fleet else ()), *args))
 
 
 def server_log_notes(srv):
@@ -350,8 +364,9 @@ class Prober:
     and on one kept alive, in turn; times each from before connect (or
     send) to the last byte of the answer."""
 
-    def __init__(self, port, rec, adv_bytes):
+    def __init__(self, port, rec, adv_bytes, source="127.0.0.1"):
         self.port, self.rec, self.adv_bytes = port, rec, adv_bytes
+        self.source = (source, 0)
         self.keepalive = None
         self.latencies = []
         self.wrong = []
@@ -379,10 +394,12 @@ class Prober:
         try:
             if keepalive:
                 if self.keepalive is None:
-                    self.keepalive = socket.create_connection(("127.0.0.1", self.port), timeout=WRK_TIMEOUT_S)
+                    self.keepalive = socket.create_connection(("127.0.0.1", self.port), timeout=WRK_TIMEOUT_S,
+                                                              source_address=self.source)
                 sock = self.keepalive
             else:
-                sock = socket.create_connection(("127.0.0.1", self.port), timeout=WRK_TIMEOUT_S)
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=WRK_TIMEOUT_S,
+                                                source_address=self.source)
             sock.sendall(self.request_bytes(kind, keepalive))
             resp = read_response(sock, deadline)
         except OSError as e:
@@ -550,6 +567,170 @@ def scenario_reboot(clients):
     return res
 
 
+# ----------------------------------------------------------------- per-address and deadline
+
+
+class Hog:
+    """Slow connections (half a request each) from one address, topped up
+    to n every 0.25 s as the server closes them: one client trying to hold
+    every connection."""
+
+    def __init__(self, port, n, source="127.0.0.1"):
+        self.port, self.n, self.source = port, n, (source, 0)
+        self.socks = []
+        self.attempts = 0
+        self.next_top_up = 0.0
+
+    def service(self):
+        if time.monotonic() < self.next_top_up:
+            return
+        self.next_top_up = time.monotonic() + 0.25
+        alive = []
+        for s in self.socks:
+            try:
+                gone = s.recv(4096) == b""
+            except BlockingIOError:
+                gone = False
+            except OSError:
+                gone = True
+            if gone:
+                s.close()
+            else:
+                alive.append(s)
+        self.socks = alive
+        for _ in range(min(200, self.n - len(self.socks))):    # bounded: 800 attempts a second at most
+            self.attempts += 1
+            try:
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=5, source_address=self.source)
+                s.sendall(b"GET /adv HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            except OSError:
+                break
+            s.setblocking(False)
+            self.socks.append(s)
+
+    def close(self):
+        for s in self.socks:
+            s.close()
+        self.socks = []
+
+
+def probe_loop(srv, prober, seconds, interval, background, rss=None):
+    """Probes every interval for seconds, calling background() in between."""
+    end = time.monotonic() + seconds
+    next_probe = time.monotonic()
+    held = []
+    while time.monotonic() < end and srv.proc.poll() is None:
+        background()
+        if time.monotonic() >= next_probe:
+            prober.probe()
+            next_probe += interval
+            if len(prober.latencies) % 13 == 0:
+                held.append(established(srv.port))
+        time.sleep(min(0.005, max(0.0, next_probe - time.monotonic())))
+    return held
+
+
+def scenario_per_address(seconds, hog=1100, conn_limit=1000, interval=0.075):
+    res = Result("per-address", f"{hog:,} slow connections from 127.0.0.1 (reopened when dropped) for {seconds} s, "
+                                f"--connection-limit {conn_limit}, default per-address limit; a client on "
+                                f"127.0.0.2 asking every {int(interval * 1000)} ms")
+    with start_server("--connection-limit", str(conn_limit), fleet=False) as srv:
+        rec = RecFixture(srv.keydir)
+        adv = srv.get("/adv")
+        if adv.status != 200:
+            raise SetupError(f"GET /adv before the load: {adv.status}")
+        hogger = Hog(srv.port, hog)
+        prober = Prober(srv.port, rec, adv.body, source="127.0.0.2")
+        try:
+            hogger.service()
+            time.sleep(0.5)
+            held = probe_loop(srv, prober, seconds, interval, hogger.service)
+        finally:
+            hogger.close()
+            prober.close()
+        alive = srv.proc.poll() is None
+        notes = server_log_notes(srv)
+    refused = [l for l in notes if l.startswith("http: refused ")]
+    res.notes += [l for l in notes if l not in refused]
+    lat = prober.latencies
+    res.require(alive, "tetherd died")
+    res.require(lat and not prober.wrong, f"{len(prober.wrong)} of {len(lat)} answers to 127.0.0.2 wrong or missing, "
+                                          f"e.g. {prober.wrong[:3]}")
+    res.require(max(held, default=0) <= 128 + 2, f"tetherd held up to {max(held, default=0)} connections, "
+                                                 f"more than 127.0.0.1's 128 and the prober's")
+    res.figures.append(f"{hogger.attempts:,} connection attempts from 127.0.0.1, tetherd held "
+                       f"{min(held, default=0)}-{max(held, default=0)} (limit 128 per address); "
+                       f"{sum(int(l.split()[2]) for l in refused):,} refusals logged in {len(refused)} line(s)")
+    res.figures.append(f"127.0.0.2: {len(lat)} probes, {len(prober.wrong)} wrong or missing; p50 "
+                       f"{percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, max {max(lat, default=0):.1f} ms")
+    return res
+
+
+def scenario_deadline(n=200, sources=4, interval=0.075, deadline_s=10, margin_s=5):
+    res = Result("deadline", f"{n} slowloris connections from 127.0.0.1-{sources}, one header byte a second each, "
+                             f"default --request-timeout ({deadline_s} s); a normal client asking every "
+                             f"{int(interval * 1000)} ms")
+    with start_server(fleet=False) as srv:
+        rec = RecFixture(srv.keydir)
+        adv = srv.get("/adv")
+        if adv.status != 200:
+            raise SetupError(f"GET /adv before the load: {adv.status}")
+        opened = {}     # socket -> monotonic time of connect
+        for i in range(n):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5,
+                                         source_address=(f"127.0.0.{1 + i % sources}", 0))
+            s.sendall(b"GET /adv HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            s.setblocking(False)
+            opened[s] = time.monotonic()
+        lifetimes = []
+        next_byte = [time.monotonic() + 1]
+
+        def trickle():
+            now = time.monotonic()
+            for s in list(opened):
+                try:
+                    gone = s.recv(4096) == b""   # a slow request must never be answered
+                except BlockingIOError:
+                    gone = False
+                except OSError:
+                    gone = True
+                if gone:
+                    lifetimes.append(now - opened.pop(s))
+                    s.close()
+            if now >= next_byte[0]:
+                next_byte[0] = now + 1
+                for s in opened:
+                    try:
+                        s.send(b"a")
+                    except OSError:
+                        pass
+
+        prober = Prober(srv.port, rec, adv.body, source=f"127.0.0.{sources + 1}")
+        try:
+            probe_loop(srv, prober, deadline_s + margin_s, interval, trickle)
+        finally:
+            survivors = len(opened)
+            for s in opened:
+                s.close()
+            prober.close()
+        alive = srv.proc.poll() is None
+        notes = server_log_notes(srv)
+    cuts = [l for l in notes if "whose request took over" in l]
+    res.notes += [l for l in notes if l not in cuts]
+    lat = prober.latencies
+    res.require(alive, "tetherd died")
+    res.require(survivors == 0, f"{survivors} of {n} trickling connections outlived {deadline_s + margin_s} s")
+    early = [t for t in lifetimes if t < deadline_s - 1]
+    res.require(not early, f"{len(early)} connections cut before the deadline (first after {min(early, default=0):.1f} s)")
+    res.require(lat and not prober.wrong, f"{len(prober.wrong)} of {len(lat)} normal answers wrong or missing, "
+                                          f"e.g. {prober.wrong[:3]}")
+    res.figures.append(f"{len(lifetimes)} of {n} cut after p50 {percentile(lifetimes, 50):.1f} s, "
+                       f"max {max(lifetimes, default=0):.1f} s (deadline {deadline_s} s); {survivors} left")
+    res.figures.append(f"normal client: {len(lat)} probes, {len(prober.wrong)} wrong or missing; p50 "
+                       f"{percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, max {max(lat, default=0):.1f} ms")
+    return res
+
+
 # ----------------------------------------------------------------- report
 
 
@@ -594,7 +775,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("build")
     ap.add_argument("--quick", action="store_true", help="shorter runs, for development")
-    ap.add_argument("--only", action="append", choices=("keepalive", "slowloris", "churn", "churn-prune", "reboot"),
+    ap.add_argument("--only", action="append", choices=("keepalive", "slowloris", "churn", "churn-prune", "reboot",
+                                                     "per-address", "deadline"),
                     help="run only this scenario (repeatable)")
     a = ap.parse_args()
     try:
@@ -609,6 +791,8 @@ def main():
         "churn": lambda: scenario_churn(8 if a.quick else 20, keep_hidden=True),
         "churn-prune": lambda: scenario_churn(5 if a.quick else 10, keep_hidden=False),
         "reboot": lambda: scenario_reboot(2000),
+        "per-address": lambda: scenario_per_address(5 if a.quick else 10),
+        "deadline": lambda: scenario_deadline(),
     }
     results = []
     for name, run in scenarios.items():

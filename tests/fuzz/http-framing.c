@@ -1,0 +1,157 @@
+/* tetherd's HTTP layer in-process: the raw bytes of one connection go to a
+ * real libmicrohttpd daemon running server/httpd.c (inetd mode, over a
+ * socketpair), with the keys of tests/fuzz/keys/. This is where request
+ * framing is decided (Content-Length, Transfer-Encoding, the body cap, the
+ * request deadline's bookkeeping), which server-request does not reach.
+ *
+ * Input: the bytes a client sends. Properties: everything the server sends
+ * is HTTP/1.x responses with a status it can give, and a first request with
+ * both Content-Length and Transfer-Encoding is never answered with success.
+ * AddressSanitizer watches httpd.c's callbacks. */
+#include "fuzz.h"
+
+#include "httpd.h"
+#include "keystore.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct keystore *ks;
+static const struct httpd_config cfg = {
+        .threads = 1,
+        .connection_limit = 4,
+        .timeout_s = 1,
+        .per_address_limit = 2,
+        .request_timeout_s = 1,
+        .log_requests = false,
+};
+
+static void quiet(const char *fmt, ...) {
+        (void) fmt;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+        (void) argc, (void) argv;
+        if (keystore_open(FUZZ_KEYDIR, false, quiet, &ks) < 0) {
+                fprintf(stderr, "http-framing: cannot load the keys of %s\n", FUZZ_KEYDIR);
+                abort();
+        }
+        /* The daemon's log (MHD's errors among it) would drown libFuzzer's
+         * output; FUZZ_HTTP_LOG=1 keeps it. */
+        if (!getenv("FUZZ_HTTP_LOG")) {
+                int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+                FUZZ_ASSERT(fd >= 0);
+                log_set_fd(fd);
+        }
+        return 0;
+}
+
+static int64_t now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sends data while reading what comes back, until the server closes or
+ * nothing moves either way for 200 ms. The client does not half-close:
+ * libmicrohttpd stops reading at end of input and then holds an unfinished
+ * request until its idle timeout, which would cost each such input seconds
+ * (the deadline tests in tests/integration/test_routes.py cover liveness). */
+static size_t exchange(int fd, const uint8_t *data, size_t size, char *out, size_t out_size) {
+        size_t sent = 0, got = 0;
+        int64_t end = now_ms() + 8000, quiet_since = now_ms();   /* 8 s: under run.sh's -timeout=10 */
+
+        while (now_ms() < end) {
+                struct pollfd p = { .fd = fd, .events = POLLIN | (sent < size ? POLLOUT : 0) };
+                if (poll(&p, 1, 50) < 0)
+                        break;
+                if (p.revents & POLLOUT && sent < size) {
+                        ssize_t n = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
+                        sent = n < 0 ? size : sent + (size_t) n;   /* hung up: read what it said */
+                        quiet_since = now_ms();
+                }
+                if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+                        ssize_t n = recv(fd, out + got, out_size - 1 - got, 0);
+                        if (n <= 0)
+                                return got;
+                        got += (size_t) n;
+                        if (got == out_size - 1)
+                                return got;
+                        quiet_since = now_ms();
+                }
+                /* No progress either way: the server waits for more (or
+                         * will not read more before its deadline). */
+                if (now_ms() - quiet_since >= 200)
+                        return got;
+        }
+        /* Sending a quarter MiB must not take this long. */
+        FUZZ_ASSERT(!"the exchange did not end within 8 s");
+        return got;
+}
+
+/* The first request's header block: up to the first blank line, if that
+ * one is unambiguous (CRLF only). 0 if there is none. */
+static size_t first_head(const uint8_t *data, size_t size) {
+        const uint8_t *end = memmem(data, size, "\r\n\r\n", 4);
+        if (!end)
+                return 0;
+        size_t len = (size_t) (end - data) + 2;
+        for (size_t i = 0; i < len; i++)
+                if ((data[i] == '\n' && (i == 0 || data[i - 1] != '\r')) ||
+                    (data[i] == '\r' && data[i + 1] != '\n') || data[i] == '\0')
+                        return 0;
+        return len;
+}
+
+static bool has_header(const uint8_t *data, size_t size, const char *name) {
+        size_t len = strlen(name);
+        for (size_t i = 0; i + len + 2 < size; i++)
+                if (data[i] == '\n' && strncasecmp((const char *) data + i + 1, name, len) == 0 &&
+                    data[i + 1 + len] == ':')
+                        return true;
+        return false;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        static char out[1 << 20];
+        struct httpd *h = NULL;
+        int sv[2];
+
+        if (size > 256 * 1024)
+                return 0;
+        FUZZ_ASSERT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+        if (httpd_start(&cfg, ks, -1, sv[1], -1, &h) < 0) {
+                close(sv[0]);
+                close(sv[1]);
+                return 0;
+        }
+        size_t got = exchange(sv[0], data, size, out, sizeof(out));
+        close(sv[0]);
+        httpd_stop(h, 0);
+        out[got] = '\0';
+
+        /* Only whole status lines, with statuses tetherd gives. */
+        unsigned responses = 0, first = 0;
+        for (const char *p = out; (p = strstr(p, "HTTP/1.")); p += 8) {
+                FUZZ_ASSERT(p[8] == ' ' && isdigit((unsigned char) p[9]));
+                unsigned status = (unsigned) strtoul(p + 9, NULL, 10);
+                FUZZ_ASSERT(status == 100 || (status >= 200 && status < 600));
+                if (responses++ == 0)
+                        first = status;
+        }
+        FUZZ_ASSERT(got == 0 || memcmp(out, "HTTP/1.", 7) == 0);
+        /* A first request with both framings is never served. */
+        size_t head = first_head(data, size);
+        if (responses > 0 && head > 0 && has_header(data, head, "Content-Length") &&
+            has_header(data, head, "Transfer-Encoding"))
+                FUZZ_ASSERT(first >= 400 || first == 100);
+        return 0;
+}
