@@ -1,6 +1,8 @@
 #include "ctx.h"
+#include "netwatch.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,8 +48,62 @@ void tc_ctx_cancel(struct tc_ctx *ctx) {
 }
 
 bool tc_ctx_cancelled(const struct tc_ctx *ctx) {
-        for (; ctx; ctx = ctx->parent)
+        int64_t now = 0;
+        for (; ctx; ctx = ctx->parent) {
                 if (__atomic_load_n(&ctx->cancelled, __ATOMIC_ACQUIRE))
                         return true;
+                if (ctx->deadline_ms && (now ? now : (now = tc_now_ms())) >= ctx->deadline_ms)
+                        return true;
+        }
         return false;
+}
+
+/* What one leaf may take: its attempts, each within timeout_ms, and the
+ * pauses between them (backoff_ms, doubled after each). */
+static int64_t leaf_ms(const struct tc_ctx *ctx) {
+        unsigned attempts = ctx->attempts ? ctx->attempts : 1;
+        int64_t total = 0, backoff = ctx->backoff_ms;
+        for (unsigned i = 0; i < attempts && total < INT32_MAX; i++) {
+                total += ctx->timeout_ms;
+                if (i > 0) {
+                        total += backoff;
+                        backoff *= 2;
+                }
+        }
+        return total;
+}
+
+int64_t tc_ctx_limit_ms(const struct tc_ctx *ctx) {
+        int64_t now = tc_now_ms(), wait = ctx->wait_until_ms > now ? ctx->wait_until_ms - now : 0;
+        return wait + leaf_ms(ctx) + TC_DEADLINE_SLACK_MS;
+}
+
+void tc_ctx_set_deadline(struct tc_ctx *ctx) {
+        if (ctx->deadline_ms)
+                return;
+        ctx->started_ms = tc_now_ms();
+        ctx->deadline_ms = ctx->started_ms + tc_ctx_limit_ms(ctx);
+}
+
+bool tc_ctx_expired(const struct tc_ctx *ctx) {
+        return ctx->deadline_ms && tc_now_ms() >= ctx->deadline_ms;
+}
+
+int tc_ctx_expired_error(const struct tc_ctx *ctx, int r, struct tc_err *err) {
+        if (r >= 0 || !tc_ctx_expired(ctx))
+                return r;
+        const char *t = getenv("TETHER_TIMEOUT");
+        char timeout[64];
+        if (t && *t)
+                snprintf(timeout, sizeof(timeout), "TETHER_TIMEOUT=%.20s s", t);
+        else
+                snprintf(timeout, sizeof(timeout), "TETHER_TIMEOUT unset: %.1f s", (double) ctx->timeout_ms / 1000);
+        return tc_wrap(err, -ETIMEDOUT,
+                       "gave up after %.1f s: the whole decryption has a time limit of %.1f s (%s%u attempt%s x %s, "
+                       "the pauses between them and %.0f s to spare); by then",
+                       (double) (tc_now_ms() - ctx->started_ms) / 1000,
+                       (double) (ctx->deadline_ms - ctx->started_ms) / 1000,
+                       ctx->wait_until_ms ? "the boot wait (rd.tether.timeout), then " : "",
+                       ctx->attempts ? ctx->attempts : 1, ctx->attempts == 1 ? "" : "s", timeout,
+                       (double) TC_DEADLINE_SLACK_MS / 1000);
 }

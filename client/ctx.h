@@ -1,11 +1,13 @@
 /* What every client operation runs with: network limits, the trust policy
- * for new tang servers, and cancellation (an sss node cancels its children
- * once it has enough shares). */
+ * for new tang servers, cancellation (an sss node cancels its children once
+ * it has enough shares) and a deadline for the whole operation. */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "err.h"
 
 /* Asked whether to trust a tang server's signing keys (S256 thumbprints).
  * Returns 1 to trust, 0 to refuse, < 0 on error. */
@@ -22,6 +24,10 @@ struct tc_ctx {
         bool trust_all;              /* -y: trust advertisements without asking */
         tc_trust_fn trust;           /* NULL: refuse unknown keys */
         void *trust_data;
+        int64_t deadline_ms;         /* 0, or a tc_now_ms() time after which the
+                                      * whole operation counts as cancelled,
+                                      * however many leaves a header holds */
+        int64_t started_ms;          /* when the deadline was set, for messages */
         const struct tc_ctx *parent; /* cancelled when the parent is */
         int cancelled;               /* atomic */
 };
@@ -33,10 +39,28 @@ struct tc_ctx {
 /* Longest pause between tries while waiting for the network (wait_until_ms). */
 #define TC_WAIT_BACKOFF_MAX_MS 2000
 
+/* Slack of the whole-decryption time limit, over what one leaf may take. */
+#define TC_DEADLINE_SLACK_MS 1000
+
 /* Defaults suited to boot, overridden by TETHER_TIMEOUT (seconds, whole
  * exchange). Returns 0 or -EINVAL for a malformed TETHER_TIMEOUT. */
 int tc_ctx_init(struct tc_ctx *ctx);
-/* A child context: same limits and policy, cancelled with the parent. */
+/* A child context: same limits, policy and deadline, cancelled with the parent. */
 void tc_ctx_child(struct tc_ctx *child, const struct tc_ctx *parent);
 void tc_ctx_cancel(struct tc_ctx *ctx);
+/* True once cancelled (this context or an ancestor) or past the deadline. */
 bool tc_ctx_cancelled(const struct tc_ctx *ctx);
+
+/* How long a whole decryption may take with these limits, in ms: what one
+ * leaf may take (attempts x timeout_ms plus the pauses between attempts)
+ * plus TC_DEADLINE_SLACK_MS, after the boot wait (wait_until_ms) if any.
+ * Normal configurations ask all their leaves at once, so this is enough for
+ * them; a header with more blocking leaves than threads is cut off there. */
+int64_t tc_ctx_limit_ms(const struct tc_ctx *ctx);
+/* Gives ctx the deadline tc_ctx_limit_ms() from now, unless it has one. */
+void tc_ctx_set_deadline(struct tc_ctx *ctx);
+/* Whether ctx has a deadline and it has passed. */
+bool tc_ctx_expired(const struct tc_ctx *ctx);
+/* If ctx's deadline has passed, replaces err with a message saying so and
+ * returns -ETIMEDOUT; otherwise returns r. */
+int tc_ctx_expired_error(const struct tc_ctx *ctx, int r, struct tc_err *err);

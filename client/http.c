@@ -155,6 +155,27 @@ static bool wait_for_network(const struct tc_ctx *ctx, int netwatch, long ms) {
         return !tc_ctx_cancelled(ctx);
 }
 
+/* No attempt runs past the deadline of the whole operation: curl's progress
+ * callback, which sees it, may come only once a second. Returns false when
+ * no time is left. */
+static bool cap_by_deadline(CURL *curl, const struct tc_ctx *ctx) {
+        long timeout = ctx->timeout_ms, connect = ctx->connect_timeout_ms;
+        if (tc_ctx_cancelled(ctx))
+                return false;
+        if (ctx->deadline_ms) {
+                int64_t left = ctx->deadline_ms - tc_now_ms();
+                if (left <= 0)
+                        return false;
+                if (left < timeout)
+                        timeout = (long) left;
+                if (left < connect)
+                        connect = (long) left;
+        }
+        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout);
+        curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, connect);
+        return true;
+}
+
 int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body, size_t body_len,
                     const char *content_type, struct tc_http_reply *reply, struct tc_err *err) {
         struct curl_slist *headers = NULL;
@@ -172,8 +193,6 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
         curl_easy_setopt(curl, CURLOPT_URL, url);
         curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, ctx->timeout_ms);
-        curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, ctx->connect_timeout_ms);
         curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
         curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
         curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, progress);
@@ -196,6 +215,10 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
         for (;;) {
                 attempt++;
                 tc_http_reply_clear(reply);
+                if (!cap_by_deadline(curl, ctx)) {
+                        cr = CURLE_ABORTED_BY_CALLBACK;
+                        break;
+                }
                 cr = curl_easy_perform(curl);
                 if (cr == CURLE_OK || tc_ctx_cancelled(ctx))
                         break;

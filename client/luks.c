@@ -625,6 +625,8 @@ static int race_bindings(const struct tc_ctx *ctx, const char *device, const str
         if (!entries || !used)
                 return tc_fail(err, -ENOMEM, "out of memory");
         tc_ctx_child(&race.ctx, ctx);
+        /* One time limit for the race, not one per binding. */
+        tc_ctx_set_deadline(&race.ctx);
         pthread_mutex_init(&race.lock, NULL);
         pthread_cond_init(&race.changed, NULL);
         for (size_t i = 0; i < bindings->n; i++) {

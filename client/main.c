@@ -84,7 +84,8 @@ static void decrypt_help(FILE *f) {
               "its tang servers (sss: all at once, done as soon as enough have answered).\n"
               "Nothing is written unless decryption succeeds.\n\n"
               "Environment: TETHER_TIMEOUT, seconds allowed for each attempt at a server\n"
-              "(default 10; 3 attempts when the server cannot be reached).\n", f);
+              "(default 10; 3 attempts when the server cannot be reached). The whole\n"
+              "decryption may take 3 times that plus 1.75 s.\n", f);
 }
 
 static int cmd_decrypt(int argc, char **argv) {

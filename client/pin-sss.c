@@ -282,6 +282,10 @@ static int sss_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8
                 c->jwe = json_string_value(json_array_get(h.jwes, i));
                 if (!c->jwe)
                         child_done(c, tc_fail(&c->err, -EINVAL, "not a compact JWE string"));
+                else if (tc_ctx_cancelled(&job.ctx))
+                        /* Cancelled from above or past the deadline: none
+                         * is started, however many are left. */
+                        child_done(c, tc_fail(&c->err, -ECANCELED, "not started: cancelled"));
                 else if (!settled(&job) && worker_take()) {
                         if (pthread_create(&c->thread, NULL, child_thread, c) == 0)
                                 c->started = true;

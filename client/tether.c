@@ -84,7 +84,14 @@ int tc_decrypt_compact(const struct tc_ctx *ctx, const char *compact, size_t len
         return r;
 }
 
+/* The entry point of every decryption: whatever the header holds (thousands
+ * of leaves that block), it ends by the deadline of tc_ctx_set_deadline(),
+ * unless the caller set an earlier one. */
 int tc_decrypt(const struct tc_ctx *ctx, const char *jwe, size_t jwe_len, uint8_t **pt, size_t *pt_len,
                struct tc_err *err) {
-        return tc_decrypt_compact(ctx, jwe, jwe_len, pt, pt_len, err);
+        struct tc_ctx bounded;
+        tc_ctx_child(&bounded, ctx);
+        tc_ctx_set_deadline(&bounded);
+        int r = tc_decrypt_compact(&bounded, jwe, jwe_len, pt, pt_len, err);
+        return tc_ctx_expired_error(&bounded, r, err);
 }

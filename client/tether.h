@@ -16,7 +16,9 @@
 int tc_encrypt(const struct tc_ctx *ctx, const char *pin, const char *config, const uint8_t *pt, size_t pt_len,
                char **jwe, struct tc_err *err);
 
-/* Decrypts a compact JWE. The plaintext is released with tc_secret_free(). */
+/* Decrypts a compact JWE. The plaintext is released with tc_secret_free().
+ * Bounded in time as a whole: by ctx->deadline_ms if set, else from now by
+ * tc_ctx_limit_ms(); past it, -ETIMEDOUT with a message saying so. */
 int tc_decrypt(const struct tc_ctx *ctx, const char *jwe, size_t jwe_len, uint8_t **pt, size_t *pt_len,
                struct tc_err *err);
 

@@ -2,7 +2,8 @@
 that never exits (cancelled by sss, stopped at the time limit, its whole
 process group killed), one that exits without reading its input (no SIGPIPE
 death), where pin programs are looked for and what environment they get,
-and the bound on sss worker threads for a crafted nested header."""
+the bound on sss worker threads for a crafted nested header, and the time
+limit of a whole decryption however many blocking leaves it holds."""
 
 import base64
 import json
@@ -56,6 +57,7 @@ def threads(pid):
 
 
 HANG_JWE = fake_jwe({"alg": "dir", "enc": "A256GCM", "clevis": {"pin": "hang", "hang": {}}})
+HANGMANY_JWE = fake_jwe({"alg": "dir", "enc": "A256GCM", "clevis": {"pin": "hangmany", "hangmany": {}}})
 PLAIN_JWE = fake_jwe({"alg": "dir", "enc": "A256GCM", "clevis": {"pin": "plain", "plain": {}}})
 
 PINS = {
@@ -84,6 +86,12 @@ cat "$PIDS/share"
     # Closes its (large) input without reading it, exits a little later
     # (so that tether's next write surely meets a closed pipe).
     "clevis-decrypt-early": "#!/bin/sh\nexec 0<&-\nsleep 0.3\nexit 3\n",
+    # Never exits, one of many: each writes its own and its grandchild's pid.
+    "clevis-decrypt-hangmany": """#!/bin/sh
+sleep 1000 &
+echo $$ $! > "$PIDS/many.$$"
+sleep 1000
+""",
     # Dumps its environment, then fails.
     "clevis-decrypt-envdump": "#!/bin/sh\nenv > \"$DUMP\"\nexit 4\n",
 }
@@ -278,6 +286,74 @@ class Pins(tlib.unittest.TestCase):
         r = tether("decrypt", input=r.stdout)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout, b"many shares")
+
+    # --------------------------------- the whole decryption's time limit
+
+    # client/ctx.c tc_ctx_limit_ms() with TETHER_TIMEOUT=1: 3 attempts x 1 s,
+    # pauses of 0.25 and 0.5 s between them, and 1 s to spare.
+    LIMIT = 4.75
+    # Starting the process, and stopping what runs at the limit (a pin gets
+    # SIGTERM, then SIGKILL after 1 s), on a loaded machine.
+    MARGIN = 4
+
+    def assert_time_limit(self, r, took, without):
+        print(f"took {took:.1f} s (limit {self.LIMIT} s, about {without} s without it)", file=sys.stderr)
+        self.assertLess(took, self.LIMIT + self.MARGIN, "the whole decryption was not bounded in time")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        err = r.stderr.decode()
+        self.assertRegex(err, r"^tether decrypt: gave up after [0-9.]+ s: the whole decryption has a time limit "
+                              r"of 4\.[78] s \(3 attempts x TETHER_TIMEOUT=1 s, the pauses between them and 1 s to "
+                              r"spare\); by then: ")
+
+    def test_nested_sss_of_blocking_tang_leaves_has_a_time_limit(self):
+        # 600 leaves to a server that takes connections and never answers,
+        # and one to a closed port: nothing can succeed. 32 threads at 1 s a
+        # leaf would take about 600 / 32 = 19 s.
+        hole = socket.socket()
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(4096)
+        url = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        with tlib.Tetherd(args=["-q"]) as srv:
+            adv = os.path.join(self.tmp.name, "adv.jws")
+            with open(adv, "wb") as f:
+                f.write(srv.get("/adv").body)
+        leaves = []
+        for u in (url, f"http://127.0.0.1:{tlib.free_port()}"):
+            r = tether("encrypt", "tang", json.dumps({"url": u, "adv": adv}), input=os.urandom(64))
+            self.assertEqual(r.returncode, 0, r.stderr)
+            leaves.append(r.stdout.decode())
+        inner = [fake_jwe(sss_header(1, [leaves[0]] * 100)) for _ in range(6)]
+        jwe = fake_jwe(sss_header(1, inner + [leaves[1]])).encode()
+        try:
+            r, took = self.timed("decrypt", input=jwe, env=self.env(TETHER_TIMEOUT="1"))
+        finally:
+            hole.close()
+        self.assert_time_limit(r, took, 19)
+
+    def test_many_pins_that_never_exit_have_a_time_limit(self):
+        # 200 pins that never exit, each stopped after 3 x 1 s: 32 threads
+        # would take about 200 / 32 x 3 = 19 s.
+        jwe = fake_jwe(sss_header(1, [HANGMANY_JWE] * 200)).encode()
+        def started():
+            pids = []
+            for name in os.listdir(self.pids):
+                if name.startswith("many."):
+                    with open(os.path.join(self.pids, name)) as f:
+                        pids += [int(pid) for pid in f.read().split()]
+            return pids
+        try:
+            r, took = self.timed("decrypt", input=jwe, env=self.env(TETHER_TIMEOUT="1"))
+            self.assert_time_limit(r, took, 19)
+            self.assertGreater(len(started()), SSS_MAX_THREADS, "the pins did not run")
+            # Every pin, and what each left behind, is gone.
+            tlib.eventually(lambda: not any(alive(pid) for pid in started()), timeout=5)
+            self.assertEqual([pid for pid in started() if alive(pid)], [], "pins still running")
+        finally:
+            for pid in started():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 if __name__ == "__main__":

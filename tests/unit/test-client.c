@@ -5,6 +5,7 @@
 
 #include "ctx.h"
 #include "jwe.h"
+#include "netwatch.h"
 #include "pin.h"
 #include "shamir.h"
 #include "tether.h"
@@ -372,6 +373,72 @@ TEST(error_messages_escape_control_characters_and_bad_utf8) {
         CHECK_STR(small, "ab\\x1b");
 }
 
+/* Issue 11: a whole decryption has a time limit, whatever the header holds.
+ * What one leaf may take (3 x 1 s, pauses of 0.25 and 0.5 s) plus 1 s. */
+TEST(deadline_limit_cancels_and_is_inherited) {
+        struct tc_ctx c, child, grandchild;
+        unsetenv("TETHER_TIMEOUT");
+        CHECK_INT(tc_ctx_init(&c), 0);
+        CHECK_INT(c.deadline_ms, 0);
+        c.timeout_ms = 1000;
+        CHECK_INT(tc_ctx_limit_ms(&c), 4750);
+        c.attempts = 1;
+        CHECK_INT(tc_ctx_limit_ms(&c), 2000);
+        c.attempts = 3;
+        /* In boot mode, after the boot wait. */
+        c.wait_until_ms = tc_now_ms() + 5000;
+        CHECK(tc_ctx_limit_ms(&c) > 9600 && tc_ctx_limit_ms(&c) <= 9750);
+        c.wait_until_ms = 0;
+
+        tc_ctx_set_deadline(&c);
+        CHECK_INT(c.deadline_ms - c.started_ms, 4750);
+        int64_t first = c.deadline_ms;
+        tc_ctx_set_deadline(&c);  /* a caller's deadline stays */
+        CHECK_INT(c.deadline_ms, first);
+        tc_ctx_child(&child, &c);
+        CHECK_INT(child.deadline_ms, first);
+        CHECK(!tc_ctx_cancelled(&child));
+
+        /* Past it: cancelled, down the chain even where a child has none. */
+        c.started_ms = tc_now_ms() - 2000;
+        c.deadline_ms = c.started_ms + 1500;
+        tc_ctx_child(&grandchild, &child);
+        grandchild.deadline_ms = 0;
+        CHECK(tc_ctx_cancelled(&c));
+        CHECK(tc_ctx_cancelled(&grandchild));
+        CHECK(tc_ctx_expired(&c));
+        struct tc_err err = { "sss: only 0 of the 1 shares needed" };
+        CHECK_INT(tc_ctx_expired_error(&c, -EHOSTUNREACH, &err), -ETIMEDOUT);
+        CHECK(strstr(err.msg, "gave up after 2.0 s: the whole decryption has a time limit of 1.5 s (3 attempts x "
+                              "TETHER_TIMEOUT unset: 1.0 s") == err.msg);
+        CHECK(strstr(err.msg, "by then: sss: only 0 of the 1 shares needed") != NULL);
+        /* Success and an unexpired deadline keep what they had. */
+        CHECK_INT(tc_ctx_expired_error(&c, 0, &err), 0);
+        c.deadline_ms = 0;
+        CHECK_INT(tc_ctx_expired_error(&c, -EIO, &err), -EIO);
+}
+
+/* Past the deadline an sss node starts no child, not even one that would
+ * answer at once (null), and the error says why. */
+TEST(deadline_passed_sss_starts_no_child) {
+        struct tc_ctx c;
+        struct tc_err err = { "" };
+        char *jwe = NULL;
+        uint8_t *pt = NULL;
+        size_t len = 0;
+        CHECK_INT(tc_ctx_init(&c), 0);
+        CHECK_INT(tc_encrypt(&c, "sss", "{\"t\":1,\"pins\":{\"null\":[{},{}]}}", (const uint8_t *) "x", 1, &jwe, &err), 0);
+        CHECK_INT(tc_decrypt(&c, jwe, strlen(jwe), &pt, &len, &err), 0);
+        tc_secret_free(pt, len);
+        pt = NULL;
+        c.started_ms = tc_now_ms() - 100;
+        c.deadline_ms = tc_now_ms() - 1;
+        CHECK_INT(tc_decrypt(&c, jwe, strlen(jwe), &pt, &len, &err), -ETIMEDOUT);
+        CHECK(pt == NULL);
+        CHECK(strstr(err.msg, "the whole decryption has a time limit") != NULL);
+        free(jwe);
+}
+
 int main(void) {
         unsetenv("TETHER_TIMEOUT");
         tc_ctx_init(&ctx);
@@ -389,5 +456,7 @@ int main(void) {
         RUN(unknown_config_keys_are_refused_naming_the_key);
         RUN(error_messages_escape_control_characters_and_bad_utf8);
         RUN(secret_grow_moves_to_a_new_buffer_and_is_bounded);
+        RUN(deadline_limit_cancels_and_is_inherited);
+        RUN(deadline_passed_sss_starts_no_child);
         return check_summary();
 }
