@@ -36,6 +36,8 @@ void tc_ctx_child(struct tc_ctx *child, const struct tc_ctx *parent) {
                 .attempts = parent->attempts,
                 .backoff_ms = parent->backoff_ms,
                 .wait_until_ms = parent->wait_until_ms,
+                .deadline_ms = parent->deadline_ms,
+                .started_ms = parent->started_ms,
                 .trust_all = parent->trust_all,
                 .trust = parent->trust,
                 .trust_data = parent->trust_data,
