@@ -11,6 +11,8 @@
 #include "tether.h"
 
 #include <jose/b64.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <openssl/rand.h>
 
 static struct tc_ctx ctx;
@@ -439,6 +441,145 @@ TEST(deadline_passed_sss_starts_no_child) {
         free(jwe);
 }
 
+/* ------------------------------------------------------------ sss tree bounds */
+
+/* An sss JWE over the given children, as a crafted header would hold them:
+ * encryption refuses such trees, so the test seals them itself. */
+static char *sss_wrap(const char *const *children, size_t n) {
+        uint8_t cek[TC_CEK_LEN], p[32];
+        struct tc_err err;
+        char *out = NULL;
+        json_t *jwes = json_array();
+        for (size_t i = 0; i < n; i++)
+                json_array_append_new(jwes, json_string(children[i]));
+        memset(p, 0xfb, sizeof(p));
+        RAND_bytes(cek, sizeof(cek));
+        json_t *h = json_pack("{s:s,s:s,s:{s:s,s:{s:i,s:o,s:o}}}", "alg", "dir", "enc", "A256GCM", "clevis", "pin",
+                              "sss", "sss", "t", 1, "p", jose_b64_enc(p, sizeof(p)), "jwe", jwes);
+        if (!h || tc_jwe_encrypt(h, cek, (const uint8_t *) "x", 1, &out, &err) < 0)
+                out = NULL;
+        json_decref(h);
+        return out;
+}
+
+/* {"t":1,"pins":{"sss":{... levels deep ...{"null":{}}}}} */
+static char *nested_config(unsigned levels, const char *leaf_pin, const char *leaf_cfg) {
+        char *cfg = strdup(leaf_cfg);
+        const char *pin = leaf_pin;
+        for (unsigned i = 0; i < levels; i++) {
+                char *c = NULL;
+                if (asprintf(&c, "{\"t\":1,\"pins\":{\"%s\":%s}}", pin, cfg) < 0)
+                        abort();
+                free(cfg);
+                cfg = c;
+                pin = "sss";
+        }
+        return cfg;
+}
+
+/* Each level is a JWE of its own: the bound holds across them, and a tree
+ * too deep is refused whole before any leaf is asked (here an external pin
+ * that would leave a mark). */
+TEST(sss_nesting_is_bounded_across_levels_before_any_leaf_runs) {
+        char dir[] = "/tmp/tether-depth-XXXXXX", script[64], mark[64];
+        uint8_t *pt = NULL;
+        size_t len = 0;
+        struct tc_err err = { "" };
+        REQUIRE(mkdtemp(dir));
+        snprintf(script, sizeof(script), "%s/clevis-decrypt-mark", dir);
+        snprintf(mark, sizeof(mark), "%s/ran", dir);
+        FILE *f = fopen(script, "w");
+        REQUIRE(f);
+        fprintf(f, "#!/bin/sh\ntouch %s\ncat >/dev/null\nexit 1\n", mark);
+        fclose(f);
+        chmod(script, 0755);
+        setenv("TETHER_PIN_PATH", dir, 1);
+
+        /* A leaf of the external pin "mark" (its header is all it reads). */
+        json_t *h = json_pack("{s:s,s:s,s:{s:s}}", "alg", "dir", "enc", "A256GCM", "clevis", "pin", "mark");
+        uint8_t cek[TC_CEK_LEN] = { 1 };
+        char *jwe = NULL;
+        REQUIRE(tc_jwe_encrypt(h, cek, (const uint8_t *) "x", 1, &jwe, &err) == 0);
+        json_decref(h);
+        /* 16 sss levels over it are fine (the leaf is asked, and fails)... */
+        for (int i = 0; i < TC_SSS_MAX_DEPTH; i++) {
+                char *up = sss_wrap((const char *const *) &jwe, 1);
+                free(jwe);
+                REQUIRE((jwe = up));
+        }
+        CHECK(tc_decrypt(&ctx, jwe, strlen(jwe), &pt, &len, &err) < 0);
+        CHECK(access(mark, F_OK) == 0);
+        unlink(mark);
+        /* ...17 are refused, naming the bound, and nothing ran. */
+        char *up = sss_wrap((const char *const *) &jwe, 1);
+        free(jwe);
+        REQUIRE((jwe = up));
+        CHECK_INT(tc_decrypt(&ctx, jwe, strlen(jwe), &pt, &len, &err), -ELOOP);
+        CHECK_STR(err.msg, "sss: JWEs nested more than 16 levels deep");
+        CHECK(access(mark, F_OK) < 0);
+        free(jwe);
+        unsetenv("TETHER_PIN_PATH");
+        unlink(script);
+        rmdir(dir);
+
+        /* Encryption writes only what decryption accepts: 16 levels with a
+         * leaf round-trip, 17 are refused up front. */
+        char *ok = nested_config(TC_SSS_MAX_DEPTH, "null", "{}");
+        CHECK_INT(round_trip("sss", ok, "deep", NULL), 0);
+        free(ok);
+        char *deep = nested_config(TC_SSS_MAX_DEPTH + 1, "null", "{}");
+        jwe = NULL;
+        CHECK_INT(tc_encrypt(&ctx, "sss", deep, (const uint8_t *) "x", 1, &jwe, &err), -ELOOP);
+        CHECK_STR(err.msg, "sss configuration: pins nested more than 16 levels deep");
+        CHECK(jwe == NULL);
+        free(deep);
+}
+
+static char *null_leaves_config(size_t n) {
+        size_t cap = 64 + 3 * n;
+        char *cfg = malloc(cap);
+        size_t o = (size_t) snprintf(cfg, cap, "{\"t\":1,\"pins\":{\"null\":[");
+        for (size_t i = 0; i < n; i++)
+                o += (size_t) snprintf(cfg + o, cap - o, "%s{}", i ? "," : "");
+        snprintf(cfg + o, cap - o, "]}}");
+        return cfg;
+}
+
+/* 256 leaf pins in one binding at most, however they are spread. */
+TEST(sss_leaf_pins_are_bounded_in_one_tree) {
+        struct tc_err err = { "" };
+        char *a = NULL, *b = NULL, *jwe = NULL;
+        uint8_t *pt = NULL;
+        size_t len = 0;
+        char *cfg200 = null_leaves_config(200), *cfg56 = null_leaves_config(56), *cfg57 = null_leaves_config(57);
+
+        REQUIRE(tc_encrypt(&ctx, "sss", cfg200, (const uint8_t *) "x", 1, &a, &err) == 0);
+        REQUIRE(tc_encrypt(&ctx, "sss", cfg57, (const uint8_t *) "x", 1, &b, &err) == 0);
+        const char *two[] = { a, b };
+        REQUIRE((jwe = sss_wrap(two, 2)));
+        CHECK_INT(tc_decrypt(&ctx, jwe, strlen(jwe), &pt, &len, &err), -E2BIG);
+        CHECK_STR(err.msg, "sss: more than 256 pins in one binding");
+        CHECK(pt == NULL);
+        free(jwe);
+
+        /* Encryption: 200 + 56 is fine, 200 + 57 is refused with the same words. */
+        char *ok = NULL, *over = NULL;
+        CHECK(asprintf(&ok, "{\"t\":2,\"pins\":{\"sss\":[%s,%s]}}", cfg200, cfg56) > 0);
+        CHECK(asprintf(&over, "{\"t\":2,\"pins\":{\"sss\":[%s,%s]}}", cfg200, cfg57) > 0);
+        CHECK_INT(round_trip("sss", ok, "many", NULL), 0);
+        jwe = NULL;
+        CHECK_INT(tc_encrypt(&ctx, "sss", over, (const uint8_t *) "x", 1, &jwe, &err), -E2BIG);
+        CHECK_STR(err.msg, "sss: more than 256 pins in one binding");
+        CHECK(jwe == NULL);
+        free(ok);
+        free(over);
+        free(a);
+        free(b);
+        free(cfg200);
+        free(cfg56);
+        free(cfg57);
+}
+
 int main(void) {
         unsetenv("TETHER_TIMEOUT");
         tc_ctx_init(&ctx);
@@ -458,5 +599,7 @@ int main(void) {
         RUN(secret_grow_moves_to_a_new_buffer_and_is_bounded);
         RUN(deadline_limit_cancels_and_is_inherited);
         RUN(deadline_passed_sss_starts_no_child);
+        RUN(sss_nesting_is_bounded_across_levels_before_any_leaf_runs);
+        RUN(sss_leaf_pins_are_bounded_in_one_tree);
         return check_summary();
 }
