@@ -375,6 +375,46 @@ TEST(error_messages_escape_control_characters_and_bad_utf8) {
         CHECK_STR(small, "ab\\x1b");
 }
 
+/* Characters that hide or reorder the text around them come out as
+ * \u{XXXX}: a URL in luks list, an error or the agent log shows what it
+ * holds. Printable UTF-8, neighbours of the ranges included, stays. */
+TEST(error_messages_escape_bidi_and_invisible_characters) {
+        static const struct {
+                const char *in, *out;
+        } cases[] = {
+                { "a\xd8\x9c" "b", "a\\u{061c}b" },         /* Arabic letter mark */
+                { "a\xe2\x80\x8b" "b", "a\\u{200b}b" },     /* zero-width space */
+                { "a\xe2\x80\x8f" "b", "a\\u{200f}b" },     /* right-to-left mark */
+                { "a\xe2\x80\xa8" "b", "a\\u{2028}b" },     /* line separator */
+                { "a\xe2\x80\xa9" "b", "a\\u{2029}b" },     /* paragraph separator */
+                { "http://evil\xe2\x80\xaemoc.elpmaxe/", "http://evil\\u{202e}moc.elpmaxe/" }, /* RLO */
+                { "a\xe2\x81\xa0" "b", "a\\u{2060}b" },     /* word joiner */
+                { "a\xe2\x81\xa6" "b", "a\\u{2066}b" },     /* left-to-right isolate */
+                { "a\xe2\x81\xaf" "b", "a\\u{206f}b" },
+                { "a\xef\xbb\xbf" "b", "a\\u{feff}b" },     /* zero-width no-break space */
+                /* Left as they are. */
+                { "plain ASCII: http://h:80/x?y=1", "plain ASCII: http://h:80/x?y=1" },
+                { "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac", "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac" }, /* café 日本 */
+                { "\xd8\x9b\xe2\x80\x8a\xe2\x80\x90\xe2\x80\xa7\xe2\x80\xaf\xe2\x81\x9f\xe2\x81\xb0\xef\xbb\xbe",
+                  "\xd8\x9b\xe2\x80\x8a\xe2\x80\x90\xe2\x80\xa7\xe2\x80\xaf\xe2\x81\x9f\xe2\x81\xb0\xef\xbb\xbe" },
+        };
+        for (size_t i = 0; i < ELEMENTS(cases); i++) {
+                struct tc_err err = { "" };
+                tc_fail(&err, -EINVAL, "%s", cases[i].in);
+                CHECK_STR(err.msg, cases[i].out);
+                char *dup = tc_escape_dup(cases[i].in);
+                CHECK_STR(dup, cases[i].out);
+                free(dup);
+                /* Escaped text is escaped already: a second pass keeps it. */
+                tc_fail(&err, -EINVAL, "%s", cases[i].out);
+                CHECK_STR(err.msg, cases[i].out);
+        }
+        /* An escape that does not fit is left out whole. */
+        char small[10];
+        CHECK_INT(tc_escape(small, sizeof(small), "ab\xe2\x80\xae"), 2);
+        CHECK_STR(small, "ab");
+}
+
 /* Issue 11: a whole decryption has a time limit, whatever the header holds.
  * What one leaf may take (3 x 1 s, pauses of 0.25 and 0.5 s) plus 1 s. */
 TEST(deadline_limit_cancels_and_is_inherited) {
@@ -596,6 +636,7 @@ int main(void) {
         RUN(cancellation_reaches_children);
         RUN(unknown_config_keys_are_refused_naming_the_key);
         RUN(error_messages_escape_control_characters_and_bad_utf8);
+        RUN(error_messages_escape_bidi_and_invisible_characters);
         RUN(secret_grow_moves_to_a_new_buffer_and_is_bounded);
         RUN(deadline_limit_cancels_and_is_inherited);
         RUN(deadline_passed_sss_starts_no_child);
