@@ -92,6 +92,23 @@ sleep 1000 &
 echo $$ $! > "$PIDS/many.$$"
 sleep 1000
 """,
+    # Answers, then exits leaving a daemon (its own session: out of reach of
+    # the group kill) that holds its stdout; not its stderr, so that the
+    # test's own capture of tether's stderr is not held open too.
+    "clevis-decrypt-daemon": """#!/bin/sh
+cat > /dev/null
+setsid sleep 30 2>/dev/null &
+echo $! > "$PIDS/daemon"
+printf 'the secret'
+exit 0
+""",
+    # Exits at once, writing nothing, while a process it started holds stdout.
+    "clevis-decrypt-quiet": """#!/bin/sh
+cat > /dev/null
+sleep 30 2>/dev/null &
+echo $! > "$PIDS/quiet"
+exit 0
+""",
     # Dumps its environment, then fails.
     "clevis-decrypt-envdump": "#!/bin/sh\nenv > \"$DUMP\"\nexit 4\n",
 }
@@ -111,7 +128,7 @@ class Pins(tlib.unittest.TestCase):
             os.chmod(path, 0o755)
 
     def tearDown(self):
-        for name in ("child", "grandchild"):
+        for name in ("child", "grandchild", "daemon", "quiet"):
             try:
                 with open(os.path.join(self.pids, name)) as f:
                     os.kill(int(f.read()), signal.SIGKILL)
@@ -354,6 +371,34 @@ class Pins(tlib.unittest.TestCase):
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+    # ------------------------------------- what a pin leaves behind
+
+    def test_pin_leaving_a_daemon_on_its_output_returns_at_once(self):
+        jwe = fake_jwe({"alg": "dir", "enc": "A256GCM", "clevis": {"pin": "daemon"}}).encode()
+        r, took = self.timed("decrypt", input=jwe, env=self.env(TETHER_TIMEOUT="5"))
+        print(f"took {took:.2f} s", file=sys.stderr)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, b"the secret")
+        # Its output was complete when it exited: no wait for the daemon
+        # (30 s) or the time limit (15 s). 0.5 s of grace, and a loaded machine.
+        self.assertLess(took, 2.5)
+
+    def test_pin_exiting_while_its_output_is_held_open_says_so(self):
+        jwe = fake_jwe({"alg": "dir", "enc": "A256GCM", "clevis": {"pin": "quiet"}}).encode()
+        r, took = self.timed("decrypt", input=jwe, env=self.env(TETHER_TIMEOUT="5"))
+        print(f"took {took:.2f} s", file=sys.stderr)
+        self.assertEqual(r.returncode, 1)
+        err = r.stderr.decode()
+        self.assertIn("clevis-decrypt-quiet exited, but its output stayed open "
+                      "(a process it started still holds it)", err)
+        self.assertNotIn("did not finish", err)
+        self.assertLess(took, 2.5)
+        # In the pin's group: killed with it.
+        with open(os.path.join(self.pids, "quiet")) as f:
+            pid = int(f.read())
+        tlib.eventually(lambda: not alive(pid), timeout=5)
+        self.assertFalse(alive(pid), "what the pin left in its group still runs")
 
 
 if __name__ == "__main__":
