@@ -273,8 +273,9 @@ class Pins(tlib.unittest.TestCase):
         r = tether("encrypt", "tang", json.dumps({"url": url, "adv": adv}), input=os.urandom(64))
         self.assertEqual(r.returncode, 0, r.stderr)
         leaf = r.stdout.decode()
-        # 8 nodes of 120 leaves each: ~970 threads at once without a bound.
-        inner = [fake_jwe(sss_header(1, [leaf] * 120)) for _ in range(8)]
+        # 2 nodes of 120 leaves each (256 pins in all at most): ~240 threads
+        # at once without a bound.
+        inner = [fake_jwe(sss_header(1, [leaf] * 120)) for _ in range(2)]
         jwe = fake_jwe(sss_header(1, inner)).encode()
         p = subprocess.Popen([tlib.TETHER, "decrypt"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env=self.env(TETHER_TIMEOUT="5"))
@@ -323,9 +324,10 @@ class Pins(tlib.unittest.TestCase):
                               r"spare\); by then: ")
 
     def test_nested_sss_of_blocking_tang_leaves_has_a_time_limit(self):
-        # 600 leaves to a server that takes connections and never answers,
-        # and one to a closed port: nothing can succeed. 32 threads at 1 s a
-        # leaf would take about 600 / 32 = 19 s.
+        # 250 leaves (256 pins in all at most) to a server that takes
+        # connections and never answers, and one to a closed port: nothing
+        # can succeed. 32 threads at 3 x 1 s a leaf would take about
+        # 250 / 32 x 3 = 24 s.
         hole = socket.socket()
         hole.bind(("127.0.0.1", 0))
         hole.listen(4096)
@@ -339,13 +341,13 @@ class Pins(tlib.unittest.TestCase):
             r = tether("encrypt", "tang", json.dumps({"url": u, "adv": adv}), input=os.urandom(64))
             self.assertEqual(r.returncode, 0, r.stderr)
             leaves.append(r.stdout.decode())
-        inner = [fake_jwe(sss_header(1, [leaves[0]] * 100)) for _ in range(6)]
+        inner = [fake_jwe(sss_header(1, [leaves[0]] * 125)) for _ in range(2)]
         jwe = fake_jwe(sss_header(1, inner + [leaves[1]])).encode()
         try:
             r, took = self.timed("decrypt", input=jwe, env=self.env(TETHER_TIMEOUT="1"))
         finally:
             hole.close()
-        self.assert_time_limit(r, took, 19)
+        self.assert_time_limit(r, took, 24)
 
     def test_many_pins_that_never_exit_have_a_time_limit(self):
         # 200 pins that never exit, each stopped after 3 x 1 s: 32 threads
