@@ -26,6 +26,27 @@ static size_t printable_utf8(const unsigned char *p) {
         return 0;
 }
 
+/* The code point of a valid sequence of n bytes that is invisible or
+ * changes how the text around it is shown, or 0: the Arabic letter mark,
+ * zero-width characters and directional marks (U+200B..U+200F), line and
+ * paragraph separators, bidi embeddings and overrides (U+2028..U+202E), the
+ * word joiner, invisible operators and bidi isolates (U+2060..U+206F) and
+ * the zero-width no-break space. Text around them could be reordered or
+ * hidden: "https://evil\u{202e}moc.elpmaxe" shows as another host. */
+static unsigned format_char(const unsigned char *p, size_t n) {
+        unsigned cp;
+        if (n == 2)
+                cp = (unsigned) (p[0] & 0x1f) << 6 | (p[1] & 0x3f);
+        else if (n == 3)
+                cp = (unsigned) (p[0] & 0x0f) << 12 | (unsigned) (p[1] & 0x3f) << 6 | (p[2] & 0x3f);
+        else
+                return 0;
+        if (cp == 0x061c || (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202e) ||
+            (cp >= 0x2060 && cp <= 0x206f) || cp == 0xfeff)
+                return cp;
+        return 0;
+}
+
 /* Returns the length written (without the NUL); a sequence or escape that
  * does not fit is left out whole. */
 static size_t escape_into(char *dst, size_t size, const char *src) {
@@ -35,7 +56,15 @@ static size_t escape_into(char *dst, size_t size, const char *src) {
                 return 0;
         while (*p) {
                 size_t n = printable_utf8(p);
-                if (n > 0) {
+                unsigned cp = format_char(p, n);
+                if (cp) {
+                        /* "\u{202e}": 8 bytes for 2 or 3, within 4 per byte. */
+                        if (o + 8 >= size)
+                                break;
+                        snprintf(dst + o, size - o, "\\u{%04x}", cp);
+                        o += 8;
+                        p += n;
+                } else if (n > 0) {
                         if (o + n >= size)
                                 break;
                         memcpy(dst + o, p, n);

@@ -1,8 +1,13 @@
 /* Errors of the client library: a negative errno for the program and one
  * sentence for the person ("what failed and why"). Only the outermost layer
  * prints it. Messages quote URLs, keys and text from tokens and servers:
- * control characters and invalid UTF-8 in them come out as \xNN, so that
- * what reaches a terminal or a log is one harmless line. */
+ * control characters and invalid UTF-8 in them come out as \xNN, and
+ * characters that are invisible or reorder text (bidi overrides and
+ * isolates, zero-width characters, U+2028/U+2029) as \u{XXXX}, so that what
+ * reaches a terminal or a log is one harmless line that shows what it holds.
+ * A backslash stays as it is: messages are built from messages escaped
+ * already (an sss node quotes its children's), and escaping it would double
+ * it at every level. */
 #pragma once
 
 #include <stddef.h>

@@ -66,16 +66,53 @@ static bool json_depth_ok(const json_t *j, unsigned depth) {
         return true;
 }
 
-int tc_jwe_parse(const char *compact, size_t len, struct tc_jwe *jwe, struct tc_err *err) {
+static size_t trimmed_len(const char *compact, size_t len) {
+        while (len > 0 && (compact[len - 1] == '\n' || compact[len - 1] == '\r' || compact[len - 1] == ' '))
+                len--;
+        return len;
+}
+
+static int header_decode(const char *b64, size_t len, json_t **header, struct tc_err *err) {
+        uint8_t *hdr = NULL;
+        size_t hdr_len = 0;
+
+        *header = NULL;
+        if (len > TC_JWE_HEADER_MAX)
+                return tc_fail(err, -EMSGSIZE, "JWE header is larger than %d bytes", TC_JWE_HEADER_MAX);
+        if (b64_alloc(b64, len, &hdr, &hdr_len) < 0)
+                return tc_fail(err, -EINVAL, "JWE protected header is not base64url");
+        json_t *h = json_loadb((const char *) hdr, hdr_len, JSON_REJECT_DUPLICATES, NULL);
+        free(hdr);
+        if (!json_is_object(h) || !json_depth_ok(h, 0)) {
+                json_decref(h);
+                return tc_fail(err, -EINVAL, "JWE protected header is not a JSON object");
+        }
+        *header = h;
+        return 0;
+}
+
+int tc_jwe_header_decode(const char *compact, size_t len, json_t **header, struct tc_err *err) {
+        len = trimmed_len(compact, len);
+        const char *dot = memchr(compact, '.', len);
+        *header = NULL;
+        if (!dot)
+                return tc_fail(err, -EINVAL, "input is not a compact JWE (five base64url parts separated by dots)");
+        return header_decode(compact, (size_t) (dot - compact), header, err);
+}
+
+int tc_jwe_parse_decoded(const char *compact, size_t len, json_t *header, struct tc_jwe *jwe, struct tc_err *err) {
         const char *part[5];
         size_t plen[5];
         size_t n = 0;
+        int r;
 
         memset(jwe, 0, sizeof(*jwe));
-        while (len > 0 && (compact[len - 1] == '\n' || compact[len - 1] == '\r' || compact[len - 1] == ' '))
-                len--;
-        if (len > TC_JWE_MAX)
+        jwe->header = header;
+        len = trimmed_len(compact, len);
+        if (len > TC_JWE_MAX) {
+                tc_jwe_clear(jwe);
                 return tc_fail(err, -EMSGSIZE, "JWE is larger than %d bytes", TC_JWE_MAX);
+        }
         const char *p = compact, *end = compact + len;
         while (n < 5) {
                 const char *dot = memchr(p, '.', (size_t) (end - p));
@@ -86,22 +123,21 @@ int tc_jwe_parse(const char *compact, size_t len, struct tc_jwe *jwe, struct tc_
                         break;
                 p = dot + 1;
         }
-        if (n != 5 || memchr(part[4], '.', plen[4]))
-                return tc_fail(err, -EINVAL, "input is not a compact JWE (five base64url parts separated by dots)");
-        if (plen[0] > TC_JWE_HEADER_MAX)
-                return tc_fail(err, -EMSGSIZE, "JWE header is larger than %d bytes", TC_JWE_HEADER_MAX);
-        if (plen[1] != 0)
-                return tc_fail(err, -EINVAL, "JWE has an encrypted key; Clevis JWEs never do");
-
-        uint8_t *hdr = NULL;
-        size_t hdr_len = 0;
-        if (b64_alloc(part[0], plen[0], &hdr, &hdr_len) < 0)
-                return tc_fail(err, -EINVAL, "JWE protected header is not base64url");
-        jwe->header = json_loadb((const char *) hdr, hdr_len, JSON_REJECT_DUPLICATES, NULL);
-        free(hdr);
-        if (!json_is_object(jwe->header) || !json_depth_ok(jwe->header, 0)) {
+        if (n != 5 || memchr(part[4], '.', plen[4])) {
                 tc_jwe_clear(jwe);
-                return tc_fail(err, -EINVAL, "JWE protected header is not a JSON object");
+                return tc_fail(err, -EINVAL, "input is not a compact JWE (five base64url parts separated by dots)");
+        }
+        if (plen[0] > TC_JWE_HEADER_MAX) {
+                tc_jwe_clear(jwe);
+                return tc_fail(err, -EMSGSIZE, "JWE header is larger than %d bytes", TC_JWE_HEADER_MAX);
+        }
+        if (plen[1] != 0) {
+                tc_jwe_clear(jwe);
+                return tc_fail(err, -EINVAL, "JWE has an encrypted key; Clevis JWEs never do");
+        }
+        if (!jwe->header && (r = header_decode(part[0], plen[0], &jwe->header, err)) < 0) {
+                tc_jwe_clear(jwe);
+                return r;
         }
         jwe->protected_b64 = strndup(part[0], plen[0]);
         if (!jwe->protected_b64) {
@@ -117,12 +153,16 @@ int tc_jwe_parse(const char *compact, size_t len, struct tc_jwe *jwe, struct tc_
         const char *enc = json_string_value(json_object_get(jwe->header, "enc"));
         if (!enc || strcmp(enc, "A256GCM") != 0) {
                 /* The message first: enc points into the header. */
-                int r = tc_fail(err, -EOPNOTSUPP, "JWE content encryption \"%s\" is not supported (Clevis uses A256GCM)",
-                                enc ? enc : "(none)");
+                r = tc_fail(err, -EOPNOTSUPP, "JWE content encryption \"%s\" is not supported (Clevis uses A256GCM)",
+                            enc ? enc : "(none)");
                 tc_jwe_clear(jwe);
                 return r;
         }
         return 0;
+}
+
+int tc_jwe_parse(const char *compact, size_t len, struct tc_jwe *jwe, struct tc_err *err) {
+        return tc_jwe_parse_decoded(compact, len, NULL, jwe, err);
 }
 
 const char *tc_jwe_pin(const struct tc_jwe *jwe) {

@@ -12,8 +12,15 @@
 
 #define TC_JWE_MAX (16 * 1024 * 1024)        /* whole compact JWE */
 #define TC_JWE_HEADER_MAX (4 * 1024 * 1024)  /* protected header text; sss nests children here */
-#define TC_JWE_HEADER_DEPTH 64               /* sss nesting bound */
+#define TC_JWE_HEADER_DEPTH 64               /* JSON nesting within one header */
+/* sss trees across levels (each child is a JWE of its own, in its parent's
+ * header): a tree nested deeper, or with more leaf pins in all, is refused
+ * whole before any pin is asked, and never written. */
+#define TC_SSS_MAX_DEPTH 16
+#define TC_SSS_MAX_LEAVES 256
 #define TC_CEK_LEN 32
+
+struct tc_jwe_node;
 
 struct tc_jwe {
         char *protected_b64;       /* AAD */
@@ -22,9 +29,19 @@ struct tc_jwe {
         uint8_t *ciphertext;
         size_t ciphertext_len;
         uint8_t tag[16];
+        /* An sss JWE's children, parsed with it by tc_jwe_tree_parse()
+         * (owned by the tree, not freed by tc_jwe_clear). */
+        struct tc_jwe_node *children;
+        size_t n_children;
 };
 
 int tc_jwe_parse(const char *compact, size_t len, struct tc_jwe *jwe, struct tc_err *err);
+/* The protected header alone (an object), as external pins need it: the
+ * first part of compact, bounded in size and JSON depth. */
+int tc_jwe_header_decode(const char *compact, size_t len, json_t **header, struct tc_err *err);
+/* tc_jwe_parse() with the header tc_jwe_header_decode() returned, which it
+ * takes over (also on failure): a header is decoded once. */
+int tc_jwe_parse_decoded(const char *compact, size_t len, json_t *header, struct tc_jwe *jwe, struct tc_err *err);
 void tc_jwe_clear(struct tc_jwe *jwe);
 /* The pin name: header.clevis.pin, or NULL. */
 const char *tc_jwe_pin(const struct tc_jwe *jwe);

@@ -430,7 +430,7 @@ static bool slot_opens(struct crypt_device *cd, int slot) {
  * whose threshold its local children meet. null does not count: it protects
  * nothing (and {"fail":true} never opens). Nor does a pin we do not know. */
 static bool config_is_local(const char *pin, const json_t *cfg, unsigned depth) {
-        if (!pin || !json_is_object(cfg) || depth > 16)
+        if (!pin || !json_is_object(cfg) || depth > TC_SSS_MAX_DEPTH)
                 return false;
         if (strcmp(pin, "tpm2") == 0)
                 return true;
@@ -846,7 +846,7 @@ static int trust_tang(struct regen_trust *t, const json_t *tang, struct tc_err *
 /* Every tang server of a JWE, sss children too. */
 static int trust_jwe(struct regen_trust *t, const char *compact, unsigned depth, struct tc_err *err) {
         struct tc_jwe jwe;
-        if (depth > 16)
+        if (depth > TC_SSS_MAX_DEPTH)
                 return tc_fail(err, -EINVAL, "%s slot %d: sss nested too deep", t->device, t->slot);
         int r = tc_jwe_parse(compact, strlen(compact), &jwe, err);
         if (r < 0)
@@ -868,7 +868,7 @@ static int trust_jwe(struct regen_trust *t, const char *compact, unsigned depth,
 /* Puts each tang server's trusted advertisement into the configuration, so
  * that the encryption uses exactly the key set that was vouched for. */
 static int attach_advs(json_t *cfg, const char *pin, const json_t *advs, unsigned depth) {
-        if (!json_is_object(cfg) || depth > 16)
+        if (!json_is_object(cfg) || depth > TC_SSS_MAX_DEPTH)
                 return 0;
         if (strcmp(pin, "tang") == 0) {
                 json_t *jws = json_object_get(advs, json_string_value(json_object_get(cfg, "url")));

@@ -5,7 +5,10 @@
  * so they are found only in fixed directories (TETHER_PIN_PATH adds more),
  * get a cleaned environment, and live in their own process group, which is
  * killed when the context is cancelled, when the time limit passes, and
- * whatever the program left behind once it has exited. */
+ * whatever the program left behind once it has exited. A process that left
+ * the group (setsid) escapes that: its hold on the output is not waited for
+ * beyond a short grace after the program exited (tether(1) says pins must
+ * not leave daemons). */
 #include "cleanup.h"
 #include "netwatch.h"
 #include "pin.h"
@@ -31,6 +34,10 @@ extern char **environ;
 #define PIN_CHILD_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 /* Between SIGTERM and SIGKILL. */
 #define PIN_KILL_GRACE_MS 1000
+/* How long its output may stay open once the program has exited: what it
+ * wrote before is in the pipe already; what still holds the pipe is a
+ * process it started, perhaps one that left its group and is never killed. */
+#define PIN_EXIT_GRACE_MS 500
 /* How often cancellation is looked at: it has no file descriptor to poll. */
 #define PIN_SLICE_MS 50
 
@@ -257,7 +264,8 @@ static int run_filter(const struct tc_ctx *ctx, char *const argv[], const uint8_
         } else
                 fcntl(to_child[1], F_SETFL, O_NONBLOCK);
 
-        int64_t until = tc_now_ms() + limit_ms;
+        int64_t until = tc_now_ms() + limit_ms, exited_ms = 0;
+        bool held_open = false;
         r = 0;
         while (from_child[0] >= 0) {
                 struct pollfd pfd[2] = { { .fd = from_child[0], .events = POLLIN }, { .fd = to_child[1], .events = POLLOUT } };
@@ -274,6 +282,12 @@ static int run_filter(const struct tc_ctx *ctx, char *const argv[], const uint8_
                         if (errno == EINTR)
                                 continue;
                         r = tc_fail(err, -errno, "%s: %s", argv[0], strerror(errno));
+                        break;
+                }
+                if (exited_ms == 0 && exited(pid) != 0)
+                        exited_ms = tc_now_ms();
+                if (exited_ms > 0 && !pfd[0].revents && tc_now_ms() - exited_ms > PIN_EXIT_GRACE_MS) {
+                        held_open = true;
                         break;
                 }
                 if (to_child[1] >= 0 && pfd[1].revents) {
@@ -312,6 +326,11 @@ static int run_filter(const struct tc_ctx *ctx, char *const argv[], const uint8_
                 tc_fail(err, r, "%s did not finish within %.1f s (%u x TETHER_TIMEOUT); stopped", argv[0],
                         (double) limit_ms / 1000, ctx->attempts ? ctx->attempts : 1);
         finish(pid, status);
+        /* A successful exit with nothing written, while something else kept
+         * the output open: not an empty answer, and not a time-out either. */
+        if (r == 0 && held_open && len == 0 && WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
+                r = tc_fail(err, -EIO, "%s exited, but its output stayed open (a process it started still holds it)",
+                            argv[0]);
         if (r == 0) {
                 *out = TAKE_PTR(buf);
                 *out_len = len;

@@ -33,6 +33,32 @@ static int add_child(const struct tc_ctx *ctx, const struct tc_shamir *s, const 
         return json_array_append_new(jwes, json_string(jwe)) < 0 ? tc_fail(err, -ENOMEM, "out of memory") : 0;
 }
 
+/* The bounds of tc_jwe_tree_parse, on the configuration: what encryption
+ * writes, decryption must accept. depth is that of cfg, an sss node. */
+static int config_tree_check(const json_t *cfg, unsigned depth, size_t *leaves, struct tc_err *err) {
+        const char *pin;
+        json_t *v, *c;
+        size_t i;
+        int r = 0;
+
+        if (depth >= TC_SSS_MAX_DEPTH)
+                return tc_fail(err, -ELOOP, "sss configuration: pins nested more than %d levels deep", TC_SSS_MAX_DEPTH);
+        json_object_foreach(json_object_get(cfg, "pins"), pin, v) {
+                json_array_foreach(json_is_array(v) ? v : NULL, i, c)
+                        if (r >= 0)
+                                r = strcmp(pin, "sss") == 0 ? config_tree_check(c, depth + 1, leaves, err)
+                                                            : (++*leaves > TC_SSS_MAX_LEAVES ? -E2BIG : 0);
+                if (json_is_object(v) && r >= 0)
+                        r = strcmp(pin, "sss") == 0 ? config_tree_check(v, depth + 1, leaves, err)
+                                                    : (++*leaves > TC_SSS_MAX_LEAVES ? -E2BIG : 0);
+                if (r == -E2BIG)
+                        return tc_fail(err, r, "sss: more than %d pins in one binding", TC_SSS_MAX_LEAVES);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 static int sss_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8_t *pt, size_t pt_len, char **jwe,
                        struct tc_err *err) {
         json_t *t_json = json_object_get(cfg, "t"), *pins = json_object_get(cfg, "pins"), *v;
@@ -66,6 +92,9 @@ static int sss_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8_
                 else
                         return tc_fail(err, -EINVAL, "sss configuration: \"%s\" must be an object or an array of objects", pin);
         }
+        size_t leaves = 0;
+        if ((r = config_tree_check(cfg, 0, &leaves, err)) < 0)
+                return r;
         if ((size_t) t > n)
                 return tc_fail(err, -EINVAL, "sss configuration: threshold t=%lld is more than the %zu pins given", (long long) t, n);
         if (n > TC_SSS_MAX_CHILDREN)
@@ -110,7 +139,7 @@ struct sss_job;
 struct child {
         struct sss_job *job;
         size_t index;
-        const char *jwe;
+        const struct tc_jwe_node *jwe;
         pthread_t thread;
         bool started;
         uint8_t *share;
@@ -173,7 +202,7 @@ static void child_run(struct child *c) {
         uint8_t *pt = NULL;
         size_t len = 0;
 
-        int r = tc_decrypt_compact(&job->ctx, c->jwe, strlen(c->jwe), &pt, &len, &c->err);
+        int r = tc_decrypt_node(&job->ctx, c->jwe, &pt, &len, &c->err);
         if (r == 0 && len != job->share_len) {
                 r = tc_fail(&c->err, -EINVAL, "its share has %zu bytes, expected %zu", len, job->share_len);
                 tc_secret_free(pt, len);
@@ -263,6 +292,11 @@ static int sss_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8
 
         if (r < 0)
                 return r;
+        /* The children come parsed with the tree (tc_jwe_tree_parse). */
+        if (jwe->n_children != h.n) {
+                tc_sss_header_clear(&h);
+                return tc_fail(err, -EINVAL, "sss JWE: its children were not parsed with it");
+        }
         tc_ctx_child(&job.ctx, ctx);
         job.t = h.t;
         job.n = h.n;
@@ -279,10 +313,8 @@ static int sss_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8
                 struct child *c = &job.children[i];
                 c->job = &job;
                 c->index = i;
-                c->jwe = json_string_value(json_array_get(h.jwes, i));
-                if (!c->jwe)
-                        child_done(c, tc_fail(&c->err, -EINVAL, "not a compact JWE string"));
-                else if (tc_ctx_cancelled(&job.ctx))
+                c->jwe = &jwe->children[i];
+                if (tc_ctx_cancelled(&job.ctx))
                         /* Cancelled from above or past the deadline: none
                          * is started, however many are left. */
                         child_done(c, tc_fail(&c->err, -ECANCELED, "not started: cancelled"));

@@ -30,6 +30,27 @@ int tc_encrypt_json(const struct tc_ctx *ctx, const char *pin, const json_t *cfg
 int tc_decrypt_compact(const struct tc_ctx *ctx, const char *compact, size_t len, uint8_t **pt, size_t *pt_len,
                        struct tc_err *err);
 
+/* A JWE and, for sss, its children to any depth: each header decoded once,
+ * the whole tree bounded (TC_SSS_MAX_DEPTH, TC_SSS_MAX_LEAVES) before any
+ * pin is asked. */
+struct tc_jwe_node {
+        const char *compact;       /* borrowed from the caller or the parent's header */
+        size_t len;
+        char *pin;                 /* header.clevis.pin, or NULL */
+        bool external;             /* handed as text to clevis-decrypt-PIN */
+        struct tc_jwe jwe;         /* parsed, for the built-in pins */
+        int r;                     /* < 0: this JWE is malformed, err says how;
+                                    * as an sss child it fails alone */
+        struct tc_err err;
+};
+
+/* Fails (for the whole tree) when it is too deep or has too many leaves, or
+ * when the top JWE is malformed; a malformed child is kept with its error. */
+int tc_jwe_tree_parse(const char *compact, size_t len, struct tc_jwe_node *root, struct tc_err *err);
+void tc_jwe_tree_clear(struct tc_jwe_node *root);
+int tc_decrypt_node(const struct tc_ctx *ctx, const struct tc_jwe_node *node, uint8_t **pt, size_t *pt_len,
+                    struct tc_err *err);
+
 /* Refuses a key a built-in pin does not know (and, for sss, in any child
  * of a built-in pin, to any depth): a misspelled "thp" must not bind with
  * no thumbprint check. Other pins' configurations are theirs to check. */

@@ -11,6 +11,8 @@
 #include "tether.h"
 
 #include <jose/b64.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <openssl/rand.h>
 
 static struct tc_ctx ctx;
@@ -373,6 +375,46 @@ TEST(error_messages_escape_control_characters_and_bad_utf8) {
         CHECK_STR(small, "ab\\x1b");
 }
 
+/* Characters that hide or reorder the text around them come out as
+ * \u{XXXX}: a URL in luks list, an error or the agent log shows what it
+ * holds. Printable UTF-8, neighbours of the ranges included, stays. */
+TEST(error_messages_escape_bidi_and_invisible_characters) {
+        static const struct {
+                const char *in, *out;
+        } cases[] = {
+                { "a\xd8\x9c" "b", "a\\u{061c}b" },         /* Arabic letter mark */
+                { "a\xe2\x80\x8b" "b", "a\\u{200b}b" },     /* zero-width space */
+                { "a\xe2\x80\x8f" "b", "a\\u{200f}b" },     /* right-to-left mark */
+                { "a\xe2\x80\xa8" "b", "a\\u{2028}b" },     /* line separator */
+                { "a\xe2\x80\xa9" "b", "a\\u{2029}b" },     /* paragraph separator */
+                { "http://evil\xe2\x80\xaemoc.elpmaxe/", "http://evil\\u{202e}moc.elpmaxe/" }, /* RLO */
+                { "a\xe2\x81\xa0" "b", "a\\u{2060}b" },     /* word joiner */
+                { "a\xe2\x81\xa6" "b", "a\\u{2066}b" },     /* left-to-right isolate */
+                { "a\xe2\x81\xaf" "b", "a\\u{206f}b" },
+                { "a\xef\xbb\xbf" "b", "a\\u{feff}b" },     /* zero-width no-break space */
+                /* Left as they are. */
+                { "plain ASCII: http://h:80/x?y=1", "plain ASCII: http://h:80/x?y=1" },
+                { "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac", "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac" }, /* café 日本 */
+                { "\xd8\x9b\xe2\x80\x8a\xe2\x80\x90\xe2\x80\xa7\xe2\x80\xaf\xe2\x81\x9f\xe2\x81\xb0\xef\xbb\xbe",
+                  "\xd8\x9b\xe2\x80\x8a\xe2\x80\x90\xe2\x80\xa7\xe2\x80\xaf\xe2\x81\x9f\xe2\x81\xb0\xef\xbb\xbe" },
+        };
+        for (size_t i = 0; i < ELEMENTS(cases); i++) {
+                struct tc_err err = { "" };
+                tc_fail(&err, -EINVAL, "%s", cases[i].in);
+                CHECK_STR(err.msg, cases[i].out);
+                char *dup = tc_escape_dup(cases[i].in);
+                CHECK_STR(dup, cases[i].out);
+                free(dup);
+                /* Escaped text is escaped already: a second pass keeps it. */
+                tc_fail(&err, -EINVAL, "%s", cases[i].out);
+                CHECK_STR(err.msg, cases[i].out);
+        }
+        /* An escape that does not fit is left out whole. */
+        char small[10];
+        CHECK_INT(tc_escape(small, sizeof(small), "ab\xe2\x80\xae"), 2);
+        CHECK_STR(small, "ab");
+}
+
 /* Issue 11: a whole decryption has a time limit, whatever the header holds.
  * What one leaf may take (3 x 1 s, pauses of 0.25 and 0.5 s) plus 1 s. */
 TEST(deadline_limit_cancels_and_is_inherited) {
@@ -439,6 +481,145 @@ TEST(deadline_passed_sss_starts_no_child) {
         free(jwe);
 }
 
+/* ------------------------------------------------------------ sss tree bounds */
+
+/* An sss JWE over the given children, as a crafted header would hold them:
+ * encryption refuses such trees, so the test seals them itself. */
+static char *sss_wrap(const char *const *children, size_t n) {
+        uint8_t cek[TC_CEK_LEN], p[32];
+        struct tc_err err;
+        char *out = NULL;
+        json_t *jwes = json_array();
+        for (size_t i = 0; i < n; i++)
+                json_array_append_new(jwes, json_string(children[i]));
+        memset(p, 0xfb, sizeof(p));
+        RAND_bytes(cek, sizeof(cek));
+        json_t *h = json_pack("{s:s,s:s,s:{s:s,s:{s:i,s:o,s:o}}}", "alg", "dir", "enc", "A256GCM", "clevis", "pin",
+                              "sss", "sss", "t", 1, "p", jose_b64_enc(p, sizeof(p)), "jwe", jwes);
+        if (!h || tc_jwe_encrypt(h, cek, (const uint8_t *) "x", 1, &out, &err) < 0)
+                out = NULL;
+        json_decref(h);
+        return out;
+}
+
+/* {"t":1,"pins":{"sss":{... levels deep ...{"null":{}}}}} */
+static char *nested_config(unsigned levels, const char *leaf_pin, const char *leaf_cfg) {
+        char *cfg = strdup(leaf_cfg);
+        const char *pin = leaf_pin;
+        for (unsigned i = 0; i < levels; i++) {
+                char *c = NULL;
+                if (asprintf(&c, "{\"t\":1,\"pins\":{\"%s\":%s}}", pin, cfg) < 0)
+                        abort();
+                free(cfg);
+                cfg = c;
+                pin = "sss";
+        }
+        return cfg;
+}
+
+/* Each level is a JWE of its own: the bound holds across them, and a tree
+ * too deep is refused whole before any leaf is asked (here an external pin
+ * that would leave a mark). */
+TEST(sss_nesting_is_bounded_across_levels_before_any_leaf_runs) {
+        char dir[] = "/tmp/tether-depth-XXXXXX", script[64], mark[64];
+        uint8_t *pt = NULL;
+        size_t len = 0;
+        struct tc_err err = { "" };
+        REQUIRE(mkdtemp(dir));
+        snprintf(script, sizeof(script), "%s/clevis-decrypt-mark", dir);
+        snprintf(mark, sizeof(mark), "%s/ran", dir);
+        FILE *f = fopen(script, "w");
+        REQUIRE(f);
+        fprintf(f, "#!/bin/sh\ntouch %s\ncat >/dev/null\nexit 1\n", mark);
+        fclose(f);
+        chmod(script, 0755);
+        setenv("TETHER_PIN_PATH", dir, 1);
+
+        /* A leaf of the external pin "mark" (its header is all it reads). */
+        json_t *h = json_pack("{s:s,s:s,s:{s:s}}", "alg", "dir", "enc", "A256GCM", "clevis", "pin", "mark");
+        uint8_t cek[TC_CEK_LEN] = { 1 };
+        char *jwe = NULL;
+        REQUIRE(tc_jwe_encrypt(h, cek, (const uint8_t *) "x", 1, &jwe, &err) == 0);
+        json_decref(h);
+        /* 16 sss levels over it are fine (the leaf is asked, and fails)... */
+        for (int i = 0; i < TC_SSS_MAX_DEPTH; i++) {
+                char *up = sss_wrap((const char *const *) &jwe, 1);
+                free(jwe);
+                REQUIRE((jwe = up));
+        }
+        CHECK(tc_decrypt(&ctx, jwe, strlen(jwe), &pt, &len, &err) < 0);
+        CHECK(access(mark, F_OK) == 0);
+        unlink(mark);
+        /* ...17 are refused, naming the bound, and nothing ran. */
+        char *up = sss_wrap((const char *const *) &jwe, 1);
+        free(jwe);
+        REQUIRE((jwe = up));
+        CHECK_INT(tc_decrypt(&ctx, jwe, strlen(jwe), &pt, &len, &err), -ELOOP);
+        CHECK_STR(err.msg, "sss: JWEs nested more than 16 levels deep");
+        CHECK(access(mark, F_OK) < 0);
+        free(jwe);
+        unsetenv("TETHER_PIN_PATH");
+        unlink(script);
+        rmdir(dir);
+
+        /* Encryption writes only what decryption accepts: 16 levels with a
+         * leaf round-trip, 17 are refused up front. */
+        char *ok = nested_config(TC_SSS_MAX_DEPTH, "null", "{}");
+        CHECK_INT(round_trip("sss", ok, "deep", NULL), 0);
+        free(ok);
+        char *deep = nested_config(TC_SSS_MAX_DEPTH + 1, "null", "{}");
+        jwe = NULL;
+        CHECK_INT(tc_encrypt(&ctx, "sss", deep, (const uint8_t *) "x", 1, &jwe, &err), -ELOOP);
+        CHECK_STR(err.msg, "sss configuration: pins nested more than 16 levels deep");
+        CHECK(jwe == NULL);
+        free(deep);
+}
+
+static char *null_leaves_config(size_t n) {
+        size_t cap = 64 + 3 * n;
+        char *cfg = malloc(cap);
+        size_t o = (size_t) snprintf(cfg, cap, "{\"t\":1,\"pins\":{\"null\":[");
+        for (size_t i = 0; i < n; i++)
+                o += (size_t) snprintf(cfg + o, cap - o, "%s{}", i ? "," : "");
+        snprintf(cfg + o, cap - o, "]}}");
+        return cfg;
+}
+
+/* 256 leaf pins in one binding at most, however they are spread. */
+TEST(sss_leaf_pins_are_bounded_in_one_tree) {
+        struct tc_err err = { "" };
+        char *a = NULL, *b = NULL, *jwe = NULL;
+        uint8_t *pt = NULL;
+        size_t len = 0;
+        char *cfg200 = null_leaves_config(200), *cfg56 = null_leaves_config(56), *cfg57 = null_leaves_config(57);
+
+        REQUIRE(tc_encrypt(&ctx, "sss", cfg200, (const uint8_t *) "x", 1, &a, &err) == 0);
+        REQUIRE(tc_encrypt(&ctx, "sss", cfg57, (const uint8_t *) "x", 1, &b, &err) == 0);
+        const char *two[] = { a, b };
+        REQUIRE((jwe = sss_wrap(two, 2)));
+        CHECK_INT(tc_decrypt(&ctx, jwe, strlen(jwe), &pt, &len, &err), -E2BIG);
+        CHECK_STR(err.msg, "sss: more than 256 pins in one binding");
+        CHECK(pt == NULL);
+        free(jwe);
+
+        /* Encryption: 200 + 56 is fine, 200 + 57 is refused with the same words. */
+        char *ok = NULL, *over = NULL;
+        CHECK(asprintf(&ok, "{\"t\":2,\"pins\":{\"sss\":[%s,%s]}}", cfg200, cfg56) > 0);
+        CHECK(asprintf(&over, "{\"t\":2,\"pins\":{\"sss\":[%s,%s]}}", cfg200, cfg57) > 0);
+        CHECK_INT(round_trip("sss", ok, "many", NULL), 0);
+        jwe = NULL;
+        CHECK_INT(tc_encrypt(&ctx, "sss", over, (const uint8_t *) "x", 1, &jwe, &err), -E2BIG);
+        CHECK_STR(err.msg, "sss: more than 256 pins in one binding");
+        CHECK(jwe == NULL);
+        free(ok);
+        free(over);
+        free(a);
+        free(b);
+        free(cfg200);
+        free(cfg56);
+        free(cfg57);
+}
+
 int main(void) {
         unsetenv("TETHER_TIMEOUT");
         tc_ctx_init(&ctx);
@@ -455,8 +636,11 @@ int main(void) {
         RUN(cancellation_reaches_children);
         RUN(unknown_config_keys_are_refused_naming_the_key);
         RUN(error_messages_escape_control_characters_and_bad_utf8);
+        RUN(error_messages_escape_bidi_and_invisible_characters);
         RUN(secret_grow_moves_to_a_new_buffer_and_is_bounded);
         RUN(deadline_limit_cancels_and_is_inherited);
         RUN(deadline_passed_sss_starts_no_child);
+        RUN(sss_nesting_is_bounded_across_levels_before_any_leaf_runs);
+        RUN(sss_leaf_pins_are_bounded_in_one_tree);
         return check_summary();
 }
