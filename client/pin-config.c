@@ -101,7 +101,7 @@ int tc_pin_config_check(const char *pin, const json_t *cfg, struct tc_err *err) 
 
 /* ---------------------------------------------------------------- reading back */
 
-static json_t *header_config(const json_t *header, bool with_thp, char **pin_out);
+static json_t *header_config(const json_t *header, bool with_thp, char **pin_out, unsigned depth);
 
 static json_t *tang_config(const json_t *tang, bool with_thp) {
         json_t *cfg = json_pack("{s:O?}", "url", json_object_get(tang, "url"));
@@ -135,11 +135,13 @@ static int add_child(json_t *groups, const char *pin, json_t *cfg) {
         return json_array_append_new(list, cfg);
 }
 
-static json_t *sss_config(const json_t *sss, bool with_thp) {
+/* NULL for a tree deeper than decryption accepts: what cannot be decrypted
+ * is not worth decoding level after level to be shown. */
+static json_t *sss_config(const json_t *sss, bool with_thp, unsigned depth) {
         json_auto_t *groups = json_object();
         json_t *jwes = json_object_get(sss, "jwe"), *j;
         size_t i;
-        if (!groups)
+        if (!groups || depth >= TC_SSS_MAX_DEPTH)
                 return NULL;
         json_array_foreach(jwes, i, j) {
                 struct tc_jwe child;
@@ -147,8 +149,13 @@ static json_t *sss_config(const json_t *sss, bool with_thp) {
                 const char *s = json_string_value(j);
                 if (!s || tc_jwe_parse(s, strlen(s), &child, NULL) < 0)
                         continue;
-                json_t *cfg = header_config(child.header, with_thp, &pin);
+                json_t *cfg = header_config(child.header, with_thp, &pin, depth + 1);
+                bool nested = json_is_object(json_object_get(json_object_get(child.header, "clevis"), "sss"));
                 tc_jwe_clear(&child);
+                if (!cfg && nested) {
+                        free(pin);
+                        return NULL;
+                }
                 if (cfg && pin)
                         add_child(groups, pin, cfg);
                 else
@@ -172,7 +179,7 @@ static json_t *sss_config(const json_t *sss, bool with_thp) {
         return json_pack("{s:O,s:O}", "t", json_object_get(sss, "t"), "pins", pins);
 }
 
-static json_t *header_config(const json_t *header, bool with_thp, char **pin_out) {
+static json_t *header_config(const json_t *header, bool with_thp, char **pin_out, unsigned depth) {
         const json_t *clevis = json_object_get(header, "clevis");
         const char *pin = json_string_value(json_object_get(clevis, "pin"));
         const json_t *data = pin ? json_object_get(clevis, pin) : NULL;
@@ -183,7 +190,7 @@ static json_t *header_config(const json_t *header, bool with_thp, char **pin_out
         if (strcmp(pin, "tang") == 0)
                 cfg = tang_config(data, with_thp);
         else if (strcmp(pin, "sss") == 0)
-                cfg = sss_config(data, with_thp);
+                cfg = sss_config(data, with_thp, depth);
         else if (strcmp(pin, "null") == 0)
                 cfg = json_object_get(data, "jwk") ? json_object() : json_pack("{s:b}", "fail", 1);
         else if (strcmp(pin, "tpm2") == 0)
@@ -199,7 +206,7 @@ json_t *tc_jwe_config(const char *compact, bool with_thp, char **pin) {
         struct tc_jwe jwe;
         if (tc_jwe_parse(compact, strlen(compact), &jwe, NULL) < 0)
                 return NULL;
-        json_t *cfg = header_config(jwe.header, with_thp, pin);
+        json_t *cfg = header_config(jwe.header, with_thp, pin, 0);
         tc_jwe_clear(&jwe);
         return cfg;
 }

@@ -5,6 +5,7 @@
 
 #include "ctx.h"
 #include "jwe.h"
+#include "luks.h"
 #include "netwatch.h"
 #include "pin.h"
 #include "shamir.h"
@@ -550,6 +551,13 @@ TEST(sss_nesting_is_bounded_across_levels_before_any_leaf_runs) {
         CHECK(tc_decrypt(&ctx, jwe, strlen(jwe), &pt, &len, &err) < 0);
         CHECK(access(mark, F_OK) == 0);
         unlink(mark);
+        /* luks list shows what decryption accepts, and decodes no deeper. */
+        char *pin = NULL;
+        json_t *cfg = tc_jwe_config(jwe, false, &pin);
+        CHECK(cfg != NULL);
+        CHECK_STR(pin ? pin : "", "sss");
+        json_decref(cfg);
+        free(pin);
         /* ...17 are refused, naming the bound, and nothing ran. */
         char *up = sss_wrap((const char *const *) &jwe, 1);
         free(jwe);
@@ -557,6 +565,9 @@ TEST(sss_nesting_is_bounded_across_levels_before_any_leaf_runs) {
         CHECK_INT(tc_decrypt(&ctx, jwe, strlen(jwe), &pt, &len, &err), -ELOOP);
         CHECK_STR(err.msg, "sss: JWEs nested more than 16 levels deep");
         CHECK(access(mark, F_OK) < 0);
+        pin = NULL;
+        CHECK(tc_jwe_config(jwe, false, &pin) == NULL);
+        free(pin);
         free(jwe);
         unsetenv("TETHER_PIN_PATH");
         unlink(script);
