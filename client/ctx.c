@@ -101,11 +101,11 @@ int tc_ctx_expired_error(const struct tc_ctx *ctx, int r, struct tc_err *err) {
         else
                 snprintf(timeout, sizeof(timeout), "TETHER_TIMEOUT unset: %.1f s", (double) ctx->timeout_ms / 1000);
         return tc_wrap(err, -ETIMEDOUT,
-                       "gave up after %.1f s: the whole decryption has a time limit of %.1f s (%s%u attempt%s x %s, "
-                       "the pauses between them and %.0f s to spare); by then",
+                       "gave up after %.1f s: the whole decryption has a time limit of %.1f s (%swhat one pin may "
+                       "take: %u tr%s x %s with pauses, plus %.0f s; raise TETHER_TIMEOUT to wait longer); by then",
                        (double) (tc_now_ms() - ctx->started_ms) / 1000,
                        (double) (ctx->deadline_ms - ctx->started_ms) / 1000,
                        ctx->wait_until_ms ? "the boot wait (rd.tether.timeout), then " : "",
-                       ctx->attempts ? ctx->attempts : 1, ctx->attempts == 1 ? "" : "s", timeout,
+                       ctx->attempts ? ctx->attempts : 1, ctx->attempts == 1 ? "y" : "ies", timeout,
                        (double) TC_DEADLINE_SLACK_MS / 1000);
 }

@@ -93,15 +93,27 @@ char *tc_escape_dup(const char *src) {
         return dst;
 }
 
+/* A message cut to fit ends in "...", on a character boundary, so that the
+ * reader knows there was more. */
+static void mark_cut(char *msg, size_t len, bool cut) {
+        if (!cut || len < 3)
+                return;
+        size_t at = len - 3;
+        while (at > 0 && ((unsigned char) msg[at] & 0xc0) == 0x80)
+                at--;
+        memcpy(msg + at, "...", 4);
+}
+
 int tc_fail(struct tc_err *err, int r, const char *fmt, ...) {
         char raw[sizeof(err->msg)];
         va_list ap;
         if (!err)
                 return r;
         va_start(ap, fmt);
-        vsnprintf(raw, sizeof(raw), fmt, ap);
+        int n = vsnprintf(raw, sizeof(raw), fmt, ap);
         va_end(ap);
-        escape_into(err->msg, sizeof(err->msg), raw);
+        size_t len = escape_into(err->msg, sizeof(err->msg), raw);
+        mark_cut(err->msg, len, n >= (int) sizeof(raw) || len + 1 >= sizeof(err->msg));
         return r;
 }
 
@@ -117,8 +129,7 @@ int tc_wrap(struct tc_err *err, int r, const char *fmt, ...) {
          * change nothing but cost its tail. */
         escape_into(prefix, sizeof(prefix), raw);
         memcpy(old, err->msg, sizeof(old));
-        char joined[sizeof(prefix) + sizeof(old) + 2];
-        snprintf(joined, sizeof(joined), "%s: %s", prefix, old);
-        snprintf(err->msg, sizeof(err->msg), "%.*s", (int) sizeof(err->msg) - 1, joined);
+        int n = snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+        mark_cut(err->msg, strlen(err->msg), n >= (int) sizeof(err->msg));
         return r;
 }

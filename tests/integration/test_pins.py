@@ -320,8 +320,8 @@ class Pins(tlib.unittest.TestCase):
         self.assertEqual(r.returncode, 1, r.stderr)
         err = r.stderr.decode()
         self.assertRegex(err, r"^tether decrypt: gave up after [0-9.]+ s: the whole decryption has a time limit "
-                              r"of 4\.[78] s \(3 attempts x TETHER_TIMEOUT=1 s, the pauses between them and 1 s to "
-                              r"spare\); by then: ")
+                              r"of 4\.[78] s \(what one pin may take: 3 tries x TETHER_TIMEOUT=1 s with pauses, "
+                              r"plus 1 s; raise TETHER_TIMEOUT to wait longer\); by then: ")
 
     def test_nested_sss_of_blocking_tang_leaves_has_a_time_limit(self):
         # 250 leaves (256 pins in all at most) to a server that takes

@@ -379,6 +379,36 @@ TEST(error_messages_escape_control_characters_and_bad_utf8) {
 /* Characters that hide or reorder the text around them come out as
  * \u{XXXX}: a URL in luks list, an error or the agent log shows what it
  * holds. Printable UTF-8, neighbours of the ranges included, stays. */
+/* A message cut to fit says so, on a character boundary. */
+TEST(error_messages_cut_to_fit_end_in_dots) {
+        struct tc_err err = { "" };
+        char long_text[700];
+        memset(long_text, 'a', sizeof(long_text) - 1);
+        long_text[sizeof(long_text) - 1] = '\0';
+        tc_fail(&err, -EIO, "%s", long_text);
+        size_t len = strlen(err.msg);
+        CHECK(len == sizeof(err.msg) - 1);
+        CHECK_STR(err.msg + len - 3, "...");
+        /* Short ones are left alone; a wrapped one cut to fit says so too. */
+        tc_fail(&err, -EIO, "short");
+        CHECK_STR(err.msg, "short");
+        memset(long_text, 'b', 500);
+        long_text[500] = '\0';
+        tc_fail(&err, -EIO, "%s", long_text);
+        tc_wrap(&err, -EIO, "prefix with \u00e9\u00e9\u00e9");
+        len = strlen(err.msg);
+        CHECK_STR(err.msg + len - 3, "...");
+        CHECK(strncmp(err.msg, "prefix with ", 12) == 0);
+        /* UTF-8 is cut between characters, not inside one. */
+        char accents[1200] = "";
+        for (int i = 0; i < 550; i++)
+                strcat(accents, "\u00e9");
+        tc_fail(&err, -EIO, "%s", accents);
+        len = strlen(err.msg);
+        CHECK_STR(err.msg + len - 3, "...");
+        CHECK(len < 4 || ((unsigned char) err.msg[len - 4] & 0xc0) != 0xc0);
+}
+
 TEST(error_messages_escape_bidi_and_invisible_characters) {
         static const struct {
                 const char *in, *out;
@@ -452,8 +482,8 @@ TEST(deadline_limit_cancels_and_is_inherited) {
         CHECK(tc_ctx_expired(&c));
         struct tc_err err = { "sss: only 0 of the 1 shares needed" };
         CHECK_INT(tc_ctx_expired_error(&c, -EHOSTUNREACH, &err), -ETIMEDOUT);
-        CHECK(strstr(err.msg, "gave up after 2.0 s: the whole decryption has a time limit of 1.5 s (3 attempts x "
-                              "TETHER_TIMEOUT unset: 1.0 s") == err.msg);
+        CHECK(strstr(err.msg, "gave up after 2.0 s: the whole decryption has a time limit of 1.5 s (what one pin "
+                              "may take: 3 tries x TETHER_TIMEOUT unset: 1.0 s with pauses") == err.msg);
         CHECK(strstr(err.msg, "by then: sss: only 0 of the 1 shares needed") != NULL);
         /* Success and an unexpired deadline keep what they had. */
         CHECK_INT(tc_ctx_expired_error(&c, 0, &err), 0);
@@ -648,6 +678,7 @@ int main(void) {
         RUN(unknown_config_keys_are_refused_naming_the_key);
         RUN(error_messages_escape_control_characters_and_bad_utf8);
         RUN(error_messages_escape_bidi_and_invisible_characters);
+        RUN(error_messages_cut_to_fit_end_in_dots);
         RUN(secret_grow_moves_to_a_new_buffer_and_is_bounded);
         RUN(deadline_limit_cancels_and_is_inherited);
         RUN(deadline_passed_sss_starts_no_child);
