@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tlib  # noqa: E402
@@ -23,6 +24,33 @@ def detached(*args, env=None):
     asked (as from cron or a script), whatever terminal runs the tests."""
     return subprocess.run([tlib.TETHER, *args], capture_output=True, timeout=120, env=env, start_new_session=True,
                           stdin=subprocess.DEVNULL)
+
+
+def on_terminal(*args, answer=b"n\n", timeout=60):
+    """tether with a pseudo-terminal as its controlling terminal (a person
+    at the keyboard): answers a trust question with answer. Returns (what
+    the terminal showed, exit status)."""
+    import pty
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(tlib.TETHER, [tlib.TETHER, *args])
+    out, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not select.select([fd], [], [], 1)[0]:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+        if b"[ynYN]" in chunk:
+            os.write(fd, answer)
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
 
 
 def edit_luks2_json(img, edit):
@@ -258,9 +286,15 @@ class Luks(tlib.unittest.TestCase):
                         msg = r.stderr.decode()
                         self.assertIn("no key the binding trusted vouches for the keys", msg)
                         self.assertIn(b_sig, msg)
-                        self.assertIn("tether-keys show", msg)
+                        self.assertIn("tether-keys show (or tang-show-keys) on the server", msg)
                         self.assertIn("-y", msg)
                         self.assertEqual(luks_meta(self.img), before)
+                out, rc = on_terminal("luks", "regen", "-d", self.img, "-s", "1", answer=b"n\n")
+                self.assertEqual(rc, 1, out)
+                self.assertIn("tether-keys show (or tang-show-keys) on", out)
+                self.assertIn(b_sig, out)
+                self.assertIn("were not trusted; the binding is unchanged", out)
+                self.assertEqual(luks_meta(self.img), before)
             # Still A's binding: A back, and it opens.
             with tlib.Tetherd(keydir=adir, port=port, args=["-q"]):
                 r = tether("luks", "pass", "-d", self.img, "-s", "1")
@@ -278,6 +312,53 @@ class Luks(tlib.unittest.TestCase):
                 self.assertNotEqual(a_sig, {b_sig})
                 for img in (self.img, img2):
                     self.assert_consistent(img)
+        finally:
+            a.close()
+
+    def test_regen_of_a_binding_whose_key_is_gone_says_so_before_any_trust_question(self):
+        # Bound, rotated and regenerated, then the server replaced by one with
+        # a new, empty key directory on the same port: the binding's key is
+        # gone for good. No -y or terminal answer can help, so regen must not
+        # suggest them (or ask): the recovery, which uses only the keys the
+        # binding already trusts, comes first and its 404 is the answer.
+        a = tlib.Tetherd(args=["-q"])
+        port = a.port
+        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        try:
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            tlib.tether_keys("rotate", a.keydir)
+            r = detached("luks", "regen", "-d", self.img, "-s", "1")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            a.stop()
+            before = luks_meta(self.img)
+            with tlib.Tetherd(port=port, args=["-q"]):
+                for args in (["regen", "-d", self.img, "-s", "1"], ["regen", "-y", "-d", self.img, "-s", "1"],
+                             ["regen", "-q", "-d", self.img, "-s", "1"],
+                             ["report", "-r", "-y", "-d", self.img, "-s", "1"]):
+                    with self.subTest(args=args):
+                        r = detached("luks", *args)
+                        self.assertEqual(r.returncode, 1, r.stderr)
+                        msg = r.stderr.decode()
+                        self.assertEqual(msg.count("\n"), 1, msg)
+                        self.assertIn("no longer has the key this binding uses: it cannot be regenerated", msg)
+                        self.assertIn(f"bind again with the passphrase (tether luks bind -d {self.img} tang '{cfg}')",
+                                      msg)
+                        self.assertIn("then unbind slot 1", msg)
+                        self.assertNotIn("vouches", msg)
+                        self.assertNotIn("rerun", msg)
+                        self.assertEqual(luks_meta(self.img), before)
+                # On a terminal: the same answer, and no trust question first.
+                out, rc = on_terminal("luks", "regen", "-d", self.img, "-s", "1", answer=b"y\n")
+                self.assertEqual(rc, 1, out)
+                self.assertNotIn("trust these keys", out)
+                self.assertIn("no longer has the key this binding uses: it cannot be regenerated", out)
+                self.assertEqual(luks_meta(self.img), before)
+                # edit likewise: nothing to re-encrypt.
+                r = detached("luks", "edit", "-y", "-d", self.img, "-s", "1", "-c", cfg)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertIn("no longer has the key this binding uses: it cannot be edited", r.stderr.decode())
+                self.assertEqual(luks_meta(self.img), before)
+            self.assertTrue(opens(self.img, PASSPHRASE, 0))
         finally:
             a.close()
 
