@@ -53,6 +53,18 @@ def on_terminal(*args, answer=b"n\n", timeout=60):
     return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
 
 
+SRCDIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def man_examples(page):
+    """The example blocks (.EX ... .EE) of man/page as one line each, folds
+    undone and roff escapes removed: the messages as the program prints them."""
+    with open(os.path.join(SRCDIR, "man", page)) as f:
+        text = f.read()
+    blocks = [b.split(".EE", 1)[0] for b in text.split(".EX\n")[1:]]
+    return [" ".join(b.split("\n")).replace("\\-", "-").replace("\\(aq", "'").strip() for b in blocks]
+
+
 def edit_luks2_json(img, edit):
     """Rewrites the JSON metadata of both LUKS2 header copies with edit(meta),
     with fresh checksums: how a header that cryptsetup would not write itself
@@ -347,6 +359,10 @@ class Luks(tlib.unittest.TestCase):
                         self.assertNotIn("vouches", msg)
                         self.assertNotIn("rerun", msg)
                         self.assertEqual(luks_meta(self.img), before)
+                shown = msg.strip().split(": ", 1)[1].replace(self.img, "/dev/sda2").replace(f"http://127.0.0.1:{port}",
+                                                                          "http://keys.example")
+                self.assertTrue(any(shown in b for b in man_examples("tether-luks-regen.1")),
+                                f"tether-luks-regen(1) does not show: {shown}")
                 # On a terminal: the same answer, and no trust question first.
                 out, rc = on_terminal("luks", "regen", "-d", self.img, "-s", "1", answer=b"y\n")
                 self.assertEqual(rc, 1, out)
@@ -356,11 +372,34 @@ class Luks(tlib.unittest.TestCase):
                 # edit likewise: nothing to re-encrypt.
                 r = detached("luks", "edit", "-y", "-d", self.img, "-s", "1", "-c", cfg)
                 self.assertEqual(r.returncode, 1, r.stderr)
-                self.assertIn("no longer has the key this binding uses: it cannot be edited", r.stderr.decode())
+                msg = r.stderr.decode()
+                self.assertIn("no longer has the key this binding uses: it cannot be edited", msg)
+                shown = msg.strip().replace(self.img, "/dev/sda2").replace(f"http://127.0.0.1:{port}",
+                                                                          "http://keys.example")
+                self.assertTrue(any(shown in b for b in man_examples("tether-luks-edit.1")),
+                                f"tether-luks-edit(1) does not show: {shown}")
                 self.assertEqual(luks_meta(self.img), before)
             self.assertTrue(opens(self.img, PASSPHRASE, 0))
         finally:
             a.close()
+
+    # ------------------------------------------------------------ the docs say what the program does
+
+    def test_readme_synopsis_is_every_usage_line(self):
+        with open(os.path.join(SRCDIR, "README.md")) as f:
+            readme = f.read()
+        synopsis = readme.split("## tether luks\n", 1)[1].split("```\n")[1].splitlines()
+        for cmd in ("bind", "unbind", "list", "pass", "unlock", "regen", "report", "edit"):
+            usage = tether("luks", cmd, "-h").stdout.decode().splitlines()[0].removeprefix("Usage: ")
+            self.assertIn(usage, synopsis, f"README's tether luks synopsis lacks: {usage}")
+
+    def test_unbind_man_page_shows_the_real_refusal(self):
+        r = tether("luks", "unbind", "-d", self.img, "-s", "0")
+        self.assertEqual(r.returncode, 1)
+        shown = r.stderr.decode().strip().replace(self.img, "/dev/sda2")
+        examples = man_examples("tether-luks-unbind.1")
+        self.assertTrue(any(shown in b for b in examples), f"tether-luks-unbind(1) does not show: {shown}")
+        self.assertFalse(any("removes it anyway" in b for b in examples))
 
     # ------------------------------------------------------------ unbind keeps a way in
 
