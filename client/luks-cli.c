@@ -358,7 +358,8 @@ static const char report_usage[] =
 static const char regen_warning[] =
         "WARNING: no signing key this binding trusted vouches for the keys the server\n"
         "serves now: it was replaced, its old keys deleted, or someone is in between.\n"
-        "Check the thumbprints below with tether-keys show on the server.";
+        "Check the thumbprints below with tether-keys show (or tang-show-keys) on the\n"
+        "server.";
 
 static int cmd_regen_edit(int argc, char **argv, bool edit) {
         const char *device = NULL, *config = NULL;

@@ -820,8 +820,8 @@ static int confirm_new_keys(const struct regen_trust *t, const char *url, const 
                 return tc_fail(err, -EPERM,
                                "%s slot %d: no key the binding trusted vouches for the keys %s serves now (%s): the "
                                "server was replaced, its keys deleted, or someone is in between. Check its new signing "
-                               "key %s with tether-keys show on the server, then rerun with -y, or on a terminal "
-                               "without -q",
+                               "key %s with tether-keys show (or tang-show-keys) on the server, then rerun with -y, or on "
+                               "a terminal without -q",
                                t->device, t->slot, url, why, list);
         *jws = TAKE_PTR(got);
         return 0;
@@ -905,6 +905,23 @@ static int regen_config(const struct tc_ctx *ctx, const char *device, const stru
         return 0;
 }
 
+/* A tang server that answers 404 to the recovery no longer has the key:
+ * no trust question or -y can bring it back, only a new binding. */
+static int recover_for_rebind(const struct tc_ctx *ctx, const char *device, const struct tc_luks_binding *b,
+                              const char *verb, uint8_t **key, size_t *len, struct tc_err *err) {
+        int r = tc_decrypt(ctx, b->jwe, strlen(b->jwe), key, len, err);
+        if (r != -ENOKEY || strcmp(b->pin, "tang") != 0)
+                return r < 0 ? tc_wrap(err, r, "%s slot %d", device, b->slot) : 0;
+        _cleanup_free_ char *cfg = json_dumps(b->config, JSON_COMPACT);
+        const char *url = json_string_value(json_object_get(b->config, "url"));
+        if (!cfg)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        return tc_fail(err, r,
+                       "%s slot %d: tang server %s no longer has the key this binding uses: it cannot be %s; bind again "
+                       "with the passphrase (tether luks bind -d %s tang '%s') and then unbind slot %d",
+                       device, b->slot, url ? url : "(no url)", verb, device, cfg, b->slot);
+}
+
 int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const char *new_config, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         struct tc_luks_bindings bindings = {};
@@ -920,16 +937,18 @@ int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const
                 r = tc_fail(err, -EINVAL, "%s slot %d: cannot read the binding's configuration", device, slot);
                 goto out;
         }
-        /* Trust first: nothing is recovered for a key set that is refused. */
+        /* Recovery first: it asks only the keys the binding already trusts,
+         * as an unlock would, so it shows a replaced server nothing new; and
+         * a binding whose key is gone is dead whatever keys are trusted. */
+        r = recover_for_rebind(ctx, device, b, new_config ? "edited" : "regenerated", &key, &len, err);
+        /* Verified against its own slot, so a wrong key is never re-wrapped. */
+        if (r < 0 || (r = check_slot_key(cd, device, slot, key, len, err)) < 0)
+                goto out;
         if (new_config)
                 r = (config = strdup(new_config)) ? 0 : tc_fail(err, -ENOMEM, "out of memory");
         else
                 r = regen_config(ctx, device, b, &config, err);
         if (r < 0)
-                goto out;
-        r = decrypt_binding(ctx, device, b, &key, &len, err);
-        /* Verified against its own slot, so a wrong key is never re-wrapped. */
-        if (r < 0 || (r = check_slot_key(cd, device, slot, key, len, err)) < 0)
                 goto out;
         r = tc_encrypt(ctx, b->pin, config, key, len, &jwe, err);
         if (r < 0 || (r = tc_fault("rebind-token", err)) < 0)

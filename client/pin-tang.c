@@ -255,7 +255,9 @@ static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char 
                 bool unreadable = status == 503 && reply.body &&
                                   memmem(reply.body, reply.len, "cannot read its key file", 24);
                 tc_http_reply_clear(&reply);
-                return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld to the recovery request%s", url, status,
+                /* -ENOKEY for 404: the binding is dead, and regen says so. */
+                return tc_fail(err, status == 404 ? -ENOKEY : -EPROTO,
+                               "tang server %s answered HTTP %ld to the recovery request%s", url, status,
                                status == 404 ? " (the server no longer has that key: bind again with the passphrase, then unbind this binding)"
                                : unreadable ? " (the server has the key but cannot read it: its administrator must give the key file to the server's user; do not rebind)"
                                             : "");

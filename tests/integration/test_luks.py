@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tlib  # noqa: E402
@@ -23,6 +24,45 @@ def detached(*args, env=None):
     asked (as from cron or a script), whatever terminal runs the tests."""
     return subprocess.run([tlib.TETHER, *args], capture_output=True, timeout=120, env=env, start_new_session=True,
                           stdin=subprocess.DEVNULL)
+
+
+def on_terminal(*args, answer=b"n\n", timeout=60):
+    """tether with a pseudo-terminal as its controlling terminal (a person
+    at the keyboard): answers a trust question with answer. Returns (what
+    the terminal showed, exit status)."""
+    import pty
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(tlib.TETHER, [tlib.TETHER, *args])
+    out, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not select.select([fd], [], [], 1)[0]:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+        if b"[ynYN]" in chunk:
+            os.write(fd, answer)
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
+
+
+SRCDIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def man_examples(page):
+    """The example blocks (.EX ... .EE) of man/page as one line each, folds
+    undone and roff escapes removed: the messages as the program prints them."""
+    with open(os.path.join(SRCDIR, "man", page)) as f:
+        text = f.read()
+    blocks = [b.split(".EE", 1)[0] for b in text.split(".EX\n")[1:]]
+    return [" ".join(b.split("\n")).replace("\\-", "-").replace("\\(aq", "'").strip() for b in blocks]
 
 
 def edit_luks2_json(img, edit):
@@ -258,9 +298,15 @@ class Luks(tlib.unittest.TestCase):
                         msg = r.stderr.decode()
                         self.assertIn("no key the binding trusted vouches for the keys", msg)
                         self.assertIn(b_sig, msg)
-                        self.assertIn("tether-keys show", msg)
+                        self.assertIn("tether-keys show (or tang-show-keys) on the server", msg)
                         self.assertIn("-y", msg)
                         self.assertEqual(luks_meta(self.img), before)
+                out, rc = on_terminal("luks", "regen", "-d", self.img, "-s", "1", answer=b"n\n")
+                self.assertEqual(rc, 1, out)
+                self.assertIn("tether-keys show (or tang-show-keys) on", out)
+                self.assertIn(b_sig, out)
+                self.assertIn("were not trusted; the binding is unchanged", out)
+                self.assertEqual(luks_meta(self.img), before)
             # Still A's binding: A back, and it opens.
             with tlib.Tetherd(keydir=adir, port=port, args=["-q"]):
                 r = tether("luks", "pass", "-d", self.img, "-s", "1")
@@ -280,6 +326,80 @@ class Luks(tlib.unittest.TestCase):
                     self.assert_consistent(img)
         finally:
             a.close()
+
+    def test_regen_of_a_binding_whose_key_is_gone_says_so_before_any_trust_question(self):
+        # Bound, rotated and regenerated, then the server replaced by one with
+        # a new, empty key directory on the same port: the binding's key is
+        # gone for good. No -y or terminal answer can help, so regen must not
+        # suggest them (or ask): the recovery, which uses only the keys the
+        # binding already trusts, comes first and its 404 is the answer.
+        a = tlib.Tetherd(args=["-q"])
+        port = a.port
+        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        try:
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            tlib.tether_keys("rotate", a.keydir)
+            r = detached("luks", "regen", "-d", self.img, "-s", "1")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            a.stop()
+            before = luks_meta(self.img)
+            with tlib.Tetherd(port=port, args=["-q"]):
+                for args in (["regen", "-d", self.img, "-s", "1"], ["regen", "-y", "-d", self.img, "-s", "1"],
+                             ["regen", "-q", "-d", self.img, "-s", "1"],
+                             ["report", "-r", "-y", "-d", self.img, "-s", "1"]):
+                    with self.subTest(args=args):
+                        r = detached("luks", *args)
+                        self.assertEqual(r.returncode, 1, r.stderr)
+                        msg = r.stderr.decode()
+                        self.assertEqual(msg.count("\n"), 1, msg)
+                        self.assertIn("no longer has the key this binding uses: it cannot be regenerated", msg)
+                        self.assertIn(f"bind again with the passphrase (tether luks bind -d {self.img} tang '{cfg}')",
+                                      msg)
+                        self.assertIn("then unbind slot 1", msg)
+                        self.assertNotIn("vouches", msg)
+                        self.assertNotIn("rerun", msg)
+                        self.assertEqual(luks_meta(self.img), before)
+                shown = msg.strip().split(": ", 1)[1].replace(self.img, "/dev/sda2").replace(f"http://127.0.0.1:{port}",
+                                                                          "http://keys.example")
+                self.assertTrue(any(shown in b for b in man_examples("tether-luks-regen.1")),
+                                f"tether-luks-regen(1) does not show: {shown}")
+                # On a terminal: the same answer, and no trust question first.
+                out, rc = on_terminal("luks", "regen", "-d", self.img, "-s", "1", answer=b"y\n")
+                self.assertEqual(rc, 1, out)
+                self.assertNotIn("trust these keys", out)
+                self.assertIn("no longer has the key this binding uses: it cannot be regenerated", out)
+                self.assertEqual(luks_meta(self.img), before)
+                # edit likewise: nothing to re-encrypt.
+                r = detached("luks", "edit", "-y", "-d", self.img, "-s", "1", "-c", cfg)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                msg = r.stderr.decode()
+                self.assertIn("no longer has the key this binding uses: it cannot be edited", msg)
+                shown = msg.strip().replace(self.img, "/dev/sda2").replace(f"http://127.0.0.1:{port}",
+                                                                          "http://keys.example")
+                self.assertTrue(any(shown in b for b in man_examples("tether-luks-edit.1")),
+                                f"tether-luks-edit(1) does not show: {shown}")
+                self.assertEqual(luks_meta(self.img), before)
+            self.assertTrue(opens(self.img, PASSPHRASE, 0))
+        finally:
+            a.close()
+
+    # ------------------------------------------------------------ the docs say what the program does
+
+    def test_readme_synopsis_is_every_usage_line(self):
+        with open(os.path.join(SRCDIR, "README.md")) as f:
+            readme = f.read()
+        synopsis = readme.split("## tether luks\n", 1)[1].split("```\n")[1].splitlines()
+        for cmd in ("bind", "unbind", "list", "pass", "unlock", "regen", "report", "edit"):
+            usage = tether("luks", cmd, "-h").stdout.decode().splitlines()[0].removeprefix("Usage: ")
+            self.assertIn(usage, synopsis, f"README's tether luks synopsis lacks: {usage}")
+
+    def test_unbind_man_page_shows_the_real_refusal(self):
+        r = tether("luks", "unbind", "-d", self.img, "-s", "0")
+        self.assertEqual(r.returncode, 1)
+        shown = r.stderr.decode().strip().replace(self.img, "/dev/sda2")
+        examples = man_examples("tether-luks-unbind.1")
+        self.assertTrue(any(shown in b for b in examples), f"tether-luks-unbind(1) does not show: {shown}")
+        self.assertFalse(any("removes it anyway" in b for b in examples))
 
     # ------------------------------------------------------------ unbind keeps a way in
 
