@@ -68,6 +68,7 @@ struct keystore {
         struct served *current;      /* replaced only with reload_lock held */
         struct served *before_removal;  /* what was served before keys started to disappear */
         int64_t removal_ms;          /* when they did */
+        int64_t keys_gone_ms;        /* when keys of this directory last went missing, 0: never */
         bool other_dir;              /* the next set published is of a new directory */
 };
 
@@ -270,12 +271,17 @@ static void note_removals(struct keystore *ks, const struct served *next) {
         if (ks->other_dir) {
                 ks->other_dir = false;
                 forget_before_removal(ks);
-                /* A new directory: nothing of it is being removed. */
+                ks->keys_gone_ms = 0;
+                /* A new directory: nothing of it is being removed, and
+                 * creating keys failed (if it did) in the old one. */
                 __atomic_store_n(&ks->keygen_held_ms, 0, __ATOMIC_RELEASE);
+                __atomic_store_n(&ks->keygen_retry_ms, 0, __ATOMIC_RELEASE);
                 return;
         }
         if (ks->before_removal && now - ks->removal_ms > REMOVAL_WINDOW_MS)
                 forget_before_removal(ks);
+        if (keys_lost(ks->current, next))
+                ks->keys_gone_ms = now;
         if (!ks->before_removal && keys_lost(ks->current, next)) {
                 ks->before_removal = served_ref(ks->current);
                 ks->removal_ms = now;
@@ -473,6 +479,13 @@ static bool keygen_due(struct keystore *ks) {
                now >= __atomic_load_n(&ks->keygen_held_ms, __ATOMIC_ACQUIRE);
 }
 
+static bool has_file(const struct tk_keyset *set, const char *file) {
+        for (size_t i = 0; i < set->n_keys; i++)
+                if (strcmp(set->keys[i].file, file) == 0)
+                        return true;
+        return false;
+}
+
 static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
         _cleanup_free_ char *sig = NULL, *exc = NULL;
         char err[512];
@@ -503,7 +516,14 @@ static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
         *set = NULL;
         /* Our own file events; the load below sees everything before it. */
         (void) drain(ks);
-        return load_consistent(ks, set);
+        r = load_consistent(ks, set);
+        if (r < 0)
+                return r;
+        /* Deleted as soon as created: never served, but gone all the same,
+         * and the directory is being emptied (rm -r). */
+        if (!has_file(*set, sig) || !has_file(*set, exc))
+                ks->keys_gone_ms = now_ms();
+        return 0;
 }
 
 /* Whether set, a directory with no advertised key, is one being emptied:
@@ -515,7 +535,7 @@ static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
 static bool removal_under_way(struct keystore *ks, const struct tk_keyset *set) {
         if (ks->other_dir)
                 return false;
-        if (ks->before_removal && now_ms() - ks->removal_ms <= REMOVAL_WINDOW_MS)
+        if (ks->keys_gone_ms && now_ms() - ks->keys_gone_ms <= REMOVAL_WINDOW_MS)
                 return true;
         const struct tk_keyset *old = ks->current->ks;
         for (size_t i = 0; i < old->n_keys; i++) {
@@ -533,7 +553,7 @@ static bool removal_under_way(struct keystore *ks, const struct tk_keyset *set) 
  * the pair, as tangd would in a directory emptied on purpose. */
 static void hold_keygen(struct keystore *ks) {
         int64_t now = now_ms();
-        int64_t since = ks->before_removal && now - ks->removal_ms <= REMOVAL_WINDOW_MS ? ks->removal_ms : now;
+        int64_t since = ks->keys_gone_ms && now - ks->keys_gone_ms <= REMOVAL_WINDOW_MS ? ks->keys_gone_ms : now;
         __atomic_store_n(&ks->keygen_held_ms, since + REMOVAL_WINDOW_MS + 1, __ATOMIC_RELEASE);
 }
 
