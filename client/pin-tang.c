@@ -49,6 +49,29 @@ int tc_tang_parse_adv(const char *body, size_t len, const char *where, json_t **
         return 0;
 }
 
+/* Longest error body of a server quoted in a message. */
+#define SERVER_TEXT_MAX 200
+
+/* An error body that is one short line of text (tetherd's 500 says which
+ * fault it is) is worth showing: copied to buf without its line end, else
+ * "". Anything else (HTML, binary, several lines) is not shown; what is
+ * shown is escaped with the rest of the message by tc_fail. */
+static const char *server_text(const struct tc_http_reply *reply, char *buf, size_t size) {
+        size_t len = reply->body ? reply->len : 0;
+
+        buf[0] = '\0';
+        while (len > 0 && (reply->body[len - 1] == '\n' || reply->body[len - 1] == '\r'))
+                len--;
+        if (len == 0 || len > SERVER_TEXT_MAX || len >= size)
+                return buf;
+        for (size_t i = 0; i < len; i++)
+                if ((unsigned char) reply->body[i] < 0x20 || reply->body[i] == 0x7f)
+                        return buf;
+        memcpy(buf, reply->body, len);
+        buf[len] = '\0';
+        return buf;
+}
+
 int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp, json_t **jws, json_t **payload,
                       struct tc_err *err) {
         _cleanup_free_ char *adv_url = NULL;
@@ -64,7 +87,12 @@ int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp
                 return tc_wrap(err, r, "tang server");
         if (reply.status != 200) {
                 long status = reply.status;
+                char text[SERVER_TEXT_MAX + 1];
+                server_text(&reply, text, sizeof(text));
                 tc_http_reply_clear(&reply);
+                if (text[0])
+                        return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld: \"%s\" (the server's log says why)",
+                                       adv_url, status, text);
                 return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld%s", adv_url, status,
                                status == 404 && thp ? " (no signing key with that thumbprint)" : "");
         }

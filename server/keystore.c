@@ -1,10 +1,12 @@
 #include "keystore.h"
 #include "cleanup.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/file.h>
 #include <libgen.h>
@@ -27,6 +29,13 @@
  * and the keys it held before are served again. */
 #define REMOVAL_WINDOW_MS 2000
 
+/* Lines logged about single key files: each is logged when its fault
+ * appears, not again at every reload while it stands. */
+struct warnings {
+        char **lines;
+        size_t n;
+};
+
 struct keystore {
         char *dir;
         bool keygen;
@@ -44,18 +53,22 @@ struct keystore {
         int reloading;               /* set while a reload is under way */
         int keys_wanted;             /* no advertised key; the next request generates a pair */
         int64_t keygen_retry_ms;     /* atomic; after a failure, no new attempt before this */
+        int64_t keygen_held_ms;      /* atomic; while keys are being removed, none created before this */
         int keygen_error;            /* errno of the last failure to create keys, 0 after a success */
         unsigned n_unreadable;       /* key files of the load under way that exist but cannot be read */
         char unreadable[160];        /* the first of them, for the log */
         char **unreadable_kids;      /* those not served from memory, for /rec's 503 */
         size_t n_unreadable_kids;
         size_t n_unreadable_advertised;  /* of them, not hidden: the directory is not empty */
+        struct warnings warned;      /* per-file faults logged and standing at the last load */
+        struct warnings warning;     /* those of the load under way */
         char health_logged[400];     /* the /health state last logged */
         struct served_health health;
         pthread_mutex_t current_lock;
         struct served *current;      /* replaced only with reload_lock held */
         struct served *before_removal;  /* what was served before keys started to disappear */
         int64_t removal_ms;          /* when they did */
+        int64_t keys_gone_ms;        /* when keys of this directory last went missing, 0: never */
         bool other_dir;              /* the next set published is of a new directory */
 };
 
@@ -65,14 +78,85 @@ static int64_t now_ms(void) {
         return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The errno that keeps an existing key file from being opened (a chmod, a
- * change of owner, an I/O error), or 0 when it opens or is gone. */
-static int file_unreadable(const struct keystore *ks, const char *file) {
+/* Every line of the keystore goes through here: key file names and the
+ * directory are anybody's bytes (a file named "a\n...\e[31m.jwk"), and
+ * must not forge log lines or reach a terminal as escape sequences. */
+static void klog(const struct keystore *ks, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void klog(const struct keystore *ks, const char *fmt, ...) {
+        char raw[1024], clean[sizeof(raw)];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(raw, sizeof(raw), fmt, ap);
+        va_end(ap);
+        ks->log("%s", log_sanitize(clean, sizeof(clean), raw, true));
+}
+
+static void warnings_clear(struct warnings *w) {
+        for (size_t i = 0; i < w->n; i++)
+                free(w->lines[i]);
+        free(w->lines);
+        *w = (struct warnings) {};
+}
+
+static bool warnings_has(const struct warnings *w, const char *line) {
+        for (size_t i = 0; i < w->n; i++)
+                if (strcmp(w->lines[i], line) == 0)
+                        return true;
+        return false;
+}
+
+/* Logs a fault of one key file unless the last load logged it already (it
+ * still stands); noted either way for the next load to compare with. */
+static void warn_once(struct keystore *ks, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn_once(struct keystore *ks, const char *fmt, ...) {
+        char line[1024];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(line, sizeof(line), fmt, ap);
+        va_end(ap);
+        if (!warnings_has(&ks->warned, line))
+                klog(ks, "%s", line);
+        if (warnings_has(&ks->warning, line))
+                return;
+        char **lines = realloc(ks->warning.lines, (ks->warning.n + 1) * sizeof(*lines));
+        if (!lines)
+                return;
+        ks->warning.lines = lines;
+        if ((lines[ks->warning.n] = strdup(line)))
+                ks->warning.n++;
+}
+
+/* A load went through: the faults it found are the ones standing. A fault
+ * gone from it is logged again if it comes back. */
+static void warnings_settle(struct keystore *ks) {
+        warnings_clear(&ks->warned);
+        ks->warned = ks->warning;
+        ks->warning = (struct warnings) {};
+}
+
+/* The errno that keeps a key file from being opened when the file still
+ * counts as a key the server has: a regular file (through symbolic links)
+ * whose mode or owner forbids reading it, or an I/O error. 0 when it opens,
+ * and when it is no key at all: gone, a dangling symbolic link, a loop of
+ * them, a socket or device. A link into a directory the server may not
+ * search is counted as present: it may well be a key. *open_err: open's
+ * errno, for the log, 0 when it opened. */
+static int file_unreadable(const struct keystore *ks, const char *file, int *open_err) {
         _cleanup_free_ char *path = NULL;
+        struct stat st;
+
+        *open_err = 0;
         if (asprintf(&path, "%s/%s", ks->dir, file) < 0)
                 return 0;
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-        return fd < 0 && errno != ENOENT ? errno : 0;
+        if (fd >= 0)
+                return 0;
+        int err = *open_err = errno;
+        if (stat(path, &st) < 0)
+                return errno == EACCES || errno == EPERM ? err : 0;
+        return S_ISREG(st.st_mode) ? err : 0;
 }
 
 /* The key loaded from file in the set being served; called with reload_lock
@@ -117,14 +201,17 @@ static void note_unreadable_kid(struct keystore *ks, const char *file) {
 
 static void warn_file(void *userdata, const char *file, const char *reason) {
         struct keystore *ks = userdata;
-        int err = file_unreadable(ks, file);
+        int open_err, err = file_unreadable(ks, file, &open_err);
 
-        if (err == 0)
-                ks->log("key directory %s: %s %s, skipped", ks->dir, file, reason);
+        if (err == 0 && open_err != 0)
+                warn_once(ks, "key directory %s: %s %s (%s), skipped: not a key file", ks->dir, file, reason,
+                          strerror(open_err));
+        else if (err == 0)
+                warn_once(ks, "key directory %s: %s %s, skipped", ks->dir, file, reason);
         else if (!served_key(ks, file)) {
-                ks->log("key directory %s: %s cannot be read: %s; skipped, but counted as present (no key is "
-                        "created in its place; /rec for it answers 503): chown or chmod it so that uid %u can "
-                        "read it", ks->dir, file, strerror(err), (unsigned) geteuid());
+                warn_once(ks, "key directory %s: %s cannot be read: %s; skipped, but counted as present (no key is "
+                          "created in its place; /rec for it answers 503): chown or chmod it so that uid %u can "
+                          "read it", ks->dir, file, strerror(err), (unsigned) geteuid());
                 note_unreadable(ks, file, err, "skipped");
                 note_unreadable_kid(ks, file);
         }
@@ -143,7 +230,7 @@ static int keep_unreadable_keys(struct keystore *ks, struct tk_keyset *set) {
                 bool loaded = false;
                 for (size_t j = 0; j < set->n_keys && !loaded; j++)
                         loaded = strcmp(set->keys[j].file, k->file) == 0;
-                int err = loaded ? 0 : file_unreadable(ks, k->file);
+                int open_err, err = loaded ? 0 : file_unreadable(ks, k->file, &open_err);
                 if (err == 0)
                         continue;
                 json_t *copy = json_deep_copy(k->jwk);
@@ -151,12 +238,12 @@ static int keep_unreadable_keys(struct keystore *ks, struct tk_keyset *set) {
                 if (r == -ENOMEM)
                         return r;
                 if (r < 0) {
-                        ks->log("key directory %s: %s cannot be read: %s; the key loaded from it %s: dropped",
-                                ks->dir, k->file, strerror(err), reason);
+                        warn_once(ks, "key directory %s: %s cannot be read: %s; the key loaded from it %s: dropped",
+                                  ks->dir, k->file, strerror(err), reason);
                         continue;
                 }
-                ks->log("key directory %s: %s cannot be read: %s; serving the key loaded from it before",
-                        ks->dir, k->file, strerror(err));
+                warn_once(ks, "key directory %s: %s cannot be read: %s; serving the key loaded from it before",
+                          ks->dir, k->file, strerror(err));
                 note_unreadable(ks, k->file, err, "serving the key loaded from it before");
         }
         return 0;
@@ -184,10 +271,17 @@ static void note_removals(struct keystore *ks, const struct served *next) {
         if (ks->other_dir) {
                 ks->other_dir = false;
                 forget_before_removal(ks);
+                ks->keys_gone_ms = 0;
+                /* A new directory: nothing of it is being removed, and
+                 * creating keys failed (if it did) in the old one. */
+                __atomic_store_n(&ks->keygen_held_ms, 0, __ATOMIC_RELEASE);
+                __atomic_store_n(&ks->keygen_retry_ms, 0, __ATOMIC_RELEASE);
                 return;
         }
         if (ks->before_removal && now - ks->removal_ms > REMOVAL_WINDOW_MS)
                 forget_before_removal(ks);
+        if (keys_lost(ks->current, next))
+                ks->keys_gone_ms = now;
         if (!ks->before_removal && keys_lost(ks->current, next)) {
                 ks->before_removal = served_ref(ks->current);
                 ks->removal_ms = now;
@@ -209,10 +303,10 @@ static void restore_before_removal(struct keystore *ks) {
         if (!ks->before_removal || now_ms() - ks->removal_ms > REMOVAL_WINDOW_MS)
                 return;
         const struct tk_keyset *set = ks->before_removal->ks;
-        ks->log("key directory %s: removed together with its key files; serving the %zu signing, %zu exchange, "
-                "%zu rotated key(s) loaded before",
-                ks->dir, tk_keyset_count(set, TK_ROLE_SIGNING, false), tk_keyset_count(set, TK_ROLE_EXCHANGE, false),
-                tk_keyset_count(set, TK_ROLE_SIGNING, true) + tk_keyset_count(set, TK_ROLE_EXCHANGE, true));
+        klog(ks, "key directory %s: removed together with its key files; serving the %zu signing, %zu exchange, "
+             "%zu rotated key(s) loaded before",
+             ks->dir, tk_keyset_count(set, TK_ROLE_SIGNING, false), tk_keyset_count(set, TK_ROLE_EXCHANGE, false),
+             tk_keyset_count(set, TK_ROLE_SIGNING, true) + tk_keyset_count(set, TK_ROLE_EXCHANGE, true));
         struct served *s = TAKE_PTR(ks->before_removal);
         __atomic_store_n(&ks->keys_wanted, false, __ATOMIC_RELEASE);
         publish(ks, s);
@@ -223,6 +317,7 @@ static int load(struct keystore *ks, struct tk_keyset **ret) {
 
         ks->n_unreadable = 0;
         forget_unreadable_kids(ks);
+        warnings_clear(&ks->warning);
         /* Unchanged files are taken over from the keys being served (current
          * changes only under reload_lock, which we hold): a reload costs a
          * stat per key, so a directory that changes every 100 ms still gets
@@ -238,8 +333,8 @@ static int load(struct keystore *ks, struct tk_keyset **ret) {
                 if (served_health_set(&ks->health, SERVED_FAULT_DIRECTORY,
                                       "key directory %s is gone; /rec uses the keys loaded before, /adv answers 500",
                                       ks->dir))
-                        ks->log("key directory %s: gone; the keys already loaded are used for /rec, not advertised",
-                                ks->dir);
+                        klog(ks, "key directory %s: gone; the keys already loaded are used for /rec, not advertised",
+                             ks->dir);
                 restore_before_removal(ks);
                 return r;
         }
@@ -247,16 +342,17 @@ static int load(struct keystore *ks, struct tk_keyset **ret) {
                 if (served_health_set(&ks->health, SERVED_FAULT_DIRECTORY,
                                       "key directory %s cannot be read (%s); serving the keys loaded before", ks->dir,
                                       strerror(-r)))
-                        ks->log("key directory %s: cannot read: %s; keeping the keys already loaded", ks->dir,
-                                strerror(-r));
+                        klog(ks, "key directory %s: cannot read: %s; keeping the keys already loaded", ks->dir,
+                             strerror(-r));
                 return r;
         }
         r = keep_unreadable_keys(ks, set);
         if (r < 0) {
                 tk_keyset_free(set);
-                ks->log("key directory %s: out of memory while loading; keeping the keys already loaded", ks->dir);
+                klog(ks, "key directory %s: out of memory while loading; keeping the keys already loaded", ks->dir);
                 return r;
         }
+        warnings_settle(ks);
         *ret = set;
         return 0;
 }
@@ -327,9 +423,9 @@ static bool drain(struct keystore *ks) {
                 watch_dir(ks);
                 bool there = __atomic_load_n(&ks->dir_ino, __ATOMIC_ACQUIRE) != 0;
                 if (was_there)
-                        ks->log("key directory %s: removed or replaced", ks->dir);
+                        klog(ks, "key directory %s: removed or replaced", ks->dir);
                 if (there)
-                        ks->log("key directory %s: watching %s", ks->dir, was_there ? "the new one" : "again");
+                        klog(ks, "key directory %s: watching %s", ks->dir, was_there ? "the new one" : "again");
                 /* The next set published comes from another directory: no
                  * key of the old one is lost by a deletion in this one. */
                 ks->other_dir = there;
@@ -370,13 +466,24 @@ static void keygen_failed(struct keystore *ks, int r, const char *why) {
         served_health_set(&ks->health, SERVED_FAULT_KEYGEN, "no advertised key, and creating one in %s failed (%s)",
                           ks->dir, why);
         if (r != ks->keygen_error)
-                ks->log("key directory %s: no advertised key and cannot create one: %s", ks->dir, why);
+                klog(ks, "key directory %s: no advertised key and cannot create one: %s", ks->dir, why);
         ks->keygen_error = r;
 }
 
+/* Whether a request should reload to create keys. A replaced directory
+ * is reloaded anyway (its events), whatever a hold of the old one says. */
 static bool keygen_due(struct keystore *ks) {
+        int64_t now = now_ms();
         return __atomic_load_n(&ks->keys_wanted, __ATOMIC_ACQUIRE) &&
-               now_ms() >= __atomic_load_n(&ks->keygen_retry_ms, __ATOMIC_ACQUIRE);
+               now >= __atomic_load_n(&ks->keygen_retry_ms, __ATOMIC_ACQUIRE) &&
+               now >= __atomic_load_n(&ks->keygen_held_ms, __ATOMIC_ACQUIRE);
+}
+
+static bool has_file(const struct tk_keyset *set, const char *file) {
+        for (size_t i = 0; i < set->n_keys; i++)
+                if (strcmp(set->keys[i].file, file) == 0)
+                        return true;
+        return false;
 }
 
 static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
@@ -404,12 +511,50 @@ static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
         }
         __atomic_store_n(&ks->keygen_retry_ms, 0, __ATOMIC_RELEASE);
         ks->keygen_error = 0;
-        ks->log("key directory %s: no advertised key; created %s and %s", ks->dir, sig, exc);
+        klog(ks, "key directory %s: no advertised key; created %s and %s", ks->dir, sig, exc);
         tk_keyset_free(*set);
         *set = NULL;
         /* Our own file events; the load below sees everything before it. */
         (void) drain(ks);
-        return load_consistent(ks, set);
+        r = load_consistent(ks, set);
+        if (r < 0)
+                return r;
+        /* Deleted as soon as created: never served, but gone all the same,
+         * and the directory is being emptied (rm -r). */
+        if (!has_file(*set, sig) || !has_file(*set, exc))
+                ks->keys_gone_ms = now_ms();
+        return 0;
+}
+
+/* Whether set, a directory with no advertised key, is one being emptied:
+ * keys of the set being served are missing from it (or went missing within
+ * REMOVAL_WINDOW_MS), in the same directory. rm -r deletes the files one by
+ * one: a pair created between two deletions would make its rmdir fail and
+ * leave a key nobody asked for. A new directory (rm -rf; mkdir) is not
+ * being emptied: it gets its pair at once, as from tangd. */
+static bool removal_under_way(struct keystore *ks, const struct tk_keyset *set) {
+        if (ks->other_dir)
+                return false;
+        if (ks->keys_gone_ms && now_ms() - ks->keys_gone_ms <= REMOVAL_WINDOW_MS)
+                return true;
+        const struct tk_keyset *old = ks->current->ks;
+        for (size_t i = 0; i < old->n_keys; i++) {
+                bool kept = false;
+                for (size_t j = 0; j < set->n_keys && !kept; j++)
+                        kept = strcmp(old->keys[i].thp[TK_HASH_S256], set->keys[j].thp[TK_HASH_S256]) == 0;
+                if (!kept)
+                        return true;
+        }
+        return false;
+}
+
+/* No key is created before the removal's window is over: requests until
+ * then are answered 500 without reloading; the first one after it creates
+ * the pair, as tangd would in a directory emptied on purpose. */
+static void hold_keygen(struct keystore *ks) {
+        int64_t now = now_ms();
+        int64_t since = ks->keys_gone_ms && now - ks->keys_gone_ms <= REMOVAL_WINDOW_MS ? ks->keys_gone_ms : now;
+        __atomic_store_n(&ks->keygen_held_ms, since + REMOVAL_WINDOW_MS + 1, __ATOMIC_RELEASE);
 }
 
 /* Called with reload_lock held. Keys are generated only for a request (or
@@ -422,7 +567,10 @@ static void reload(struct keystore *ks, bool keygen_now) {
         if (load_consistent(ks, &set) < 0)
                 return;
         bool wanted = set->n_advertised_files == 0 && ks->n_unreadable_advertised == 0 && ks->keygen;
-        if (wanted && keygen_now && now_ms() >= __atomic_load_n(&ks->keygen_retry_ms, __ATOMIC_ACQUIRE)) {
+        bool removing = wanted && removal_under_way(ks, set);
+        if (removing)
+                hold_keygen(ks);
+        else if (wanted && keygen_now && now_ms() >= __atomic_load_n(&ks->keygen_retry_ms, __ATOMIC_ACQUIRE)) {
                 if (generate_first_pair(ks, &set) < 0)
                         return;
                 wanted = set->n_advertised_files == 0 && ks->n_unreadable_advertised == 0;
@@ -435,16 +583,19 @@ static void reload(struct keystore *ks, bool keygen_now) {
         size_t n_exc = tk_keyset_count(set, TK_ROLE_EXCHANGE, false);
         size_t n_hidden = tk_keyset_count(set, TK_ROLE_SIGNING, true) + tk_keyset_count(set, TK_ROLE_EXCHANGE, true);
         if (served_build(set, &s) < 0) {
-                ks->log("key directory %s: out of memory while loading; keeping the keys already loaded", ks->dir);
+                klog(ks, "key directory %s: out of memory while loading; keeping the keys already loaded", ks->dir);
                 return;
         }
         s->health = &ks->health;
+        s->no_adv = removing                        ? SERVED_NO_ADV_REMOVED
+                    : ks->n_unreadable_advertised > 0 ? SERVED_NO_ADV_UNREADABLE
+                                                      : SERVED_NO_ADV_NO_KEY;
         s->unreadable = TAKE_PTR(ks->unreadable_kids);
         s->n_unreadable = ks->n_unreadable_kids;
         ks->n_unreadable_kids = 0;
         if (!s->usable)
-                ks->log("key directory %s: no usable signing key: answering 500 until one appears", ks->dir);
-        ks->log("key directory %s: loaded %zu signing, %zu exchange, %zu rotated key(s)", ks->dir, n_sig, n_exc, n_hidden);
+                klog(ks, "key directory %s: no usable signing key: answering 500 until one appears", ks->dir);
+        klog(ks, "key directory %s: loaded %zu signing, %zu exchange, %zu rotated key(s)", ks->dir, n_sig, n_exc, n_hidden);
         publish(ks, s);
         /* After the publication: a request never sees the keys of a
          * directory that is gone without the flag. */
@@ -475,7 +626,7 @@ static void log_health(struct keystore *ks) {
         if (strcmp(state, ks->health_logged) == 0)
                 return;
         snprintf(ks->health_logged, sizeof(ks->health_logged), "%s", state);
-        ks->log("key directory %s: /health: %s", ks->dir, state);
+        klog(ks, "key directory %s: /health: %s", ks->dir, state);
 }
 
 static void refresh(struct keystore *ks, bool force, bool keygen_now) {
@@ -589,6 +740,8 @@ void keystore_close(struct keystore *ks) {
         pthread_mutex_destroy(&ks->current_lock);
         served_health_destroy(&ks->health);
         forget_unreadable_kids(ks);
+        warnings_clear(&ks->warned);
+        warnings_clear(&ks->warning);
         free(ks->name);
         free(ks->dir);
         free(ks);

@@ -79,11 +79,32 @@ static void reply_status(struct reply *reply, int status) {
         reply->len = 0;
 }
 
+static void reply_text(struct reply *reply, int status, const char *text) {
+        reply->status = status;
+        reply->content_type = "text/plain";
+        reply->len = (size_t) snprintf(reply->buf, sizeof(reply->buf), "%s\n", text);
+        reply->body = reply->buf;
+}
+
+/* Tang answers 500 with no body; one line saying which fault it is lets a
+ * client tell its user more than the status. */
+static void adv_unavailable(const struct served *s, struct reply *reply) {
+        const char *why = ADV_NO_KEY_BODY;
+
+        if (s && s->usable)
+                why = ADV_DIR_GONE_BODY;
+        else if (s && s->no_adv == SERVED_NO_ADV_UNREADABLE)
+                why = ADV_UNREADABLE_BODY;
+        else if (s && s->no_adv == SERVED_NO_ADV_REMOVED)
+                why = ADV_REMOVED_BODY;
+        reply_text(reply, 500, why);
+}
+
 static void serve_adv(const struct served *s, const struct route *rt, struct reply *reply) {
         const struct served_adv *adv = NULL;
 
         if (!s || !s->usable || served_adv_withheld(s))
-                return reply_status(reply, 500);
+                return adv_unavailable(s, reply);
         if (rt->arg_len == 0)
                 adv = &s->advs[0];
         else {
@@ -110,13 +131,8 @@ static void serve_rec(const struct served *s, const struct route *rt, const char
         /* The server has this key, but not in memory: answering 404 (or 500)
          * would have the client rebind volumes whose key is fine. 503 is
          * what no tang server answers, so a client can say what it means. */
-        if (!e && served_unreadable(s, rt->arg, rt->arg_len)) {
-                reply->status = 503;
-                reply->content_type = "text/plain";
-                reply->len = (size_t) snprintf(reply->buf, sizeof(reply->buf), "%s\n", REC_UNREADABLE_BODY);
-                reply->body = reply->buf;
-                return;
-        }
+        if (!e && served_unreadable(s, rt->arg, rt->arg_len))
+                return reply_text(reply, 503, REC_UNREADABLE_BODY);
         if (!s || !s->usable)
                 return reply_status(reply, 500);
         if (!e)

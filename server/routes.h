@@ -9,6 +9,11 @@
 #define TANG_MAX_BODY (64 * 1024)
 /* The body of /rec's 503: a key file for the kid exists but cannot be read. */
 #define REC_UNREADABLE_BODY "the server has this key, but cannot read its key file"
+/* The bodies of /adv's 500 (see enum served_no_adv). */
+#define ADV_NO_KEY_BODY "no usable signing key"
+#define ADV_UNREADABLE_BODY "no usable signing key: the key files exist but the server cannot read them"
+#define ADV_REMOVED_BODY "no usable signing key: the key files were just removed; new ones are created shortly"
+#define ADV_DIR_GONE_BODY "no advertised key: the key directory is gone"
 
 enum route_kind {
         ROUTE_NOT_FOUND,

@@ -27,6 +27,14 @@ struct served_health {
         bool adv_withheld;
 };
 
+/* Why /adv cannot be answered, for the body of its 500 (tang's status, with
+ * one line a client can show: the reasons naming files go to the log). */
+enum served_no_adv {
+        SERVED_NO_ADV_NO_KEY,      /* no usable signing key in the directory */
+        SERVED_NO_ADV_UNREADABLE,  /* key files exist, but cannot be read */
+        SERVED_NO_ADV_REMOVED,     /* the key files were just deleted: no new pair yet */
+};
+
 struct served_adv {
         char *jws;                         /* NULL until first asked for, for a hidden signer */
         size_t len;
@@ -54,6 +62,7 @@ struct served {
         struct served_health *health;  /* the keystore's; NULL outside one */
         char **unreadable;         /* sorted names (kids) of key files that exist but cannot be read */
         size_t n_unreadable;
+        enum served_no_adv no_adv; /* when !usable */
 };
 
 /* Takes ownership of ks (also on failure). */

@@ -5,9 +5,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tlib  # noqa: E402
@@ -23,6 +25,12 @@ def adv_thps(srv, target="/adv"):
 
 def dir_thps(keydir, hidden=False):
     return sorted(thumbprint(k["jwk"]) for k in tlib.load_keys(keydir) if k["hidden"] == hidden)
+
+
+NOBODY = 65534
+# tetherd's /adv 500 bodies (server/routes.h).
+ADV_REMOVED = b"no usable signing key: the key files were just removed; new ones are created shortly\n"
+ADV_UNREADABLE = b"no usable signing key: the key files exist but the server cannot read them\n"
 
 
 class KeyDir(tlib.unittest.TestCase):
@@ -178,7 +186,16 @@ class KeyDir(tlib.unittest.TestCase):
         before = sorted(os.listdir(keydir))
         kid = thumbprint(tlib.key_of(keydir, "exc"))
         with tlib.Tetherd(keydir=keydir, user=nobody, wait_status=503) as srv:
-            self.assertEqual(srv.get("/adv").status, 500)
+            r = srv.get("/adv")
+            self.assertEqual((r.status, r.body), (500, ADV_UNREADABLE))
+            # The client shows the server's one line, and where to look.
+            url = f"http://127.0.0.1:{srv.port}"
+            for args in ((tlib.TETHER, "encrypt", "tang", json.dumps({"url": url}), "-y"),
+                         (tlib.TETHER_KEYS, "show", "--url", url)):
+                rc = tlib.run(*args, input=b"secret", timeout=60)
+                self.assertNotEqual(rc.returncode, 0, args)
+                self.assertIn(f'{url}/adv/ answered HTTP 500: "{ADV_UNREADABLE.decode().strip()}" '
+                              "(the server's log says why)", rc.stderr.decode(), args)
             x, y = random_point()
             r = srv.post("/rec/" + kid, ecmr_jwk(x, y))
             self.assertEqual(r.status, 503)
@@ -244,6 +261,125 @@ class KeyDir(tlib.unittest.TestCase):
             x, y = random_point()
             self.assertEqual(srv.post("/rec/" + kid, ecmr_jwk(x, y)).status, 200)
             self.assertEqual(srv.get("/health").status, 200)
+
+    def test_rm_r_creates_no_key_in_the_directory_it_removes(self):
+        """rm -r deletes the key files one by one, then the directory: requests
+        in between must not get a new pair created there (rmdir would fail
+        with "Directory not empty" and leave a key nobody asked for)."""
+        with tlib.Tetherd() as srv:
+            tlib.tether_keys("rotate", srv.keydir)
+            names = sorted(os.listdir(srv.keydir))
+            self.assertEqual(len(names), 4)
+            for i, name in enumerate(names):
+                os.unlink(os.path.join(srv.keydir, name))
+                for _ in range(3):
+                    self.assertIn(srv.get("/adv").status, (200, 500))
+                self.assertEqual(sorted(os.listdir(srv.keydir)), names[i + 1:],
+                                 "a key was created in the directory being removed")
+            r = srv.get("/adv")
+            self.assertEqual((r.status, r.body), (500, ADV_REMOVED))
+            os.rmdir(srv.keydir)
+            self.assertNotIn("created", srv.logs())
+
+    def test_keys_deleted_on_purpose_are_replaced_after_the_window(self):
+        """Emptying the directory (without removing it) is how one asks tangd
+        for a new pair: tetherd creates it too, once the 2 s in which the
+        deletions may still be an rm -r are over."""
+        with tlib.Tetherd() as srv:
+            old = dir_thps(srv.keydir)
+            t0 = time.monotonic()
+            for name in os.listdir(srv.keydir):
+                os.unlink(os.path.join(srv.keydir, name))
+            r = srv.get("/adv")
+            if time.monotonic() - t0 < 1.5:
+                self.assertEqual((r.status, r.body), (500, ADV_REMOVED))
+                self.assertEqual(os.listdir(srv.keydir), [])
+            new = tlib.eventually(lambda: adv_thps(srv), timeout=10)
+            self.assertTrue(new, srv.logs())
+            self.assertEqual(new, dir_thps(srv.keydir))
+            self.assertFalse(set(new) & set(old))
+
+    def test_key_file_names_cannot_forge_log_lines(self):
+        """A file name is anybody's bytes: newlines and terminal escapes in it
+        reach the log as '?', so one event stays one harmless line."""
+        with tlib.Tetherd() as srv:
+            name = "bad\nname\x1b[31mX.jwk"
+            with open(os.path.join(srv.keydir, name), "w") as f:
+                f.write("not json")
+            with open(os.path.join(srv.keydir, "\x1b]0;title\x07.jwk"), "w"):
+                pass
+            self.assertTrue(tlib.eventually(lambda: "bad?name?[31mX.jwk" in srv.logs()), srv.logs())
+            self.assertTrue(tlib.eventually(lambda: "?]0;title?.jwk is empty" in srv.logs()), srv.logs())
+            with open(srv.logpath, "rb") as f:
+                raw = f.read()
+            self.assertNotIn(b"\x1b", raw)
+            self.assertNotIn(b"\x07", raw)
+            self.assertFalse([ln for ln in raw.splitlines() if ln.startswith(b"name")], raw)
+
+    def test_links_to_nothing_are_not_keys(self):
+        """A dangling symbolic link, a loop of them or a socket named X.jwk
+        is no key the server has: skipped (a pair is created as in an empty
+        directory), /rec for it 404. A link to a regular file the server may
+        not read is one: /rec 503, "cannot read its key file"."""
+        tmp = tlib.tempfile.TemporaryDirectory(prefix="tether-it-")
+        self.addCleanup(tmp.cleanup)
+        os.chmod(tmp.name, 0o711)
+        keydir = os.path.join(tmp.name, "keys")
+        os.mkdir(keydir)
+        os.chown(keydir, NOBODY, NOBODY)
+        kids = {what: what[0].upper() * 43 for what in ("loop", "dangling", "socket", "unreadable")}
+        os.symlink(kids["loop"] + ".jwk", os.path.join(keydir, kids["loop"] + ".jwk"))
+        os.symlink("/nonexistent/key.jwk", os.path.join(keydir, kids["dangling"] + ".jwk"))
+        sock = socket.socket(socket.AF_UNIX)
+        self.addCleanup(sock.close)
+        sock.bind(os.path.join(keydir, kids["socket"] + ".jwk"))
+        secret = os.path.join(tmp.name, "secret.jwk")
+        tlib.tether_keys("gen", tmp.name, "secret", "other")
+        os.chmod(secret, 0o400)
+        os.symlink(secret, os.path.join(keydir, "." + kids["unreadable"] + ".jwk"))
+        with tlib.Tetherd(keydir=keydir, user=NOBODY) as srv:
+            self.assertTrue(adv_thps(srv), srv.logs())
+            created = [n for n in os.listdir(keydir) if not os.path.islink(os.path.join(keydir, n))
+                       and stat.S_ISREG(os.stat(os.path.join(keydir, n)).st_mode)]
+            self.assertEqual(len(created), 2, "no pair created")
+            x, y = random_point()
+            for what in ("loop", "dangling", "socket"):
+                self.assertEqual(srv.post("/rec/" + kids[what], ecmr_jwk(x, y)).status, 404, what)
+            r = srv.post("/rec/" + kids["unreadable"], ecmr_jwk(x, y))
+            self.assertEqual(r.status, 503)
+            self.assertIn(b"cannot read its key file", r.body)
+            logs = srv.logs()
+            self.assertIn(f"{kids['loop']}.jwk cannot be opened (Too many levels of symbolic links), skipped: "
+                          "not a key file", logs)
+            self.assertIn(f"{kids['dangling']}.jwk cannot be opened (No such file or directory), skipped", logs)
+            self.assertIn(f".{kids['unreadable']}.jwk cannot be read: Permission denied; skipped, but counted "
+                          "as present", logs)
+
+    def test_unreadable_key_file_logged_once(self):
+        """A key file made unreadable is logged when that happens, not again at
+        every reload while it lasts; again if it is fixed and breaks again."""
+        with tlib.Tetherd(user=NOBODY) as srv:
+            tlib.tether_keys("rotate", srv.keydir)
+            self.assertTrue(adv_thps(srv))
+            hidden = tlib.key_of(srv.keydir, "exc", hidden=True)
+            path = os.path.join(srv.keydir, "." + thumbprint(hidden) + ".jwk")
+            line = "." + thumbprint(hidden) + ".jwk cannot be read: Permission denied; serving the key loaded"
+
+            def reload_after(change):
+                loads = srv.logs().count(" loaded ")
+                change()
+                self.assertTrue(tlib.eventually(lambda: srv.logs().count(" loaded ") > loads), srv.logs())
+
+            reload_after(lambda: os.chmod(path, 0))
+            self.assertEqual(srv.logs().count(line), 1, srv.logs())
+            for i in range(4):
+                reload_after(lambda: open(os.path.join(srv.keydir, f"notes{i}.txt"), "w").close())
+            x, y = random_point()
+            self.assertEqual(srv.post("/rec/" + thumbprint(hidden), ecmr_jwk(x, y)).status, 200)
+            self.assertEqual(srv.logs().count(line), 1, srv.logs())
+            reload_after(lambda: os.chmod(path, 0o440))
+            reload_after(lambda: os.chmod(path, 0))
+            self.assertEqual(srv.logs().count(line), 2, srv.logs())
 
     def test_no_half_loaded_key_set_under_load(self):
         """Rotate repeatedly while clients hammer /adv: every answer is complete

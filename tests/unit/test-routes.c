@@ -175,12 +175,30 @@ static int serve(const struct served *s, const char *method, const char *target,
 static int status_of(const struct served *s, const char *method, const char *target, const char *body) {
         struct reply reply;
         int st = serve(s, method, target, body, &reply);
-        if (st != 200) {
-                /* Errors carry no body. */
+        if (st == 500 && strncmp(target, "/adv", 4) == 0) {
+                /* /adv's 500 says which fault in one line (see adv_body_of). */
+                CHECK_STR(reply.content_type, "text/plain");
+                CHECK(reply.len > 1 && reply.body[reply.len - 1] == '\n' &&
+                      !memchr(reply.body, '\n', reply.len - 1));
+        } else if (st != 200) {
+                /* Other errors carry no body, as tang's. */
                 CHECK(reply.content_type == NULL);
                 CHECK_INT(reply.len, 0);
         }
         return st;
+}
+
+/* The body of /adv's 500. */
+static const char *adv_body_of(const struct served *s) {
+        static char body[sizeof(((struct reply *) NULL)->buf) + 1];
+        struct reply reply;
+
+        body[0] = '\0';
+        if (CHECK_INT(serve(s, "GET", "/adv", NULL, &reply), 500) && CHECK(reply.body && reply.len < sizeof(body))) {
+                memcpy(body, reply.body, reply.len);
+                body[reply.len] = '\0';
+        }
+        return body;
 }
 
 /* /health: the status, and the body that says why (text/plain, one line),
@@ -510,6 +528,32 @@ TEST(no_signing_key_is_500) {
         CHECK_INT(status_of(NULL, "GET", "/nothing", NULL), 404);
 }
 
+/* Tang's 500 for /adv, with one line a client can show: which fault, not
+ * the names behind it (those go to the log). */
+TEST(adv_500_says_why) {
+        struct tk_keyset *none = calloc(1, sizeof(*none));
+        struct served *empty = NULL;
+        if (!CHECK(none && served_build(none, &empty) == 0))
+                return;
+        CHECK_STR(adv_body_of(empty), ADV_NO_KEY_BODY "\n");
+        CHECK_STR(adv_body_of(NULL), ADV_NO_KEY_BODY "\n");
+        empty->no_adv = SERVED_NO_ADV_UNREADABLE;
+        CHECK_STR(adv_body_of(empty), ADV_UNREADABLE_BODY "\n");
+        CHECK_INT(status_of(empty, "GET", "/adv/abc", NULL), 500);
+        empty->no_adv = SERVED_NO_ADV_REMOVED;
+        CHECK_STR(adv_body_of(empty), ADV_REMOVED_BODY "\n");
+        served_unref(empty);
+
+        /* Keys in memory, but their directory gone: withheld. */
+        struct served_health h;
+        served_health_init(&h);
+        srv->health = &h;
+        h.adv_withheld = true;
+        CHECK_STR(adv_body_of(srv), ADV_DIR_GONE_BODY "\n");
+        srv->health = NULL;
+        served_health_destroy(&h);
+}
+
 TEST(signing_key_without_exchange_key_is_unhealthy) {
         char *d = tu_mkdtemp();
         REQUIRE(d);
@@ -619,6 +663,7 @@ int main(void) {
         RUN(serve_rec_rejects_foreign_and_invalid_points);
         RUN(serve_health_and_errors);
         RUN(no_signing_key_is_500);
+        RUN(adv_500_says_why);
         RUN(signing_key_without_exchange_key_is_unhealthy);
         RUN(health_reports_faults_it_serves_through);
         RUN(key_both_advertised_and_hidden_serves_default_adv);
