@@ -293,11 +293,26 @@ static enum MHD_Result respond_error(struct MHD_Connection *conn, struct request
         return respond(conn, req, &reply, true);
 }
 
-/* What the headers say about where the body ends. */
+/* What the headers say about where the body ends, and whether the header
+ * block had one shape only.
+ *
+ * Why the pointer arithmetic: libmicrohttpd 0.9.75 hands over headers after
+ * parsing them its own way, and several shapes that another parser (a proxy
+ * in front) reads differently come out looking harmless: obs-fold is glued
+ * onto the previous header, a bare LF ends a line, a NUL cuts a value. It
+ * parses the header block in place, turning each line's ':' and CR LF into
+ * NULs, so a well-formed block leaves exactly this layout in its buffer:
+ * "name\0 value\0\0name\0 value\0\0\0\0". Each header must start where the
+ * previous line's CR LF ended, and the block must end with CR LF: anything
+ * else (a name built elsewhere from a fold, one byte of line end, bytes after
+ * a NUL) breaks the chain. tests/integration/test_routes.py pins this: a
+ * libmicrohttpd that stops parsing in place fails every request there. */
 struct framing {
-        unsigned content_lengths, transfer_encodings;
+        unsigned content_lengths, transfer_encodings, hosts;
         bool bad;                    /* a value no front proxy would agree on */
+        bool malformed;              /* a header line of another shape than name ":" OWS value CRLF */
         unsigned long long content_length;
+        const char *next_line;       /* where the next header line must begin */
 };
 
 static bool is_decimal(const char *s, size_t len) {
@@ -309,15 +324,55 @@ static bool is_decimal(const char *s, size_t len) {
         return true;
 }
 
+/* RFC 9110's tchar: the characters of a header name. */
+static bool is_tchar(unsigned char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static bool header_line_sound(struct framing *f, const char *key, size_t key_size, const char *value,
+                              size_t value_size) {
+        /* Pointers compared before any byte is read: a folded header's name
+         * lives elsewhere in libmicrohttpd's pool. */
+        if (!value || key != f->next_line || key_size == 0)
+                return false;
+        for (size_t i = 0; i < key_size; i++)
+                if (!is_tchar((unsigned char) key[i]))
+                        return false;   /* "Content-Length " and the like */
+        if (key[key_size] != '\0')
+                return false;
+        /* Between the colon and the value only spaces and tabs; the walk
+         * stops at the first other byte, at the latest at the line end. */
+        const char *p = key + key_size + 1;
+        while (p != value && (*p == ' ' || *p == '\t'))
+                p++;
+        if (p != value)
+                return false;
+        for (size_t i = 0; i < value_size; i++) {
+                unsigned char c = (unsigned char) value[i];
+                if ((c < 0x20 && c != '\t') || c == 0x7f)
+                        return false;   /* a bare CR kept in the value, an escape ... */
+        }
+        /* The line end: two NULs (CR LF). A NUL from the client cut the value
+         * short, or a bare LF ended it, when the next byte is not one. */
+        if (value[value_size] != '\0' || value[value_size + 1] != '\0')
+                return false;
+        f->next_line = value + value_size + 2;
+        return true;
+}
+
 static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
                                       const char *value, size_t value_size) {
         struct framing *f = cls;
         (void) kind;
-        (void) key_size;
 
+        if (!f->malformed && !header_line_sound(f, key, key_size, value, value_size))
+                f->malformed = true;
+        if (f->malformed)
+                return MHD_NO;     /* no use looking further */
         if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
                 f->content_lengths++;
-                if (!value || !is_decimal(value, value_size))
+                if (!is_decimal(value, value_size))
                         f->bad = true;
                 else
                         f->content_length = strtoull(value, NULL, 10);
@@ -325,26 +380,59 @@ static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const 
                 f->transfer_encodings++;
                 /* Only chunked alone: any other coding, or a list, is one
                  * libmicrohttpd would read differently from a proxy. */
-                if (!value || value_size != strlen("chunked") || strcasecmp(value, "chunked") != 0)
+                if (value_size != strlen("chunked") || strcasecmp(value, "chunked") != 0)
                         f->bad = true;
-        }
+        } else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0)
+                f->hosts++;
         return MHD_YES;
+}
+
+/* The request line as libmicrohttpd left it in place: method, one space,
+ * target, one space, version, CR LF. A second space before the target is
+ * skipped by libmicrohttpd but not by every proxy. Returns where the first
+ * header line must begin, or NULL. */
+static const char *request_line_end(const char *method, const char *url, const char *version) {
+        size_t method_len = strlen(method), version_len = strlen(version);
+        if (url != method + method_len + 1)
+                return NULL;
+        if (version[version_len] != '\0' || version[version_len + 1] != '\0')
+                return NULL;    /* a bare LF after the version */
+        return version + version_len + 2;
 }
 
 /* Request smuggling lives in the gap between how two HTTP parsers find the
  * end of a body. Every request whose end is not stated exactly once, in one
  * unambiguous way, gets 400 and the connection is closed: repeated or
  * malformed Content-Length, Transfer-Encoding other than a single "chunked",
- * both headers at once. Returns 0 or the status to answer. */
-static int framing_check(struct MHD_Connection *conn) {
-        struct framing f = {};
+ * both headers at once, any header line of another shape than the plain one
+ * (see struct framing), an HTTP/1.1 request without exactly one Host (RFC
+ * 9112 3.2). Returns 0 or the status to answer. */
+static int framing_check(struct MHD_Connection *conn, const char *method, const char *url, const char *version) {
+        struct framing f = { .next_line = request_line_end(method, url, version) };
 
+        if (!f.next_line)
+                return 400;
         MHD_get_connection_values_n(conn, MHD_HEADER_KIND, framing_header, &f);
+        /* The blank line that ends the block: CR LF too. */
+        if (f.malformed || f.next_line[0] != '\0' || f.next_line[1] != '\0')
+                return 400;
         if (f.bad || f.content_lengths > 1 || f.transfer_encodings > 1 || (f.content_lengths && f.transfer_encodings))
+                return 400;
+        if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 && f.hosts != 1)
                 return 400;
         if (f.content_lengths && f.content_length > TANG_MAX_BODY)
                 return 413;
         return 0;
+}
+
+/* RFC 9112 3.2.2: a server must accept the absolute-form
+ * ("GET http://host/adv"); it is routed on its path. */
+static const char *origin_form(const char *target) {
+        size_t scheme = strncasecmp(target, "http://", 7) == 0 ? 7 : strncasecmp(target, "https://", 8) == 0 ? 8 : 0;
+        if (scheme == 0)
+                return target;
+        const char *path = strchr(target + scheme, '/');
+        return path ? path : "/";
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -353,20 +441,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         struct httpd *h = cls;
         struct request *req = *con_cls;
         struct reply reply;
-        (void) url;
-        (void) version;
-
         if (!req)
                 return MHD_NO;
         if (!req->routed) {
                 req->routed = true;
                 req->method = method;
-                int status = framing_check(conn);
+                int status = framing_check(conn, method, url, version);
                 if (status != 0)
                         return respond_error(conn, req, status);
                 if (req->target_len > TANG_MAX_URI)
                         return respond_error(conn, req, 414);
-                route_match(h->cfg->prefix, method, req->target, &req->route);
+                route_match(h->cfg->prefix, method, origin_form(req->target), &req->route);
                 /* Every answer waits for the final call: MHD closes a connection
                  * whose response was queued before the request was complete, which
                  * would cost keep-alive clients a new connection per request.
@@ -470,6 +555,9 @@ int httpd_start(const struct httpd_config *cfg, struct keystore *ks, int listen_
                 opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_THREAD_POOL_SIZE, threads, NULL };
         opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_CONNECTION_LIMIT, cfg->connection_limit, NULL };
         opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_CONNECTION_TIMEOUT, cfg->timeout_s, NULL };
+        /* 1: libmicrohttpd itself answers 400 to an HTTP/1.1 request without
+         * Host, and to spaces or tabs inside the request line's target. */
+        opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL };
         /* One address must not take every connection (MHD counts across the
          * thread pool). Those over the limit are closed at once. */
         if (cfg->per_address_limit > 0)

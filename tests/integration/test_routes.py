@@ -327,6 +327,75 @@ class Routes(tlib.unittest.TestCase):
                     # status line and headers for a malformed Content-Length.
                     self.assertEqual(set(re.findall(rb"HTTP/1\.1 (\d+)", data)), {b"400"}, data)
 
+    # Shapes libmicrohttpd 0.9.75 parses differently from other servers: it
+    # hands over "Content-Length " (space or tab before the colon) as a name
+    # of its own, glues obs-fold into the previous header, keeps a bare CR
+    # inside a value, ends a line at a bare LF and a value at a NUL. Each
+    # body below is the smuggled request again, as 33 bytes a proxy would
+    # take for the body.
+    LINE_SHAPES = {
+        "space before colon": "Content-Length : 33\r\n\r\n",
+        "tab before colon": "Content-Length\t: 33\r\n\r\n",
+        "obs-fold": "X: a\r\n Content-Length: 33\r\n\r\n",
+        "obs-fold with tab": "X: a\r\n\tb\r\nContent-Length: 33\r\n\r\n",
+        "bare CR": "X: a\rContent-Length: 33\r\n\r\n",
+        "NUL in value": "Content-Length: 0\x005\r\n\r\n",
+        "NUL then NULs": "Content-Length: 0\x00\x00\x005\r\n\r\n",
+        "bare LF": "X: a\nContent-Length: 33\r\n\r\n",
+        "bare LF before blank line": "X: a\r\nY: b\n\r\n",
+        "bare LF blank line": "X: a\r\n\n",
+        "control character in value": "X: a\x1bb\r\n\r\n",
+        "name with slash": "Content/Length: 2\r\n\r\n",
+        "duplicate Host": "Host: y\r\n\r\n",
+    }
+
+    def test_header_line_shapes_get_400_and_close(self):
+        smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        for method, target in (("POST", "/adv"), ("GET", "/adv"), ("POST", f"/rec/{self.kid}")):
+            for name, rest in self.LINE_SHAPES.items():
+                with self.subTest(method=method, shape=name), connect(self.srv.port) as s:
+                    s.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\n{rest}".encode() + smuggled)
+                    data, closed = read_until_closed(s, 5)
+                    self.assertEqual(tlib.Response(data).status, 400, data[:200])
+                    self.assertTrue(closed, f"connection left open after {data[:100]!r}")
+                    self.assertEqual(set(re.findall(rb"HTTP/1\.1 (\d+)", data)), {b"400"}, data)
+
+    REQUEST_LINE_SHAPES = {
+        "no Host": b"GET /adv HTTP/1.1\r\n\r\n",
+        "two spaces before target": b"GET  /adv HTTP/1.1\r\nHost: x\r\n\r\n",
+        "two spaces before version": b"GET /adv  HTTP/1.1\r\nHost: x\r\n\r\n",
+        "tab in request line": b"GET\t/adv HTTP/1.1\r\nHost: x\r\n\r\n",
+        "bare LF after request line": b"GET /adv HTTP/1.1\nHost: x\r\n\r\n",
+        "bare LF, no headers": b"GET /adv HTTP/1.0\n\r\n",
+    }
+
+    def test_request_line_shapes_get_400_and_close(self):
+        smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        for name, head in self.REQUEST_LINE_SHAPES.items():
+            with self.subTest(shape=name), connect(self.srv.port) as s:
+                s.sendall(head + smuggled)
+                data, closed = read_until_closed(s, 5)
+                self.assertTrue(closed, f"connection left open after {data[:100]!r}")
+                # libmicrohttpd hangs up without a word on a space after the
+                # target: closed unanswered is as good as 400 here.
+                self.assertIn(set(re.findall(rb"HTTP/1\.1 (\d+)", data)), ({b"400"}, set()), data)
+
+    def test_absolute_form_target(self):
+        # RFC 9112 3.2.2: accepted, and routed on its path; the connection
+        # stays usable for the next request.
+        with connect(self.srv.port) as s:
+            s.sendall(b"GET http://x/adv HTTP/1.1\r\nHost: x\r\n\r\nGET HTTP://x:9/nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data, closed = read_until_closed(s, 5)
+        self.assertEqual(re.findall(rb"HTTP/1\.1 (\d+)", data), [b"200", b"404", b"200"], data[:300])
+
+    def test_plain_header_shapes_still_accepted(self):
+        for rest in ("X:a\r\nY: \t b \t\r\nE:\r\nF: \r\n", "X-Obs: caf\xe9\r\n", "Host2: \t\r\n"):
+            data = self.srv.raw(f"GET /adv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{rest}\r\n".encode("latin-1"))
+            self.assertEqual(tlib.Response(data).status, 200, rest)
+        data = self.srv.raw(b"GET /adv HTTP/1.0\r\n\r\n")
+        self.assertEqual(tlib.Response(data).status, 200)
+
     def test_plain_framing_still_accepted(self):
         for rest in ("Content-Length: 2\r\n\r\nab", "Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
                      "Transfer-Encoding: Chunked\r\n\r\n0\r\n\r\n"):
