@@ -205,6 +205,7 @@ static int run(struct options *o) {
         struct httpd *daemons[LISTEN_MAX] = {};
         size_t n_daemons = 0;
         struct keystore *ks = NULL;
+        struct httpd_limits *limits = NULL;
         char err[512];
         struct stat st;
         int r = 0;
@@ -277,11 +278,13 @@ static int run(struct options *o) {
                 return EXIT_FAILURE;
         }
 
-        raise_fd_limit(o->http.connection_limit);
-        if (inetd)
-                r = httpd_start(&o->http, ks, -1, conn_fd, closed_fd, &daemons[n_daemons++]);
+        /* The limits are global: one count across every socket. */
+        raise_fd_limit(o->http.connection_limit + (unsigned) n_listen);
+        r = httpd_limits_new(o->http.connection_limit, o->http.per_address_limit, &limits);
+        if (r >= 0 && inetd)
+                r = httpd_start(&o->http, NULL, ks, -1, conn_fd, closed_fd, &daemons[n_daemons++]);
         for (size_t i = 0; i < n_listen && r >= 0; i++) {
-                r = httpd_start(&o->http, ks, listen_fds[i], -1, -1, &daemons[n_daemons]);
+                r = httpd_start(&o->http, limits, ks, listen_fds[i], -1, -1, &daemons[n_daemons]);
                 if (r >= 0)
                         n_daemons++;
         }
@@ -292,6 +295,7 @@ static int run(struct options *o) {
                         r == -EIO ? "" : r == -ENOTSOCK ? "stdin is not a connected socket" : strerror(-r));
                 for (size_t i = 0; i < n_daemons; i++)
                         httpd_stop(daemons[i], 0);
+                httpd_limits_free(limits);
                 keystore_close(ks);
                 return EXIT_FAILURE;
         }
@@ -326,6 +330,7 @@ static int run(struct options *o) {
         notify_systemd("STOPPING=1");
         for (size_t i = 0; i < n_daemons; i++)
                 httpd_stop(daemons[i], inetd ? 0 : o->drain_ms);
+        httpd_limits_free(limits);
         keystore_close(ks);
         return EXIT_SUCCESS;
 }

@@ -496,6 +496,117 @@ class Limits(tlib.unittest.TestCase):
         # Once they are gone, 127.0.0.1 is served again.
         self.assertTrue(tlib.eventually(lambda: self.srv.get("/adv").status == 200))
 
+    def test_refusal_names_client_and_limit(self):
+        held = [connect(self.srv.port) for _ in range(6)]
+        try:
+            for s in held:
+                s.sendall(b"GET /adv HTTP/1.1\r\n")
+            self.assertEqual(count_closed(held), 2)
+        finally:
+            for s in held:
+                s.close()
+        line = tlib.eventually(lambda: [ln for ln in self.srv.logs().splitlines() if "refused" in ln])
+        self.assertTrue(line, self.srv.logs()[-500:])
+        self.assertRegex(line[0], r"^http: refused [12] connection\(s\) from 127\.0\.0\.1 \(over --per-address-limit 4\)$")
+        self.assertTrue(tlib.eventually(lambda: self.srv.get("/adv").status == 200))
+
+    def test_limit_shared_by_every_socket(self):
+        # Two listening sockets, one client: 4 connections in all, not 4 each.
+        srv = tlib.Tetherd(args=("-a", "127.0.0.2", "--per-address-limit", "4"))
+        held = []
+        try:
+            for i in range(6):
+                s = socket.create_connection((("127.0.0.1", "127.0.0.2")[i % 2], srv.port), timeout=5,
+                                             source_address=("127.0.0.1", 0))
+                s.sendall(b"GET /adv HTTP/1.1\r\n")
+                held.append(s)
+            self.assertEqual(count_closed(held), 2)
+            with connect(srv.port, source="127.0.0.3") as s:
+                s.sendall(b"GET /adv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                self.assertEqual(tlib.Response(read_until_closed(s, 5)[0]).status, 200)
+        finally:
+            for s in held:
+                s.close()
+            srv.close()
+
+    def test_connection_limit_shared_by_every_socket(self):
+        srv = tlib.Tetherd(args=("-a", "127.0.0.2", "--connection-limit", "4", "--per-address-limit", "0"))
+        held = []
+        try:
+            for i in range(6):
+                s = socket.create_connection((("127.0.0.1", "127.0.0.2")[i % 2], srv.port), timeout=5,
+                                             source_address=(f"127.0.0.{10 + i}", 0))
+                s.sendall(b"GET /adv HTTP/1.1\r\n")
+                held.append(s)
+            self.assertEqual(count_closed(held), 2)
+            line = tlib.eventually(lambda: [ln for ln in srv.logs().splitlines() if "refused" in ln])
+            self.assertRegex(line[0], r"^http: refused 1 connection\(s\) from 127\.0\.0\.1[0-5] \(over --connection-limit 4\)$")
+        finally:
+            for s in held:
+                s.close()
+            srv.close()
+
+    # Run inside a network namespace of its own (unshare -n), where fd00::/64
+    # and fd01::/64 are addresses of lo.
+    PREFIX_SCRIPT = r"""
+import json, os, socket, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+for a in ["fd00::1"] + [f"fd00::{i:x}" for i in range(16, 32)] + ["fd01::1"]:
+    subprocess.run(["ip", "addr", "add", a + "/64", "dev", "lo", "nodad"], check=True)
+import tlib
+srv = tlib.Tetherd(host="fd00::1", args=("--per-address-limit", "4"))
+held = []
+out = {}
+try:
+    for i in range(16, 22):     # six connections, each from another address of fd00::/64
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.bind((f"fd00::{i:x}", 0))
+        s.connect(("fd00::1", srv.port))
+        s.sendall(b"GET /adv HTTP/1.1\r\n")
+        held.append(s)
+    time.sleep(1)
+    closed = 0
+    for s in held:
+        s.setblocking(False)
+        try:
+            closed += s.recv(1) == b""
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            closed += 1
+    out["closed"] = closed
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.bind(("fd01::1", 0))
+    s.connect(("fd00::1", srv.port))
+    s.sendall(b"GET /adv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    out["other_prefix"] = tlib.Response(data).status
+    time.sleep(0.2)
+    out["log"] = [ln for ln in srv.logs().splitlines() if "refused" in ln]
+finally:
+    for s in held:
+        s.close()
+    srv.close()
+print(json.dumps(out))
+"""
+
+    def test_per_address_limit_counts_ipv6_64(self):
+        if tlib.subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+            self.skipTest("no network namespaces here (unshare -n failed)")
+        p = tlib.subprocess.run(["unshare", "-n", sys.executable, "-c", self.PREFIX_SCRIPT,
+                                 os.path.dirname(os.path.abspath(__file__))],
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertEqual(out["closed"], 2, out)
+        self.assertEqual(out["other_prefix"], 200, out)
+        self.assertRegex(out["log"][0], r"from fd00::/64 \(over --per-address-limit 4\)$")
+
     def test_slow_headers_cut_at_deadline(self):
         took = trickle_until_cut(self.srv.port, b"GET /adv HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a", 0.25, 15)
         self.assertIsNotNone(took, "trickled headers held the connection for 15 s")
