@@ -618,7 +618,11 @@ static int framing_check(struct MHD_Connection *conn, const char *method, const 
         if (!f.next_line)
                 return 400;
         MHD_get_connection_values_n(conn, MHD_HEADER_KIND, framing_header, &f);
-        /* The blank line that ends the block: CR LF too. */
+        /* The blank line that ends the block: CR LF too. Its second byte is
+         * inside libmicrohttpd's read buffer even after a bare LF: the buffer
+         * is larger than what was received, the header list being allocated
+         * from the other end of the same pool. A bare LF there with nothing
+         * received after it reads as CR LF (documented in tetherd(8)). */
         if (f.malformed || f.next_line[0] != '\0' || f.next_line[1] != '\0')
                 return 400;
         if (f.bad || f.content_lengths > 1 || f.transfer_encodings > 1 || (f.content_lengths && f.transfer_encodings))

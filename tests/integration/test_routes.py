@@ -642,6 +642,25 @@ print(json.dumps(out))
             p = tlib.subprocess.run([tlib.TETHERD, *args, self.srv.keydir], capture_output=True, text=True, timeout=10)
             self.assertEqual(p.returncode, 2, args)
             self.assertIn("invalid", p.stderr.splitlines()[0], args)
+        # The message says what is valid.
+        for args, says in ((("--request-timeout", "100000"), "whole seconds from 0 to 86400"),
+                           (("--request-timeout", "2.5"), "whole seconds from 0 to 86400"),
+                           (("--timeout", "-1"), "whole seconds from 0 to 86400"),
+                           (("--per-address-limit", "2000000"), "from 0 to 1000000 (0: no limit)"),
+                           (("--connection-limit", "0"), "from 1 to 1000000"),
+                           (("-a", "127.0.0.1", "-a", "127.0.0.1"), "address 127.0.0.1 given twice"),
+                           (("-a", "::1", "-a", "0::1"), "address 0::1 given twice")):
+            p = tlib.subprocess.run([tlib.TETHERD, *args, self.srv.keydir], capture_output=True, text=True, timeout=10)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn(says, p.stderr.splitlines()[0], args)
+
+    def test_start_up_line_names_the_sockets(self):
+        srv = tlib.Tetherd(args=("-a", "::1"))
+        try:
+            line = [ln for ln in srv.logs().splitlines() if "serving" in ln]
+            self.assertRegex(line[0], rf" on 127\.0\.0\.1:{srv.port}, \[::1\]:{srv.port} \(IPv6 only\), \d+ thread")
+        finally:
+            srv.close()
 
 
 if __name__ == "__main__":
