@@ -16,17 +16,57 @@
 /* Past this much discarded body, a client is not going to stop: hang up. */
 #define TOO_LARGE_DISCARD_MAX (1024 * 1024)
 
-/* One open connection as the request deadline sees it (MHD's socket context). */
+/* One client network's open connections. */
+struct prefix_count {
+        struct prefix_count *next;
+        uint8_t key[16];
+        unsigned n;
+};
+
+#define LIMITS_BUCKETS 1024
+
+/* Why our own counting rather than MHD_OPTION_PER_IP_CONNECTION_LIMIT and
+ * MHD_OPTION_CONNECTION_LIMIT: those count per daemon, that is per listening
+ * socket, and per whole IPv6 address, of which a client has 2^64. */
+struct httpd_limits {
+        pthread_mutex_t lock;
+        unsigned connection_limit, per_address_limit;
+        unsigned total;
+        struct prefix_count *buckets[LIMITS_BUCKETS];
+        /* Refusals since the last log line about them, per limit. */
+        struct refusals {
+                unsigned n;
+                bool one_client;     /* all from the client below */
+                char client[INET6_ADDRSTRLEN + 4];
+                int64_t next_log_ms;
+        } refused_total, refused_prefix;
+};
+
+/* The reservation the accept policy callback took for the connection
+ * libmicrohttpd is accepting on this thread, until MHD_CONNECTION_NOTIFY_STARTED
+ * claims it. libmicrohttpd 0.9.75 calls both on the accepting thread, one
+ * connection at a time; if it drops the connection in between (out of
+ * memory), the reservation is still here at the next accept and is returned. */
+static __thread struct pending {
+        struct httpd_limits *limits;
+        bool has_prefix;
+        uint8_t key[16];
+} pending;
+
+/* One open connection as the request deadline and the limits see it (MHD's
+ * socket context). */
 struct conn {
         struct conn *prev, *next;
         int fd;                      /* MHD's socket: only shut down, never closed here */
         int64_t deadline_ms;         /* CLOCK_MONOTONIC; 0: none */
         bool cut;
+        struct pending counted;      /* limits NULL: not counted */
 };
 
 struct httpd {
         struct MHD_Daemon *daemon;
         const struct httpd_config *cfg;
+        struct httpd_limits *limits;   /* shared with the other daemons; NULL: none */
         struct keystore *ks;
         int closed_eventfd;          /* inetd mode: written when the connection closes */
 
@@ -36,7 +76,7 @@ struct httpd {
         pthread_cond_t wake;
         struct conn *conns;
         bool reaper_started, stopping;
-        unsigned refused;            /* connections refused since the last log line about it */
+        unsigned refused;            /* connections refused by libmicrohttpd since the last log line about it */
         int64_t refused_log_ms;      /* when the next such line may be written */
         pthread_t reaper;
 };
@@ -71,6 +111,14 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
         memcpy(req->target, uri, len);
         req->target[len] = '\0';
         return req;
+}
+
+static void format_address(const struct sockaddr *sa, char *buf, size_t len) {
+        snprintf(buf, len, "-");
+        if (sa->sa_family == AF_INET)
+                inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, buf, (socklen_t) len);
+        else if (sa->sa_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, buf, (socklen_t) len);
 }
 
 static void format_peer(struct MHD_Connection *conn, char *buf, size_t len) {
@@ -138,6 +186,154 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         *con_cls = NULL;
 }
 
+bool httpd_client_prefix(const struct sockaddr *sa, socklen_t len, uint8_t key[16]) {
+        static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+        memset(key, 0, 16);
+        if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+                memcpy(key, v4mapped, 12);
+                memcpy(key + 12, &((const struct sockaddr_in *) sa)->sin_addr, 4);
+                return true;
+        }
+        if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+                const uint8_t *a = ((const struct sockaddr_in6 *) sa)->sin6_addr.s6_addr;
+                if (memcmp(a, v4mapped, 12) == 0)
+                        memcpy(key, a, 16);     /* an IPv4 client on a dual-stack socket */
+                else
+                        memcpy(key, a, 8);      /* its /64 */
+                return true;
+        }
+        return false;
+}
+
+static void format_prefix(const uint8_t key[16], char *buf, size_t len) {
+        static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+        if (memcmp(key, v4mapped, 12) == 0)
+                inet_ntop(AF_INET, key + 12, buf, (socklen_t) len);
+        else {
+                inet_ntop(AF_INET6, key, buf, (socklen_t) len);
+                strncat(buf, "/64", len - strlen(buf) - 1);
+        }
+}
+
+int httpd_limits_new(unsigned connection_limit, unsigned per_address_limit, struct httpd_limits **ret) {
+        struct httpd_limits *l = calloc(1, sizeof(*l));
+        if (!l)
+                return -ENOMEM;
+        pthread_mutex_init(&l->lock, NULL);
+        l->connection_limit = connection_limit;
+        l->per_address_limit = per_address_limit;
+        *ret = l;
+        return 0;
+}
+
+void httpd_limits_free(struct httpd_limits *l) {
+        if (!l)
+                return;
+        for (size_t i = 0; i < LIMITS_BUCKETS; i++)
+                while (l->buckets[i]) {
+                        struct prefix_count *p = l->buckets[i];
+                        l->buckets[i] = p->next;
+                        free(p);
+                }
+        pthread_mutex_destroy(&l->lock);
+        free(l);
+}
+
+static struct prefix_count **prefix_slot(struct httpd_limits *l, const uint8_t key[16]) {
+        uint32_t hash = 2166136261u;     /* FNV-1a */
+        for (size_t i = 0; i < 16; i++)
+                hash = (hash ^ key[i]) * 16777619u;
+        struct prefix_count **pp = &l->buckets[hash % LIMITS_BUCKETS];
+        while (*pp && memcmp((*pp)->key, key, 16) != 0)
+                pp = &(*pp)->next;
+        return pp;
+}
+
+/* Called with l->lock held. */
+static void limits_release_locked(struct httpd_limits *l, const struct pending *p) {
+        if (l->total > 0)
+                l->total--;
+        if (!p->has_prefix)
+                return;
+        struct prefix_count **pp = prefix_slot(l, p->key);
+        struct prefix_count *e = *pp;
+        if (e && --e->n == 0) {
+                *pp = e->next;
+                free(e);
+        }
+}
+
+static void limits_release(struct pending *p) {
+        struct httpd_limits *l = p->limits;
+        if (!l)
+                return;
+        pthread_mutex_lock(&l->lock);
+        limits_release_locked(l, p);
+        pthread_mutex_unlock(&l->lock);
+        p->limits = NULL;
+}
+
+/* Refusals come in floods (one client over its limit): at most one line a
+ * second per limit, counting them. Called with l->lock held; returns whether
+ * to log, with the line in line. */
+static bool refusal_note(struct refusals *r, const char *client, const char *what, unsigned limit, char *line,
+                         size_t len) {
+        if (r->n == 0 || strcmp(r->client, client) != 0)
+                r->one_client = r->n == 0;
+        snprintf(r->client, sizeof(r->client), "%s", client);
+        r->n++;
+        int64_t now = now_ms();
+        if (now < r->next_log_ms)
+                return false;
+        if (r->one_client)
+                snprintf(line, len, "http: refused %u connection(s) from %s (over %s %u)", r->n, client, what, limit);
+        else
+                snprintf(line, len, "http: refused %u connection(s) from several clients, the last %s (over %s %u)",
+                         r->n, client, what, limit);
+        r->n = 0;
+        r->next_log_ms = now + 1000;
+        return true;
+}
+
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen) {
+        struct httpd *h = cls;
+        struct httpd_limits *l = h->limits;
+        struct pending p = { .limits = l };
+        char client[INET6_ADDRSTRLEN + 4] = "-", line[256];
+        bool say = false, ok = true;
+
+        limits_release(&pending);       /* a connection libmicrohttpd dropped after we said yes */
+        if (l->per_address_limit > 0)
+                p.has_prefix = httpd_client_prefix(addr, addrlen, p.key);
+        pthread_mutex_lock(&l->lock);
+        struct prefix_count **pp = p.has_prefix ? prefix_slot(l, p.key) : NULL;
+        if (l->total >= l->connection_limit) {
+                format_address(addr, client, sizeof(client));
+                say = refusal_note(&l->refused_total, client, "--connection-limit", l->connection_limit, line,
+                                   sizeof(line));
+                ok = false;
+        } else if (pp && *pp && (*pp)->n >= l->per_address_limit) {
+                format_prefix(p.key, client, sizeof(client));
+                say = refusal_note(&l->refused_prefix, client, "--per-address-limit", l->per_address_limit, line,
+                                   sizeof(line));
+                ok = false;
+        } else if (pp && !*pp && !(*pp = calloc(1, sizeof(**pp))))
+                ok = false;             /* out of memory: refusing is the safe side */
+        if (ok) {
+                if (pp) {
+                        memcpy((*pp)->key, p.key, 16);
+                        (*pp)->n++;
+                }
+                l->total++;
+                pending = p;
+        }
+        pthread_mutex_unlock(&l->lock);
+        if (say)
+                log_line("%s", line);
+        return ok ? MHD_YES : MHD_NO;
+}
+
 /* Why a registry and shutdown(2) from a thread of our own: MHD's connection
  * timeout is reset by every byte received, and no MHD callback runs while a
  * request line or header trickles in, so nothing inside MHD can notice a
@@ -149,13 +345,18 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
  * it calls shutdown(). */
 static void conn_started(struct httpd *h, struct MHD_Connection *conn, void **socket_context) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        if (h->cfg->request_timeout_s == 0 || !ci)
-                return;
+        struct pending counted = pending;
+
+        pending.limits = NULL;
+        if ((h->cfg->request_timeout_s == 0 && !counted.limits) || !ci)
+                goto fail;
         struct conn *c = calloc(1, sizeof(*c));
         if (!c)
-                return;    /* served without a deadline: better than refusing it */
+                goto fail;     /* served without a deadline nor a count: better than refusing it */
         c->fd = ci->connect_fd;
-        c->deadline_ms = now_ms() + (int64_t) h->cfg->request_timeout_s * 1000;
+        c->counted = counted;
+        if (h->cfg->request_timeout_s > 0)
+                c->deadline_ms = now_ms() + (int64_t) h->cfg->request_timeout_s * 1000;
         pthread_mutex_lock(&h->lock);
         c->next = h->conns;
         if (h->conns)
@@ -163,6 +364,9 @@ static void conn_started(struct httpd *h, struct MHD_Connection *conn, void **so
         h->conns = c;
         pthread_mutex_unlock(&h->lock);
         *socket_context = c;
+        return;
+fail:
+        limits_release(&counted);
 }
 
 static void conn_closed(struct httpd *h, void **socket_context) {
@@ -177,6 +381,7 @@ static void conn_closed(struct httpd *h, void **socket_context) {
         if (c->next)
                 c->next->prev = c->prev;
         pthread_mutex_unlock(&h->lock);
+        limits_release(&c->counted);
         free(c);
         *socket_context = NULL;
 }
@@ -293,11 +498,26 @@ static enum MHD_Result respond_error(struct MHD_Connection *conn, struct request
         return respond(conn, req, &reply, true);
 }
 
-/* What the headers say about where the body ends. */
+/* What the headers say about where the body ends, and whether the header
+ * block had one shape only.
+ *
+ * Why the pointer arithmetic: libmicrohttpd 0.9.75 hands over headers after
+ * parsing them its own way, and several shapes that another parser (a proxy
+ * in front) reads differently come out looking harmless: obs-fold is glued
+ * onto the previous header, a bare LF ends a line, a NUL cuts a value. It
+ * parses the header block in place, turning each line's ':' and CR LF into
+ * NULs, so a well-formed block leaves exactly this layout in its buffer:
+ * "name\0 value\0\0name\0 value\0\0\0\0". Each header must start where the
+ * previous line's CR LF ended, and the block must end with CR LF: anything
+ * else (a name built elsewhere from a fold, one byte of line end, bytes after
+ * a NUL) breaks the chain. tests/integration/test_routes.py pins this: a
+ * libmicrohttpd that stops parsing in place fails every request there. */
 struct framing {
-        unsigned content_lengths, transfer_encodings;
+        unsigned content_lengths, transfer_encodings, hosts;
         bool bad;                    /* a value no front proxy would agree on */
+        bool malformed;              /* a header line of another shape than name ":" OWS value CRLF */
         unsigned long long content_length;
+        const char *next_line;       /* where the next header line must begin */
 };
 
 static bool is_decimal(const char *s, size_t len) {
@@ -309,15 +529,55 @@ static bool is_decimal(const char *s, size_t len) {
         return true;
 }
 
+/* RFC 9110's tchar: the characters of a header name. */
+static bool is_tchar(unsigned char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static bool header_line_sound(struct framing *f, const char *key, size_t key_size, const char *value,
+                              size_t value_size) {
+        /* Pointers compared before any byte is read: a folded header's name
+         * lives elsewhere in libmicrohttpd's pool. */
+        if (!value || key != f->next_line || key_size == 0)
+                return false;
+        for (size_t i = 0; i < key_size; i++)
+                if (!is_tchar((unsigned char) key[i]))
+                        return false;   /* "Content-Length " and the like */
+        if (key[key_size] != '\0')
+                return false;
+        /* Between the colon and the value only spaces and tabs; the walk
+         * stops at the first other byte, at the latest at the line end. */
+        const char *p = key + key_size + 1;
+        while (p != value && (*p == ' ' || *p == '\t'))
+                p++;
+        if (p != value)
+                return false;
+        for (size_t i = 0; i < value_size; i++) {
+                unsigned char c = (unsigned char) value[i];
+                if ((c < 0x20 && c != '\t') || c == 0x7f)
+                        return false;   /* a bare CR kept in the value, an escape ... */
+        }
+        /* The line end: two NULs (CR LF). A NUL from the client cut the value
+         * short, or a bare LF ended it, when the next byte is not one. */
+        if (value[value_size] != '\0' || value[value_size + 1] != '\0')
+                return false;
+        f->next_line = value + value_size + 2;
+        return true;
+}
+
 static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
                                       const char *value, size_t value_size) {
         struct framing *f = cls;
         (void) kind;
-        (void) key_size;
 
+        if (!f->malformed && !header_line_sound(f, key, key_size, value, value_size))
+                f->malformed = true;
+        if (f->malformed)
+                return MHD_NO;     /* no use looking further */
         if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
                 f->content_lengths++;
-                if (!value || !is_decimal(value, value_size))
+                if (!is_decimal(value, value_size))
                         f->bad = true;
                 else
                         f->content_length = strtoull(value, NULL, 10);
@@ -325,26 +585,63 @@ static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const 
                 f->transfer_encodings++;
                 /* Only chunked alone: any other coding, or a list, is one
                  * libmicrohttpd would read differently from a proxy. */
-                if (!value || value_size != strlen("chunked") || strcasecmp(value, "chunked") != 0)
+                if (value_size != strlen("chunked") || strcasecmp(value, "chunked") != 0)
                         f->bad = true;
-        }
+        } else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0)
+                f->hosts++;
         return MHD_YES;
+}
+
+/* The request line as libmicrohttpd left it in place: method, one space,
+ * target, one space, version, CR LF. A second space before the target is
+ * skipped by libmicrohttpd but not by every proxy. Returns where the first
+ * header line must begin, or NULL. */
+static const char *request_line_end(const char *method, const char *url, const char *version) {
+        size_t method_len = strlen(method), version_len = strlen(version);
+        if (url != method + method_len + 1)
+                return NULL;
+        if (version[version_len] != '\0' || version[version_len + 1] != '\0')
+                return NULL;    /* a bare LF after the version */
+        return version + version_len + 2;
 }
 
 /* Request smuggling lives in the gap between how two HTTP parsers find the
  * end of a body. Every request whose end is not stated exactly once, in one
  * unambiguous way, gets 400 and the connection is closed: repeated or
  * malformed Content-Length, Transfer-Encoding other than a single "chunked",
- * both headers at once. Returns 0 or the status to answer. */
-static int framing_check(struct MHD_Connection *conn) {
-        struct framing f = {};
+ * both headers at once, any header line of another shape than the plain one
+ * (see struct framing), an HTTP/1.1 request without exactly one Host (RFC
+ * 9112 3.2). Returns 0 or the status to answer. */
+static int framing_check(struct MHD_Connection *conn, const char *method, const char *url, const char *version) {
+        struct framing f = { .next_line = request_line_end(method, url, version) };
 
+        if (!f.next_line)
+                return 400;
         MHD_get_connection_values_n(conn, MHD_HEADER_KIND, framing_header, &f);
+        /* The blank line that ends the block: CR LF too. Its second byte is
+         * inside libmicrohttpd's read buffer even after a bare LF: the buffer
+         * is larger than what was received, the header list being allocated
+         * from the other end of the same pool. A bare LF there with nothing
+         * received after it reads as CR LF (documented in tetherd(8)). */
+        if (f.malformed || f.next_line[0] != '\0' || f.next_line[1] != '\0')
+                return 400;
         if (f.bad || f.content_lengths > 1 || f.transfer_encodings > 1 || (f.content_lengths && f.transfer_encodings))
+                return 400;
+        if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 && f.hosts != 1)
                 return 400;
         if (f.content_lengths && f.content_length > TANG_MAX_BODY)
                 return 413;
         return 0;
+}
+
+/* RFC 9112 3.2.2: a server must accept the absolute-form
+ * ("GET http://host/adv"); it is routed on its path. */
+static const char *origin_form(const char *target) {
+        size_t scheme = strncasecmp(target, "http://", 7) == 0 ? 7 : strncasecmp(target, "https://", 8) == 0 ? 8 : 0;
+        if (scheme == 0)
+                return target;
+        const char *path = strchr(target + scheme, '/');
+        return path ? path : "/";
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -353,20 +650,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         struct httpd *h = cls;
         struct request *req = *con_cls;
         struct reply reply;
-        (void) url;
-        (void) version;
-
         if (!req)
                 return MHD_NO;
         if (!req->routed) {
                 req->routed = true;
                 req->method = method;
-                int status = framing_check(conn);
+                int status = framing_check(conn, method, url, version);
                 if (status != 0)
                         return respond_error(conn, req, status);
                 if (req->target_len > TANG_MAX_URI)
                         return respond_error(conn, req, 414);
-                route_match(h->cfg->prefix, method, req->target, &req->route);
+                route_match(h->cfg->prefix, method, origin_form(req->target), &req->route);
                 /* Every answer waits for the final call: MHD closes a connection
                  * whose response was queued before the request was complete, which
                  * would cost keep-alive clients a new connection per request.
@@ -435,14 +729,15 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap) {
                 }
                 pthread_mutex_unlock(&h->lock);
                 if (say)
-                        log_line("http: refused %u connection(s) over the connection or per-address limit", n);
+                        log_line("http: refused %u connection(s) over --connection-limit %u on one socket", n,
+                                 h->cfg->connection_limit);
                 return;
         }
         log_line("http: %s", msg);
 }
 
-int httpd_start(const struct httpd_config *cfg, struct keystore *ks, int listen_fd, int conn_fd,
-                int closed_eventfd, struct httpd **ret) {
+int httpd_start(const struct httpd_config *cfg, struct httpd_limits *limits, struct keystore *ks, int listen_fd,
+                int conn_fd, int closed_eventfd, struct httpd **ret) {
         struct httpd *h = calloc(1, sizeof(*h));
         unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
 
@@ -450,6 +745,7 @@ int httpd_start(const struct httpd_config *cfg, struct keystore *ks, int listen_
                 return -ENOMEM;
         h->cfg = cfg;
         h->ks = ks;
+        h->limits = listen_fd >= 0 ? limits : NULL;
         h->closed_eventfd = closed_eventfd;
         int r = reaper_start(h);
         if (r < 0) {
@@ -470,10 +766,9 @@ int httpd_start(const struct httpd_config *cfg, struct keystore *ks, int listen_
                 opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_THREAD_POOL_SIZE, threads, NULL };
         opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_CONNECTION_LIMIT, cfg->connection_limit, NULL };
         opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_CONNECTION_TIMEOUT, cfg->timeout_s, NULL };
-        /* One address must not take every connection (MHD counts across the
-         * thread pool). Those over the limit are closed at once. */
-        if (cfg->per_address_limit > 0)
-                opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->per_address_limit, NULL };
+        /* 1: libmicrohttpd itself answers 400 to an HTTP/1.1 request without
+         * Host, and to spaces or tabs inside the request line's target. */
+        opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL };
         /* Holds the request line and headers; tang's own limit is 4 KiB. */
         opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_CONNECTION_MEMORY_LIMIT, 16 * 1024, NULL };
         opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t) on_uri, h };
@@ -481,7 +776,10 @@ int httpd_start(const struct httpd_config *cfg, struct keystore *ks, int listen_
         opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_NOTIFY_CONNECTION, (intptr_t) on_connection, h };
         opts[n++] = (struct MHD_OptionItem) { MHD_OPTION_END, 0, NULL };
 
-        h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+        /* One client must not take every connection: the limits are checked
+         * before libmicrohttpd allocates anything for a connection, and those
+         * over them are closed at once. */
+        h->daemon = MHD_start_daemon(flags, 0, h->limits ? on_accept : NULL, h, on_request, h, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
         if (!h->daemon) {
                 httpd_free(h);
                 return -EIO;

@@ -6,7 +6,9 @@
 #include "listen.h"
 #include "log.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <getopt.h>
 #include <poll.h>
 #include <signal.h>
@@ -70,6 +72,29 @@ static bool parse_uint(const char *s, unsigned max, unsigned *out) {
         return true;
 }
 
+/* "invalid --timeout '2.5': whole seconds from 0 to 86400 (0: none)" */
+static bool parse_number(const char *opt, const char *arg, unsigned min, unsigned max, const char *unit,
+                         const char *zero, unsigned *out) {
+        unsigned v;
+        if (parse_uint(arg, max, &v) && v >= min) {
+                *out = v;
+                return true;
+        }
+        fprintf(stderr, "tetherd: invalid %s '%s': whole %s from %u to %u%s%s%s\n", opt, arg, unit, min, max,
+                zero ? " (0: " : "", zero ? zero : "", zero ? ")" : "");
+        return false;
+}
+
+static bool same_address(const char *a, const char *b) {
+        unsigned char x[16], y[16];
+        if (strcmp(a, b) == 0)
+                return true;
+        for (int family = AF_INET; family; family = family == AF_INET ? AF_INET6 : 0)
+                if (inet_pton(family, a, x) == 1 && inet_pton(family, b, y) == 1)
+                        return memcmp(x, y, family == AF_INET ? 4 : 16) == 0;
+        return false;
+}
+
 static int parse_options(int argc, char **argv, struct options *o) {
         enum { OPT_NO_KEYGEN = 256, OPT_CONN_LIMIT, OPT_TIMEOUT, OPT_DRAIN, OPT_PER_ADDRESS, OPT_REQUEST_TIMEOUT };
         static const struct option longopts[] = {
@@ -98,12 +123,17 @@ static int parse_options(int argc, char **argv, struct options *o) {
                                 fprintf(stderr, "tetherd: at most %d addresses\n", LISTEN_MAX);
                                 return -EINVAL;
                         }
+                        for (size_t i = 0; i < o->n_addresses; i++)
+                                if (same_address(o->addresses[i], optarg)) {
+                                        fprintf(stderr, "tetherd: address %s given twice (-a); give each address once\n", optarg);
+                                        return -EINVAL;
+                                }
                         o->addresses[o->n_addresses++] = optarg;
                         o->listen = true;
                         break;
                 case 'p':
                         if (!parse_uint(optarg, 65535, &port) || port == 0) {
-                                fprintf(stderr, "tetherd: invalid port '%s'\n", optarg);
+                                fprintf(stderr, "tetherd: invalid port '%s': a whole number from 1 to 65535\n", optarg);
                                 return -EINVAL;
                         }
                         o->port = optarg;
@@ -123,43 +153,34 @@ static int parse_options(int argc, char **argv, struct options *o) {
                         break;
                 }
                 case 't':
-                        if (!parse_uint(optarg, 1024, &o->http.threads) || o->http.threads == 0) {
-                                fprintf(stderr, "tetherd: invalid thread count '%s'\n", optarg);
+                        if (!parse_number("--threads", optarg, 1, 1024, "numbers", NULL, &o->http.threads))
                                 return -EINVAL;
-                        }
                         break;
                 case OPT_NO_KEYGEN:
                         o->keygen = false;
                         break;
                 case OPT_CONN_LIMIT:
-                        if (!parse_uint(optarg, 1000000, &o->http.connection_limit) || !o->http.connection_limit) {
-                                fprintf(stderr, "tetherd: invalid connection limit '%s'\n", optarg);
+                        if (!parse_number("--connection-limit", optarg, 1, 1000000, "numbers of connections", NULL,
+                                          &o->http.connection_limit))
                                 return -EINVAL;
-                        }
                         break;
                 case OPT_TIMEOUT:
-                        if (!parse_uint(optarg, 86400, &o->http.timeout_s)) {
-                                fprintf(stderr, "tetherd: invalid timeout '%s'\n", optarg);
+                        if (!parse_number("--timeout", optarg, 0, 86400, "seconds", NULL, &o->http.timeout_s))
                                 return -EINVAL;
-                        }
                         break;
                 case OPT_DRAIN:
-                        if (!parse_uint(optarg, 600000, &o->drain_ms)) {
-                                fprintf(stderr, "tetherd: invalid drain timeout '%s'\n", optarg);
+                        if (!parse_number("--drain-timeout", optarg, 0, 600000, "milliseconds", NULL, &o->drain_ms))
                                 return -EINVAL;
-                        }
                         break;
                 case OPT_PER_ADDRESS:
-                        if (!parse_uint(optarg, 1000000, &o->http.per_address_limit)) {
-                                fprintf(stderr, "tetherd: invalid per-address limit '%s' (a number of connections, 0 for none)\n", optarg);
+                        if (!parse_number("--per-address-limit", optarg, 0, 1000000, "numbers of connections", "no limit",
+                                          &o->http.per_address_limit))
                                 return -EINVAL;
-                        }
                         break;
                 case OPT_REQUEST_TIMEOUT:
-                        if (!parse_uint(optarg, 86400, &o->http.request_timeout_s)) {
-                                fprintf(stderr, "tetherd: invalid request timeout '%s' (seconds, 0 for none)\n", optarg);
+                        if (!parse_number("--request-timeout", optarg, 0, 86400, "seconds", "none",
+                                          &o->http.request_timeout_s))
                                 return -EINVAL;
-                        }
                         break;
                 case 'q':
                         o->http.log_requests = false;
@@ -190,6 +211,39 @@ static void raise_fd_limit(unsigned want) {
         (void) setrlimit(RLIMIT_NOFILE, &rl);
 }
 
+/* "[::]:9090 (IPv6 only), 0.0.0.0:9090": what the start-up line names. */
+static void describe_sockets(const int *fds, size_t n, char *buf, size_t len) {
+        size_t used = 0;
+        buf[0] = '\0';
+        for (size_t i = 0; i < n && used < len; i++) {
+                struct sockaddr_storage ss;
+                socklen_t sl = sizeof(ss);
+                char host[INET6_ADDRSTRLEN] = "?";
+                unsigned port = 0;
+                int v6only = 0;
+                socklen_t ol = sizeof(v6only);
+                bool v6 = false;
+                if (getsockname(fds[i], (struct sockaddr *) &ss, &sl) == 0) {
+                        if (ss.ss_family == AF_INET) {
+                                const struct sockaddr_in *a = (const struct sockaddr_in *) &ss;
+                                inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+                                port = ntohs(a->sin_port);
+                        } else if (ss.ss_family == AF_INET6) {
+                                const struct sockaddr_in6 *a = (const struct sockaddr_in6 *) &ss;
+                                inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+                                port = ntohs(a->sin6_port);
+                                v6 = true;
+                                (void) getsockopt(fds[i], IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &ol);
+                        }
+                }
+                int k = snprintf(buf + used, len - used, "%s%s%s%s:%u%s", i ? ", " : "", v6 ? "[" : "", host,
+                                 v6 ? "]" : "", port, v6 && v6only ? " (IPv6 only)" : "");
+                if (k < 0)
+                        break;
+                used += (size_t) k;
+        }
+}
+
 static void log_adapter(const char *fmt, ...) {
         char buf[1024];
         va_list ap;
@@ -205,6 +259,7 @@ static int run(struct options *o) {
         struct httpd *daemons[LISTEN_MAX] = {};
         size_t n_daemons = 0;
         struct keystore *ks = NULL;
+        struct httpd_limits *limits = NULL;
         char err[512];
         struct stat st;
         int r = 0;
@@ -277,11 +332,13 @@ static int run(struct options *o) {
                 return EXIT_FAILURE;
         }
 
-        raise_fd_limit(o->http.connection_limit);
-        if (inetd)
-                r = httpd_start(&o->http, ks, -1, conn_fd, closed_fd, &daemons[n_daemons++]);
+        /* The limits are global: one count across every socket. */
+        raise_fd_limit(o->http.connection_limit + (unsigned) n_listen);
+        r = httpd_limits_new(o->http.connection_limit, o->http.per_address_limit, &limits);
+        if (r >= 0 && inetd)
+                r = httpd_start(&o->http, NULL, ks, -1, conn_fd, closed_fd, &daemons[n_daemons++]);
         for (size_t i = 0; i < n_listen && r >= 0; i++) {
-                r = httpd_start(&o->http, ks, listen_fds[i], -1, -1, &daemons[n_daemons]);
+                r = httpd_start(&o->http, limits, ks, listen_fds[i], -1, -1, &daemons[n_daemons]);
                 if (r >= 0)
                         n_daemons++;
         }
@@ -292,11 +349,15 @@ static int run(struct options *o) {
                         r == -EIO ? "" : r == -ENOTSOCK ? "stdin is not a connected socket" : strerror(-r));
                 for (size_t i = 0; i < n_daemons; i++)
                         httpd_stop(daemons[i], 0);
+                httpd_limits_free(limits);
                 keystore_close(ks);
                 return EXIT_FAILURE;
         }
-        if (!inetd)
-                log_line("tetherd: serving %s on %zu socket(s), %u thread(s) each", o->keydir, n_listen, o->http.threads);
+        if (!inetd) {
+                char where[LISTEN_MAX * 64];
+                describe_sockets(listen_fds, n_listen, where, sizeof(where));
+                log_line("tetherd: serving %s on %s, %u thread(s) each", o->keydir, where, o->http.threads);
+        }
         notify_systemd("READY=1");
 
         for (bool done = false; !done;) {
@@ -326,6 +387,7 @@ static int run(struct options *o) {
         notify_systemd("STOPPING=1");
         for (size_t i = 0; i < n_daemons; i++)
                 httpd_stop(daemons[i], inetd ? 0 : o->drain_ms);
+        httpd_limits_free(limits);
         keystore_close(ks);
         return EXIT_SUCCESS;
 }

@@ -327,6 +327,75 @@ class Routes(tlib.unittest.TestCase):
                     # status line and headers for a malformed Content-Length.
                     self.assertEqual(set(re.findall(rb"HTTP/1\.1 (\d+)", data)), {b"400"}, data)
 
+    # Shapes libmicrohttpd 0.9.75 parses differently from other servers: it
+    # hands over "Content-Length " (space or tab before the colon) as a name
+    # of its own, glues obs-fold into the previous header, keeps a bare CR
+    # inside a value, ends a line at a bare LF and a value at a NUL. Each
+    # body below is the smuggled request again, as 33 bytes a proxy would
+    # take for the body.
+    LINE_SHAPES = {
+        "space before colon": "Content-Length : 33\r\n\r\n",
+        "tab before colon": "Content-Length\t: 33\r\n\r\n",
+        "obs-fold": "X: a\r\n Content-Length: 33\r\n\r\n",
+        "obs-fold with tab": "X: a\r\n\tb\r\nContent-Length: 33\r\n\r\n",
+        "bare CR": "X: a\rContent-Length: 33\r\n\r\n",
+        "NUL in value": "Content-Length: 0\x005\r\n\r\n",
+        "NUL then NULs": "Content-Length: 0\x00\x00\x005\r\n\r\n",
+        "bare LF": "X: a\nContent-Length: 33\r\n\r\n",
+        "bare LF before blank line": "X: a\r\nY: b\n\r\n",
+        "bare LF blank line": "X: a\r\n\n",
+        "control character in value": "X: a\x1bb\r\n\r\n",
+        "name with slash": "Content/Length: 2\r\n\r\n",
+        "duplicate Host": "Host: y\r\n\r\n",
+    }
+
+    def test_header_line_shapes_get_400_and_close(self):
+        smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        for method, target in (("POST", "/adv"), ("GET", "/adv"), ("POST", f"/rec/{self.kid}")):
+            for name, rest in self.LINE_SHAPES.items():
+                with self.subTest(method=method, shape=name), connect(self.srv.port) as s:
+                    s.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\n{rest}".encode() + smuggled)
+                    data, closed = read_until_closed(s, 5)
+                    self.assertEqual(tlib.Response(data).status, 400, data[:200])
+                    self.assertTrue(closed, f"connection left open after {data[:100]!r}")
+                    self.assertEqual(set(re.findall(rb"HTTP/1\.1 (\d+)", data)), {b"400"}, data)
+
+    REQUEST_LINE_SHAPES = {
+        "no Host": b"GET /adv HTTP/1.1\r\n\r\n",
+        "two spaces before target": b"GET  /adv HTTP/1.1\r\nHost: x\r\n\r\n",
+        "two spaces before version": b"GET /adv  HTTP/1.1\r\nHost: x\r\n\r\n",
+        "tab in request line": b"GET\t/adv HTTP/1.1\r\nHost: x\r\n\r\n",
+        "bare LF after request line": b"GET /adv HTTP/1.1\nHost: x\r\n\r\n",
+        "bare LF, no headers": b"GET /adv HTTP/1.0\n\r\n",
+    }
+
+    def test_request_line_shapes_get_400_and_close(self):
+        smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        for name, head in self.REQUEST_LINE_SHAPES.items():
+            with self.subTest(shape=name), connect(self.srv.port) as s:
+                s.sendall(head + smuggled)
+                data, closed = read_until_closed(s, 5)
+                self.assertTrue(closed, f"connection left open after {data[:100]!r}")
+                # libmicrohttpd hangs up without a word on a space after the
+                # target: closed unanswered is as good as 400 here.
+                self.assertIn(set(re.findall(rb"HTTP/1\.1 (\d+)", data)), ({b"400"}, set()), data)
+
+    def test_absolute_form_target(self):
+        # RFC 9112 3.2.2: accepted, and routed on its path; the connection
+        # stays usable for the next request.
+        with connect(self.srv.port) as s:
+            s.sendall(b"GET http://x/adv HTTP/1.1\r\nHost: x\r\n\r\nGET HTTP://x:9/nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data, closed = read_until_closed(s, 5)
+        self.assertEqual(re.findall(rb"HTTP/1\.1 (\d+)", data), [b"200", b"404", b"200"], data[:300])
+
+    def test_plain_header_shapes_still_accepted(self):
+        for rest in ("X:a\r\nY: \t b \t\r\nE:\r\nF: \r\n", "X-Obs: caf\xe9\r\n", "Host2: \t\r\n"):
+            data = self.srv.raw(f"GET /adv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{rest}\r\n".encode("latin-1"))
+            self.assertEqual(tlib.Response(data).status, 200, rest)
+        data = self.srv.raw(b"GET /adv HTTP/1.0\r\n\r\n")
+        self.assertEqual(tlib.Response(data).status, 200)
+
     def test_plain_framing_still_accepted(self):
         for rest in ("Content-Length: 2\r\n\r\nab", "Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
                      "Transfer-Encoding: Chunked\r\n\r\n0\r\n\r\n"):
@@ -427,6 +496,117 @@ class Limits(tlib.unittest.TestCase):
         # Once they are gone, 127.0.0.1 is served again.
         self.assertTrue(tlib.eventually(lambda: self.srv.get("/adv").status == 200))
 
+    def test_refusal_names_client_and_limit(self):
+        held = [connect(self.srv.port) for _ in range(6)]
+        try:
+            for s in held:
+                s.sendall(b"GET /adv HTTP/1.1\r\n")
+            self.assertEqual(count_closed(held), 2)
+        finally:
+            for s in held:
+                s.close()
+        line = tlib.eventually(lambda: [ln for ln in self.srv.logs().splitlines() if "refused" in ln])
+        self.assertTrue(line, self.srv.logs()[-500:])
+        self.assertRegex(line[0], r"^http: refused [12] connection\(s\) from 127\.0\.0\.1 \(over --per-address-limit 4\)$")
+        self.assertTrue(tlib.eventually(lambda: self.srv.get("/adv").status == 200))
+
+    def test_limit_shared_by_every_socket(self):
+        # Two listening sockets, one client: 4 connections in all, not 4 each.
+        srv = tlib.Tetherd(args=("-a", "127.0.0.2", "--per-address-limit", "4"))
+        held = []
+        try:
+            for i in range(6):
+                s = socket.create_connection((("127.0.0.1", "127.0.0.2")[i % 2], srv.port), timeout=5,
+                                             source_address=("127.0.0.1", 0))
+                s.sendall(b"GET /adv HTTP/1.1\r\n")
+                held.append(s)
+            self.assertEqual(count_closed(held), 2)
+            with connect(srv.port, source="127.0.0.3") as s:
+                s.sendall(b"GET /adv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                self.assertEqual(tlib.Response(read_until_closed(s, 5)[0]).status, 200)
+        finally:
+            for s in held:
+                s.close()
+            srv.close()
+
+    def test_connection_limit_shared_by_every_socket(self):
+        srv = tlib.Tetherd(args=("-a", "127.0.0.2", "--connection-limit", "4", "--per-address-limit", "0"))
+        held = []
+        try:
+            for i in range(6):
+                s = socket.create_connection((("127.0.0.1", "127.0.0.2")[i % 2], srv.port), timeout=5,
+                                             source_address=(f"127.0.0.{10 + i}", 0))
+                s.sendall(b"GET /adv HTTP/1.1\r\n")
+                held.append(s)
+            self.assertEqual(count_closed(held), 2)
+            line = tlib.eventually(lambda: [ln for ln in srv.logs().splitlines() if "refused" in ln])
+            self.assertRegex(line[0], r"^http: refused 1 connection\(s\) from 127\.0\.0\.1[0-5] \(over --connection-limit 4\)$")
+        finally:
+            for s in held:
+                s.close()
+            srv.close()
+
+    # Run inside a network namespace of its own (unshare -n), where fd00::/64
+    # and fd01::/64 are addresses of lo.
+    PREFIX_SCRIPT = r"""
+import json, os, socket, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+for a in ["fd00::1"] + [f"fd00::{i:x}" for i in range(16, 32)] + ["fd01::1"]:
+    subprocess.run(["ip", "addr", "add", a + "/64", "dev", "lo", "nodad"], check=True)
+import tlib
+srv = tlib.Tetherd(host="fd00::1", args=("--per-address-limit", "4"))
+held = []
+out = {}
+try:
+    for i in range(16, 22):     # six connections, each from another address of fd00::/64
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.bind((f"fd00::{i:x}", 0))
+        s.connect(("fd00::1", srv.port))
+        s.sendall(b"GET /adv HTTP/1.1\r\n")
+        held.append(s)
+    time.sleep(1)
+    closed = 0
+    for s in held:
+        s.setblocking(False)
+        try:
+            closed += s.recv(1) == b""
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            closed += 1
+    out["closed"] = closed
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.bind(("fd01::1", 0))
+    s.connect(("fd00::1", srv.port))
+    s.sendall(b"GET /adv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    out["other_prefix"] = tlib.Response(data).status
+    time.sleep(0.2)
+    out["log"] = [ln for ln in srv.logs().splitlines() if "refused" in ln]
+finally:
+    for s in held:
+        s.close()
+    srv.close()
+print(json.dumps(out))
+"""
+
+    def test_per_address_limit_counts_ipv6_64(self):
+        if tlib.subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+            self.skipTest("no network namespaces here (unshare -n failed)")
+        p = tlib.subprocess.run(["unshare", "-n", sys.executable, "-c", self.PREFIX_SCRIPT,
+                                 os.path.dirname(os.path.abspath(__file__))],
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertEqual(out["closed"], 2, out)
+        self.assertEqual(out["other_prefix"], 200, out)
+        self.assertRegex(out["log"][0], r"from fd00::/64 \(over --per-address-limit 4\)$")
+
     def test_slow_headers_cut_at_deadline(self):
         took = trickle_until_cut(self.srv.port, b"GET /adv HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a", 0.25, 15)
         self.assertIsNotNone(took, "trickled headers held the connection for 15 s")
@@ -462,6 +642,25 @@ class Limits(tlib.unittest.TestCase):
             p = tlib.subprocess.run([tlib.TETHERD, *args, self.srv.keydir], capture_output=True, text=True, timeout=10)
             self.assertEqual(p.returncode, 2, args)
             self.assertIn("invalid", p.stderr.splitlines()[0], args)
+        # The message says what is valid.
+        for args, says in ((("--request-timeout", "100000"), "whole seconds from 0 to 86400"),
+                           (("--request-timeout", "2.5"), "whole seconds from 0 to 86400"),
+                           (("--timeout", "-1"), "whole seconds from 0 to 86400"),
+                           (("--per-address-limit", "2000000"), "from 0 to 1000000 (0: no limit)"),
+                           (("--connection-limit", "0"), "from 1 to 1000000"),
+                           (("-a", "127.0.0.1", "-a", "127.0.0.1"), "address 127.0.0.1 given twice"),
+                           (("-a", "::1", "-a", "0::1"), "address 0::1 given twice")):
+            p = tlib.subprocess.run([tlib.TETHERD, *args, self.srv.keydir], capture_output=True, text=True, timeout=10)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn(says, p.stderr.splitlines()[0], args)
+
+    def test_start_up_line_names_the_sockets(self):
+        srv = tlib.Tetherd(args=("-a", "::1"))
+        try:
+            line = [ln for ln in srv.logs().splitlines() if "serving" in ln]
+            self.assertRegex(line[0], rf" on 127\.0\.0\.1:{srv.port}, \[::1\]:{srv.port} \(IPv6 only\), \d+ thread")
+        finally:
+            srv.close()
 
 
 if __name__ == "__main__":
