@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <getopt.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
@@ -263,14 +264,18 @@ static int run(struct options *o) {
         char err[512];
         struct stat st;
         int r = 0;
+        /* The path as messages show it: a name with control characters
+         * must not write escape sequences to a terminal or split a log line. */
+        char shown_dir[PATH_MAX];
+        log_sanitize(shown_dir, sizeof(shown_dir), o->keydir, true);
 
         if (stat(o->keydir, &st) < 0) {
-                fprintf(stderr, "tetherd: key directory %s: %s\n", o->keydir, strerror(errno));
+                fprintf(stderr, "tetherd: key directory %s: %s\n", shown_dir, strerror(errno));
                 return EXIT_FAILURE;
         }
         if (!S_ISDIR(st.st_mode)) {
                 fprintf(stderr, "tetherd: key directory %s: not a directory; give the key directory, "
-                        "e.g. /var/lib/tether\n", o->keydir);
+                        "e.g. /var/lib/tether\n", shown_dir);
                 return EXIT_FAILURE;
         }
 
@@ -328,7 +333,7 @@ static int run(struct options *o) {
 
         r = keystore_open(o->keydir, o->keygen, log_adapter, &ks);
         if (r < 0) {
-                fprintf(stderr, "tetherd: key directory %s: %s\n", o->keydir, strerror(-r));
+                fprintf(stderr, "tetherd: key directory %s: %s\n", shown_dir, strerror(-r));
                 return EXIT_FAILURE;
         }
 
@@ -356,7 +361,7 @@ static int run(struct options *o) {
         if (!inetd) {
                 char where[LISTEN_MAX * 64];
                 describe_sockets(listen_fds, n_listen, where, sizeof(where));
-                log_line("tetherd: serving %s on %s, %u thread(s) each", o->keydir, where, o->http.threads);
+                log_line("tetherd: serving %s on %s, %u thread(s) each", shown_dir, where, o->http.threads);
         }
         notify_systemd("READY=1");
 

@@ -440,13 +440,14 @@ class Routes(tlib.unittest.TestCase):
         self.assertRegex(lines[0], r"^127\.0\.0\.1 G\?\]0;pwned\?\?\[31mET /adv/methodlog 40\d \d+us$")
 
     def test_default_per_address_limit(self):
-        # 129 connections from 127.0.0.1 (half a request each): one address
+        # 129 connections from 127.0.0.5 (half a request each): one address
         # may hold 128, so exactly one is closed unanswered, while a client
-        # from 127.0.0.2 is still served.
+        # from 127.0.0.2 is still served. Not from 127.0.0.1: the other
+        # tests' connections from there may still be counted.
         held = []
         try:
             for _ in range(129):
-                s = connect(self.srv.port)
+                s = connect(self.srv.port, source="127.0.0.5")
                 s.sendall(b"GET /adv HTTP/1.1\r\n")
                 held.append(s)
             self.assertEqual(count_closed(held), 1)
@@ -676,6 +677,24 @@ print(json.dumps(out))
             self.assertRegex(line[0], rf" on 127\.0\.0\.1:{srv.port}, \[::1\]:{srv.port} \(IPv6 only\), \d+ thread")
         finally:
             srv.close()
+
+    def test_key_directory_name_is_sanitized_in_messages(self):
+        with tlib.tempfile.TemporaryDirectory(prefix="tether-it-") as tmp:
+            keydir = os.path.join(tmp, "keys\x1b]0;pwned\x07")
+            os.mkdir(keydir)
+            srv = tlib.Tetherd(keydir=keydir)
+            try:
+                line = tlib.eventually(lambda: [ln for ln in srv.logs().splitlines() if "serving" in ln])
+                self.assertTrue(line, srv.logs())
+                self.assertIn("keys?]0;pwned? on ", line[0])
+                self.assertNotIn("\x1b", srv.logs())
+            finally:
+                srv.close()
+            p = tlib.subprocess.run([tlib.TETHERD, keydir + "\x1b[31m"], capture_output=True, text=True,
+                                    stdin=tlib.subprocess.DEVNULL, timeout=30)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("keys?]0;pwned??[31m: No such file or directory", p.stderr)
+            self.assertNotIn("\x1b", p.stderr)
 
 
 if __name__ == "__main__":
