@@ -697,6 +697,58 @@ print(json.dumps(out))
                 self.assertEqual(tlib.Response(resp).status, 200)
                 time.sleep(0.5)
 
+    FUZZ_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz")
+
+    def test_fuzz_inputs_leave_no_state_behind(self):
+        # Every seed and regression of the http-framing fuzz target, each on
+        # a connection of its own from 127.0.0.20 (an address no other test
+        # uses, so only these count against its limit).
+        inputs = []
+        for sub in ("corpus", "regressions"):
+            d = os.path.join(self.FUZZ_DIR, sub, "http-framing")
+            inputs += [os.path.join(d, n) for n in sorted(os.listdir(d)) if not n.startswith(".")]
+        self.assertGreater(len(inputs), 20)
+        for path in inputs:
+            with open(path, "rb") as f:
+                data = f.read()
+            with self.subTest(input=os.path.basename(path)), connect(self.srv.port, source="127.0.0.20") as s:
+                try:
+                    s.sendall(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass        # answered and closed before the rest arrived
+                # Until the server closes or says nothing more for 0.3 s: an
+                # unfinished request is ours to drop.
+                s.settimeout(0.3)
+                try:
+                    while s.recv(65536):
+                        pass
+                except (socket.timeout, ConnectionResetError):
+                    pass
+        self.assertEqual(self.srv.proc.poll(), None, "tetherd died")
+        # Still serving, promptly, from another address.
+        start = time.monotonic()
+        with connect(self.srv.port, source="127.0.0.21") as s:
+            s.sendall(b"GET /adv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            self.assertEqual(tlib.Response(read_until_closed(s, 5)[0]).status, 200)
+        self.assertLess(time.monotonic() - start, 2)
+
+        # And 127.0.0.20's count is back to zero: it may hold exactly
+        # --per-address-limit (4) connections again, the fifth is refused.
+        # tetherd counts a connection gone once it sees it closed: eventually.
+        def count_back():
+            held = [connect(self.srv.port, source="127.0.0.20") for _ in range(5)]
+            try:
+                for s in held[:4]:
+                    s.sendall(b"GET /adv HTTP/1.1\r\n")
+                if count_closed(held, wait=0.5) != 1:
+                    return False
+                return True
+            finally:
+                for s in held:
+                    s.close()
+        self.assertTrue(tlib.eventually(count_back, timeout=10),
+                        "127.0.0.20 cannot hold 4 connections after the fuzz inputs: connections still counted")
+
     def test_bad_option_values(self):
         for args in (("--per-address-limit", "-1"), ("--per-address-limit", "x"), ("--request-timeout", "1s")):
             p = tlib.subprocess.run([tlib.TETHERD, *args, self.srv.keydir], capture_output=True, text=True, timeout=10)
