@@ -571,7 +571,7 @@ def tether_ready(ctx):
         raise Skip("tether's dracut module is not written yet: no module-setup.sh in "
                    f"{ctx.build}/dracut/60tether or {REPO}/dracut/60tether")
     needed = [os.path.join(ctx.build, p) for p in
-              ("client/tether", "dracut/tether-askpass", "dracut/libcryptsetup-token-clevis.so")]
+              ("programs/tether", "programs/tether-askpass", "programs/libcryptsetup-token-clevis.so")]
     missing = [p for p in needed if not os.path.exists(p)]
     if missing:
         raise Skip("not built: " + ", ".join(missing))
@@ -677,7 +677,7 @@ def setup(build, workdir):
     ctx = Ctx()
     ctx.build = os.path.abspath(build)
     ctx.workdir = os.path.abspath(workdir or os.path.join(ctx.build, "boot-test"))
-    ctx.tether = os.path.join(ctx.build, "client", "tether")
+    ctx.tether = os.path.join(ctx.build, "programs", "tether")
     ctx.initrds = {}
     cache = os.path.join(ctx.build, "boot-cache")
     os.makedirs(ctx.workdir, exist_ok=True)
@@ -685,7 +685,7 @@ def setup(build, workdir):
     ctx.vmlinuz, ctx.kver, ctx.kmoddir = kernel(cache)
     ctx.accel = "kvm" if kvm_works(ctx.vmlinuz) else "tcg,thread=multi"
     ctx.images = base_images(cache)
-    ctx.server = Server(os.path.join(ctx.build, "server", "tetherd"),
+    ctx.server = Server(os.path.join(ctx.build, "programs", "tetherd"),
                         os.path.join(ctx.workdir, "keys"))
     shutil.rmtree(ctx.server.keydir, ignore_errors=True)
     ctx.adv = os.path.join(ctx.workdir, "adv.jws")

@@ -10,6 +10,7 @@
 #include "jwe.h"
 #include "keyset.h"
 #include "luks.h"
+#include "tether.h"
 #include "pin.h"
 #include "tang.h"
 

@@ -10,6 +10,7 @@
 
 #include "jwe.h"
 #include "luks.h"
+#include "tether.h"
 #include "pin.h"
 
 #include <string.h>

@@ -1,12 +1,12 @@
 """The boot pieces against a tetherd on loopback and LUKS2 image files (no
 device-mapper: `cryptsetup open --test-passphrase` only checks a key).
 
-1. The libcryptsetup token plugin (build/dracut/libcryptsetup-token-clevis.so)
+1. The libcryptsetup token plugin (build/programs/libcryptsetup-token-clevis.so)
    for "clevis" tokens. libcryptsetup loads plugins from one directory fixed
    when it was built (`cryptsetup --help` names it), so the plugin is copied
    there for the run and the previous state is put back afterwards: needs
    root, exits 77 without.
-2. The password agent (build/dracut/tether-askpass) on systemd's password
+2. The password agent (build/programs/tether-askpass) on systemd's password
    agent protocol: once with the real systemd-ask-password in
    /run/systemd/ask-password, otherwise with questions this test writes
    itself into a private directory (-d). A volume asking again after an
@@ -35,8 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tlib  # noqa: E402
 from tlib import PASSPHRASE, TETHER, luks_meta, opens, run, tether  # noqa: E402
 BUILD = os.path.dirname(os.path.dirname(TETHER))
-PLUGIN = os.environ.get("TETHER_TOKEN_PLUGIN", os.path.join(BUILD, "dracut", "libcryptsetup-token-clevis.so"))
-ASKPASS = os.environ.get("TETHER_ASKPASS", os.path.join(BUILD, "dracut", "tether-askpass"))
+PLUGIN = os.environ.get("TETHER_TOKEN_PLUGIN", os.path.join(BUILD, "programs", "libcryptsetup-token-clevis.so"))
+ASKPASS = os.environ.get("TETHER_ASKPASS", os.path.join(BUILD, "programs", "tether-askpass"))
 
 
 def preload_sanitizer_into_cryptsetup():

@@ -116,7 +116,7 @@ def summary():
 def tearDownModule():
     lines = table()
     print("\n" + "\n".join(lines) + "\n" + summary(), file=sys.stderr)
-    # TETHERD is BUILD/server/tetherd.
+    # TETHERD is BUILD/programs/tetherd.
     build = os.path.dirname(os.path.dirname(os.path.abspath(tlib.TETHERD)))
     out = os.path.join(build, "reliability")
     os.makedirs(out, exist_ok=True)

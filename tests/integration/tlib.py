@@ -14,9 +14,9 @@ import tempfile
 import time
 import unittest
 
-TETHERD = os.environ.get("TETHERD", "build/server/tetherd")
-TETHER_KEYS = os.environ.get("TETHER_KEYS", "build/keys/tether-keys")
-TETHER = os.path.abspath(os.environ.get("TETHER", "build/client/tether"))
+TETHERD = os.environ.get("TETHERD", "build/programs/tetherd")
+TETHER_KEYS = os.environ.get("TETHER_KEYS", "build/programs/tether-keys")
+TETHER = os.path.abspath(os.environ.get("TETHER", "build/programs/tether"))
 
 # TETHERD_VALGRIND=1 (meson test --setup valgrind): every Tetherd runs under
 # memcheck, and stopping one fails the test if valgrind saw an invalid access

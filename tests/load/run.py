@@ -72,8 +72,8 @@ def configure(build):
     """Points tlib at BUILD's binaries, then imports the shared helpers."""
     build = os.path.abspath(build)
     tools = {
-        "TETHERD": os.path.join(build, "server", "tetherd"),
-        "TETHER_KEYS": os.path.join(build, "tether-keys"),
+        "TETHERD": os.path.join(build, "programs", "tetherd"),
+        "TETHER_KEYS": os.path.join(build, "programs", "tether-keys"),
         "TETHER_LOAD": os.path.join(build, "tests", "load", "tether-load"),
     }
     for var, path in tools.items():

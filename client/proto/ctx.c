@@ -1,5 +1,5 @@
 #include "ctx.h"
-#include "netwatch.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -36,6 +36,7 @@ void tc_ctx_child(struct tc_ctx *child, const struct tc_ctx *parent) {
                 .attempts = parent->attempts,
                 .backoff_ms = parent->backoff_ms,
                 .wait_until_ms = parent->wait_until_ms,
+                .netwatch = parent->netwatch,
                 .deadline_ms = parent->deadline_ms,
                 .started_ms = parent->started_ms,
                 .trust_all = parent->trust_all,

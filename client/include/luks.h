@@ -35,9 +35,6 @@ int tc_luks_list(const char *device, bool with_thp, struct tc_luks_bindings *out
 /* A clevis token's JSON (untrusted: read from a header) as a compact JWE;
  * -EINVAL saying what is wrong if it is not a clevis token. */
 int tc_luks_token_jwe(const char *json, char **compact, struct tc_err *err);
-/* The pin configuration a JWE was made with (Clevis luks list's view, but
- * nothing dropped). */
-json_t *tc_jwe_config(const char *compact, bool with_thp, char **pin);
 
 /* How the user proves they may change the volume. */
 struct tc_luks_auth {

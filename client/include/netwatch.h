@@ -3,7 +3,7 @@
  * try again, not the end of some fixed pause. */
 #pragma once
 
-#include <stdint.h>
+#include "ctx.h"
 
 /* A netlink socket subscribed to link, address and route changes, or -errno. */
 int tc_netwatch_open(void);
@@ -11,5 +11,5 @@ int tc_netwatch_open(void);
  * timeout, -errno on error. */
 int tc_netwatch_wait(int fd, long ms);
 
-/* CLOCK_MONOTONIC in milliseconds. */
-int64_t tc_now_ms(void);
+/* The two above, for tc_ctx.netwatch. */
+extern const struct tc_netwatch_ops tc_boot_netwatch;

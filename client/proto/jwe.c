@@ -1,5 +1,6 @@
 #include "jwe.h"
 #include "cleanup.h"
+#include "util.h"
 
 #include <errno.h>
 #include <string.h>
@@ -7,13 +8,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-
-void tc_secret_free(void *p, size_t len) {
-        if (!p)
-                return;
-        OPENSSL_cleanse(p, len);
-        free(p);
-}
 
 void tc_jwe_clear(struct tc_jwe *jwe) {
         free(jwe->protected_b64);

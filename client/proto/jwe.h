@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "err.h"
+#include "util.h"
 
 #define TC_JWE_MAX (16 * 1024 * 1024)        /* whole compact JWE */
 #define TC_JWE_HEADER_MAX (4 * 1024 * 1024)  /* protected header text; sss nests children here */
@@ -63,4 +64,3 @@ int tc_jwe_ecdh_es_cek(const json_t *header, const uint8_t *z, size_t z_len, uin
 /* The content key of a "dir" JWK {"kty":"oct","k":...}: exactly 32 bytes. */
 int tc_jwe_oct_cek(const json_t *jwk, uint8_t cek[TC_CEK_LEN], struct tc_err *err);
 
-void tc_secret_free(void *p, size_t len);

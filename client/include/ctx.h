@@ -13,6 +13,15 @@
  * Returns 1 to trust, 0 to refuse, < 0 on error. */
 typedef int (*tc_trust_fn)(void *userdata, const char *url, const char *const *thps, size_t n);
 
+/* How to notice network changes while waiting for a server at boot: the
+ * boot layer provides it (tc_boot_netwatch, netlink), the protocol layer only
+ * calls it. open returns a file descriptor or -errno; wait waits up to ms,
+ * returns 1 on a change, 0 on timeout, -errno on error. */
+struct tc_netwatch_ops {
+        int (*open)(void);
+        int (*wait)(int fd, long ms);
+};
+
 struct tc_ctx {
         long connect_timeout_ms;
         long timeout_ms;             /* whole exchange, per attempt */
@@ -21,6 +30,7 @@ struct tc_ctx {
         int64_t wait_until_ms;       /* 0, or a tc_now_ms() time: until then an
                                       * unreachable server is tried again, beyond
                                       * attempts, as soon as the network changes */
+        const struct tc_netwatch_ops *netwatch; /* NULL: plain pauses while waiting */
         bool trust_all;              /* -y: trust advertisements without asking */
         tc_trust_fn trust;           /* NULL: refuse unknown keys */
         void *trust_data;

@@ -1,6 +1,6 @@
 #include "http.h"
 #include "cleanup.h"
-#include "netwatch.h"
+#include "util.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -149,7 +149,7 @@ static bool wait_for_network(const struct tc_ctx *ctx, int netwatch, long ms) {
                 if (tc_ctx_cancelled(ctx))
                         return false;
                 /* Short slices: cancellation has no file descriptor to poll. */
-                if (tc_netwatch_wait(netwatch, until - now < 50 ? (long) (until - now) : 50) != 0)
+                if (ctx->netwatch->wait(netwatch, until - now < 50 ? (long) (until - now) : 50) != 0)
                         break;
         }
         return !tc_ctx_cancelled(ctx);
@@ -211,7 +211,7 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
         long backoff = ctx->backoff_ms;
         /* Opened before the first attempt, so that a change while it fails
          * is not missed. Without it waiting falls back to plain pauses. */
-        _cleanup_close_ int netwatch = ctx->wait_until_ms ? tc_netwatch_open() : -1;
+        _cleanup_close_ int netwatch = ctx->wait_until_ms && ctx->netwatch ? ctx->netwatch->open() : -1;
         for (;;) {
                 attempt++;
                 tc_http_reply_clear(reply);

@@ -41,8 +41,7 @@ int tc_netwatch_wait(int fd, long ms) {
         return 1;
 }
 
-int64_t tc_now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+const struct tc_netwatch_ops tc_boot_netwatch = {
+        .open = tc_netwatch_open,
+        .wait = tc_netwatch_wait,
+};

@@ -5,11 +5,14 @@
  * are shells over this. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 
 #include "ctx.h"
 #include "err.h"
+#include "util.h"
 
 /* Encrypts pt with pin and its JSON config into a compact JWE
  * (NUL-terminated, caller frees). */
@@ -22,4 +25,7 @@ int tc_encrypt(const struct tc_ctx *ctx, const char *pin, const char *config, co
 int tc_decrypt(const struct tc_ctx *ctx, const char *jwe, size_t jwe_len, uint8_t **pt, size_t *pt_len,
                struct tc_err *err);
 
-void tc_secret_free(void *p, size_t len);
+/* The pin configuration a JWE was made with (Clevis luks list's view, but
+ * nothing dropped); *pin gets the top pin's name (caller frees). with_thp
+ * adds each tang server's signing thumbprints. NULL if malformed. */
+json_t *tc_jwe_config(const char *compact, bool with_thp, char **pin);

@@ -56,6 +56,7 @@ static int context(struct tc_ctx *ctx, bool wait) {
                 if (deadline == 0)
                         deadline = tc_now_ms() + tc_boot_wait_ms();
                 ctx->wait_until_ms = deadline;
+                ctx->netwatch = &tc_boot_netwatch;
         }
         return 0;
 }

@@ -10,7 +10,7 @@
  * beyond a short grace after the program exited (tether(1) says pins must
  * not leave daemons). */
 #include "cleanup.h"
-#include "netwatch.h"
+#include "util.h"
 #include "pin.h"
 
 #include <errno.h>

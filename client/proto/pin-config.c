@@ -6,7 +6,7 @@
 #include "cleanup.h"
 #include "jwe.h"
 #include "keyset.h"
-#include "luks.h"
+#include "tether.h"
 #include "pin.h"
 #include "tang.h"
 
