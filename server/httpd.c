@@ -605,6 +605,20 @@ static const char *request_line_end(const char *method, const char *url, const c
         return version + version_len + 2;
 }
 
+/* Whether the chain of lines walked above covers exactly the bytes
+ * libmicrohttpd consumed for the head (request line to blank line). NULs
+ * look like line ends to the walk, and libmicrohttpd measures values with
+ * strlen(), so bytes after a NUL are invisible to both: a line starting
+ * with NULs ends the head for libmicrohttpd ("\0\0Content-Length: 5" is
+ * the blank line, the rest of the line skipped, while a proxy sees a
+ * header), a value followed by NULs hides the rest of its line, a bare LF
+ * at the end of the head leaves the walk one byte past it. What
+ * libmicrohttpd read but no header accounts for is such hidden bytes. */
+static bool head_size_accounted(struct MHD_Connection *conn, const char *head, const char *head_end) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+        return ci && head_end > head && ci->header_size == (size_t) (head_end - head);
+}
+
 /* Request smuggling lives in the gap between how two HTTP parsers find the
  * end of a body. Every request whose end is not stated exactly once, in one
  * unambiguous way, gets 400 and the connection is closed: repeated or
@@ -621,9 +635,10 @@ static int framing_check(struct MHD_Connection *conn, const char *method, const 
         /* The blank line that ends the block: CR LF too. Its second byte is
          * inside libmicrohttpd's read buffer even after a bare LF: the buffer
          * is larger than what was received, the header list being allocated
-         * from the other end of the same pool. A bare LF there with nothing
-         * received after it reads as CR LF (documented in tetherd(8)). */
+         * from the other end of the same pool. */
         if (f.malformed || f.next_line[0] != '\0' || f.next_line[1] != '\0')
+                return 400;
+        if (!head_size_accounted(conn, method, f.next_line + 2))
                 return 400;
         if (f.bad || f.content_lengths > 1 || f.transfer_encodings > 1 || (f.content_lengths && f.transfer_encodings))
                 return 400;
@@ -644,6 +659,26 @@ static const char *origin_form(const char *target) {
         return path ? path : "/";
 }
 
+/* The target as the client sent it, checked before it is routed or
+ * logged. The URI log callback saw it up to its first NUL; the request line
+ * has it up to the space before the version: bytes between the two were
+ * hidden by a NUL, and a proxy in front routed on a different target than
+ * ours. Control characters belong in no URI (RFC 3986 2) and only reach
+ * logs and terminals. Called after framing_check(), which has checked that
+ * url and version lie in the request line as sent. */
+static bool target_sound(const struct request *req, const char *url, const char *version) {
+        if (version != url + req->target_len + 1)
+                return false;
+        /* A longer target is answered 414 whatever it holds. */
+        size_t len = req->target_len < sizeof(req->target) - 1 ? req->target_len : sizeof(req->target) - 1;
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char) req->target[i];
+                if (c < 0x20 || c == 0x7f)
+                        return false;
+        }
+        return true;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls) {
@@ -656,6 +691,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 req->routed = true;
                 req->method = method;
                 int status = framing_check(conn, method, url, version);
+                if (status == 0 && !target_sound(req, url, version))
+                        status = 400;
                 if (status != 0)
                         return respond_error(conn, req, status);
                 if (req->target_len > TANG_MAX_URI)

@@ -28,6 +28,11 @@
  * disappears this soon after its keys started to is taken for removed whole,
  * and the keys it held before are served again. */
 #define REMOVAL_WINDOW_MS 2000
+/* No pair is created while keys keep disappearing, but for this long at most
+ * from the first of a run of deletions: something that adds and deletes a key
+ * file over and over (a config tool gone wrong) must not keep the directory
+ * without an advertised key for ever. rm -r is long done by then. */
+#define REMOVAL_HOLD_MAX_MS (2 * REMOVAL_WINDOW_MS)
 
 /* Lines logged about single key files: each is logged when its fault
  * appears, not again at every reload while it stands. */
@@ -69,6 +74,7 @@ struct keystore {
         struct served *before_removal;  /* what was served before keys started to disappear */
         int64_t removal_ms;          /* when they did */
         int64_t keys_gone_ms;        /* when keys of this directory last went missing, 0: never */
+        int64_t removals_began_ms;   /* the first loss of the run keys_gone_ms ends */
         bool other_dir;              /* the next set published is of a new directory */
 };
 
@@ -260,6 +266,24 @@ static bool keys_lost(const struct served *old, const struct served *new) {
         return false;
 }
 
+/* Keys went missing at now: part of the run of deletions under way if the
+ * last loss was within the window, else the first of a new one. */
+static void note_keys_gone(struct keystore *ks, int64_t now) {
+        if (!ks->keys_gone_ms || now - ks->keys_gone_ms > REMOVAL_WINDOW_MS)
+                ks->removals_began_ms = now;
+        ks->keys_gone_ms = now;
+}
+
+/* The first instant at which a pair may be created after the run of
+ * deletions: the window after the last one, cut at REMOVAL_HOLD_MAX_MS
+ * from the first. 0 when no key went missing. */
+static int64_t keygen_hold_end(const struct keystore *ks) {
+        if (!ks->keys_gone_ms)
+                return 0;
+        int64_t end = ks->keys_gone_ms + REMOVAL_WINDOW_MS, max = ks->removals_began_ms + REMOVAL_HOLD_MAX_MS;
+        return (end < max ? end : max) + 1;
+}
+
 static void forget_before_removal(struct keystore *ks) {
         served_unref(ks->before_removal);
         ks->before_removal = NULL;
@@ -271,7 +295,7 @@ static void note_removals(struct keystore *ks, const struct served *next) {
         if (ks->other_dir) {
                 ks->other_dir = false;
                 forget_before_removal(ks);
-                ks->keys_gone_ms = 0;
+                ks->keys_gone_ms = ks->removals_began_ms = 0;
                 /* A new directory: nothing of it is being removed, and
                  * creating keys failed (if it did) in the old one. */
                 __atomic_store_n(&ks->keygen_held_ms, 0, __ATOMIC_RELEASE);
@@ -281,7 +305,7 @@ static void note_removals(struct keystore *ks, const struct served *next) {
         if (ks->before_removal && now - ks->removal_ms > REMOVAL_WINDOW_MS)
                 forget_before_removal(ks);
         if (keys_lost(ks->current, next))
-                ks->keys_gone_ms = now;
+                note_keys_gone(ks, now);
         if (!ks->before_removal && keys_lost(ks->current, next)) {
                 ks->before_removal = served_ref(ks->current);
                 ks->removal_ms = now;
@@ -512,6 +536,12 @@ static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
         __atomic_store_n(&ks->keygen_retry_ms, 0, __ATOMIC_RELEASE);
         ks->keygen_error = 0;
         klog(ks, "key directory %s: no advertised key; created %s and %s", ks->dir, sig, exc);
+        /* Only REMOVAL_HOLD_MAX_MS let it through: say what kept it back. */
+        int64_t now = now_ms();
+        if (ks->keys_gone_ms && now - ks->keys_gone_ms <= REMOVAL_WINDOW_MS)
+                klog(ks, "key directory %s: key files kept disappearing for %lld ms, less than %d ms apart: taken for "
+                     "no rm -r, the pair was created all the same; look for what adds and deletes key files there",
+                     ks->dir, (long long) (now - ks->removals_began_ms), REMOVAL_WINDOW_MS);
         tk_keyset_free(*set);
         *set = NULL;
         /* Our own file events; the load below sees everything before it. */
@@ -522,7 +552,7 @@ static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
         /* Deleted as soon as created: never served, but gone all the same,
          * and the directory is being emptied (rm -r). */
         if (!has_file(*set, sig) || !has_file(*set, exc))
-                ks->keys_gone_ms = now_ms();
+                note_keys_gone(ks, now_ms());
         return 0;
 }
 
@@ -530,31 +560,33 @@ static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
  * keys of the set being served are missing from it (or went missing within
  * REMOVAL_WINDOW_MS), in the same directory. rm -r deletes the files one by
  * one: a pair created between two deletions would make its rmdir fail and
- * leave a key nobody asked for. A new directory (rm -rf; mkdir) is not
- * being emptied: it gets its pair at once, as from tangd. */
+ * leave a key nobody asked for. A run of deletions that goes on past
+ * REMOVAL_HOLD_MAX_MS is no rm -r: the pair is created all the same. A new
+ * directory (rm -rf; mkdir) is not being emptied: it gets its pair at once,
+ * as from tangd. */
 static bool removal_under_way(struct keystore *ks, const struct tk_keyset *set) {
         if (ks->other_dir)
                 return false;
-        if (ks->keys_gone_ms && now_ms() - ks->keys_gone_ms <= REMOVAL_WINDOW_MS)
-                return true;
+        int64_t now = now_ms();
         const struct tk_keyset *old = ks->current->ks;
         for (size_t i = 0; i < old->n_keys; i++) {
                 bool kept = false;
                 for (size_t j = 0; j < set->n_keys && !kept; j++)
                         kept = strcmp(old->keys[i].thp[TK_HASH_S256], set->keys[j].thp[TK_HASH_S256]) == 0;
-                if (!kept)
-                        return true;
+                if (!kept) {
+                        /* publish() notes it too, in the same run. */
+                        note_keys_gone(ks, now);
+                        break;
+                }
         }
-        return false;
+        return now < keygen_hold_end(ks);
 }
 
-/* No key is created before the removal's window is over: requests until
+/* No key is created before the removal's hold is over: requests until
  * then are answered 500 without reloading; the first one after it creates
  * the pair, as tangd would in a directory emptied on purpose. */
 static void hold_keygen(struct keystore *ks) {
-        int64_t now = now_ms();
-        int64_t since = ks->keys_gone_ms && now - ks->keys_gone_ms <= REMOVAL_WINDOW_MS ? ks->keys_gone_ms : now;
-        __atomic_store_n(&ks->keygen_held_ms, since + REMOVAL_WINDOW_MS + 1, __ATOMIC_RELEASE);
+        __atomic_store_n(&ks->keygen_held_ms, keygen_hold_end(ks), __ATOMIC_RELEASE);
 }
 
 /* Called with reload_lock held. Keys are generated only for a request (or

@@ -14,7 +14,7 @@ set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-all_targets=(server-request jwk-point adv jwe sss luks-token)
+all_targets=(server-request jwk-point adv jwe sss luks-token http-framing)
 
 seconds=${1:-60}
 shift || true
@@ -33,9 +33,10 @@ runs=$fuzz_build/runs
 jobs=${TETHER_FUZZ_JOBS:-2}
 report=$build/reliability/fuzz.md
 
-# Per input: 10 s is a hang (the slowest seed takes milliseconds); 2 GB of
-# RSS a leak or a blow-up. Input length: libFuzzer's default, the longest
-# seed (a few KiB), grown slowly; longer inputs mostly cost base64 time.
+# Per input: 10 s is a hang (the slowest seed takes milliseconds, a fraction
+# of a second for http-framing, whose exchanges give up at 8 s); 2 GB of RSS
+# a leak or a blow-up. Input length: libFuzzer's default, the longest seed
+# (a few KiB), grown slowly; longer inputs mostly cost base64 time.
 timeout_s=10
 rss_mb=2048
 

@@ -31,6 +31,9 @@ NOBODY = 65534
 # tetherd's /adv 500 bodies (server/routes.h).
 ADV_REMOVED = b"no usable signing key: the key files were just removed; new ones are created shortly\n"
 ADV_UNREADABLE = b"no usable signing key: the key files exist but the server cannot read them\n"
+# server/keystore.c's REMOVAL_WINDOW_MS: no pair is created in a directory
+# whose keys went missing less than this ago.
+REMOVAL_WINDOW_S = 2
 
 
 class KeyDir(tlib.unittest.TestCase):
@@ -298,6 +301,73 @@ class KeyDir(tlib.unittest.TestCase):
             self.assertTrue(new, srv.logs())
             self.assertEqual(new, dir_thps(srv.keydir))
             self.assertFalse(set(new) & set(old))
+
+    def test_key_file_churn_cannot_hold_keygen_off(self):
+        """Something that keeps adding and deleting a key file after the keys
+        were deleted (a buggy config tool, a local user who may write in the
+        directory) does not hold the new pair off forever: the hold of a run
+        of deletions ends 2 windows after its first one at the latest."""
+        with tlib.Tetherd() as srv:
+            spare = os.path.join(srv.tmp.name, "spare")
+            os.mkdir(spare)
+            tlib.tether_keys("gen", spare)
+            churned = json.dumps(tlib.key_of(spare, "exc"))
+            old = dir_thps(srv.keydir)
+            stop, created, errors = threading.Event(), [], []
+
+            def churn():
+                # Written aside and renamed in: the server never loads half
+                # a file. Each copy lives long enough to be loaded (served),
+                # so that each deletion is a key lost.
+                tmp, path = os.path.join(srv.keydir, "churn.tmp"), os.path.join(srv.keydir, ".churn.jwk")
+                try:
+                    while not stop.is_set():
+                        with open(tmp, "w") as f:
+                            f.write(churned)
+                        os.rename(tmp, path)
+                        created.append(time.monotonic())
+                        stop.wait(0.25)
+                        os.unlink(path)
+                        stop.wait(0.25)
+                except OSError as e:
+                    errors.append(e)
+
+            for name in os.listdir(srv.keydir):
+                os.unlink(os.path.join(srv.keydir, name))
+            t0 = time.monotonic()
+            churner = threading.Thread(target=churn)
+            churner.start()
+            try:
+                # The churn goes on for longer than the deadline: without a
+                # bound on the hold, no pair is ever created.
+                deadline = t0 + (5 if tlib.VALGRIND else 3) * REMOVAL_WINDOW_S
+                first = None
+                while first is None and time.monotonic() < deadline:
+                    r = srv.get("/adv")
+                    if r.status == 200:
+                        first = time.monotonic()
+                    else:
+                        self.assertEqual(r.status, 500)
+                        time.sleep(0.05)
+                self.assertIsNotNone(first, f"no key advertised {deadline - t0:.0f} s after the keys were deleted "
+                                     f"while a key file was churned\n{srv.logs()}")
+                # Not before the window of the deletions (rm -r guarantee).
+                self.assertGreaterEqual(first - t0, REMOVAL_WINDOW_S - 0.5)
+                new = adv_thps(srv)
+                self.assertTrue(new)
+                self.assertFalse(set(new) & set(old))
+                # The pair stays advertised while the churn goes on.
+                for _ in range(10):
+                    self.assertEqual(adv_thps(srv), new)
+                    time.sleep(0.1)
+            finally:
+                stop.set()
+                churner.join()
+            self.assertEqual(errors, [])
+            self.assertGreater(len(created), 2 * REMOVAL_WINDOW_S, "the key file was not churned")
+            self.assertEqual(new, dir_thps(srv.keydir))
+            self.assertEqual(srv.logs().count("; created "), 1, srv.logs())
+            self.assertIn("key files kept disappearing for ", srv.logs())
 
     def test_key_file_names_cannot_forge_log_lines(self):
         """A file name is anybody's bytes: newlines and terminal escapes in it
