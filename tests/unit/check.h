@@ -92,16 +92,13 @@ void check_register_teardown(void (*teardown)(void));
         }                                                               \
         static void name(void)
 
-#define SETUP                                                           \
-        static int check_setup(void);                                   \
-        __attribute__((constructor)) static void check_register_setup_(void) { \
-                check_register_setup(check_setup);                      \
+/* Declares fn and hands it to register_fn before main runs. */
+#define CHECK_HOOK_(type, fn, register_fn)                              \
+        static type fn(void);                                           \
+        __attribute__((constructor)) static void register_fn##_(void) { \
+                register_fn(fn);                                        \
         }                                                               \
-        static int check_setup(void)
+        static type fn(void)
 
-#define TEARDOWN                                                        \
-        static void check_teardown(void);                               \
-        __attribute__((constructor)) static void check_register_teardown_(void) { \
-                check_register_teardown(check_teardown);                \
-        }                                                               \
-        static void check_teardown(void)
+#define SETUP CHECK_HOOK_(int, check_setup, check_register_setup)
+#define TEARDOWN CHECK_HOOK_(void, check_teardown, check_register_teardown)
