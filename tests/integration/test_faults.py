@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import tlib  # noqa: E402
 from tlib import thumbprint  # noqa: E402
 
@@ -147,7 +147,7 @@ NO_MOUNTS = private_mounts()
 
 def tether(*args, input=b""):
     """Runs the client; returns (exit code, stdout, stderr, seconds). A hang
-    shows up as a failure (TimeoutExpired), not as a stuck test."""
+    shows up as a failure (tlib.CmdError), not as a stuck test."""
     env = dict(os.environ, TETHER_TIMEOUT=f"{TIMEOUT_S:g}")
     t0 = time.monotonic()
     r = tlib.run(tlib.TETHER, *args, input=input, env=env, timeout=60)

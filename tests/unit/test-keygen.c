@@ -392,16 +392,3 @@ TEST(rotate_failure_keeps_old_pair_advertised) {
         tu_rmrf(dir);
         free(dir);
 }
-
-int main(void) {
-        RUN(keygen_pair_writes_two_keys_named_by_s256_mode_0440);
-        RUN(keygen_pair_uses_given_names);
-        RUN(keygen_pair_fails_for_missing_directory);
-        RUN(keygen_pair_fails_in_unwritable_directory);
-        RUN(keygen_pair_removes_first_key_when_second_fails);
-        RUN(rotate_hides_old_pair_and_advertises_new_one);
-        RUN(rotate_in_empty_directory_creates_a_pair);
-        RUN(rotate_fails_for_missing_directory);
-        RUN(rotate_failure_keeps_old_pair_advertised);
-        return check_summary();
-}

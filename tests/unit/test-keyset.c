@@ -554,7 +554,7 @@ TEST(out_of_memory_while_loading_fails_cleanly) {
         free(kdir);
 }
 
-int main(void) {
+SETUP {
         json_set_alloc_funcs(failing_malloc, free);
 
         sig = tu_gen("{\"alg\":\"ES512\"}");
@@ -565,32 +565,17 @@ int main(void) {
         dir = tu_mkdtemp();
         if (!sig || !exc || !old_sig || !old_exc || !p256 || !dir) {
                 fprintf(stderr, "cannot prepare keys\n");
-                return 2;
+                return -1;
         }
         if (!make_mixed_dir()) {
                 fprintf(stderr, "cannot prepare %s\n", dir);
                 tu_rmrf(dir);
-                return 2;
+                return -1;
         }
+        return 0;
+}
 
-        RUN(loads_valid_keys_with_roles_and_visibility);
-        RUN(exchange_keys_carry_the_private_scalar);
-        RUN(keys_are_sorted_by_file_name);
-        RUN(skips_invalid_files_and_names_each_in_a_warning);
-        RUN(follows_symlinks_to_regular_files);
-        RUN(warn_callback_may_be_null);
-        RUN(all_five_thumbprints_match_rfc7638);
-        RUN(thumbprints_of_a_known_key);
-        RUN(thumbprint_of_a_non_jwk_is_null);
-        RUN(skips_json_object_without_key_material);
-        RUN(recovery_needs_explicit_derivekey_and_d);
-        RUN(exchange_key_without_key_ops_is_a_signing_key);
-        RUN(key_allowing_neither_is_other);
-        RUN(empty_directory_loads_no_keys);
-        RUN(unreadable_directory_is_an_error);
-        RUN(readdir_error_fails_the_load);
-        RUN(out_of_memory_while_loading_fails_cleanly);
-
+TEARDOWN {
         tu_rmrf(dir);
         free(dir);
         json_decref(sig);
@@ -598,5 +583,4 @@ int main(void) {
         json_decref(old_sig);
         json_decref(old_exc);
         json_decref(p256);
-        return check_summary();
 }

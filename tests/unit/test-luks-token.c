@@ -38,9 +38,3 @@ TEST(token_keyslots_anything_else_rejected) {
                 if (!CHECK(parse(bad[i]) == -EINVAL))
                         fprintf(stderr, "  accepted keyslots %s\n", bad[i]);
 }
-
-int main(void) {
-        RUN(token_keyslots_as_cryptsetup_writes_them);
-        RUN(token_keyslots_anything_else_rejected);
-        return check_summary();
-}

@@ -1,15 +1,22 @@
-"""Shared helpers for tetherd's integration tests: start a server on loopback,
-speak raw HTTP to it, and do the P-521 arithmetic needed to check /rec answers
-independently of the C code (pure Python, standard library only)."""
+"""The tests' one harness (Python 3 standard library only), shared by
+tests/integration, tests/interop (peers.py adds tang, clevis and jose),
+tests/load, tests/boot and tests/bench: tether's programs and a tetherd on
+loopback, raw HTTP, waiting for a server, running processes bounded and in
+sessions of their own, and the P-521 arithmetic needed to check /rec answers
+independently of the C code.
+
+Tests find it with sys.path.insert(0, <tests/lib>) before `import tlib`."""
 
 import base64
 import hashlib
 import json
 import re
 import os
+import secrets
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -26,6 +33,21 @@ VALGRIND_ERROR = 99
 # The exit status the sanitizer passes of tests/run.sh give a sanitizer report
 # (TSAN_OPTIONS=exitcode=66): stopping such a tetherd fails the test.
 SANITIZER_ERROR = 66
+
+HOST = "127.0.0.1"
+
+
+def log(*args):
+    print(*args, flush=True)
+
+
+def no_proxy_env():
+    """This process's environment without proxy settings: nothing may divert
+    loopback traffic."""
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "ftp_proxy")}
+    env["no_proxy"] = env["NO_PROXY"] = "127.0.0.1,localhost,::1"
+    return env
 
 # ----------------------------------------------------------------- encoding
 
@@ -49,26 +71,39 @@ def b64u_to_int(text):
 THP_HASHES = {"S1": "sha1", "S224": "sha224", "S256": "sha256", "S384": "sha384", "S512": "sha512"}
 
 
+def canon(obj):
+    """JSON with sorted keys and no spaces, for comparing JWKs and answers."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
 def thumbprint(jwk, hash_name="S256"):
     """RFC 7638 thumbprint of an EC key, computed here, not by tether."""
-    canon = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True)
-    return b64u(hashlib.new(THP_HASHES[hash_name], canon.encode()).digest())
+    return b64u(hashlib.new(THP_HASHES[hash_name], canon({k: jwk[k] for k in ("crv", "kty", "x", "y")}).encode()).digest())
+
+
+def jwe_header(jwe):
+    """The protected header of a compact JWE (bytes or str)."""
+    if isinstance(jwe, bytes):
+        jwe = jwe.decode()
+    return json.loads(unb64u(jwe.split(".")[0]))
 
 
 # ----------------------------------------------------------------- P-521
 
 P = 2**521 - 1
-N = 0x01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409
+N = 0x01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409
 B = 0x0051953EB9618E1C9A1F929A21A0B68540EEA2DA725B99B315F3B8B489918EF109E156193951EC7E937B1652C0BD3BB1BF073573DF883D2C34F1EF451FD46B503F00
 GX = 0x00C6858E06B70404E9CD9E3ECB662395B4429C648139053FB521F828AF606B4D3DBAA14B5E77EFE75928FE1DC127A2FFA8DE3348B3C1856A429BF97E7E31C2E5BD66
 GY = 0x011839296A789A3BC0045C8A5FB42C7D1BD998F54449579B446817AFBD17273E662C97EE72995EF42640C550B9013FAD0761353C7086A272C24088BE94769FD16650
+G = (GX, GY)
 
 
 def on_curve(x, y):
     return (y * y - (x * x * x - 3 * x + B)) % P == 0
 
 
-def _add(p1, p2):
+def add(p1, p2):
+    """p1 + p2 in affine coordinates; None is the point at infinity."""
     if p1 is None:
         return p2
     if p2 is None:
@@ -84,20 +119,26 @@ def _add(p1, p2):
     return (x3, (lam * (x1 - x3) - y1) % P)
 
 
-def mul(k, point):
+def mul(k, point=G):
+    """k * point (k taken mod N: every point here is in G's group); None is
+    the point at infinity."""
     result, addend = None, point
+    k %= N
     while k:
         if k & 1:
-            result = _add(result, addend)
-        addend = _add(addend, addend)
+            result = add(result, addend)
+        addend = add(addend, addend)
         k >>= 1
     return result
 
 
+def random_scalar():
+    return secrets.randbelow(N - 1) + 1
+
+
 def random_point():
     """A fresh client point, as clevis makes one: (x, y) of k*G."""
-    k = int.from_bytes(os.urandom(66), "big") % (N - 1) + 1
-    return mul(k, (GX, GY))
+    return mul(random_scalar())
 
 
 def ecmr_jwk(x, y, crv="P-521", width=66, **extra):
@@ -105,6 +146,11 @@ def ecmr_jwk(x, y, crv="P-521", width=66, **extra):
            "x": int_to_b64u(x, width), "y": int_to_b64u(y, width)}
     jwk.update(extra)
     return jwk
+
+
+def jwk_point(jwk):
+    """(x, y) of an EC JWK."""
+    return b64u_to_int(jwk["x"]), b64u_to_int(jwk["y"])
 
 
 # ----------------------------------------------------------------- keys
@@ -131,25 +177,148 @@ def key_of(keydir, role, hidden=False):
     return found[0]
 
 
-def tether_keys(*args, check=True):
-    return subprocess.run([TETHER_KEYS, *args], capture_output=True, text=True, timeout=60, check=check)
+def tether_keys(*args, check=True, **kw):
+    """tether-keys ARGS; output as text; CmdError when it fails, unless check=False."""
+    return run(TETHER_KEYS, *args, check=check, text=True, **{"timeout": 60, **kw})
+
+
+def tether_gen(keydir):
+    """A fresh key pair in keydir (tether-keys gen); returns keydir."""
+    tether_keys("gen", keydir)
+    return keydir
+
+
+# ----------------------------------------------------------------- processes
+
+
+def group_members(pgid):
+    """Live (non-zombie) processes of process group pgid."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        # fields[0] = state, fields[2] = pgrp
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(d))
+    return pids
+
+
+def kill_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_group_empty(pgid, timeout):
+    deadline = time.monotonic() + timeout
+    while group_members(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def stop_process(proc, grace=5.0):
+    """Stops a Popen started with start_new_session=True, and every process
+    of its group (e.g. tangd children of systemd-socket-activate): SIGTERM,
+    then SIGKILL after grace seconds. The leader is reaped last, so the group
+    id cannot be reused meanwhile."""
+    if proc is None:
+        return
+    pgid = proc.pid  # session leader: pgid == pid
+    if group_members(pgid):
+        kill_group(pgid, signal.SIGTERM)
+        if not _wait_group_empty(pgid, grace):
+            kill_group(pgid, signal.SIGKILL)
+            _wait_group_empty(pgid, 5.0)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+class CmdError(AssertionError):
+    """A command run() ran failed (with check) or ran past its timeout."""
+
+
+def run(*args, input=None, env=None, check=False, timeout=120, cwd=None, text=False):
+    """Runs a command in a session of its own (no controlling terminal, so
+    nothing can sit on a prompt; stdin empty unless input is given), bounded
+    by timeout: past it, every process of the session is killed and CmdError
+    raised. Returns CompletedProcess with stdout and stderr (bytes, or str
+    with text=True); with check, CmdError when it exits non-zero."""
+    args = [str(a) for a in args]
+    if isinstance(input, str) and not text:
+        input = input.encode()
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, text=text,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise CmdError(f"timed out after {timeout}s: {' '.join(args)}\nstderr: {_text(err)}")
+    finally:
+        if proc.poll() is None:
+            kill_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if check and proc.returncode != 0:
+        raise CmdError(f"command failed (exit {proc.returncode}): {' '.join(args)}\n"
+                       f"stdout: {_text(out)[:2000]}\nstderr: {_text(err)[:2000]}")
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def _text(data):
+    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
 
 
 # ----------------------------------------------------------------- HTTP
 
 
-def free_port(family=socket.AF_INET, host="127.0.0.1"):
-    with socket.socket(family, socket.SOCK_STREAM) as s:
+def family_of(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def free_port(family=None, host=HOST):
+    """A TCP port nothing listens on now (on host; family from host if not given)."""
+    with socket.socket(family or family_of(host), socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def raw_request(port, data, host="127.0.0.1", family=socket.AF_INET, timeout=10):
-    """Send raw bytes, read until the server closes or a full response is in."""
-    with socket.socket(family, socket.SOCK_STREAM) as s:
+def url_host(host):
+    """host as a URL has it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def have_ipv6_loopback():
+    try:
+        free_port(host="::1")
+        return True
+    except OSError:
+        return False
+
+
+def raw_request(port, data, host=HOST, family=None, timeout=10):
+    """Sends raw bytes on a fresh connection and reads until the server
+    closes, a full response is in or timeout passes. A server that stops
+    reading or resets the connection ends the exchange quietly: the caller
+    gets what was answered (b"" for nothing)."""
+    with socket.socket(family or family_of(host), socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect((host, port))
-        s.sendall(data)
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it may have answered before closing (a 413 before the whole body)
         chunks = []
         while True:
             try:
@@ -177,12 +346,16 @@ def _complete(resp):
 
 
 class Response:
+    """An HTTP response as read off the socket: status (None when there was
+    no answer, e.g. the server closed the connection), headers (lower-case
+    names), body."""
+
     def __init__(self, raw):
         self.raw = raw
         head, _, self.body = raw.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2) if lines and lines[0] else ["", "0"]
-        self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        parts = lines[0].split(" ", 2) if lines and lines[0] else []
+        self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
         self.headers = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")
@@ -191,18 +364,29 @@ class Response:
     def json(self):
         return json.loads(self.body)
 
+    def __repr__(self):
+        if self.status is None:
+            return f"<no response: {self.raw[:80]!r}>"
+        return f"<{self.status} {self.body[:80]!r}>"
 
-def request(port, method, target, body=None, headers=None, host="127.0.0.1", family=socket.AF_INET):
+
+def request(port, method, target, body=None, headers=None, host=HOST, family=None, timeout=10):
+    """One request on a fresh connection (Connection: close: tangd serves one
+    request per connection anyway). A body goes with its Content-Length and,
+    in a POST or PUT, as a JWK (Content-Type: application/jwk+json, as
+    clevis sends it) unless headers say otherwise."""
     hdrs = {"Host": "localhost", "Connection": "close"}
-    hdrs.update(headers or {})
     if body is not None:
         if isinstance(body, str):
             body = body.encode()
-        hdrs.setdefault("Content-Length", str(len(body)))
+        hdrs["Content-Length"] = str(len(body))
+        if method in ("POST", "PUT"):
+            hdrs["Content-Type"] = "application/jwk+json"
+    hdrs.update(headers or {})
     data = f"{method} {target} HTTP/1.1\r\n".encode()
     data += b"".join(f"{k}: {v}\r\n".encode() for k, v in hdrs.items()) + b"\r\n"
     data += body or b""
-    return Response(raw_request(port, data, host=host, family=family))
+    return Response(raw_request(port, data, host=host, family=family, timeout=timeout))
 
 
 def get(port, target, **kw):
@@ -210,14 +394,41 @@ def get(port, target, **kw):
 
 
 def post_json(port, target, obj, **kw):
+    """POST a JWK: obj as JSON, or str/bytes as they are."""
     body = obj if isinstance(obj, (str, bytes)) else json.dumps(obj)
-    return request(port, "POST", target, body=body, headers={"Content-Type": "application/jwk+json"}, **kw)
+    return request(port, "POST", target, body=body, **kw)
+
+
+def wait_http(port, path="/adv", proc=None, status=None, host=HOST, timeout=10.0, attempt_timeout=10,
+              what="the server", logs=None):
+    """Polls GET path, a fresh connection each time, until it is answered
+    (with status, if given): returns the Response; None if proc exits first.
+    Past timeout, AssertionError naming what, the last answer or error, and
+    logs() if given."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return None
+        try:
+            r = get(port, path, host=host, timeout=attempt_timeout)
+            if r.status is not None and (status is None or r.status == status):
+                return r
+            last = r
+        except OSError as e:
+            last = e
+        time.sleep(0.02)
+    raise AssertionError(f"{what} on port {port} did not answer GET {path} within {timeout:g}s (last: {last!r})"
+                         + (f"\n{logs()}" if logs else ""))
 
 
 # ----------------------------------------------------------------- JWS
 
 
 def adv_payload(adv):
+    """The key set an advertisement (a JWS: dict, or its JSON text) signs."""
+    if not isinstance(adv, dict):
+        adv = json.loads(adv)
     return json.loads(unb64u(adv["payload"]))
 
 
@@ -249,7 +460,7 @@ class Tetherd:
                 tether_keys("gen", self.keydir)
         self.host = host
         self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.port = port or free_port(self.family, host)
+        self.port = port or free_port(host=host)
         self.logpath = os.path.join(self.tmp.name, "tetherd.log")
         self.log = open(self.logpath, "wb")
         cmd = [TETHERD, "-a", host, "-p", str(self.port), *args, self.keydir]
@@ -270,23 +481,20 @@ class Tetherd:
         """Waits until path answers (with status, if given); with path None,
         until the start-up line is logged, without opening a connection (which
         tetherd would count against the limits until it has seen it close)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"tetherd exited with {self.proc.returncode}: {self.logs()}")
-            if path is None:
+        if path is None:
+            deadline = time.monotonic() + timeout
+            while self.proc.poll() is None:
                 if re.search(r"^tetherd: serving .* on ", self.logs(), re.M):
                     return None
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"tetherd did not log its start-up line within {timeout}s: {self.logs()}")
                 time.sleep(0.02)
-                continue
-            try:
-                r = self.get(path)
-                if status is None or r.status == status:
-                    return r
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise AssertionError(f"tetherd did not answer {path} within {timeout}s: {self.logs()}")
+            r = None
+        else:
+            r = wait_http(self.port, path, self.proc, status, self.host, timeout, what="tetherd", logs=self.logs)
+        if r is None:
+            raise AssertionError(f"tetherd exited with {self.proc.returncode}: {self.logs()}")
+        return r
 
     def get(self, target, **kw):
         return get(self.port, target, host=self.host, family=self.family, **kw)
@@ -350,14 +558,27 @@ def main():
     unittest.main(verbosity=2)
 
 
+def script_main(fn):
+    """Runs a test written as one function (the interop suite): prints a
+    traceback and exits 1 when it raises, PASS and 0 otherwise; a SystemExit
+    (77: skipped) passes through."""
+    try:
+        fn()
+    except SystemExit:
+        raise
+    except BaseException:
+        import traceback
+        traceback.print_exc(file=sys.stdout)
+        sys.stdout.flush()
+        sys.exit(1)
+    log("PASS")
+    sys.exit(0)
+
+
 # ----------------------------------------------------------------- LUKS images
 
 # The passphrase of slot 0 in the tests' images.
 PASSPHRASE = b"original passphrase"
-
-
-def run(*args, input=None, env=None, check=False, timeout=120):
-    return subprocess.run(list(args), input=input, capture_output=True, timeout=timeout, env=env, check=check)
 
 
 def tether(*args, input=None, env=None):
