@@ -104,30 +104,49 @@ static void mark_cut(char *msg, size_t len, bool cut) {
         memcpy(msg + at, "...", 4);
 }
 
+/* Longest message formatted before escaping. */
+#define FORMAT_MAX 1024
+
+size_t tc_vformat(char *dst, size_t size, const char *fmt, va_list ap) {
+        char raw[FORMAT_MAX];
+        if (size == 0)
+                return 0;
+        int n = vsnprintf(raw, sizeof(raw), fmt, ap);
+        if (n < 0)
+                raw[0] = '\0';
+        size_t len = escape_into(dst, size, raw);
+        mark_cut(dst, len, n >= (int) sizeof(raw) || len + 1 >= size);
+        return strlen(dst);
+}
+
+size_t tc_format(char *dst, size_t size, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        size_t len = tc_vformat(dst, size, fmt, ap);
+        va_end(ap);
+        return len;
+}
+
 int tc_fail(struct tc_err *err, int r, const char *fmt, ...) {
-        char raw[sizeof(err->msg)];
         va_list ap;
         if (!err)
                 return r;
         va_start(ap, fmt);
-        int n = vsnprintf(raw, sizeof(raw), fmt, ap);
+        tc_vformat(err->msg, sizeof(err->msg), fmt, ap);
         va_end(ap);
-        size_t len = escape_into(err->msg, sizeof(err->msg), raw);
-        mark_cut(err->msg, len, n >= (int) sizeof(raw) || len + 1 >= sizeof(err->msg));
         return r;
 }
 
 int tc_wrap(struct tc_err *err, int r, const char *fmt, ...) {
-        char raw[256], prefix[sizeof(raw)], old[sizeof(err->msg)];
+        char prefix[256], old[sizeof(err->msg)];
         va_list ap;
         if (!err)
                 return r;
         va_start(ap, fmt);
-        vsnprintf(raw, sizeof(raw), fmt, ap);
+        tc_vformat(prefix, sizeof(prefix), fmt, ap);
         va_end(ap);
         /* The old message is escaped already: escaping it again would
          * change nothing but cost its tail. */
-        escape_into(prefix, sizeof(prefix), raw);
         memcpy(old, err->msg, sizeof(old));
         int n = snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
         mark_cut(err->msg, strlen(err->msg), n >= (int) sizeof(err->msg));

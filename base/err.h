@@ -10,6 +10,7 @@
  * it at every level. */
 #pragma once
 
+#include <stdarg.h>
 #include <stddef.h>
 
 struct tc_err {
@@ -24,6 +25,15 @@ int tc_fail(struct tc_err *err, int r, const char *fmt, ...);
 /* Puts "PREFIX: " in front of the message already in err; returns r. */
 __attribute__((format(printf, 3, 4)))
 int tc_wrap(struct tc_err *err, int r, const char *fmt, ...);
+
+/* What tc_fail does, into any buffer: formats, escapes, and ends a message
+ * cut to fit in "...". For messages that are not a tc_err (an event for a
+ * log, a line of a report); writes at most size bytes with the NUL (of at
+ * most 1023 formatted bytes) and returns the length. */
+__attribute__((format(printf, 3, 4)))
+size_t tc_format(char *dst, size_t size, const char *fmt, ...);
+__attribute__((format(printf, 3, 0)))
+size_t tc_vformat(char *dst, size_t size, const char *fmt, va_list ap);
 
 /* The escaping of the messages, for text printed or logged outside a
  * tc_err: writes at most size bytes with the NUL, returns the length. */

@@ -625,27 +625,28 @@ static bool head_size_accounted(struct MHD_Connection *conn, const char *head, c
  * malformed Content-Length, Transfer-Encoding other than a single "chunked",
  * both headers at once, any header line of another shape than the plain one
  * (see struct framing), an HTTP/1.1 request without exactly one Host (RFC
- * 9112 3.2). Returns 0 or the status to answer. */
+ * 9112 3.2). Returns 0, -EMSGSIZE for a body over TANG_MAX_BODY (413), or
+ * -EBADMSG (400). */
 static int framing_check(struct MHD_Connection *conn, const char *method, const char *url, const char *version) {
         struct framing f = { .next_line = request_line_end(method, url, version) };
 
         if (!f.next_line)
-                return 400;
+                return -EBADMSG;
         MHD_get_connection_values_n(conn, MHD_HEADER_KIND, framing_header, &f);
         /* The blank line that ends the block: CR LF too. Its second byte is
          * inside libmicrohttpd's read buffer even after a bare LF: the buffer
          * is larger than what was received, the header list being allocated
          * from the other end of the same pool. */
         if (f.malformed || f.next_line[0] != '\0' || f.next_line[1] != '\0')
-                return 400;
+                return -EBADMSG;
         if (!head_size_accounted(conn, method, f.next_line + 2))
-                return 400;
+                return -EBADMSG;
         if (f.bad || f.content_lengths > 1 || f.transfer_encodings > 1 || (f.content_lengths && f.transfer_encodings))
-                return 400;
+                return -EBADMSG;
         if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 && f.hosts != 1)
-                return 400;
+                return -EBADMSG;
         if (f.content_lengths && f.content_length > TANG_MAX_BODY)
-                return 413;
+                return -EMSGSIZE;
         return 0;
 }
 
@@ -690,11 +691,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!req->routed) {
                 req->routed = true;
                 req->method = method;
-                int status = framing_check(conn, method, url, version);
-                if (status == 0 && !target_sound(req, url, version))
-                        status = 400;
-                if (status != 0)
-                        return respond_error(conn, req, status);
+                int r = framing_check(conn, method, url, version);
+                if (r == 0 && !target_sound(req, url, version))
+                        r = -EBADMSG;
+                if (r < 0)
+                        return respond_error(conn, req, r == -EMSGSIZE ? 413 : 400);
                 if (req->target_len > TANG_MAX_URI)
                         return respond_error(conn, req, 414);
                 route_match(h->cfg->prefix, method, origin_form(req->target), &req->route);
@@ -774,12 +775,12 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap) {
 }
 
 int httpd_start(const struct httpd_config *cfg, struct httpd_limits *limits, struct keystore *ks, int listen_fd,
-                int conn_fd, int closed_eventfd, struct httpd **ret) {
+                int conn_fd, int closed_eventfd, struct httpd **ret, struct tc_err *err) {
         struct httpd *h = calloc(1, sizeof(*h));
         unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
 
         if (!h)
-                return -ENOMEM;
+                return tc_fail(err, -ENOMEM, "cannot start the HTTP server: %s", strerror(ENOMEM));
         h->cfg = cfg;
         h->ks = ks;
         h->limits = listen_fd >= 0 ? limits : NULL;
@@ -787,7 +788,7 @@ int httpd_start(const struct httpd_config *cfg, struct httpd_limits *limits, str
         int r = reaper_start(h);
         if (r < 0) {
                 httpd_free(h);
-                return r;
+                return tc_fail(err, r, "cannot start the HTTP server: %s", strerror(-r));
         }
         if (listen_fd < 0)
                 flags |= MHD_USE_NO_LISTEN_SOCKET;
@@ -819,7 +820,8 @@ int httpd_start(const struct httpd_config *cfg, struct httpd_limits *limits, str
         h->daemon = MHD_start_daemon(flags, 0, h->limits ? on_accept : NULL, h, on_request, h, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
         if (!h->daemon) {
                 httpd_free(h);
-                return -EIO;
+                /* It has logged why, through on_mhd_error. */
+                return tc_fail(err, -EIO, "cannot start the HTTP server");
         }
         if (conn_fd >= 0) {
                 struct sockaddr_storage ss;
@@ -828,7 +830,7 @@ int httpd_start(const struct httpd_config *cfg, struct httpd_limits *limits, str
                     MHD_add_connection(h->daemon, conn_fd, (struct sockaddr *) &ss, len) != MHD_YES) {
                         MHD_stop_daemon(h->daemon);
                         httpd_free(h);
-                        return -ENOTSOCK;
+                        return tc_fail(err, -ENOTSOCK, "cannot start the HTTP server: stdin is not a connected socket");
                 }
         }
         *ret = h;

@@ -205,15 +205,15 @@ static void note_unreadable_kid(struct keystore *ks, const char *file) {
                 ks->n_unreadable_advertised++;
 }
 
-static void warn_file(void *userdata, const char *file, const char *reason) {
+static void warn_file(void *userdata, const char *file, const struct tc_err *why) {
         struct keystore *ks = userdata;
         int open_err, err = file_unreadable(ks, file, &open_err);
 
         if (err == 0 && open_err != 0)
-                warn_once(ks, "key directory %s: %s %s (%s), skipped: not a key file", ks->dir, file, reason,
+                warn_once(ks, "key directory %s: %s %s (%s), skipped: not a key file", ks->dir, file, why->msg,
                           strerror(open_err));
         else if (err == 0)
-                warn_once(ks, "key directory %s: %s %s, skipped", ks->dir, file, reason);
+                warn_once(ks, "key directory %s: %s %s, skipped", ks->dir, file, why->msg);
         else if (!served_key(ks, file)) {
                 warn_once(ks, "key directory %s: %s cannot be read: %s; skipped, but counted as present (no key is "
                           "created in its place; /rec for it answers 503): chown or chmod it so that uid %u can "
@@ -232,7 +232,7 @@ static int keep_unreadable_keys(struct keystore *ks, struct tk_keyset *set) {
 
         for (size_t i = 0; i < old->n_keys; i++) {
                 const struct tk_key *k = &old->keys[i];
-                const char *reason = "cannot be copied";
+                struct tc_err why = {};
                 bool loaded = false;
                 for (size_t j = 0; j < set->n_keys && !loaded; j++)
                         loaded = strcmp(set->keys[j].file, k->file) == 0;
@@ -240,12 +240,12 @@ static int keep_unreadable_keys(struct keystore *ks, struct tk_keyset *set) {
                 if (err == 0)
                         continue;
                 json_t *copy = json_deep_copy(k->jwk);
-                int r = copy ? tk_keyset_add(set, k->file, copy, &reason) : -ENOMEM;
+                int r = copy ? tk_keyset_add(set, k->file, copy, &why) : -ENOMEM;
                 if (r == -ENOMEM)
                         return r;
                 if (r < 0) {
                         warn_once(ks, "key directory %s: %s cannot be read: %s; the key loaded from it %s: dropped",
-                                  ks->dir, k->file, strerror(err), reason);
+                                  ks->dir, k->file, strerror(err), why.msg);
                         continue;
                 }
                 warn_once(ks, "key directory %s: %s cannot be read: %s; serving the key loaded from it before",
@@ -485,12 +485,12 @@ static int load_consistent(struct keystore *ks, struct tk_keyset **ret) {
  * once; a lock on it makes the first one generate and the others see it. */
 /* Logged once per cause (errno: the messages name random files), however
  * many retries fail the same way. */
-static void keygen_failed(struct keystore *ks, int r, const char *why) {
+static void keygen_failed(struct keystore *ks, int r, const struct tc_err *why) {
         __atomic_store_n(&ks->keygen_retry_ms, now_ms() + KEYGEN_RETRY_MS, __ATOMIC_RELEASE);
         served_health_set(&ks->health, SERVED_FAULT_KEYGEN, "no advertised key, and creating one in %s failed (%s)",
-                          ks->dir, why);
+                          ks->dir, why->msg);
         if (r != ks->keygen_error)
-                klog(ks, "key directory %s: no advertised key and cannot create one: %s", ks->dir, why);
+                klog(ks, "key directory %s: no advertised key and cannot create one: %s", ks->dir, why->msg);
         ks->keygen_error = r;
 }
 
@@ -512,25 +512,26 @@ static bool has_file(const struct tk_keyset *set, const char *file) {
 
 static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
         _cleanup_free_ char *sig = NULL, *exc = NULL;
-        char err[512];
+        struct tc_err err = {};
         _cleanup_close_ int dirfd = open(ks->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int r;
 
         if (dirfd < 0 || flock(dirfd, LOCK_EX) < 0) {
-                int r = -errno;
-                snprintf(err, sizeof(err), "cannot lock the directory: %s", strerror(-r));
-                keygen_failed(ks, r, err);
+                r = tc_fail(&err, -errno, "cannot lock the directory: %s", strerror(errno));
+                keygen_failed(ks, r, &err);
                 return 0;
         }
         tk_keyset_free(*set);
         *set = NULL;
-        if (load_consistent(ks, set) < 0)
-                return -1;
+        r = load_consistent(ks, set);
+        if (r < 0)
+                return r;
         if ((*set)->n_advertised_files > 0 || ks->n_unreadable_advertised > 0)
                 return 0;
         /* On failure tk_keygen_pair leaves no file behind, not even half of a pair. */
-        int r = tk_keygen_pair(ks->dir, NULL, NULL, &sig, &exc, err, sizeof(err));
+        r = tk_keygen_pair(ks->dir, NULL, NULL, &sig, &exc, &err);
         if (r < 0) {
-                keygen_failed(ks, r, err);
+                keygen_failed(ks, r, &err);
                 return 0;
         }
         __atomic_store_n(&ks->keygen_retry_ms, 0, __ATOMIC_RELEASE);

@@ -2,6 +2,7 @@
 #include "cleanup.h"
 #include "ecpoint.h"
 
+#include <errno.h>
 #include <string.h>
 #include <jose/b64.h>
 #include <jose/jwk.h>
@@ -12,15 +13,15 @@ int rec_check_request(const char *body, size_t len, json_t **ret) {
 
         json_auto_t *req = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
         if (!req)
-                return 400;
+                return -EINVAL;
         if (!jose_jwk_prm(NULL, req, false, "deriveKey"))
-                return 403;
+                return -EPERM;
         if (json_unpack(req, "{s:s,s?s}", "kty", &kty, "alg", &alg) < 0)
-                return 400;
+                return -EINVAL;
         if (strcmp(kty, "EC") != 0)
-                return 400;
+                return -EINVAL;
         if (alg && strcmp(alg, "ECMR") != 0)
-                return 400;
+                return -EINVAL;
         *ret = json_incref(req);
         return 0;
 }
@@ -52,28 +53,45 @@ int rec_exchange(const struct tk_ecmr_key *key, const json_t *req, char *out, si
         _cleanup_(ec_point_freep) EC_POINT *point = NULL, *result = NULL;
 
         if (!ctx)
-                return 500;
+                return -ENOMEM;
         if (json_unpack((json_t *) req, "{s:s,s:s%,s:s%}", "crv", &crv, "x", &x, &x_len, "y", &y, &y_len) < 0)
-                return 400;
+                return -EINVAL;
         /* A point of another curve is never multiplied by this key. */
         if (strcmp(crv, key->crv) != 0)
-                return 400;
+                return -EINVAL;
         if (ecpoint_decode(key->group, x, x_len, y, y_len, ctx, &point) < 0)
-                return 400;
+                return -EINVAL;
         if (!private_part_consistent(key, req, point, ctx))
-                return 400;
+                return -EINVAL;
 
         result = EC_POINT_new(key->group);
-        if (!result || !EC_POINT_mul(key->group, result, NULL, point, key->d, ctx))
-                return 500;
+        if (!result)
+                return -ENOMEM;
+        if (!EC_POINT_mul(key->group, result, NULL, point, key->d, ctx))
+                return -EIO;
+        /* Whatever keeps our own answer from being encoded is no fault of
+         * the request: not -EINVAL, which would answer 400. */
         if (ecpoint_encode(key->group, result, ctx, xs, ys) < 0)
-                return 500;
+                return -EIO;
 
         int n = snprintf(out, outlen,
                          "{\"alg\":\"ECMR\",\"crv\":\"%s\",\"key_ops\":[\"deriveKey\"],\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}",
                          key->crv, xs, ys);
         if (n < 0 || (size_t) n >= outlen)
-                return 500;
+                return -ENOBUFS;
         *written = (size_t) n;
         return 0;
+}
+
+int rec_status(int r) {
+        switch (r) {
+        case 0:
+                return 200;
+        case -EPERM:
+                return 403;
+        case -EINVAL:
+                return 400;
+        default:
+                return 500;
+        }
 }

@@ -4,8 +4,14 @@
 #include <stddef.h>
 #include "keyset.h"
 
-/* Parses and validates the client's JWK the way tang does (status code for
- * status code). Returns 0, or the HTTP status to answer with. On success
- * out holds NUL-terminated sorted compact JSON. */
+/* Parses and validates the client's JWK the way tang does. Returns 0 or a
+ * negative errno: -EPERM when the key does not permit deriveKey, -EINVAL
+ * when it is not JSON or not an EC key for ECMR. */
 int rec_check_request(const char *body, size_t len, json_t **req);
+/* Multiplies the client's point by key. Returns 0, with NUL-terminated
+ * sorted compact JSON in out, or a negative errno: -EINVAL when the point is
+ * not one of key's curve, -ENOBUFS when out is too small. */
 int rec_exchange(const struct tk_ecmr_key *key, const json_t *req, char *out, size_t outlen, size_t *written);
+/* The status tang answers /rec with after one of the above returned r (status
+ * code for status code): 200 for 0, 403, 400, else 500. */
+int rec_status(int r);

@@ -206,15 +206,15 @@ struct agent {
 static void report(const struct agent *a, enum tc_agent_event e, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 static void report(const struct agent *a, enum tc_agent_event e, const char *fmt, ...) {
-        char raw[1024], msg[sizeof(raw)];
+        char msg[1024];
         va_list ap;
         if (!a->o->report)
                 return;
+        /* Device names come from question files: one log line, whatever they
+         * hold, escaped as error messages are. */
         va_start(ap, fmt);
-        vsnprintf(raw, sizeof(raw), fmt, ap);
+        tc_vformat(msg, sizeof(msg), fmt, ap);
         va_end(ap);
-        /* Device names come from question files: one log line, whatever they hold. */
-        tc_escape(msg, sizeof(msg), raw);
         a->o->report(a->o->report_data, e, msg);
 }
 

@@ -29,11 +29,10 @@ json_t *tc_tang_keys_for(const json_t *payload, const char *op) {
 }
 
 int tc_tang_verify_adv(const json_t *jws, const char *where, json_t **payload, struct tc_err *err) {
-        char msg[256];
-        json_t *p = tk_adv_verify(jws, msg, sizeof(msg));
-        if (!p)
-                return tc_fail(err, -EBADMSG, "advertisement from %s rejected: %s", where, msg);
-        *payload = p;
+        struct tc_err why;
+        int r = tk_adv_verify(jws, payload, &why);
+        if (r < 0)
+                return tc_fail(err, r, "advertisement from %s rejected: %s", where, why.msg);
         return 0;
 }
 

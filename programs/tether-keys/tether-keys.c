@@ -29,8 +29,12 @@ static void usage(FILE *f) {
                 program);
 }
 
-static void warn_file(void *userdata, const char *file, const char *reason) {
-        fprintf(stderr, "%s: %s/%s %s, skipped\n", program, (const char *) userdata, file, reason);
+static void warn_file(void *userdata, const char *file, const struct tc_err *why) {
+        char line[1024];
+        /* Escaped as messages are: anyone who may write the directory names
+         * its files. */
+        tc_format(line, sizeof(line), "%s/%s %s, skipped", (const char *) userdata, file, why->msg);
+        fprintf(stderr, "%s: %s\n", program, line);
 }
 
 static int load(const char *dir, struct tk_keyset **ks) {
@@ -42,15 +46,15 @@ static int load(const char *dir, struct tk_keyset **ks) {
 
 static int cmd_gen(int argc, char **argv) {
         _cleanup_free_ char *sig = NULL, *exc = NULL;
-        char err[512] = "";
+        struct tc_err err = {};
 
         if (argc != 2 && argc != 4) {
                 fprintf(stderr, "%s gen: expected DIR [SIGNAME EXCNAME]\n", program);
                 return EXIT_USAGE;
         }
         if (tk_keygen_pair(argv[1], argc == 4 ? argv[2] : NULL, argc == 4 ? argv[3] : NULL,
-                           &sig, &exc, err, sizeof(err)) < 0) {
-                fprintf(stderr, "%s gen %s: %s\n", program, argv[1], err);
+                           &sig, &exc, &err) < 0) {
+                fprintf(stderr, "%s gen %s: %s\n", program, argv[1], err.msg);
                 return EXIT_FAILURE;
         }
         printf("signing key: %s/%s\nexchange key: %s/%s\n", argv[1], sig, argv[1], exc);
@@ -67,14 +71,14 @@ static void print_rotation(const char *dir, const struct tk_rotation *rot) {
 
 static int cmd_rotate(int argc, char **argv) {
         struct tk_rotation rot;
-        char err[512] = "";
+        struct tc_err err = {};
 
         if (argc != 2) {
                 fprintf(stderr, "%s rotate: expected DIR\n", program);
                 return EXIT_USAGE;
         }
-        if (tk_rotate_keys(argv[1], &rot, err, sizeof(err)) < 0) {
-                fprintf(stderr, "%s rotate %s: %s\n", program, argv[1], err);
+        if (tk_rotate_keys(argv[1], &rot, &err) < 0) {
+                fprintf(stderr, "%s rotate %s: %s\n", program, argv[1], err.msg);
                 return EXIT_FAILURE;
         }
         print_rotation(argv[1], &rot);

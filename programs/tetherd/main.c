@@ -261,7 +261,7 @@ static int run(struct options *o) {
         size_t n_daemons = 0;
         struct keystore *ks = NULL;
         struct httpd_limits *limits = NULL;
-        char err[512];
+        struct tc_err err = {};
         struct stat st;
         int r = 0;
         /* The path as messages show it: a name with control characters
@@ -301,9 +301,9 @@ static int run(struct options *o) {
         bool inetd = conn_fd >= 0 && n_listen == 0;
         if (activated == 0 && !inetd) {
                 r = listen_open(o->addresses, o->n_addresses, o->port ? o->port : DEFAULT_PORT,
-                                listen_fds, &n_listen, err, sizeof(err));
+                                listen_fds, &n_listen, &err);
                 if (r < 0) {
-                        fprintf(stderr, "tetherd: %s\n", err);
+                        fprintf(stderr, "tetherd: %s\n", err.msg);
                         return EXIT_FAILURE;
                 }
         }
@@ -340,18 +340,17 @@ static int run(struct options *o) {
         /* The limits are global: one count across every socket. */
         raise_fd_limit(o->http.connection_limit + (unsigned) n_listen);
         r = httpd_limits_new(o->http.connection_limit, o->http.per_address_limit, &limits);
+        if (r < 0)
+                tc_fail(&err, r, "cannot start the HTTP server: %s", strerror(-r));
         if (r >= 0 && inetd)
-                r = httpd_start(&o->http, NULL, ks, -1, conn_fd, closed_fd, &daemons[n_daemons++]);
+                r = httpd_start(&o->http, NULL, ks, -1, conn_fd, closed_fd, &daemons[n_daemons++], &err);
         for (size_t i = 0; i < n_listen && r >= 0; i++) {
-                r = httpd_start(&o->http, limits, ks, listen_fds[i], -1, -1, &daemons[n_daemons]);
+                r = httpd_start(&o->http, limits, ks, listen_fds[i], -1, -1, &daemons[n_daemons], &err);
                 if (r >= 0)
                         n_daemons++;
         }
         if (r < 0) {
-                /* -EIO: libmicrohttpd refused and has logged why. */
-                fprintf(stderr, "tetherd: cannot start the HTTP server%s%s\n",
-                        r == -EIO ? "" : ": ",
-                        r == -EIO ? "" : r == -ENOTSOCK ? "stdin is not a connected socket" : strerror(-r));
+                fprintf(stderr, "tetherd: %s\n", err.msg);
                 for (size_t i = 0; i < n_daemons; i++)
                         httpd_stop(daemons[i], 0);
                 httpd_limits_free(limits);

@@ -196,7 +196,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (size > 256 * 1024)
                 return 0;
         FUZZ_ASSERT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-        if (httpd_start(&cfg, NULL, ks, -1, sv[1], -1, &h) < 0) {
+        if (httpd_start(&cfg, NULL, ks, -1, sv[1], -1, &h, NULL) < 0) {
                 close(sv[0]);
                 close(sv[1]);
                 return 0;

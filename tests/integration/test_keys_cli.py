@@ -191,6 +191,17 @@ class KeysCli(tlib.unittest.TestCase):
             self.assertIn(name, r.stderr)
             self.assertNotIn(name, r.stdout)
 
+    def test_file_names_in_warnings_are_escaped(self):
+        """Anyone who may write the directory names its files: a name with
+        terminal escapes reaches stderr escaped, as every message is."""
+        self.run_keys("gen", self.dir)
+        with open(os.path.join(self.dir, "bad\x1b[31m\nname.jwk"), "w") as f:
+            f.write("not json")
+        r = self.run_keys("list", self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("/bad\\x1b[31m\\x0aname.jwk is not valid JSON, skipped\n", r.stderr)
+        self.assertNotIn("\x1b", r.stderr)
+
     def test_usage_errors(self):
         for args in ([], ["bogus"], ["gen"], ["show"], ["rotate"], ["gen", self.dir, "onlyone"]):
             r = self.run_keys(*args)

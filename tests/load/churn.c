@@ -160,7 +160,8 @@ static int remember_hidden(struct churn *c, const char *name, uint64_t hidden_at
 }
 
 static int rotate_once(struct churn *c) {
-        char advertised[MAX_ADVERTISED][NAME_MAX + 1], err[512] = "";
+        char advertised[MAX_ADVERTISED][NAME_MAX + 1];
+        struct tc_err err = {};
         size_t n = 0, n_files = 0;
         int r = list_advertised(c->keydir, advertised, &n, &n_files);
         if (r < 0) {
@@ -168,9 +169,10 @@ static int rotate_once(struct churn *c) {
                 return r;
         }
         raise_max(&c->max_files, n_files);
-        r = tk_rotate(c->keydir, err, sizeof(err));
+        r = tk_rotate(c->keydir, &err);
         if (r < 0) {
-                setup_failure(c, "rotation failed: %s", err);
+                tc_wrap(&err, r, "rotation failed");
+                setup_failure(c, "%s", err.msg);
                 return r;
         }
         uint64_t done = __atomic_add_fetch(&c->rotations, 1, __ATOMIC_SEQ_CST);
@@ -351,17 +353,17 @@ static void *client_main(void *arg) {
 
 static void check_adv(struct churn *c, const char *body, size_t len) {
         json_auto_t *jws = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
-        char msg[256];
+        json_auto_t *payload = NULL;
+        struct tc_err err;
 
         if (!json_is_object(jws)) {
                 count(&c->advs_torn);
                 load_fail(&c->fail, "GET /adv", "the answer is not a JSON object");
                 return;
         }
-        json_auto_t *payload = tk_adv_verify(jws, msg, sizeof(msg));
-        if (!payload) {
+        if (tk_adv_verify(jws, &payload, &err) < 0) {
                 count(&c->advs_torn);
-                load_fail(&c->fail, "GET /adv: torn advertisement", msg);
+                load_fail(&c->fail, "GET /adv: torn advertisement", err.msg);
                 return;
         }
         json_auto_t *derive = tc_tang_keys_for(payload, "deriveKey");

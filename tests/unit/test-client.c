@@ -409,6 +409,23 @@ TEST(error_messages_cut_to_fit_end_in_dots) {
         CHECK(len < 4 || ((unsigned char) err.msg[len - 4] & 0xc0) != 0xc0);
 }
 
+/* Lines that are no tc_err (the agent's events, tether-keys' warnings) are
+ * formatted, escaped and cut as messages are, in a buffer of their own size. */
+TEST(formatted_lines_escape_and_cut_like_error_messages) {
+        char line[1024], long_text[900];
+        CHECK_INT(tc_format(line, sizeof(line), "%s: answered", "/dev/\x1b[31m\nsda\xe2\x80\xae"), 38);
+        CHECK_STR(line, "/dev/\\x1b[31m\\x0asda\\u{202e}: answered");
+        /* Longer than a tc_err holds, shorter than the line: whole. */
+        memset(long_text, 'a', sizeof(long_text) - 1);
+        long_text[sizeof(long_text) - 1] = '\0';
+        CHECK_INT(tc_format(line, sizeof(line), "%s; not answered", long_text), sizeof(long_text) - 1 + 14);
+        CHECK_STR(line + sizeof(long_text) - 1, "; not answered");
+        /* Cut to fit: says so. */
+        char small[16];
+        CHECK_INT(tc_format(small, sizeof(small), "%s", long_text), sizeof(small) - 1);
+        CHECK_STR(small, "aaaaaaaaaaaa...");
+}
+
 TEST(error_messages_escape_bidi_and_invisible_characters) {
         static const struct {
                 const char *in, *out;

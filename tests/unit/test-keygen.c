@@ -8,7 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char err[512];
+static struct tc_err err;
 
 static bool has_name(char **names, size_t n, const char *name) {
         for (size_t i = 0; i < n; i++)
@@ -83,10 +83,10 @@ TEST(keygen_pair_writes_two_keys_named_by_s256_mode_0440) {
         REQUIRE(dir);
         /* The files must not depend on the caller's umask (CVE-2023-1672). */
         mode_t old = umask(0);
-        int r = tk_keygen_pair(dir, NULL, NULL, &sig, &exc, err, sizeof(err));
+        int r = tk_keygen_pair(dir, NULL, NULL, &sig, &exc, &err);
         umask(old);
         if (!CHECK_INT(r, 0))
-                fprintf(stderr, "  %s\n", err);
+                fprintf(stderr, "  %s\n", err.msg);
         char **names = tu_list(dir, &n);
         if (CHECK_INT(n, 2) && CHECK(sig && exc)) {
                 CHECK(has_name(names, n, sig));
@@ -130,7 +130,7 @@ TEST(keygen_pair_uses_given_names) {
         size_t n = 0;
 
         REQUIRE(dir);
-        CHECK_INT(tk_keygen_pair(dir, "mysig", "myexc.jwk", &sig, &exc, err, sizeof(err)), 0);
+        CHECK_INT(tk_keygen_pair(dir, "mysig", "myexc.jwk", &sig, &exc, &err), 0);
         CHECK_STR(sig, "mysig.jwk");
         CHECK_STR(exc, "myexc.jwk");
         char **names = tu_list(dir, &n);
@@ -142,7 +142,7 @@ TEST(keygen_pair_uses_given_names) {
         free(exc);
 
         /* Output pointers are optional. */
-        CHECK_INT(tk_keygen_pair(dir, NULL, NULL, NULL, NULL, NULL, 0), 0);
+        CHECK_INT(tk_keygen_pair(dir, NULL, NULL, NULL, NULL, NULL), 0);
         names = tu_list(dir, &n);
         CHECK_INT(n, 4);
         CHECK(no_leftovers(names, n));
@@ -154,10 +154,10 @@ TEST(keygen_pair_uses_given_names) {
 TEST(keygen_pair_fails_for_missing_directory) {
         char *sig = NULL, *exc = NULL;
 
-        err[0] = '\0';
-        CHECK_INT(tk_keygen_pair("/nonexistent/tether-unit", NULL, NULL, &sig, &exc, err, sizeof(err)), -ENOENT);
+        err.msg[0] = '\0';
+        CHECK_INT(tk_keygen_pair("/nonexistent/tether-unit", NULL, NULL, &sig, &exc, &err), -ENOENT);
         CHECK(sig == NULL && exc == NULL);
-        CHECK(strstr(err, "/nonexistent/tether-unit") != NULL);
+        CHECK(strstr(err.msg, "/nonexistent/tether-unit") != NULL);
         CHECK(access("/nonexistent", F_OK) < 0);
 }
 
@@ -195,12 +195,12 @@ static int run_unprivileged(const char *dir, int (*fn)(const char *dir)) {
 
 /* Exit codes of the child: 0 = failed as expected with EACCES. */
 static int keygen_in(const char *dir) {
-        char e[256] = "";
+        struct tc_err e = {};
         char *sig = NULL, *exc = NULL;
-        int r = tk_keygen_pair(dir, NULL, NULL, &sig, &exc, e, sizeof(e));
+        int r = tk_keygen_pair(dir, NULL, NULL, &sig, &exc, &e);
         if (r == 0)
                 return 10;
-        if (r != -EACCES || !e[0] || sig || exc)
+        if (r != -EACCES || !e.msg[0] || sig || exc)
                 return 11;
         return 0;
 }
@@ -225,22 +225,22 @@ TEST(keygen_pair_removes_first_key_when_second_fails) {
 
         REQUIRE(dir);
         /* An invalid second name: the signing key written first goes again. */
-        CHECK_INT(tk_keygen_pair(dir, NULL, "bad/name", &sig, &exc, err, sizeof(err)), -EINVAL);
+        CHECK_INT(tk_keygen_pair(dir, NULL, "bad/name", &sig, &exc, &err), -EINVAL);
         CHECK(sig == NULL && exc == NULL);
         char **names = tu_list(dir, &n);
         CHECK_INT(n, 0);
         tu_list_free(names, n);
 
         /* Both keys under one name: the second cannot replace the first. */
-        CHECK(tk_keygen_pair(dir, "same", "same", &sig, &exc, err, sizeof(err)) < 0);
+        CHECK(tk_keygen_pair(dir, "same", "same", &sig, &exc, &err) < 0);
         names = tu_list(dir, &n);
         CHECK_INT(n, 0);
         tu_list_free(names, n);
 
         /* An existing file is never replaced, and nothing else appears. */
         REQUIRE(tu_write_str(dir, "taken.jwk", "original") == 0);
-        CHECK_INT(tk_keygen_pair(dir, NULL, "taken", &sig, &exc, err, sizeof(err)), -EEXIST);
-        CHECK_INT(tk_keygen_pair(dir, "taken", NULL, &sig, &exc, err, sizeof(err)), -EEXIST);
+        CHECK_INT(tk_keygen_pair(dir, NULL, "taken", &sig, &exc, &err), -EEXIST);
+        CHECK_INT(tk_keygen_pair(dir, "taken", NULL, &sig, &exc, &err), -EEXIST);
         CHECK(sig == NULL && exc == NULL);
         names = tu_list(dir, &n);
         if (CHECK_INT(n, 1))
@@ -255,8 +255,8 @@ TEST(keygen_pair_removes_first_key_when_second_fails) {
         }
         CHECK_STR(buf, "original");
 
-        CHECK_INT(tk_keygen_pair(dir, "..", NULL, &sig, &exc, err, sizeof(err)), -EINVAL);
-        CHECK_INT(tk_keygen_pair(dir, "", NULL, &sig, &exc, err, sizeof(err)), -EINVAL);
+        CHECK_INT(tk_keygen_pair(dir, "..", NULL, &sig, &exc, &err), -EINVAL);
+        CHECK_INT(tk_keygen_pair(dir, "", NULL, &sig, &exc, &err), -EINVAL);
         names = tu_list(dir, &n);
         CHECK_INT(n, 1);
         tu_list_free(names, n);
@@ -270,12 +270,12 @@ TEST(rotate_hides_old_pair_and_advertises_new_one) {
         size_t n = 0;
 
         REQUIRE(dir);
-        REQUIRE(tk_keygen_pair(dir, NULL, NULL, &sig, &exc, err, sizeof(err)) == 0);
+        REQUIRE(tk_keygen_pair(dir, NULL, NULL, &sig, &exc, &err) == 0);
         json_t *old_sig = tu_read_json(dir, sig), *old_exc = tu_read_json(dir, exc);
         REQUIRE(tu_write_str(dir, "notes.txt", "not a key") == 0);
 
-        if (!CHECK_INT(tk_rotate(dir, err, sizeof(err)), 0))
-                fprintf(stderr, "  %s\n", err);
+        if (!CHECK_INT(tk_rotate(dir, &err), 0))
+                fprintf(stderr, "  %s\n", err.msg);
         snprintf(hs, sizeof(hs), ".%s", sig);
         snprintf(he, sizeof(he), ".%s", exc);
         char **names = tu_list(dir, &n);
@@ -318,7 +318,7 @@ TEST(rotate_hides_old_pair_and_advertises_new_one) {
         tk_keyset_free(ks);
 
         /* Again: hidden keys stay as they are (no "..X.jwk"). */
-        CHECK_INT(tk_rotate(dir, err, sizeof(err)), 0);
+        CHECK_INT(tk_rotate(dir, &err), 0);
         names = tu_list(dir, &n);
         CHECK_INT(n, 7);
         CHECK(has_name(names, n, hs));
@@ -348,7 +348,7 @@ TEST(rotate_in_empty_directory_creates_a_pair) {
         size_t n = 0;
 
         REQUIRE(dir);
-        CHECK_INT(tk_rotate(dir, err, sizeof(err)), 0);
+        CHECK_INT(tk_rotate(dir, &err), 0);
         char **names = tu_list(dir, &n);
         CHECK_INT(n, 2);
         for (size_t i = 0; i < n; i++)
@@ -359,17 +359,17 @@ TEST(rotate_in_empty_directory_creates_a_pair) {
 }
 
 TEST(rotate_fails_for_missing_directory) {
-        err[0] = '\0';
-        CHECK_INT(tk_rotate("/nonexistent/tether-unit", err, sizeof(err)), -ENOENT);
-        CHECK(err[0] != '\0');
+        err.msg[0] = '\0';
+        CHECK_INT(tk_rotate("/nonexistent/tether-unit", &err), -ENOENT);
+        CHECK(err.msg[0] != '\0');
 }
 
 static int rotate_in(const char *dir) {
-        char e[256] = "";
-        int r = tk_rotate(dir, e, sizeof(e));
+        struct tc_err e = {};
+        int r = tk_rotate(dir, &e);
         if (r == 0)
                 return 10;
-        if (r != -EACCES || !e[0])
+        if (r != -EACCES || !e.msg[0])
                 return 11;
         return 0;
 }
@@ -380,7 +380,7 @@ TEST(rotate_failure_keeps_old_pair_advertised) {
         size_t n = 0;
 
         REQUIRE(dir);
-        REQUIRE(tk_keygen_pair(dir, NULL, NULL, &sig, &exc, err, sizeof(err)) == 0);
+        REQUIRE(tk_keygen_pair(dir, NULL, NULL, &sig, &exc, &err) == 0);
         CHECK_INT(run_unprivileged(dir, rotate_in), 0);
         char **names = tu_list(dir, &n);
         CHECK_INT(n, 2);

@@ -5,6 +5,8 @@
 #include "keyset.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <malloc.h>
 #include <dlfcn.h>
 #include <sys/stat.h>
@@ -51,6 +53,28 @@ struct dirent *readdir(DIR *d) {
         return real(d);
 }
 
+/* openat: keyset.c's calls come here too; fails with ENOMEM (the kernel
+ * short of memory) for the file named openat_enomem. */
+static const char *openat_enomem;
+
+int openat(int fd, const char *path, int flags, ...) {
+        static int (*real)(int, const char *, int, ...);
+        mode_t mode = 0;
+        if (!real)
+                real = (int (*)(int, const char *, int, ...)) dlsym(RTLD_NEXT, "openat");
+        if (flags & (O_CREAT | O_TMPFILE)) {
+                va_list ap;
+                va_start(ap, flags);
+                mode = va_arg(ap, mode_t);
+                va_end(ap);
+        }
+        if (openat_enomem && strcmp(path, openat_enomem) == 0) {
+                errno = ENOMEM;
+                return -1;
+        }
+        return real(fd, path, flags, mode);
+}
+
 #define MAX_WARNINGS 32
 
 struct warnings {
@@ -59,11 +83,11 @@ struct warnings {
         char *reason[MAX_WARNINGS];
 };
 
-static void collect(void *userdata, const char *file, const char *reason) {
+static void collect(void *userdata, const char *file, const struct tc_err *why) {
         struct warnings *w = userdata;
         if (w->n < MAX_WARNINGS) {
                 w->file[w->n] = strdup(file);
-                w->reason[w->n] = strdup(reason ? reason : "");
+                w->reason[w->n] = strdup(why ? why->msg : "");
                 w->n++;
         }
 }
@@ -506,6 +530,23 @@ TEST(readdir_error_fails_the_load) {
         /* The control: without the fault, the same directory loads. */
         CHECK_INT(tk_keyset_load(dir, NULL, NULL, &ks), 0);
         tk_keyset_free(ks);
+}
+
+/* The kernel short of memory for one key file is no fault of the file: the
+ * load fails (the server keeps the keys it has and retries) rather than go
+ * on without the key the file may well hold. */
+TEST(out_of_memory_opening_a_key_file_fails_the_load) {
+        struct warnings w = { 0 };
+        struct tk_keyset *ks = NULL;
+
+        openat_enomem = "exc.jwk";
+        int r = tk_keyset_load(dir, collect, &w, &ks);
+        openat_enomem = NULL;
+        CHECK_INT(r, -ENOMEM);
+        CHECK(ks == NULL);
+        CHECK_INT(warned(&w, "exc.jwk"), 0);
+        tk_keyset_free(ks);
+        warnings_clear(&w);
 }
 
 static long load_in_use(const char *kdir, long fail_at, int *r) {

@@ -35,15 +35,15 @@ static char *expected_answer(const EC_GROUP *g, const char *crv, const EC_POINT 
         return out;
 }
 
-/* Runs rec_check_request + rec_exchange on body; returns the status (0 =
- * answered into out). */
+/* Runs rec_check_request + rec_exchange on body; returns the status /rec
+ * answers a failure with (0 = answered into out). */
 static int exchange(const struct tk_ecmr_key *key, const char *body, char *out, size_t outlen, size_t *written) {
         json_t *req = NULL;
-        int st = rec_check_request(body, strlen(body), &req);
-        if (st == 0)
-                st = rec_exchange(key, req, out, outlen, written);
+        int r = rec_check_request(body, strlen(body), &req);
+        if (r == 0)
+                r = rec_exchange(key, req, out, outlen, written);
         json_decref(req);
-        return st;
+        return r < 0 ? rec_status(r) : 0;
 }
 
 static char *body_for(const EC_GROUP *g, const char *crv, const EC_POINT *x) {
@@ -315,7 +315,8 @@ TEST(check_request_statuses) {
         };
         for (size_t i = 0; i < ELEMENTS(cases); i++) {
                 json_t *req = NULL;
-                int st = rec_check_request(cases[i].body, strlen(cases[i].body), &req);
+                int r = rec_check_request(cases[i].body, strlen(cases[i].body), &req);
+                int st = r < 0 ? rec_status(r) : r;
                 if (!CHECK_INT(st, cases[i].status))
                         fprintf(stderr, "  body %s\n", cases[i].body);
                 CHECK(st == 0 ? req != NULL : req == NULL);
@@ -337,23 +338,23 @@ TEST(exchange_rejects_bad_points_and_small_buffers) {
 
         json_t *r = json_deep_copy(req);
         json_object_del(r, "crv");
-        CHECK_INT(rec_exchange(k->ecmr, r, out, sizeof(out), &written), 400);
+        CHECK_INT(rec_status(rec_exchange(k->ecmr, r, out, sizeof(out), &written)), 400);
         json_object_set_new(r, "crv", json_string("P-256"));
-        CHECK_INT(rec_exchange(k->ecmr, r, out, sizeof(out), &written), 400);
+        CHECK_INT(rec_status(rec_exchange(k->ecmr, r, out, sizeof(out), &written)), 400);
         json_decref(r);
 
         r = json_deep_copy(req);
         json_object_set(r, "x", json_object_get(req, "y"));
-        CHECK_INT(rec_exchange(k->ecmr, r, out, sizeof(out), &written), 400);
+        CHECK_INT(rec_status(rec_exchange(k->ecmr, r, out, sizeof(out), &written)), 400);
         json_object_del(r, "x");
-        CHECK_INT(rec_exchange(k->ecmr, r, out, sizeof(out), &written), 400);
+        CHECK_INT(rec_status(rec_exchange(k->ecmr, r, out, sizeof(out), &written)), 400);
         json_decref(r);
 
         /* The answer is 253 bytes; a smaller buffer is an error, not a
          * truncated answer. */
         CHECK_INT(rec_exchange(k->ecmr, req, out, sizeof(out), &written), 0);
         CHECK_INT(written, 253);
-        CHECK_INT(rec_exchange(k->ecmr, req, out, 253, &written), 500);
+        CHECK_INT(rec_status(rec_exchange(k->ecmr, req, out, 253, &written)), 500);
         CHECK_INT(rec_exchange(k->ecmr, req, out, 254, &written), 0);
 
         json_decref(req);
