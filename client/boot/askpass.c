@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +17,7 @@
 #include <sys/un.h>
 
 #include "cleanup.h"
+#include "fanout.h"
 #include "luks.h"
 #include "netwatch.h"
 #include "tether.h"
@@ -285,19 +285,11 @@ struct attempt {
         struct tc_question q;
         char *path;
         struct tc_luks_bindings bindings;
-        pthread_t thread;
-        bool started;
         uint8_t *key;
         size_t len;
         int token, r;
         struct tc_err err;
 };
-
-static void *attempt_run(void *arg) {
-        struct attempt *t = arg;
-        t->r = tc_luks_bindings_recover(t->ctx, t->volume->device, &t->bindings, &t->token, &t->key, &t->len, &t->err);
-        return NULL;
-}
 
 static void attempt_clear(struct attempt *t) {
         tc_question_clear(&t->q);
@@ -409,6 +401,41 @@ static void attempt_finish(struct agent *a, struct attempt *t) {
         v->backoff_ms = v->backoff_ms * 2 > a->o->backoff_max_ms ? a->o->backoff_max_ms : v->backoff_ms * 2;
 }
 
+/* One round's attempts, run at once (tc_fanout_run). */
+struct round {
+        struct agent *a;
+        struct attempt *tries;
+        int64_t *wake_ms;
+};
+
+static int attempt_run(void *data, size_t i, struct tc_fanout *f) {
+        struct attempt *t = &((struct round *) data)->tries[i];
+        (void) f;  /* cancelled through the agent's context */
+        t->r = tc_luks_bindings_recover(t->ctx, t->volume->device, &t->bindings, &t->token, &t->key, &t->len, &t->err);
+        return t->r;
+}
+
+/* In the agent's thread, as each attempt ends: its answer goes out at once,
+ * whatever the other volumes' servers take. */
+static int attempt_collect(void *data, size_t i, int r) {
+        struct round *round = data;
+        struct attempt *t = &round->tries[i];
+        attempt_finish(round->a, t);
+        if (t->r == -EACCES && (*round->wake_ms < 0 || t->volume->next_try_ms < *round->wake_ms))
+                *round->wake_ms = t->volume->next_try_ms;
+        return r;
+}
+
+static bool agent_cancelled(void *data) {
+        return tc_ctx_cancelled(((struct round *) data)->a->ctx);
+}
+
+static const struct tc_fanout_ops round_ops = {
+        .run = attempt_run,
+        .collect = attempt_collect,
+        .cancelled = agent_cancelled,
+};
+
 /* Tries every due question, the volumes at once. Returns the number of
  * questions pending (ours or not) and sets *wake_ms to the next retry time,
  * or -1 for none. */
@@ -445,19 +472,15 @@ static int round_run(struct agent *a, int64_t *wake_ms) {
                         n++;
         }
         bad_questions_prune(a, false);
-        /* On an error the attempts gathered so far still run, and are freed. */
+        /* On an error the attempts gathered so far still run, and are freed.
+         * Quorum 0: every volume's attempt runs to its end, whatever the
+         * others do. */
+        struct round round = { .a = a, .tries = tries, .wake_ms = wake_ms };
+        int f = tc_fanout_run(&round_ops, &round, &(struct tc_fanout_opts) { .n = n });
+        if (f == -ENOMEM && r >= 0)
+                r = f;
         for (size_t i = 0; i < n; i++)
-                tries[i].started = pthread_create(&tries[i].thread, NULL, attempt_run, &tries[i]) == 0;
-        for (size_t i = 0; i < n; i++) {
-                if (tries[i].started)
-                        pthread_join(tries[i].thread, NULL);
-                else
-                        attempt_run(&tries[i]);
-                attempt_finish(a, &tries[i]);
-                if (tries[i].r == -EACCES && (*wake_ms < 0 || tries[i].volume->next_try_ms < *wake_ms))
-                        *wake_ms = tries[i].volume->next_try_ms;
                 attempt_clear(&tries[i]);
-        }
         free(tries);
         return r < 0 ? r : pending;
 }
@@ -493,6 +516,10 @@ int tc_agent_run(const struct tc_ctx *ctx, const struct tc_agent_opts *o, struct
                         r = tc_fail(err, pending, "%s: %s", a.dir, strerror(-pending));
                         break;
                 }
+                /* A round cancelled midway collects no attempt and sets no
+                 * retry time: the signal came already, poll must not wait. */
+                if (tc_ctx_cancelled(ctx))
+                        break;
                 int64_t now = tc_now_ms();
                 if (pending == 0) {
                         if (!a.last_answer_ms || now >= a.last_answer_ms + o->linger_ms)

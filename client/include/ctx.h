@@ -60,6 +60,11 @@ void tc_ctx_child(struct tc_ctx *child, const struct tc_ctx *parent);
 void tc_ctx_cancel(struct tc_ctx *ctx);
 /* True once cancelled (this context or an ancestor) or past the deadline. */
 bool tc_ctx_cancelled(const struct tc_ctx *ctx);
+/* The .cancel and .cancelled hooks of a fan-out (base/fanout.h) whose jobs
+ * all run in one context: data is that context (or a struct beginning with
+ * it), cancelled to stop them and asked whether it is cancelled. */
+void tc_ctx_fanout_cancel(void *data, size_t job);
+bool tc_ctx_fanout_cancelled(void *data);
 
 /* How long a whole decryption may take with these limits, in ms: what one
  * leaf may take (attempts x timeout_ms plus the pauses between attempts)

@@ -11,13 +11,13 @@
  *           one header write. */
 #include "luks.h"
 #include "cleanup.h"
+#include "fanout.h"
 #include "jwe.h"
 #include "pin.h"
 #include "tang.h"
 #include "tether.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 #include <jose/b64.h>
@@ -556,17 +556,11 @@ int tc_luks_key_opens(const char *device, int slot, const uint8_t *key, size_t l
 
 /* ---------------------------------------------------------------- unlock */
 
-struct race;
-
 struct race_entry {
-        struct race *race;
         const struct tc_luks_binding *b;
-        pthread_t thread;
-        bool started, ready;
         uint8_t *key;
         size_t len;
         struct tc_err err;
-        int r;
 };
 
 /* Offered each recovered key as it arrives; returns >= 0 to take it. */
@@ -574,91 +568,90 @@ typedef int (*race_accept_fn)(void *data, const struct tc_luks_binding *b, const
                               struct tc_err *err);
 
 struct race {
-        struct tc_ctx ctx;
+        struct tc_ctx ctx;          /* first (tc_ctx_fanout_cancel); cancelled
+                                     * once a key is taken */
         const char *device;
-        pthread_mutex_t lock;
-        pthread_cond_t changed;
+        struct race_entry *entries;
+        race_accept_fn accept;
+        void *data;
+        int taken;                  /* what accept() returned for the key taken */
+};
+_Static_assert(offsetof(struct race, ctx) == 0, "the fan-out hooks take the race for its context");
+
+static int race_run(void *data, size_t i, struct tc_fanout *f) {
+        struct race *race = data;
+        struct race_entry *e = &race->entries[i];
+        (void) f;  /* cancelled through race->ctx */
+        return decrypt_binding(&race->ctx, race->device, e->b, &e->key, &e->len, &e->err);
+}
+
+/* In the caller's thread: libcryptsetup is not thread-safe. */
+static int race_collect(void *data, size_t i, int r) {
+        struct race *race = data;
+        struct race_entry *e = &race->entries[i];
+        if (r < 0)
+                return r;
+        r = race->accept(race->data, e->b, e->key, e->len, &e->err);
+        if (r >= 0)
+                race->taken = r;
+        return r;
+}
+
+static const struct tc_fanout_ops race_ops = {
+        .run = race_run,
+        .collect = race_collect,
+        .cancel = tc_ctx_fanout_cancel,
+        .cancelled = tc_ctx_fanout_cancelled,
 };
 
-static void *race_run(void *arg) {
-        struct race_entry *e = arg;
-        e->r = decrypt_binding(&e->race->ctx, e->race->device, e->b, &e->key, &e->len, &e->err);
-        pthread_mutex_lock(&e->race->lock);
-        e->ready = true;
-        pthread_cond_signal(&e->race->changed);
-        pthread_mutex_unlock(&e->race->lock);
-        return NULL;
-}
-
-static size_t race_next(struct race *race, struct race_entry *entries, size_t n, const bool *used) {
-        pthread_mutex_lock(&race->lock);
-        for (;;) {
-                for (size_t i = 0; i < n; i++)
-                        if (entries[i].ready && !used[i]) {
-                                pthread_mutex_unlock(&race->lock);
-                                return i;
-                        }
-                pthread_cond_wait(&race->changed, &race->lock);
-        }
-}
-
-/* "DEVICE: no binding could unlock it; REASON; REASON" */
-static int race_failed(const char *device, const struct race_entry *entries, size_t n, struct tc_err *err) {
+/* "DEVICE: no binding could unlock it; REASON; REASON". why is what the
+ * fan-out returned. */
+static int race_failed(const char *device, const struct race_entry *entries, size_t n, int why, struct tc_err *err) {
+        bool any = false;
+        for (size_t i = 0; i < n; i++)
+                any |= entries[i].err.msg[0] != '\0';
+        /* Nothing ran: the fan-out itself could not start. */
+        if (!any && why == -ENOMEM)
+                return tc_fail(err, why, "out of memory");
         size_t len = (size_t) snprintf(err->msg, sizeof(err->msg), "%s: no binding could unlock it", device);
         for (size_t i = 0; i < n && len < sizeof(err->msg); i++)
-                len += (size_t) snprintf(err->msg + len, sizeof(err->msg) - len, "; %s", entries[i].err.msg);
+                len += entries[i].err.msg[0]
+                               ? (size_t) snprintf(err->msg + len, sizeof(err->msg) - len, "; %s", entries[i].err.msg)
+                               : (size_t) snprintf(err->msg + len, sizeof(err->msg) - len, "; %s slot %d: cancelled",
+                                                   device, entries[i].b->slot);
         return -EACCES;
 }
 
 /* Decrypts every usable binding (of slot, or all with -1) at once and offers
- * the keys to accept() in the order they arrive, in this thread (libcryptsetup
- * is not thread-safe). The rest are cancelled once one is taken. Returns what
- * accept() returned for the key taken. */
+ * the keys to accept() in the order they arrive, in this thread. The rest are
+ * cancelled once one is taken. Returns what accept() returned for the key
+ * taken. */
 static int race_bindings(const struct tc_ctx *ctx, const char *device, const struct tc_luks_bindings *bindings, int slot,
                          race_accept_fn accept, void *data, struct tc_err *err) {
-        struct race race = { .device = device };
-        size_t n = 0, tried = 0;
-        int r = -EACCES, taken = -1;
+        struct race race = { .device = device, .accept = accept, .data = data };
+        size_t n = 0;
 
         _cleanup_free_ struct race_entry *entries = calloc(bindings->n ? bindings->n : 1, sizeof(*entries));
-        _cleanup_free_ bool *used = calloc(bindings->n ? bindings->n : 1, sizeof(bool));
-        if (!entries || !used)
+        if (!entries)
                 return tc_fail(err, -ENOMEM, "out of memory");
+        for (size_t i = 0; i < bindings->n; i++) {
+                const struct tc_luks_binding *b = &bindings->items[i];
+                if (b->slot_active && (slot < 0 || b->slot == slot))
+                        entries[n++] = (struct race_entry) { .b = b };
+        }
+        if (n == 0)
+                return tc_fail(err, -ENOENT, slot >= 0 ? "%s: slot %d has no usable binding" : "%s: no usable tether/clevis binding",
+                               device, slot);
+        race.entries = entries;
         tc_ctx_child(&race.ctx, ctx);
         /* One time limit for the race, not one per binding. */
         tc_ctx_set_deadline(&race.ctx);
-        pthread_mutex_init(&race.lock, NULL);
-        pthread_cond_init(&race.changed, NULL);
-        for (size_t i = 0; i < bindings->n; i++) {
-                const struct tc_luks_binding *b = &bindings->items[i];
-                if (!b->slot_active || (slot >= 0 && b->slot != slot))
-                        continue;
-                entries[n] = (struct race_entry) { .race = &race, .b = b };
-                if (pthread_create(&entries[n].thread, NULL, race_run, &entries[n]) == 0)
-                        entries[n++].started = true;
-        }
-        for (; tried < n && taken < 0; tried++) {
-                size_t i = race_next(&race, entries, n, used);
-                used[i] = true;
-                if (entries[i].r < 0)
-                        continue;
-                r = accept(data, entries[i].b, entries[i].key, entries[i].len, &entries[i].err);
-                if (r >= 0)
-                        taken = (int) i;
-        }
-        tc_ctx_cancel(&race.ctx);
-        for (size_t i = 0; i < n; i++)
-                if (entries[i].started)
-                        pthread_join(entries[i].thread, NULL);
-        if (n == 0)
-                r = tc_fail(err, -ENOENT, slot >= 0 ? "%s: slot %d has no usable binding" : "%s: no usable tether/clevis binding",
-                            device, slot);
-        else if (taken < 0)
-                r = race_failed(device, entries, n, err);
+        /* No thread budget: a thread for each binding (LUKS2 has 32 tokens at most). */
+        int r = tc_fanout_run(&race_ops, &race,
+                              &(struct tc_fanout_opts) { .n = n, .quorum = 1, .deadline_ms = race.ctx.deadline_ms });
+        r = r < 0 ? race_failed(device, entries, n, r, err) : race.taken;
         for (size_t i = 0; i < n; i++)
                 tc_secret_free(entries[i].key, entries[i].len);
-        pthread_mutex_destroy(&race.lock);
-        pthread_cond_destroy(&race.changed);
         return r;
 }
 

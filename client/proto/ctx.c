@@ -61,6 +61,15 @@ bool tc_ctx_cancelled(const struct tc_ctx *ctx) {
         return false;
 }
 
+void tc_ctx_fanout_cancel(void *data, size_t job) {
+        (void) job;
+        tc_ctx_cancel(data);
+}
+
+bool tc_ctx_fanout_cancelled(void *data) {
+        return tc_ctx_cancelled(data);
+}
+
 /* What one leaf may take: its attempts, each within timeout_ms, and the
  * pauses between them (backoff_ms, doubled after each). */
 static int64_t leaf_ms(const struct tc_ctx *ctx) {

@@ -3,12 +3,12 @@
  * once (within a process-wide budget of threads) and finishes as soon as t
  * have answered; the rest are cancelled. */
 #include "cleanup.h"
+#include "fanout.h"
 #include "pin.h"
 #include "shamir.h"
 #include "sss-internal.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <string.h>
 #include <jose/b64.h>
 #include <openssl/crypto.h>
@@ -134,114 +134,80 @@ out:
 
 /* ---------------------------------------------------------------- decrypt */
 
-struct sss_job;
-
 struct child {
-        struct sss_job *job;
-        size_t index;
-        const struct tc_jwe_node *jwe;
-        pthread_t thread;
-        bool started;
         uint8_t *share;
         size_t share_len;
         struct tc_err err;
-        int r;
 };
 
 struct sss_job {
-        struct tc_ctx ctx;          /* cancelled once t shares are in */
-        pthread_mutex_t lock;
-        pthread_cond_t changed;
-        size_t t, n, done, ok;
+        struct tc_ctx ctx;          /* first (tc_ctx_fanout_cancel); cancelled
+                                     * once t shares are in */
+        const struct tc_jwe *jwe;   /* the node; its children are the jobs */
+        size_t t, n;
         size_t share_len;
         struct child *children;
+        int *results;               /* each child's, from the fan-out */
 };
+_Static_assert(offsetof(struct sss_job, ctx) == 0, "the fan-out hooks take the job for its context");
 
 /* Worker threads across every sss node of the process, nested or not: a
  * crafted header could otherwise start 256 per node, at every level. Beyond
  * the budget a node decrypts its remaining children itself, one after the
  * other, taking a thread again as soon as one is free. */
-static unsigned workers;
-
-static bool worker_take(void) {
-        unsigned n = __atomic_load_n(&workers, __ATOMIC_RELAXED);
-        do
-                if (n >= TC_SSS_MAX_THREADS)
-                        return false;
-        while (!__atomic_compare_exchange_n(&workers, &n, n + 1, true, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
-        return true;
-}
-
-static void worker_release(void) {
-        __atomic_fetch_sub(&workers, 1, __ATOMIC_ACQ_REL);
-}
+static struct tc_fanout_budget workers = { .max = TC_SSS_MAX_THREADS };
 
 unsigned tc_sss_workers(void) {
-        return __atomic_load_n(&workers, __ATOMIC_ACQUIRE);
+        return tc_fanout_budget_used(&workers);
 }
 
-static void child_done(struct child *c, int r) {
-        struct sss_job *job = c->job;
-        pthread_mutex_lock(&job->lock);
-        c->r = r;
-        job->done++;
-        pthread_cond_signal(&job->changed);
-        pthread_mutex_unlock(&job->lock);
-}
-
-/* Whether t shares are in, or so many children failed that they never will. */
-static bool settled(struct sss_job *job) {
-        pthread_mutex_lock(&job->lock);
-        bool s = job->ok >= job->t || job->ok + (job->n - job->done) < job->t;
-        pthread_mutex_unlock(&job->lock);
-        return s;
-}
-
-static void child_run(struct child *c) {
-        struct sss_job *job = c->job;
+static int child_run(void *data, size_t i, struct tc_fanout *f) {
+        struct sss_job *job = data;
+        struct child *c = &job->children[i];
         uint8_t *pt = NULL;
         size_t len = 0;
 
-        int r = tc_decrypt_node(&job->ctx, c->jwe, &pt, &len, &c->err);
+        (void) f;  /* cancelled through job->ctx, which the child pins watch */
+        int r = tc_decrypt_node(&job->ctx, &job->jwe->children[i], &pt, &len, &c->err);
         if (r == 0 && len != job->share_len) {
-                r = tc_fail(&c->err, -EINVAL, "its share has %zu bytes, expected %zu", len, job->share_len);
                 tc_secret_free(pt, len);
-                pt = NULL;
+                return tc_fail(&c->err, -EINVAL, "its share has %zu bytes, expected %zu", len, job->share_len);
         }
-        pthread_mutex_lock(&job->lock);
-        c->r = r;
         if (r == 0) {
                 c->share = pt;
                 c->share_len = len;
-                if (++job->ok >= job->t)
-                        tc_ctx_cancel(&job->ctx);
         }
-        job->done++;
-        pthread_cond_signal(&job->changed);
-        pthread_mutex_unlock(&job->lock);
+        return r;
 }
 
-static void *child_thread(void *arg) {
-        child_run(arg);
-        worker_release();
-        return NULL;
-}
+static const struct tc_fanout_ops children_ops = {
+        .run = child_run,
+        .cancel = tc_ctx_fanout_cancel,
+        .cancelled = tc_ctx_fanout_cancelled,
+};
 
-/* "sss: 1 of 2 shares: child 2: ...; child 3: ..." */
-static int report_failure(const struct sss_job *job, struct tc_err *err) {
+/* "sss: only 1 of the 2 shares needed: child 2: ...; child 3: ...". why is
+ * what the fan-out returned. */
+static int report_failure(const struct sss_job *job, int why, struct tc_err *err) {
         char msg[sizeof(err->msg)];
         int r = -EHOSTUNREACH;
-        size_t used = (size_t) snprintf(msg, sizeof(msg), "sss: only %zu of the %zu shares needed", job->ok, job->t);
+        size_t ok = 0;
+        for (size_t i = 0; i < job->n; i++)
+                ok += job->results[i] >= 0;
+        size_t used = (size_t) snprintf(msg, sizeof(msg), "sss: only %zu of the %zu shares needed", ok, job->t);
         bool first = true;
         for (size_t i = 0; i < job->n && used < sizeof(msg); i++) {
                 const struct child *c = &job->children[i];
-                if (c->r == 0 || c->r == -ECANCELED)
+                if (job->results[i] >= 0 || job->results[i] == -ECANCELED)
                         continue;
-                r = c->r;
+                r = job->results[i];
                 used += (size_t) snprintf(msg + used, sizeof(msg) - used, "%s child %zu: %s", first ? ":" : ";", i + 1,
                                           c->err.msg);
                 first = false;
         }
+        /* Nothing ran: the fan-out itself could not start. */
+        if (first && why == -ENOMEM)
+                return tc_fail(err, why, "sss: out of memory");
         return tc_fail(err, r, "%s", msg);
 }
 
@@ -287,7 +253,7 @@ int tc_sss_combine(const struct tc_sss_header *h, const struct tc_jwe *jwe, cons
 static int sss_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8_t **pt, size_t *pt_len,
                        struct tc_err *err) {
         struct tc_sss_header h;
-        struct sss_job job = {};
+        struct sss_job job = { .jwe = jwe };
         int r = tc_sss_header_parse(jwe->header, &h, err);
 
         if (r < 0)
@@ -302,50 +268,22 @@ static int sss_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8
         job.n = h.n;
         job.share_len = 2 * h.p_len;
         job.children = calloc(job.n, sizeof(*job.children));
-        if (!job.children) {
+        job.results = calloc(job.n, sizeof(*job.results));
+        if (!job.children || !job.results) {
+                free(job.children);
+                free(job.results);
                 tc_sss_header_clear(&h);
                 return tc_fail(err, -ENOMEM, "out of memory");
         }
-        pthread_mutex_init(&job.lock, NULL);
-        pthread_cond_init(&job.changed, NULL);
 
-        for (size_t i = 0; i < job.n; i++) {
-                struct child *c = &job.children[i];
-                c->job = &job;
-                c->index = i;
-                c->jwe = &jwe->children[i];
-                if (tc_ctx_cancelled(&job.ctx))
-                        /* Cancelled from above or past the deadline: none
-                         * is started, however many are left. */
-                        child_done(c, tc_fail(&c->err, -ECANCELED, "not started: cancelled"));
-                else if (!settled(&job) && worker_take()) {
-                        if (pthread_create(&c->thread, NULL, child_thread, c) == 0)
-                                c->started = true;
-                        else {
-                                worker_release();
-                                child_run(c);
-                        }
-                } else if (!settled(&job))
-                        /* No thread to spare: this one runs here, cancelled
-                         * with the others once t shares are in. */
-                        child_run(c);
-                else
-                        child_done(c, tc_fail(&c->err, -ECANCELED, "not needed"));
-        }
-
-        pthread_mutex_lock(&job.lock);
-        /* Until t shares are in, or too many children failed for t to be reached. */
-        while (job.ok < job.t && job.ok + (job.n - job.done) >= job.t)
-                pthread_cond_wait(&job.changed, &job.lock);
-        pthread_mutex_unlock(&job.lock);
-        /* Enough shares (or no hope of enough): stop the others. */
-        tc_ctx_cancel(&job.ctx);
-        for (size_t i = 0; i < job.n; i++)
-                if (job.children[i].started)
-                        pthread_join(job.children[i].thread, NULL);
-
-        if (job.ok < job.t)
-                r = report_failure(&job, err);
+        /* Until t shares are in, or too many children failed for t to be
+         * reached; cancelled from above or past the deadline, no further
+         * child starts, however many are left. */
+        r = tc_fanout_run(&children_ops, &job,
+                          &(struct tc_fanout_opts) { .n = job.n, .quorum = job.t, .budget = &workers,
+                                                     .deadline_ms = job.ctx.deadline_ms, .results = job.results });
+        if (r < 0)
+                r = report_failure(&job, r, err);
         else {
                 const uint8_t *shares[TC_SSS_MAX_CHILDREN];
                 size_t k = 0;
@@ -357,8 +295,7 @@ static int sss_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8
         for (size_t i = 0; i < job.n; i++)
                 tc_secret_free(job.children[i].share, job.children[i].share_len);
         free(job.children);
-        pthread_mutex_destroy(&job.lock);
-        pthread_cond_destroy(&job.changed);
+        free(job.results);
         tc_sss_header_clear(&h);
         return r;
 }

@@ -644,6 +644,39 @@ class Askpass(Images):
         self.assert_answered(q, img=img, timeout=5)
         self.assertLess(time.monotonic() - started, 2 + 1)
 
+    def test_a_hanging_server_does_not_hold_up_another_volume(self):
+        # The volumes are tried at once and each answer goes out as its key
+        # comes in: a volume whose server takes connections and never answers
+        # does not delay the answer to one whose server does.
+        hole = socket.socket()
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        self.addCleanup(hole.close)
+        adv = os.path.join(self.tmp.name, "adv.jws")
+        with open(adv, "wb") as f:
+            f.write(self.srv.get("/adv").body)
+        stuck = self.make_image("stuck")
+        self.bind(stuck, None, cfg=json.dumps({"url": f"http://127.0.0.1:{hole.getsockname()[1]}", "adv": adv}))
+        q_stuck = self.ask(img=stuck)
+        # The agent reads the questions in the directory's order (a hash on
+        # ext4): the one it can answer is placed after the stuck one.
+        for _ in range(50):
+            q = self.ask()
+            names = os.listdir(self.qdir)
+            if names.index(os.path.basename(q.path)) > names.index(os.path.basename(q_stuck.path)):
+                break
+            q.close()
+        else:
+            self.fail("could not place a question after the stuck one in the directory's order")
+        a = self.agent()
+        self.assert_answered(q, timeout=5)
+        self.assertIsNone(q_stuck.answer(0))
+        # SIGTERM while the stuck volume is still being tried ends the agent,
+        # cleanly and soon.
+        started = time.monotonic()
+        self.assertEqual(a.stop(), 0)
+        self.assertLess(time.monotonic() - started, 3)
+
     def test_asked_again_is_answered_once_more_with_a_checked_key_then_left_to_the_user(self):
         # systemd-cryptsetup may ask again for reasons of its own (it tries
         # other volumes' cached passphrases first): a key that opens the
