@@ -416,17 +416,3 @@ TEST(jobs_not_started_when_the_quorum_is_in) {
         }
         check_joined(&s, 10);
 }
-
-int main(void) {
-        RUN(quorum_reached_early_cancels_the_rest_and_joins_them);
-        RUN(quorum_out_of_reach_stops_early);
-        RUN(deadline_stops_and_cancels_the_running_jobs);
-        RUN(outer_cancellation_stops_and_cancels_the_running_jobs);
-        RUN(threads_stay_within_the_budget_and_the_caller_runs_the_rest);
-        RUN(nested_fan_outs_share_the_budget);
-        RUN(collect_runs_in_the_caller_in_finishing_order_and_gives_the_verdict);
-        RUN(quorum_zero_runs_every_job_to_its_end);
-        RUN(no_jobs_and_quorum_beyond_n);
-        RUN(jobs_not_started_when_the_quorum_is_in);
-        return check_summary();
-}
