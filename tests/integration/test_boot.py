@@ -141,6 +141,48 @@ def _place(src, dest):
     os.rename(tmp, dest)
 
 
+# Set in the copy of this file that runs in a mount namespace of its own.
+MOUNTNS_ENV = "TETHER_BOOT_TEST_MOUNTNS"
+
+
+def rerun_in_private_mounts():
+    """Runs this file again in a mount namespace of its own (unshare -m), so
+    that the plugin mounted over libcryptsetup's directory is seen only by
+    this test's processes, never by a cryptsetup other suites run meanwhile
+    (clevis's, whose `open --test-passphrase --key-slot N` would succeed
+    through another slot's token). Returns if that cannot be done."""
+    if os.environ.get(MOUNTNS_ENV):
+        return
+    if subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
+                      capture_output=True).returncode != 0:
+        print("no mount namespaces here: the plugin goes into libcryptsetup's directory itself",
+              file=sys.stderr)
+        return
+    env = dict(os.environ, **{MOUNTNS_ENV: "1"})
+    os.execvpe("unshare", ["unshare", "-m", "--propagation", "private", sys.executable,
+                           os.path.abspath(__file__), *sys.argv[1:]], env)
+
+
+@contextlib.contextmanager
+def plugin_mounted(directory):
+    """The plugin in directory for this mount namespace only: a copy of the
+    directory with the plugin added, bind-mounted over it."""
+    stage = tempfile.mkdtemp(prefix="tether-tokendir-")
+    try:
+        for name in os.listdir(directory):
+            shutil.copy2(os.path.join(directory, name), stage)
+        dest = os.path.join(directory, os.path.basename(PLUGIN))
+        shutil.copy2(PLUGIN, os.path.join(stage, os.path.basename(PLUGIN)))
+        os.chmod(stage, 0o755)
+        subprocess.run(["mount", "--bind", stage, directory], check=True)
+        try:
+            yield dest
+        finally:
+            subprocess.run(["umount", directory], check=False)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def plugin_installed(directory):
     dest = os.path.join(directory, os.path.basename(PLUGIN))
@@ -928,7 +970,8 @@ def main():
         for path in (PLUGIN, ASKPASS):
             if not os.path.exists(path):
                 sys.exit(f"{path} is not built")
-        with plugin_installed(directory):
+        rerun_in_private_mounts()
+        with (plugin_mounted if os.environ.get(MOUNTNS_ENV) else plugin_installed)(directory):
             tlib.main()
     finally:
         for proc in CHILDREN:
