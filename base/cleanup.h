@@ -9,18 +9,42 @@
 #include <jansson.h>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
+#include <openssl/evp.h>
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
 
-static inline void freep(void *p) { free(*(void **) p); }
-static inline void closep(int *fd) { if (*fd >= 0) close(*fd); }
-static inline void fclosep(FILE **f) { if (*f) fclose(*f); }
-static inline void closedirp(DIR **d) { if (*d) closedir(*d); }
-static inline void bn_clear_freep(BIGNUM **b) { BN_clear_free(*b); }
-static inline void bn_ctx_freep(BN_CTX **c) { BN_CTX_free(*c); }
-/* Cleared: points here are often shared secrets (x of the ECMR product). */
-static inline void ec_point_freep(EC_POINT **p) { EC_POINT_clear_free(*p); }
-static inline void ec_group_freep(EC_GROUP **g) { EC_GROUP_free(*g); }
+/* Defines funcp(type *p), calling func(*p) unless *p is NULL: what
+ * _cleanup_(funcp) needs for a type released by one call (systemd's
+ * DEFINE_TRIVIAL_CLEANUP_FUNC, jose's declare_cleanup). */
+#define TC_DEFINE_CLEANUP(type, func)                   \
+        static inline void func##p(type *p) {           \
+                if (*p)                                 \
+                        (void) func(*p);                \
+        }
+
+/* The same for a function taking any pointer (free and its kin): funcp
+ * takes void *, so that it serves variables of every pointer type. */
+#define TC_DEFINE_CLEANUP_ANY(func)                     \
+        static inline void func##p(void *p) {           \
+                func(*(void **) p);                     \
+        }
+
+TC_DEFINE_CLEANUP_ANY(free)
+TC_DEFINE_CLEANUP(FILE *, fclose)
+TC_DEFINE_CLEANUP(DIR *, closedir)
+TC_DEFINE_CLEANUP(BN_CTX *, BN_CTX_free)
+TC_DEFINE_CLEANUP(EC_GROUP *, EC_GROUP_free)
+TC_DEFINE_CLEANUP(EVP_CIPHER_CTX *, EVP_CIPHER_CTX_free)
+TC_DEFINE_CLEANUP(EVP_MD_CTX *, EVP_MD_CTX_free)
+/* Cleared: numbers and points here are often secrets (a private scalar,
+ * the x of the ECMR product). */
+TC_DEFINE_CLEANUP(BIGNUM *, BN_clear_free)
+TC_DEFINE_CLEANUP(EC_POINT *, EC_POINT_clear_free)
+
+static inline void closep(int *fd) {
+        if (*fd >= 0)
+                close(*fd);
+}
 
 #define _cleanup_free_ _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)

@@ -44,8 +44,8 @@ static BIGNUM *decode_coordinate(const char *b64, size_t len, size_t coord_len) 
 
 int ecpoint_decode(const EC_GROUP *group, const char *x_b64, size_t x_len,
                    const char *y_b64, size_t y_len, BN_CTX *ctx, EC_POINT **ret) {
-        _cleanup_(bn_clear_freep) BIGNUM *x = NULL, *y = NULL, *p = NULL;
-        _cleanup_(ec_point_freep) EC_POINT *point = NULL;
+        _cleanup_(BN_clear_freep) BIGNUM *x = NULL, *y = NULL, *p = NULL;
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *point = NULL;
         size_t coord_len = ecpoint_coord_len(group);
 
         x = decode_coordinate(x_b64, x_len, coord_len);
@@ -74,7 +74,7 @@ int ecpoint_decode(const EC_GROUP *group, const char *x_b64, size_t x_len,
 
 int ecpoint_encode(const EC_GROUP *group, const EC_POINT *point, BN_CTX *ctx,
                    char *x_b64, char *y_b64) {
-        _cleanup_(bn_clear_freep) BIGNUM *x = BN_new(), *y = BN_new();
+        _cleanup_(BN_clear_freep) BIGNUM *x = BN_new(), *y = BN_new();
         uint8_t buf[ECPOINT_MAX_COORD];
         size_t coord_len = ecpoint_coord_len(group);
 

@@ -69,10 +69,10 @@ static void ecmr_key_free(struct tk_ecmr_key *k) {
  * the published point. Afterwards /rec and signing trust it. */
 static int ecmr_key_prepare(const json_t *jwk, struct tk_ecmr_key **ret) {
         const char *crv = NULL, *x = NULL, *y = NULL, *d = NULL;
-        _cleanup_(ec_group_freep) EC_GROUP *group = NULL;
-        _cleanup_(bn_ctx_freep) BN_CTX *ctx = BN_CTX_new();
-        _cleanup_(ec_point_freep) EC_POINT *pub = NULL, *check = NULL;
-        _cleanup_(bn_clear_freep) BIGNUM *scalar = NULL;
+        _cleanup_(EC_GROUP_freep) EC_GROUP *group = NULL;
+        _cleanup_(BN_CTX_freep) BN_CTX *ctx = BN_CTX_new();
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *pub = NULL, *check = NULL;
+        _cleanup_(BN_clear_freep) BIGNUM *scalar = NULL;
         uint8_t buf[ECPOINT_MAX_COORD];
         int r;
 

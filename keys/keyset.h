@@ -12,6 +12,8 @@
 #include <jansson.h>
 #include <openssl/ec.h>
 
+#include "cleanup.h"
+
 /* Every key is findable by each of these thumbprint hashes (old clevis
  * bindings carry S1 kids). */
 enum { TK_HASH_S1, TK_HASH_S224, TK_HASH_S256, TK_HASH_S384, TK_HASH_S512, TK_HASH_COUNT };
@@ -77,7 +79,7 @@ void tk_keyset_free(struct tk_keyset *ks);
  * serving a key whose file it can no longer read. -EEXIST when name is
  * already in the set; other failures set reason. */
 int tk_keyset_add(struct tk_keyset *ks, const char *name, json_t *jwk, const char **reason);
-static inline void tk_keyset_freep(struct tk_keyset **ks) { tk_keyset_free(*ks); }
+TC_DEFINE_CLEANUP(struct tk_keyset *, tk_keyset_free)
 
 /* Whether /rec may use this key the way tang decides it: key_ops or use must
  * explicitly allow deriveKey, it must have "d", alg absent or ECMR. */

@@ -31,9 +31,7 @@
 #define BIND_KEY_BYTES 32       /* 256 bits of entropy, as base64url text */
 #define BIND_PBKDF2_ITERATIONS 1000
 
-static void crypt_freep(struct crypt_device **cd) {
-        crypt_free(*cd);
-}
+TC_DEFINE_CLEANUP(struct crypt_device *, crypt_free)
 
 int tc_fault(const char *point, struct tc_err *err) {
 #ifdef TETHER_FAULT_INJECTION

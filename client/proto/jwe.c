@@ -173,16 +173,12 @@ static char *b64_enc(const uint8_t *buf, size_t len) {
         return s;
 }
 
-static void evp_cipher_ctx_freep(EVP_CIPHER_CTX **c) {
-        EVP_CIPHER_CTX_free(*c);
-}
-
 int tc_jwe_encrypt(const json_t *header, const uint8_t cek[TC_CEK_LEN], const uint8_t *pt, size_t pt_len,
                    char **compact, struct tc_err *err) {
         _cleanup_free_ char *hdr = json_dumps(header, JSON_SORT_KEYS | JSON_COMPACT);
         _cleanup_free_ char *prot = NULL, *iv_b64 = NULL, *ct_b64 = NULL, *tag_b64 = NULL;
         _cleanup_free_ uint8_t *ct = NULL;
-        _cleanup_(evp_cipher_ctx_freep) EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+        _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
         uint8_t iv[12], tag[16];
         int outl = 0, finl = 0;
 
@@ -207,7 +203,7 @@ int tc_jwe_encrypt(const json_t *header, const uint8_t cek[TC_CEK_LEN], const ui
 
 int tc_jwe_decrypt(const struct tc_jwe *jwe, const uint8_t cek[TC_CEK_LEN], uint8_t **pt, size_t *pt_len,
                    struct tc_err *err) {
-        _cleanup_(evp_cipher_ctx_freep) EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+        _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
         uint8_t *out = malloc(jwe->ciphertext_len + 1);
         int outl = 0, finl = 0;
 
@@ -235,10 +231,6 @@ static void put_be32(uint8_t *p, uint32_t v) {
         p[3] = (uint8_t) v;
 }
 
-static void evp_md_ctx_freep(EVP_MD_CTX **c) {
-        EVP_MD_CTX_free(*c);
-}
-
 /* Hashes a length-prefixed field of the Concat KDF's OtherInfo. */
 static int digest_field(EVP_MD_CTX *c, const uint8_t *data, size_t len) {
         uint8_t be[4];
@@ -258,7 +250,7 @@ static int header_party_info(const json_t *header, const char *name, uint8_t **o
 int tc_jwe_ecdh_es_cek(const json_t *header, const uint8_t *z, size_t z_len, uint8_t cek[TC_CEK_LEN],
                        struct tc_err *err) {
         static const char alg_id[] = "A256GCM";
-        _cleanup_(evp_md_ctx_freep) EVP_MD_CTX *c = EVP_MD_CTX_new();
+        _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *c = EVP_MD_CTX_new();
         _cleanup_free_ uint8_t *apu = NULL, *apv = NULL;
         size_t apu_len, apv_len;
         uint8_t counter[4], keydatalen[4];

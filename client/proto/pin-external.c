@@ -62,9 +62,7 @@ static void strv_free(char **v) {
         free(v);
 }
 
-static void strv_freep(char ***v) {
-        strv_free(*v);
-}
+TC_DEFINE_CLEANUP(char **, strv_free)
 
 /* The pin's environment: PATH (the TETHER_PIN_PATH directories, then the
  * system's) and what env_passed() lets through. */

@@ -199,8 +199,8 @@ static int tang_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8
                         struct tc_err *err) {
         struct tang_config c;
         json_auto_t *jws = NULL, *payload = NULL, *verify = NULL, *derive = NULL, *header = NULL;
-        _cleanup_(bn_clear_freep) BIGNUM *eph = NULL;
-        _cleanup_(ec_point_freep) EC_POINT *epk = NULL, *srv = NULL, *shared = NULL;
+        _cleanup_(BN_clear_freep) BIGNUM *eph = NULL;
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *epk = NULL, *srv = NULL, *shared = NULL;
         _cleanup_free_ char *kid = NULL;
         struct tc_ec ec = {};
         uint8_t z[ECPOINT_MAX_COORD], cek[TC_CEK_LEN];
@@ -305,7 +305,7 @@ static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char 
  * key answered) or < 0 (no second answer to compare with). */
 static int answered_with_key(const struct tc_ctx *ctx, const struct tc_ec *ec, const char *url, const char *kid,
                              const EC_POINT *x, const EC_POINT *y, const EC_POINT *s) {
-        _cleanup_(ec_point_freep) EC_POINT *x2 = NULL, *y2 = NULL, *diff = NULL;
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *x2 = NULL, *y2 = NULL, *diff = NULL;
         struct tc_err ignored;
         int r;
 
@@ -324,8 +324,8 @@ static int tang_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint
         const char *kid = json_string_value(json_object_get(h, "kid"));
         const char *url = json_string_value(json_object_get(tang, "url"));
         const char *alg = json_string_value(json_object_get(h, "alg"));
-        _cleanup_(bn_clear_freep) BIGNUM *e = NULL;
-        _cleanup_(ec_point_freep) EC_POINT *c = NULL, *s = NULL, *ep = NULL, *x = NULL, *y = NULL, *t = NULL, *z = NULL;
+        _cleanup_(BN_clear_freep) BIGNUM *e = NULL;
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *c = NULL, *s = NULL, *ep = NULL, *x = NULL, *y = NULL, *t = NULL, *z = NULL;
         struct tc_ec ec = {};
         uint8_t zx[ECPOINT_MAX_COORD], cek[TC_CEK_LEN];
         int r;

@@ -3,6 +3,7 @@
  * pins end to end, and the TETHER_TIMEOUT setting. */
 #include "check.h"
 
+#include "cleanup.h"
 #include "ctx.h"
 #include "jwe.h"
 #include "luks.h"
@@ -311,6 +312,37 @@ TEST(secret_grow_moves_to_a_new_buffer_and_is_bounded) {
         CHECK(buf == kept);
         CHECK_INT(cap, 16384);
         tc_secret_free(buf, cap);
+}
+
+/* ------------------------------------------------------------ cleanup helpers */
+
+static int released;
+
+static void count_release(int *p) {
+        released += *p;
+}
+TC_DEFINE_CLEANUP(int *, count_release)
+
+static int leave(int *a, int *b, bool early) {
+        _cleanup_(count_releasep) int *x = a, *none = NULL, *y = NULL, *taken = b;
+        (void) x, (void) none, (void) TAKE_PTR(taken);
+        if (early)
+                return 1;
+        y = b;
+        return 0;
+}
+
+/* What TC_DEFINE_CLEANUP generates releases what the variable holds when
+ * the function returns, whichever return that is; NULL and what TAKE_PTR
+ * handed on are left alone. */
+TEST(generated_cleanup_runs_on_every_return_and_skips_null) {
+        int a = 1, b = 10;
+        released = 0;
+        leave(&a, &b, true);
+        CHECK_INT(released, 1);
+        released = 0;
+        leave(&a, &b, false);
+        CHECK_INT(released, 11);
 }
 
 TEST(cancellation_reaches_children) {
@@ -680,6 +712,7 @@ int main(void) {
         RUN(error_messages_escape_bidi_and_invisible_characters);
         RUN(error_messages_cut_to_fit_end_in_dots);
         RUN(secret_grow_moves_to_a_new_buffer_and_is_bounded);
+        RUN(generated_cleanup_runs_on_every_return_and_skips_null);
         RUN(deadline_limit_cancels_and_is_inherited);
         RUN(deadline_passed_sss_starts_no_child);
         RUN(sss_nesting_is_bounded_across_levels_before_any_leaf_runs);
