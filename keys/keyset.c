@@ -11,7 +11,6 @@
 #include <sys/stat.h>
 #include <jose/b64.h>
 #include <jose/jwk.h>
-#include <openssl/crypto.h>
 #include <openssl/objects.h>
 
 const char *const tk_hash_names[TK_HASH_COUNT] = { "S1", "S224", "S256", "S384", "S512" };
@@ -74,6 +73,7 @@ static int ecmr_key_prepare(const json_t *jwk, struct tk_ecmr_key **ret) {
         _cleanup_(EC_POINT_clear_freep) EC_POINT *pub = NULL, *check = NULL;
         _cleanup_(BN_clear_freep) BIGNUM *scalar = NULL;
         uint8_t buf[ECPOINT_MAX_COORD];
+        TC_CLEANUP_ERASE(buf);
         int r;
 
         if (!ctx)
@@ -100,12 +100,9 @@ static int ecmr_key_prepare(const json_t *jwk, struct tk_ecmr_key **ret) {
         if (jose_b64_dec_buf(d, strlen(d), buf, sizeof(buf)) != n)
                 return -EINVAL;
         scalar = BN_secure_new();
-        if (!scalar) {
-                OPENSSL_cleanse(buf, sizeof(buf));
+        if (!scalar)
                 return -ENOMEM;
-        }
         BN_bin2bn(buf, (int) n, scalar);
-        OPENSSL_cleanse(buf, sizeof(buf));
         BN_set_flags(scalar, BN_FLG_CONSTTIME);
 
         if (BN_is_zero(scalar) || BN_cmp(scalar, EC_GROUP_get0_order(group)) >= 0)

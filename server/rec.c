@@ -5,7 +5,6 @@
 #include <string.h>
 #include <jose/b64.h>
 #include <jose/jwk.h>
-#include <openssl/crypto.h>
 
 int rec_check_request(const char *body, size_t len, json_t **ret) {
         const char *kty = NULL, *alg = NULL;
@@ -31,6 +30,7 @@ static bool private_part_consistent(const struct tk_ecmr_key *key, const json_t 
                                     BN_CTX *ctx) {
         json_t *d = json_object_get(req, "d");
         uint8_t buf[ECPOINT_MAX_COORD];
+        TC_CLEANUP_ERASE(buf);
         if (!d)
                 return true;
         const char *s = json_string_value(d);
@@ -39,7 +39,6 @@ static bool private_part_consistent(const struct tk_ecmr_key *key, const json_t 
                 return false;
         _cleanup_(BN_clear_freep) BIGNUM *k = BN_bin2bn(buf, (int) n, NULL);
         _cleanup_(EC_POINT_clear_freep) EC_POINT *check = EC_POINT_new(key->group);
-        OPENSSL_cleanse(buf, sizeof(buf));
         return k && check && !BN_is_zero(k) && BN_cmp(k, EC_GROUP_get0_order(key->group)) < 0 &&
                EC_POINT_mul(key->group, check, k, NULL, NULL, ctx) && EC_POINT_cmp(key->group, check, point, ctx) == 0;
 }

@@ -236,6 +236,7 @@ static int run_filter(const struct tc_ctx *ctx, char *const argv[], const uint8_
         size_t written = 0, len = 0, cap = 0;
         long limit_ms = ctx->timeout_ms * (long) (ctx->attempts ? ctx->attempts : 1);
         uint8_t *buf = NULL;
+        TC_CLEANUP_SECRET(buf, len);
         pid_t pid;
         int r;
 
@@ -333,7 +334,6 @@ static int run_filter(const struct tc_ctx *ctx, char *const argv[], const uint8_
                 *out = TAKE_PTR(buf);
                 *out_len = len;
         }
-        tc_secret_free(buf, len);
 close_pipes:
         for (int i = 0; i < 2; i++) {
                 if (to_child[i] >= 0)
@@ -386,6 +386,7 @@ int tc_external_decrypt(const struct tc_ctx *ctx, const char *pin, const char *c
         _cleanup_free_ char *prog = NULL;
         uint8_t *out = NULL;
         size_t out_len = 0;
+        TC_CLEANUP_SECRET(out, out_len);
         int status = 0;
 
         if (asprintf(&prog, "clevis-decrypt-%s", pin) < 0)
@@ -394,11 +395,9 @@ int tc_external_decrypt(const struct tc_ctx *ctx, const char *pin, const char *c
         int r = run_filter(ctx, argv, (const uint8_t *) compact, len, &out, &out_len, &status, err);
         if (r < 0)
                 return r;
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-                tc_secret_free(out, out_len);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
                 return status_error(prog, status, err);
-        }
-        *pt = out ? out : calloc(1, 1);
+        *pt = out ? TAKE_PTR(out) : calloc(1, 1);
         *pt_len = out_len;
         return *pt ? 0 : tc_fail(err, -ENOMEM, "out of memory");
 }

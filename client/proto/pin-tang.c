@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <string.h>
 #include <jose/jwk.h>
-#include <openssl/crypto.h>
 
 /* Thumbprint hashes a kid or thp may use: Clevis writes S256, old bindings S1. */
 static const char *const thp_hashes[] = { "S256", "S1", "S224", "S384", "S512" };
@@ -202,8 +201,10 @@ static int tang_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8
         _cleanup_(BN_clear_freep) BIGNUM *eph = NULL;
         _cleanup_(EC_POINT_clear_freep) EC_POINT *epk = NULL, *srv = NULL, *shared = NULL;
         _cleanup_free_ char *kid = NULL;
-        struct tc_ec ec = {};
+        _cleanup_(tc_ec_clear) struct tc_ec ec = {};
         uint8_t z[ECPOINT_MAX_COORD], cek[TC_CEK_LEN];
+        TC_CLEANUP_ERASE(z);
+        TC_CLEANUP_ERASE(cek);
         int r;
 
         r = parse_config(cfg, &c, err);
@@ -236,27 +237,19 @@ static int tang_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8
                 return tc_wrap(err, r, "exchange key of %s", c.url);
         if ((r = tc_ec_point_from_jwk(&ec, exc, "the server's exchange key", &srv, err)) < 0 ||
             (r = tc_ec_generate(&ec, &eph, &epk, err)) < 0 || (r = tc_ec_mul(&ec, eph, srv, &shared, err)) < 0)
-                goto out;
+                return r;
         r = tc_ec_x_bytes(&ec, shared, z, err);
         if (r < 0)
-                goto out;
+                return r;
         size_t z_len = (size_t) r;
         kid = tk_thumbprint(exc, "S256");
         json_t *epk_jwk = tc_ec_point_to_jwk(&ec, epk);
         header = json_pack("{s:s,s:s,s:o*,s:s?,s:{s:s,s:{s:s,s:O}}}", "alg", "ECDH-ES", "enc", "A256GCM", "epk",
                            epk_jwk, "kid", kid, "clevis", "pin", "tang", "tang", "url", c.url, "adv", payload);
-        if (!kid || !epk_jwk || !header) {
-                r = tc_fail(err, -ENOMEM, "out of memory");
-                goto out;
-        }
+        if (!kid || !epk_jwk || !header)
+                return tc_fail(err, -ENOMEM, "out of memory");
         r = tc_jwe_ecdh_es_cek(header, z, z_len, cek, err);
-        if (r == 0)
-                r = tc_jwe_encrypt(header, cek, pt, pt_len, jwe, err);
-out:
-        OPENSSL_cleanse(z, sizeof(z));
-        OPENSSL_cleanse(cek, sizeof(cek));
-        tc_ec_clear(&ec);
-        return r;
+        return r < 0 ? r : tc_jwe_encrypt(header, cek, pt, pt_len, jwe, err);
 }
 
 /* POST X to url/rec/kid; returns the server's Y, validated. */
@@ -326,8 +319,10 @@ static int tang_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint
         const char *alg = json_string_value(json_object_get(h, "alg"));
         _cleanup_(BN_clear_freep) BIGNUM *e = NULL;
         _cleanup_(EC_POINT_clear_freep) EC_POINT *c = NULL, *s = NULL, *ep = NULL, *x = NULL, *y = NULL, *t = NULL, *z = NULL;
-        struct tc_ec ec = {};
+        _cleanup_(tc_ec_clear) struct tc_ec ec = {};
         uint8_t zx[ECPOINT_MAX_COORD], cek[TC_CEK_LEN];
+        TC_CLEANUP_ERASE(zx);
+        TC_CLEANUP_ERASE(cek);
         int r;
 
         if (!alg || strcmp(alg, "ECDH-ES") != 0)
@@ -345,10 +340,10 @@ static int tang_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint
             (r = tc_ec_point_from_jwk(&ec, srv, "the server key in the JWE", &s, err)) < 0 ||
             (r = tc_ec_generate(&ec, &e, &ep, err)) < 0 || (r = tc_ec_add(&ec, c, ep, false, &x, err)) < 0 ||
             (r = recover(ctx, &ec, url, kid, x, &y, err)) < 0 || (r = tc_ec_mul(&ec, e, s, &t, err)) < 0)
-                goto out;
+                return r;
         /* Y - eS = s(C + E) - eS = sC: the ECDH secret the encrypter computed. */
         if ((r = tc_ec_add(&ec, y, t, true, &z, err)) < 0 || (r = tc_ec_x_bytes(&ec, z, zx, err)) < 0)
-                goto out;
+                return r;
         r = tc_jwe_ecdh_es_cek(h, zx, (size_t) r, cek, err);
         if (r == 0)
                 r = tc_jwe_decrypt(jwe, cek, pt, pt_len, err);
@@ -358,10 +353,6 @@ static int tang_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint
                 r = tc_fail(err, -EBADMSG,
                             "tang server %s answered the recovery request for key %s with another key's point "
                             "(a proxy or load balancer sending it to the wrong server?)", url, kid);
-out:
-        OPENSSL_cleanse(zx, sizeof(zx));
-        OPENSSL_cleanse(cek, sizeof(cek));
-        tc_ec_clear(&ec);
         return r;
 }
 

@@ -118,6 +118,7 @@ static int cmd_bind(int argc, char **argv) {
 
         uint8_t *pass = NULL;
         size_t pass_len = 0;
+        TC_CLEANUP_SECRET(pass, pass_len);
         if (o.auth.existing_token < 0) {
                 int r = read_passphrase(keyfile, device, &pass, &pass_len);
                 if (r < 0) {
@@ -128,9 +129,7 @@ static int cmd_bind(int argc, char **argv) {
                 o.auth.passphrase = pass;
                 o.auth.passphrase_len = pass_len;
         }
-        int r = tc_luks_bind(&ctx, device, &o, &err);
-        tc_secret_free(pass, pass_len);
-        return r < 0 ? fail("bind", &err) : EXIT_SUCCESS;
+        return tc_luks_bind(&ctx, device, &o, &err) < 0 ? fail("bind", &err) : EXIT_SUCCESS;
 }
 
 /* ------------------------------------------------------------ unbind */
@@ -261,10 +260,10 @@ static int cmd_pass(int argc, char **argv) {
                 return CLI_EXIT_USAGE;
         uint8_t *key = NULL;
         size_t len = 0;
+        TC_CLEANUP_SECRET(key, len);
         if (tc_luks_pass(&ctx, device, slot, &key, &len, &err) < 0)
                 return fail("pass", &err);
         int r = cli_write_all(STDOUT_FILENO, key, len);
-        tc_secret_free(key, len);
         if (r < 0)
                 fprintf(stderr, "tether luks pass: cannot write the passphrase: %s\n", strerror(-r));
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -59,6 +59,7 @@ static int cmd_encrypt(int argc, char **argv) {
 
         uint8_t *pt = NULL;
         size_t pt_len = 0;
+        TC_CLEANUP_SECRET(pt, pt_len);
         int r = cli_read_all(stdin, INPUT_MAX, &pt, &pt_len);
         if (r < 0) {
                 fprintf(stderr, "tether encrypt: cannot read the plaintext: %s\n", strerror(-r));
@@ -66,7 +67,6 @@ static int cmd_encrypt(int argc, char **argv) {
         }
         _cleanup_free_ char *jwe = NULL;
         r = tc_encrypt(&ctx, pin, config, pt, pt_len, &jwe, &err);
-        tc_secret_free(pt, pt_len);
         if (r < 0) {
                 fprintf(stderr, "tether encrypt %s: %s\n", pin, err.msg);
                 return EXIT_FAILURE;
@@ -99,21 +99,21 @@ static int cmd_decrypt(int argc, char **argv) {
         }
         if (cli_init_ctx(&ctx) < 0)
                 return CLI_EXIT_USAGE;
-        uint8_t *in = NULL, *pt = NULL;
+        _cleanup_free_ uint8_t *in = NULL;
+        uint8_t *pt = NULL;
         size_t in_len = 0, pt_len = 0;
+        TC_CLEANUP_SECRET(pt, pt_len);
         int r = cli_read_all(stdin, INPUT_MAX, &in, &in_len);
         if (r < 0) {
                 fprintf(stderr, "tether decrypt: cannot read the JWE: %s\n", strerror(-r));
                 return EXIT_FAILURE;
         }
         r = tc_decrypt(&ctx, (const char *) in, in_len, &pt, &pt_len, &err);
-        free(in);
         if (r < 0) {
                 fprintf(stderr, "tether decrypt: %s\n", err.msg);
                 return EXIT_FAILURE;
         }
         r = cli_write_all(STDOUT_FILENO, pt, pt_len);
-        tc_secret_free(pt, pt_len);
         if (r < 0) {
                 fprintf(stderr, "tether decrypt: cannot write the plaintext: %s\n", strerror(-r));
                 return EXIT_FAILURE;

@@ -13,6 +13,7 @@
 #include "tether.h"
 
 #include <jose/b64.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <openssl/rand.h>
@@ -343,6 +344,51 @@ TEST(generated_cleanup_runs_on_every_return_and_skips_null) {
         released = 0;
         leave(&a, &b, false);
         CHECK_INT(released, 11);
+}
+
+static void erase_on_return(uint8_t (*buf)[16], bool early) {
+        TC_CLEANUP_ERASE(*buf);
+        memset(*buf, 0xa5, sizeof(*buf));
+        if (early)
+                return;
+        (*buf)[0] = 1;
+}
+
+/* Bytes allocated; a block this test frees is too large for a per-thread cache. */
+static size_t in_use(void) {
+        struct mallinfo2 m = mallinfo2();
+        return m.uordblks + m.hblkhd;
+}
+
+static uint8_t *secret_buffer(bool take) {
+        size_t len = 1 << 20;
+        uint8_t *p = malloc(len);
+        TC_CLEANUP_SECRET(p, len);
+        if (!p)
+                return NULL;
+        memset(p, 0xa5, len);
+        return take ? TAKE_PTR(p) : NULL;
+}
+
+/* TC_CLEANUP_ERASE wipes an array on whichever return; TC_CLEANUP_SECRET
+ * frees (wiped) what its pointer holds at the return, unless TAKE_PTR
+ * handed it on. */
+TEST(secret_cleanup_wipes_arrays_and_frees_buffers_on_return) {
+        uint8_t buf[16];
+        for (int early = 0; early < 2; early++) {
+                memset(buf, 0x5a, sizeof(buf));
+                erase_on_return(&buf, early);
+                size_t zeros = 0;
+                while (zeros < sizeof(buf) && buf[zeros] == 0)
+                        zeros++;
+                CHECK_INT(zeros, sizeof(buf));
+        }
+        size_t before = in_use();
+        CHECK(!secret_buffer(false));
+        CHECK_INT(in_use(), before);
+        uint8_t *kept = secret_buffer(true);
+        CHECK(kept && in_use() >= before + (1 << 20));
+        free(kept);
 }
 
 TEST(cancellation_reaches_children) {
@@ -713,6 +759,7 @@ int main(void) {
         RUN(error_messages_cut_to_fit_end_in_dots);
         RUN(secret_grow_moves_to_a_new_buffer_and_is_bounded);
         RUN(generated_cleanup_runs_on_every_return_and_skips_null);
+        RUN(secret_cleanup_wipes_arrays_and_frees_buffers_on_return);
         RUN(deadline_limit_cancels_and_is_inherited);
         RUN(deadline_passed_sss_starts_no_child);
         RUN(sss_nesting_is_bounded_across_levels_before_any_leaf_runs);
