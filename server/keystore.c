@@ -1,6 +1,7 @@
 #include "keystore.h"
 #include "cleanup.h"
 #include "log.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,7 +13,6 @@
 #include <libgen.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
-#include <time.h>
 
 /* The parent directory, for the key directory's name coming back. */
 #define PARENT_MASK (IN_CREATE | IN_MOVED_TO | IN_ONLYDIR)
@@ -71,12 +71,6 @@ struct keystore {
         int64_t keys_gone_ms;        /* when keys of this directory last went missing, 0: never */
         bool other_dir;              /* the next set published is of a new directory */
 };
-
-static int64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Every line of the keystore goes through here: key file names and the
  * directory are anybody's bytes (a file named "a\n...\e[31m.jwk"), and
@@ -267,7 +261,7 @@ static void forget_before_removal(struct keystore *ks) {
 
 /* Remembers what was served before the first of a run of key removals. */
 static void note_removals(struct keystore *ks, const struct served *next) {
-        int64_t now = now_ms();
+        int64_t now = tc_now_ms();
         if (ks->other_dir) {
                 ks->other_dir = false;
                 forget_before_removal(ks);
@@ -300,7 +294,7 @@ static void publish(struct keystore *ks, struct served *s) {
 /* The directory went away just after its key files did (rm -r): the
  * deletions were part of removing it, not decisions about single keys. */
 static void restore_before_removal(struct keystore *ks) {
-        if (!ks->before_removal || now_ms() - ks->removal_ms > REMOVAL_WINDOW_MS)
+        if (!ks->before_removal || tc_now_ms() - ks->removal_ms > REMOVAL_WINDOW_MS)
                 return;
         const struct tk_keyset *set = ks->before_removal->ks;
         klog(ks, "key directory %s: removed together with its key files; serving the %zu signing, %zu exchange, "
@@ -462,7 +456,7 @@ static int load_consistent(struct keystore *ks, struct tk_keyset **ret) {
 /* Logged once per cause (errno: the messages name random files), however
  * many retries fail the same way. */
 static void keygen_failed(struct keystore *ks, int r, const char *why) {
-        __atomic_store_n(&ks->keygen_retry_ms, now_ms() + KEYGEN_RETRY_MS, __ATOMIC_RELEASE);
+        __atomic_store_n(&ks->keygen_retry_ms, tc_now_ms() + KEYGEN_RETRY_MS, __ATOMIC_RELEASE);
         served_health_set(&ks->health, SERVED_FAULT_KEYGEN, "no advertised key, and creating one in %s failed (%s)",
                           ks->dir, why);
         if (r != ks->keygen_error)
@@ -473,7 +467,7 @@ static void keygen_failed(struct keystore *ks, int r, const char *why) {
 /* Whether a request should reload to create keys. A replaced directory
  * is reloaded anyway (its events), whatever a hold of the old one says. */
 static bool keygen_due(struct keystore *ks) {
-        int64_t now = now_ms();
+        int64_t now = tc_now_ms();
         return __atomic_load_n(&ks->keys_wanted, __ATOMIC_ACQUIRE) &&
                now >= __atomic_load_n(&ks->keygen_retry_ms, __ATOMIC_ACQUIRE) &&
                now >= __atomic_load_n(&ks->keygen_held_ms, __ATOMIC_ACQUIRE);
@@ -522,7 +516,7 @@ static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
         /* Deleted as soon as created: never served, but gone all the same,
          * and the directory is being emptied (rm -r). */
         if (!has_file(*set, sig) || !has_file(*set, exc))
-                ks->keys_gone_ms = now_ms();
+                ks->keys_gone_ms = tc_now_ms();
         return 0;
 }
 
@@ -535,7 +529,7 @@ static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
 static bool removal_under_way(struct keystore *ks, const struct tk_keyset *set) {
         if (ks->other_dir)
                 return false;
-        if (ks->keys_gone_ms && now_ms() - ks->keys_gone_ms <= REMOVAL_WINDOW_MS)
+        if (ks->keys_gone_ms && tc_now_ms() - ks->keys_gone_ms <= REMOVAL_WINDOW_MS)
                 return true;
         const struct tk_keyset *old = ks->current->ks;
         for (size_t i = 0; i < old->n_keys; i++) {
@@ -552,7 +546,7 @@ static bool removal_under_way(struct keystore *ks, const struct tk_keyset *set) 
  * then are answered 500 without reloading; the first one after it creates
  * the pair, as tangd would in a directory emptied on purpose. */
 static void hold_keygen(struct keystore *ks) {
-        int64_t now = now_ms();
+        int64_t now = tc_now_ms();
         int64_t since = ks->keys_gone_ms && now - ks->keys_gone_ms <= REMOVAL_WINDOW_MS ? ks->keys_gone_ms : now;
         __atomic_store_n(&ks->keygen_held_ms, since + REMOVAL_WINDOW_MS + 1, __ATOMIC_RELEASE);
 }
@@ -570,7 +564,7 @@ static void reload(struct keystore *ks, bool keygen_now) {
         bool removing = wanted && removal_under_way(ks, set);
         if (removing)
                 hold_keygen(ks);
-        else if (wanted && keygen_now && now_ms() >= __atomic_load_n(&ks->keygen_retry_ms, __ATOMIC_ACQUIRE)) {
+        else if (wanted && keygen_now && tc_now_ms() >= __atomic_load_n(&ks->keygen_retry_ms, __ATOMIC_ACQUIRE)) {
                 if (generate_first_pair(ks, &set) < 0)
                         return;
                 wanted = set->n_advertised_files == 0 && ks->n_unreadable_advertised == 0;
@@ -655,7 +649,7 @@ int keystore_housekeep(struct keystore *ks) {
         /* Keys of a removal are kept only for its window: a deleted private
          * key must not stay in memory until the directory next changes. */
         if (ks->before_removal) {
-                int64_t left = ks->removal_ms + REMOVAL_WINDOW_MS + 1 - now_ms();
+                int64_t left = ks->removal_ms + REMOVAL_WINDOW_MS + 1 - tc_now_ms();
                 if (left <= 0)
                         forget_before_removal(ks);
                 else if (timeout_ms < 0 || left < timeout_ms)

@@ -15,6 +15,7 @@
 #include "httpd.h"
 #include "keystore.h"
 #include "log.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <fcntl.h>
@@ -56,12 +57,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         return 0;
 }
 
-static int64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Sends data while reading what comes back, until the server closes or
  * nothing moves either way for 200 ms. The client does not half-close:
  * libmicrohttpd stops reading at end of input and then holds an unfinished
@@ -69,16 +64,16 @@ static int64_t now_ms(void) {
  * (the deadline tests in tests/integration/test_routes.py cover liveness). */
 static size_t exchange(int fd, const uint8_t *data, size_t size, char *out, size_t out_size) {
         size_t sent = 0, got = 0;
-        int64_t end = now_ms() + 8000, quiet_since = now_ms();   /* 8 s: under run.sh's -timeout=10 */
+        int64_t end = tc_now_ms() + 8000, quiet_since = tc_now_ms();   /* 8 s: under run.sh's -timeout=10 */
 
-        while (now_ms() < end) {
+        while (tc_now_ms() < end) {
                 struct pollfd p = { .fd = fd, .events = POLLIN | (sent < size ? POLLOUT : 0) };
                 if (poll(&p, 1, 50) < 0)
                         break;
                 if (p.revents & POLLOUT && sent < size) {
                         ssize_t n = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
                         sent = n < 0 ? size : sent + (size_t) n;   /* hung up: read what it said */
-                        quiet_since = now_ms();
+                        quiet_since = tc_now_ms();
                 }
                 if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
                         ssize_t n = recv(fd, out + got, out_size - 1 - got, 0);
@@ -87,11 +82,11 @@ static size_t exchange(int fd, const uint8_t *data, size_t size, char *out, size
                         got += (size_t) n;
                         if (got == out_size - 1)
                                 return got;
-                        quiet_since = now_ms();
+                        quiet_since = tc_now_ms();
                 }
                 /* No progress either way: the server waits for more (or
                          * will not read more before its deadline). */
-                if (now_ms() - quiet_since >= 200)
+                if (tc_now_ms() - quiet_since >= 200)
                         return got;
         }
         /* Sending a quarter MiB must not take this long. */
