@@ -6,22 +6,22 @@
 #include <jose/b64.h>
 #include <openssl/objects.h>
 
-static const struct {
-        const char *crv;
-        int nid;
-} curves[] = {
+static const struct ecpoint_curve curves[] = {
         { "P-256", NID_X9_62_prime256v1 },
         { "P-384", NID_secp384r1 },
         { "P-521", NID_secp521r1 },
 };
 
-int ecpoint_curve_nid(const char *crv) {
-        if (!crv)
-                return NID_undef;
-        for (size_t i = 0; i < ELEMENTSOF(curves); i++)
+const struct ecpoint_curve *ecpoint_curve(const char *crv) {
+        for (size_t i = 0; crv && i < ELEMENTSOF(curves); i++)
                 if (strcmp(crv, curves[i].crv) == 0)
-                        return curves[i].nid;
-        return NID_undef;
+                        return &curves[i];
+        return NULL;
+}
+
+int ecpoint_curve_nid(const char *crv) {
+        const struct ecpoint_curve *c = ecpoint_curve(crv);
+        return c ? c->nid : NID_undef;
 }
 
 size_t ecpoint_coord_len(const EC_GROUP *group) {

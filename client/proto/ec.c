@@ -6,16 +6,13 @@
 #include <string.h>
 #include <openssl/obj_mac.h>
 
-static const char *const curve_names[] = { "P-256", "P-384", "P-521" };
-
 int tc_ec_init(struct tc_ec *ec, const char *crv, struct tc_err *err) {
+        const struct ecpoint_curve *curve = ecpoint_curve(crv);
         memset(ec, 0, sizeof(*ec));
-        for (size_t i = 0; crv && i < ELEMENTSOF(curve_names); i++)
-                if (strcmp(crv, curve_names[i]) == 0)
-                        ec->crv = curve_names[i];
-        if (!ec->crv)
+        if (!curve)
                 return tc_fail(err, -EOPNOTSUPP, "curve \"%s\" is not supported", crv ? crv : "(none)");
-        ec->group = EC_GROUP_new_by_curve_name(ecpoint_curve_nid(ec->crv));
+        ec->crv = curve->crv;
+        ec->group = EC_GROUP_new_by_curve_name(curve->nid);
         ec->bn = BN_CTX_new();
         if (!ec->group || !ec->bn) {
                 tc_ec_clear(ec);
