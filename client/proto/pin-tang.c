@@ -13,9 +13,6 @@
 #include <string.h>
 #include <jose/jwk.h>
 
-/* Thumbprint hashes a kid or thp may use: Clevis writes S256, old bindings S1. */
-static const char *const thp_hashes[] = { "S256", "S1", "S224", "S384", "S512" };
-
 json_t *tc_tang_keys_for(const json_t *payload, const char *op) {
         json_t *keys = json_object_get(payload, "keys"), *k, *out = json_array();
         size_t i;
@@ -100,13 +97,14 @@ int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp
         return r;
 }
 
-/* A key of keys whose thumbprint, by any hash Clevis ever used, is thp. */
+/* A key of keys whose thumbprint, by any hash Clevis ever used (it writes
+ * S256, old bindings carry S1), is thp. */
 static json_t *find_by_thumbprint(const json_t *keys, const char *thp) {
         json_t *k;
         size_t i;
-        for (size_t h = 0; h < ELEMENTSOF(thp_hashes); h++)
+        for (size_t h = 0; h < TK_HASH_COUNT; h++)
                 json_array_foreach(keys, i, k) {
-                        _cleanup_free_ char *t = tk_thumbprint(k, thp_hashes[h]);
+                        _cleanup_free_ char *t = tk_thumbprint(k, tk_hash_names[h]);
                         if (t && strcmp(t, thp) == 0)
                                 return k;
                 }
