@@ -3,6 +3,7 @@
 #include "cleanup.h"
 #include "ecpoint.h"
 #include "harden.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -169,9 +170,8 @@ size_t tk_keyset_count(const struct tk_keyset *ks, enum tk_role role, bool hidde
 }
 
 static bool is_key_file_name(const char *name) {
-        size_t len = strlen(name);
         /* ".jwk" alone is a hidden file with an empty name, as tang sees it. */
-        return len >= 4 && strcmp(name + len - 4, ".jwk") == 0;
+        return tc_has_suffix(name, ".jwk");
 }
 
 static void file_id_set(struct tk_file_id *id, const struct stat *st) {
