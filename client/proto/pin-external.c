@@ -145,22 +145,6 @@ static ssize_t write_nosigpipe(int fd, const void *buf, size_t len) {
         return n;
 }
 
-int tc_secret_grow(uint8_t **buf, size_t len, size_t *cap, size_t max) {
-        size_t want = *cap ? *cap * 2 : 4096;
-        if (want > max)
-                return -EMSGSIZE;
-        /* Not realloc(): it could leave a copy of the secret in freed memory. */
-        uint8_t *nb = malloc(want);
-        if (!nb)
-                return -ENOMEM;
-        if (len > 0)
-                memcpy(nb, *buf, len);
-        tc_secret_free(*buf, *cap);
-        *buf = nb;
-        *cap = want;
-        return 0;
-}
-
 /* 1 when pid has exited but is not reaped yet (while it is a zombie its pid,
  * which is also its process group's id, cannot be reused), 0 while it runs,
  * -1 when it is gone already (reaped by someone else: SIGCHLD ignored). */

@@ -69,7 +69,3 @@ int tc_external_encrypt(const struct tc_ctx *ctx, const char *pin, const json_t 
                         size_t pt_len, char **jwe, struct tc_err *err);
 int tc_external_decrypt(const struct tc_ctx *ctx, const char *pin, const char *compact, size_t len, uint8_t **pt,
                         size_t *pt_len, struct tc_err *err);
-
-/* Doubles a secret buffer of *cap bytes holding len (4096 to start) without
- * realloc(), wiping the old one; -EMSGSIZE beyond max bytes. */
-int tc_secret_grow(uint8_t **buf, size_t len, size_t *cap, size_t max);

@@ -8,37 +8,22 @@
 #include <libcryptsetup.h>
 
 int cli_read_all(FILE *in, size_t max, uint8_t **buf, size_t *len) {
-        size_t cap = 4096, n = 0;
-        uint8_t *b = malloc(cap);
-        if (!b)
-                return -ENOMEM;
+        uint8_t *b = NULL;
+        size_t cap = 0, n = 0;
+        TC_CLEANUP_SECRET(b, cap);
+        int r;
+
         for (;;) {
-                if (n == cap) {
-                        if (cap >= max) {
-                                tc_secret_free(b, cap);
-                                return -EMSGSIZE;
-                        }
-                        uint8_t *nb = malloc(cap * 2);
-                        if (!nb) {
-                                tc_secret_free(b, cap);
-                                return -ENOMEM;
-                        }
-                        /* Copy rather than realloc, so no stray copy of a secret stays behind. */
-                        memcpy(nb, b, n);
-                        tc_secret_free(b, cap);
-                        b = nb;
-                        cap *= 2;
-                }
+                if (n == cap && (r = tc_secret_grow(&b, n, &cap, max)) < 0)
+                        return r;
                 size_t got = fread(b + n, 1, cap - n, in);
                 n += got;
                 if (got == 0)
                         break;
         }
-        if (ferror(in)) {
-                tc_secret_free(b, cap);
+        if (ferror(in))
                 return -EIO;
-        }
-        *buf = b;
+        *buf = TAKE_PTR(b);
         *len = n;
         return 0;
 }
