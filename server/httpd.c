@@ -124,14 +124,10 @@ static void format_address(const struct sockaddr *sa, char *buf, size_t len) {
 
 static void format_peer(struct MHD_Connection *conn, char *buf, size_t len) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        snprintf(buf, len, "-");
-        if (!ci || !ci->client_addr)
-                return;
-        const struct sockaddr *sa = ci->client_addr;
-        if (sa->sa_family == AF_INET)
-                inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, buf, (socklen_t) len);
-        else if (sa->sa_family == AF_INET6)
-                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, buf, (socklen_t) len);
+        if (ci && ci->client_addr)
+                format_address(ci->client_addr, buf, len);
+        else
+                snprintf(buf, len, "-");
 }
 
 static void log_request(struct MHD_Connection *conn, const struct request *req) {
