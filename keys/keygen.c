@@ -78,14 +78,8 @@ undo:
 }
 
 static json_t *generate(const char *alg) {
-        json_t *jwk = json_pack("{s:s}", "alg", alg);
-        if (!jwk)
-                return NULL;
-        if (!jose_jwk_gen(NULL, jwk)) {
-                json_decref(jwk);
-                return NULL;
-        }
-        return jwk;
+        json_auto_t *jwk = json_pack("{s:s}", "alg", alg);
+        return jwk && jose_jwk_gen(NULL, jwk) ? json_incref(jwk) : NULL;
 }
 
 static int make_one(int dfd, const char *alg, const char *name, char **out, char *err, size_t errlen) {
