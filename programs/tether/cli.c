@@ -42,6 +42,10 @@ int cli_write_all(int fd, const void *buf, size_t len) {
         return 0;
 }
 
+bool cli_is_help(const char *arg) {
+        return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
+}
+
 /* Trust on first use, asked on the terminal as Clevis does; userdata, if
  * set, is a warning to show first (why the keys are not already trusted). */
 static int ask_trust(void *userdata, const char *url, const char *const *thps, size_t n) {
@@ -63,12 +67,13 @@ static int ask_trust(void *userdata, const char *url, const char *const *thps, s
         return (answer[0] == 'y' || answer[0] == 'Y') && (answer[1] == '\n' || answer[1] == '\0');
 }
 
-int cli_init_ctx(struct tc_ctx *ctx) {
+int cli_init_ctx(struct tc_ctx *ctx, bool trust_all) {
         if (tc_ctx_init(ctx) < 0) {
                 fprintf(stderr, "tether: TETHER_TIMEOUT must be a number of seconds (got \"%s\")\n", getenv("TETHER_TIMEOUT"));
                 return -EINVAL;
         }
         ctx->trust = ask_trust;
+        ctx->trust_all = trust_all;
         return 0;
 }
 
