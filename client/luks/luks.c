@@ -49,7 +49,8 @@ int tc_fault(const char *point, struct tc_err *err) {
         return 0;
 }
 
-static int open_luks2(const char *device, struct crypt_device **ret, struct tc_err *err) {
+/* A LUKS device of any version, its header loaded. */
+static int open_luks(const char *device, struct crypt_device **ret, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r = crypt_init(&cd, device);
         if (r < 0)
@@ -57,11 +58,32 @@ static int open_luks2(const char *device, struct crypt_device **ret, struct tc_e
         r = crypt_load(cd, CRYPT_LUKS, NULL);
         if (r < 0)
                 return tc_fail(err, r, "%s is not a LUKS device", device);
+        *ret = TAKE_PTR(cd);
+        return 0;
+}
+
+static int open_luks2(const char *device, struct crypt_device **ret, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r = open_luks(device, &cd, err);
+        if (r < 0)
+                return r;
         if (strcmp(crypt_get_type(cd), CRYPT_LUKS1) == 0)
                 return tc_fail(err, -EOPNOTSUPP,
                                "%s: LUKS1 is not supported; convert with cryptsetup convert --type luks2", device);
         *ret = TAKE_PTR(cd);
         return 0;
+}
+
+int tc_luks_uuid(const char *device, char **uuid, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r = open_luks(device, &cd, err);
+        if (r < 0)
+                return r;
+        const char *u = crypt_get_uuid(cd);
+        if (!u)
+                return tc_fail(err, -EINVAL, "%s has no UUID", device);
+        *uuid = strdup(u);
+        return *uuid ? 0 : tc_fail(err, -ENOMEM, "out of memory");
 }
 
 /* ---------------------------------------------------------------- tokens */

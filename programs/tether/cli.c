@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
-#include <libcryptsetup.h>
 
 int cli_read_all(FILE *in, size_t max, uint8_t **buf, size_t *len) {
         uint8_t *b = NULL;
@@ -75,13 +74,4 @@ int cli_init_ctx(struct tc_ctx *ctx, bool trust_all) {
         ctx->trust = ask_trust;
         ctx->trust_all = trust_all;
         return 0;
-}
-
-char *cli_luks_uuid(const char *device) {
-        struct crypt_device *cd = NULL;
-        char *uuid = NULL;
-        if (crypt_init(&cd, device) == 0 && crypt_load(cd, CRYPT_LUKS, NULL) == 0 && crypt_get_uuid(cd))
-                uuid = strdup(crypt_get_uuid(cd));
-        crypt_free(cd);
-        return uuid;
 }

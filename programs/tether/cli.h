@@ -26,6 +26,5 @@ bool cli_is_help(const char *arg);
 /* The context from TETHER_TIMEOUT, asking on the terminal about new keys
  * unless trust_all (-y). */
 int cli_init_ctx(struct tc_ctx *ctx, bool trust_all);
-char *cli_luks_uuid(const char *device);
 
 int cli_luks(int argc, char **argv);
