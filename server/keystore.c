@@ -450,11 +450,9 @@ static int load_consistent(struct keystore *ks, struct tk_keyset **ret) {
         }
 }
 
-/* Tang's behaviour: a directory with no advertised key gets a fresh pair.
- * Per-connection (inetd) servers may all find the same empty directory at
- * once; a lock on it makes the first one generate and the others see it. */
-/* Logged once per cause (errno: the messages name random files), however
- * many retries fail the same way. */
+/* Creating keys failed: requests retry no sooner than KEYGEN_RETRY_MS, and
+ * it is logged once per cause (errno: the messages name random files),
+ * however many retries fail the same way. */
 static void keygen_failed(struct keystore *ks, int r, const char *why) {
         __atomic_store_n(&ks->keygen_retry_ms, tc_now_ms() + KEYGEN_RETRY_MS, __ATOMIC_RELEASE);
         served_health_set(&ks->health, SERVED_FAULT_KEYGEN, "no advertised key, and creating one in %s failed (%s)",
@@ -480,6 +478,12 @@ static bool has_file(const struct tk_keyset *set, const char *file) {
         return false;
 }
 
+/* Tang's behaviour: a directory with no advertised key gets a fresh pair.
+ * Per-connection (inetd) servers may all find the same empty directory at
+ * once; a lock on it makes the first one generate and the others see it.
+ * *set is replaced by the directory as it is afterwards. Returns < 0 only
+ * when it cannot be loaded again; a failure to create keys is noted
+ * (keygen_failed) and returns 0. */
 static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
         _cleanup_free_ char *sig = NULL, *exc = NULL;
         char err[512];

@@ -16,8 +16,8 @@ void tc_jwe_clear(struct tc_jwe *jwe) {
         memset(jwe, 0, sizeof(*jwe));
 }
 
-/* Decodes base64url text of exactly want bytes (want == 0: any length into
- * a fresh buffer). */
+/* Decodes base64url text that must hold exactly want bytes into out (of at
+ * least want bytes); anything else is -EINVAL. b64_alloc takes any length. */
 static int b64_exact(const char *s, size_t len, uint8_t *out, size_t want) {
         size_t n = jose_b64_dec_buf(s, len, NULL, 0);
         if (n != want || jose_b64_dec_buf(s, len, out, want) != want)
@@ -25,6 +25,7 @@ static int b64_exact(const char *s, size_t len, uint8_t *out, size_t want) {
         return 0;
 }
 
+/* Decodes base64url text of any length into a fresh buffer (caller frees). */
 static int b64_alloc(const char *s, size_t len, uint8_t **out, size_t *out_len) {
         size_t n = jose_b64_dec_buf(s, len, NULL, 0);
         if (n == SIZE_MAX)
