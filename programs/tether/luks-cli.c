@@ -89,7 +89,6 @@ struct luks_opts {
         int slot, token, existing_token;   /* -1: not given */
         bool yes, quiet, force, last_local, regen, with_thp, test;
         char **args;                       /* the operands after the options */
-        int n_args;
 };
 
 struct luks_command {
@@ -97,16 +96,14 @@ struct luks_command {
         const char *optstring;
         const struct option *longopts;     /* NULL: getopt, which words errors its own way */
         bool t_tests;
+        bool needs_slot, needs_config;     /* -d is needed by all */
+        int n_args;                        /* operands */
         const char *usage;
         int (*run)(const struct luks_opts *o);
 };
 
-static int usage_error(const struct luks_opts *o) {
-        return usage(o->usage, false);
-}
-
-/* Fills o from argv; returns -1 when the command is to run, else the exit
- * code (help, or a usage error). */
+/* Fills o from argv and checks that what cmd needs is there; returns -1
+ * when the command is to run, else the exit code (help, or a usage error). */
 static int parse_opts(const struct luks_command *cmd, int argc, char **argv, struct luks_opts *o) {
         const char *u = cmd->usage;
         int c;
@@ -139,8 +136,10 @@ static int parse_opts(const struct luks_command *cmd, int argc, char **argv, str
                 default: return usage(u, false);
                 }
         }
+        if (!o->device || (cmd->needs_slot && o->slot < 0) || (cmd->needs_config && !o->config) ||
+            argc - optind != cmd->n_args)
+                return usage(u, false);
         o->args = argv + optind;
-        o->n_args = argc - optind;
         return -1;
 }
 
@@ -159,13 +158,10 @@ static const char bind_usage[] =
         "  -y          trust the tang servers' advertisements without asking\n"
         "  -f          do not ask (accepted for Clevis compatibility)\n";
 
-/* -f is accepted and changes nothing: nothing is asked but trust (-y). */
+/* -f is accepted for Clevis compatibility and changes nothing. */
 static int cmd_bind(const struct luks_opts *a) {
         struct tc_ctx ctx;
         struct tc_err err = {};
-
-        if (!a->device || a->n_args != 2)
-                return usage_error(a);
         const char *device = a->device, *keyfile = a->keyfile;
         struct tc_luks_bind_opts o = { .pin = a->args[0], .config = a->args[1], .slot = a->slot, .token = a->token,
                                        .auth = { .existing_token = a->existing_token } };
@@ -208,8 +204,6 @@ static const struct option unbind_longopts[] = {
 
 static int cmd_unbind(const struct luks_opts *a) {
         struct tc_err err = {};
-        if (!a->device || a->slot < 0 || a->n_args != 0)
-                return usage_error(a);
         unsigned flags = (a->force ? TC_LUKS_UNBIND_FORCE : 0) | (a->last_local ? TC_LUKS_UNBIND_LAST_LOCAL : 0);
         return tc_luks_unbind(a->device, a->slot, flags, &err) < 0 ? fail("unbind", &err) : EXIT_SUCCESS;
 }
@@ -226,8 +220,6 @@ static const char list_usage[] =
 static int cmd_list(const struct luks_opts *a) {
         struct tc_err err = {};
         _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings b = {};
-        if (!a->device || a->n_args != 0)
-                return usage_error(a);
         const char *device = a->device;
         int slot = a->slot;
         if (tc_luks_list(device, a->with_thp, &b, &err) < 0)
@@ -278,8 +270,6 @@ static const char pass_usage[] =
 static int cmd_pass(const struct luks_opts *a) {
         struct tc_ctx ctx;
         struct tc_err err = {};
-        if (!a->device || a->slot < 0 || a->n_args != 0)
-                return usage_error(a);
         if (cli_init_ctx(&ctx, false) < 0)
                 return CLI_EXIT_USAGE;
         uint8_t *key = NULL;
@@ -306,8 +296,6 @@ static int cmd_unlock(const struct luks_opts *a) {
         uint32_t flags = 0;
         struct tc_ctx ctx;
         struct tc_err err = {};
-        if (!a->device || a->n_args != 0)
-                return usage_error(a);
         const char *device = a->device, *name = a->name;
         for (char *o = a->options ? strdupa(a->options) : NULL, *tok; o && (tok = strsep(&o, ","));) {
                 if (strcmp(tok, "discard") == 0 || strcmp(tok, "allow-discards") == 0)
@@ -375,8 +363,8 @@ static const char regen_warning[] =
 static int regen_edit(const struct luks_opts *a, bool edit) {
         struct tc_ctx ctx;
         struct tc_err err = {};
-        if (!a->device || a->slot < 0 || a->n_args != 0 || edit != !!a->config)
-                return usage_error(a);
+        if (!edit && a->config)
+                return usage(a->usage, false);
         if (cli_init_ctx(&ctx, a->yes) < 0)
                 return CLI_EXIT_USAGE;
         /* -q: never ask; keys that no trusted key vouches for are refused. */
@@ -400,8 +388,6 @@ static int cmd_report(const struct luks_opts *a) {
         struct tc_ctx ctx;
         struct tc_err err = {};
         struct tc_luks_report rep;
-        if (!a->device || a->slot < 0 || a->n_args != 0)
-                return usage_error(a);
         const char *device = a->device;
         int slot = a->slot;
         bool quiet = a->quiet;
@@ -434,14 +420,22 @@ static int cmd_report(const struct luks_opts *a) {
 }
 
 static const struct luks_command luks_commands[] = {
-        { "bind", "bind a LUKS2 device to a pin", "hyfd:s:k:t:e:", NULL, false, bind_usage, cmd_bind },
-        { "unbind", "remove a binding", "hfd:s:", unbind_longopts, false, unbind_usage, cmd_unbind },
-        { "list", "list the bindings of a device", "hpd:s:", NULL, false, list_usage, cmd_list },
-        { "pass", "print a binding's passphrase", "hd:s:", NULL, false, pass_usage, cmd_pass },
-        { "unlock", "open a device with its bindings", "hd:n:t:o:", NULL, true, unlock_usage, cmd_unlock },
-        { "regen", "rebind to the servers' current keys", "hqyd:s:c:k:", NULL, false, regen_usage, cmd_regen },
-        { "report", "report rotated keys a binding still uses", "hqryd:s:", NULL, false, report_usage, cmd_report },
-        { "edit", "change a binding's configuration", "hqyd:s:c:k:", NULL, false, edit_usage, cmd_edit },
+        { .name = "bind", .summary = "bind a LUKS2 device to a pin", .optstring = "hyfd:s:k:t:e:", .n_args = 2,
+          .usage = bind_usage, .run = cmd_bind },
+        { .name = "unbind", .summary = "remove a binding", .optstring = "hfd:s:", .longopts = unbind_longopts,
+          .needs_slot = true, .usage = unbind_usage, .run = cmd_unbind },
+        { .name = "list", .summary = "list the bindings of a device", .optstring = "hpd:s:", .usage = list_usage,
+          .run = cmd_list },
+        { .name = "pass", .summary = "print a binding's passphrase", .optstring = "hd:s:", .needs_slot = true,
+          .usage = pass_usage, .run = cmd_pass },
+        { .name = "unlock", .summary = "open a device with its bindings", .optstring = "hd:n:t:o:", .t_tests = true,
+          .usage = unlock_usage, .run = cmd_unlock },
+        { .name = "regen", .summary = "rebind to the servers' current keys", .optstring = "hqyd:s:c:k:",
+          .needs_slot = true, .usage = regen_usage, .run = cmd_regen },
+        { .name = "report", .summary = "report rotated keys a binding still uses", .optstring = "hqryd:s:",
+          .needs_slot = true, .usage = report_usage, .run = cmd_report },
+        { .name = "edit", .summary = "change a binding's configuration", .optstring = "hqyd:s:c:k:", .needs_slot = true,
+          .needs_config = true, .usage = edit_usage, .run = cmd_edit },
 };
 
 int cli_luks(int argc, char **argv) {
