@@ -71,7 +71,7 @@ static const char *server_text(const struct tc_http_reply *reply, char *buf, siz
 int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp, json_t **jws, json_t **payload,
                       struct tc_err *err) {
         _cleanup_free_ char *adv_url = NULL;
-        struct tc_http_reply reply;
+        _cleanup_(tc_http_reply_clear) struct tc_http_reply reply = {};
         int r;
 
         if (asprintf(&adv_url, "%s/adv/%s", url, thp ? thp : "") < 0) {
@@ -85,16 +85,13 @@ int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp
                 long status = reply.status;
                 char text[SERVER_TEXT_MAX + 1];
                 server_text(&reply, text, sizeof(text));
-                tc_http_reply_clear(&reply);
                 if (text[0])
                         return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld: \"%s\" (the server's log says why)",
                                        adv_url, status, text);
                 return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld%s", adv_url, status,
                                status == 404 && thp ? " (no signing key with that thumbprint)" : "");
         }
-        r = tc_tang_parse_adv(reply.body, reply.len, adv_url, jws, payload, err);
-        tc_http_reply_clear(&reply);
-        return r;
+        return tc_tang_parse_adv(reply.body, reply.len, adv_url, jws, payload, err);
 }
 
 /* A key of keys whose thumbprint, by any hash Clevis ever used (it writes
@@ -254,7 +251,7 @@ static int tang_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8
 static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char *url, const char *kid,
                    const EC_POINT *x, EC_POINT **y, struct tc_err *err) {
         _cleanup_free_ char *rec_url = NULL, *body = NULL;
-        struct tc_http_reply reply;
+        _cleanup_(tc_http_reply_clear) struct tc_http_reply reply = {};
         json_auto_t *req = tc_ec_point_to_jwk(ec, x);
         int r;
 
@@ -273,7 +270,6 @@ static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char 
                  * owner or mode): the binding is fine, the server is not. */
                 bool unreadable = status == 503 && reply.body &&
                                   memmem(reply.body, reply.len, "cannot read its key file", 24);
-                tc_http_reply_clear(&reply);
                 /* -ENOKEY for 404: the binding is dead, and regen says so. */
                 return tc_fail(err, status == 404 ? -ENOKEY : -EPROTO,
                                "tang server %s answered HTTP %ld to the recovery request%s", url, status,
@@ -282,7 +278,6 @@ static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char 
                                             : "");
         }
         json_auto_t *rep = json_loadb(reply.body, reply.len, JSON_REJECT_DUPLICATES, NULL);
-        tc_http_reply_clear(&reply);
         if (!json_is_object(rep))
                 return tc_fail(err, -EBADMSG, "tang server %s answered the recovery request with something that is not a JWK", url);
         return tc_ec_point_from_jwk(ec, rep, "the tang server's answer", y, err) < 0

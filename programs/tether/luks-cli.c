@@ -387,7 +387,7 @@ static int cmd_edit(const struct luks_opts *a) {
 static int cmd_report(const struct luks_opts *a) {
         struct tc_ctx ctx;
         struct tc_err err = {};
-        struct tc_luks_report rep;
+        _cleanup_(tc_luks_report_clear) struct tc_luks_report rep = {};
         const char *device = a->device;
         int slot = a->slot;
         bool quiet = a->quiet;
@@ -399,9 +399,7 @@ static int cmd_report(const struct luks_opts *a) {
                 _cleanup_free_ char *line = tc_escape_dup(rep.stale[i]);  /* names the header's URL */
                 printf("%s\n", line ? line : "?");
         }
-        size_t stale = rep.n_stale;
-        tc_luks_report_clear(&rep);
-        if (stale == 0) {
+        if (rep.n_stale == 0) {
                 if (!quiet)
                         printf("%s slot %d: every key is still advertised\n", device, slot);
                 return EXIT_SUCCESS;
