@@ -153,10 +153,8 @@ static int file_unreadable(const struct keystore *ks, const char *file, int *ope
         return S_ISREG(st.st_mode) ? err : 0;
 }
 
-/* The key loaded from file in the set being served; called with reload_lock
- * held, so that the set cannot change meanwhile. */
-static const struct tk_key *served_key(const struct keystore *ks, const char *file) {
-        const struct tk_keyset *set = ks->current->ks;
+/* The key of set loaded from file, or NULL. */
+static const struct tk_key *find_file(const struct tk_keyset *set, const char *file) {
         for (size_t i = 0; i < set->n_keys; i++)
                 if (strcmp(set->keys[i].file, file) == 0)
                         return &set->keys[i];
@@ -202,7 +200,7 @@ static void warn_file(void *userdata, const char *file, const char *reason) {
                           strerror(open_err));
         else if (err == 0)
                 warn_once(ks, "key directory %s: %s %s, skipped", ks->dir, file, reason);
-        else if (!served_key(ks, file)) {
+        else if (!find_file(ks->current->ks, file)) {   /* reload_lock held: current stays */
                 warn_once(ks, "key directory %s: %s cannot be read: %s; skipped, but counted as present (no key is "
                           "created in its place; /rec for it answers 503): chown or chmod it so that uid %u can "
                           "read it", ks->dir, file, strerror(err), (unsigned) geteuid());
@@ -221,10 +219,7 @@ static int keep_unreadable_keys(struct keystore *ks, struct tk_keyset *set) {
         for (size_t i = 0; i < old->n_keys; i++) {
                 const struct tk_key *k = &old->keys[i];
                 const char *reason = "cannot be copied";
-                bool loaded = false;
-                for (size_t j = 0; j < set->n_keys && !loaded; j++)
-                        loaded = strcmp(set->keys[j].file, k->file) == 0;
-                int open_err, err = loaded ? 0 : file_unreadable(ks, k->file, &open_err);
+                int open_err, err = find_file(set, k->file) ? 0 : file_unreadable(ks, k->file, &open_err);
                 if (err == 0)
                         continue;
                 json_t *copy = json_deep_copy(k->jwk);
@@ -471,13 +466,6 @@ static bool keygen_due(struct keystore *ks) {
                now >= __atomic_load_n(&ks->keygen_held_ms, __ATOMIC_ACQUIRE);
 }
 
-static bool has_file(const struct tk_keyset *set, const char *file) {
-        for (size_t i = 0; i < set->n_keys; i++)
-                if (strcmp(set->keys[i].file, file) == 0)
-                        return true;
-        return false;
-}
-
 /* Tang's behaviour: a directory with no advertised key gets a fresh pair.
  * Per-connection (inetd) servers may all find the same empty directory at
  * once; a lock on it makes the first one generate and the others see it.
@@ -519,7 +507,7 @@ static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
                 return r;
         /* Deleted as soon as created: never served, but gone all the same,
          * and the directory is being emptied (rm -r). */
-        if (!has_file(*set, sig) || !has_file(*set, exc))
+        if (!find_file(*set, sig) || !find_file(*set, exc))
                 ks->keys_gone_ms = tc_now_ms();
         return 0;
 }
