@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <jose/b64.h>
 #include <jose/jwk.h>
 
 json_t *tc_tang_keys_for(const json_t *payload, const char *op) {
@@ -95,16 +96,21 @@ int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp
 }
 
 /* A key of keys whose thumbprint, by any hash Clevis ever used (it writes
- * S256, old bindings carry S1), is thp. */
+ * S256, old bindings carry S1), is thp. Only the hash whose digests encode
+ * to thp's length is tried: the others cannot match. */
 static json_t *find_by_thumbprint(const json_t *keys, const char *thp) {
         json_t *k;
         size_t i;
-        for (size_t h = 0; h < TK_HASH_COUNT; h++)
+        for (size_t h = 0; h < TK_HASH_COUNT; h++) {
+                size_t dlen = jose_jwk_thp_buf(NULL, NULL, tk_hash_names[h], NULL, 0);
+                if (dlen == SIZE_MAX || jose_b64_enc_buf(NULL, dlen, NULL, 0) != strlen(thp))
+                        continue;
                 json_array_foreach(keys, i, k) {
                         _cleanup_free_ char *t = tk_thumbprint(k, tk_hash_names[h]);
                         if (t && strcmp(t, thp) == 0)
                                 return k;
                 }
+        }
         return NULL;
 }
 
