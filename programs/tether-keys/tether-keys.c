@@ -70,7 +70,7 @@ static void print_rotation(const char *dir, const struct tk_rotation *rot) {
 }
 
 static int cmd_rotate(int argc, char **argv) {
-        _cleanup_(tk_rotation_clear) struct tk_rotation rot = {};
+        struct tk_rotation rot;
         char err[512] = "";
 
         if (argc != 2) {
@@ -82,6 +82,7 @@ static int cmd_rotate(int argc, char **argv) {
                 return EXIT_FAILURE;
         }
         print_rotation(argv[1], &rot);
+        tk_rotation_clear(&rot);
         return EXIT_SUCCESS;
 }
 
