@@ -88,8 +88,8 @@ static inline void tc_secret_refp(struct tc_secret_ref *r) {
         tc_secret_free(*(void **) r->p, *r->len);
 }
 
-/* An array, not a pointer (a parameter declared as an array is one): its
- * sizeof is what there is to wipe. */
+/* Refuses a pointer, whose sizeof is not what there is to wipe; beware
+ * that a parameter declared as an array is one. */
 #define TC_CLEANUP_ERASE(array)                                                                 \
         _Static_assert(!__builtin_types_compatible_p(__typeof__(array), __typeof__(&(array)[0])), \
                        "TC_CLEANUP_ERASE needs an array");                                       \
