@@ -6,6 +6,8 @@
  * dumps or jansson's allocator, and wipes its own secrets instead. */
 #pragma once
 
+#include "cleanup.h"
+
 /* No core dumps (RLIMIT_CORE 0) and not dumpable: neither ptrace nor
  * /proc/PID/mem for other processes of the same user, only for root. Then
  * every value jansson (and libjose through it) frees is wiped first, key
@@ -17,5 +19,5 @@ int tk_harden_process(void);
 /* free() that wipes the whole allocation first: for buffers that held
  * secrets and for strings jansson returned (json_dumps). */
 void tk_erase_free(void *p);
-static inline void tk_erase_freep(void *p) { tk_erase_free(*(void **) p); }
-#define _cleanup_erase_free_ __attribute__((cleanup(tk_erase_freep)))
+TC_DEFINE_CLEANUP_ANY(tk_erase_free)
+#define _cleanup_erase_free_ _cleanup_(tk_erase_freep)

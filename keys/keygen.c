@@ -2,6 +2,7 @@
 #include "keyset.h"
 #include "cleanup.h"
 #include "harden.h"
+#include "util.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -66,14 +67,8 @@ undo:
 }
 
 static json_t *generate(const char *alg) {
-        json_t *jwk = json_pack("{s:s}", "alg", alg);
-        if (!jwk)
-                return NULL;
-        if (!jose_jwk_gen(NULL, jwk)) {
-                json_decref(jwk);
-                return NULL;
-        }
-        return jwk;
+        json_auto_t *jwk = json_pack("{s:s}", "alg", alg);
+        return jwk && jose_jwk_gen(NULL, jwk) ? json_incref(jwk) : NULL;
 }
 
 static int make_one(int dfd, const char *alg, const char *name, char **out, struct tc_err *err) {
@@ -85,8 +80,7 @@ static int make_one(int dfd, const char *alg, const char *name, char **out, stru
         if (name) {
                 if (!is_valid_file_name(name))
                         return tc_fail(err, -EINVAL, "invalid key file name '%s'", name);
-                size_t len = strlen(name);
-                if (asprintf(&file, len >= 4 && strcmp(name + len - 4, ".jwk") == 0 ? "%s" : "%s.jwk", name) < 0)
+                if (asprintf(&file, tc_has_suffix(name, ".jwk") ? "%s" : "%s.jwk", name) < 0)
                         return tc_fail(err, -ENOMEM, "out of memory");
         } else {
                 _cleanup_free_ char *thp = tk_thumbprint(jwk, "S256");
@@ -168,8 +162,7 @@ static int advertised_names(DIR *d, char ***ret, size_t *n_ret) {
         struct dirent *de;
 
         while ((de = readdir(d))) {
-                size_t len = strlen(de->d_name);
-                if (de->d_name[0] == '.' || len < 4 || strcmp(de->d_name + len - 4, ".jwk") != 0)
+                if (de->d_name[0] == '.' || !tc_has_suffix(de->d_name, ".jwk"))
                         continue;
                 char **nn = realloc(names, (n + 1) * sizeof(*names));
                 if (!nn) {

@@ -3,6 +3,7 @@
 #include "cleanup.h"
 #include "ecpoint.h"
 #include "harden.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,7 +12,6 @@
 #include <sys/stat.h>
 #include <jose/b64.h>
 #include <jose/jwk.h>
-#include <openssl/crypto.h>
 #include <openssl/objects.h>
 
 const char *const tk_hash_names[TK_HASH_COUNT] = { "S1", "S224", "S256", "S384", "S512" };
@@ -69,11 +69,12 @@ static void ecmr_key_free(struct tk_ecmr_key *k) {
  * the published point. Afterwards /rec and signing trust it. */
 static int ecmr_key_prepare(const json_t *jwk, struct tk_ecmr_key **ret) {
         const char *crv = NULL, *x = NULL, *y = NULL, *d = NULL;
-        _cleanup_(ec_group_freep) EC_GROUP *group = NULL;
-        _cleanup_(bn_ctx_freep) BN_CTX *ctx = BN_CTX_new();
-        _cleanup_(ec_point_freep) EC_POINT *pub = NULL, *check = NULL;
-        _cleanup_(bn_clear_freep) BIGNUM *scalar = NULL;
+        _cleanup_(EC_GROUP_freep) EC_GROUP *group = NULL;
+        _cleanup_(BN_CTX_freep) BN_CTX *ctx = BN_CTX_new();
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *pub = NULL, *check = NULL;
+        _cleanup_(BN_clear_freep) BIGNUM *scalar = NULL;
         uint8_t buf[ECPOINT_MAX_COORD];
+        TC_CLEANUP_ERASE(buf);
         int r;
 
         if (!ctx)
@@ -100,12 +101,9 @@ static int ecmr_key_prepare(const json_t *jwk, struct tk_ecmr_key **ret) {
         if (jose_b64_dec_buf(d, strlen(d), buf, sizeof(buf)) != n)
                 return -EINVAL;
         scalar = BN_secure_new();
-        if (!scalar) {
-                OPENSSL_cleanse(buf, sizeof(buf));
+        if (!scalar)
                 return -ENOMEM;
-        }
         BN_bin2bn(buf, (int) n, scalar);
-        OPENSSL_cleanse(buf, sizeof(buf));
         BN_set_flags(scalar, BN_FLG_CONSTTIME);
 
         if (BN_is_zero(scalar) || BN_cmp(scalar, EC_GROUP_get0_order(group)) >= 0)
@@ -172,9 +170,8 @@ size_t tk_keyset_count(const struct tk_keyset *ks, enum tk_role role, bool hidde
 }
 
 static bool is_key_file_name(const char *name) {
-        size_t len = strlen(name);
         /* ".jwk" alone is a hidden file with an empty name, as tang sees it. */
-        return len >= 4 && strcmp(name + len - 4, ".jwk") == 0;
+        return tc_has_suffix(name, ".jwk");
 }
 
 static void file_id_set(struct tk_file_id *id, const struct stat *st) {

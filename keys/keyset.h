@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <openssl/ec.h>
 
+#include "cleanup.h"
 #include "err.h"
 
 /* Every key is findable by each of these thumbprint hashes (old clevis
@@ -89,7 +90,7 @@ void tk_keyset_free(struct tk_keyset *ks);
  * already in the set. err says what is wrong with the key as tk_warn_fn's
  * why does ("is an exchange key whose ..."). */
 int tk_keyset_add(struct tk_keyset *ks, const char *name, json_t *jwk, struct tc_err *err);
-static inline void tk_keyset_freep(struct tk_keyset **ks) { tk_keyset_free(*ks); }
+TC_DEFINE_CLEANUP(struct tk_keyset *, tk_keyset_free)
 
 /* Whether /rec may use this key the way tang decides it: key_ops or use must
  * explicitly allow deriveKey, it must have "d", alg absent or ECMR. */

@@ -2,6 +2,7 @@
 #include "cleanup.h"
 #include "log.h"
 #include "routes.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -123,14 +124,10 @@ static void format_address(const struct sockaddr *sa, char *buf, size_t len) {
 
 static void format_peer(struct MHD_Connection *conn, char *buf, size_t len) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        snprintf(buf, len, "-");
-        if (!ci || !ci->client_addr)
-                return;
-        const struct sockaddr *sa = ci->client_addr;
-        if (sa->sa_family == AF_INET)
-                inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, buf, (socklen_t) len);
-        else if (sa->sa_family == AF_INET6)
-                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, buf, (socklen_t) len);
+        if (ci && ci->client_addr)
+                format_address(ci->client_addr, buf, len);
+        else
+                snprintf(buf, len, "-");
 }
 
 static void log_request(struct MHD_Connection *conn, const struct request *req) {
@@ -146,12 +143,6 @@ static void log_request(struct MHD_Connection *conn, const struct request *req) 
                  log_sanitize(path, sizeof(path), req->target, false), req->status, us);
 }
 
-static int64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A request is answered: the connection's next request, if it keeps the
  * connection alive, has the idle timeout to start and the request timeout
  * to arrive. Starting that deadline now rather than at the next request's
@@ -164,7 +155,7 @@ static void deadline_renew(struct httpd *h, struct MHD_Connection *conn) {
         struct conn *c = ci ? ci->socket_context : NULL;
         if (!c)
                 return;
-        int64_t deadline = now_ms() + ((int64_t) h->cfg->timeout_s + h->cfg->request_timeout_s) * 1000;
+        int64_t deadline = tc_now_ms() + ((int64_t) h->cfg->timeout_s + h->cfg->request_timeout_s) * 1000;
         pthread_mutex_lock(&h->lock);
         c->deadline_ms = deadline;
         pthread_mutex_unlock(&h->lock);
@@ -283,7 +274,7 @@ static bool refusal_note(struct refusals *r, const char *client, const char *wha
                 r->one_client = r->n == 0;
         snprintf(r->client, sizeof(r->client), "%s", client);
         r->n++;
-        int64_t now = now_ms();
+        int64_t now = tc_now_ms();
         if (now < r->next_log_ms)
                 return false;
         if (r->one_client)
@@ -356,7 +347,7 @@ static void conn_started(struct httpd *h, struct MHD_Connection *conn, void **so
         c->fd = ci->connect_fd;
         c->counted = counted;
         if (h->cfg->request_timeout_s > 0)
-                c->deadline_ms = now_ms() + (int64_t) h->cfg->request_timeout_s * 1000;
+                c->deadline_ms = tc_now_ms() + (int64_t) h->cfg->request_timeout_s * 1000;
         pthread_mutex_lock(&h->lock);
         c->next = h->conns;
         if (h->conns)
@@ -410,7 +401,7 @@ static void *reaper_main(void *arg) {
 
         pthread_mutex_lock(&h->lock);
         while (!h->stopping) {
-                int64_t now = now_ms();
+                int64_t now = tc_now_ms();
                 unsigned cut = 0;
                 for (struct conn *c = h->conns; c; c = c->next)
                         if (!c->cut && c->deadline_ms != 0 && now >= c->deadline_ms) {
@@ -757,7 +748,7 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap) {
          * at most one line a second, counting them. */
         if (strstr(msg, "reached connection limit")) {
                 struct httpd *h = cls;
-                int64_t now = now_ms();
+                int64_t now = tc_now_ms();
                 pthread_mutex_lock(&h->lock);
                 unsigned n = ++h->refused;
                 bool say = now >= h->refused_log_ms;

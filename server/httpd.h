@@ -27,6 +27,7 @@ struct httpd;
 struct httpd_limits;
 int httpd_limits_new(unsigned connection_limit, unsigned per_address_limit, struct httpd_limits **ret);
 void httpd_limits_free(struct httpd_limits *l);
+TC_DEFINE_CLEANUP(struct httpd_limits *, httpd_limits_free)
 /* The key a client is counted under: its IPv4 address (also when given as
  * ::ffff:a.b.c.d) or its IPv6 /64, as 16 bytes. False for other families. */
 bool httpd_client_prefix(const struct sockaddr *sa, socklen_t len, uint8_t key[16]);

@@ -6,7 +6,6 @@
 #include <string.h>
 #include <jose/b64.h>
 #include <jose/jwk.h>
-#include <openssl/crypto.h>
 
 int rec_check_request(const char *body, size_t len, json_t **ret) {
         const char *kty = NULL, *alg = NULL;
@@ -32,15 +31,15 @@ static bool private_part_consistent(const struct tk_ecmr_key *key, const json_t 
                                     BN_CTX *ctx) {
         json_t *d = json_object_get(req, "d");
         uint8_t buf[ECPOINT_MAX_COORD];
+        TC_CLEANUP_ERASE(buf);
         if (!d)
                 return true;
         const char *s = json_string_value(d);
         size_t n = s ? jose_b64_dec_buf(s, strlen(s), NULL, 0) : SIZE_MAX;
         if (n == 0 || n > key->coord_len || jose_b64_dec_buf(s, strlen(s), buf, sizeof(buf)) != n)
                 return false;
-        _cleanup_(bn_clear_freep) BIGNUM *k = BN_bin2bn(buf, (int) n, NULL);
-        _cleanup_(ec_point_freep) EC_POINT *check = EC_POINT_new(key->group);
-        OPENSSL_cleanse(buf, sizeof(buf));
+        _cleanup_(BN_clear_freep) BIGNUM *k = BN_bin2bn(buf, (int) n, NULL);
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *check = EC_POINT_new(key->group);
         return k && check && !BN_is_zero(k) && BN_cmp(k, EC_GROUP_get0_order(key->group)) < 0 &&
                EC_POINT_mul(key->group, check, k, NULL, NULL, ctx) && EC_POINT_cmp(key->group, check, point, ctx) == 0;
 }
@@ -49,8 +48,8 @@ int rec_exchange(const struct tk_ecmr_key *key, const json_t *req, char *out, si
         const char *crv = NULL, *x = NULL, *y = NULL;
         size_t x_len = 0, y_len = 0;
         char xs[ECPOINT_MAX_B64 + 1], ys[ECPOINT_MAX_B64 + 1];
-        _cleanup_(bn_ctx_freep) BN_CTX *ctx = BN_CTX_new();
-        _cleanup_(ec_point_freep) EC_POINT *point = NULL, *result = NULL;
+        _cleanup_(BN_CTX_freep) BN_CTX *ctx = BN_CTX_new();
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *point = NULL, *result = NULL;
 
         if (!ctx)
                 return -ENOMEM;

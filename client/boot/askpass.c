@@ -51,18 +51,14 @@ static int question_open(const char *path, struct tc_err *err) {
                 return tc_fail(err, -errno, "%s: %s", path, strerror(errno));
         if (!S_ISREG(st.st_mode))
                 return tc_fail(err, -EPERM, "%s: not a regular file", path);
-        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
         if (fd < 0)
                 return tc_fail(err, -errno, "%s: %s", path, strerror(errno));
-        if (fstat(fd, &at) < 0 || !S_ISREG(at.st_mode) || at.st_dev != st.st_dev || at.st_ino != st.st_ino) {
-                close(fd);
+        if (fstat(fd, &at) < 0 || !S_ISREG(at.st_mode) || at.st_dev != st.st_dev || at.st_ino != st.st_ino)
                 return tc_fail(err, -EPERM, "%s: replaced while being opened", path);
-        }
-        if (at.st_uid != 0 && at.st_uid != geteuid()) {
-                close(fd);
+        if (at.st_uid != 0 && at.st_uid != geteuid())
                 return tc_fail(err, -EPERM, "%s: owned by uid %u, not by root", path, (unsigned) at.st_uid);
-        }
-        return fd;
+        return TAKE_FD(fd);
 }
 
 /* The whole file, NUL-terminated, if it has at most QUESTION_MAX_BYTES. */
@@ -158,16 +154,17 @@ int tc_question_answer(const struct tc_question *q, const uint8_t *password, siz
         if (!S_ISSOCK(st.st_mode))
                 return tc_fail(err, -ENOTSOCK, "cannot answer on %s: not a socket", q->socket);
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        _cleanup_free_ uint8_t *msg = malloc(len + 1);
+        size_t msg_len = len + 1;
+        uint8_t *msg = malloc(msg_len);
+        TC_CLEANUP_SECRET(msg, msg_len);
         if (fd < 0 || !msg)
                 return tc_fail(err, fd < 0 ? -errno : -ENOMEM, "cannot answer: %s", strerror(fd < 0 ? errno : ENOMEM));
         strncpy(sa.sun_path, q->socket, sizeof(sa.sun_path) - 1);
         msg[0] = '+';
         memcpy(msg + 1, password, len);
-        ssize_t n = sendto(fd, msg, len + 1, MSG_NOSIGNAL, (struct sockaddr *) &sa, sizeof(sa));
-        int r = n < 0 ? -errno : 0;
-        tc_secret_free(TAKE_PTR(msg), len + 1);
-        return r < 0 ? tc_fail(err, r, "cannot answer on %s: %s", q->socket, strerror(-r)) : 0;
+        if (sendto(fd, msg, msg_len, MSG_NOSIGNAL, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                return tc_fail(err, -errno, "cannot answer on %s: %s", q->socket, strerror(errno));
+        return 0;
 }
 
 /* ---------------------------------------------------------------- volumes */

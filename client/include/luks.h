@@ -28,6 +28,9 @@ struct tc_luks_bindings {
         size_t n;
 };
 
+/* The UUID of a LUKS device of any version (caller frees). */
+int tc_luks_uuid(const char *device, char **uuid, struct tc_err *err);
+
 void tc_luks_bindings_clear(struct tc_luks_bindings *b);
 /* Every clevis token of the device. with_thp adds each tang server's signing
  * thumbprints to the reconstructed configs. */

@@ -31,9 +31,7 @@
 #define BIND_KEY_BYTES 32       /* 256 bits of entropy, as base64url text */
 #define BIND_PBKDF2_ITERATIONS 1000
 
-static void crypt_freep(struct crypt_device **cd) {
-        crypt_free(*cd);
-}
+TC_DEFINE_CLEANUP(struct crypt_device *, crypt_free)
 
 int tc_fault(const char *point, struct tc_err *err) {
 #ifdef TETHER_FAULT_INJECTION
@@ -51,7 +49,8 @@ int tc_fault(const char *point, struct tc_err *err) {
         return 0;
 }
 
-static int open_luks2(const char *device, struct crypt_device **ret, struct tc_err *err) {
+/* A LUKS device of any version, its header loaded. */
+static int open_luks(const char *device, struct crypt_device **ret, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r = crypt_init(&cd, device);
         if (r < 0)
@@ -59,11 +58,32 @@ static int open_luks2(const char *device, struct crypt_device **ret, struct tc_e
         r = crypt_load(cd, CRYPT_LUKS, NULL);
         if (r < 0)
                 return tc_fail(err, r, "%s is not a LUKS device", device);
+        *ret = TAKE_PTR(cd);
+        return 0;
+}
+
+static int open_luks2(const char *device, struct crypt_device **ret, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r = open_luks(device, &cd, err);
+        if (r < 0)
+                return r;
         if (strcmp(crypt_get_type(cd), CRYPT_LUKS1) == 0)
                 return tc_fail(err, -EOPNOTSUPP,
                                "%s: LUKS1 is not supported; convert with cryptsetup convert --type luks2", device);
         *ret = TAKE_PTR(cd);
         return 0;
+}
+
+int tc_luks_uuid(const char *device, char **uuid, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r = open_luks(device, &cd, err);
+        if (r < 0)
+                return r;
+        const char *u = crypt_get_uuid(cd);
+        if (!u)
+                return tc_fail(err, -EINVAL, "%s has no UUID", device);
+        *uuid = strdup(u);
+        return *uuid ? 0 : tc_fail(err, -ENOMEM, "out of memory");
 }
 
 /* ---------------------------------------------------------------- tokens */
@@ -280,6 +300,7 @@ static int volume_key(const struct tc_ctx *ctx, struct crypt_device *cd, const c
                       size_t *vk_len, struct tc_err *err) {
         uint8_t *pass = NULL;
         size_t pass_len = 0;
+        TC_CLEANUP_SECRET(pass, pass_len);
         int slot = CRYPT_ANY_SLOT, r;
 
         if (auth->passphrase) {
@@ -301,16 +322,15 @@ static int volume_key(const struct tc_ctx *ctx, struct crypt_device *cd, const c
                 return r;
         slot = b->slot;
         r = crypt_volume_key_get(cd, slot, (char *) vk, vk_len, (const char *) pass, pass_len);
-        tc_secret_free(pass, pass_len);
         return r < 0 ? tc_fail(err, r, "%s: token %d's key does not open slot %d", device, auth->existing_token, slot) : r;
 }
 
 static int generate_passphrase(char *out, size_t out_size, struct tc_err *err) {
         uint8_t raw[BIND_KEY_BYTES];
+        TC_CLEANUP_ERASE(raw);
         if (RAND_priv_bytes(raw, sizeof(raw)) != 1)
                 return tc_fail(err, -EIO, "no randomness for the new key");
         size_t n = jose_b64_enc_buf(raw, sizeof(raw), out, out_size - 1);
-        OPENSSL_cleanse(raw, sizeof(raw));
         if (n == SIZE_MAX)
                 return tc_fail(err, -EIO, "cannot encode the new key");
         out[n] = '\0';
@@ -321,10 +341,11 @@ static int generate_passphrase(char *out, size_t out_size, struct tc_err *err) {
 
 int tc_luks_bind(const struct tc_ctx *ctx, const char *device, const struct tc_luks_bind_opts *o, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
-        struct tc_luks_bindings bindings = {};
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
         _cleanup_free_ char *jwe = NULL;
         json_auto_t *unassigned = NULL;
         char pass[64];
+        TC_CLEANUP_ERASE(pass);
         uint8_t *vk = NULL;
         size_t vk_len = 0;
         int r, token = -1, slot = -1;
@@ -411,10 +432,8 @@ rollback:
         if (token >= 0)
                 crypt_token_json_set(cd, token, NULL);
 out:
-        OPENSSL_cleanse(pass, sizeof(pass));
         if (vk)
                 OPENSSL_secure_clear_free(vk, vk_len ? vk_len : 1);
-        tc_luks_bindings_clear(&bindings);
         return r;
 }
 
@@ -489,7 +508,7 @@ static int check_ways_in(struct crypt_device *cd, const struct tc_luks_bindings 
 
 int tc_luks_unbind(const char *device, int slot, unsigned flags, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
-        struct tc_luks_bindings bindings = {};
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
         int r = open_bindings(device, false, &cd, &bindings, err);
         if (r < 0)
                 return r;
@@ -506,7 +525,7 @@ int tc_luks_unbind(const char *device, int slot, unsigned flags, struct tc_err *
         else if (active)
                 r = check_ways_in(cd, &bindings, device, slot, flags, err);
         if (r < 0)
-                goto out;
+                return r;
         if (active && (r = tc_fault("unbind-keyslot", err)) == 0) {
                 r = crypt_keyslot_destroy(cd, slot);
                 if (r < 0)
@@ -519,8 +538,6 @@ int tc_luks_unbind(const char *device, int slot, unsigned flags, struct tc_err *
                 else
                         r = 0;
         }
-out:
-        tc_luks_bindings_clear(&bindings);
         return r;
 }
 
@@ -529,23 +546,23 @@ out:
 int tc_luks_pass(const struct tc_ctx *ctx, const char *device, int slot, uint8_t **key, size_t *key_len,
                  struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
-        struct tc_luks_bindings bindings = {};
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
         const struct tc_luks_binding *b = NULL;
         uint8_t *k = NULL;
         size_t len = 0;
+        TC_CLEANUP_SECRET(k, len);
         int r = open_bindings(device, false, &cd, &bindings, err);
         if (r >= 0)
                 r = slot_binding(&bindings, device, slot, &b, err);
         if (r >= 0)
                 r = decrypt_binding(ctx, device, b, &k, &len, err);
-        if (r >= 0 && (r = check_slot_key(cd, device, slot, k, len, err)) < 0)
-                tc_secret_free(k, len);
-        if (r >= 0) {
-                *key = k;
-                *key_len = len;
-        }
-        tc_luks_bindings_clear(&bindings);
-        return r < 0 ? r : 0;
+        if (r >= 0)
+                r = check_slot_key(cd, device, slot, k, len, err);
+        if (r < 0)
+                return r;
+        *key = TAKE_PTR(k);
+        *key_len = len;
+        return 0;
 }
 
 int tc_luks_key_opens(const char *device, int slot, const uint8_t *key, size_t len, struct tc_err *err) {
@@ -675,7 +692,7 @@ static int accept_activate(void *data, const struct tc_luks_binding *b, const ui
 int tc_luks_unlock(const struct tc_ctx *ctx, const char *device, const char *name, int slot, uint32_t flags,
                    struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
-        struct tc_luks_bindings bindings = {};
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
         int r = open_luks2(device, &cd, err);
 
         if (r < 0)
@@ -687,9 +704,7 @@ int tc_luks_unlock(const struct tc_ctx *ctx, const char *device, const char *nam
         if (r < 0)
                 return r;
         struct activation a = { .cd = cd, .device = device, .name = name, .flags = flags };
-        r = race_bindings(ctx, device, &bindings, slot, accept_activate, &a, err);
-        tc_luks_bindings_clear(&bindings);
-        return r;
+        return race_bindings(ctx, device, &bindings, slot, accept_activate, &a, err);
 }
 
 struct recovered {
@@ -724,12 +739,9 @@ int tc_luks_bindings_recover(const struct tc_ctx *ctx, const char *device, const
 
 int tc_luks_recover(const struct tc_ctx *ctx, struct crypt_device *cd, const char *device, int *token, uint8_t **key,
                     size_t *key_len, struct tc_err *err) {
-        struct tc_luks_bindings bindings = {};
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
         int r = read_bindings(cd, false, &bindings, err);
-        if (r >= 0)
-                r = tc_luks_bindings_recover(ctx, device, &bindings, token, key, key_len, err);
-        tc_luks_bindings_clear(&bindings);
-        return r;
+        return r < 0 ? r : tc_luks_bindings_recover(ctx, device, &bindings, token, key, key_len, err);
 }
 
 /* ---------------------------------------------------------------- regen, edit */
@@ -838,7 +850,7 @@ static int trust_tang(struct regen_trust *t, const json_t *tang, struct tc_err *
 
 /* Every tang server of a JWE, sss children too. */
 static int trust_jwe(struct regen_trust *t, const char *compact, unsigned depth, struct tc_err *err) {
-        struct tc_jwe jwe;
+        _cleanup_(tc_jwe_clear) struct tc_jwe jwe = {};
         if (depth > TC_SSS_MAX_DEPTH)
                 return tc_fail(err, -EINVAL, "%s slot %d: sss nested too deep", t->device, t->slot);
         int r = tc_jwe_parse(compact, strlen(compact), &jwe, err);
@@ -854,7 +866,6 @@ static int trust_jwe(struct regen_trust *t, const char *compact, unsigned depth,
                 json_array_foreach(json_object_get(json_object_get(clevis, "sss"), "jwe"), i, j)
                         if (r >= 0 && json_is_string(j))
                                 r = trust_jwe(t, json_string_value(j), depth + 1, err);
-        tc_jwe_clear(&jwe);
         return r;
 }
 
@@ -917,43 +928,37 @@ static int recover_for_rebind(const struct tc_ctx *ctx, const char *device, cons
 
 int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const char *new_config, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
-        struct tc_luks_bindings bindings = {};
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
         _cleanup_free_ char *jwe = NULL, *config = NULL;
         json_auto_t *token = NULL;
         uint8_t *key = NULL;
         size_t len = 0;
+        TC_CLEANUP_SECRET(key, len);
         const struct tc_luks_binding *b = NULL;
         int r = open_bindings(device, false, &cd, &bindings, err);
         if (r < 0 || (r = slot_binding(&bindings, device, slot, &b, err)) < 0)
-                goto out;
-        if (!b->pin || !b->config) {
-                r = tc_fail(err, -EINVAL, "%s slot %d: cannot read the binding's configuration", device, slot);
-                goto out;
-        }
+                return r;
+        if (!b->pin || !b->config)
+                return tc_fail(err, -EINVAL, "%s slot %d: cannot read the binding's configuration", device, slot);
         /* Recovery first: it asks only the keys the binding already trusts,
          * as an unlock would, so it shows a replaced server nothing new; and
          * a binding whose key is gone is dead whatever keys are trusted. */
         r = recover_for_rebind(ctx, device, b, new_config ? "edited" : "regenerated", &key, &len, err);
         /* Verified against its own slot, so a wrong key is never re-wrapped. */
         if (r < 0 || (r = check_slot_key(cd, device, slot, key, len, err)) < 0)
-                goto out;
+                return r;
         if (new_config)
                 r = (config = strdup(new_config)) ? 0 : tc_fail(err, -ENOMEM, "out of memory");
         else
                 r = regen_config(ctx, device, b, &config, err);
         if (r < 0)
-                goto out;
+                return r;
         r = tc_encrypt(ctx, b->pin, config, key, len, &jwe, err);
         if (r < 0 || (r = tc_fault("rebind-token", err)) < 0)
-                goto out;
+                return r;
         token = compact_to_token(jwe, slot);
         r = token ? token_write(cd, b->token, token, err) : tc_fail(err, -ENOMEM, "out of memory");
-        if (r >= 0)
-                r = 0;
-out:
-        tc_secret_free(key, len);
-        tc_luks_bindings_clear(&bindings);
-        return r;
+        return r < 0 ? r : 0;
 }
 
 /* ---------------------------------------------------------------- report */
@@ -1028,18 +1033,14 @@ static int report_header(const struct tc_ctx *ctx, const json_t *header, struct 
 }
 
 static int report_jwe(const struct tc_ctx *ctx, const char *compact, struct tc_luks_report *rep, struct tc_err *err) {
-        struct tc_jwe jwe;
+        _cleanup_(tc_jwe_clear) struct tc_jwe jwe = {};
         int r = tc_jwe_parse(compact, strlen(compact), &jwe, err);
-        if (r < 0)
-                return r;
-        r = report_header(ctx, jwe.header, rep, err);
-        tc_jwe_clear(&jwe);
-        return r;
+        return r < 0 ? r : report_header(ctx, jwe.header, rep, err);
 }
 
 int tc_luks_report(const struct tc_ctx *ctx, const char *device, int slot, struct tc_luks_report *out,
                    struct tc_err *err) {
-        struct tc_luks_bindings bindings = {};
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
         memset(out, 0, sizeof(*out));
         const struct tc_luks_binding *b = NULL;
         int r = tc_luks_list(device, false, &bindings, err);
@@ -1047,6 +1048,5 @@ int tc_luks_report(const struct tc_ctx *ctx, const char *device, int slot, struc
                 r = report_jwe(ctx, b->jwe, out, err);
         if (r < 0)
                 tc_luks_report_clear(out);
-        tc_luks_bindings_clear(&bindings);
         return r;
 }

@@ -6,16 +6,13 @@
 #include <string.h>
 #include <openssl/obj_mac.h>
 
-static const char *const curve_names[] = { "P-256", "P-384", "P-521" };
-
 int tc_ec_init(struct tc_ec *ec, const char *crv, struct tc_err *err) {
+        const struct ecpoint_curve *curve = ecpoint_curve(crv);
         memset(ec, 0, sizeof(*ec));
-        for (size_t i = 0; crv && i < ELEMENTSOF(curve_names); i++)
-                if (strcmp(crv, curve_names[i]) == 0)
-                        ec->crv = curve_names[i];
-        if (!ec->crv)
+        if (!curve)
                 return tc_fail(err, -EOPNOTSUPP, "curve \"%s\" is not supported", crv ? crv : "(none)");
-        ec->group = EC_GROUP_new_by_curve_name(ecpoint_curve_nid(ec->crv));
+        ec->crv = curve->crv;
+        ec->group = EC_GROUP_new_by_curve_name(curve->nid);
         ec->bn = BN_CTX_new();
         if (!ec->group || !ec->bn) {
                 tc_ec_clear(ec);
@@ -51,8 +48,8 @@ json_t *tc_ec_point_to_jwk(const struct tc_ec *ec, const EC_POINT *p) {
 }
 
 int tc_ec_generate(const struct tc_ec *ec, BIGNUM **priv, EC_POINT **pub, struct tc_err *err) {
-        _cleanup_(bn_clear_freep) BIGNUM *k = BN_secure_new();
-        _cleanup_(ec_point_freep) EC_POINT *p = EC_POINT_new(ec->group);
+        _cleanup_(BN_clear_freep) BIGNUM *k = BN_secure_new();
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *p = EC_POINT_new(ec->group);
         if (!k || !p)
                 return tc_fail(err, -ENOMEM, "out of memory");
         do {
@@ -68,7 +65,7 @@ int tc_ec_generate(const struct tc_ec *ec, BIGNUM **priv, EC_POINT **pub, struct
 }
 
 int tc_ec_mul(const struct tc_ec *ec, const BIGNUM *k, const EC_POINT *p, EC_POINT **ret, struct tc_err *err) {
-        _cleanup_(ec_point_freep) EC_POINT *r = EC_POINT_new(ec->group);
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *r = EC_POINT_new(ec->group);
         if (!r)
                 return tc_fail(err, -ENOMEM, "out of memory");
         if (EC_POINT_mul(ec->group, r, NULL, p, k, ec->bn) != 1 || EC_POINT_is_at_infinity(ec->group, r))
@@ -79,8 +76,8 @@ int tc_ec_mul(const struct tc_ec *ec, const BIGNUM *k, const EC_POINT *p, EC_POI
 
 int tc_ec_add(const struct tc_ec *ec, const EC_POINT *a, const EC_POINT *b, bool subtract, EC_POINT **ret,
               struct tc_err *err) {
-        _cleanup_(ec_point_freep) EC_POINT *r = EC_POINT_new(ec->group);
-        _cleanup_(ec_point_freep) EC_POINT *nb = EC_POINT_dup(b, ec->group);
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *r = EC_POINT_new(ec->group);
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *nb = EC_POINT_dup(b, ec->group);
         if (!r || !nb)
                 return tc_fail(err, -ENOMEM, "out of memory");
         if ((subtract && EC_POINT_invert(ec->group, nb, ec->bn) != 1) ||
@@ -93,7 +90,7 @@ int tc_ec_add(const struct tc_ec *ec, const EC_POINT *a, const EC_POINT *b, bool
 }
 
 int tc_ec_x_bytes(const struct tc_ec *ec, const EC_POINT *p, uint8_t *out, struct tc_err *err) {
-        _cleanup_(bn_clear_freep) BIGNUM *x = BN_secure_new();
+        _cleanup_(BN_clear_freep) BIGNUM *x = BN_secure_new();
         int len = (int) ecpoint_coord_len(ec->group);
         if (!x)
                 return tc_fail(err, -ENOMEM, "out of memory");

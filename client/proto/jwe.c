@@ -16,8 +16,8 @@ void tc_jwe_clear(struct tc_jwe *jwe) {
         memset(jwe, 0, sizeof(*jwe));
 }
 
-/* Decodes base64url text of exactly want bytes (want == 0: any length into
- * a fresh buffer). */
+/* Decodes base64url text that must hold exactly want bytes into out (of at
+ * least want bytes); anything else is -EINVAL. b64_alloc takes any length. */
 static int b64_exact(const char *s, size_t len, uint8_t *out, size_t want) {
         size_t n = jose_b64_dec_buf(s, len, NULL, 0);
         if (n != want || jose_b64_dec_buf(s, len, out, want) != want)
@@ -25,6 +25,7 @@ static int b64_exact(const char *s, size_t len, uint8_t *out, size_t want) {
         return 0;
 }
 
+/* Decodes base64url text of any length into a fresh buffer (caller frees). */
 static int b64_alloc(const char *s, size_t len, uint8_t **out, size_t *out_len) {
         size_t n = jose_b64_dec_buf(s, len, NULL, 0);
         if (n == SIZE_MAX)
@@ -67,7 +68,7 @@ static size_t trimmed_len(const char *compact, size_t len) {
 }
 
 static int header_decode(const char *b64, size_t len, json_t **header, struct tc_err *err) {
-        uint8_t *hdr = NULL;
+        _cleanup_free_ uint8_t *hdr = NULL;
         size_t hdr_len = 0;
 
         *header = NULL;
@@ -76,7 +77,6 @@ static int header_decode(const char *b64, size_t len, json_t **header, struct tc
         if (b64_alloc(b64, len, &hdr, &hdr_len) < 0)
                 return tc_fail(err, -EINVAL, "JWE protected header is not base64url");
         json_t *h = json_loadb((const char *) hdr, hdr_len, JSON_REJECT_DUPLICATES, NULL);
-        free(hdr);
         if (!json_is_object(h) || !json_depth_ok(h, 0)) {
                 json_decref(h);
                 return tc_fail(err, -EINVAL, "JWE protected header is not a JSON object");
@@ -94,19 +94,17 @@ int tc_jwe_header_decode(const char *compact, size_t len, json_t **header, struc
         return header_decode(compact, (size_t) (dot - compact), header, err);
 }
 
-int tc_jwe_parse_decoded(const char *compact, size_t len, json_t *header, struct tc_jwe *jwe, struct tc_err *err) {
+int tc_jwe_parse_decoded(const char *compact, size_t len, json_t *header, struct tc_jwe *ret, struct tc_err *err) {
+        _cleanup_(tc_jwe_clear) struct tc_jwe jwe = { .header = header };
         const char *part[5];
         size_t plen[5];
         size_t n = 0;
         int r;
 
-        memset(jwe, 0, sizeof(*jwe));
-        jwe->header = header;
+        memset(ret, 0, sizeof(*ret));
         len = trimmed_len(compact, len);
-        if (len > TC_JWE_MAX) {
-                tc_jwe_clear(jwe);
+        if (len > TC_JWE_MAX)
                 return tc_fail(err, -EMSGSIZE, "JWE is larger than %d bytes", TC_JWE_MAX);
-        }
         const char *p = compact, *end = compact + len;
         while (n < 5) {
                 const char *dot = memchr(p, '.', (size_t) (end - p));
@@ -117,41 +115,27 @@ int tc_jwe_parse_decoded(const char *compact, size_t len, json_t *header, struct
                         break;
                 p = dot + 1;
         }
-        if (n != 5 || memchr(part[4], '.', plen[4])) {
-                tc_jwe_clear(jwe);
+        if (n != 5 || memchr(part[4], '.', plen[4]))
                 return tc_fail(err, -EINVAL, "input is not a compact JWE (five base64url parts separated by dots)");
-        }
-        if (plen[0] > TC_JWE_HEADER_MAX) {
-                tc_jwe_clear(jwe);
+        if (plen[0] > TC_JWE_HEADER_MAX)
                 return tc_fail(err, -EMSGSIZE, "JWE header is larger than %d bytes", TC_JWE_HEADER_MAX);
-        }
-        if (plen[1] != 0) {
-                tc_jwe_clear(jwe);
+        if (plen[1] != 0)
                 return tc_fail(err, -EINVAL, "JWE has an encrypted key; Clevis JWEs never do");
-        }
-        if (!jwe->header && (r = header_decode(part[0], plen[0], &jwe->header, err)) < 0) {
-                tc_jwe_clear(jwe);
+        if (!jwe.header && (r = header_decode(part[0], plen[0], &jwe.header, err)) < 0)
                 return r;
-        }
-        jwe->protected_b64 = strndup(part[0], plen[0]);
-        if (!jwe->protected_b64) {
-                tc_jwe_clear(jwe);
+        jwe.protected_b64 = strndup(part[0], plen[0]);
+        if (!jwe.protected_b64)
                 return tc_fail(err, -ENOMEM, "out of memory");
-        }
-        if (b64_exact(part[2], plen[2], jwe->iv, sizeof(jwe->iv)) < 0 ||
-            b64_exact(part[4], plen[4], jwe->tag, sizeof(jwe->tag)) < 0 ||
-            b64_alloc(part[3], plen[3], &jwe->ciphertext, &jwe->ciphertext_len) < 0) {
-                tc_jwe_clear(jwe);
+        if (b64_exact(part[2], plen[2], jwe.iv, sizeof(jwe.iv)) < 0 ||
+            b64_exact(part[4], plen[4], jwe.tag, sizeof(jwe.tag)) < 0 ||
+            b64_alloc(part[3], plen[3], &jwe.ciphertext, &jwe.ciphertext_len) < 0)
                 return tc_fail(err, -EINVAL, "JWE IV, ciphertext or tag is malformed (A256GCM expects a 96-bit IV and a 128-bit tag)");
-        }
-        const char *enc = json_string_value(json_object_get(jwe->header, "enc"));
-        if (!enc || strcmp(enc, "A256GCM") != 0) {
-                /* The message first: enc points into the header. */
-                r = tc_fail(err, -EOPNOTSUPP, "JWE content encryption \"%s\" is not supported (Clevis uses A256GCM)",
-                            enc ? enc : "(none)");
-                tc_jwe_clear(jwe);
-                return r;
-        }
+        /* enc points into the header, which lives until after the message is made. */
+        const char *enc = json_string_value(json_object_get(jwe.header, "enc"));
+        if (!enc || strcmp(enc, "A256GCM") != 0)
+                return tc_fail(err, -EOPNOTSUPP, "JWE content encryption \"%s\" is not supported (Clevis uses A256GCM)",
+                               enc ? enc : "(none)");
+        *ret = TAKE_STRUCT(jwe);
         return 0;
 }
 
@@ -173,16 +157,12 @@ static char *b64_enc(const uint8_t *buf, size_t len) {
         return s;
 }
 
-static void evp_cipher_ctx_freep(EVP_CIPHER_CTX **c) {
-        EVP_CIPHER_CTX_free(*c);
-}
-
 int tc_jwe_encrypt(const json_t *header, const uint8_t cek[TC_CEK_LEN], const uint8_t *pt, size_t pt_len,
                    char **compact, struct tc_err *err) {
         _cleanup_free_ char *hdr = json_dumps(header, JSON_SORT_KEYS | JSON_COMPACT);
         _cleanup_free_ char *prot = NULL, *iv_b64 = NULL, *ct_b64 = NULL, *tag_b64 = NULL;
         _cleanup_free_ uint8_t *ct = NULL;
-        _cleanup_(evp_cipher_ctx_freep) EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+        _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
         uint8_t iv[12], tag[16];
         int outl = 0, finl = 0;
 
@@ -207,23 +187,21 @@ int tc_jwe_encrypt(const json_t *header, const uint8_t cek[TC_CEK_LEN], const ui
 
 int tc_jwe_decrypt(const struct tc_jwe *jwe, const uint8_t cek[TC_CEK_LEN], uint8_t **pt, size_t *pt_len,
                    struct tc_err *err) {
-        _cleanup_(evp_cipher_ctx_freep) EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-        uint8_t *out = malloc(jwe->ciphertext_len + 1);
+        _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+        size_t size = jwe->ciphertext_len + 1;
+        uint8_t *out = malloc(size);
+        TC_CLEANUP_SECRET(out, size);
         int outl = 0, finl = 0;
 
-        if (!c || !out) {
-                free(out);
+        if (!c || !out)
                 return tc_fail(err, -ENOMEM, "out of memory");
-        }
         if (EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, cek, jwe->iv) != 1 ||
             EVP_DecryptUpdate(c, NULL, &outl, (const uint8_t *) jwe->protected_b64, (int) strlen(jwe->protected_b64)) != 1 ||
             EVP_DecryptUpdate(c, out, &outl, jwe->ciphertext, (int) jwe->ciphertext_len) != 1 ||
             EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, sizeof(jwe->tag), (void *) jwe->tag) != 1 ||
-            EVP_DecryptFinal_ex(c, out + outl, &finl) != 1) {
-                tc_secret_free(out, jwe->ciphertext_len + 1);
+            EVP_DecryptFinal_ex(c, out + outl, &finl) != 1)
                 return tc_fail(err, -EBADMSG, "JWE authentication failed: wrong key, or the JWE was corrupted");
-        }
-        *pt = out;
+        *pt = TAKE_PTR(out);
         *pt_len = (size_t) (outl + finl);
         return 0;
 }
@@ -233,10 +211,6 @@ static void put_be32(uint8_t *p, uint32_t v) {
         p[1] = (uint8_t) (v >> 16);
         p[2] = (uint8_t) (v >> 8);
         p[3] = (uint8_t) v;
-}
-
-static void evp_md_ctx_freep(EVP_MD_CTX **c) {
-        EVP_MD_CTX_free(*c);
 }
 
 /* Hashes a length-prefixed field of the Concat KDF's OtherInfo. */
@@ -258,7 +232,7 @@ static int header_party_info(const json_t *header, const char *name, uint8_t **o
 int tc_jwe_ecdh_es_cek(const json_t *header, const uint8_t *z, size_t z_len, uint8_t cek[TC_CEK_LEN],
                        struct tc_err *err) {
         static const char alg_id[] = "A256GCM";
-        _cleanup_(evp_md_ctx_freep) EVP_MD_CTX *c = EVP_MD_CTX_new();
+        _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *c = EVP_MD_CTX_new();
         _cleanup_free_ uint8_t *apu = NULL, *apv = NULL;
         size_t apu_len, apv_len;
         uint8_t counter[4], keydatalen[4];

@@ -144,23 +144,18 @@ static json_t *sss_config(const json_t *sss, bool with_thp, unsigned depth) {
         if (!groups || depth >= TC_SSS_MAX_DEPTH)
                 return NULL;
         json_array_foreach(jwes, i, j) {
-                struct tc_jwe child;
-                char *pin = NULL;
+                _cleanup_(tc_jwe_clear) struct tc_jwe child = {};
+                _cleanup_free_ char *pin = NULL;
                 const char *s = json_string_value(j);
                 if (!s || tc_jwe_parse(s, strlen(s), &child, NULL) < 0)
                         continue;
                 json_t *cfg = header_config(child.header, with_thp, &pin, depth + 1);
-                bool nested = json_is_object(json_object_get(json_object_get(child.header, "clevis"), "sss"));
-                tc_jwe_clear(&child);
-                if (!cfg && nested) {
-                        free(pin);
+                if (!cfg && json_is_object(json_object_get(json_object_get(child.header, "clevis"), "sss")))
                         return NULL;
-                }
                 if (cfg && pin)
                         add_child(groups, pin, cfg);
                 else
                         json_decref(cfg);
-                free(pin);
         }
         /* Clevis's order: tang, tpm2, the rest, sss last; a single nested sss
          * as an object, as Clevis writes it. */
@@ -203,10 +198,8 @@ static json_t *header_config(const json_t *header, bool with_thp, char **pin_out
 }
 
 json_t *tc_jwe_config(const char *compact, bool with_thp, char **pin) {
-        struct tc_jwe jwe;
+        _cleanup_(tc_jwe_clear) struct tc_jwe jwe = {};
         if (tc_jwe_parse(compact, strlen(compact), &jwe, NULL) < 0)
                 return NULL;
-        json_t *cfg = header_config(jwe.header, with_thp, pin, 0);
-        tc_jwe_clear(&jwe);
-        return cfg;
+        return header_config(jwe.header, with_thp, pin, 0);
 }

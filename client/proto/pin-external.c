@@ -62,9 +62,7 @@ static void strv_free(char **v) {
         free(v);
 }
 
-static void strv_freep(char ***v) {
-        strv_free(*v);
-}
+TC_DEFINE_CLEANUP(char **, strv_free)
 
 /* The pin's environment: PATH (the TETHER_PIN_PATH directories, then the
  * system's) and what env_passed() lets through. */
@@ -147,22 +145,6 @@ static ssize_t write_nosigpipe(int fd, const void *buf, size_t len) {
         return n;
 }
 
-int tc_secret_grow(uint8_t **buf, size_t len, size_t *cap, size_t max) {
-        size_t want = *cap ? *cap * 2 : 4096;
-        if (want > max)
-                return -EMSGSIZE;
-        /* Not realloc(): it could leave a copy of the secret in freed memory. */
-        uint8_t *nb = malloc(want);
-        if (!nb)
-                return -ENOMEM;
-        if (len > 0)
-                memcpy(nb, *buf, len);
-        tc_secret_free(*buf, *cap);
-        *buf = nb;
-        *cap = want;
-        return 0;
-}
-
 /* 1 when pid has exited but is not reaped yet (while it is a zombie its pid,
  * which is also its process group's id, cannot be reused), 0 while it runs,
  * -1 when it is gone already (reaped by someone else: SIGCHLD ignored). */
@@ -238,6 +220,7 @@ static int run_filter(const struct tc_ctx *ctx, char *const argv[], const uint8_
         size_t written = 0, len = 0, cap = 0;
         long limit_ms = ctx->timeout_ms * (long) (ctx->attempts ? ctx->attempts : 1);
         uint8_t *buf = NULL;
+        TC_CLEANUP_SECRET(buf, len);
         pid_t pid;
         int r;
 
@@ -335,7 +318,6 @@ static int run_filter(const struct tc_ctx *ctx, char *const argv[], const uint8_
                 *out = TAKE_PTR(buf);
                 *out_len = len;
         }
-        tc_secret_free(buf, len);
 close_pipes:
         for (int i = 0; i < 2; i++) {
                 if (to_child[i] >= 0)
@@ -388,6 +370,7 @@ int tc_external_decrypt(const struct tc_ctx *ctx, const char *pin, const char *c
         _cleanup_free_ char *prog = NULL;
         uint8_t *out = NULL;
         size_t out_len = 0;
+        TC_CLEANUP_SECRET(out, out_len);
         int status = 0;
 
         if (asprintf(&prog, "clevis-decrypt-%s", pin) < 0)
@@ -396,11 +379,9 @@ int tc_external_decrypt(const struct tc_ctx *ctx, const char *pin, const char *c
         int r = run_filter(ctx, argv, (const uint8_t *) compact, len, &out, &out_len, &status, err);
         if (r < 0)
                 return r;
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-                tc_secret_free(out, out_len);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
                 return status_error(prog, status, err);
-        }
-        *pt = out ? out : calloc(1, 1);
+        *pt = out ? TAKE_PTR(out) : calloc(1, 1);
         *pt_len = out_len;
         return *pt ? 0 : tc_fail(err, -ENOMEM, "out of memory");
 }

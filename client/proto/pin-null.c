@@ -6,12 +6,12 @@
 
 #include <errno.h>
 #include <jose/b64.h>
-#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 static int null_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8_t *pt, size_t pt_len, char **jwe,
                         struct tc_err *err) {
         uint8_t cek[TC_CEK_LEN];
+        TC_CLEANUP_ERASE(cek);
         json_t *fail = json_object_get(cfg, "fail");
         (void) ctx;
 
@@ -26,28 +26,22 @@ static int null_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8
                                         "null", "null");
         json_auto_t *jwk = json_pack("{s:s,s:o,s:[ss],s:s}", "alg", "A256GCM", "k", jose_b64_enc(cek, sizeof(cek)),
                                      "key_ops", "encrypt", "decrypt", "kty", "oct");
-        r = !header || !jwk ? tc_fail(err, -ENOMEM, "out of memory") : 0;
-        if (r == 0 && !json_is_true(fail) &&
-            json_object_set(json_object_get(json_object_get(header, "clevis"), "null"), "jwk", jwk) < 0)
-                r = tc_fail(err, -ENOMEM, "out of memory");
-        if (r == 0)
-                r = tc_jwe_encrypt(header, cek, pt, pt_len, jwe, err);
-        OPENSSL_cleanse(cek, sizeof(cek));
-        return r;
+        if (!header || !jwk ||
+            (!json_is_true(fail) && json_object_set(json_object_get(json_object_get(header, "clevis"), "null"), "jwk", jwk) < 0))
+                return tc_fail(err, -ENOMEM, "out of memory");
+        return tc_jwe_encrypt(header, cek, pt, pt_len, jwe, err);
 }
 
 static int null_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8_t **pt, size_t *pt_len,
                         struct tc_err *err) {
         uint8_t cek[TC_CEK_LEN];
+        TC_CLEANUP_ERASE(cek);
         (void) ctx;
         const json_t *jwk = json_object_get(json_object_get(json_object_get(jwe->header, "clevis"), "null"), "jwk");
         if (!jwk)
                 return tc_fail(err, -EACCES, "null pin: the JWE holds no key (made with {\"fail\":true})");
         int r = tc_jwe_oct_cek(jwk, cek, err);
-        if (r == 0)
-                r = tc_jwe_decrypt(jwe, cek, pt, pt_len, err);
-        OPENSSL_cleanse(cek, sizeof(cek));
-        return r;
+        return r < 0 ? r : tc_jwe_decrypt(jwe, cek, pt, pt_len, err);
 }
 
 const struct tc_pin tc_pin_null = {

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <string.h>
 #include <jose/b64.h>
-#include <openssl/crypto.h>
 
 /* ---------------------------------------------------------------- encrypt */
 
@@ -20,6 +19,7 @@ static int add_child(const struct tc_ctx *ctx, const struct tc_shamir *s, const 
         size_t len = 2 * s->p_len;
         _cleanup_free_ char *jwe = NULL;
         uint8_t *share = malloc(len);
+        TC_CLEANUP_SECRET(share, len);
         int r;
 
         if (!share)
@@ -27,7 +27,6 @@ static int add_child(const struct tc_ctx *ctx, const struct tc_shamir *s, const 
         r = tc_shamir_share(s, share, err);
         if (r == 0)
                 r = tc_encrypt_json(ctx, pin, cfg, share, len, &jwe, err);
-        tc_secret_free(share, len);
         if (r < 0)
                 return tc_wrap(err, r, "sss child %zu (%s)", json_array_size(jwes) + 1, pin);
         return json_array_append_new(jwes, json_string(jwe)) < 0 ? tc_fail(err, -ENOMEM, "out of memory") : 0;
@@ -64,8 +63,9 @@ static int sss_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8_
         json_t *t_json = json_object_get(cfg, "t"), *pins = json_object_get(cfg, "pins"), *v;
         json_int_t t = t_json ? json_integer_value(t_json) : 1;
         json_auto_t *jwes = json_array(), *header = NULL;
-        struct tc_shamir s;
+        _cleanup_(tc_shamir_clear) struct tc_shamir s = {};
         uint8_t cek[TC_CEK_LEN], pbuf[TC_SSS_KEY_BYTES * 2];
+        TC_CLEANUP_ERASE(cek);
         const char *pin;
         size_t n = 0;
         int r;
@@ -114,22 +114,15 @@ static int sss_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8_
                                         break;
                 }
                 if (r < 0)
-                        goto out;
+                        return r;
         }
         BN_bn2bin(s.p, pbuf);
         header = json_pack("{s:s,s:s,s:{s:s,s:{s:I,s:o,s:O}}}", "alg", "dir", "enc", "A256GCM", "clevis",
                                         "pin", "sss", "sss", "t", t, "p", jose_b64_enc(pbuf, s.p_len), "jwe", jwes);
-        if (!header) {
-                r = tc_fail(err, -ENOMEM, "out of memory");
-                goto out;
-        }
+        if (!header)
+                return tc_fail(err, -ENOMEM, "out of memory");
         r = tc_shamir_secret(&s, cek, err);
-        if (r == 0)
-                r = tc_jwe_encrypt(header, cek, pt, pt_len, jwe, err);
-out:
-        OPENSSL_cleanse(cek, sizeof(cek));
-        tc_shamir_clear(&s);
-        return r;
+        return r < 0 ? r : tc_jwe_encrypt(header, cek, pt, pt_len, jwe, err);
 }
 
 /* ---------------------------------------------------------------- decrypt */
@@ -243,11 +236,9 @@ void tc_sss_header_clear(struct tc_sss_header *h) {
 int tc_sss_combine(const struct tc_sss_header *h, const struct tc_jwe *jwe, const uint8_t *const *shares, uint8_t **pt,
                    size_t *pt_len, struct tc_err *err) {
         uint8_t cek[TC_CEK_LEN];
+        TC_CLEANUP_ERASE(cek);
         int r = tc_shamir_recover(h->p, shares, h->t, cek, err);
-        if (r == 0)
-                r = tc_jwe_decrypt(jwe, cek, pt, pt_len, err);
-        OPENSSL_cleanse(cek, sizeof(cek));
-        return r;
+        return r < 0 ? r : tc_jwe_decrypt(jwe, cek, pt, pt_len, err);
 }
 
 static int sss_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint8_t **pt, size_t *pt_len,

@@ -11,11 +11,8 @@
 
 #include <errno.h>
 #include <string.h>
+#include <jose/b64.h>
 #include <jose/jwk.h>
-#include <openssl/crypto.h>
-
-/* Thumbprint hashes a kid or thp may use: Clevis writes S256, old bindings S1. */
-static const char *const thp_hashes[] = { "S256", "S1", "S224", "S384", "S512" };
 
 json_t *tc_tang_keys_for(const json_t *payload, const char *op) {
         json_t *keys = json_object_get(payload, "keys"), *k, *out = json_array();
@@ -74,7 +71,7 @@ static const char *server_text(const struct tc_http_reply *reply, char *buf, siz
 int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp, json_t **jws, json_t **payload,
                       struct tc_err *err) {
         _cleanup_free_ char *adv_url = NULL;
-        struct tc_http_reply reply;
+        _cleanup_(tc_http_reply_clear) struct tc_http_reply reply = {};
         int r;
 
         if (asprintf(&adv_url, "%s/adv/%s", url, thp ? thp : "") < 0) {
@@ -88,28 +85,31 @@ int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp
                 long status = reply.status;
                 char text[SERVER_TEXT_MAX + 1];
                 server_text(&reply, text, sizeof(text));
-                tc_http_reply_clear(&reply);
                 if (text[0])
                         return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld: \"%s\" (the server's log says why)",
                                        adv_url, status, text);
                 return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld%s", adv_url, status,
                                status == 404 && thp ? " (no signing key with that thumbprint)" : "");
         }
-        r = tc_tang_parse_adv(reply.body, reply.len, adv_url, jws, payload, err);
-        tc_http_reply_clear(&reply);
-        return r;
+        return tc_tang_parse_adv(reply.body, reply.len, adv_url, jws, payload, err);
 }
 
-/* A key of keys whose thumbprint, by any hash Clevis ever used, is thp. */
+/* A key of keys whose thumbprint, by any hash Clevis ever used (it writes
+ * S256, old bindings carry S1), is thp. Only the hash whose digests encode
+ * to thp's length is tried: the others cannot match. */
 static json_t *find_by_thumbprint(const json_t *keys, const char *thp) {
         json_t *k;
         size_t i;
-        for (size_t h = 0; h < ELEMENTSOF(thp_hashes); h++)
+        for (size_t h = 0; h < TK_HASH_COUNT; h++) {
+                size_t dlen = jose_jwk_thp_buf(NULL, NULL, tk_hash_names[h], NULL, 0);
+                if (dlen == SIZE_MAX || jose_b64_enc_buf(NULL, dlen, NULL, 0) != strlen(thp))
+                        continue;
                 json_array_foreach(keys, i, k) {
-                        _cleanup_free_ char *t = tk_thumbprint(k, thp_hashes[h]);
+                        _cleanup_free_ char *t = tk_thumbprint(k, tk_hash_names[h]);
                         if (t && strcmp(t, thp) == 0)
                                 return k;
                 }
+        }
         return NULL;
 }
 
@@ -198,11 +198,13 @@ static int tang_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8
                         struct tc_err *err) {
         struct tang_config c;
         json_auto_t *jws = NULL, *payload = NULL, *verify = NULL, *derive = NULL, *header = NULL;
-        _cleanup_(bn_clear_freep) BIGNUM *eph = NULL;
-        _cleanup_(ec_point_freep) EC_POINT *epk = NULL, *srv = NULL, *shared = NULL;
+        _cleanup_(BN_clear_freep) BIGNUM *eph = NULL;
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *epk = NULL, *srv = NULL, *shared = NULL;
         _cleanup_free_ char *kid = NULL;
-        struct tc_ec ec = {};
+        _cleanup_(tc_ec_clear) struct tc_ec ec = {};
         uint8_t z[ECPOINT_MAX_COORD], cek[TC_CEK_LEN];
+        TC_CLEANUP_ERASE(z);
+        TC_CLEANUP_ERASE(cek);
         int r;
 
         r = parse_config(cfg, &c, err);
@@ -235,34 +237,26 @@ static int tang_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8
                 return tc_wrap(err, r, "exchange key of %s", c.url);
         if ((r = tc_ec_point_from_jwk(&ec, exc, "the server's exchange key", &srv, err)) < 0 ||
             (r = tc_ec_generate(&ec, &eph, &epk, err)) < 0 || (r = tc_ec_mul(&ec, eph, srv, &shared, err)) < 0)
-                goto out;
+                return r;
         r = tc_ec_x_bytes(&ec, shared, z, err);
         if (r < 0)
-                goto out;
+                return r;
         size_t z_len = (size_t) r;
         kid = tk_thumbprint(exc, "S256");
         json_t *epk_jwk = tc_ec_point_to_jwk(&ec, epk);
         header = json_pack("{s:s,s:s,s:o*,s:s?,s:{s:s,s:{s:s,s:O}}}", "alg", "ECDH-ES", "enc", "A256GCM", "epk",
                            epk_jwk, "kid", kid, "clevis", "pin", "tang", "tang", "url", c.url, "adv", payload);
-        if (!kid || !epk_jwk || !header) {
-                r = tc_fail(err, -ENOMEM, "out of memory");
-                goto out;
-        }
+        if (!kid || !epk_jwk || !header)
+                return tc_fail(err, -ENOMEM, "out of memory");
         r = tc_jwe_ecdh_es_cek(header, z, z_len, cek, err);
-        if (r == 0)
-                r = tc_jwe_encrypt(header, cek, pt, pt_len, jwe, err);
-out:
-        OPENSSL_cleanse(z, sizeof(z));
-        OPENSSL_cleanse(cek, sizeof(cek));
-        tc_ec_clear(&ec);
-        return r;
+        return r < 0 ? r : tc_jwe_encrypt(header, cek, pt, pt_len, jwe, err);
 }
 
 /* POST X to url/rec/kid; returns the server's Y, validated. */
 static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char *url, const char *kid,
                    const EC_POINT *x, EC_POINT **y, struct tc_err *err) {
         _cleanup_free_ char *rec_url = NULL, *body = NULL;
-        struct tc_http_reply reply;
+        _cleanup_(tc_http_reply_clear) struct tc_http_reply reply = {};
         json_auto_t *req = tc_ec_point_to_jwk(ec, x);
         int r;
 
@@ -281,7 +275,6 @@ static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char 
                  * owner or mode): the binding is fine, the server is not. */
                 bool unreadable = status == 503 && reply.body &&
                                   memmem(reply.body, reply.len, "cannot read its key file", 24);
-                tc_http_reply_clear(&reply);
                 /* -ENOKEY for 404: the binding is dead, and regen says so. */
                 return tc_fail(err, status == 404 ? -ENOKEY : -EPROTO,
                                "tang server %s answered HTTP %ld to the recovery request%s", url, status,
@@ -290,7 +283,6 @@ static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char 
                                             : "");
         }
         json_auto_t *rep = json_loadb(reply.body, reply.len, JSON_REJECT_DUPLICATES, NULL);
-        tc_http_reply_clear(&reply);
         if (!json_is_object(rep))
                 return tc_fail(err, -EBADMSG, "tang server %s answered the recovery request with something that is not a JWK", url);
         return tc_ec_point_from_jwk(ec, rep, "the tang server's answer", y, err) < 0
@@ -304,7 +296,7 @@ static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char 
  * key answered) or < 0 (no second answer to compare with). */
 static int answered_with_key(const struct tc_ctx *ctx, const struct tc_ec *ec, const char *url, const char *kid,
                              const EC_POINT *x, const EC_POINT *y, const EC_POINT *s) {
-        _cleanup_(ec_point_freep) EC_POINT *x2 = NULL, *y2 = NULL, *diff = NULL;
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *x2 = NULL, *y2 = NULL, *diff = NULL;
         struct tc_err ignored;
         int r;
 
@@ -323,10 +315,12 @@ static int tang_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint
         const char *kid = json_string_value(json_object_get(h, "kid"));
         const char *url = json_string_value(json_object_get(tang, "url"));
         const char *alg = json_string_value(json_object_get(h, "alg"));
-        _cleanup_(bn_clear_freep) BIGNUM *e = NULL;
-        _cleanup_(ec_point_freep) EC_POINT *c = NULL, *s = NULL, *ep = NULL, *x = NULL, *y = NULL, *t = NULL, *z = NULL;
-        struct tc_ec ec = {};
+        _cleanup_(BN_clear_freep) BIGNUM *e = NULL;
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *c = NULL, *s = NULL, *ep = NULL, *x = NULL, *y = NULL, *t = NULL, *z = NULL;
+        _cleanup_(tc_ec_clear) struct tc_ec ec = {};
         uint8_t zx[ECPOINT_MAX_COORD], cek[TC_CEK_LEN];
+        TC_CLEANUP_ERASE(zx);
+        TC_CLEANUP_ERASE(cek);
         int r;
 
         if (!alg || strcmp(alg, "ECDH-ES") != 0)
@@ -344,10 +338,10 @@ static int tang_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint
             (r = tc_ec_point_from_jwk(&ec, srv, "the server key in the JWE", &s, err)) < 0 ||
             (r = tc_ec_generate(&ec, &e, &ep, err)) < 0 || (r = tc_ec_add(&ec, c, ep, false, &x, err)) < 0 ||
             (r = recover(ctx, &ec, url, kid, x, &y, err)) < 0 || (r = tc_ec_mul(&ec, e, s, &t, err)) < 0)
-                goto out;
+                return r;
         /* Y - eS = s(C + E) - eS = sC: the ECDH secret the encrypter computed. */
         if ((r = tc_ec_add(&ec, y, t, true, &z, err)) < 0 || (r = tc_ec_x_bytes(&ec, z, zx, err)) < 0)
-                goto out;
+                return r;
         r = tc_jwe_ecdh_es_cek(h, zx, (size_t) r, cek, err);
         if (r == 0)
                 r = tc_jwe_decrypt(jwe, cek, pt, pt_len, err);
@@ -357,10 +351,6 @@ static int tang_decrypt(const struct tc_ctx *ctx, const struct tc_jwe *jwe, uint
                 r = tc_fail(err, -EBADMSG,
                             "tang server %s answered the recovery request for key %s with another key's point "
                             "(a proxy or load balancer sending it to the wrong server?)", url, kid);
-out:
-        OPENSSL_cleanse(zx, sizeof(zx));
-        OPENSSL_cleanse(cek, sizeof(cek));
-        tc_ec_clear(&ec);
         return r;
 }
 

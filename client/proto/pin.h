@@ -23,12 +23,10 @@ extern const struct tc_pin tc_pin_null;
 
 const struct tc_pin *tc_pin_find(const char *name);
 
-/* Encrypts/decrypts with a config already parsed / a JWE already parsed;
- * what sss uses for its children. */
+/* Encrypts with a configuration already parsed: what sss uses for its
+ * children (which it decrypts with tc_decrypt_node). */
 int tc_encrypt_json(const struct tc_ctx *ctx, const char *pin, const json_t *cfg, const uint8_t *pt, size_t pt_len,
                     char **jwe, struct tc_err *err);
-int tc_decrypt_compact(const struct tc_ctx *ctx, const char *compact, size_t len, uint8_t **pt, size_t *pt_len,
-                       struct tc_err *err);
 
 /* A JWE and, for sss, its children to any depth: each header decoded once,
  * the whole tree bounded (TC_SSS_MAX_DEPTH, TC_SSS_MAX_LEAVES) before any
@@ -57,7 +55,7 @@ int tc_decrypt_node(const struct tc_ctx *ctx, const struct tc_jwe_node *node, ui
 int tc_pin_config_check(const char *pin, const json_t *cfg, struct tc_err *err);
 
 /* The pin named in a compact JWE's protected header (caller frees), or
- * NULL; what tc_decrypt_compact dispatches on. */
+ * NULL; what tc_decrypt dispatches on. */
 char *tc_peek_pin(const char *compact, size_t len);
 
 /* Clevis's external pins: clevis-encrypt-PIN CFG [-y] / clevis-decrypt-PIN
@@ -69,7 +67,3 @@ int tc_external_encrypt(const struct tc_ctx *ctx, const char *pin, const json_t 
                         size_t pt_len, char **jwe, struct tc_err *err);
 int tc_external_decrypt(const struct tc_ctx *ctx, const char *pin, const char *compact, size_t len, uint8_t **pt,
                         size_t *pt_len, struct tc_err *err);
-
-/* Doubles a secret buffer of *cap bytes holding len (4096 to start) without
- * realloc(), wiping the old one; -EMSGSIZE beyond max bytes. */
-int tc_secret_grow(uint8_t **buf, size_t len, size_t *cap, size_t max);

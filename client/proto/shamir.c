@@ -40,8 +40,8 @@ oom:
 }
 
 int tc_shamir_share(const struct tc_shamir *s, uint8_t *out, struct tc_err *err) {
-        _cleanup_(bn_ctx_freep) BN_CTX *ctx = BN_CTX_new();
-        _cleanup_(bn_clear_freep) BIGNUM *x = BN_new(), *y = BN_secure_new(), *xp = BN_new(), *term = BN_secure_new();
+        _cleanup_(BN_CTX_freep) BN_CTX *ctx = BN_CTX_new();
+        _cleanup_(BN_clear_freep) BIGNUM *x = BN_new(), *y = BN_secure_new(), *xp = BN_new(), *term = BN_secure_new();
         if (!ctx || !x || !y || !xp || !term)
                 return tc_fail(err, -ENOMEM, "out of memory");
         do {
@@ -70,8 +70,8 @@ int tc_shamir_secret(const struct tc_shamir *s, uint8_t out[TC_SSS_KEY_BYTES], s
 int tc_shamir_recover(const BIGNUM *p, const uint8_t *const *shares, size_t t, uint8_t out[TC_SSS_KEY_BYTES],
                       struct tc_err *err) {
         size_t len = (size_t) BN_num_bytes(p);
-        _cleanup_(bn_ctx_freep) BN_CTX *ctx = BN_CTX_new();
-        _cleanup_(bn_clear_freep) BIGNUM *acc = BN_secure_new(), *num = BN_new(), *den = BN_new(), *tmp = BN_secure_new(),
+        _cleanup_(BN_CTX_freep) BN_CTX *ctx = BN_CTX_new();
+        _cleanup_(BN_clear_freep) BIGNUM *acc = BN_secure_new(), *num = BN_new(), *den = BN_new(), *tmp = BN_secure_new(),
                                          *xi = BN_new(), *xj = BN_new(), *yi = BN_secure_new();
         if (!ctx || !acc || !num || !den || !tmp || !xi || !xj || !yi)
                 return tc_fail(err, -ENOMEM, "out of memory");

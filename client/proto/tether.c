@@ -48,8 +48,9 @@ int tc_encrypt(const struct tc_ctx *ctx, const char *pin, const char *config, co
         return tc_encrypt_json(ctx, pin, cfg, pt, pt_len, jwe, err);
 }
 
-/* What tc_decrypt_compact dispatches on (tc_jwe_tree_parse decodes the
- * header once and reads the pin there). */
+/* The pin a JWE names, for the fuzzers to compare with what tc_decrypt
+ * dispatches on (tc_jwe_tree_parse decodes the header once and reads the
+ * pin there). */
 char *tc_peek_pin(const char *compact, size_t len) {
         json_auto_t *h = NULL;
         if (tc_jwe_header_decode(compact, len, &h, NULL) < 0)
@@ -171,25 +172,18 @@ int tc_decrypt_node(const struct tc_ctx *ctx, const struct tc_jwe_node *node, ui
         return p->decrypt(ctx, &node->jwe, pt, pt_len, err);
 }
 
-int tc_decrypt_compact(const struct tc_ctx *ctx, const char *compact, size_t len, uint8_t **pt, size_t *pt_len,
-                       struct tc_err *err) {
-        struct tc_jwe_node root;
-        int r = tc_jwe_tree_parse(compact, len, &root, err);
-        if (r < 0)
-                return r;
-        r = tc_decrypt_node(ctx, &root, pt, pt_len, err);
-        tc_jwe_tree_clear(&root);
-        return r;
-}
-
-/* The entry point of every decryption: whatever the header holds (thousands
- * of leaves that block), it ends by the deadline of tc_ctx_set_deadline(),
- * unless the caller set an earlier one. */
+/* The entry point of every decryption: the whole tree is parsed and bounded
+ * first, and whatever it holds (thousands of leaves that block), it ends by
+ * the deadline of tc_ctx_set_deadline(), unless the caller set an earlier
+ * one. */
 int tc_decrypt(const struct tc_ctx *ctx, const char *jwe, size_t jwe_len, uint8_t **pt, size_t *pt_len,
                struct tc_err *err) {
+        _cleanup_(tc_jwe_tree_clear) struct tc_jwe_node root = {};
         struct tc_ctx bounded;
         tc_ctx_child(&bounded, ctx);
         tc_ctx_set_deadline(&bounded);
-        int r = tc_decrypt_compact(&bounded, jwe, jwe_len, pt, pt_len, err);
+        int r = tc_jwe_tree_parse(jwe, jwe_len, &root, err);
+        if (r == 0)
+                r = tc_decrypt_node(&bounded, &root, pt, pt_len, err);
         return tc_ctx_expired_error(&bounded, r, err);
 }

@@ -29,6 +29,10 @@ static void usage(FILE *f) {
                 program);
 }
 
+static bool is_help(const char *arg) {
+        return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
+}
+
 static void warn_file(void *userdata, const char *file, const struct tc_err *why) {
         char line[1024];
         /* Escaped as messages are: anyone who may write the directory names
@@ -195,17 +199,13 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "%s: cannot disable core dumps: %s\n", program, strerror(-r));
         /* Fresh keys must never be readable by others, not even briefly. */
         umask(0337);
-        if (argc < 2) {
-                usage(stderr);
-                return EXIT_USAGE;
-        }
-        if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-                usage(stdout);
-                return EXIT_SUCCESS;
+        if (argc < 2 || is_help(argv[1])) {
+                usage(argc < 2 ? stderr : stdout);
+                return argc < 2 ? EXIT_USAGE : EXIT_SUCCESS;
         }
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
                 if (strcmp(argv[1], commands[i].name) == 0) {
-                        if (argc > 2 && (strcmp(argv[2], "-h") == 0 || strcmp(argv[2], "--help") == 0)) {
+                        if (argc > 2 && is_help(argv[2])) {
                                 usage(stdout);
                                 return EXIT_SUCCESS;
                         }

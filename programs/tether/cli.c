@@ -5,40 +5,24 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
-#include <libcryptsetup.h>
 
 int cli_read_all(FILE *in, size_t max, uint8_t **buf, size_t *len) {
-        size_t cap = 4096, n = 0;
-        uint8_t *b = malloc(cap);
-        if (!b)
-                return -ENOMEM;
+        uint8_t *b = NULL;
+        size_t cap = 0, n = 0;
+        TC_CLEANUP_SECRET(b, cap);
+        int r;
+
         for (;;) {
-                if (n == cap) {
-                        if (cap >= max) {
-                                tc_secret_free(b, cap);
-                                return -EMSGSIZE;
-                        }
-                        uint8_t *nb = malloc(cap * 2);
-                        if (!nb) {
-                                tc_secret_free(b, cap);
-                                return -ENOMEM;
-                        }
-                        /* Copy rather than realloc, so no stray copy of a secret stays behind. */
-                        memcpy(nb, b, n);
-                        tc_secret_free(b, cap);
-                        b = nb;
-                        cap *= 2;
-                }
+                if (n == cap && (r = tc_secret_grow(&b, n, &cap, max)) < 0)
+                        return r;
                 size_t got = fread(b + n, 1, cap - n, in);
                 n += got;
                 if (got == 0)
                         break;
         }
-        if (ferror(in)) {
-                tc_secret_free(b, cap);
+        if (ferror(in))
                 return -EIO;
-        }
-        *buf = b;
+        *buf = TAKE_PTR(b);
         *len = n;
         return 0;
 }
@@ -55,6 +39,10 @@ int cli_write_all(int fd, const void *buf, size_t len) {
                 len -= (size_t) n;
         }
         return 0;
+}
+
+bool cli_is_help(const char *arg) {
+        return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
 }
 
 /* Trust on first use, asked on the terminal as Clevis does; userdata, if
@@ -78,20 +66,12 @@ static int ask_trust(void *userdata, const char *url, const char *const *thps, s
         return (answer[0] == 'y' || answer[0] == 'Y') && (answer[1] == '\n' || answer[1] == '\0');
 }
 
-int cli_init_ctx(struct tc_ctx *ctx) {
+int cli_init_ctx(struct tc_ctx *ctx, bool trust_all) {
         if (tc_ctx_init(ctx) < 0) {
                 fprintf(stderr, "tether: TETHER_TIMEOUT must be a number of seconds (got \"%s\")\n", getenv("TETHER_TIMEOUT"));
                 return -EINVAL;
         }
         ctx->trust = ask_trust;
+        ctx->trust_all = trust_all;
         return 0;
-}
-
-char *cli_luks_uuid(const char *device) {
-        struct crypt_device *cd = NULL;
-        char *uuid = NULL;
-        if (crypt_init(&cd, device) == 0 && crypt_load(cd, CRYPT_LUKS, NULL) == 0 && crypt_get_uuid(cd))
-                uuid = strdup(crypt_get_uuid(cd));
-        crypt_free(cd);
-        return uuid;
 }

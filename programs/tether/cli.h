@@ -21,8 +21,10 @@ struct cli_command {
 /* Reads f to the end (at most max bytes); the buffer is freed with tc_secret_free(). */
 int cli_read_all(FILE *f, size_t max, uint8_t **buf, size_t *len);
 int cli_write_all(int fd, const void *buf, size_t len);
-/* The context from TETHER_TIMEOUT, asking on the terminal about new keys. */
-int cli_init_ctx(struct tc_ctx *ctx);
-char *cli_luks_uuid(const char *device);
+/* "-h" or "--help". */
+bool cli_is_help(const char *arg);
+/* The context from TETHER_TIMEOUT, asking on the terminal about new keys
+ * unless trust_all (-y). */
+int cli_init_ctx(struct tc_ctx *ctx, bool trust_all);
 
 int cli_luks(int argc, char **argv);

@@ -25,6 +25,14 @@ static bool parse_int(const char *s, int max, int *out) {
         return true;
 }
 
+static bool parse_slot(const char *s, int *slot) {
+        return parse_int(s, crypt_keyslot_max(CRYPT_LUKS2) - 1, slot);
+}
+
+static bool parse_token(const char *s, int *token) {
+        return parse_int(s, crypt_token_max(CRYPT_LUKS2) - 1, token);
+}
+
 /* A key file, "-" for stdin, or a terminal prompt without echo. */
 static int read_passphrase(const char *keyfile, const char *device, uint8_t **out, size_t *len) {
         if (keyfile) {
@@ -72,6 +80,69 @@ static int usage(const char *text, bool help) {
         return help ? EXIT_SUCCESS : CLI_EXIT_USAGE;
 }
 
+/* The options of the luks commands: each takes those its getopt string
+ * names, with the same meaning in every command but -t: bind's token, or
+ * (t_tests) the slot that unlock only tests, -1 for any. */
+struct luks_opts {
+        const char *usage;                 /* the command's, for its usage errors */
+        const char *device, *keyfile, *name, *options, *config;
+        int slot, token, existing_token;   /* -1: not given */
+        bool yes, quiet, force, last_local, regen, with_thp, test;
+        char **args;                       /* the operands after the options */
+};
+
+struct luks_command {
+        const char *name, *summary;
+        const char *optstring;
+        const struct option *longopts;     /* NULL: getopt, which words errors its own way */
+        bool t_tests;
+        bool needs_slot, needs_config;     /* -d is needed by all */
+        int n_args;                        /* operands */
+        const char *usage;
+        int (*run)(const struct luks_opts *o);
+};
+
+/* Fills o from argv and checks that what cmd needs is there; returns -1
+ * when the command is to run, else the exit code (help, or a usage error). */
+static int parse_opts(const struct luks_command *cmd, int argc, char **argv, struct luks_opts *o) {
+        const char *u = cmd->usage;
+        int c;
+
+        *o = (struct luks_opts) { .usage = u, .slot = -1, .token = -1, .existing_token = -1 };
+        optind = 1;
+        while ((c = cmd->longopts ? getopt_long(argc, argv, cmd->optstring, cmd->longopts, NULL)
+                                  : getopt(argc, argv, cmd->optstring)) != -1) {
+                switch (c) {
+                case 'h': return usage(u, true);
+                case 'y': o->yes = true; break;
+                case 'q': o->quiet = true; break;
+                case 'f': o->force = true; break;
+                case 'P': o->last_local = true; break;
+                case 'r': o->regen = true; break;
+                case 'p': o->with_thp = true; break;
+                case 'd': o->device = optarg; break;
+                case 'k': o->keyfile = optarg; break;
+                case 'n': o->name = optarg; break;
+                case 'o': o->options = optarg; break;
+                case 'c': o->config = optarg; break;
+                case 's': if (!parse_slot(optarg, &o->slot)) return usage(u, false); break;
+                case 'e': if (!parse_token(optarg, &o->existing_token)) return usage(u, false); break;
+                case 't':
+                        o->test = cmd->t_tests;
+                        if (cmd->t_tests ? strcmp(optarg, "-1") != 0 && !parse_slot(optarg, &o->slot)
+                                         : !parse_token(optarg, &o->token))
+                                return usage(u, false);
+                        break;
+                default: return usage(u, false);
+                }
+        }
+        if (!o->device || (cmd->needs_slot && o->slot < 0) || (cmd->needs_config && !o->config) ||
+            argc - optind != cmd->n_args)
+                return usage(u, false);
+        o->args = argv + optind;
+        return -1;
+}
+
 /* ------------------------------------------------------------ bind */
 
 static const char bind_usage[] =
@@ -87,37 +158,19 @@ static const char bind_usage[] =
         "  -y          trust the tang servers' advertisements without asking\n"
         "  -f          do not ask (accepted for Clevis compatibility)\n";
 
-static int cmd_bind(int argc, char **argv) {
-        struct tc_luks_bind_opts o = { .slot = -1, .token = -1, .auth = { .existing_token = -1 } };
-        const char *device = NULL, *keyfile = NULL;
+/* -f is accepted for Clevis compatibility and changes nothing. */
+static int cmd_bind(const struct luks_opts *a) {
         struct tc_ctx ctx;
         struct tc_err err = {};
-        bool yes = false;
-        int c;
-
-        while ((c = getopt(argc, argv, "hyfd:s:k:t:e:")) != -1) {
-                switch (c) {
-                case 'h': return usage(bind_usage, true);
-                case 'y': yes = true; break;
-                case 'f': break;
-                case 'd': device = optarg; break;
-                case 'k': keyfile = optarg; break;
-                case 's': if (!parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &o.slot)) return usage(bind_usage, false); break;
-                case 't': if (!parse_int(optarg, crypt_token_max(CRYPT_LUKS2) - 1, &o.token)) return usage(bind_usage, false); break;
-                case 'e': if (!parse_int(optarg, crypt_token_max(CRYPT_LUKS2) - 1, &o.auth.existing_token)) return usage(bind_usage, false); break;
-                default: return usage(bind_usage, false);
-                }
-        }
-        if (!device || argc - optind != 2)
-                return usage(bind_usage, false);
-        o.pin = argv[optind];
-        o.config = argv[optind + 1];
-        if (cli_init_ctx(&ctx) < 0)
+        const char *device = a->device, *keyfile = a->keyfile;
+        struct tc_luks_bind_opts o = { .pin = a->args[0], .config = a->args[1], .slot = a->slot, .token = a->token,
+                                       .auth = { .existing_token = a->existing_token } };
+        if (cli_init_ctx(&ctx, a->yes) < 0)
                 return CLI_EXIT_USAGE;
-        ctx.trust_all = yes;
 
         uint8_t *pass = NULL;
         size_t pass_len = 0;
+        TC_CLEANUP_SECRET(pass, pass_len);
         if (o.auth.existing_token < 0) {
                 int r = read_passphrase(keyfile, device, &pass, &pass_len);
                 if (r < 0) {
@@ -128,9 +181,7 @@ static int cmd_bind(int argc, char **argv) {
                 o.auth.passphrase = pass;
                 o.auth.passphrase_len = pass_len;
         }
-        int r = tc_luks_bind(&ctx, device, &o, &err);
-        tc_secret_free(pass, pass_len);
-        return r < 0 ? fail("bind", &err) : EXIT_SUCCESS;
+        return tc_luks_bind(&ctx, device, &o, &err) < 0 ? fail("bind", &err) : EXIT_SUCCESS;
 }
 
 /* ------------------------------------------------------------ unbind */
@@ -145,29 +196,16 @@ static const char unbind_usage[] =
         "                            tpm2): the volume then opens only while a tang\n"
         "                            server answers\n";
 
-static int cmd_unbind(int argc, char **argv) {
-        static const struct option longopts[] = {
-                { "remove-last-passphrase", no_argument, NULL, 'P' },
-                { "help", no_argument, NULL, 'h' },
-                {}
-        };
-        const char *device = NULL;
-        int slot = -1, c;
-        unsigned flags = 0;
+static const struct option unbind_longopts[] = {
+        { "remove-last-passphrase", no_argument, NULL, 'P' },
+        { "help", no_argument, NULL, 'h' },
+        {}
+};
+
+static int cmd_unbind(const struct luks_opts *a) {
         struct tc_err err = {};
-        while ((c = getopt_long(argc, argv, "hfd:s:", longopts, NULL)) != -1) {
-                switch (c) {
-                case 'h': return usage(unbind_usage, true);
-                case 'f': flags |= TC_LUKS_UNBIND_FORCE; break;
-                case 'P': flags |= TC_LUKS_UNBIND_LAST_LOCAL; break;
-                case 'd': device = optarg; break;
-                case 's': if (!parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &slot)) return usage(unbind_usage, false); break;
-                default: return usage(unbind_usage, false);
-                }
-        }
-        if (!device || slot < 0 || optind != argc)
-                return usage(unbind_usage, false);
-        return tc_luks_unbind(device, slot, flags, &err) < 0 ? fail("unbind", &err) : EXIT_SUCCESS;
+        unsigned flags = (a->force ? TC_LUKS_UNBIND_FORCE : 0) | (a->last_local ? TC_LUKS_UNBIND_LAST_LOCAL : 0);
+        return tc_luks_unbind(a->device, a->slot, flags, &err) < 0 ? fail("unbind", &err) : EXIT_SUCCESS;
 }
 
 /* ------------------------------------------------------------ list */
@@ -179,24 +217,12 @@ static const char list_usage[] =
         "  -p   add each tang server's signing-key thumbprint (\"thp\"), so that the\n"
         "       printed configuration binds again without asking\n";
 
-static int cmd_list(int argc, char **argv) {
-        const char *device = NULL;
-        int slot = -1, c;
-        bool with_thp = false;
+static int cmd_list(const struct luks_opts *a) {
         struct tc_err err = {};
-        struct tc_luks_bindings b = {};
-        while ((c = getopt(argc, argv, "hpd:s:")) != -1) {
-                switch (c) {
-                case 'h': return usage(list_usage, true);
-                case 'p': with_thp = true; break;
-                case 'd': device = optarg; break;
-                case 's': if (!parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &slot)) return usage(list_usage, false); break;
-                default: return usage(list_usage, false);
-                }
-        }
-        if (!device || optind != argc)
-                return usage(list_usage, false);
-        if (tc_luks_list(device, with_thp, &b, &err) < 0)
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings b = {};
+        const char *device = a->device;
+        int slot = a->slot;
+        if (tc_luks_list(device, a->with_thp, &b, &err) < 0)
                 return fail("list", &err);
         int rc = EXIT_SUCCESS;
         bool any = false;
@@ -223,7 +249,6 @@ static int cmd_list(int argc, char **argv) {
                 printf("%d: %s '%s'\n", x->slot, pin ? pin : "?", shown ? shown : "?");
                 any = true;
         }
-        tc_luks_bindings_clear(&b);
         if (fflush(stdout) != 0) {
                 fprintf(stderr, "tether luks list: cannot write the list: %s\n", strerror(errno));
                 return EXIT_FAILURE;
@@ -242,29 +267,17 @@ static const char pass_usage[] =
         "Prints the passphrase of SLOT's binding (no newline), after checking that it\n"
         "opens that slot.\n";
 
-static int cmd_pass(int argc, char **argv) {
-        const char *device = NULL;
-        int slot = -1, c;
+static int cmd_pass(const struct luks_opts *a) {
         struct tc_ctx ctx;
         struct tc_err err = {};
-        while ((c = getopt(argc, argv, "hd:s:")) != -1) {
-                switch (c) {
-                case 'h': return usage(pass_usage, true);
-                case 'd': device = optarg; break;
-                case 's': if (!parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &slot)) return usage(pass_usage, false); break;
-                default: return usage(pass_usage, false);
-                }
-        }
-        if (!device || slot < 0 || optind != argc)
-                return usage(pass_usage, false);
-        if (cli_init_ctx(&ctx) < 0)
+        if (cli_init_ctx(&ctx, false) < 0)
                 return CLI_EXIT_USAGE;
         uint8_t *key = NULL;
         size_t len = 0;
-        if (tc_luks_pass(&ctx, device, slot, &key, &len, &err) < 0)
+        TC_CLEANUP_SECRET(key, len);
+        if (tc_luks_pass(&ctx, a->device, a->slot, &key, &len, &err) < 0)
                 return fail("pass", &err);
         int r = cli_write_all(STDOUT_FILENO, key, len);
-        tc_secret_free(key, len);
         if (r < 0)
                 fprintf(stderr, "tether luks pass: cannot write the passphrase: %s\n", strerror(-r));
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
@@ -279,30 +292,12 @@ static const char unlock_usage[] =
         "(any binding with -t -1) without activating. -o takes cryptsetup's open\n"
         "flags: discard, readonly.\n";
 
-static int cmd_unlock(int argc, char **argv) {
-        const char *device = NULL, *name = NULL, *options = NULL;
-        int slot = -1, c;
-        bool test = false;
+static int cmd_unlock(const struct luks_opts *a) {
         uint32_t flags = 0;
         struct tc_ctx ctx;
         struct tc_err err = {};
-        while ((c = getopt(argc, argv, "hd:n:t:o:")) != -1) {
-                switch (c) {
-                case 'h': return usage(unlock_usage, true);
-                case 'd': device = optarg; break;
-                case 'n': name = optarg; break;
-                case 'o': options = optarg; break;
-                case 't':
-                        test = true;
-                        if (strcmp(optarg, "-1") != 0 && !parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &slot))
-                                return usage(unlock_usage, false);
-                        break;
-                default: return usage(unlock_usage, false);
-                }
-        }
-        if (!device || optind != argc)
-                return usage(unlock_usage, false);
-        for (char *o = options ? strdupa(options) : NULL, *tok; o && (tok = strsep(&o, ","));) {
+        const char *device = a->device, *name = a->name;
+        for (char *o = a->options ? strdupa(a->options) : NULL, *tok; o && (tok = strsep(&o, ","));) {
                 if (strcmp(tok, "discard") == 0 || strcmp(tok, "allow-discards") == 0)
                         flags |= CRYPT_ACTIVATE_ALLOW_DISCARDS;
                 else if (strcmp(tok, "readonly") == 0 || strcmp(tok, "read-only") == 0)
@@ -312,19 +307,21 @@ static int cmd_unlock(int argc, char **argv) {
                         return CLI_EXIT_USAGE;
                 }
         }
-        if (cli_init_ctx(&ctx) < 0)
+        if (cli_init_ctx(&ctx, false) < 0)
                 return CLI_EXIT_USAGE;
         _cleanup_free_ char *default_name = NULL;
-        if (!test && !name) {
-                _cleanup_free_ char *uuid = cli_luks_uuid(device);
-                if (!uuid || asprintf(&default_name, "luks-%s", uuid) < 0) {
+        if (!a->test && !name) {
+                _cleanup_free_ char *uuid = NULL;
+                /* Whatever failed, the message unlock always gave: a device that
+                 * cannot be opened is no LUKS device to unlock either. */
+                if (tc_luks_uuid(device, &uuid, &err) < 0 || asprintf(&default_name, "luks-%s", uuid) < 0) {
                         default_name = NULL; /* undefined after a failed asprintf, and freed on return */
                         fprintf(stderr, "tether luks unlock: %s is not a LUKS device\n", device);
                         return EXIT_FAILURE;
                 }
                 name = default_name;
         }
-        int r = tc_luks_unlock(&ctx, device, test ? NULL : name, slot, flags, &err);
+        int r = tc_luks_unlock(&ctx, device, a->test ? NULL : name, a->slot, flags, &err);
         if (r < 0)
                 return fail("unlock", &err);
         return EXIT_SUCCESS;
@@ -361,66 +358,40 @@ static const char regen_warning[] =
         "Check the thumbprints below with tether-keys show (or tang-show-keys) on the\n"
         "server.";
 
-static int cmd_regen_edit(int argc, char **argv, bool edit) {
-        const char *device = NULL, *config = NULL;
-        int slot = -1, c;
-        bool yes = false, quiet = false;
+/* -k is accepted and not used, as clevis #492 asks: the binding itself
+ * proves access. */
+static int regen_edit(const struct luks_opts *a, bool edit) {
         struct tc_ctx ctx;
         struct tc_err err = {};
-        const char *u = edit ? edit_usage : regen_usage;
-        while ((c = getopt(argc, argv, "hqyd:s:c:k:")) != -1) {
-                switch (c) {
-                case 'h': return usage(u, true);
-                case 'q': quiet = true; break;
-                case 'k': break; /* accepted, as clevis #492 asks: the binding itself proves access */
-                case 'y': yes = true; break;
-                case 'd': device = optarg; break;
-                case 'c': if (!edit) return usage(u, false); config = optarg; break;
-                case 's': if (!parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &slot)) return usage(u, false); break;
-                default: return usage(u, false);
-                }
-        }
-        if (!device || slot < 0 || optind != argc || (edit && !config))
-                return usage(u, false);
-        if (cli_init_ctx(&ctx) < 0)
+        if (!edit && a->config)
+                return usage(a->usage, false);
+        if (cli_init_ctx(&ctx, a->yes) < 0)
                 return CLI_EXIT_USAGE;
-        ctx.trust_all = yes;
-        if (quiet)
+        /* -q: never ask; keys that no trusted key vouches for are refused. */
+        if (a->quiet)
                 ctx.trust = NULL;
         if (!edit)
                 ctx.trust_data = (void *) regen_warning;
-        return tc_luks_rebind(&ctx, device, slot, config, &err) < 0 ? fail(edit ? "edit" : "regen", &err) : EXIT_SUCCESS;
+        return tc_luks_rebind(&ctx, a->device, a->slot, a->config, &err) < 0 ? fail(edit ? "edit" : "regen", &err)
+                                                                             : EXIT_SUCCESS;
 }
 
-static int cmd_regen(int argc, char **argv) {
-        return cmd_regen_edit(argc, argv, false);
+static int cmd_regen(const struct luks_opts *a) {
+        return regen_edit(a, false);
 }
 
-static int cmd_edit(int argc, char **argv) {
-        return cmd_regen_edit(argc, argv, true);
+static int cmd_edit(const struct luks_opts *a) {
+        return regen_edit(a, true);
 }
 
-static int cmd_report(int argc, char **argv) {
-        const char *device = NULL;
-        int slot = -1, c;
-        bool quiet = false, regen = false, yes = false;
+static int cmd_report(const struct luks_opts *a) {
         struct tc_ctx ctx;
         struct tc_err err = {};
-        struct tc_luks_report rep;
-        while ((c = getopt(argc, argv, "hqryd:s:")) != -1) {
-                switch (c) {
-                case 'h': return usage(report_usage, true);
-                case 'q': quiet = true; break;
-                case 'y': yes = true; break;
-                case 'r': regen = true; break;
-                case 'd': device = optarg; break;
-                case 's': if (!parse_int(optarg, crypt_keyslot_max(CRYPT_LUKS2) - 1, &slot)) return usage(report_usage, false); break;
-                default: return usage(report_usage, false);
-                }
-        }
-        if (!device || slot < 0 || optind != argc)
-                return usage(report_usage, false);
-        if (cli_init_ctx(&ctx) < 0)
+        _cleanup_(tc_luks_report_clear) struct tc_luks_report rep = {};
+        const char *device = a->device;
+        int slot = a->slot;
+        bool quiet = a->quiet;
+        if (cli_init_ctx(&ctx, false) < 0)
                 return CLI_EXIT_USAGE;
         if (tc_luks_report(&ctx, device, slot, &rep, &err) < 0)
                 return fail("report", &err);
@@ -428,15 +399,13 @@ static int cmd_report(int argc, char **argv) {
                 _cleanup_free_ char *line = tc_escape_dup(rep.stale[i]);  /* names the header's URL */
                 printf("%s\n", line ? line : "?");
         }
-        size_t stale = rep.n_stale;
-        tc_luks_report_clear(&rep);
-        if (stale == 0) {
+        if (rep.n_stale == 0) {
                 if (!quiet)
                         printf("%s slot %d: every key is still advertised\n", device, slot);
                 return EXIT_SUCCESS;
         }
-        if (regen) {
-                ctx.trust_all = yes;
+        if (a->regen) {
+                ctx.trust_all = a->yes;
                 ctx.trust_data = (void *) regen_warning;
                 if (quiet)
                         ctx.trust = NULL;
@@ -448,19 +417,27 @@ static int cmd_report(int argc, char **argv) {
         return quiet ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
-static const struct cli_command luks_commands[] = {
-        { "bind", "bind a LUKS2 device to a pin", cmd_bind },
-        { "unbind", "remove a binding", cmd_unbind },
-        { "list", "list the bindings of a device", cmd_list },
-        { "pass", "print a binding's passphrase", cmd_pass },
-        { "unlock", "open a device with its bindings", cmd_unlock },
-        { "regen", "rebind to the servers' current keys", cmd_regen },
-        { "report", "report rotated keys a binding still uses", cmd_report },
-        { "edit", "change a binding's configuration", cmd_edit },
+static const struct luks_command luks_commands[] = {
+        { .name = "bind", .summary = "bind a LUKS2 device to a pin", .optstring = "hyfd:s:k:t:e:", .n_args = 2,
+          .usage = bind_usage, .run = cmd_bind },
+        { .name = "unbind", .summary = "remove a binding", .optstring = "hfd:s:", .longopts = unbind_longopts,
+          .needs_slot = true, .usage = unbind_usage, .run = cmd_unbind },
+        { .name = "list", .summary = "list the bindings of a device", .optstring = "hpd:s:", .usage = list_usage,
+          .run = cmd_list },
+        { .name = "pass", .summary = "print a binding's passphrase", .optstring = "hd:s:", .needs_slot = true,
+          .usage = pass_usage, .run = cmd_pass },
+        { .name = "unlock", .summary = "open a device with its bindings", .optstring = "hd:n:t:o:", .t_tests = true,
+          .usage = unlock_usage, .run = cmd_unlock },
+        { .name = "regen", .summary = "rebind to the servers' current keys", .optstring = "hqyd:s:c:k:",
+          .needs_slot = true, .usage = regen_usage, .run = cmd_regen },
+        { .name = "report", .summary = "report rotated keys a binding still uses", .optstring = "hqryd:s:",
+          .needs_slot = true, .usage = report_usage, .run = cmd_report },
+        { .name = "edit", .summary = "change a binding's configuration", .optstring = "hqyd:s:c:k:", .needs_slot = true,
+          .needs_config = true, .usage = edit_usage, .run = cmd_edit },
 };
 
 int cli_luks(int argc, char **argv) {
-        if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        if (argc < 2 || cli_is_help(argv[1])) {
                 FILE *f = argc < 2 ? stderr : stdout;
                 fputs("Usage: tether luks COMMAND [OPTIONS]\n\nCommands:\n", f);
                 for (size_t i = 0; i < ELEMENTSOF(luks_commands); i++)
@@ -473,8 +450,9 @@ int cli_luks(int argc, char **argv) {
                         argv[i] = "-h";
         for (size_t i = 0; i < ELEMENTSOF(luks_commands); i++)
                 if (strcmp(argv[1], luks_commands[i].name) == 0) {
-                        optind = 1;
-                        return luks_commands[i].run(argc - 1, argv + 1);
+                        struct luks_opts o;
+                        int r = parse_opts(&luks_commands[i], argc - 1, argv + 1, &o);
+                        return r >= 0 ? r : luks_commands[i].run(&o);
                 }
         fprintf(stderr, "tether luks: unknown command \"%s\"\n", argv[1]);
         return CLI_EXIT_USAGE;

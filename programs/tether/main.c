@@ -37,7 +37,7 @@ static int cmd_encrypt(int argc, char **argv) {
         for (int i = 1; i < argc; i++) {
                 if (strcmp(argv[i], "-y") == 0)
                         yes = true;
-                else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+                else if (cli_is_help(argv[i])) {
                         encrypt_help(stdout);
                         return EXIT_SUCCESS;
                 } else if (!pin)
@@ -53,12 +53,12 @@ static int cmd_encrypt(int argc, char **argv) {
                 encrypt_help(stderr);
                 return CLI_EXIT_USAGE;
         }
-        if (cli_init_ctx(&ctx) < 0)
+        if (cli_init_ctx(&ctx, yes) < 0)
                 return CLI_EXIT_USAGE;
-        ctx.trust_all = yes;
 
         uint8_t *pt = NULL;
         size_t pt_len = 0;
+        TC_CLEANUP_SECRET(pt, pt_len);
         int r = cli_read_all(stdin, INPUT_MAX, &pt, &pt_len);
         if (r < 0) {
                 fprintf(stderr, "tether encrypt: cannot read the plaintext: %s\n", strerror(-r));
@@ -66,7 +66,6 @@ static int cmd_encrypt(int argc, char **argv) {
         }
         _cleanup_free_ char *jwe = NULL;
         r = tc_encrypt(&ctx, pin, config, pt, pt_len, &jwe, &err);
-        tc_secret_free(pt, pt_len);
         if (r < 0) {
                 fprintf(stderr, "tether encrypt %s: %s\n", pin, err.msg);
                 return EXIT_FAILURE;
@@ -93,27 +92,27 @@ static int cmd_decrypt(int argc, char **argv) {
         struct tc_err err = {};
 
         if (argc > 1) {
-                bool help = strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0;
+                bool help = cli_is_help(argv[1]);
                 decrypt_help(help ? stdout : stderr);
                 return help ? EXIT_SUCCESS : CLI_EXIT_USAGE;
         }
-        if (cli_init_ctx(&ctx) < 0)
+        if (cli_init_ctx(&ctx, false) < 0)
                 return CLI_EXIT_USAGE;
-        uint8_t *in = NULL, *pt = NULL;
+        _cleanup_free_ uint8_t *in = NULL;
+        uint8_t *pt = NULL;
         size_t in_len = 0, pt_len = 0;
+        TC_CLEANUP_SECRET(pt, pt_len);
         int r = cli_read_all(stdin, INPUT_MAX, &in, &in_len);
         if (r < 0) {
                 fprintf(stderr, "tether decrypt: cannot read the JWE: %s\n", strerror(-r));
                 return EXIT_FAILURE;
         }
         r = tc_decrypt(&ctx, (const char *) in, in_len, &pt, &pt_len, &err);
-        free(in);
         if (r < 0) {
                 fprintf(stderr, "tether decrypt: %s\n", err.msg);
                 return EXIT_FAILURE;
         }
         r = cli_write_all(STDOUT_FILENO, pt, pt_len);
-        tc_secret_free(pt, pt_len);
         if (r < 0) {
                 fprintf(stderr, "tether decrypt: cannot write the plaintext: %s\n", strerror(-r));
                 return EXIT_FAILURE;
@@ -139,13 +138,9 @@ int main(int argc, char **argv) {
         int r = tk_harden_process();
         if (r < 0)
                 fprintf(stderr, "tether: cannot disable core dumps: %s\n", strerror(-r));
-        if (argc < 2) {
-                usage(stderr);
-                return CLI_EXIT_USAGE;
-        }
-        if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-                usage(stdout);
-                return EXIT_SUCCESS;
+        if (argc < 2 || cli_is_help(argv[1])) {
+                usage(argc < 2 ? stderr : stdout);
+                return argc < 2 ? CLI_EXIT_USAGE : EXIT_SUCCESS;
         }
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
                 if (strcmp(argv[1], commands[i].name) == 0)

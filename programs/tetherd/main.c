@@ -259,8 +259,8 @@ static int run(struct options *o) {
         size_t n_listen = 0;
         struct httpd *daemons[LISTEN_MAX] = {};
         size_t n_daemons = 0;
-        struct keystore *ks = NULL;
-        struct httpd_limits *limits = NULL;
+        _cleanup_(keystore_closep) struct keystore *ks = NULL;
+        _cleanup_(httpd_limits_freep) struct httpd_limits *limits = NULL;
         struct tc_err err = {};
         struct stat st;
         int r = 0;
@@ -353,8 +353,6 @@ static int run(struct options *o) {
                 fprintf(stderr, "tetherd: %s\n", err.msg);
                 for (size_t i = 0; i < n_daemons; i++)
                         httpd_stop(daemons[i], 0);
-                httpd_limits_free(limits);
-                keystore_close(ks);
                 return EXIT_FAILURE;
         }
         if (!inetd) {
@@ -391,8 +389,6 @@ static int run(struct options *o) {
         notify_systemd("STOPPING=1");
         for (size_t i = 0; i < n_daemons; i++)
                 httpd_stop(daemons[i], inetd ? 0 : o->drain_ms);
-        httpd_limits_free(limits);
-        keystore_close(ks);
         return EXIT_SUCCESS;
 }
 

@@ -403,5 +403,35 @@ class Pins(tlib.unittest.TestCase):
         self.assertFalse(alive(pid), "what the pin left in its group still runs")
 
 
+# programs/tether/main.c INPUT_MAX; client/proto/jwe.h TC_JWE_MAX / 2
+INPUT_MAX = 16 * 1024 * 1024
+PLAINTEXT_MAX = 8 * 1024 * 1024
+
+
+class Input(tlib.unittest.TestCase):
+    """What tether encrypt and decrypt read from standard input: every byte
+    (the buffer grows from 4 KiB), up to their bound and not beyond."""
+
+    def test_input_of_any_size_up_to_the_bound_round_trips(self):
+        for size in (0, 1, 4095, 4096, 4097, 8192, 100000, PLAINTEXT_MAX):
+            pt = os.urandom(size)
+            enc = tether("encrypt", "null", "{}", input=pt)
+            self.assertEqual(enc.returncode, 0, (size, enc.stderr))
+            dec = tether("decrypt", input=enc.stdout)
+            self.assertEqual(dec.returncode, 0, (size, dec.stderr))
+            self.assertEqual(dec.stdout, pt, size)
+
+    def test_input_beyond_the_bound_is_refused(self):
+        r = tether("encrypt", "null", "{}", input=b"x" * (INPUT_MAX - 1))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"tether encrypt null: plaintext is larger than {PLAINTEXT_MAX} bytes", r.stderr.decode())
+        for cmd in (["encrypt", "null", "{}"], ["decrypt"]):
+            r = tether(*cmd, input=b"x" * (INPUT_MAX + 1))
+            self.assertEqual(r.returncode, 1, cmd)
+            what = "plaintext" if cmd[0] == "encrypt" else "JWE"
+            self.assertEqual(r.stderr.decode(), f"tether {cmd[0]}: cannot read the {what}: Message too long\n")
+            self.assertEqual(r.stdout, b"")
+
+
 if __name__ == "__main__":
     tlib.main()

@@ -20,6 +20,7 @@
  * (~3 ms each), requests waited for it, and at 400 files clients timed out. */
 #include "load.h"
 #include "cleanup.h"
+#include "util.h"
 #include "http.h"
 #include "keyset.h"
 #include "tang.h"
@@ -135,15 +136,14 @@ static int list_advertised(const char *dir, char names[][NAME_MAX + 1], size_t *
                 return -errno;
         *n = *n_files = 0;
         while ((de = readdir(d))) {
-                size_t len = strlen(de->d_name);
-                if (len < 4 || strcmp(de->d_name + len - 4, ".jwk") != 0)
+                if (!tc_has_suffix(de->d_name, ".jwk"))
                         continue;
                 (*n_files)++;
                 if (de->d_name[0] == '.')
                         continue;
                 if (*n == MAX_ADVERTISED)
                         return -E2BIG;
-                memcpy(names[(*n)++], de->d_name, len + 1);
+                memcpy(names[(*n)++], de->d_name, strlen(de->d_name) + 1);
         }
         return 0;
 }

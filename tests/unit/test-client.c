@@ -3,6 +3,7 @@
  * pins end to end, and the TETHER_TIMEOUT setting. */
 #include "check.h"
 
+#include "cleanup.h"
 #include "ctx.h"
 #include "jwe.h"
 #include "luks.h"
@@ -12,6 +13,7 @@
 #include "tether.h"
 
 #include <jose/b64.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <openssl/rand.h>
@@ -311,6 +313,82 @@ TEST(secret_grow_moves_to_a_new_buffer_and_is_bounded) {
         CHECK(buf == kept);
         CHECK_INT(cap, 16384);
         tc_secret_free(buf, cap);
+}
+
+/* ------------------------------------------------------------ cleanup helpers */
+
+static int released;
+
+static void count_release(int *p) {
+        released += *p;
+}
+TC_DEFINE_CLEANUP(int *, count_release)
+
+static int leave(int *a, int *b, bool early) {
+        _cleanup_(count_releasep) int *x = a, *none = NULL, *y = NULL, *taken = b;
+        (void) x, (void) none, (void) TAKE_PTR(taken);
+        if (early)
+                return 1;
+        y = b;
+        return 0;
+}
+
+/* What TC_DEFINE_CLEANUP generates releases what the variable holds when
+ * the function returns, whichever return that is; NULL and what TAKE_PTR
+ * handed on are left alone. */
+TEST(generated_cleanup_runs_on_every_return_and_skips_null) {
+        int a = 1, b = 10;
+        released = 0;
+        leave(&a, &b, true);
+        CHECK_INT(released, 1);
+        released = 0;
+        leave(&a, &b, false);
+        CHECK_INT(released, 11);
+}
+
+static void erase_on_return(uint8_t (*buf)[16], bool early) {
+        TC_CLEANUP_ERASE(*buf);
+        memset(*buf, 0xa5, sizeof(*buf));
+        if (early)
+                return;
+        (*buf)[0] = 1;
+}
+
+/* Bytes allocated; a block this test frees is too large for a per-thread cache. */
+static size_t in_use(void) {
+        struct mallinfo2 m = mallinfo2();
+        return m.uordblks + m.hblkhd;
+}
+
+static uint8_t *secret_buffer(bool take) {
+        size_t len = 1 << 20;
+        uint8_t *p = malloc(len);
+        TC_CLEANUP_SECRET(p, len);
+        if (!p)
+                return NULL;
+        memset(p, 0xa5, len);
+        return take ? TAKE_PTR(p) : NULL;
+}
+
+/* TC_CLEANUP_ERASE wipes an array on whichever return; TC_CLEANUP_SECRET
+ * frees (wiped) what its pointer holds at the return, unless TAKE_PTR
+ * handed it on. */
+TEST(secret_cleanup_wipes_arrays_and_frees_buffers_on_return) {
+        uint8_t buf[16];
+        for (int early = 0; early < 2; early++) {
+                memset(buf, 0x5a, sizeof(buf));
+                erase_on_return(&buf, early);
+                size_t zeros = 0;
+                while (zeros < sizeof(buf) && buf[zeros] == 0)
+                        zeros++;
+                CHECK_INT(zeros, sizeof(buf));
+        }
+        size_t before = in_use();
+        CHECK(!secret_buffer(false));
+        CHECK_INT(in_use(), before);
+        uint8_t *kept = secret_buffer(true);
+        CHECK(kept && in_use() >= before + (1 << 20));
+        free(kept);
 }
 
 TEST(cancellation_reaches_children) {

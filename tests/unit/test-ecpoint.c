@@ -64,6 +64,16 @@ TEST(curve_names_map_to_openssl_nids) {
         CHECK_INT(ecpoint_curve_nid("secp256k1"), NID_undef);
         CHECK_INT(ecpoint_curve_nid(""), NID_undef);
         CHECK_INT(ecpoint_curve_nid(NULL), NID_undef);
+        /* The name comes back as a static string: the client keeps it past the JWK. */
+        char crv[] = "P-384";
+        const struct ecpoint_curve *c = ecpoint_curve(crv);
+        if (CHECK(c != NULL)) {
+                CHECK(c->crv != crv);
+                CHECK_STR(c->crv, "P-384");
+                CHECK_INT(c->nid, NID_secp384r1);
+        }
+        CHECK(ecpoint_curve("P-512") == NULL);
+        CHECK(ecpoint_curve(NULL) == NULL);
 }
 
 TEST(coordinate_width_per_curve) {
