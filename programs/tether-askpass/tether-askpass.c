@@ -1,6 +1,6 @@
 /* tether-askpass: a systemd password agent answering disk passphrase
  * questions for volumes with tether/clevis bindings. A shell over the
- * client library's agent (client/askpass.h): options, logging, signals. */
+ * client library's agent (client/include/askpass.h): options, logging, signals. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>

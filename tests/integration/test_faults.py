@@ -38,7 +38,7 @@ from tlib import thumbprint  # noqa: E402
 NOBODY = 65534
 PLAINTEXT = b"the volume key, or near enough"
 
-# The client's documented limits (client/ctx.h, tether-decrypt(1)): each
+# The client's documented limits (client/include/ctx.h, tether-decrypt(1)): each
 # attempt takes at most TETHER_TIMEOUT; a server that cannot be reached is
 # tried 3 times, 250 ms and then 500 ms apart; a server that took the
 # connection and then stalled is not asked again.

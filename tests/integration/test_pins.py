@@ -20,7 +20,7 @@ import tlib  # noqa: E402
 
 from tlib import PASSPHRASE, run, tether  # noqa: E402
 
-# client/sss-internal.h TC_SSS_MAX_THREADS
+# client/proto/sss-internal.h TC_SSS_MAX_THREADS
 SSS_MAX_THREADS = 32
 
 
@@ -307,7 +307,7 @@ class Pins(tlib.unittest.TestCase):
 
     # --------------------------------- the whole decryption's time limit
 
-    # client/ctx.c tc_ctx_limit_ms() with TETHER_TIMEOUT=1: 3 attempts x 1 s,
+    # client/proto/ctx.c tc_ctx_limit_ms() with TETHER_TIMEOUT=1: 3 attempts x 1 s,
     # pauses of 0.25 and 0.5 s between them, and 1 s to spare.
     LIMIT = 4.75
     # Starting the process, and stopping what runs at the limit (a pin gets
