@@ -16,12 +16,10 @@ static char *dir;
 static json_t *exc, *p256_exc;
 static struct tk_keyset *ks;
 
-static const struct tk_key *find_key(const char *file) {
-        for (size_t i = 0; i < ks->n_keys; i++)
-                if (strcmp(ks->keys[i].file, file) == 0)
-                        return &ks->keys[i];
-        return NULL;
-}
+static const struct tu_key key_files[] = {
+        { "exc.jwk", TU_ECMR, &exc },
+        { "p256.jwk", TU_ECMR_P256, &p256_exc },
+};
 
 /* What tang answers for Y, written out here. */
 static char *expected_answer(const EC_GROUP *g, const char *crv, const EC_POINT *y) {
@@ -54,7 +52,7 @@ static char *body_for(const EC_GROUP *g, const char *crv, const EC_POINT *x) {
 }
 
 TEST(answer_is_d_times_x_computed_by_openssl) {
-        const struct tk_key *k = find_key("exc.jwk");
+        const struct tk_key *k = tu_find_key(ks, "exc.jwk");
         REQUIRE(k && k->ecmr);
         BIGNUM *d = tu_jwk_d(exc);   /* from the key file, decoded here */
         REQUIRE(d);
@@ -126,7 +124,7 @@ TEST(answer_for_a_known_key_and_point) {
 }
 
 TEST(answer_is_sorted_compact_json) {
-        const struct tk_key *k = find_key("exc.jwk");
+        const struct tk_key *k = tu_find_key(ks, "exc.jwk");
         REQUIRE(k && k->ecmr);
         EC_POINT *x = tu_random_point(p521, NULL);
         char *body = body_for(p521, "P-521", x);
@@ -160,7 +158,7 @@ static void check_width(const char *b64, size_t zeros) {
 /* Finds X with sX's chosen coordinate below 2^512 by walking X += G,
  * Y += S (s(X + G) = sX + sG), then checks the answer keeps 66 bytes. */
 TEST(answer_keeps_leading_zero_bytes) {
-        const struct tk_key *k = find_key("exc.jwk");
+        const struct tk_key *k = tu_find_key(ks, "exc.jwk");
         REQUIRE(k && k->ecmr);
         BIGNUM *d = tu_jwk_d(exc), *yx = BN_new(), *yy = BN_new();
         EC_POINT *S = tu_jwk_point(p521, exc);
@@ -206,7 +204,7 @@ TEST(answer_keeps_leading_zero_bytes) {
 /* The client side of McCallum-Relyea: provisioning K = cS, recovery
  * X = C + eG, K = Y - eS. */
 TEST(mcallum_relyea_round_trip_recovers_the_key) {
-        const struct tk_key *k = find_key("exc.jwk");
+        const struct tk_key *k = tu_find_key(ks, "exc.jwk");
         REQUIRE(k && k->ecmr);
         EC_POINT *S = tu_jwk_point(p521, exc);
         BIGNUM *c = NULL, *e = NULL;
@@ -242,7 +240,7 @@ TEST(mcallum_relyea_round_trip_recovers_the_key) {
 }
 
 TEST(answer_matches_libjose_exchange) {
-        const struct tk_key *k = find_key("exc.jwk");
+        const struct tk_key *k = tu_find_key(ks, "exc.jwk");
         REQUIRE(k && k->ecmr);
         EC_POINT *x = tu_random_point(p521, NULL);
         json_t *req = tu_point_jwk(p521, "P-521", x);
@@ -266,7 +264,7 @@ TEST(answer_matches_libjose_exchange) {
 }
 
 TEST(p256_key_answers_with_32_byte_coordinates) {
-        const struct tk_key *k = find_key("p256.jwk");
+        const struct tk_key *k = tu_find_key(ks, "p256.jwk");
         REQUIRE(k && k->ecmr);
         EC_GROUP *g = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
         BIGNUM *d = tu_jwk_d(p256_exc);
@@ -329,7 +327,7 @@ TEST(check_request_statuses) {
 }
 
 TEST(exchange_rejects_bad_points_and_small_buffers) {
-        const struct tk_key *k = find_key("exc.jwk");
+        const struct tk_key *k = tu_find_key(ks, "exc.jwk");
         REQUIRE(k && k->ecmr);
         EC_POINT *x = tu_random_point(p521, NULL);
         json_t *req = tu_point_jwk(p521, "P-521", x);
@@ -364,25 +362,13 @@ TEST(exchange_rejects_bad_points_and_small_buffers) {
 SETUP {
         p521 = EC_GROUP_new_by_curve_name(NID_secp521r1);
         ctx = BN_CTX_new();
-        exc = tu_gen("{\"alg\":\"ECMR\"}");
-        p256_exc = tu_gen("{\"alg\":\"ECMR\",\"crv\":\"P-256\"}");
-        dir = tu_mkdtemp();
-        if (!p521 || !ctx || !exc || !p256_exc || !dir)
-                return -1;
-        if (tu_write_json(dir, "exc.jwk", exc) < 0 || tu_write_json(dir, "p256.jwk", p256_exc) < 0 ||
-            tk_keyset_load(dir, NULL, NULL, &ks) < 0) {
-                tu_rmrf(dir);
-                return -1;
-        }
-        return 0;
+        dir = tu_keydir(key_files, ELEMENTS(key_files), &ks);
+        return p521 && ctx && dir ? 0 : -1;
 }
 
 TEARDOWN {
         tk_keyset_free(ks);
-        tu_rmrf(dir);
-        free(dir);
-        json_decref(exc);
-        json_decref(p256_exc);
+        tu_keydir_free(dir, key_files, ELEMENTS(key_files));
         EC_GROUP_free(p521);
         BN_CTX_free(ctx);
 }
