@@ -31,6 +31,10 @@ static json_t *decode_b64_json(const json_t *s) {
         return j;
 }
 
+static json_t *payload_of(const json_t *jws) {
+        return decode_b64_json(json_object_get(jws, "payload"));
+}
+
 /* The signatures of a JWS in either serialization. */
 static json_t *signatures_of(const json_t *jws) {
         json_t *sigs = json_object_get(jws, "signatures");
@@ -106,7 +110,7 @@ TEST(adv_protected_header_is_es512_jwk_set) {
 TEST(adv_payload_holds_only_public_advertised_keys) {
         json_t *jws = tk_adv_sign(ks, NULL);
         REQUIRE(jws);
-        json_t *payload = decode_b64_json(json_object_get(jws, "payload"));
+        json_t *payload = payload_of(jws);
         json_t *keys = json_object_get(payload, "keys");
         static const char *const v[] = { "verify" }, *const dk[] = { "deriveKey" };
         size_t i;
@@ -137,7 +141,7 @@ TEST(adv_payload_holds_only_public_advertised_keys) {
 TEST(adv_verify_returns_the_payload_key_set) {
         json_t *jws = tk_adv_sign(ks, NULL);
         REQUIRE(jws);
-        json_t *payload = decode_b64_json(json_object_get(jws, "payload"));
+        json_t *payload = payload_of(jws);
         json_t *got = NULL;
         CHECK_INT(tk_adv_verify(jws, &got, NULL), 0);
         CHECK(got && json_equal(got, payload));
@@ -159,8 +163,8 @@ TEST(adv_with_extra_signer_is_also_signed_by_it) {
         /* Same payload as the default advertisement: the hidden key signs
          * but is not advertised. */
         json_t *def = tk_adv_sign(ks, NULL);
-        json_t *a = decode_b64_json(json_object_get(jws, "payload"));
-        json_t *b = decode_b64_json(json_object_get(def, "payload"));
+        json_t *a = payload_of(jws);
+        json_t *b = payload_of(def);
         CHECK(a && b && json_equal(a, b));
         CHECK(!payload_has_key(json_object_get(a, "keys"), old_sig));
         json_t *keys = NULL;
@@ -179,7 +183,7 @@ TEST(adv_verify_rejects_tampering) {
         REQUIRE(jws);
 
         /* A payload the keys did not sign (one key dropped). */
-        json_t *payload = decode_b64_json(json_object_get(jws, "payload"));
+        json_t *payload = payload_of(jws);
         json_t *keys = json_object_get(payload, "keys");
         json_array_remove(keys, json_array_size(keys) - 1);
         char *text = json_dumps(payload, JSON_COMPACT);
