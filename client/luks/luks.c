@@ -617,8 +617,7 @@ static int race_collect(void *data, size_t i, int r) {
 static const struct tc_fanout_ops race_ops = {
         .run = race_run,
         .collect = race_collect,
-        .cancel = tc_ctx_fanout_cancel,
-        .cancelled = tc_ctx_fanout_cancelled,
+        TC_CTX_FANOUT_HOOKS,
 };
 
 /* "DEVICE: no binding could unlock it; REASON; REASON". why is what the
