@@ -65,6 +65,8 @@ bool tc_ctx_cancelled(const struct tc_ctx *ctx);
  * it), cancelled to stop them and asked whether it is cancelled. */
 void tc_ctx_fanout_cancel(void *data, size_t job);
 bool tc_ctx_fanout_cancelled(void *data);
+/* Both, for a struct tc_fanout_ops initializer: { .run = f, TC_CTX_FANOUT_HOOKS }. */
+#define TC_CTX_FANOUT_HOOKS .cancel = tc_ctx_fanout_cancel, .cancelled = tc_ctx_fanout_cancelled
 
 /* How long a whole decryption may take with these limits, in ms: what one
  * leaf may take (attempts x timeout_ms plus the pauses between attempts)

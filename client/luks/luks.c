@@ -617,8 +617,7 @@ static int race_collect(void *data, size_t i, int r) {
 static const struct tc_fanout_ops race_ops = {
         .run = race_run,
         .collect = race_collect,
-        .cancel = tc_ctx_fanout_cancel,
-        .cancelled = tc_ctx_fanout_cancelled,
+        TC_CTX_FANOUT_HOOKS,
 };
 
 /* "DEVICE: no binding could unlock it; REASON; REASON". why is what the
@@ -762,15 +761,15 @@ struct regen_trust {
 };
 
 /* 1 with *jws if one of old_adv's signing keys signed what url serves now
- * for it; 0 with why if none did; < 0 if the server cannot be asked. */
-static int fetch_vouched_adv(const struct tc_ctx *ctx, const char *url, const json_t *old_adv, json_t **jws, char *why,
-                             size_t why_len, struct tc_err *err) {
+ * for it; 0 with err saying why none did; < 0 if the server cannot be asked. */
+static int fetch_vouched_adv(const struct tc_ctx *ctx, const char *url, const json_t *old_adv, json_t **jws,
+                             struct tc_err *err) {
         json_auto_t *old = tc_tang_keys_for(old_adv, "verify");
         json_t *k;
         size_t i;
         if (!old)
                 return tc_fail(err, -ENOMEM, "out of memory");
-        snprintf(why, why_len, "the binding holds no signing key of it");
+        tc_fail(err, 0, "the binding holds no signing key of it");
         json_array_foreach(old, i, k) {
                 _cleanup_free_ char *thp = tk_thumbprint(k, "S256");
                 json_auto_t *got = NULL, *payload = NULL;
@@ -779,8 +778,8 @@ static int fetch_vouched_adv(const struct tc_ctx *ctx, const char *url, const js
                         return tc_fail(err, -ENOMEM, "out of memory");
                 int r = tc_tang_fetch_adv(ctx, url, thp, &got, &payload, &e);
                 if (r == -EPROTO || r == -EBADMSG) {
-                        snprintf(why, why_len, r == -EPROTO ? "it has no advertisement for old key %s"
-                                                            : "its advertisement for old key %s is not valid", thp);
+                        tc_fail(err, 0, r == -EPROTO ? "it has no advertisement for old key %s"
+                                                     : "its advertisement for old key %s is not valid", thp);
                         continue;
                 }
                 if (r < 0) {
@@ -789,7 +788,7 @@ static int fetch_vouched_adv(const struct tc_ctx *ctx, const char *url, const js
                 }
                 /* With the key the binding holds, not one from the answer. */
                 if (!jose_jws_ver(NULL, got, NULL, k, false)) {
-                        snprintf(why, why_len, "its advertisement for old key %s is not signed by it", thp);
+                        tc_fail(err, 0, "its advertisement for old key %s is not signed by it", thp);
                         continue;
                 }
                 *jws = TAKE_PTR(got);
@@ -835,14 +834,16 @@ static int confirm_new_keys(const struct regen_trust *t, const char *url, const 
 static int trust_tang(struct regen_trust *t, const json_t *tang, struct tc_err *err) {
         const char *url = json_string_value(json_object_get(tang, "url"));
         json_t *jws = NULL;
-        char why[160];
+        struct tc_err why = {};
         if (!url)
                 return tc_fail(err, -EINVAL, "%s slot %d: a tang binding without a url", t->device, t->slot);
         if (json_object_get(t->advs, url))
                 return 0;
-        int r = fetch_vouched_adv(t->ctx, url, json_object_get(tang, "adv"), &jws, why, sizeof(why), err);
+        int r = fetch_vouched_adv(t->ctx, url, json_object_get(tang, "adv"), &jws, &why);
         if (r == 0)
-                r = confirm_new_keys(t, url, why, &jws, err);
+                r = confirm_new_keys(t, url, why.msg, &jws, err);
+        else if (r < 0)
+                *err = why;
         if (r < 0)
                 return r;
         return json_object_set_new(t->advs, url, jws) < 0 ? tc_fail(err, -ENOMEM, "out of memory") : 0;

@@ -175,8 +175,7 @@ static int child_run(void *data, size_t i, struct tc_fanout *f) {
 
 static const struct tc_fanout_ops children_ops = {
         .run = child_run,
-        .cancel = tc_ctx_fanout_cancel,
-        .cancelled = tc_ctx_fanout_cancelled,
+        TC_CTX_FANOUT_HOOKS,
 };
 
 /* "sss: only 1 of the 2 shares needed: child 2: ...; child 3: ...". why is

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <jose/jwk.h>
@@ -41,6 +42,15 @@ static void warn_file(void *userdata, const char *file, const struct tc_err *why
         fprintf(stderr, "%s: %s\n", program, line);
 }
 
+/* Escaped as messages are: anyone who may write the directory names its
+ * files. Room for a name of NAME_MAX bytes with the dot rotation puts in
+ * front, 4 bytes each escaped. */
+#define SHOWN_MAX (4 * (NAME_MAX + 1) + 1)
+static const char *shown(char buf[static SHOWN_MAX], const char *name) {
+        tc_escape(buf, SHOWN_MAX, name);
+        return buf;
+}
+
 static int load(const char *dir, struct tk_keyset **ks) {
         int r = tk_keyset_load(dir, warn_file, (void *) dir, ks);
         if (r < 0)
@@ -67,9 +77,10 @@ static int cmd_gen(int argc, char **argv) {
 
 /* "NAME.jwk" without ".jwk": default key file names are the S256 thumbprints. */
 static void print_rotation(const char *dir, const struct tk_rotation *rot) {
+        char from[SHOWN_MAX], to[SHOWN_MAX];
         printf("signing key: %s/%s\nexchange key: %s/%s\n", dir, rot->sig, dir, rot->exc);
         for (size_t i = 0; i < rot->n_hidden; i++)
-                printf("hidden: %s/%s -> %s\n", dir, rot->hidden_from[i], rot->hidden_to[i]);
+                printf("hidden: %s/%s -> %s\n", dir, shown(from, rot->hidden_from[i]), shown(to, rot->hidden_to[i]));
         printf("thumbprint to pin (thp): %.*s\n", (int) (strlen(rot->sig) - 4), rot->sig);
 }
 
@@ -177,8 +188,9 @@ static int cmd_list(int argc, char **argv) {
         printf("%-10s  %-8s  %-5s  %-43s  %s\n", "STATE", "ROLE", "CURVE", "THUMBPRINT (S256)", "FILE");
         for (size_t i = 0; i < ks->n_keys; i++) {
                 const struct tk_key *k = &ks->keys[i];
+                char crv[SHOWN_MAX], file[SHOWN_MAX];
                 printf("%-10s  %-8s  %-5s  %-43s  %s\n", k->hidden ? "rotated" : "advertised",
-                       role_name(k->role), k->crv ? k->crv : "-", k->thp[TK_HASH_S256], k->file);
+                       role_name(k->role), shown(crv, k->crv ? k->crv : "-"), k->thp[TK_HASH_S256], shown(file, k->file));
         }
         return EXIT_SUCCESS;
 }

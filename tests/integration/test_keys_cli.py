@@ -202,6 +202,21 @@ class KeysCli(tlib.unittest.TestCase):
         self.assertIn("/bad\\x1b[31m\\x0aname.jwk is not valid JSON, skipped\n", r.stderr)
         self.assertNotIn("\x1b", r.stderr)
 
+    def test_file_names_in_list_and_rotate_are_escaped(self):
+        """The names list and rotate print come from the directory too: a
+        valid key in a file whose name holds a terminal escape is shown
+        escaped, as in the warnings."""
+        self.run_keys("gen", self.dir, "sig", "exc")
+        os.rename(os.path.join(self.dir, "sig.jwk"), os.path.join(self.dir, "\x1b[31mX.jwk"))
+        r = self.run_keys("list", self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(" \\x1b[31mX.jwk\n", r.stdout)
+        self.assertNotIn("\x1b", r.stdout)
+        r = self.run_keys("rotate", self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("/\\x1b[31mX.jwk -> .\\x1b[31mX.jwk\n", r.stdout)
+        self.assertNotIn("\x1b", r.stdout)
+
     def test_usage_errors(self):
         for args in ([], ["bogus"], ["gen"], ["show"], ["rotate"], ["gen", self.dir, "onlyone"]):
             r = self.run_keys(*args)

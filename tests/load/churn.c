@@ -443,10 +443,10 @@ static int parse_args(int argc, char **argv, struct churn *c) {
                 { "seconds", required_argument, NULL, 's' },  { "clients", required_argument, NULL, 'c' },
                 { "rotate-ms", required_argument, NULL, 'r' }, { "keep-hidden", no_argument, NULL, 'K' }, {},
         };
+        bool ok = true;
         int o;
         c->seconds = 20, c->n_clients = 8, c->rotate_ms = 100;
-        while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-                bool ok = true;
+        while (ok && (o = getopt_long(argc, argv, "", opts, NULL)) != -1)
                 switch (o) {
                 case 'u': c->url = optarg; break;
                 case 'k': c->keydir = optarg; break;
@@ -456,20 +456,7 @@ static int parse_args(int argc, char **argv, struct churn *c) {
                 case 'K': c->keep_hidden = true; break;
                 default: ok = false;
                 }
-                if (!ok) {
-                        fprintf(stderr, "tether-load churn: invalid option or value\n");
-                        return -EINVAL;
-                }
-        }
-        if (!c->url || !c->keydir || optind != argc) {
-                fprintf(stderr, "tether-load churn: --url and --keydir are required\n");
-                return -EINVAL;
-        }
-        if (!load_url_is_loopback(c->url)) {
-                fprintf(stderr, "tether-load churn: %s is not a loopback URL\n", c->url);
-                return -EINVAL;
-        }
-        return 0;
+        return load_args_check("churn", ok, c->url && c->keydir && optind == argc, "--url and --keydir", c->url);
 }
 
 static void churn_free(struct churn *c) {

@@ -166,3 +166,19 @@ bool load_url_is_loopback(const char *url) {
                         return true;
         return false;
 }
+
+int load_args_check(const char *scenario, bool ok, bool have_required, const char *required, const char *url) {
+        if (!ok) {
+                fprintf(stderr, "tether-load %s: invalid option or value\n", scenario);
+                return -EINVAL;
+        }
+        if (!have_required) {
+                fprintf(stderr, "tether-load %s: %s are required\n", scenario, required);
+                return -EINVAL;
+        }
+        if (!load_url_is_loopback(url)) {
+                fprintf(stderr, "tether-load %s: %s is not a loopback URL\n", scenario, url);
+                return -EINVAL;
+        }
+        return 0;
+}

@@ -70,3 +70,8 @@ bool load_parse_long(const char *s, long min, long max, long *ret);
 
 /* The driver talks to loopback servers only. */
 bool load_url_is_loopback(const char *url);
+
+/* The end of a scenario's option parsing: options and values all valid (ok),
+ * the required ones given (have_required; named in required, e.g. "--url and
+ * --keydir") and url on loopback, or -EINVAL, said on stderr. */
+int load_args_check(const char *scenario, bool ok, bool have_required, const char *required, const char *url);

@@ -10,6 +10,13 @@
 
 static struct tc_err err;
 
+/* How many files dir holds. */
+static size_t count_files(const char *dir) {
+        size_t n = 0;
+        tu_list_free(tu_list(dir, &n), n);
+        return n;
+}
+
 static bool has_name(char **names, size_t n, const char *name) {
         for (size_t i = 0; i < n; i++)
                 if (strcmp(names[i], name) == 0)
@@ -207,13 +214,10 @@ static int keygen_in(const char *dir) {
 
 TEST(keygen_pair_fails_in_unwritable_directory) {
         char *dir = tu_mkdtemp();
-        size_t n = 0;
 
         REQUIRE(dir);
         CHECK_INT(run_unprivileged(dir, keygen_in), 0);
-        char **names = tu_list(dir, &n);
-        CHECK_INT(n, 0);
-        tu_list_free(names, n);
+        CHECK_INT(count_files(dir), 0);
         tu_rmrf(dir);
         free(dir);
 }
@@ -227,22 +231,18 @@ TEST(keygen_pair_removes_first_key_when_second_fails) {
         /* An invalid second name: the signing key written first goes again. */
         CHECK_INT(tk_keygen_pair(dir, NULL, "bad/name", &sig, &exc, &err), -EINVAL);
         CHECK(sig == NULL && exc == NULL);
-        char **names = tu_list(dir, &n);
-        CHECK_INT(n, 0);
-        tu_list_free(names, n);
+        CHECK_INT(count_files(dir), 0);
 
         /* Both keys under one name: the second cannot replace the first. */
         CHECK(tk_keygen_pair(dir, "same", "same", &sig, &exc, &err) < 0);
-        names = tu_list(dir, &n);
-        CHECK_INT(n, 0);
-        tu_list_free(names, n);
+        CHECK_INT(count_files(dir), 0);
 
         /* An existing file is never replaced, and nothing else appears. */
         REQUIRE(tu_write_str(dir, "taken.jwk", "original") == 0);
         CHECK_INT(tk_keygen_pair(dir, NULL, "taken", &sig, &exc, &err), -EEXIST);
         CHECK_INT(tk_keygen_pair(dir, "taken", NULL, &sig, &exc, &err), -EEXIST);
         CHECK(sig == NULL && exc == NULL);
-        names = tu_list(dir, &n);
+        char **names = tu_list(dir, &n);
         if (CHECK_INT(n, 1))
                 CHECK_STR(names[0], "taken.jwk");
         tu_list_free(names, n);
@@ -257,9 +257,7 @@ TEST(keygen_pair_removes_first_key_when_second_fails) {
 
         CHECK_INT(tk_keygen_pair(dir, "..", NULL, &sig, &exc, &err), -EINVAL);
         CHECK_INT(tk_keygen_pair(dir, "", NULL, &sig, &exc, &err), -EINVAL);
-        names = tu_list(dir, &n);
-        CHECK_INT(n, 1);
-        tu_list_free(names, n);
+        CHECK_INT(count_files(dir), 1);
         tu_rmrf(dir);
         free(dir);
 }

@@ -15,12 +15,17 @@ static BN_CTX *ctx;
 static char *dir;
 static json_t *exc, *p256_exc;
 static struct tk_keyset *ks;
+/* The exchange state ks loaded for exc and p256_exc. */
+static const struct tk_ecmr_key *exc_key, *p256_key;
 
-static const struct tk_key *find_key(const char *file) {
-        for (size_t i = 0; i < ks->n_keys; i++)
-                if (strcmp(ks->keys[i].file, file) == 0)
-                        return &ks->keys[i];
-        return NULL;
+static const struct tu_key key_files[] = {
+        { "exc.jwk", TU_ECMR, &exc },
+        { "p256.jwk", TU_ECMR_P256, &p256_exc },
+};
+
+static const struct tk_ecmr_key *ecmr_of(const char *file) {
+        const struct tk_key *k = tu_find_key(ks, file);
+        return k ? k->ecmr : NULL;
 }
 
 /* What tang answers for Y, written out here. */
@@ -54,8 +59,6 @@ static char *body_for(const EC_GROUP *g, const char *crv, const EC_POINT *x) {
 }
 
 TEST(answer_is_d_times_x_computed_by_openssl) {
-        const struct tk_key *k = find_key("exc.jwk");
-        REQUIRE(k && k->ecmr);
         BIGNUM *d = tu_jwk_d(exc);   /* from the key file, decoded here */
         REQUIRE(d);
 
@@ -68,7 +71,7 @@ TEST(answer_is_d_times_x_computed_by_openssl) {
                 if (CHECK(x && y && body) && CHECK(EC_POINT_mul(p521, y, NULL, x, d, ctx))) {
                         char *want = expected_answer(p521, "P-521", y);
                         memset(out, 'Z', sizeof(out));
-                        if (CHECK_INT(exchange(k->ecmr, body, out, sizeof(out), &written), 0)) {
+                        if (CHECK_INT(exchange(exc_key, body, out, sizeof(out), &written), 0)) {
                                 CHECK_STR(out, want);
                                 CHECK_INT(written, strlen(want));
                         }
@@ -126,14 +129,12 @@ TEST(answer_for_a_known_key_and_point) {
 }
 
 TEST(answer_is_sorted_compact_json) {
-        const struct tk_key *k = find_key("exc.jwk");
-        REQUIRE(k && k->ecmr);
         EC_POINT *x = tu_random_point(p521, NULL);
         char *body = body_for(p521, "P-521", x);
         char out[512];
         size_t written = 0;
 
-        if (CHECK_INT(exchange(k->ecmr, body, out, sizeof(out), &written), 0)) {
+        if (CHECK_INT(exchange(exc_key, body, out, sizeof(out), &written), 0)) {
                 json_t *j = json_loadb(out, written, 0, NULL);
                 char *again = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
                 CHECK_STR(out, again);
@@ -160,8 +161,6 @@ static void check_width(const char *b64, size_t zeros) {
 /* Finds X with sX's chosen coordinate below 2^512 by walking X += G,
  * Y += S (s(X + G) = sX + sG), then checks the answer keeps 66 bytes. */
 TEST(answer_keeps_leading_zero_bytes) {
-        const struct tk_key *k = find_key("exc.jwk");
-        REQUIRE(k && k->ecmr);
         BIGNUM *d = tu_jwk_d(exc), *yx = BN_new(), *yy = BN_new();
         EC_POINT *S = tu_jwk_point(p521, exc);
         const EC_POINT *G = EC_GROUP_get0_generator(p521);
@@ -184,7 +183,7 @@ TEST(answer_keeps_leading_zero_bytes) {
                         char *body = body_for(p521, "P-521", X), out[512];
                         char *want = expected_answer(p521, "P-521", Y);
                         size_t written = 0;
-                        if (CHECK_INT(exchange(k->ecmr, body, out, sizeof(out), &written), 0)) {
+                        if (CHECK_INT(exchange(exc_key, body, out, sizeof(out), &written), 0)) {
                                 CHECK_STR(out, want);
                                 json_t *j = json_loads(out, 0, NULL);
                                 const char *c = json_string_value(json_object_get(j, which == 0 ? "x" : "y"));
@@ -206,8 +205,6 @@ TEST(answer_keeps_leading_zero_bytes) {
 /* The client side of McCallum-Relyea: provisioning K = cS, recovery
  * X = C + eG, K = Y - eS. */
 TEST(mcallum_relyea_round_trip_recovers_the_key) {
-        const struct tk_key *k = find_key("exc.jwk");
-        REQUIRE(k && k->ecmr);
         EC_POINT *S = tu_jwk_point(p521, exc);
         BIGNUM *c = NULL, *e = NULL;
         EC_POINT *C = tu_random_point(p521, &c), *E = tu_random_point(p521, &e);
@@ -218,7 +215,7 @@ TEST(mcallum_relyea_round_trip_recovers_the_key) {
         EC_POINT_add(p521, X, C, E, ctx);            /* X = C + eG */
         char *body = body_for(p521, "P-521", X), out[512];
         size_t written = 0;
-        if (CHECK_INT(exchange(k->ecmr, body, out, sizeof(out), &written), 0)) {
+        if (CHECK_INT(exchange(exc_key, body, out, sizeof(out), &written), 0)) {
                 json_t *j = json_loads(out, 0, NULL);
                 EC_POINT *Y = j ? tu_jwk_point(p521, j) : NULL;
                 if (CHECK(Y != NULL)) {
@@ -242,8 +239,6 @@ TEST(mcallum_relyea_round_trip_recovers_the_key) {
 }
 
 TEST(answer_matches_libjose_exchange) {
-        const struct tk_key *k = find_key("exc.jwk");
-        REQUIRE(k && k->ecmr);
         EC_POINT *x = tu_random_point(p521, NULL);
         json_t *req = tu_point_jwk(p521, "P-521", x);
         char *body = json_dumps(req, JSON_COMPACT), out[512];
@@ -251,7 +246,7 @@ TEST(answer_matches_libjose_exchange) {
 
         /* What tang computes: jose_jwk_exc(server key, client key). */
         json_t *theirs = jose_jwk_exc(NULL, exc, req);
-        if (CHECK(theirs != NULL) && CHECK_INT(exchange(k->ecmr, body, out, sizeof(out), &written), 0)) {
+        if (CHECK(theirs != NULL) && CHECK_INT(exchange(exc_key, body, out, sizeof(out), &written), 0)) {
                 json_t *ours = json_loads(out, 0, NULL);
                 EC_POINT *a = tu_jwk_point(p521, ours), *b = tu_jwk_point(p521, theirs);
                 CHECK(a && b && EC_POINT_cmp(p521, a, b, ctx) == 0);
@@ -266,8 +261,6 @@ TEST(answer_matches_libjose_exchange) {
 }
 
 TEST(p256_key_answers_with_32_byte_coordinates) {
-        const struct tk_key *k = find_key("p256.jwk");
-        REQUIRE(k && k->ecmr);
         EC_GROUP *g = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
         BIGNUM *d = tu_jwk_d(p256_exc);
         EC_POINT *x = tu_random_point(g, NULL), *y = EC_POINT_new(g);
@@ -276,14 +269,14 @@ TEST(p256_key_answers_with_32_byte_coordinates) {
 
         EC_POINT_mul(g, y, NULL, x, d, ctx);
         char *want = expected_answer(g, "P-256", y);
-        if (CHECK_INT(exchange(k->ecmr, body, out, sizeof(out), &written), 0))
+        if (CHECK_INT(exchange(p256_key, body, out, sizeof(out), &written), 0))
                 CHECK_STR(out, want);
         free(body);
 
         /* A P-521 point is not for this key. */
         EC_POINT *big = tu_random_point(p521, NULL);
         body = body_for(p521, "P-521", big);
-        CHECK_INT(exchange(k->ecmr, body, out, sizeof(out), &written), 400);
+        CHECK_INT(exchange(p256_key, body, out, sizeof(out), &written), 400);
         free(body);
 
         EC_POINT_free(big);
@@ -329,8 +322,6 @@ TEST(check_request_statuses) {
 }
 
 TEST(exchange_rejects_bad_points_and_small_buffers) {
-        const struct tk_key *k = find_key("exc.jwk");
-        REQUIRE(k && k->ecmr);
         EC_POINT *x = tu_random_point(p521, NULL);
         json_t *req = tu_point_jwk(p521, "P-521", x);
         char out[512];
@@ -338,24 +329,24 @@ TEST(exchange_rejects_bad_points_and_small_buffers) {
 
         json_t *r = json_deep_copy(req);
         json_object_del(r, "crv");
-        CHECK_INT(rec_status(rec_exchange(k->ecmr, r, out, sizeof(out), &written)), 400);
+        CHECK_INT(rec_status(rec_exchange(exc_key, r, out, sizeof(out), &written)), 400);
         json_object_set_new(r, "crv", json_string("P-256"));
-        CHECK_INT(rec_status(rec_exchange(k->ecmr, r, out, sizeof(out), &written)), 400);
+        CHECK_INT(rec_status(rec_exchange(exc_key, r, out, sizeof(out), &written)), 400);
         json_decref(r);
 
         r = json_deep_copy(req);
         json_object_set(r, "x", json_object_get(req, "y"));
-        CHECK_INT(rec_status(rec_exchange(k->ecmr, r, out, sizeof(out), &written)), 400);
+        CHECK_INT(rec_status(rec_exchange(exc_key, r, out, sizeof(out), &written)), 400);
         json_object_del(r, "x");
-        CHECK_INT(rec_status(rec_exchange(k->ecmr, r, out, sizeof(out), &written)), 400);
+        CHECK_INT(rec_status(rec_exchange(exc_key, r, out, sizeof(out), &written)), 400);
         json_decref(r);
 
         /* The answer is 253 bytes; a smaller buffer is an error, not a
          * truncated answer. */
-        CHECK_INT(rec_exchange(k->ecmr, req, out, sizeof(out), &written), 0);
+        CHECK_INT(rec_exchange(exc_key, req, out, sizeof(out), &written), 0);
         CHECK_INT(written, 253);
-        CHECK_INT(rec_status(rec_exchange(k->ecmr, req, out, 253, &written)), 500);
-        CHECK_INT(rec_exchange(k->ecmr, req, out, 254, &written), 0);
+        CHECK_INT(rec_status(rec_exchange(exc_key, req, out, 253, &written)), 500);
+        CHECK_INT(rec_exchange(exc_key, req, out, 254, &written), 0);
 
         json_decref(req);
         EC_POINT_free(x);
@@ -364,25 +355,17 @@ TEST(exchange_rejects_bad_points_and_small_buffers) {
 SETUP {
         p521 = EC_GROUP_new_by_curve_name(NID_secp521r1);
         ctx = BN_CTX_new();
-        exc = tu_gen("{\"alg\":\"ECMR\"}");
-        p256_exc = tu_gen("{\"alg\":\"ECMR\",\"crv\":\"P-256\"}");
-        dir = tu_mkdtemp();
-        if (!p521 || !ctx || !exc || !p256_exc || !dir)
+        dir = tu_keydir(key_files, ELEMENTS(key_files), &ks);
+        if (!dir)
                 return -1;
-        if (tu_write_json(dir, "exc.jwk", exc) < 0 || tu_write_json(dir, "p256.jwk", p256_exc) < 0 ||
-            tk_keyset_load(dir, NULL, NULL, &ks) < 0) {
-                tu_rmrf(dir);
-                return -1;
-        }
-        return 0;
+        exc_key = ecmr_of("exc.jwk");
+        p256_key = ecmr_of("p256.jwk");
+        return p521 && ctx && exc_key && p256_key ? 0 : -1;
 }
 
 TEARDOWN {
         tk_keyset_free(ks);
-        tu_rmrf(dir);
-        free(dir);
-        json_decref(exc);
-        json_decref(p256_exc);
+        tu_keydir_free(dir, key_files, ELEMENTS(key_files));
         EC_GROUP_free(p521);
         BN_CTX_free(ctx);
 }
