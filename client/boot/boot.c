@@ -32,10 +32,9 @@ static char *cmdline_value(const char *option) {
         return found ? strdup(found) : NULL;
 }
 
-long tc_boot_wait_ms(void) {
-        const char *env = getenv("TETHER_BOOT_TIMEOUT");
-        if (env && *env) {
-                long ms = tc_parse_seconds(env);
+long tc_boot_wait_ms(const char *seconds) {
+        if (seconds && *seconds) {
+                long ms = tc_parse_seconds(seconds);
                 return ms < 0 ? TC_BOOT_WAIT_DEFAULT_MS : ms;
         }
         if (access("/etc/initrd-release", F_OK) < 0)

@@ -25,6 +25,8 @@ struct tc_netwatch_ops {
 struct tc_ctx {
         long connect_timeout_ms;
         long timeout_ms;             /* whole exchange, per attempt */
+        char timeout_given[21];      /* "", or the seconds the caller gave
+                                      * (tc_ctx_set_timeout), for messages */
         unsigned attempts;           /* tries per request when the server is unreachable */
         long backoff_ms;             /* pause before the 2nd attempt, doubled after */
         int64_t wait_until_ms;       /* 0, or a tc_now_ms() time: until then an
@@ -34,6 +36,8 @@ struct tc_ctx {
         bool trust_all;              /* -y: trust advertisements without asking */
         tc_trust_fn trust;           /* NULL: refuse unknown keys */
         void *trust_data;
+        const char *pin_path;        /* NULL, or extra directories for external
+                                      * pin programs (tc_ctx_set_pin_path) */
         int64_t deadline_ms;         /* 0, or a tc_now_ms() time after which the
                                       * whole operation counts as cancelled,
                                       * however many leaves a header holds */
@@ -52,9 +56,24 @@ struct tc_ctx {
 /* Slack of the whole-decryption time limit, over what one leaf may take. */
 #define TC_DEADLINE_SLACK_MS 1000
 
-/* Defaults suited to boot, overridden by TETHER_TIMEOUT (seconds, whole
- * exchange). Returns 0 or -EINVAL for a malformed TETHER_TIMEOUT. */
-int tc_ctx_init(struct tc_ctx *ctx);
+/* Defaults suited to boot. The library reads no environment variable: the
+ * programs pass TETHER_TIMEOUT and TETHER_PIN_PATH in with the setters. */
+void tc_ctx_init(struct tc_ctx *ctx);
+/* The time allowed for each whole exchange (timeout_ms, and connect_timeout_ms
+ * if longer) from "SECONDS", above 0 and up to 3600, as in TETHER_TIMEOUT.
+ * NULL or "" leaves the defaults. Returns 0, or -EINVAL when malformed (ctx
+ * unchanged). The text is kept for messages about the time limit. */
+int tc_ctx_set_timeout(struct tc_ctx *ctx, const char *seconds);
+/* Extra directories (colon-separated) searched for external pin programs
+ * before the fixed ones, as in TETHER_PIN_PATH; NULL or "" for none. Not
+ * copied: it must outlive ctx. Every entry must be an absolute directory:
+ * otherwise returns -EINVAL and err says so, and ctx keeps it anyway, so that
+ * what needs an external pin fails with that message when it looks for one
+ * and the rest (tang, sss, null) works as before. */
+int tc_ctx_set_pin_path(struct tc_ctx *ctx, const char *dirs, struct tc_err *err);
+/* Whether dirs (NULL, "" or a pin path as above) is acceptable: 0, or -EINVAL
+ * with err naming it. */
+int tc_ctx_check_pin_path(const char *dirs, struct tc_err *err);
 /* A child context: same limits, policy and deadline, cancelled with the parent. */
 void tc_ctx_child(struct tc_ctx *child, const struct tc_ctx *parent);
 void tc_ctx_cancel(struct tc_ctx *ctx);

@@ -6,25 +6,47 @@
 #include <stdlib.h>
 #include <string.h>
 
-int tc_ctx_init(struct tc_ctx *ctx) {
+void tc_ctx_init(struct tc_ctx *ctx) {
         memset(ctx, 0, sizeof(*ctx));
         ctx->connect_timeout_ms = TC_DEFAULT_CONNECT_TIMEOUT_MS;
         ctx->timeout_ms = TC_DEFAULT_TIMEOUT_MS;
         ctx->attempts = TC_DEFAULT_ATTEMPTS;
         ctx->backoff_ms = TC_DEFAULT_BACKOFF_MS;
+}
 
-        const char *t = getenv("TETHER_TIMEOUT");
-        if (t && *t) {
-                char *end;
-                errno = 0;
-                double s = strtod(t, &end);
-                if (errno || *end || !(s > 0) || s > 3600)
-                        return -EINVAL;
-                ctx->timeout_ms = (long) (s * 1000);
-                if (ctx->connect_timeout_ms > ctx->timeout_ms)
-                        ctx->connect_timeout_ms = ctx->timeout_ms;
+int tc_ctx_set_timeout(struct tc_ctx *ctx, const char *seconds) {
+        if (!seconds || !*seconds)
+                return 0;
+        char *end;
+        errno = 0;
+        double s = strtod(seconds, &end);
+        if (errno || *end || !(s > 0) || s > 3600)
+                return -EINVAL;
+        ctx->timeout_ms = (long) (s * 1000);
+        if (ctx->connect_timeout_ms > ctx->timeout_ms)
+                ctx->connect_timeout_ms = ctx->timeout_ms;
+        snprintf(ctx->timeout_given, sizeof(ctx->timeout_given), "%s", seconds);
+        return 0;
+}
+
+/* An empty or relative entry would mean the current directory, whatever it
+ * happens to be. */
+int tc_ctx_check_pin_path(const char *dirs, struct tc_err *err) {
+        if (!dirs || !*dirs)
+                return 0;
+        for (const char *p = dirs; p;) {
+                const char *colon = strchr(p, ':');
+                if (*p != '/')
+                        return tc_fail(err, -EINVAL, "TETHER_PIN_PATH=\"%s\": every entry must be an absolute directory",
+                                       dirs);
+                p = colon ? colon + 1 : NULL;
         }
         return 0;
+}
+
+int tc_ctx_set_pin_path(struct tc_ctx *ctx, const char *dirs, struct tc_err *err) {
+        ctx->pin_path = dirs && *dirs ? dirs : NULL;
+        return tc_ctx_check_pin_path(dirs, err);
 }
 
 void tc_ctx_child(struct tc_ctx *child, const struct tc_ctx *parent) {
@@ -42,8 +64,10 @@ void tc_ctx_child(struct tc_ctx *child, const struct tc_ctx *parent) {
                 .trust_all = parent->trust_all,
                 .trust = parent->trust,
                 .trust_data = parent->trust_data,
+                .pin_path = parent->pin_path,
                 .parent = parent,
         };
+        memcpy(child->timeout_given, parent->timeout_given, sizeof(child->timeout_given));
 }
 
 void tc_ctx_cancel(struct tc_ctx *ctx) {
@@ -104,10 +128,9 @@ bool tc_ctx_expired(const struct tc_ctx *ctx) {
 int tc_ctx_expired_error(const struct tc_ctx *ctx, int r, struct tc_err *err) {
         if (r >= 0 || !tc_ctx_expired(ctx))
                 return r;
-        const char *t = getenv("TETHER_TIMEOUT");
         char timeout[64];
-        if (t && *t)
-                snprintf(timeout, sizeof(timeout), "TETHER_TIMEOUT=%.20s s", t);
+        if (*ctx->timeout_given)
+                snprintf(timeout, sizeof(timeout), "TETHER_TIMEOUT=%.20s s", ctx->timeout_given);
         else
                 snprintf(timeout, sizeof(timeout), "TETHER_TIMEOUT unset: %.1f s", (double) ctx->timeout_ms / 1000);
         return tc_wrap(err, -ETIMEDOUT,

@@ -2,7 +2,8 @@
  * for example an installed tpm2 pin): input on stdin, output on stdout.
  *
  * They run as root at boot, inside whatever process loaded the token plugin,
- * so they are found only in fixed directories (TETHER_PIN_PATH adds more),
+ * so they are found only in fixed directories (the caller's pin path,
+ * TETHER_PIN_PATH in the programs, adds more),
  * get a cleaned environment, and live in their own process group, which is
  * killed when the context is cancelled, when the time limit passes, and
  * whatever the program left behind once it has exited. A process that left
@@ -64,7 +65,7 @@ static void strv_free(char **v) {
 
 TC_DEFINE_CLEANUP(char **, strv_free)
 
-/* The pin's environment: PATH (the TETHER_PIN_PATH directories, then the
+/* The pin's environment: PATH (the pin path's directories, then the
  * system's) and what env_passed() lets through. */
 static int pin_environment(const char *extra_dirs, char ***ret) {
         size_t n = 0, k = 0;
@@ -86,21 +87,17 @@ static int pin_environment(const char *extra_dirs, char ***ret) {
         return 0;
 }
 
-/* Finds PROG in TETHER_PIN_PATH (if set), then PIN_DIRS. TETHER_PIN_PATH
- * must name absolute directories: an empty or relative entry would mean the
- * current directory, whatever it happens to be. */
-static int find_program(const char *prog, char **ret, struct tc_err *err) {
-        const char *extra = getenv("TETHER_PIN_PATH");
+/* Finds PROG in the caller's pin path (ctx->pin_path, TETHER_PIN_PATH), if
+ * any, then PIN_DIRS. */
+static int find_program(const struct tc_ctx *ctx, const char *prog, char **ret, struct tc_err *err) {
+        const char *extra = ctx->pin_path;
         _cleanup_free_ char *dirs = NULL;
+        int r;
 
         if (extra && *extra) {
-                for (const char *p = extra; p;) {
-                        const char *colon = strchr(p, ':');
-                        if (*p != '/')
-                                return tc_fail(err, -EINVAL,
-                                               "TETHER_PIN_PATH=\"%s\": every entry must be an absolute directory", extra);
-                        p = colon ? colon + 1 : NULL;
-                }
+                r = tc_ctx_check_pin_path(extra, err);
+                if (r < 0)
+                        return r;
                 if (asprintf(&dirs, "%s:%s", extra, PIN_DIRS) < 0)
                         return tc_fail(err, -ENOMEM, "out of memory");
         } else if (!(dirs = strdup(PIN_DIRS)))
@@ -224,10 +221,10 @@ static int run_filter(const struct tc_ctx *ctx, char *const argv[], const uint8_
         pid_t pid;
         int r;
 
-        r = find_program(argv[0], &path, err);
+        r = find_program(ctx, argv[0], &path, err);
         if (r < 0)
                 return r;
-        if (pin_environment(getenv("TETHER_PIN_PATH"), &env) < 0)
+        if (pin_environment(ctx->pin_path, &env) < 0)
                 return tc_fail(err, -ENOMEM, "out of memory");
         if (pipe2(to_child, O_CLOEXEC) < 0 || pipe2(from_child, O_CLOEXEC) < 0) {
                 r = tc_fail(err, -errno, "cannot create a pipe: %s", strerror(errno));

@@ -59,7 +59,7 @@ int tc_pin_config_check(const char *pin, const json_t *cfg, struct tc_err *err);
 char *tc_peek_pin(const char *compact, size_t len);
 
 /* Clevis's external pins: clevis-encrypt-PIN CFG [-y] / clevis-decrypt-PIN
- * from TETHER_PIN_PATH and /usr/local/bin, /usr/bin, /bin (never PATH),
+ * from ctx->pin_path (TETHER_PIN_PATH) and /usr/local/bin, /usr/bin, /bin (never PATH),
  * plaintext or JWE on stdin, with a cleaned environment, within
  * ctx->attempts x ctx->timeout_ms and until ctx is cancelled. -ENOENT when
  * not installed. */

@@ -10,6 +10,7 @@
 
 #include "askpass.h"
 #include "boot.h"
+#include "environment.h"
 
 static struct tc_ctx ctx;
 
@@ -88,7 +89,7 @@ int main(int argc, char **argv) {
         }
         if (o.backoff_min_ms > o.backoff_max_ms)
                 o.backoff_min_ms = o.backoff_max_ms;
-        if (tc_ctx_init(&ctx) < 0) {
+        if (program_ctx_from_environment(&ctx, &err) < 0) {
                 fprintf(stderr, "tether-askpass: TETHER_TIMEOUT is not a number of seconds\n");
                 return 2;
         }

@@ -1,6 +1,7 @@
 /* tether-keys: administration of a Tang-format key directory. */
 #include "keyset.h"
 #include "cleanup.h"
+#include "environment.h"
 #include "harden.h"
 #include "tang.h"
 
@@ -126,7 +127,7 @@ static int show_url(const char *url) {
 
         if (!base)
                 return EXIT_FAILURE;
-        if (tc_ctx_init(&ctx) < 0) {
+        if (program_ctx_from_environment(&ctx, &err) < 0) {
                 fprintf(stderr, "%s show: TETHER_TIMEOUT must be a number of seconds\n", program);
                 return EXIT_FAILURE;
         }

@@ -1,5 +1,6 @@
 #include "cli.h"
 #include "cleanup.h"
+#include "environment.h"
 #include "tether.h"
 
 #include <errno.h>
@@ -67,8 +68,9 @@ static int ask_trust(void *userdata, const char *url, const char *const *thps, s
 }
 
 int cli_init_ctx(struct tc_ctx *ctx, bool trust_all) {
-        if (tc_ctx_init(ctx) < 0) {
-                fprintf(stderr, "tether: TETHER_TIMEOUT must be a number of seconds (got \"%s\")\n", getenv("TETHER_TIMEOUT"));
+        struct tc_err err = {};
+        if (program_ctx_from_environment(ctx, &err) < 0) {
+                fprintf(stderr, "tether: %s\n", err.msg);
                 return -EINVAL;
         }
         ctx->trust = ask_trust;

@@ -23,7 +23,7 @@ int cli_read_all(FILE *f, size_t max, uint8_t **buf, size_t *len);
 int cli_write_all(int fd, const void *buf, size_t len);
 /* "-h" or "--help". */
 bool cli_is_help(const char *arg);
-/* The context from TETHER_TIMEOUT, asking on the terminal about new keys
+/* The context from the environment (TETHER_TIMEOUT, TETHER_PIN_PATH), asking on the terminal about new keys
  * unless trust_all (-y). */
 int cli_init_ctx(struct tc_ctx *ctx, bool trust_all);
 

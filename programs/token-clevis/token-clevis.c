@@ -20,6 +20,7 @@
 #include <libcryptsetup.h>
 
 #include "boot.h"
+#include "environment.h"
 #include "cleanup.h"
 #include "luks.h"
 #include "netwatch.h"
@@ -49,12 +50,13 @@ __attribute__((destructor)) static void plugin_unload(void) {
 }
 
 static int context(struct tc_ctx *ctx, bool wait) {
-        int r = tc_ctx_init(ctx);
+        struct tc_err err = {};
+        int r = program_ctx_from_environment(ctx, &err);
         if (r < 0)
                 return r;
         if (wait) {
                 if (deadline == 0)
-                        deadline = tc_now_ms() + tc_boot_wait_ms();
+                        deadline = tc_now_ms() + program_boot_wait_ms();
                 ctx->wait_until_ms = deadline;
                 ctx->netwatch = &tc_boot_netwatch;
         }

@@ -1,4 +1,5 @@
 #include "load.h"
+#include "environment.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -85,7 +86,8 @@ long load_raise_nofile(long want) {
 }
 
 int load_ctx_init(struct tc_ctx *ctx) {
-        int r = tc_ctx_init(ctx);
+        struct tc_err err = {};
+        int r = program_ctx_from_environment(ctx, &err);
         if (r < 0)
                 return r;
         ctx->attempts = 1;

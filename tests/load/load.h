@@ -30,7 +30,8 @@ long load_proc_status_kb(pid_t pid, const char *field);
  * soft limit now in force. */
 long load_raise_nofile(long want);
 
-/* The library's defaults with one attempt per request, so that a refused or
+/* The programs' context (program_ctx_from_environment: TETHER_TIMEOUT,
+ * TETHER_PIN_PATH) with one attempt per request, so that a refused or
  * dropped connection counts as a failure instead of being retried away, and
  * trust in whatever advertisement verifies (the keys rotate under us). */
 int load_ctx_init(struct tc_ctx *ctx);

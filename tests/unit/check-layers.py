@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The layering check: no source includes a header of a layer above its own.
+"""The layering check: no source includes a header of a layer above its own,
+and the libraries read no environment variable.
 
     tests/unit/check-layers.py [--no-self-test] [ROOT]
 
@@ -10,6 +11,14 @@ below, and a header there the map does not know is an error (put it in the
 map). Code outside client/ must not include a client header that lives
 beside the sources (client/proto|luks|boot): those are the library's own.
 tests/ is not checked (unit tests see private headers on purpose).
+programs/common/ (what the programs share) is part of layer 3.
+
+The libraries (base/, keys/, client/) take their settings from their
+callers: the token plugin runs inside systemd-cryptsetup, whose environment
+is not ours to read. So getenv()/secure_getenv() appear there only where
+ENV_ALLOWED says (TETHER_FAULT, test-only fault injection); the programs
+read TETHER_TIMEOUT and the like in programs/common/environment.c. server/
+is exempt (systemd's LISTEN_FDS and NOTIFY_SOCKET protocols).
 
 An include is resolved as the compiler would find it: "x.h" in the
 including file's folder first, then (for both "x.h" and <x.h>) in the
@@ -40,7 +49,13 @@ PUBLIC = {
 }
 # Where the build finds headers besides the including file's folder
 # (the include_directories of the libraries in */meson.build).
-INCLUDE_DIRS = ("base", "keys", "client/include", "client/proto", "client/luks", "client/boot", "server")
+INCLUDE_DIRS = ("base", "keys", "client/include", "client/proto", "client/luks", "client/boot", "server",
+                "programs/common")
+# The layers that must not read the environment, and the exceptions: (file,
+# variable).
+ENV_FREE = (BASE, KEYS, CLIENT)
+ENV_ALLOWED = {("client/luks/luks.c", "TETHER_FAULT")}
+GETENV = re.compile(r'\b(?:secure_)?getenv\s*\(\s*("([^"]*)")?')
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
 SOURCE = re.compile(r"\.[ch]$")
@@ -127,6 +142,15 @@ def check(root):
         with open(os.path.join(root, rel), errors="replace") as f:
             lines = f.read().splitlines()
         for lineno, line in enumerate(lines, 1):
+            if src.top in ENV_FREE:
+                for g in GETENV.finditer(line):
+                    var = g.group(2)
+                    if (rel, var) not in ENV_ALLOWED:
+                        problems.append(f"{rel}:{lineno}: reads the environment "
+                                        f"({g.group(1) or 'a variable not named by a literal'}) in "
+                                        f"{src.top}/ (layer {src.layer}): the libraries take their settings "
+                                        f"from their callers; read it in programs/common/environment.c and "
+                                        f"pass it in")
             m = INCLUDE.match(line)
             if not m:
                 continue
@@ -162,12 +186,14 @@ GOOD = {
     "client/include/boot.h": '#include "luks.h"\n',
     "client/proto/pin.h": '#include "tether.h"\n',
     "client/proto/ctx.c": '#include "pin.h"\n#include "keyset.h"\n',
-    "client/luks/luks.c": '#include "luks.h"\n#include "pin.h"\n',
+    "client/luks/luks.c": '#include "luks.h"\n#include "pin.h"\nconst char *f = getenv("TETHER_FAULT");\n',
     "client/boot/boot.c": '#include "boot.h"\n#include "luks.h"\n#include "pin.h"\n',
     "server/served.h": '#include "keyset.h"\n',
-    "server/served.c": '#include "served.h"\n',
+    "server/served.c": '#include "served.h"\nconst char *n = getenv("LISTEN_FDS");\n',
+    "programs/common/environment.h": '#include "ctx.h"\n',
+    "programs/common/environment.c": '#include "environment.h"\nconst char *t = getenv("TETHER_TIMEOUT");\n',
     "programs/tether/cli.h": '#include "tether.h"\n',
-    "programs/tether/main.c": '#include "cli.h"\n#include "boot.h"\n#include "keyset.h"\n',
+    "programs/tether/main.c": '#include "cli.h"\n#include "boot.h"\n#include "keyset.h"\n#include "environment.h"\n',
     "programs/tetherd/main.c": '#include "served.h"\n',
     # Tests are not checked: they may include private headers.
     "tests/unit/test-pin.c": '#include "pin.h"\n#include "served.h"\n',
@@ -201,6 +227,18 @@ BAD = [
      "programs/tether/y.c:1", "ambiguous"),
     ("a relative path into a higher layer", {"keys/r.c": '#include "../client/include/tether.h"\n'},
      "keys/r.c:1", "tether.h"),
+    ("client including the programs' shared header", {"client/boot/e.c": '#include "environment.h"\n'},
+     "client/boot/e.c:1", '"environment.h"'),
+    ("the client library reading the environment",
+     {"client/proto/ctx.c": '#include "pin.h"\nlong t = getenv("TETHER_TIMEOUT") ? 1 : 0;\n'},
+     "client/proto/ctx.c:2", '"TETHER_TIMEOUT"'),
+    ("base reading the environment (secure_getenv)", {"base/h.c": 'const char *h = secure_getenv ( "HOME");\n'},
+     "base/h.c:1", '"HOME"'),
+    ("keys reading a variable by a name not spelled out", {"keys/v.c": "const char *v = getenv(name);\n"},
+     "keys/v.c:1", "not named by a literal"),
+    ("the allowed file reading another variable",
+     {"client/luks/luks.c": '#include "luks.h"\nconst char *p = getenv("TETHER_PIN_PATH");\n'},
+     "client/luks/luks.c:2", '"TETHER_PIN_PATH"'),
 ]
 
 
@@ -245,10 +283,11 @@ def main(argv):
     for p in problems:
         print(p)
     if problems:
-        print(f"{len(problems)} layering violation(s); layers bottom up: base < keys < client, server "
-              f"< programs; within client: proto < luks < boot", file=sys.stderr)
+        print(f"{len(problems)} violation(s); layers bottom up: base < keys < client, server "
+              f"< programs; within client: proto < luks < boot; no getenv in base, keys, client", file=sys.stderr)
         return 1
-    print(f"{sum(1 for _ in sources(root))} sources keep the layers")
+    print(f"{sum(1 for _ in sources(root))} sources keep the layers; the libraries read no environment "
+          f"(but {', '.join(f'{v} in {f}' for f, v in sorted(ENV_ALLOWED))})")
     return 0
 
 

@@ -1,6 +1,6 @@
 /* The client library's building blocks without a network: Shamir sharing,
  * compact JWE parsing and its limits, A256GCM sealing, the null and sss
- * pins end to end, and the TETHER_TIMEOUT setting. */
+ * pins end to end, and the TETHER_TIMEOUT and TETHER_PIN_PATH settings. */
 #include "check.h"
 
 #include "cleanup.h"
@@ -268,22 +268,74 @@ TEST(unknown_pin_and_bad_config_are_clear_errors) {
         free(jwe);
 }
 
+/* TETHER_TIMEOUT's value, as the programs pass it in (programs/common). */
 TEST(timeout_from_environment) {
         struct tc_ctx c;
-        setenv("TETHER_TIMEOUT", "2.5", 1);
-        CHECK_INT(tc_ctx_init(&c), 0);
+        tc_ctx_init(&c);
+        CHECK_INT(tc_ctx_set_timeout(&c, "2.5"), 0);
         CHECK_INT(c.timeout_ms, 2500);
-        setenv("TETHER_TIMEOUT", "0.5", 1);
-        CHECK_INT(tc_ctx_init(&c), 0);
+        CHECK_STR(c.timeout_given, "2.5");
+        tc_ctx_init(&c);
+        CHECK_INT(tc_ctx_set_timeout(&c, "0.5"), 0);
         CHECK_INT(c.connect_timeout_ms, 500); /* never longer than the whole */
         const char *bad[] = { "abc", "-1", "0", "5s", "1e9" };
         for (size_t i = 0; i < ELEMENTS(bad); i++) {
-                setenv("TETHER_TIMEOUT", bad[i], 1);
-                CHECK_INT(tc_ctx_init(&c), -EINVAL);
+                tc_ctx_init(&c);
+                CHECK_INT(tc_ctx_set_timeout(&c, bad[i]), -EINVAL);
+                CHECK_INT(c.timeout_ms, TC_DEFAULT_TIMEOUT_MS);
+                CHECK_STR(c.timeout_given, "");
         }
-        unsetenv("TETHER_TIMEOUT");
-        CHECK_INT(tc_ctx_init(&c), 0);
+        /* Unset or empty: the defaults. */
+        tc_ctx_init(&c);
+        CHECK_INT(tc_ctx_set_timeout(&c, NULL), 0);
+        CHECK_INT(tc_ctx_set_timeout(&c, ""), 0);
         CHECK_INT(c.timeout_ms, TC_DEFAULT_TIMEOUT_MS);
+        CHECK_INT(c.connect_timeout_ms, TC_DEFAULT_CONNECT_TIMEOUT_MS);
+        CHECK_STR(c.timeout_given, "");
+}
+
+/* TETHER_PIN_PATH's value: absolute directories only (an empty or relative
+ * entry would be the current directory); kept even when refused, so that
+ * only an external pin fails on it, and inherited by children (sss). */
+TEST(pin_path_is_checked_and_inherited) {
+        struct tc_ctx c, child;
+        struct tc_err err = { "" };
+        tc_ctx_init(&c);
+        CHECK(c.pin_path == NULL);
+        CHECK_INT(tc_ctx_set_pin_path(&c, "/opt/pins:/usr/lib/pins", &err), 0);
+        CHECK_STR(c.pin_path, "/opt/pins:/usr/lib/pins");
+        tc_ctx_child(&child, &c);
+        CHECK_STR(child.pin_path, "/opt/pins:/usr/lib/pins");
+        const char *bad[] = { "pins", "pins:/usr/bin", "/usr/bin:", "/usr/bin::/bin", ":/usr/bin" };
+        for (size_t i = 0; i < ELEMENTS(bad); i++) {
+                err.msg[0] = '\0';
+                CHECK_INT(tc_ctx_set_pin_path(&c, bad[i], &err), -EINVAL);
+                CHECK(strstr(err.msg, "TETHER_PIN_PATH=\"") == err.msg && strstr(err.msg, "absolute directory"));
+                CHECK_STR(c.pin_path, bad[i]);
+        }
+        /* ...and an external pin fails on it, saying so. */
+        uint8_t *pt = NULL;
+        size_t len = 0;
+        err.msg[0] = '\0';
+        CHECK_INT(tc_external_decrypt(&c, "mark", "e30..", 5, &pt, &len, &err), -EINVAL);
+        CHECK(strstr(err.msg, "TETHER_PIN_PATH=\":/usr/bin\": every entry must be an absolute directory") != NULL);
+        CHECK_INT(tc_ctx_set_pin_path(&c, "", &err), 0);
+        CHECK(c.pin_path == NULL);
+        CHECK_INT(tc_ctx_set_pin_path(&c, NULL, &err), 0);
+        CHECK(c.pin_path == NULL);
+}
+
+/* The time limit's message says what TETHER_TIMEOUT was, in children too. */
+TEST(timeout_given_is_named_when_the_deadline_passes) {
+        struct tc_ctx c, child;
+        struct tc_err err = { "sss: nothing" };
+        tc_ctx_init(&c);
+        CHECK_INT(tc_ctx_set_timeout(&c, "1"), 0);
+        tc_ctx_child(&child, &c);
+        child.started_ms = tc_now_ms() - 2000;
+        child.deadline_ms = child.started_ms + 1500;
+        CHECK_INT(tc_ctx_expired_error(&child, -EIO, &err), -ETIMEDOUT);
+        CHECK(strstr(err.msg, "3 tries x TETHER_TIMEOUT=1 s with pauses") != NULL);
 }
 
 /* External pins' output (a secret) grows into a new buffer, the old one
@@ -545,8 +597,7 @@ TEST(error_messages_escape_bidi_and_invisible_characters) {
  * What one leaf may take (3 x 1 s, pauses of 0.25 and 0.5 s) plus 1 s. */
 TEST(deadline_limit_cancels_and_is_inherited) {
         struct tc_ctx c, child, grandchild;
-        unsetenv("TETHER_TIMEOUT");
-        CHECK_INT(tc_ctx_init(&c), 0);
+        tc_ctx_init(&c);
         CHECK_INT(c.deadline_ms, 0);
         c.timeout_ms = 1000;
         CHECK_INT(tc_ctx_limit_ms(&c), 4750);
@@ -594,7 +645,7 @@ TEST(deadline_passed_sss_starts_no_child) {
         char *jwe = NULL;
         uint8_t *pt = NULL;
         size_t len = 0;
-        CHECK_INT(tc_ctx_init(&c), 0);
+        tc_ctx_init(&c);
         CHECK_INT(tc_encrypt(&c, "sss", "{\"t\":1,\"pins\":{\"null\":[{},{}]}}", (const uint8_t *) "x", 1, &jwe, &err), 0);
         CHECK_INT(tc_decrypt(&c, jwe, strlen(jwe), &pt, &len, &err), 0);
         tc_secret_free(pt, len);
@@ -659,7 +710,7 @@ TEST(sss_nesting_is_bounded_across_levels_before_any_leaf_runs) {
         fprintf(f, "#!/bin/sh\ntouch %s\ncat >/dev/null\nexit 1\n", mark);
         fclose(f);
         chmod(script, 0755);
-        setenv("TETHER_PIN_PATH", dir, 1);
+        REQUIRE(tc_ctx_set_pin_path(&ctx, dir, &err) == 0);
 
         /* A leaf of the external pin "mark" (its header is all it reads). */
         json_t *h = json_pack("{s:s,s:s,s:{s:s}}", "alg", "dir", "enc", "A256GCM", "clevis", "pin", "mark");
@@ -694,7 +745,7 @@ TEST(sss_nesting_is_bounded_across_levels_before_any_leaf_runs) {
         CHECK(tc_jwe_config(jwe, false, &pin) == NULL);
         free(pin);
         free(jwe);
-        unsetenv("TETHER_PIN_PATH");
+        ctx.pin_path = NULL;
         unlink(script);
         rmdir(dir);
 
@@ -757,7 +808,6 @@ TEST(sss_leaf_pins_are_bounded_in_one_tree) {
 }
 
 SETUP {
-        unsetenv("TETHER_TIMEOUT");
         tc_ctx_init(&ctx);
         return 0;
 }
