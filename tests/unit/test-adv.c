@@ -24,11 +24,9 @@ static json_t *decode_b64_json(const json_t *s) {
         if (!text)
                 return NULL;
         size_t len = strlen(text);
-        uint8_t *buf = malloc(len);
+        _cleanup_free_ uint8_t *buf = malloc(len);
         size_t n = buf ? tu_unb64(text, buf, len) : SIZE_MAX;
-        json_t *j = n == SIZE_MAX ? NULL : json_loadb((const char *) buf, n, 0, NULL);
-        free(buf);
-        return j;
+        return n == SIZE_MAX ? NULL : json_loadb((const char *) buf, n, 0, NULL);
 }
 
 static json_t *payload_of(const json_t *jws) {
@@ -45,23 +43,21 @@ static json_t *signatures_of(const json_t *jws) {
 }
 
 static bool payload_has_key(const json_t *keys, const json_t *jwk) {
-        char *want = tu_thumbprint(jwk, "S256");
+        _cleanup_free_ char *want = tu_thumbprint(jwk, "S256");
         bool found = false;
         size_t i;
         json_t *k;
 
         json_array_foreach(keys, i, k) {
-                char *t = tu_thumbprint(k, "S256");
+                _cleanup_free_ char *t = tu_thumbprint(k, "S256");
                 if (t && want && strcmp(t, want) == 0)
                         found = true;
-                free(t);
         }
-        free(want);
         return found;
 }
 
 TEST(default_adv_is_signed_by_every_advertised_signing_key) {
-        json_t *jws = tk_adv_sign(ks, NULL);
+        json_auto_t *jws = tk_adv_sign(ks, NULL);
         struct tc_err e = {};
 
         REQUIRE(jws);
@@ -77,40 +73,35 @@ TEST(default_adv_is_signed_by_every_advertised_signing_key) {
         CHECK(!tu_jws_verifies_with(jws, old_sig));
         CHECK(!tu_jws_verifies_with(jws, exc));
 
-        json_t *keys = NULL;
+        json_auto_t *keys = NULL;
         if (!CHECK_INT(tk_adv_verify(jws, &keys, &e), 0))
                 fprintf(stderr, "  %s\n", e.msg);
         CHECK(keys != NULL);
-        json_decref(keys);
-        json_decref(jws);
 }
 
 TEST(adv_protected_header_is_es512_jwk_set) {
-        json_t *jws = tk_adv_sign(ks, NULL);
+        json_auto_t *jws = tk_adv_sign(ks, NULL);
         REQUIRE(jws);
-        json_t *sigs = signatures_of(jws);
+        json_auto_t *sigs = signatures_of(jws);
         size_t i;
         json_t *s;
 
         CHECK_INT(json_array_size(sigs), 2);
         json_array_foreach(sigs, i, s) {
-                json_t *hdr = decode_b64_json(json_object_get(s, "protected"));
+                json_auto_t *hdr = decode_b64_json(json_object_get(s, "protected"));
                 if (CHECK(hdr != NULL)) {
                         CHECK_STR(json_string_value(json_object_get(hdr, "alg")), "ES512");
                         CHECK_STR(json_string_value(json_object_get(hdr, "cty")), "jwk-set+json");
                 }
                 /* ES512: r || s, 66 bytes each, base64url of 132 bytes. */
                 CHECK_INT(strlen(json_string_value(json_object_get(s, "signature")) ?: ""), 176);
-                json_decref(hdr);
         }
-        json_decref(sigs);
-        json_decref(jws);
 }
 
 TEST(adv_payload_holds_only_public_advertised_keys) {
-        json_t *jws = tk_adv_sign(ks, NULL);
+        json_auto_t *jws = tk_adv_sign(ks, NULL);
         REQUIRE(jws);
-        json_t *payload = payload_of(jws);
+        json_auto_t *payload = payload_of(jws);
         json_t *keys = json_object_get(payload, "keys");
         static const char *const v[] = { "verify" }, *const dk[] = { "deriveKey" };
         size_t i;
@@ -134,26 +125,21 @@ TEST(adv_payload_holds_only_public_advertised_keys) {
                 else if (CHECK_STR(alg, "ECMR"))
                         CHECK(tu_ops_are(json_object_get(k, "key_ops"), dk, 1));
         }
-        json_decref(payload);
-        json_decref(jws);
 }
 
 TEST(adv_verify_returns_the_payload_key_set) {
-        json_t *jws = tk_adv_sign(ks, NULL);
+        json_auto_t *jws = tk_adv_sign(ks, NULL);
         REQUIRE(jws);
-        json_t *payload = payload_of(jws);
-        json_t *got = NULL;
+        json_auto_t *payload = payload_of(jws);
+        json_auto_t *got = NULL;
         CHECK_INT(tk_adv_verify(jws, &got, NULL), 0);
         CHECK(got && json_equal(got, payload));
-        json_decref(got);
-        json_decref(payload);
-        json_decref(jws);
 }
 
 TEST(adv_with_extra_signer_is_also_signed_by_it) {
         const struct tk_key *hidden = tu_find_key(ks, ".old-sig.jwk");
         REQUIRE(hidden && hidden->hidden);
-        json_t *jws = tk_adv_sign(ks, hidden->jwk);
+        json_auto_t *jws = tk_adv_sign(ks, hidden->jwk);
         REQUIRE(jws);
         json_t *sigs = json_object_get(jws, "signatures");
         CHECK_INT(json_array_size(sigs), 3);
@@ -162,33 +148,28 @@ TEST(adv_with_extra_signer_is_also_signed_by_it) {
         CHECK(tu_jws_verifies_with(jws, old_sig));
         /* Same payload as the default advertisement: the hidden key signs
          * but is not advertised. */
-        json_t *def = tk_adv_sign(ks, NULL);
-        json_t *a = payload_of(jws);
-        json_t *b = payload_of(def);
+        json_auto_t *def = tk_adv_sign(ks, NULL);
+        json_auto_t *a = payload_of(jws);
+        json_auto_t *b = payload_of(def);
         CHECK(a && b && json_equal(a, b));
         CHECK(!payload_has_key(json_object_get(a, "keys"), old_sig));
-        json_t *keys = NULL;
+        json_auto_t *keys = NULL;
         CHECK_INT(tk_adv_verify(jws, &keys, NULL), 0);
         CHECK(keys != NULL);
-        json_decref(keys);
-        json_decref(a);
-        json_decref(b);
-        json_decref(def);
-        json_decref(jws);
 }
 
 TEST(adv_verify_rejects_tampering) {
         struct tc_err e = {};
-        json_t *jws = tk_adv_sign(ks, NULL);
+        json_auto_t *jws = tk_adv_sign(ks, NULL);
         REQUIRE(jws);
 
         /* A payload the keys did not sign (one key dropped). */
-        json_t *payload = payload_of(jws);
+        json_auto_t *payload = payload_of(jws);
         json_t *keys = json_object_get(payload, "keys");
         json_array_remove(keys, json_array_size(keys) - 1);
-        char *text = json_dumps(payload, JSON_COMPACT);
-        char *enc = tu_b64((const uint8_t *) text, strlen(text));
-        json_t *forged = json_deep_copy(jws);
+        _cleanup_free_ char *text = json_dumps(payload, JSON_COMPACT);
+        _cleanup_free_ char *enc = tu_b64((const uint8_t *) text, strlen(text));
+        json_auto_t *forged = json_deep_copy(jws);
         json_object_set_new(forged, "payload", json_string(enc));
         json_t *r = NULL;
         CHECK_INT(tk_adv_verify(forged, &r, &e), -EBADMSG);
@@ -197,65 +178,52 @@ TEST(adv_verify_rejects_tampering) {
         json_decref(r);
 
         /* One of the two advertised signing keys did not sign. */
-        json_t *one = json_deep_copy(jws);
+        json_auto_t *one = json_deep_copy(jws);
         json_array_remove(json_object_get(one, "signatures"), 1);
         CHECK_INT(tk_adv_verify(one, &r, NULL), -EBADMSG);
         CHECK(r == NULL);
         json_decref(r);
 
         /* Not a JWS at all. */
-        json_t *empty = json_object();
+        json_auto_t *empty = json_object();
         CHECK_INT(tk_adv_verify(empty, &r, &e), -EBADMSG);
         CHECK(r == NULL);
         json_decref(r);
-
-        json_decref(empty);
-        json_decref(one);
-        json_decref(forged);
-        free(enc);
-        free(text);
-        json_decref(payload);
-        json_decref(jws);
 }
 
 TEST(single_signing_key_gives_flattened_jws) {
         const struct tu_key two[] = { { "sig.jwk", NULL, &sig1 }, { "exc.jwk", NULL, &exc } };
-        struct tk_keyset *one = NULL;
+        _cleanup_(tk_keyset_freep) struct tk_keyset *one = NULL;
         char *d = tu_keydir(two, ELEMENTS(two), &one);
 
         REQUIRE(d);
-        json_t *jws = tk_adv_sign(one, NULL);
+        json_auto_t *jws = tk_adv_sign(one, NULL);
         if (CHECK(jws != NULL)) {
                 CHECK(json_object_get(jws, "signatures") == NULL);
                 CHECK(json_is_string(json_object_get(jws, "protected")));
                 CHECK(json_is_string(json_object_get(jws, "signature")));
                 CHECK(tu_jws_verifies_with(jws, sig1));
-                json_t *keys = NULL;
+                json_auto_t *keys = NULL;
                 CHECK_INT(tk_adv_verify(jws, &keys, NULL), 0);
                 CHECK(keys && json_array_size(json_object_get(keys, "keys")) == 2);
-                json_decref(keys);
         }
-        json_decref(jws);
-        tk_keyset_free(one);
         tu_keydir_free(d, two, ELEMENTS(two));
 }
 
 TEST(no_advertised_signing_key_gives_no_adv) {
         /* Only an exchange key and a hidden signing key. */
         const struct tu_key two[] = { { "exc.jwk", NULL, &exc }, { ".sig.jwk", NULL, &sig1 } };
-        struct tk_keyset *none = NULL;
+        _cleanup_(tk_keyset_freep) struct tk_keyset *none = NULL;
         char *d = tu_keydir(two, ELEMENTS(two), &none);
 
         REQUIRE(d);
-        json_t *jws = tk_adv_sign(none, NULL);
+        json_auto_t *jws = tk_adv_sign(none, NULL);
         CHECK(jws == NULL);
         json_decref(jws);
         /* With the hidden key as extra signer (/adv/{thp}). */
         jws = tk_adv_sign(none, none->keys[0].jwk);
         CHECK(jws != NULL);
         CHECK(jws && tu_jws_verifies_with(jws, sig1));
-        json_decref(jws);
-        tk_keyset_free(none);
         tu_keydir_free(d, two, ELEMENTS(two));
 }
 

@@ -35,6 +35,11 @@ void tu_rmrf(const char *dir) {
                 (void) nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+void tu_tmpdir_free(char *dir) {
+        tu_rmrf(dir);
+        free(dir);
+}
+
 int tu_write(const char *dir, const char *name, const char *text, size_t len) {
         char path[4096];
         snprintf(path, sizeof(path), "%s/%s", dir, name);

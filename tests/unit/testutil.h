@@ -18,6 +18,10 @@
 char *tu_mkdtemp(void);
 /* Removes dir and everything below it. */
 void tu_rmrf(const char *dir);
+/* Removes and frees a tu_mkdtemp directory: for
+ * _cleanup_(tu_tmpdir_freep) char *dir = tu_mkdtemp(); */
+void tu_tmpdir_free(char *dir);
+TC_DEFINE_CLEANUP(char *, tu_tmpdir_free)
 
 /* Writes text (len bytes) to dir/name; returns 0 or -1. */
 int tu_write(const char *dir, const char *name, const char *text, size_t len);
