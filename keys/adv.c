@@ -2,7 +2,7 @@
 #include "keyset.h"
 #include "cleanup.h"
 
-#include <stdarg.h>
+#include <errno.h>
 #include <string.h>
 #include <jose/b64.h>
 #include <jose/jwk.h>
@@ -49,47 +49,31 @@ json_t *tk_adv_sign(const struct tk_keyset *ks, const json_t *extra_signer) {
         return json_incref(jws);
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-        va_list ap;
-        if (!err || !errlen)
-                return;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-}
-
-json_t *tk_adv_verify(const json_t *jws, char *err, size_t errlen) {
+int tk_adv_verify(const json_t *jws, json_t **ret, struct tc_err *err) {
         json_t *enc = json_object_get(jws, "payload");
         json_auto_t *payload = NULL;
         json_auto_t *verifiers = json_array();
         json_t *keys, *k;
         size_t i;
 
-        if (!json_is_object(jws) || !json_is_string(enc)) {
-                set_err(err, errlen, "advertisement is not a JWS object with a payload");
-                return NULL;
-        }
+        if (!verifiers)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        if (!json_is_object(jws) || !json_is_string(enc))
+                return tc_fail(err, -EBADMSG, "advertisement is not a JWS object with a payload");
         payload = jose_b64_dec_load(enc);
         keys = json_object_get(payload, "keys");
-        if (!json_is_array(keys)) {
-                set_err(err, errlen, "advertisement payload holds no key set");
-                return NULL;
-        }
+        if (!json_is_array(keys))
+                return tc_fail(err, -EBADMSG, "advertisement payload holds no key set");
         json_array_foreach(keys, i, k) {
-                if (!json_is_object(k)) {
-                        set_err(err, errlen, "advertisement key %zu is not a JWK", i);
-                        return NULL;
-                }
+                if (!json_is_object(k))
+                        return tc_fail(err, -EBADMSG, "advertisement key %zu is not a JWK", i);
                 if (jose_jwk_prm(NULL, k, true, "verify") && json_array_append(verifiers, k) < 0)
-                        return NULL;
+                        return tc_fail(err, -ENOMEM, "out of memory");
         }
-        if (json_array_size(verifiers) == 0) {
-                set_err(err, errlen, "advertisement has no signing key");
-                return NULL;
-        }
-        if (!jose_jws_ver(NULL, jws, NULL, verifiers, true)) {
-                set_err(err, errlen, "advertisement signature does not verify with every advertised signing key");
-                return NULL;
-        }
-        return json_incref(payload);
+        if (json_array_size(verifiers) == 0)
+                return tc_fail(err, -EBADMSG, "advertisement has no signing key");
+        if (!jose_jws_ver(NULL, jws, NULL, verifiers, true))
+                return tc_fail(err, -EBADMSG, "advertisement signature does not verify with every advertised signing key");
+        *ret = TAKE_PTR(payload);
+        return 0;
 }

@@ -6,22 +6,22 @@
 #include <jose/b64.h>
 #include <openssl/objects.h>
 
-static const struct {
-        const char *crv;
-        int nid;
-} curves[] = {
+static const struct ecpoint_curve curves[] = {
         { "P-256", NID_X9_62_prime256v1 },
         { "P-384", NID_secp384r1 },
         { "P-521", NID_secp521r1 },
 };
 
-int ecpoint_curve_nid(const char *crv) {
-        if (!crv)
-                return NID_undef;
-        for (size_t i = 0; i < ELEMENTSOF(curves); i++)
+const struct ecpoint_curve *ecpoint_curve(const char *crv) {
+        for (size_t i = 0; crv && i < ELEMENTSOF(curves); i++)
                 if (strcmp(crv, curves[i].crv) == 0)
-                        return curves[i].nid;
-        return NID_undef;
+                        return &curves[i];
+        return NULL;
+}
+
+int ecpoint_curve_nid(const char *crv) {
+        const struct ecpoint_curve *c = ecpoint_curve(crv);
+        return c ? c->nid : NID_undef;
 }
 
 size_t ecpoint_coord_len(const EC_GROUP *group) {
@@ -44,8 +44,8 @@ static BIGNUM *decode_coordinate(const char *b64, size_t len, size_t coord_len) 
 
 int ecpoint_decode(const EC_GROUP *group, const char *x_b64, size_t x_len,
                    const char *y_b64, size_t y_len, BN_CTX *ctx, EC_POINT **ret) {
-        _cleanup_(bn_clear_freep) BIGNUM *x = NULL, *y = NULL, *p = NULL;
-        _cleanup_(ec_point_freep) EC_POINT *point = NULL;
+        _cleanup_(BN_clear_freep) BIGNUM *x = NULL, *y = NULL, *p = NULL;
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *point = NULL;
         size_t coord_len = ecpoint_coord_len(group);
 
         x = decode_coordinate(x_b64, x_len, coord_len);
@@ -74,7 +74,7 @@ int ecpoint_decode(const EC_GROUP *group, const char *x_b64, size_t x_len,
 
 int ecpoint_encode(const EC_GROUP *group, const EC_POINT *point, BN_CTX *ctx,
                    char *x_b64, char *y_b64) {
-        _cleanup_(bn_clear_freep) BIGNUM *x = BN_new(), *y = BN_new();
+        _cleanup_(BN_clear_freep) BIGNUM *x = BN_new(), *y = BN_new();
         uint8_t buf[ECPOINT_MAX_COORD];
         size_t coord_len = ecpoint_coord_len(group);
 

@@ -10,7 +10,15 @@
 #define ECPOINT_MAX_COORD 66
 #define ECPOINT_MAX_B64 88
 
-/* JWK crv name -> OpenSSL NID, or NID_undef. */
+/* A curve we handle: its JWK name and OpenSSL's NID for it. */
+struct ecpoint_curve {
+        const char *crv;   /* "P-256", "P-384", "P-521": a static string */
+        int nid;
+};
+
+/* The curve a JWK's crv names, or NULL (crv NULL or unsupported). */
+const struct ecpoint_curve *ecpoint_curve(const char *crv);
+/* Its NID, or NID_undef. */
 int ecpoint_curve_nid(const char *crv);
 size_t ecpoint_coord_len(const EC_GROUP *group);
 

@@ -2,25 +2,15 @@
 #include "keyset.h"
 #include "cleanup.h"
 #include "harden.h"
+#include "util.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <jose/jwk.h>
 #include <openssl/rand.h>
-
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...) {
-        va_list ap;
-        if (err && errlen) {
-                va_start(ap, fmt);
-                vsnprintf(err, errlen, fmt, ap);
-                va_end(ap);
-        }
-        return r;
-}
 
 static bool is_valid_file_name(const char *name) {
         return name[0] && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
@@ -28,7 +18,7 @@ static bool is_valid_file_name(const char *name) {
 
 /* Writes jwk to dir/name through a temporary file: the final name appears
  * complete or not at all, never with more permissions than 0440. */
-static int write_key_atomically(int dfd, const char *name, const json_t *jwk, char *err, size_t errlen) {
+static int write_key_atomically(int dfd, const char *name, const json_t *jwk, struct tc_err *err) {
         /* Holds "d": wiped, whatever allocator jansson has. */
         _cleanup_erase_free_ char *text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
         char tmp[64];
@@ -36,15 +26,15 @@ static int write_key_atomically(int dfd, const char *name, const json_t *jwk, ch
         struct stat dst;
 
         if (!text)
-                return fail(err, errlen, -ENOMEM, "cannot serialize key");
+                return tc_fail(err, -ENOMEM, "cannot serialize key");
         if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-                return fail(err, errlen, -EIO, "no randomness for a temporary name");
+                return tc_fail(err, -EIO, "no randomness for a temporary name");
         snprintf(tmp, sizeof(tmp), ".tether-new-%02x%02x%02x%02x%02x%02x%02x%02x.tmp",
                  rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
 
         _cleanup_close_ int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0440);
         if (fd < 0)
-                return fail(err, errlen, -errno, "cannot create a file in the key directory: %s", strerror(errno));
+                return tc_fail(err, -errno, "cannot create a file in the key directory: %s", strerror(errno));
 
         int r = 0;
         size_t len = strlen(text), off = 0;
@@ -53,7 +43,7 @@ static int write_key_atomically(int dfd, const char *name, const json_t *jwk, ch
                 if (w < 0) {
                         if (errno == EINTR)
                                 continue;
-                        r = fail(err, errlen, -errno, "cannot write %s: %s", name, strerror(errno));
+                        r = tc_fail(err, -errno, "cannot write %s: %s", name, strerror(errno));
                         goto undo;
                 }
                 off += (size_t) w;
@@ -63,11 +53,11 @@ static int write_key_atomically(int dfd, const char *name, const json_t *jwk, ch
         if (fstat(dfd, &dst) == 0 && geteuid() == 0 && (dst.st_uid != 0 || dst.st_gid != 0))
                 (void) fchown(fd, dst.st_uid, dst.st_gid);
         if (fchmod(fd, 0440) < 0 || fsync(fd) < 0) {
-                r = fail(err, errlen, -errno, "cannot write %s: %s", name, strerror(errno));
+                r = tc_fail(err, -errno, "cannot write %s: %s", name, strerror(errno));
                 goto undo;
         }
         if (renameat2(dfd, tmp, dfd, name, RENAME_NOREPLACE) < 0) {
-                r = fail(err, errlen, -errno, "cannot create %s: %s", name, strerror(errno));
+                r = tc_fail(err, -errno, "cannot create %s: %s", name, strerror(errno));
                 goto undo;
         }
         return 0;
@@ -77,34 +67,27 @@ undo:
 }
 
 static json_t *generate(const char *alg) {
-        json_t *jwk = json_pack("{s:s}", "alg", alg);
-        if (!jwk)
-                return NULL;
-        if (!jose_jwk_gen(NULL, jwk)) {
-                json_decref(jwk);
-                return NULL;
-        }
-        return jwk;
+        json_auto_t *jwk = json_pack("{s:s}", "alg", alg);
+        return jwk && jose_jwk_gen(NULL, jwk) ? json_incref(jwk) : NULL;
 }
 
-static int make_one(int dfd, const char *alg, const char *name, char **out, char *err, size_t errlen) {
+static int make_one(int dfd, const char *alg, const char *name, char **out, struct tc_err *err) {
         json_auto_t *jwk = generate(alg);
         _cleanup_free_ char *file = NULL;
 
         if (!jwk)
-                return fail(err, errlen, -EIO, "cannot generate a %s key", alg);
+                return tc_fail(err, -EIO, "cannot generate a %s key", alg);
         if (name) {
                 if (!is_valid_file_name(name))
-                        return fail(err, errlen, -EINVAL, "invalid key file name '%s'", name);
-                size_t len = strlen(name);
-                if (asprintf(&file, len >= 4 && strcmp(name + len - 4, ".jwk") == 0 ? "%s" : "%s.jwk", name) < 0)
-                        return -ENOMEM;
+                        return tc_fail(err, -EINVAL, "invalid key file name '%s'", name);
+                if (asprintf(&file, tc_has_suffix(name, ".jwk") ? "%s" : "%s.jwk", name) < 0)
+                        return tc_fail(err, -ENOMEM, "out of memory");
         } else {
                 _cleanup_free_ char *thp = tk_thumbprint(jwk, "S256");
                 if (!thp || asprintf(&file, "%s.jwk", thp) < 0)
-                        return fail(err, errlen, -ENOMEM, "cannot compute a thumbprint");
+                        return tc_fail(err, -ENOMEM, "cannot compute a thumbprint");
         }
-        int r = write_key_atomically(dfd, file, jwk, err, errlen);
+        int r = write_key_atomically(dfd, file, jwk, err);
         if (r < 0)
                 return r;
         *out = TAKE_PTR(file);
@@ -112,24 +95,24 @@ static int make_one(int dfd, const char *alg, const char *name, char **out, char
 }
 
 int tk_keygen_pair(const char *dir, const char *sig_name, const char *exc_name,
-                   char **sig_out, char **exc_out, char *err, size_t errlen) {
+                   char **sig_out, char **exc_out, struct tc_err *err) {
         _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         _cleanup_free_ char *sig = NULL, *exc = NULL;
         int r;
 
         if (dfd < 0)
-                return fail(err, errlen, -errno, "cannot open key directory %s: %s", dir, strerror(errno));
-        r = make_one(dfd, "ES512", sig_name, &sig, err, errlen);
+                return tc_fail(err, -errno, "cannot open key directory %s: %s", dir, strerror(errno));
+        r = make_one(dfd, "ES512", sig_name, &sig, err);
         if (r < 0)
                 return r;
-        r = make_one(dfd, "ECMR", exc_name, &exc, err, errlen);
+        r = make_one(dfd, "ECMR", exc_name, &exc, err);
         if (r < 0) {
                 /* A lone signing key would be advertised with no exchange key. */
                 (void) unlinkat(dfd, sig, 0);
                 return r;
         }
         if (fsync(dfd) < 0)
-                return fail(err, errlen, -errno, "cannot sync key directory %s: %s", dir, strerror(errno));
+                return tc_fail(err, -errno, "cannot sync key directory %s: %s", dir, strerror(errno));
         if (sig_out)
                 *sig_out = TAKE_PTR(sig);
         if (exc_out)
@@ -179,8 +162,7 @@ static int advertised_names(DIR *d, char ***ret, size_t *n_ret) {
         struct dirent *de;
 
         while ((de = readdir(d))) {
-                size_t len = strlen(de->d_name);
-                if (de->d_name[0] == '.' || len < 4 || strcmp(de->d_name + len - 4, ".jwk") != 0)
+                if (de->d_name[0] == '.' || !tc_has_suffix(de->d_name, ".jwk"))
                         continue;
                 char **nn = realloc(names, (n + 1) * sizeof(*names));
                 if (!nn) {
@@ -214,7 +196,7 @@ static int undo_rotation(int dfd, const struct tk_rotation *rot) {
         return r;
 }
 
-int tk_rotate_keys(const char *dir, struct tk_rotation *rot, char *err, size_t errlen) {
+int tk_rotate_keys(const char *dir, struct tk_rotation *rot, struct tc_err *err) {
         _cleanup_closedir_ DIR *d = opendir(dir);
         char **old = NULL;
         size_t n_old = 0;
@@ -222,20 +204,20 @@ int tk_rotate_keys(const char *dir, struct tk_rotation *rot, char *err, size_t e
 
         *rot = (struct tk_rotation) {};
         if (!d)
-                return fail(err, errlen, -errno, "cannot open key directory %s: %s", dir, strerror(errno));
+                return tc_fail(err, -errno, "cannot open key directory %s: %s", dir, strerror(errno));
         /* Remember what is advertised now; those are the keys to hide. */
         r = advertised_names(d, &old, &n_old);
         if (r < 0)
-                return fail(err, errlen, r, "out of memory");
+                return tc_fail(err, r, "out of memory");
         rot->hidden_from = calloc(n_old + 1, sizeof(char *));
         rot->hidden_to = calloc(n_old + 1, sizeof(char *));
         if (!rot->hidden_from || !rot->hidden_to) {
                 free_names(old, n_old);
                 tk_rotation_clear(rot);
-                return fail(err, errlen, -ENOMEM, "out of memory");
+                return tc_fail(err, -ENOMEM, "out of memory");
         }
 
-        r = tk_keygen_pair(dir, NULL, NULL, &rot->sig, &rot->exc, err, errlen);
+        r = tk_keygen_pair(dir, NULL, NULL, &rot->sig, &rot->exc, err);
         if (r < 0) {
                 free_names(old, n_old);
                 tk_rotation_clear(rot);
@@ -261,24 +243,24 @@ int tk_rotate_keys(const char *dir, struct tk_rotation *rot, char *err, size_t e
                 }
                 int u = undo_rotation(dirfd(d), rot);
                 if (u == 0)
-                        fail(err, errlen, r, "cannot hide %s: %s; new keys removed again, nothing changed",
-                             old[i], strerror(-r));
+                        tc_fail(err, r, "cannot hide %s: %s; new keys removed again, nothing changed",
+                                old[i], strerror(-r));
                 else
-                        fail(err, errlen, r, "cannot hide %s: %s, and undoing failed (%s): new keys %s and %s "
-                             "exist, %zu old key(s) hidden", old[i], strerror(-r), strerror(-u), rot->sig,
-                             rot->exc, rot->n_hidden);
+                        tc_fail(err, r, "cannot hide %s: %s, and undoing failed (%s): new keys %s and %s "
+                                "exist, %zu old key(s) hidden", old[i], strerror(-r), strerror(-u), rot->sig,
+                                rot->exc, rot->n_hidden);
         }
         free_names(old, n_old);
         if (r == 0 && fsync(dirfd(d)) < 0)
-                r = fail(err, errlen, -errno, "cannot sync key directory %s: %s", dir, strerror(errno));
+                r = tc_fail(err, -errno, "cannot sync key directory %s: %s", dir, strerror(errno));
         if (r < 0)
                 tk_rotation_clear(rot);
         return r;
 }
 
-int tk_rotate(const char *dir, char *err, size_t errlen) {
+int tk_rotate(const char *dir, struct tc_err *err) {
         struct tk_rotation rot;
-        int r = tk_rotate_keys(dir, &rot, err, errlen);
+        int r = tk_rotate_keys(dir, &rot, err);
         tk_rotation_clear(&rot);
         return r;
 }

@@ -3,6 +3,7 @@
 #include "cleanup.h"
 #include "ecpoint.h"
 #include "harden.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,7 +12,6 @@
 #include <sys/stat.h>
 #include <jose/b64.h>
 #include <jose/jwk.h>
-#include <openssl/crypto.h>
 #include <openssl/objects.h>
 
 const char *const tk_hash_names[TK_HASH_COUNT] = { "S1", "S224", "S256", "S384", "S512" };
@@ -69,11 +69,12 @@ static void ecmr_key_free(struct tk_ecmr_key *k) {
  * the published point. Afterwards /rec and signing trust it. */
 static int ecmr_key_prepare(const json_t *jwk, struct tk_ecmr_key **ret) {
         const char *crv = NULL, *x = NULL, *y = NULL, *d = NULL;
-        _cleanup_(ec_group_freep) EC_GROUP *group = NULL;
-        _cleanup_(bn_ctx_freep) BN_CTX *ctx = BN_CTX_new();
-        _cleanup_(ec_point_freep) EC_POINT *pub = NULL, *check = NULL;
-        _cleanup_(bn_clear_freep) BIGNUM *scalar = NULL;
+        _cleanup_(EC_GROUP_freep) EC_GROUP *group = NULL;
+        _cleanup_(BN_CTX_freep) BN_CTX *ctx = BN_CTX_new();
+        _cleanup_(EC_POINT_clear_freep) EC_POINT *pub = NULL, *check = NULL;
+        _cleanup_(BN_clear_freep) BIGNUM *scalar = NULL;
         uint8_t buf[ECPOINT_MAX_COORD];
+        TC_CLEANUP_ERASE(buf);
         int r;
 
         if (!ctx)
@@ -100,12 +101,9 @@ static int ecmr_key_prepare(const json_t *jwk, struct tk_ecmr_key **ret) {
         if (jose_b64_dec_buf(d, strlen(d), buf, sizeof(buf)) != n)
                 return -EINVAL;
         scalar = BN_secure_new();
-        if (!scalar) {
-                OPENSSL_cleanse(buf, sizeof(buf));
+        if (!scalar)
                 return -ENOMEM;
-        }
         BN_bin2bn(buf, (int) n, scalar);
-        OPENSSL_cleanse(buf, sizeof(buf));
         BN_set_flags(scalar, BN_FLG_CONSTTIME);
 
         if (BN_is_zero(scalar) || BN_cmp(scalar, EC_GROUP_get0_order(group)) >= 0)
@@ -172,9 +170,8 @@ size_t tk_keyset_count(const struct tk_keyset *ks, enum tk_role role, bool hidde
 }
 
 static bool is_key_file_name(const char *name) {
-        size_t len = strlen(name);
         /* ".jwk" alone is a hidden file with an empty name, as tang sees it. */
-        return len >= 4 && strcmp(name + len - 4, ".jwk") == 0;
+        return tc_has_suffix(name, ".jwk");
 }
 
 static void file_id_set(struct tk_file_id *id, const struct stat *st) {
@@ -188,69 +185,48 @@ static bool file_id_equal(const struct tk_file_id *a, const struct tk_file_id *b
                a->ctime.tv_nsec == b->ctime.tv_nsec;
 }
 
-/* On failure *reason says why, and the return value is -ENOMEM when the
- * file may well hold a key that memory was lacking to read: such a file
- * must fail the load, not be skipped as if it were invalid. */
-static json_t *read_key_file(int dirfd, const char *name, struct tk_file_id *id, const char **reason, int *r) {
+/* Reads and parses one key file into *ret. A file that holds no key gives a
+ * negative errno and why says what is wrong with it; -ENOMEM means the file
+ * may well hold a key that memory was lacking to read: such a file must fail
+ * the load, not be skipped as if it were invalid. */
+static int read_key_file(int dirfd, const char *name, struct tk_file_id *id, json_t **ret, struct tc_err *why) {
         /* Like tang, follow symbolic links, but only to regular files;
          * O_NONBLOCK keeps a FIFO planted in the directory from hanging us. */
         _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         struct stat st;
 
-        if (fd < 0) {
-                *reason = errno == EACCES ? "is not readable (permission denied)" : "cannot be opened";
-                return NULL;
-        }
-        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-                *reason = "is not a regular file";
-                return NULL;
-        }
-        if (st.st_size == 0) {
-                *reason = "is empty";
-                return NULL;
-        }
-        if (st.st_size > KEY_FILE_MAX) {
-                *reason = "is too large to be a key";
-                return NULL;
-        }
+        if (fd < 0)
+                return tc_fail(why, -errno, errno == EACCES ? "is not readable (permission denied)" : "cannot be opened");
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return tc_fail(why, -EINVAL, "is not a regular file");
+        if (st.st_size == 0)
+                return tc_fail(why, -ENODATA, "is empty");
+        if (st.st_size > KEY_FILE_MAX)
+                return tc_fail(why, -EFBIG, "is too large to be a key");
         file_id_set(id, &st);
         /* read(2) into a buffer wiped after parsing: a stdio buffer would
          * keep the private key in freed memory. */
         _cleanup_erase_free_ char *text = malloc(st.st_size);
         size_t len = 0;
-        if (!text) {
-                *r = -ENOMEM;
-                *reason = "cannot be read (out of memory)";
-                return NULL;
-        }
+        if (!text)
+                return tc_fail(why, -ENOMEM, "cannot be read (out of memory)");
         while (len < (size_t) st.st_size) {
                 ssize_t n = read(fd, text + len, st.st_size - len);
                 if (n < 0 && errno == EINTR)
                         continue;
-                if (n < 0) {
-                        *reason = "cannot be read";
-                        return NULL;
-                }
+                if (n < 0)
+                        return tc_fail(why, -errno, "cannot be read");
                 if (n == 0)
                         break;
                 len += n;
         }
         json_error_t jerr;
         json_t *json = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-        if (!json) {
-                *r = json_error_code(&jerr) == json_error_out_of_memory ? -ENOMEM : 0;
-                *reason = "is not valid JSON";
-        }
-        return json;
-}
-
-static const char *key_rejection(const char *what, int r) {
-        static __thread char msg[128];
-        const char *why = r == -EPROTONOSUPPORT ? "that is not an EC key"
-                        : r == -EOPNOTSUPP     ? "on an unsupported curve"
-                                               : "whose private part is missing or does not match its public point";
-        snprintf(msg, sizeof(msg), "is %s %s", what, why);
-        return msg;
+        if (!json)
+                return tc_fail(why, json_error_code(&jerr) == json_error_out_of_memory ? -ENOMEM : -EINVAL,
+                               "is not valid JSON");
+        *ret = json;
+        return 0;
 }
 
 /* Whether jwk has the members its thumbprint is computed from (RFC 7638):
@@ -273,20 +249,19 @@ static bool has_thumbprint_members(const json_t *jwk) {
         return false;
 }
 
-static int key_init(struct tk_key *k, const char *name, json_t *jwk, const char **reason) {
+static int key_init(struct tk_key *k, const char *name, json_t *jwk, struct tc_err *why) {
         k->jwk = jwk;
         k->file = strdup(name);
         if (!k->file)
-                return -ENOMEM;
+                return tc_fail(why, -ENOMEM, "cannot be loaded (out of memory)");
         k->hidden = name[0] == '.';
         k->role = classify(jwk);
         k->crv = json_string_value(json_object_get(jwk, "crv"));
         for (size_t h = 0; h < TK_HASH_COUNT; h++) {
                 k->thp[h] = tk_thumbprint(jwk, tk_hash_names[h]);
-                if (!k->thp[h]) {
-                        *reason = "is not a JWK with a thumbprint";
-                        return has_thumbprint_members(jwk) ? -ENOMEM : -EINVAL;
-                }
+                if (!k->thp[h])
+                        return tc_fail(why, has_thumbprint_members(jwk) ? -ENOMEM : -EINVAL,
+                                       "is not a JWK with a thumbprint");
         }
         bool exchange = tk_key_allows_recovery(jwk);
         if (!exchange && k->role != TK_ROLE_SIGNING)
@@ -295,10 +270,11 @@ static int key_init(struct tk_key *k, const char *name, json_t *jwk, const char 
          * key cannot make every later /adv or /rec fail. */
         struct tk_ecmr_key *ec = NULL;
         int r = ecmr_key_prepare(jwk, &ec);
-        if (r < 0) {
-                *reason = key_rejection(exchange ? "an exchange key" : "a signing key", r);
-                return r;
-        }
+        if (r < 0)
+                return tc_fail(why, r, "is %s %s", exchange ? "an exchange key" : "a signing key",
+                               r == -EPROTONOSUPPORT ? "that is not an EC key"
+                               : r == -EOPNOTSUPP    ? "on an unsupported curve"
+                                                     : "whose private part is missing or does not match its public point");
         if (exchange)
                 k->ecmr = ec;
         else
@@ -349,22 +325,22 @@ static int cmp_names(const void *a, const void *b) {
         return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-int tk_keyset_add(struct tk_keyset *ks, const char *name, json_t *jwk, const char **reason) {
+int tk_keyset_add(struct tk_keyset *ks, const char *name, json_t *jwk, struct tc_err *err) {
         size_t pos = 0;
         while (pos < ks->n_keys && strcmp(ks->keys[pos].file, name) < 0)
                 pos++;
         if (pos < ks->n_keys && strcmp(ks->keys[pos].file, name) == 0) {
                 json_decref(jwk);
-                return -EEXIST;
+                return tc_fail(err, -EEXIST, "is in the set already");
         }
         struct tk_key *keys = realloc(ks->keys, (ks->n_keys + 1) * sizeof(*keys));
         if (!keys) {
                 json_decref(jwk);
-                return -ENOMEM;
+                return tc_fail(err, -ENOMEM, "cannot be loaded (out of memory)");
         }
         ks->keys = keys;
         struct tk_key k = {};
-        int r = key_init(&k, name, jwk, reason);
+        int r = key_init(&k, name, jwk, err);
         if (r < 0) {
                 key_clear(&k);
                 return r;
@@ -437,7 +413,7 @@ int tk_keyset_load_reusing(const char *dir, const struct tk_keyset *prev, tk_war
                 goto out;
         }
         for (size_t i = 0; i < n_names; i++) {
-                const char *reason = NULL;
+                struct tc_err why = {};
                 const struct tk_key *same = unchanged_key(prev, dirfd(d), names[i]);
                 if (same) {
                         r = key_copy(&ks->keys[ks->n_keys], same);
@@ -451,24 +427,27 @@ int tk_keyset_load_reusing(const char *dir, const struct tk_keyset *prev, tk_war
                         continue;
                 }
                 struct tk_file_id id = {};
-                json_t *jwk = read_key_file(dirfd(d), names[i], &id, &reason, &r);
-                if (r < 0)
+                json_t *jwk = NULL;
+                r = read_key_file(dirfd(d), names[i], &id, &jwk, &why);
+                if (r == -ENOMEM)
                         goto out;
-                if (!jwk) {
+                if (r < 0) {
                         if (warn)
-                                warn(userdata, names[i], reason);
+                                warn(userdata, names[i], &why);
+                        r = 0;
                         continue;
                 }
                 if (names[i][0] != '.')
                         ks->n_advertised_files++;
                 if (!json_is_object(jwk)) {
                         json_decref(jwk);
+                        tc_fail(&why, -EINVAL, "is not a JSON object");
                         if (warn)
-                                warn(userdata, names[i], "is not a JSON object");
+                                warn(userdata, names[i], &why);
                         continue;
                 }
                 struct tk_key *k = &ks->keys[ks->n_keys];
-                r = key_init(k, names[i], jwk, &reason);
+                r = key_init(k, names[i], jwk, &why);
                 if (r < 0) {
                         /* Not counted in n_keys: the set would not free it. */
                         key_clear(k);
@@ -476,7 +455,7 @@ int tk_keyset_load_reusing(const char *dir, const struct tk_keyset *prev, tk_war
                         if (r == -ENOMEM)
                                 goto out;
                         if (warn)
-                                warn(userdata, names[i], reason);
+                                warn(userdata, names[i], &why);
                         r = 0;
                         continue;
                 }

@@ -1,8 +1,10 @@
 /* The key directory: Tang's on-disk format, loaded once into typed structs.
  *
  * Used by tetherd (to serve) and tether-keys (to administer). Nothing here
- * prints or exits: problems with single files are reported through a warning
- * callback, failures through a negative errno plus a message buffer. */
+ * prints or exits: failures are a negative errno plus, where there is more
+ * to say than the errno, a message in a struct tc_err (base/err.h); files
+ * skipped while loading are reported through a warning callback, with a
+ * message built the same way. */
 #pragma once
 
 #include <stdbool.h>
@@ -11,6 +13,9 @@
 #include <sys/types.h>
 #include <jansson.h>
 #include <openssl/ec.h>
+
+#include "cleanup.h"
+#include "err.h"
 
 /* Every key is findable by each of these thumbprint hashes (old clevis
  * bindings carry S1 kids). */
@@ -60,7 +65,14 @@ struct tk_keyset {
         size_t n_advertised_files;       /* advertised *.jwk files holding JSON, as tang counts */
 };
 
-typedef void (*tk_warn_fn)(void *userdata, const char *file, const char *reason);
+/* A file skipped is no failure: the load goes on, so there is nothing to
+ * return it with. The callback hears of each one as it is met and decides
+ * whether to log, print or collect it. why is built by tc_fail like every
+ * message of this library (escaped, a tc_err the caller may keep or wrap)
+ * and says what is wrong as the words that follow the file's name ("is not
+ * valid JSON"): the name comes apart, because callers show names their own
+ * way (tetherd's log turns unsafe bytes into '?'). */
+typedef void (*tk_warn_fn)(void *userdata, const char *file, const struct tc_err *why);
 
 /* Loads every *.jwk file of dir. Invalid files are skipped and reported
  * through warn (may be NULL). Returns 0 or a negative errno (directory
@@ -75,9 +87,10 @@ void tk_keyset_free(struct tk_keyset *ks);
 /* Adds jwk (taken over, also on failure) as the key of file name, checked as
  * a loaded file is, keeping the set sorted by name: for a server that keeps
  * serving a key whose file it can no longer read. -EEXIST when name is
- * already in the set; other failures set reason. */
-int tk_keyset_add(struct tk_keyset *ks, const char *name, json_t *jwk, const char **reason);
-static inline void tk_keyset_freep(struct tk_keyset **ks) { tk_keyset_free(*ks); }
+ * already in the set. err says what is wrong with the key as tk_warn_fn's
+ * why does ("is an exchange key whose ..."). */
+int tk_keyset_add(struct tk_keyset *ks, const char *name, json_t *jwk, struct tc_err *err);
+TC_DEFINE_CLEANUP(struct tk_keyset *, tk_keyset_free)
 
 /* Whether /rec may use this key the way tang decides it: key_ops or use must
  * explicitly allow deriveKey, it must have "d", alg absent or ECMR. */
@@ -93,7 +106,7 @@ char *tk_thumbprint(const json_t *jwk, const char *hash);
  * umask 0337. Names default to the S256 thumbprints. On failure nothing is
  * left behind. The created file names go to sig_out/exc_out when not NULL. */
 int tk_keygen_pair(const char *dir, const char *sig_name, const char *exc_name,
-                   char **sig_out, char **exc_out, char *err, size_t errlen);
+                   char **sig_out, char **exc_out, struct tc_err *err);
 
 /* What a rotation did: the new pair's files and, for each advertised key,
  * the hidden name it got. */
@@ -109,15 +122,15 @@ void tk_rotation_clear(struct tk_rotation *rot);
  * overwritten), so the directory never lacks an advertised pair. When a key
  * cannot be hidden, the rotation is undone (the new pair removed, the keys
  * already hidden renamed back) and err says whether that worked. */
-int tk_rotate_keys(const char *dir, struct tk_rotation *rot, char *err, size_t errlen);
+int tk_rotate_keys(const char *dir, struct tk_rotation *rot, struct tc_err *err);
 /* The same, for callers that need not know the names. */
-int tk_rotate(const char *dir, char *err, size_t errlen);
+int tk_rotate(const char *dir, struct tc_err *err);
 
 /* Builds the advertisement payload {"keys":[public advertised keys]} and
  * signs it with every advertised signing key plus extra_signer (may be NULL).
  * Returns the JWS (flattened with one signature, general with several). */
 json_t *tk_adv_sign(const struct tk_keyset *ks, const json_t *extra_signer);
 
-/* Verifies that every verify-key of the JWS payload signed it; returns the
- * payload's key set or NULL with a message in err. */
-json_t *tk_adv_verify(const json_t *jws, char *err, size_t errlen);
+/* Verifies that every verify-key of the JWS payload signed it; the payload's
+ * key set goes to *ret. -EBADMSG when jws is no such advertisement. */
+int tk_adv_verify(const json_t *jws, json_t **ret, struct tc_err *err);

@@ -2,6 +2,7 @@
 #include "cleanup.h"
 #include "log.h"
 #include "routes.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -123,14 +124,10 @@ static void format_address(const struct sockaddr *sa, char *buf, size_t len) {
 
 static void format_peer(struct MHD_Connection *conn, char *buf, size_t len) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        snprintf(buf, len, "-");
-        if (!ci || !ci->client_addr)
-                return;
-        const struct sockaddr *sa = ci->client_addr;
-        if (sa->sa_family == AF_INET)
-                inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, buf, (socklen_t) len);
-        else if (sa->sa_family == AF_INET6)
-                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, buf, (socklen_t) len);
+        if (ci && ci->client_addr)
+                format_address(ci->client_addr, buf, len);
+        else
+                snprintf(buf, len, "-");
 }
 
 static void log_request(struct MHD_Connection *conn, const struct request *req) {
@@ -146,12 +143,6 @@ static void log_request(struct MHD_Connection *conn, const struct request *req) 
                  log_sanitize(path, sizeof(path), req->target, false), req->status, us);
 }
 
-static int64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A request is answered: the connection's next request, if it keeps the
  * connection alive, has the idle timeout to start and the request timeout
  * to arrive. Starting that deadline now rather than at the next request's
@@ -164,7 +155,7 @@ static void deadline_renew(struct httpd *h, struct MHD_Connection *conn) {
         struct conn *c = ci ? ci->socket_context : NULL;
         if (!c)
                 return;
-        int64_t deadline = now_ms() + ((int64_t) h->cfg->timeout_s + h->cfg->request_timeout_s) * 1000;
+        int64_t deadline = tc_now_ms() + ((int64_t) h->cfg->timeout_s + h->cfg->request_timeout_s) * 1000;
         pthread_mutex_lock(&h->lock);
         c->deadline_ms = deadline;
         pthread_mutex_unlock(&h->lock);
@@ -283,7 +274,7 @@ static bool refusal_note(struct refusals *r, const char *client, const char *wha
                 r->one_client = r->n == 0;
         snprintf(r->client, sizeof(r->client), "%s", client);
         r->n++;
-        int64_t now = now_ms();
+        int64_t now = tc_now_ms();
         if (now < r->next_log_ms)
                 return false;
         if (r->one_client)
@@ -356,7 +347,7 @@ static void conn_started(struct httpd *h, struct MHD_Connection *conn, void **so
         c->fd = ci->connect_fd;
         c->counted = counted;
         if (h->cfg->request_timeout_s > 0)
-                c->deadline_ms = now_ms() + (int64_t) h->cfg->request_timeout_s * 1000;
+                c->deadline_ms = tc_now_ms() + (int64_t) h->cfg->request_timeout_s * 1000;
         pthread_mutex_lock(&h->lock);
         c->next = h->conns;
         if (h->conns)
@@ -410,7 +401,7 @@ static void *reaper_main(void *arg) {
 
         pthread_mutex_lock(&h->lock);
         while (!h->stopping) {
-                int64_t now = now_ms();
+                int64_t now = tc_now_ms();
                 unsigned cut = 0;
                 for (struct conn *c = h->conns; c; c = c->next)
                         if (!c->cut && c->deadline_ms != 0 && now >= c->deadline_ms) {
@@ -625,27 +616,28 @@ static bool head_size_accounted(struct MHD_Connection *conn, const char *head, c
  * malformed Content-Length, Transfer-Encoding other than a single "chunked",
  * both headers at once, any header line of another shape than the plain one
  * (see struct framing), an HTTP/1.1 request without exactly one Host (RFC
- * 9112 3.2). Returns 0 or the status to answer. */
+ * 9112 3.2). Returns 0, -EMSGSIZE for a body over TANG_MAX_BODY (413), or
+ * -EBADMSG (400). */
 static int framing_check(struct MHD_Connection *conn, const char *method, const char *url, const char *version) {
         struct framing f = { .next_line = request_line_end(method, url, version) };
 
         if (!f.next_line)
-                return 400;
+                return -EBADMSG;
         MHD_get_connection_values_n(conn, MHD_HEADER_KIND, framing_header, &f);
         /* The blank line that ends the block: CR LF too. Its second byte is
          * inside libmicrohttpd's read buffer even after a bare LF: the buffer
          * is larger than what was received, the header list being allocated
          * from the other end of the same pool. */
         if (f.malformed || f.next_line[0] != '\0' || f.next_line[1] != '\0')
-                return 400;
+                return -EBADMSG;
         if (!head_size_accounted(conn, method, f.next_line + 2))
-                return 400;
+                return -EBADMSG;
         if (f.bad || f.content_lengths > 1 || f.transfer_encodings > 1 || (f.content_lengths && f.transfer_encodings))
-                return 400;
+                return -EBADMSG;
         if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 && f.hosts != 1)
-                return 400;
+                return -EBADMSG;
         if (f.content_lengths && f.content_length > TANG_MAX_BODY)
-                return 413;
+                return -EMSGSIZE;
         return 0;
 }
 
@@ -690,11 +682,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!req->routed) {
                 req->routed = true;
                 req->method = method;
-                int status = framing_check(conn, method, url, version);
-                if (status == 0 && !target_sound(req, url, version))
-                        status = 400;
-                if (status != 0)
-                        return respond_error(conn, req, status);
+                int r = framing_check(conn, method, url, version);
+                if (r == 0 && !target_sound(req, url, version))
+                        r = -EBADMSG;
+                if (r < 0)
+                        return respond_error(conn, req, r == -EMSGSIZE ? 413 : 400);
                 if (req->target_len > TANG_MAX_URI)
                         return respond_error(conn, req, 414);
                 route_match(h->cfg->prefix, method, origin_form(req->target), &req->route);
@@ -756,7 +748,7 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap) {
          * at most one line a second, counting them. */
         if (strstr(msg, "reached connection limit")) {
                 struct httpd *h = cls;
-                int64_t now = now_ms();
+                int64_t now = tc_now_ms();
                 pthread_mutex_lock(&h->lock);
                 unsigned n = ++h->refused;
                 bool say = now >= h->refused_log_ms;
@@ -774,12 +766,12 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap) {
 }
 
 int httpd_start(const struct httpd_config *cfg, struct httpd_limits *limits, struct keystore *ks, int listen_fd,
-                int conn_fd, int closed_eventfd, struct httpd **ret) {
+                int conn_fd, int closed_eventfd, struct httpd **ret, struct tc_err *err) {
         struct httpd *h = calloc(1, sizeof(*h));
         unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
 
         if (!h)
-                return -ENOMEM;
+                return tc_fail(err, -ENOMEM, "cannot start the HTTP server: %s", strerror(ENOMEM));
         h->cfg = cfg;
         h->ks = ks;
         h->limits = listen_fd >= 0 ? limits : NULL;
@@ -787,7 +779,7 @@ int httpd_start(const struct httpd_config *cfg, struct httpd_limits *limits, str
         int r = reaper_start(h);
         if (r < 0) {
                 httpd_free(h);
-                return r;
+                return tc_fail(err, r, "cannot start the HTTP server: %s", strerror(-r));
         }
         if (listen_fd < 0)
                 flags |= MHD_USE_NO_LISTEN_SOCKET;
@@ -819,7 +811,8 @@ int httpd_start(const struct httpd_config *cfg, struct httpd_limits *limits, str
         h->daemon = MHD_start_daemon(flags, 0, h->limits ? on_accept : NULL, h, on_request, h, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
         if (!h->daemon) {
                 httpd_free(h);
-                return -EIO;
+                /* It has logged why, through on_mhd_error. */
+                return tc_fail(err, -EIO, "cannot start the HTTP server");
         }
         if (conn_fd >= 0) {
                 struct sockaddr_storage ss;
@@ -828,7 +821,7 @@ int httpd_start(const struct httpd_config *cfg, struct httpd_limits *limits, str
                     MHD_add_connection(h->daemon, conn_fd, (struct sockaddr *) &ss, len) != MHD_YES) {
                         MHD_stop_daemon(h->daemon);
                         httpd_free(h);
-                        return -ENOTSOCK;
+                        return tc_fail(err, -ENOTSOCK, "cannot start the HTTP server: stdin is not a connected socket");
                 }
         }
         *ret = h;

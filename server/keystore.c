@@ -1,6 +1,7 @@
 #include "keystore.h"
 #include "cleanup.h"
 #include "log.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,7 +13,6 @@
 #include <libgen.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
-#include <time.h>
 
 /* The parent directory, for the key directory's name coming back. */
 #define PARENT_MASK (IN_CREATE | IN_MOVED_TO | IN_ONLYDIR)
@@ -77,12 +77,6 @@ struct keystore {
         int64_t removals_began_ms;   /* the first loss of the run keys_gone_ms ends */
         bool other_dir;              /* the next set published is of a new directory */
 };
-
-static int64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Every line of the keystore goes through here: key file names and the
  * directory are anybody's bytes (a file named "a\n...\e[31m.jwk"), and
@@ -165,10 +159,8 @@ static int file_unreadable(const struct keystore *ks, const char *file, int *ope
         return S_ISREG(st.st_mode) ? err : 0;
 }
 
-/* The key loaded from file in the set being served; called with reload_lock
- * held, so that the set cannot change meanwhile. */
-static const struct tk_key *served_key(const struct keystore *ks, const char *file) {
-        const struct tk_keyset *set = ks->current->ks;
+/* The key of set loaded from file, or NULL. */
+static const struct tk_key *find_file(const struct tk_keyset *set, const char *file) {
         for (size_t i = 0; i < set->n_keys; i++)
                 if (strcmp(set->keys[i].file, file) == 0)
                         return &set->keys[i];
@@ -205,16 +197,16 @@ static void note_unreadable_kid(struct keystore *ks, const char *file) {
                 ks->n_unreadable_advertised++;
 }
 
-static void warn_file(void *userdata, const char *file, const char *reason) {
+static void warn_file(void *userdata, const char *file, const struct tc_err *why) {
         struct keystore *ks = userdata;
         int open_err, err = file_unreadable(ks, file, &open_err);
 
         if (err == 0 && open_err != 0)
-                warn_once(ks, "key directory %s: %s %s (%s), skipped: not a key file", ks->dir, file, reason,
+                warn_once(ks, "key directory %s: %s %s (%s), skipped: not a key file", ks->dir, file, why->msg,
                           strerror(open_err));
         else if (err == 0)
-                warn_once(ks, "key directory %s: %s %s, skipped", ks->dir, file, reason);
-        else if (!served_key(ks, file)) {
+                warn_once(ks, "key directory %s: %s %s, skipped", ks->dir, file, why->msg);
+        else if (!find_file(ks->current->ks, file)) {   /* reload_lock held: current stays */
                 warn_once(ks, "key directory %s: %s cannot be read: %s; skipped, but counted as present (no key is "
                           "created in its place; /rec for it answers 503): chown or chmod it so that uid %u can "
                           "read it", ks->dir, file, strerror(err), (unsigned) geteuid());
@@ -232,20 +224,17 @@ static int keep_unreadable_keys(struct keystore *ks, struct tk_keyset *set) {
 
         for (size_t i = 0; i < old->n_keys; i++) {
                 const struct tk_key *k = &old->keys[i];
-                const char *reason = "cannot be copied";
-                bool loaded = false;
-                for (size_t j = 0; j < set->n_keys && !loaded; j++)
-                        loaded = strcmp(set->keys[j].file, k->file) == 0;
-                int open_err, err = loaded ? 0 : file_unreadable(ks, k->file, &open_err);
+                struct tc_err why = {};
+                int open_err, err = find_file(set, k->file) ? 0 : file_unreadable(ks, k->file, &open_err);
                 if (err == 0)
                         continue;
                 json_t *copy = json_deep_copy(k->jwk);
-                int r = copy ? tk_keyset_add(set, k->file, copy, &reason) : -ENOMEM;
+                int r = copy ? tk_keyset_add(set, k->file, copy, &why) : -ENOMEM;
                 if (r == -ENOMEM)
                         return r;
                 if (r < 0) {
                         warn_once(ks, "key directory %s: %s cannot be read: %s; the key loaded from it %s: dropped",
-                                  ks->dir, k->file, strerror(err), reason);
+                                  ks->dir, k->file, strerror(err), why.msg);
                         continue;
                 }
                 warn_once(ks, "key directory %s: %s cannot be read: %s; serving the key loaded from it before",
@@ -291,7 +280,7 @@ static void forget_before_removal(struct keystore *ks) {
 
 /* Remembers what was served before the first of a run of key removals. */
 static void note_removals(struct keystore *ks, const struct served *next) {
-        int64_t now = now_ms();
+        int64_t now = tc_now_ms();
         if (ks->other_dir) {
                 ks->other_dir = false;
                 forget_before_removal(ks);
@@ -324,7 +313,7 @@ static void publish(struct keystore *ks, struct served *s) {
 /* The directory went away just after its key files did (rm -r): the
  * deletions were part of removing it, not decisions about single keys. */
 static void restore_before_removal(struct keystore *ks) {
-        if (!ks->before_removal || now_ms() - ks->removal_ms > REMOVAL_WINDOW_MS)
+        if (!ks->before_removal || tc_now_ms() - ks->removal_ms > REMOVAL_WINDOW_MS)
                 return;
         const struct tk_keyset *set = ks->before_removal->ks;
         klog(ks, "key directory %s: removed together with its key files; serving the %zu signing, %zu exchange, "
@@ -480,64 +469,62 @@ static int load_consistent(struct keystore *ks, struct tk_keyset **ret) {
         }
 }
 
-/* Tang's behaviour: a directory with no advertised key gets a fresh pair.
- * Per-connection (inetd) servers may all find the same empty directory at
- * once; a lock on it makes the first one generate and the others see it. */
-/* Logged once per cause (errno: the messages name random files), however
- * many retries fail the same way. */
-static void keygen_failed(struct keystore *ks, int r, const char *why) {
-        __atomic_store_n(&ks->keygen_retry_ms, now_ms() + KEYGEN_RETRY_MS, __ATOMIC_RELEASE);
+/* Creating keys failed: requests retry no sooner than KEYGEN_RETRY_MS, and
+ * it is logged once per cause (errno: the messages name random files),
+ * however many retries fail the same way. */
+static void keygen_failed(struct keystore *ks, int r, const struct tc_err *why) {
+        __atomic_store_n(&ks->keygen_retry_ms, tc_now_ms() + KEYGEN_RETRY_MS, __ATOMIC_RELEASE);
         served_health_set(&ks->health, SERVED_FAULT_KEYGEN, "no advertised key, and creating one in %s failed (%s)",
-                          ks->dir, why);
+                          ks->dir, why->msg);
         if (r != ks->keygen_error)
-                klog(ks, "key directory %s: no advertised key and cannot create one: %s", ks->dir, why);
+                klog(ks, "key directory %s: no advertised key and cannot create one: %s", ks->dir, why->msg);
         ks->keygen_error = r;
 }
 
 /* Whether a request should reload to create keys. A replaced directory
  * is reloaded anyway (its events), whatever a hold of the old one says. */
 static bool keygen_due(struct keystore *ks) {
-        int64_t now = now_ms();
+        int64_t now = tc_now_ms();
         return __atomic_load_n(&ks->keys_wanted, __ATOMIC_ACQUIRE) &&
                now >= __atomic_load_n(&ks->keygen_retry_ms, __ATOMIC_ACQUIRE) &&
                now >= __atomic_load_n(&ks->keygen_held_ms, __ATOMIC_ACQUIRE);
 }
 
-static bool has_file(const struct tk_keyset *set, const char *file) {
-        for (size_t i = 0; i < set->n_keys; i++)
-                if (strcmp(set->keys[i].file, file) == 0)
-                        return true;
-        return false;
-}
-
+/* Tang's behaviour: a directory with no advertised key gets a fresh pair.
+ * Per-connection (inetd) servers may all find the same empty directory at
+ * once; a lock on it makes the first one generate and the others see it.
+ * *set is replaced by the directory as it is afterwards. Returns < 0 only
+ * when it cannot be loaded again; a failure to create keys is noted
+ * (keygen_failed) and returns 0. */
 static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
         _cleanup_free_ char *sig = NULL, *exc = NULL;
-        char err[512];
+        struct tc_err err = {};
         _cleanup_close_ int dirfd = open(ks->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int r;
 
         if (dirfd < 0 || flock(dirfd, LOCK_EX) < 0) {
-                int r = -errno;
-                snprintf(err, sizeof(err), "cannot lock the directory: %s", strerror(-r));
-                keygen_failed(ks, r, err);
+                r = tc_fail(&err, -errno, "cannot lock the directory: %s", strerror(errno));
+                keygen_failed(ks, r, &err);
                 return 0;
         }
         tk_keyset_free(*set);
         *set = NULL;
-        if (load_consistent(ks, set) < 0)
-                return -1;
+        r = load_consistent(ks, set);
+        if (r < 0)
+                return r;
         if ((*set)->n_advertised_files > 0 || ks->n_unreadable_advertised > 0)
                 return 0;
         /* On failure tk_keygen_pair leaves no file behind, not even half of a pair. */
-        int r = tk_keygen_pair(ks->dir, NULL, NULL, &sig, &exc, err, sizeof(err));
+        r = tk_keygen_pair(ks->dir, NULL, NULL, &sig, &exc, &err);
         if (r < 0) {
-                keygen_failed(ks, r, err);
+                keygen_failed(ks, r, &err);
                 return 0;
         }
         __atomic_store_n(&ks->keygen_retry_ms, 0, __ATOMIC_RELEASE);
         ks->keygen_error = 0;
         klog(ks, "key directory %s: no advertised key; created %s and %s", ks->dir, sig, exc);
         /* Only REMOVAL_HOLD_MAX_MS let it through: say what kept it back. */
-        int64_t now = now_ms();
+        int64_t now = tc_now_ms();
         if (ks->keys_gone_ms && now - ks->keys_gone_ms <= REMOVAL_WINDOW_MS)
                 klog(ks, "key directory %s: key files kept disappearing for %lld ms, less than %d ms apart: taken for "
                      "no rm -r, the pair was created all the same; look for what adds and deletes key files there",
@@ -551,8 +538,8 @@ static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
                 return r;
         /* Deleted as soon as created: never served, but gone all the same,
          * and the directory is being emptied (rm -r). */
-        if (!has_file(*set, sig) || !has_file(*set, exc))
-                note_keys_gone(ks, now_ms());
+        if (!find_file(*set, sig) || !find_file(*set, exc))
+                note_keys_gone(ks, tc_now_ms());
         return 0;
 }
 
@@ -567,7 +554,7 @@ static int generate_first_pair(struct keystore *ks, struct tk_keyset **set) {
 static bool removal_under_way(struct keystore *ks, const struct tk_keyset *set) {
         if (ks->other_dir)
                 return false;
-        int64_t now = now_ms();
+        int64_t now = tc_now_ms();
         const struct tk_keyset *old = ks->current->ks;
         for (size_t i = 0; i < old->n_keys; i++) {
                 bool kept = false;
@@ -602,7 +589,7 @@ static void reload(struct keystore *ks, bool keygen_now) {
         bool removing = wanted && removal_under_way(ks, set);
         if (removing)
                 hold_keygen(ks);
-        else if (wanted && keygen_now && now_ms() >= __atomic_load_n(&ks->keygen_retry_ms, __ATOMIC_ACQUIRE)) {
+        else if (wanted && keygen_now && tc_now_ms() >= __atomic_load_n(&ks->keygen_retry_ms, __ATOMIC_ACQUIRE)) {
                 if (generate_first_pair(ks, &set) < 0)
                         return;
                 wanted = set->n_advertised_files == 0 && ks->n_unreadable_advertised == 0;
@@ -687,7 +674,7 @@ int keystore_housekeep(struct keystore *ks) {
         /* Keys of a removal are kept only for its window: a deleted private
          * key must not stay in memory until the directory next changes. */
         if (ks->before_removal) {
-                int64_t left = ks->removal_ms + REMOVAL_WINDOW_MS + 1 - now_ms();
+                int64_t left = ks->removal_ms + REMOVAL_WINDOW_MS + 1 - tc_now_ms();
                 if (left <= 0)
                         forget_before_removal(ks);
                 else if (timeout_ms < 0 || left < timeout_ms)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include "cleanup.h"
 #include "served.h"
 
 struct keystore;
@@ -11,6 +12,7 @@ typedef void (*keystore_log_fn)(const char *fmt, ...) __attribute__((format(prin
 
 int keystore_open(const char *dir, bool keygen, keystore_log_fn log, struct keystore **ret);
 void keystore_close(struct keystore *ks);
+TC_DEFINE_CLEANUP(struct keystore *, keystore_close)
 
 /* The current key set, with a reference the caller drops with served_unref.
  * Applies pending directory changes first, so a change made before this call

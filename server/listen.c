@@ -14,35 +14,25 @@
 
 /* Binds and listens on one address. v6only matters for IPv6 only, and must
  * be set before bind(): afterwards the kernel refuses to change it. */
-static int open_one(const struct addrinfo *ai, bool v6only, const char *what, char *err, size_t errlen) {
-        int one = 1, v6 = v6only, e;
+static int open_one(const struct addrinfo *ai, bool v6only, const char *what, struct tc_err *err) {
+        int one = 1, v6 = v6only;
         _cleanup_close_ int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-        if (fd < 0) {
-                e = errno;
-                snprintf(err, errlen, "cannot create a socket for %s: %s", what, strerror(e));
-                return -e;
-        }
+        if (fd < 0)
+                return tc_fail(err, -errno, "cannot create a socket for %s: %s", what, strerror(errno));
         (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         /* Accepted sockets inherit this: each answer goes out at once. */
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (ai->ai_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof(v6)) < 0) {
-                e = errno;
-                snprintf(err, errlen, "cannot set IPV6_V6ONLY on %s: %s", what, strerror(e));
-                return -e;
-        }
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
-                e = errno;
-                snprintf(err, errlen, "cannot listen on %s: %s", what, strerror(e));
-                return -e;
-        }
+        if (ai->ai_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof(v6)) < 0)
+                return tc_fail(err, -errno, "cannot set IPV6_V6ONLY on %s: %s", what, strerror(errno));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0)
+                return tc_fail(err, -errno, "cannot listen on %s: %s", what, strerror(errno));
         return TAKE_FD(fd);
 }
 
-static int add_fd(int fd, int *fds, size_t *n_fds, char *err, size_t errlen) {
+static int add_fd(int fd, int *fds, size_t *n_fds, struct tc_err *err) {
         if (*n_fds >= LISTEN_MAX) {
                 close(fd);
-                snprintf(err, errlen, "too many listening sockets (at most %d)", LISTEN_MAX);
-                return -E2BIG;
+                return tc_fail(err, -E2BIG, "too many listening sockets (at most %d)", LISTEN_MAX);
         }
         fds[(*n_fds)++] = fd;
         return 0;
@@ -55,7 +45,7 @@ static void describe(const char *addr, const char *port, char *what, size_t len)
 
 /* No address asked for: one dual-stack socket for every address, whatever
  * net.ipv6.bindv6only says; IPv4 only where the host has no IPv6. */
-static int open_wildcard(const char *port, int *fds, size_t *n_fds, char *err, size_t errlen) {
+static int open_wildcard(const char *port, int *fds, size_t *n_fds, struct tc_err *err) {
         struct sockaddr_in6 any6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_ANY_INIT,
                                      .sin6_port = htons((uint16_t) atoi(port)) };
         struct sockaddr_in any4 = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY),
@@ -67,17 +57,17 @@ static int open_wildcard(const char *port, int *fds, size_t *n_fds, char *err, s
         char what[64];
 
         describe(NULL, port, what, sizeof(what));
-        int fd = open_one(&ai6, false, what, err, errlen);
+        int fd = open_one(&ai6, false, what, err);
         /* Only a missing IPv6 stack falls back: a port in use on [::] must
          * not quietly become an IPv4-only server. */
         if (fd == -EAFNOSUPPORT || fd == -EADDRNOTAVAIL)
-                fd = open_one(&ai4, false, what, err, errlen);
+                fd = open_one(&ai4, false, what, err);
         if (fd < 0)
                 return fd;
-        return add_fd(fd, fds, n_fds, err, errlen);
+        return add_fd(fd, fds, n_fds, err);
 }
 
-static int resolve(const char *addr, const char *port, struct addrinfo **ret, char *err, size_t errlen) {
+static int resolve(const char *addr, const char *port, struct addrinfo **ret, struct tc_err *err) {
         struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
         char what[300];
 
@@ -88,25 +78,22 @@ static int resolve(const char *addr, const char *port, struct addrinfo **ret, ch
                 return 0;
         int e = errno;
         *ret = NULL;
-        snprintf(err, errlen, "cannot resolve %s: %s", what,
-                 r == EAI_SYSTEM && e ? strerror(e) : gai_strerror(r));
-        return r == EAI_SYSTEM && e ? -e : -EINVAL;
+        return tc_fail(err, r == EAI_SYSTEM && e ? -e : -EINVAL, "cannot resolve %s: %s", what,
+                       r == EAI_SYSTEM && e ? strerror(e) : gai_strerror(r));
 }
 
 int listen_open(const char *const *addrs, size_t n_addrs, const char *port, int *fds, size_t *n_fds,
-                char *err, size_t errlen) {
+                struct tc_err *err) {
         struct addrinfo *res[LISTEN_MAX] = {};
         bool any_ipv4 = false;
         int r = 0;
 
         if (n_addrs == 0)
-                return open_wildcard(port, fds, n_fds, err, errlen);
-        if (n_addrs > LISTEN_MAX) {
-                snprintf(err, errlen, "too many addresses (at most %d)", LISTEN_MAX);
-                return -E2BIG;
-        }
+                return open_wildcard(port, fds, n_fds, err);
+        if (n_addrs > LISTEN_MAX)
+                return tc_fail(err, -E2BIG, "too many addresses (at most %d)", LISTEN_MAX);
         for (size_t i = 0; i < n_addrs && r == 0; i++) {
-                r = resolve(addrs[i], port, &res[i], err, errlen);
+                r = resolve(addrs[i], port, &res[i], err);
                 for (const struct addrinfo *ai = res[i]; ai; ai = ai->ai_next)
                         any_ipv4 |= ai->ai_family == AF_INET;
         }
@@ -119,8 +106,8 @@ int listen_open(const char *const *addrs, size_t n_addrs, const char *port, int 
                 for (const struct addrinfo *ai = res[i]; ai && r == 0; ai = ai->ai_next) {
                         bool mapped = ai->ai_family == AF_INET6 &&
                                 IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *) ai->ai_addr)->sin6_addr);
-                        int fd = open_one(ai, any_ipv4 && !mapped, what, err, errlen);
-                        r = fd < 0 ? fd : add_fd(fd, fds, n_fds, err, errlen);
+                        int fd = open_one(ai, any_ipv4 && !mapped, what, err);
+                        r = fd < 0 ? fd : add_fd(fd, fds, n_fds, err);
                 }
         }
         for (size_t i = 0; i < n_addrs; i++)

@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include "err.h"
 
 #define LISTEN_MAX 16
 
@@ -11,7 +12,7 @@
  * unless an IPv4 address is also asked for. Returns 0 or a negative errno
  * with err set; on failure fds may hold the sockets already opened. */
 int listen_open(const char *const *addrs, size_t n_addrs, const char *port, int *fds, size_t *n_fds,
-                char *err, size_t errlen);
+                struct tc_err *err);
 
 /* Sockets passed by systemd (LISTEN_PID/LISTEN_FDS), split into listening
  * ones (Accept=no) and an already connected one (Accept=yes). Returns the

@@ -124,9 +124,9 @@ static void serve_rec(const struct served *s, const struct route *rt, const char
         json_auto_t *req = NULL;
 
         /* Tang's order: the request is validated before the key is looked up. */
-        int status = rec_check_request(body, len, &req);
-        if (status != 0)
-                return reply_status(reply, status);
+        int r = rec_check_request(body, len, &req);
+        if (r < 0)
+                return reply_status(reply, rec_status(r));
         const struct thp_entry *e = s ? served_find(s, rt->arg, rt->arg_len) : NULL;
         /* The server has this key, but not in memory: answering 404 (or 500)
          * would have the client rebind volumes whose key is fine. 503 is
@@ -139,9 +139,9 @@ static void serve_rec(const struct served *s, const struct route *rt, const char
                 return reply_status(reply, 404);
         if (!e->key->ecmr)
                 return reply_status(reply, 403);
-        status = rec_exchange(e->key->ecmr, req, reply->buf, sizeof(reply->buf), &reply->len);
-        if (status != 0)
-                return reply_status(reply, status);
+        r = rec_exchange(e->key->ecmr, req, reply->buf, sizeof(reply->buf), &reply->len);
+        if (r < 0)
+                return reply_status(reply, rec_status(r));
         reply->status = 200;
         reply->content_type = "application/jwk+json";
         reply->body = reply->buf;

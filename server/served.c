@@ -16,15 +16,18 @@ static int cmp_entries(const void *a, const void *b) {
         return (int) x->key->hidden - (int) y->key->hidden;
 }
 
-static int adv_set(struct served_adv *adv, json_t *jws) {
-        if (!jws)
-                return -EINVAL;
-        adv->jws = json_dumps(jws, JSON_COMPACT);
-        json_decref(jws);
-        if (!adv->jws)
-                return -ENOMEM;
-        adv->len = strlen(adv->jws);
-        return 0;
+/* Signs adv (by the advertised signing keys, and its extra signer if any)
+ * and keeps the JWS as compact text, or marks it failed. Called before the
+ * set is published, or with adv_lock held: requests read jws without it. */
+static void adv_sign(const struct tk_keyset *ks, struct served_adv *adv) {
+        json_auto_t *jws = tk_adv_sign(ks, adv->extra_signer ? adv->extra_signer->jwk : NULL);
+        char *text = jws ? json_dumps(jws, JSON_COMPACT) : NULL;
+        if (!text) {
+                adv->failed = true;
+                return;
+        }
+        adv->len = strlen(text);
+        __atomic_store_n(&adv->jws, text, __ATOMIC_RELEASE);
 }
 
 static void served_free(struct served *s) {
@@ -59,7 +62,8 @@ int served_build(struct tk_keyset *ks, struct served **ret) {
                 goto fail;
 
         /* Tang serves nothing (500) unless an advertisement can be signed. */
-        s->usable = adv_set(&s->advs[0], tk_adv_sign(ks, NULL)) == 0;
+        adv_sign(ks, &s->advs[0]);
+        s->usable = s->advs[0].jws != NULL;
         if (s->usable)
                 s->n_advs = 1;
         s->healthy = s->usable && tk_keyset_count(ks, TK_ROLE_EXCHANGE, false) > 0;
@@ -106,15 +110,8 @@ const struct served_adv *served_adv_get(const struct served *cs, const struct th
         if (!adv || __atomic_load_n(&adv->jws, __ATOMIC_ACQUIRE))
                 return adv;
         pthread_mutex_lock(&s->adv_lock);
-        if (!adv->jws && !adv->failed) {
-                json_auto_t *jws = tk_adv_sign(s->ks, adv->extra_signer->jwk);
-                char *text = jws ? json_dumps(jws, JSON_COMPACT) : NULL;
-                if (text) {
-                        adv->len = strlen(text);
-                        __atomic_store_n(&adv->jws, text, __ATOMIC_RELEASE);
-                } else
-                        adv->failed = true;
-        }
+        if (!adv->jws && !adv->failed)
+                adv_sign(s->ks, adv);
         pthread_mutex_unlock(&s->adv_lock);
         return adv->jws ? adv : NULL;
 }

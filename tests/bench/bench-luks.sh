@@ -45,9 +45,9 @@ done
 [[ $EUID -eq 0 ]] || die "run as root (cryptsetup on image files, its lock directory)"
 
 BUILD=$(cd "$BUILD" 2>/dev/null && pwd) || die "build directory '${1:-./build}' not found"
-TETHERD=${TETHERD:-$BUILD/server/tetherd}
-TETHER_KEYS=${TETHER_KEYS:-$BUILD/tether-keys}
-TETHER=${TETHER:-$BUILD/client/tether}
+TETHERD=${TETHERD:-$BUILD/programs/tetherd}
+TETHER_KEYS=${TETHER_KEYS:-$BUILD/programs/tether-keys}
+TETHER=${TETHER:-$BUILD/programs/tether}
 for b in "$TETHERD" "$TETHER_KEYS" "$TETHER"; do
         [[ -x $b ]] || die "$b not found (build first: ninja -C $BUILD)"
 done

@@ -42,8 +42,8 @@ done
 [[ $EUID -eq 0 ]] || die "run as root (apt-get, ulimit -n, tangd's key directory)"
 
 BUILD=$(cd "$BUILD" 2>/dev/null && pwd) || die "build directory '${1:-./build}' not found"
-TETHERD=${TETHERD:-$BUILD/server/tetherd}
-TETHER_KEYS=${TETHER_KEYS:-$BUILD/tether-keys}
+TETHERD=${TETHERD:-$BUILD/programs/tetherd}
+TETHER_KEYS=${TETHER_KEYS:-$BUILD/programs/tether-keys}
 [[ -x $TETHERD ]] || die "$TETHERD not found (build first: ninja -C $BUILD)"
 [[ -x $TETHER_KEYS ]] || die "$TETHER_KEYS not found (build first: ninja -C $BUILD)"
 

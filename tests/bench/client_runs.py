@@ -43,36 +43,15 @@ import threading
 import time
 
 
-def group_alive(pgid):
-    n = 0
-    for d in os.listdir('/proc'):
-        if not d.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % d) as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st[st.rindex(')') + 2:].split()
-        if fields[0] != 'Z' and int(fields[2]) == pgid:
-            n += 1
-    return n
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+import tlib  # noqa: E402
 
 
 def kill_group(pgid):
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    tlib.kill_group(pgid, signal.SIGKILL)
 
 
-def env():
-    e = dict(os.environ)
-    for k in list(e):
-        if k.lower() in ('http_proxy', 'https_proxy', 'all_proxy'):
-            del e[k]
-    e['no_proxy'] = e['NO_PROXY'] = '127.0.0.1,localhost,::1'
-    return e
+env = tlib.no_proxy_env
 
 
 def cmd_time(a):
@@ -110,7 +89,7 @@ def cmd_time(a):
                 if fired:
                     rc = None
                     timeouts += 1
-            alive = group_alive(p.pid)
+            alive = len(tlib.group_members(p.pid))
             left += alive
             kill_group(p.pid)
             times.append(dt * 1000)

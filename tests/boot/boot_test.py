@@ -32,14 +32,14 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import tlib  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(HERE))
 GUEST_INIT = os.path.join(HERE, "guest-init.sh")
 
@@ -215,18 +215,12 @@ def luks_uuid(img):
 
 # ---------------------------------------------------------------- server
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """tetherd on 127.0.0.1:port with its own key directory; stop/start keep both."""
 
     def __init__(self, tetherd, keydir):
         self.tetherd, self.keydir = tetherd, keydir
-        self.port = free_port()
+        self.port = tlib.free_port()
         self.proc = None
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -235,16 +229,10 @@ class Server:
         self.proc = subprocess.Popen(
             [self.tetherd, "-q", "-a", "127.0.0.1", "-p", str(self.port), self.keydir],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tetherd exited {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(self.url + "/adv", timeout=2) as r:
-                    return r.read()
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("tetherd did not answer /adv")
+        r = tlib.wait_http(self.port, "/adv", self.proc, status=200, timeout=10, attempt_timeout=2, what="tetherd")
+        if r is None:
+            raise RuntimeError(f"tetherd exited {self.proc.returncode}")
+        return r.body
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -571,7 +559,7 @@ def tether_ready(ctx):
         raise Skip("tether's dracut module is not written yet: no module-setup.sh in "
                    f"{ctx.build}/dracut/60tether or {REPO}/dracut/60tether")
     needed = [os.path.join(ctx.build, p) for p in
-              ("client/tether", "dracut/tether-askpass", "dracut/libcryptsetup-token-clevis.so")]
+              ("programs/tether", "programs/tether-askpass", "programs/libcryptsetup-token-clevis.so")]
     missing = [p for p in needed if not os.path.exists(p)]
     if missing:
         raise Skip("not built: " + ", ".join(missing))
@@ -677,7 +665,7 @@ def setup(build, workdir):
     ctx = Ctx()
     ctx.build = os.path.abspath(build)
     ctx.workdir = os.path.abspath(workdir or os.path.join(ctx.build, "boot-test"))
-    ctx.tether = os.path.join(ctx.build, "client", "tether")
+    ctx.tether = os.path.join(ctx.build, "programs", "tether")
     ctx.initrds = {}
     cache = os.path.join(ctx.build, "boot-cache")
     os.makedirs(ctx.workdir, exist_ok=True)
@@ -685,7 +673,7 @@ def setup(build, workdir):
     ctx.vmlinuz, ctx.kver, ctx.kmoddir = kernel(cache)
     ctx.accel = "kvm" if kvm_works(ctx.vmlinuz) else "tcg,thread=multi"
     ctx.images = base_images(cache)
-    ctx.server = Server(os.path.join(ctx.build, "server", "tetherd"),
+    ctx.server = Server(os.path.join(ctx.build, "programs", "tetherd"),
                         os.path.join(ctx.workdir, "keys"))
     shutil.rmtree(ctx.server.keydir, ignore_errors=True)
     ctx.adv = os.path.join(ctx.workdir, "adv.jws")

@@ -60,12 +60,12 @@ rate "$build/systemd/tether-askpass.service" tether-askpass.service no
 # Unprivileged and read-only: keys 0444 in a root-owned 0755 directory.
 keys="$work/keys"
 mkdir "$keys"
-"$build/tether-keys" gen "$keys" >/dev/null
+"$build/programs/tether-keys" gen "$keys" >/dev/null
 chmod 0755 "$work" "$keys"
 chmod 0444 "$keys"/*.jwk
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 setpriv --reuid=65534 --regid=65534 --clear-groups \
-        "$build/server/tetherd" -a 127.0.0.1 -p "$port" "$keys" 2>"$work/log" &
+        "$build/programs/tetherd" -a 127.0.0.1 -p "$port" "$keys" 2>"$work/log" &
 server=$!
 readonly_verdict="FAILED: no advertisement"
 for _ in $(seq 50); do
@@ -77,8 +77,8 @@ for _ in $(seq 50); do
 done
 # A JWE bound to it decrypts: /rec works too.
 if [ "$readonly_verdict" = ok ]; then
-        secret=$(echo hardened | "$build/client/tether" encrypt tang "{\"url\":\"http://127.0.0.1:$port\"}" -y |
-                 "$build/client/tether" decrypt) || secret=
+        secret=$(echo hardened | "$build/programs/tether" encrypt tang "{\"url\":\"http://127.0.0.1:$port\"}" -y |
+                 "$build/programs/tether" decrypt) || secret=
         [ "$secret" = hardened ] || readonly_verdict="FAILED: /rec"
 fi
 uid=$(awk '/^Uid:/ {print $2}' "/proc/$server/status")

@@ -16,6 +16,7 @@
 #include "httpd.h"
 #include "keystore.h"
 #include "log.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -58,12 +59,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         return 0;
 }
 
-static int64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Sends data while reading what comes back, until the server closes or
  * nothing moves either way for 200 ms. The client does not half-close:
  * libmicrohttpd stops reading at end of input and then holds an unfinished
@@ -78,10 +73,10 @@ static int64_t now_ms(void) {
  * quiet rather than stuck in send(). */
 static size_t exchange(int fd, const uint8_t *data, size_t size, char *out, size_t out_size) {
         size_t sent = 0, got = 0;
-        int64_t start = now_ms(), now = start, quiet_since = start;
+        int64_t start = tc_now_ms(), now = start, quiet_since = start;
         const int64_t end = start + 8000;       /* under run.sh's -timeout=10 */
 
-        for (; now < end; now = now_ms()) {
+        for (; now < end; now = tc_now_ms()) {
                 /* No progress either way: the server waits for more (or
                  * will not read more before its deadline). */
                 if (now - quiet_since >= 200)
@@ -96,10 +91,10 @@ static size_t exchange(int fd, const uint8_t *data, size_t size, char *out, size
                         ssize_t n = send(fd, data + sent, size - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
                         if (n >= 0) {
                                 sent += (size_t) n;
-                                quiet_since = now_ms();
+                                quiet_since = tc_now_ms();
                         } else if (errno != EINTR && errno != EAGAIN) {
                                 sent = size;    /* hung up: read what it said */
-                                quiet_since = now_ms();
+                                quiet_since = tc_now_ms();
                         }
                 }
                 if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -111,7 +106,7 @@ static size_t exchange(int fd, const uint8_t *data, size_t size, char *out, size
                         got += (size_t) n;
                         if (got == out_size - 1)
                                 return got;
-                        quiet_since = now_ms();
+                        quiet_since = tc_now_ms();
                 }
         }
         /* Sending a quarter MiB must not take this long. */
@@ -196,7 +191,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (size > 256 * 1024)
                 return 0;
         FUZZ_ASSERT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-        if (httpd_start(&cfg, NULL, ks, -1, sv[1], -1, &h) < 0) {
+        if (httpd_start(&cfg, NULL, ks, -1, sv[1], -1, &h, NULL) < 0) {
                 close(sv[0]);
                 close(sv[1]);
                 return 0;

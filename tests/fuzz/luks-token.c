@@ -9,6 +9,7 @@
 
 #include "jwe.h"
 #include "luks.h"
+#include "tether.h"
 
 #include <string.h>
 

@@ -13,7 +13,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 build=$(cd "${1:-$top/build}" && pwd)
-tether=$build/client/tether
+tether=$build/programs/tether
 corpus=$here/corpus
 keys=$here/keys
 tangd=/usr/libexec/tangd

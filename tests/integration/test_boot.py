@@ -1,12 +1,12 @@
 """The boot pieces against a tetherd on loopback and LUKS2 image files (no
 device-mapper: `cryptsetup open --test-passphrase` only checks a key).
 
-1. The libcryptsetup token plugin (build/dracut/libcryptsetup-token-clevis.so)
+1. The libcryptsetup token plugin (build/programs/libcryptsetup-token-clevis.so)
    for "clevis" tokens. libcryptsetup loads plugins from one directory fixed
    when it was built (`cryptsetup --help` names it), so the plugin is copied
    there for the run and the previous state is put back afterwards: needs
    root, exits 77 without.
-2. The password agent (build/dracut/tether-askpass) on systemd's password
+2. The password agent (build/programs/tether-askpass) on systemd's password
    agent protocol: once with the real systemd-ask-password in
    /run/systemd/ask-password, otherwise with questions this test writes
    itself into a private directory (-d). A volume asking again after an
@@ -31,12 +31,12 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import tlib  # noqa: E402
 from tlib import PASSPHRASE, TETHER, luks_meta, opens, run, tether  # noqa: E402
 BUILD = os.path.dirname(os.path.dirname(TETHER))
-PLUGIN = os.environ.get("TETHER_TOKEN_PLUGIN", os.path.join(BUILD, "dracut", "libcryptsetup-token-clevis.so"))
-ASKPASS = os.environ.get("TETHER_ASKPASS", os.path.join(BUILD, "dracut", "tether-askpass"))
+PLUGIN = os.environ.get("TETHER_TOKEN_PLUGIN", os.path.join(BUILD, "programs", "libcryptsetup-token-clevis.so"))
+ASKPASS = os.environ.get("TETHER_ASKPASS", os.path.join(BUILD, "programs", "tether-askpass"))
 
 
 def preload_sanitizer_into_cryptsetup():
@@ -685,6 +685,39 @@ class Askpass(Images):
         started = time.monotonic()
         self.assert_answered(q, img=img, timeout=5)
         self.assertLess(time.monotonic() - started, 2 + 1)
+
+    def test_a_hanging_server_does_not_hold_up_another_volume(self):
+        # The volumes are tried at once and each answer goes out as its key
+        # comes in: a volume whose server takes connections and never answers
+        # does not delay the answer to one whose server does.
+        hole = socket.socket()
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        self.addCleanup(hole.close)
+        adv = os.path.join(self.tmp.name, "adv.jws")
+        with open(adv, "wb") as f:
+            f.write(self.srv.get("/adv").body)
+        stuck = self.make_image("stuck")
+        self.bind(stuck, None, cfg=json.dumps({"url": f"http://127.0.0.1:{hole.getsockname()[1]}", "adv": adv}))
+        q_stuck = self.ask(img=stuck)
+        # The agent reads the questions in the directory's order (a hash on
+        # ext4): the one it can answer is placed after the stuck one.
+        for _ in range(50):
+            q = self.ask()
+            names = os.listdir(self.qdir)
+            if names.index(os.path.basename(q.path)) > names.index(os.path.basename(q_stuck.path)):
+                break
+            q.close()
+        else:
+            self.fail("could not place a question after the stuck one in the directory's order")
+        a = self.agent()
+        self.assert_answered(q, timeout=5)
+        self.assertIsNone(q_stuck.answer(0))
+        # SIGTERM while the stuck volume is still being tried ends the agent,
+        # cleanly and soon.
+        started = time.monotonic()
+        self.assertEqual(a.stop(), 0)
+        self.assertLess(time.monotonic() - started, 3)
 
     def test_asked_again_is_answered_once_more_with_a_checked_key_then_left_to_the_user(self):
         # systemd-cryptsetup may ask again for reasons of its own (it tries

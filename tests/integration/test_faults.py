@@ -31,14 +31,14 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import tlib  # noqa: E402
 from tlib import thumbprint  # noqa: E402
 
 NOBODY = 65534
 PLAINTEXT = b"the volume key, or near enough"
 
-# The client's documented limits (client/ctx.h, tether-decrypt(1)): each
+# The client's documented limits (client/include/ctx.h, tether-decrypt(1)): each
 # attempt takes at most TETHER_TIMEOUT; a server that cannot be reached is
 # tried 3 times, 250 ms and then 500 ms apart; a server that took the
 # connection and then stalled is not asked again.
@@ -116,7 +116,7 @@ def summary():
 def tearDownModule():
     lines = table()
     print("\n" + "\n".join(lines) + "\n" + summary(), file=sys.stderr)
-    # TETHERD is BUILD/server/tetherd.
+    # TETHERD is BUILD/programs/tetherd.
     build = os.path.dirname(os.path.dirname(os.path.abspath(tlib.TETHERD)))
     out = os.path.join(build, "reliability")
     os.makedirs(out, exist_ok=True)
@@ -147,7 +147,7 @@ NO_MOUNTS = private_mounts()
 
 def tether(*args, input=b""):
     """Runs the client; returns (exit code, stdout, stderr, seconds). A hang
-    shows up as a failure (TimeoutExpired), not as a stuck test."""
+    shows up as a failure (tlib.CmdError), not as a stuck test."""
     env = dict(os.environ, TETHER_TIMEOUT=f"{TIMEOUT_S:g}")
     t0 = time.monotonic()
     r = tlib.run(tlib.TETHER, *args, input=input, env=env, timeout=60)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import tlib  # noqa: E402
 from tlib import thumbprint  # noqa: E402
 
@@ -190,6 +190,32 @@ class KeysCli(tlib.unittest.TestCase):
         for name in ("junk.jwk", "empty.jwk", "rsa.jwk"):
             self.assertIn(name, r.stderr)
             self.assertNotIn(name, r.stdout)
+
+    def test_file_names_in_warnings_are_escaped(self):
+        """Anyone who may write the directory names its files: a name with
+        terminal escapes reaches stderr escaped, as every message is."""
+        self.run_keys("gen", self.dir)
+        with open(os.path.join(self.dir, "bad\x1b[31m\nname.jwk"), "w") as f:
+            f.write("not json")
+        r = self.run_keys("list", self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("/bad\\x1b[31m\\x0aname.jwk is not valid JSON, skipped\n", r.stderr)
+        self.assertNotIn("\x1b", r.stderr)
+
+    def test_file_names_in_list_and_rotate_are_escaped(self):
+        """The names list and rotate print come from the directory too: a
+        valid key in a file whose name holds a terminal escape is shown
+        escaped, as in the warnings."""
+        self.run_keys("gen", self.dir, "sig", "exc")
+        os.rename(os.path.join(self.dir, "sig.jwk"), os.path.join(self.dir, "\x1b[31mX.jwk"))
+        r = self.run_keys("list", self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(" \\x1b[31mX.jwk\n", r.stdout)
+        self.assertNotIn("\x1b", r.stdout)
+        r = self.run_keys("rotate", self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("/\\x1b[31mX.jwk -> .\\x1b[31mX.jwk\n", r.stdout)
+        self.assertNotIn("\x1b", r.stdout)
 
     def test_usage_errors(self):
         for args in ([], ["bogus"], ["gen"], ["show"], ["rotate"], ["gen", self.dir, "onlyone"]):

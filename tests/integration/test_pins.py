@@ -15,12 +15,12 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import tlib  # noqa: E402
 
 from tlib import PASSPHRASE, run, tether  # noqa: E402
 
-# client/sss-internal.h TC_SSS_MAX_THREADS
+# client/proto/sss-internal.h TC_SSS_MAX_THREADS
 SSS_MAX_THREADS = 32
 
 
@@ -307,7 +307,7 @@ class Pins(tlib.unittest.TestCase):
 
     # --------------------------------- the whole decryption's time limit
 
-    # client/ctx.c tc_ctx_limit_ms() with TETHER_TIMEOUT=1: 3 attempts x 1 s,
+    # client/proto/ctx.c tc_ctx_limit_ms() with TETHER_TIMEOUT=1: 3 attempts x 1 s,
     # pauses of 0.25 and 0.5 s between them, and 1 s to spare.
     LIMIT = 4.75
     # Starting the process, and stopping what runs at the limit (a pin gets
@@ -401,6 +401,36 @@ class Pins(tlib.unittest.TestCase):
             pid = int(f.read())
         tlib.eventually(lambda: not alive(pid), timeout=5)
         self.assertFalse(alive(pid), "what the pin left in its group still runs")
+
+
+# programs/tether/main.c INPUT_MAX; client/proto/jwe.h TC_JWE_MAX / 2
+INPUT_MAX = 16 * 1024 * 1024
+PLAINTEXT_MAX = 8 * 1024 * 1024
+
+
+class Input(tlib.unittest.TestCase):
+    """What tether encrypt and decrypt read from standard input: every byte
+    (the buffer grows from 4 KiB), up to their bound and not beyond."""
+
+    def test_input_of_any_size_up_to_the_bound_round_trips(self):
+        for size in (0, 1, 4095, 4096, 4097, 8192, 100000, PLAINTEXT_MAX):
+            pt = os.urandom(size)
+            enc = tether("encrypt", "null", "{}", input=pt)
+            self.assertEqual(enc.returncode, 0, (size, enc.stderr))
+            dec = tether("decrypt", input=enc.stdout)
+            self.assertEqual(dec.returncode, 0, (size, dec.stderr))
+            self.assertEqual(dec.stdout, pt, size)
+
+    def test_input_beyond_the_bound_is_refused(self):
+        r = tether("encrypt", "null", "{}", input=b"x" * (INPUT_MAX - 1))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"tether encrypt null: plaintext is larger than {PLAINTEXT_MAX} bytes", r.stderr.decode())
+        for cmd in (["encrypt", "null", "{}"], ["decrypt"]):
+            r = tether(*cmd, input=b"x" * (INPUT_MAX + 1))
+            self.assertEqual(r.returncode, 1, cmd)
+            what = "plaintext" if cmd[0] == "encrypt" else "JWE"
+            self.assertEqual(r.stderr.decode(), f"tether {cmd[0]}: cannot read the {what}: Message too long\n")
+            self.assertEqual(r.stdout, b"")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Shared helpers for the interop suite: tetherd against Debian's tang, clevis and jose.
+"""The peers of the interop suite: Debian's tang, clevis and jose, run next
+to tetherd. What is not about them (ports, HTTP, waiting, processes, P-521,
+tether's programs) is in tests/lib/tlib.py.
 
 Everything listens on loopback only (127.0.0.1; ::1 where a test asks for
 it).  Every process is started by us, in its own session (process group),
@@ -6,25 +8,20 @@ and is stopped through that group on exit, also when the test fails or
 meson's timeout sends SIGTERM.  Every wait is bounded.
 """
 
-import base64
-import http.client
 import json
 import os
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-HOST = '127.0.0.1'
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+import tlib  # noqa: E402
+from tlib import HOST, TETHERD, TETHER_KEYS, log  # noqa: E402
 
 SKIP = 77  # meson: exit code of a skipped test
-
-TETHERD = os.environ.get('TETHERD', '')
-TETHER_KEYS = os.environ.get('TETHER_KEYS', '')
 
 
 def _first_existing(*paths):
@@ -45,10 +42,6 @@ JOSE = shutil.which('jose')
 CLEVIS = shutil.which('clevis')
 
 
-def log(*args):
-    print(*args, flush=True)
-
-
 # --------------------------------------------------------------------------
 # process hygiene
 
@@ -62,108 +55,27 @@ signal.signal(signal.SIGTERM, _sigterm_to_exit)
 
 
 def clean_env():
-    """Environment for peers: no proxy may divert loopback traffic."""
-    env = dict(os.environ)
-    for k in list(env):
-        if k.lower() in ('http_proxy', 'https_proxy', 'all_proxy', 'ftp_proxy'):
-            del env[k]
-    env['no_proxy'] = env['NO_PROXY'] = '127.0.0.1,localhost,::1'
+    """Environment for peers: no proxy may divert loopback traffic; messages
+    in the C locale."""
+    env = tlib.no_proxy_env()
     env['LC_ALL'] = 'C'
     return env
 
 
-def _kill_group(pgid, sig):
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _group_members(pgid):
-    """Live (non-zombie) processes in process group pgid."""
-    pids = []
-    for d in os.listdir('/proc'):
-        if not d.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % d) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(')') + 2:].split()
-        # fields[0] = state, fields[2] = pgrp
-        if fields[0] != 'Z' and int(fields[2]) == pgid:
-            pids.append(int(d))
-    return pids
-
-
-def _wait_group_empty(pgid, timeout):
-    deadline = time.monotonic() + timeout
-    while _group_members(pgid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def stop_process(proc, grace=5.0):
-    """Stop a Popen started with start_new_session=True, and every process
-    of its group (e.g. tangd children of systemd-socket-activate).  The
-    leader is reaped last, so the group id cannot be reused meanwhile."""
-    if proc is None:
-        return
-    pgid = proc.pid  # session leader: pgid == pid
-    if _group_members(pgid):
-        _kill_group(pgid, signal.SIGTERM)
-        if not _wait_group_empty(pgid, grace):
-            _kill_group(pgid, signal.SIGKILL)
-            _wait_group_empty(pgid, 5.0)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-class CmdError(AssertionError):
-    pass
-
-
 def run(args, input=None, timeout=60, check=True, env=None, cwd=None):
-    """Run a command in its own session (no controlling tty, so clevis can
-    never sit on a trust prompt), bounded by timeout.  Returns
-    CompletedProcess with bytes stdout/stderr."""
-    args = [str(a) for a in args]
-    if isinstance(input, str):
-        input = input.encode()
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE if input is not None
-                            else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env or clean_env(), cwd=cwd,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(input, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise CmdError('timed out after %ss: %s\nstderr: %s'
-                       % (timeout, ' '.join(args), err.decode(errors='replace')))
-    finally:
-        if proc.poll() is None:
-            _kill_group(proc.pid, signal.SIGKILL)
-            proc.wait()
-    cp = subprocess.CompletedProcess(args, proc.returncode, out, err)
-    if check and proc.returncode != 0:
-        raise CmdError('command failed (exit %d): %s\nstdout: %s\nstderr: %s'
-                       % (proc.returncode, ' '.join(args),
-                          out.decode(errors='replace')[:2000],
-                          err.decode(errors='replace')[:2000]))
-    return cp
+    """tlib.run as the interop tests run every program: in clean_env()
+    unless env is given, and failing (tlib.CmdError) unless check=False."""
+    return tlib.run(*args, input=input, timeout=timeout, check=check, env=env or clean_env(), cwd=cwd)
+
+
+def _program(path):
+    return path if path and os.path.isfile(path) and os.access(path, os.X_OK) else None
 
 
 def require(*tools):
     """Skip (exit 77) when a peer program is not installed."""
     names = {
-        'tetherd': TETHERD, 'tether-keys': TETHER_KEYS, 'tangd': TANGD,
+        'tetherd': _program(TETHERD), 'tether-keys': _program(TETHER_KEYS), 'tangd': TANGD,
         'tangd-keygen': TANGD_KEYGEN, 'tangd-rotate-keys': TANGD_ROTATE,
         'tang-show-keys': TANG_SHOW_KEYS,
         'systemd-socket-activate': SOCKET_ACTIVATE, 'jose': JOSE,
@@ -176,98 +88,7 @@ def require(*tools):
 
 
 # --------------------------------------------------------------------------
-# ports and HTTP
-
-def free_port(host=HOST):
-    family = socket.AF_INET6 if ':' in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def have_ipv6_loopback():
-    try:
-        free_port('::1')
-        return True
-    except OSError:
-        return False
-
-
-def url_host(host):
-    return '[%s]' % host if ':' in host else host
-
-
-class Response:
-    def __init__(self, status, headers, body, error=None):
-        self.status = status      # None: connection closed without answer
-        self.headers = headers    # dict, lower-case names
-        self.body = body
-        self.error = error
-
-    def __repr__(self):
-        if self.status is None:
-            return '<no response: %s>' % self.error
-        return '<%d %r>' % (self.status, self.body[:80])
-
-
-def request(port, method, path, body=None, headers=None, host=HOST,
-            timeout=10):
-    """One request on a fresh connection (tangd serves one request per
-    connection in inetd mode).  Returns Response; status None if the server
-    closed the connection without answering."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        hdrs = {'Connection': 'close'}
-        if isinstance(body, str):
-            body = body.encode()
-        if body is not None or method in ('POST', 'PUT'):
-            body = body or b''
-            hdrs['Content-Length'] = str(len(body))
-            hdrs['Content-Type'] = 'application/jwk+json'
-        hdrs.update(headers or {})
-        for k, v in hdrs.items():
-            conn.putheader(k, v)
-        conn.endheaders(body if body else None)
-        r = conn.getresponse()
-        data = r.read()
-        return Response(r.status, {k.lower(): v for k, v in r.getheaders()},
-                        data)
-    except (http.client.RemoteDisconnected, ConnectionResetError,
-            http.client.BadStatusLine, BrokenPipeError) as e:
-        return Response(None, {}, b'', error=repr(e))
-    finally:
-        conn.close()
-
-
-def get(port, path, **kw):
-    return request(port, 'GET', path, **kw)
-
-
-def post(port, path, body, **kw):
-    return request(port, 'POST', path, body=body, **kw)
-
-
-def wait_http(port, proc, logfile, what, timeout=15.0, host=HOST):
-    """Wait until GET /adv gets an HTTP answer, any status (bounded); return
-    False if proc dies first.  Tests assert the status themselves."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            r = get(port, '/adv', timeout=2, host=host)
-            if r.status is not None:
-                return True
-            last = r
-        except OSError as e:
-            last = e
-        time.sleep(0.05)
-    raise AssertionError('%s on port %d did not answer GET /adv within '
-                         '%.0fs (last: %r)\n%s' % (what, port, timeout, last,
-                                                   read_log(logfile)))
-
+# servers
 
 def read_log(path):
     try:
@@ -276,9 +97,6 @@ def read_log(path):
     except OSError:
         return ''
 
-
-# --------------------------------------------------------------------------
-# servers
 
 class Server:
     kind = '?'
@@ -293,7 +111,7 @@ class Server:
 
     @property
     def url(self):
-        return 'http://%s:%d' % (url_host(self.host), self.port)
+        return 'http://%s:%d' % (tlib.url_host(self.host), self.port)
 
     def command(self, port):
         raise NotImplementedError
@@ -304,23 +122,24 @@ class Server:
         for attempt in range(5):
             if attempt and self.fixed_port:
                 time.sleep(0.3)
-            port = self.fixed_port or free_port(self.host)
+            port = self.fixed_port or tlib.free_port(host=self.host)
             with open(self.logfile, 'ab') as lf:
                 self.proc = subprocess.Popen(
                     self.command(port), stdin=subprocess.DEVNULL, stdout=lf,
                     stderr=subprocess.STDOUT, env=clean_env(),
                     start_new_session=True)
             self.port = port
-            if wait_http(port, self.proc, self.logfile, self.kind,
-                         host=self.host):
+            # Any answer will do: the tests assert the status themselves.
+            if tlib.wait_http(port, '/adv', self.proc, host=self.host, timeout=15, attempt_timeout=2,
+                              what=self.kind, logs=lambda: read_log(self.logfile)):
                 return self
-            stop_process(self.proc)  # died: probably the port was taken
+            tlib.stop_process(self.proc)  # died: probably the port was taken
             self.proc = None
         raise AssertionError('%s could not be started:\n%s'
                              % (self.kind, read_log(self.logfile)))
 
     def stop(self):
-        stop_process(self.proc)
+        tlib.stop_process(self.proc)
         self.proc = None
 
     def log(self):
@@ -342,7 +161,7 @@ class Tangd(Server):
 
     def command(self, port):
         return [SOCKET_ACTIVATE, '--inetd', '-a', '-l',
-                '%s:%d' % (url_host(self.host), port), TANGD, self.keydir]
+                '%s:%d' % (tlib.url_host(self.host), port), TANGD, self.keydir]
 
 
 class Harness:
@@ -406,15 +225,6 @@ class Harness:
 # --------------------------------------------------------------------------
 # key directories
 
-def tether_keys(*args, **kw):
-    return run([TETHER_KEYS] + list(args), **kw)
-
-
-def tether_gen(keydir):
-    tether_keys('gen', keydir)
-    return keydir
-
-
 def tang_keygen(keydir):
     # tangd-keygen warns when it cannot chown to _tang: harmless here.
     run([TANGD_KEYGEN, keydir])
@@ -422,7 +232,10 @@ def tang_keygen(keydir):
 
 
 def show_lines(out):
-    return [l for l in out.decode().splitlines() if l.strip()]
+    """The non-empty lines of tang-show-keys or tether-keys show (bytes or str)."""
+    if isinstance(out, bytes):
+        out = out.decode()
+    return [l for l in out.splitlines() if l.strip()]
 
 
 class Key:
@@ -499,111 +312,3 @@ def clevis_encrypt_tang(cfg, plaintext, timeout=60):
 def clevis_decrypt(jwe, check=True, timeout=60):
     cp = run([CLEVIS, 'decrypt'], input=jwe, timeout=timeout, check=check)
     return cp if not check else cp.stdout
-
-
-def jwe_header(jwe):
-    hdr = jwe.split(b'.')[0]
-    return json.loads(b64d(hdr.decode()))
-
-
-def b64d(s):
-    return base64.urlsafe_b64decode(s + '=' * (-len(s) % 4))
-
-
-def b64e(b):
-    return base64.urlsafe_b64encode(b).rstrip(b'=').decode()
-
-
-def canon(obj):
-    return json.dumps(obj, sort_keys=True, separators=(',', ':'))
-
-
-def adv_payload(adv_bytes):
-    return json.loads(b64d(json.loads(adv_bytes)['payload']))
-
-
-# --------------------------------------------------------------------------
-# P-521 arithmetic (affine, pure Python) for crafting edge-case points
-
-P521_P = 2 ** 521 - 1
-P521_N = int('01ff' + 'ffffffff' * 7 + 'fffffffa'
-             '51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409',
-             16)
-P521_B = int('0051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef1'
-             '09e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b50'
-             '3f00', 16)
-P521_G = (int('00c6858e06b70404e9cd9e3ecb662395b4429c648139053fb521f828af606b'
-              '4d3dbaa14b5e77efe75928fe1dc127a2ffa8de3348b3c1856a429bf97e7e31c2'
-              'e5bd66', 16),
-          int('011839296a789a3bc0045c8a5fb42c7d1bd998f54449579b446817afbd1727'
-              '3e662c97ee72995ef42640c550b9013fad0761353c7086a272c24088be94769f'
-              'd16650', 16))
-
-
-def ec_on_curve(pt):
-    x, y = pt
-    return (y * y - (x * x * x - 3 * x + P521_B)) % P521_P == 0
-
-
-def ec_add(a, b):
-    if a is None:
-        return b
-    if b is None:
-        return a
-    p = P521_P
-    if a[0] == b[0]:
-        if (a[1] + b[1]) % p == 0:
-            return None
-        lam = (3 * a[0] * a[0] - 3) * pow(2 * a[1], -1, p) % p
-    else:
-        lam = (b[1] - a[1]) * pow(b[0] - a[0], -1, p) % p
-    x = (lam * lam - a[0] - b[0]) % p
-    return (x, (lam * (a[0] - x) - a[1]) % p)
-
-
-def ec_mul(k, pt=P521_G):
-    r = None
-    k %= P521_N
-    while k:
-        if k & 1:
-            r = ec_add(r, pt)
-        pt = ec_add(pt, pt)
-        k >>= 1
-    return r
-
-
-def coord(n, size=66):
-    return b64e(n.to_bytes(size, 'big'))
-
-
-def ecmr_jwk(pt, **extra):
-    jwk = {'alg': 'ECMR', 'crv': 'P-521', 'key_ops': ['deriveKey'],
-           'kty': 'EC', 'x': coord(pt[0]), 'y': coord(pt[1])}
-    jwk.update(extra)
-    return jwk
-
-
-def jwk_point(jwk):
-    return (int.from_bytes(b64d(jwk['x']), 'big'),
-            int.from_bytes(b64d(jwk['y']), 'big'))
-
-
-def random_scalar():
-    return secrets.randbelow(P521_N - 1) + 1
-
-
-# --------------------------------------------------------------------------
-
-def main(fn):
-    """Run a test function; print a result line; exit 0/1/77."""
-    try:
-        fn()
-    except SystemExit:
-        raise
-    except BaseException:
-        import traceback
-        traceback.print_exc(file=sys.stdout)
-        sys.stdout.flush()
-        sys.exit(1)
-    log('PASS')
-    sys.exit(0)

@@ -22,9 +22,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 import peers  # noqa: E402
-from peers import (adv_payload, b64d, canon, get, jose, jws_verifies,  # noqa: E402
-                   keys_where, load_keys)
+import tlib  # noqa: E402
+from peers import jose, jws_verifies, keys_where, load_keys  # noqa: E402
+from tlib import adv_payload, canon, get, log, unb64u  # noqa: E402
 
 
 def summarize(h, server, path, keys, tag):
@@ -38,7 +40,7 @@ def summarize(h, server, path, keys, tag):
     sigs = obj.get('signatures') or [obj]
     s['form'] = 'general' if 'signatures' in obj else 'flattened'
     s['top-level members'] = sorted(obj)
-    s['protected'] = sorted(canon(json.loads(b64d(x['protected'])))
+    s['protected'] = sorted(canon(json.loads(unb64u(x['protected'])))
                             for x in sigs)
     s['payload'] = sorted(canon(k) for k in adv_payload(r.body)['keys'])
     sigkeys = keys_where(keys, signing=True)
@@ -86,10 +88,10 @@ def check_adv(h, tang, teth, path, keys, expect_hidden_signer, tag):
         # has a duplicate signature and general form.  tetherd signs once.
         # Both verify with jose and clevis; the signer sets are compared
         # above, and tetherd's form must follow its distinct signers.
-        peers.log('NOTE GET %s: tangd signed twice with the same key %s; '
-                  'tetherd signed by %s (%s form)'
-                  % (path[:30] + '...', ts['signers'], ws['signers'],
-                     ws['form']))
+        log('NOTE GET %s: tangd signed twice with the same key %s; '
+            'tetherd signed by %s (%s form)'
+            % (path[:30] + '...', ts['signers'], ws['signers'],
+               ws['form']))
 
     # Independent of tangd: what the directory says.
     advertised = keys_where(keys, hidden=False)
@@ -129,7 +131,7 @@ def check_adv(h, tang, teth, path, keys, expect_hidden_signer, tag):
                  input=ver, check=False).returncode != 0:
         fail('clevis-style verification (payload verify keys, -a) fails')
 
-    peers.log('%-62s %s' % ('GET ' + path[:56], 'FAIL' if failures else 'ok'))
+    log('%-62s %s' % ('GET ' + path[:56], 'FAIL' if failures else 'ok'))
     return failures
 
 
@@ -153,18 +155,18 @@ def test():
                   'jose')
     with peers.Harness() as h:
         kd = h.mkdir('keys')
-        peers.tether_gen(kd)
-        peers.tether_keys('rotate', kd)
+        tlib.tether_gen(kd)
+        tlib.tether_keys('rotate', kd)
         tang = h.tangd(kd)
         teth = h.tetherd(kd)
 
-        peers.log('-- one advertised signing key, one rotated')
+        log('-- one advertised signing key, one rotated')
         keys = load_keys(kd)
         failures = run_checks(h, tang, teth, keys, 'one')
 
         # A second advertised signing key, added while both servers run
         # (tang re-reads the directory on every request).
-        peers.log('-- a second advertised signing key, added at run time')
+        log('-- a second advertised signing key, added at run time')
         extra = h.path('extra.jwk')
         jose('jwk', 'gen', '-i', '{"alg":"ES512"}', '-o', extra)
         thp = jose('jwk', 'thp', '-i', extra).decode().strip()
@@ -175,10 +177,10 @@ def test():
 
         if failures:
             for f in failures:
-                peers.log('\nFAIL ' + f)
+                log('\nFAIL ' + f)
             raise AssertionError('%d advertisement check(s) failed'
                                  % len(failures))
 
 
 if __name__ == '__main__':
-    peers.main(test)
+    tlib.script_main(test)

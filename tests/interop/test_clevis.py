@@ -24,9 +24,11 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 import peers  # noqa: E402
-from peers import (adv_payload, canon, clevis_decrypt, clevis_encrypt_tang,  # noqa: E402
-                   get, jwe_header, keys_where, load_keys)
+import tlib  # noqa: E402
+from peers import clevis_decrypt, clevis_encrypt_tang, keys_where, load_keys  # noqa: E402
+from tlib import adv_payload, canon, get, jwe_header, log  # noqa: E402
 
 
 def only(seq, what):
@@ -73,7 +75,7 @@ def test():
     peers.require('tetherd', 'tether-keys', 'jose', 'clevis', 'curl')
     with peers.Harness() as h:
         kd = h.mkdir('keys')
-        peers.tether_gen(kd)
+        tlib.tether_gen(kd)
         teth = h.tetherd(kd)
         url = teth.url
         secret = os.urandom(40) + b'\n\x00 tether interop secret \xff\n'
@@ -81,7 +83,7 @@ def test():
         keys = load_keys(kd)
         exc = only(keys_where(keys, exchange=True), 'exchange key')
         sig = only(keys_where(keys, signing=True), 'signing key')
-        thp = only(peers.show_lines(peers.tether_keys('show', kd).stdout),
+        thp = only(peers.show_lines(tlib.tether_keys('show', kd).stdout),
                    'thumbprint from tether-keys show')
         assert thp == sig.thp('S256'), (thp, sig.thp())
 
@@ -89,33 +91,33 @@ def test():
         assert r.status == 200, r
         adv_keys = adv_payload(r.body)['keys']
 
-        peers.log('-- clevis encrypt with thp from tether-keys show')
+        log('-- clevis encrypt with thp from tether-keys show')
         jwe1 = round_trip({'url': url, 'thp': thp}, secret)
         check_jwe(jwe1, url, exc, adv_keys)
 
-        peers.log('-- clevis encrypt with adv from a file')
+        log('-- clevis encrypt with adv from a file')
         adv_file = h.write('adv.jws', r.body)
         jwe2 = round_trip({'url': url, 'adv': adv_file}, secret)
         check_jwe(jwe2, url, exc, adv_keys)
 
-        peers.log('-- clevis encrypt with adv inline')
+        log('-- clevis encrypt with adv inline')
         jwe3 = round_trip({'url': url, 'adv': json.loads(r.body)}, secret)
         check_jwe(jwe3, url, exc, adv_keys)
 
-        peers.log('-- thp of the exchange key is refused by clevis')
+        log('-- thp of the exchange key is refused by clevis')
         cp = peers.run([peers.CLEVIS, 'encrypt', 'tang',
                         json.dumps({'url': url, 'thp': exc.thp()})],
                        input=secret, check=False)
         assert cp.returncode != 0 and not cp.stdout, cp
 
-        peers.log('-- old-clevis JWE with an S1 kid')
+        log('-- old-clevis JWE with an S1 kid')
         # old clevis also printed and took S1 thumbprints: GET /adv/{S1 thp}
         jwe_s1 = s1_encrypt(h, {'url': url, 'thp': sig.thp('S1')}, secret)
         check_jwe(jwe_s1, url, exc, adv_keys, kid_alg='S1')
         assert clevis_decrypt(jwe_s1) == secret
 
-        peers.log('-- tether-keys rotate while tetherd runs')
-        peers.tether_keys('rotate', kd)
+        log('-- tether-keys rotate while tetherd runs')
+        tlib.tether_keys('rotate', kd)
         keys2 = load_keys(kd)
         new_exc = only(keys_where(keys2, exchange=True, hidden=False),
                        'advertised exchange key')
@@ -123,7 +125,7 @@ def test():
                        'advertised signing key')
         assert {k.file for k in keys_where(keys2, hidden=True)} == \
             {'.' + exc.file, '.' + sig.file}, keys2
-        new_thp = only(peers.show_lines(peers.tether_keys('show', kd).stdout),
+        new_thp = only(peers.show_lines(tlib.tether_keys('show', kd).stdout),
                        'thumbprint after rotation')
         assert new_thp == new_sig.thp() and new_thp != thp, (new_thp, thp)
 
@@ -131,7 +133,7 @@ def test():
                           ('adv inline', jwe3), ('S1 kid', jwe_s1)):
             out = clevis_decrypt(jwe)
             assert out == secret, 'old JWE (%s) after rotation' % name
-            peers.log('   old JWE (%s) decrypts through the hidden key' % name)
+            log('   old JWE (%s) decrypts through the hidden key' % name)
 
         r = get(teth.port, '/adv')
         assert r.status == 200, r
@@ -139,21 +141,21 @@ def test():
         jwe4 = round_trip({'url': url, 'thp': new_thp}, secret)
         check_jwe(jwe4, url, new_exc, new_adv)
         assert jwe_header(jwe4)['kid'] != jwe_header(jwe1)['kid']
-        peers.log('   new JWE uses the new exchange key %s' % new_exc.file)
+        log('   new JWE uses the new exchange key %s' % new_exc.file)
 
-        if peers.have_ipv6_loopback():
-            peers.log('-- over [::1]')
+        if tlib.have_ipv6_loopback():
+            log('-- over [::1]')
             teth6 = h.tetherd(kd, host='::1')
             jwe6 = round_trip({'url': teth6.url, 'thp': new_thp}, secret)
             check_jwe(jwe6, teth6.url, new_exc, new_adv)
         else:
-            peers.log('-- no IPv6 loopback: [::1] part skipped')
+            log('-- no IPv6 loopback: [::1] part skipped')
 
-        peers.log('-- with tetherd stopped, decrypt must fail')
+        log('-- with tetherd stopped, decrypt must fail')
         teth.stop()
         cp = clevis_decrypt(jwe4, check=False)
         assert cp.returncode != 0 and cp.stdout != secret, cp
 
 
 if __name__ == '__main__':
-    peers.main(test)
+    tlib.script_main(test)

@@ -55,9 +55,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 import peers  # noqa: E402
-from peers import (adv_payload, b64e, canon, get, jwe_header,  # noqa: E402
-                   keys_where, load_keys, log)
+import tlib  # noqa: E402
+from peers import keys_where, load_keys  # noqa: E402
+from tlib import adv_payload, b64u, canon, get, jwe_header, log  # noqa: E402
 from test_clevis import s1_encrypt  # noqa: E402
 
 TETHER = os.environ.get('TETHER', '')
@@ -165,7 +167,7 @@ def check(what, fn, *args):
     t0 = time.monotonic()
     try:
         fn(*args)
-    except (AssertionError, peers.CmdError) as e:
+    except (AssertionError, tlib.CmdError) as e:
         FAILURES.append((what, str(e)))
         log('   FAIL %s (%.1fs)\n        %s'
             % (what, time.monotonic() - t0, str(e).replace('\n', '\n        ')))
@@ -214,32 +216,32 @@ class EvilHandler(http.server.BaseHTTPRequestHandler):
         ctype = 'application/jwk+json'
         if mode == 'status404':
             return self.answer(404, b'', ctype)
-        r = peers.post(self.server.upstream, self.path, body)
+        r = tlib.post_json(self.server.upstream, self.path, body)
         if r.status != 200:
             return self.answer(502, b'upstream: %r' % r, 'text/plain')
         jwk = json.loads(r.body)
         if mode == 'proxy':
             out = r.body
         elif mode == 'offcurve':
-            x, y = peers.jwk_point(jwk)
-            bad = (x, (y + 1) % peers.P521_P)
-            assert not peers.ec_on_curve(bad)
-            out = json.dumps(peers.ecmr_jwk(bad)).encode()
+            x, y = tlib.jwk_point(jwk)
+            bad = (x, (y + 1) % tlib.P)
+            assert not tlib.on_curve(*bad)
+            out = json.dumps(tlib.ecmr_jwk(*bad)).encode()
         elif mode == 'othercurve':
             # The P-256 generator: a valid point, on the wrong curve.
             out = json.dumps({
                 'alg': 'ECMR', 'crv': 'P-256', 'key_ops': ['deriveKey'],
-                'kty': 'EC', 'x': b64e(bytes.fromhex(P256_GX)),
-                'y': b64e(bytes.fromhex(P256_GY))}).encode()
+                'kty': 'EC', 'x': b64u(bytes.fromhex(P256_GX)),
+                'y': b64u(bytes.fromhex(P256_GY))}).encode()
         elif mode == 'p256coords':
             # "P-521" with the P-256 generator's 32-byte coordinates.
             out = json.dumps({
                 'alg': 'ECMR', 'crv': 'P-521', 'key_ops': ['deriveKey'],
-                'kty': 'EC', 'x': b64e(bytes.fromhex(P256_GX)),
-                'y': b64e(bytes.fromhex(P256_GY))}).encode()
+                'kty': 'EC', 'x': b64u(bytes.fromhex(P256_GX)),
+                'y': b64u(bytes.fromhex(P256_GY))}).encode()
         elif mode == 'wrongpoint':
             # A valid P-521 point, but not s*X: decryption must fail cleanly.
-            out = json.dumps(peers.ecmr_jwk(peers.P521_G)).encode()
+            out = json.dumps(tlib.ecmr_jwk(*tlib.G)).encode()
         elif mode == 'notjson':
             out = b'<html>this is not a JWK</html>'
         elif mode == 'huge':
@@ -266,14 +268,14 @@ P256_GY = '4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5'
 
 class EvilServer:
     def __init__(self, upstream_port):
-        self.httpd = http.server.ThreadingHTTPServer((peers.HOST, 0),
+        self.httpd = http.server.ThreadingHTTPServer((tlib.HOST, 0),
                                                      EvilHandler)
         self.httpd.daemon_threads = True
         self.httpd.upstream = upstream_port
         self.httpd.mode = 'proxy'
         self.httpd.requests = 0
         self.port = self.httpd.server_address[1]
-        self.url = 'http://%s:%d' % (peers.HOST, self.port)
+        self.url = 'http://%s:%d' % (tlib.HOST, self.port)
         self.thread = threading.Thread(target=self.httpd.serve_forever,
                                        kwargs={'poll_interval': 0.05},
                                        daemon=True)
@@ -294,11 +296,11 @@ class Blackhole:
 
     def __init__(self):
         self.sock = socket.socket()
-        self.sock.bind((peers.HOST, 0))
+        self.sock.bind((tlib.HOST, 0))
         self.sock.listen(64)
         self.sock.settimeout(0.05)
         self.port = self.sock.getsockname()[1]
-        self.url = 'http://%s:%d' % (peers.HOST, self.port)
+        self.url = 'http://%s:%d' % (tlib.HOST, self.port)
         self.conns = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -330,10 +332,10 @@ class SynDrop:
 
     def __init__(self):
         self.sock = socket.socket()
-        self.sock.bind((peers.HOST, 0))
+        self.sock.bind((tlib.HOST, 0))
         self.sock.listen(0)
         self.port = self.sock.getsockname()[1]
-        self.url = 'http://%s:%d' % (peers.HOST, self.port)
+        self.url = 'http://%s:%d' % (tlib.HOST, self.port)
         self.fill = []
 
     def __enter__(self):
@@ -341,7 +343,7 @@ class SynDrop:
             c = socket.socket()
             c.settimeout(0.3)
             try:
-                c.connect((peers.HOST, self.port))
+                c.connect((tlib.HOST, self.port))
                 self.fill.append(c)
             except OSError:
                 c.close()
@@ -373,13 +375,13 @@ class Site:
             kd = h.mkdir('%s-keys-%d' % (kind, i))
             if kind == 'tangd':
                 peers.tang_keygen(kd)
-                srv = h.tangd(kd, port=peers.free_port())
+                srv = h.tangd(kd, port=tlib.free_port())
             else:
-                peers.tether_gen(kd)
-                srv = h.tetherd(kd, port=peers.free_port())
+                tlib.tether_gen(kd)
+                srv = h.tetherd(kd, port=tlib.free_port())
             self.dirs.append(kd)
             self.servers.append(srv)
-        self.thp = [peers.show_lines(peers.tether_keys('show', kd).stdout)[0]
+        self.thp = [peers.show_lines(tlib.tether_keys('show', kd).stdout)[0]
                     for kd in self.dirs]
         self.keys = [load_keys(kd) for kd in self.dirs]
         self.adv = []
@@ -522,7 +524,7 @@ def section_tang_config(h, sites):
         check('%s: sss of a tang without thp, -y passed on' % k, sss_y)
 
         def wrong_thp_unknown():
-            bogus = b64e(os.urandom(32))
+            bogus = b64u(os.urandom(32))
             cfg = {'url': url, 'thp': bogus}
             err = failed(tether(['encrypt', 'tang', json.dumps(cfg)], pt),
                          'thp of no key', words=[url])
@@ -712,7 +714,7 @@ def section_validation(h, sites):
         p = parts(jwe)
         for hdr in (b'this is not JSON', b'["an","array"]', b'{"clevis":',
                     b''):
-            bad = join([b64e(hdr).encode()] + p[1:])
+            bad = join([b64u(hdr).encode()] + p[1:])
             failed(tether(['decrypt'], bad), 'header %r' % hdr,
                    words=['header'])
             peer_fails(clevis(['decrypt'], bad), 'header %r' % hdr)
@@ -787,7 +789,7 @@ def section_validation(h, sites):
                 shutil.copy2(os.path.join(s.dirs[2], f), kd)
             srv = h.tangd(kd) if s.kind == 'tangd' else h.tetherd(kd)
             try:
-                thp = peers.show_lines(peers.tether_keys('show', kd).stdout)[0]
+                thp = peers.show_lines(tlib.tether_keys('show', kd).stdout)[0]
                 cfg = {'url': srv.url, 'thp': thp}
                 tj, cj = t_enc('tang', cfg, pt), c_enc('tang', cfg, pt)
                 same(t_dec(tj), pt, 'before the key is deleted')
@@ -795,8 +797,8 @@ def section_validation(h, sites):
                 kid = exc.thp()
                 assert jwe_header(tj)['kid'] == kid
                 os.unlink(exc.path)
-                r = peers.post(srv.port, '/rec/' + kid,
-                               json.dumps(peers.ecmr_jwk(peers.P521_G)))
+                r = tlib.post_json(srv.port, '/rec/' + kid,
+                                    json.dumps(tlib.ecmr_jwk(*tlib.G)))
                 assert r.status == 404, (
                     '%s answers %r for a deleted key' % (s.kind, r))
                 for name, jwe in (('tether', tj), ('clevis', cj)):
@@ -921,11 +923,11 @@ def section_external(h, sites):
         peer_fails(clevis(['encrypt', 'nosuchpin', '{}'], pt, env=env),
                    'clevis encrypt nosuchpin')
         # a JWE naming a pin nobody has
-        hdr = b64e(json.dumps({'alg': 'dir', 'enc': 'A256GCM', 'clevis': {
+        hdr = b64u(json.dumps({'alg': 'dir', 'enc': 'A256GCM', 'clevis': {
             'pin': 'nosuchpin', 'nosuchpin': {}}}).encode())
-        jwe = ('%s..%s.%s.%s' % (hdr, b64e(os.urandom(12)),
-                                 b64e(os.urandom(20)),
-                                 b64e(os.urandom(16)))).encode()
+        jwe = ('%s..%s.%s.%s' % (hdr, b64u(os.urandom(12)),
+                                 b64u(os.urandom(20)),
+                                 b64u(os.urandom(16)))).encode()
         failed(tether(['decrypt'], jwe, env=env), 'tether decrypt nosuchpin',
                words=['unsupported pin', 'nosuchpin'])
         peer_fails(clevis(['decrypt'], jwe, env=env), 'clevis decrypt nosuchpin')
@@ -947,8 +949,8 @@ def section_errors(h, sites):
         adv_file = h.write('adv-err-%s.jws' % s.kind, s.adv[0])
 
         def refused():
-            port = peers.free_port()
-            url = 'http://%s:%d' % (peers.HOST, port)
+            port = tlib.free_port()
+            url = 'http://%s:%d' % (tlib.HOST, port)
             jwe = t_enc('tang', {'url': url, 'adv': adv_file}, pt)
             t0 = time.monotonic()
             cp = tether(['decrypt'], jwe, timeout=60)
@@ -1047,7 +1049,7 @@ def section_errors(h, sites):
 
     check('usage errors -> exit 2', usage)
 
-    if not peers.have_ipv6_loopback():
+    if not tlib.have_ipv6_loopback():
         log('   (no IPv6 loopback: [::1] checks skipped)')
         return
     for s in sites:
@@ -1110,4 +1112,4 @@ def test():
 
 
 if __name__ == '__main__':
-    peers.main(test)
+    tlib.script_main(test)

@@ -28,10 +28,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 import peers  # noqa: E402
-from peers import (adv_payload, canon, clevis_decrypt, clevis_encrypt_tang,  # noqa: E402
-                   get, jose, jwe_header, jws_verifies, keys_where, load_keys,
-                   show_lines)
+import tlib  # noqa: E402
+from peers import (clevis_decrypt, clevis_encrypt_tang, jose, jws_verifies,  # noqa: E402
+                   keys_where, load_keys, show_lines)
+from tlib import adv_payload, canon, get, jwe_header, log  # noqa: E402
 
 
 def tang_show_keys(port):
@@ -41,12 +43,12 @@ def tang_show_keys(port):
 
 
 def show_dir(kd):
-    return show_lines(peers.tether_keys('show', kd).stdout)
+    return show_lines(tlib.tether_keys('show', kd).stdout)
 
 
 def show_url(url):
-    return show_lines(peers.tether_keys('show', '--url', url,
-                                        timeout=30).stdout)
+    return show_lines(tlib.tether_keys('show', '--url', url, timeout=30,
+                                       env=peers.clean_env()).stdout)
 
 
 def check_adv_of(h, server, kd, tag):
@@ -73,10 +75,10 @@ def compare_show(kd, tang, teth, ordered=True):
     b = tang_show_keys(tang.port)
     c = show_url(teth.url)
     d = show_url(tang.url)
-    peers.log('   tether-keys show DIR:        %s' % a)
-    peers.log('   tang-show-keys (tangd):      %s' % b)
-    peers.log('   tether-keys show --url tetherd: %s' % c)
-    peers.log('   tether-keys show --url tangd:   %s' % d)
+    log('   tether-keys show DIR:        %s' % a)
+    log('   tang-show-keys (tangd):      %s' % b)
+    log('   tether-keys show --url tetherd: %s' % c)
+    log('   tether-keys show --url tangd:   %s' % d)
     if ordered:
         assert a == b == c == d, 'thumbprint lists differ'
     else:
@@ -92,9 +94,9 @@ def test():
     secret = os.urandom(32) + b' keydir interop'
     with peers.Harness() as h:
         # ---------------------------------------------------------------- A
-        peers.log('-- A: tether-keys gen, served by tangd')
+        log('-- A: tether-keys gen, served by tangd')
         kda = h.mkdir('tether-made')
-        peers.tether_gen(kda)
+        tlib.tether_gen(kda)
         tang = h.tangd(kda)
         check_adv_of(h, tang, kda, 'a-tangd')
         thp = show_dir(kda)
@@ -103,17 +105,17 @@ def test():
         exc = keys_where(load_keys(kda), exchange=True)[0]
         assert jwe_header(jwe)['kid'] == exc.thp(), 'kid is not the exc key'
         assert clevis_decrypt(jwe) == secret, 'round trip through tangd'
-        peers.log('   clevis round trip through tangd: ok')
+        log('   clevis round trip through tangd: ok')
         port = tang.port
         tang.stop()
         teth = h.tetherd(kda, port=port)
         assert clevis_decrypt(jwe) == secret, \
             'JWE made through tangd does not decrypt through tetherd'
-        peers.log('   JWE made through tangd decrypts through tetherd: ok')
+        log('   JWE made through tangd decrypts through tetherd: ok')
         teth.stop()
 
         # ---------------------------------------------------------------- B
-        peers.log('-- B: tangd-keygen, served by tetherd')
+        log('-- B: tangd-keygen, served by tetherd')
         kdb = h.mkdir('tang-made')
         peers.tang_keygen(kdb)
         keys = load_keys(kdb)
@@ -129,7 +131,7 @@ def test():
         jwe_b = clevis_encrypt_tang({'url': teth.url, 'thp': sig_thp}, secret)
         assert jwe_header(jwe_b)['kid'] == exc.thp()
         assert clevis_decrypt(jwe_b) == secret, 'round trip through tetherd'
-        peers.log('   clevis round trip through tetherd: ok')
+        log('   clevis round trip through tetherd: ok')
         compare_show(kdb, tang, teth)
         assert show_dir(kdb) == [sig_thp]
 
@@ -138,7 +140,7 @@ def test():
         tang2 = h.tangd(kdb, port=port)
         assert clevis_decrypt(jwe_b) == secret, \
             'JWE made through tetherd does not decrypt through tangd'
-        peers.log('   JWE made through tetherd decrypts through tangd: ok')
+        log('   JWE made through tetherd decrypts through tangd: ok')
         tang2.stop()
         teth = h.tetherd(kdb, port=port)
 
@@ -148,7 +150,7 @@ def test():
         # tangd serves: tang creates keys only when a request finds no
         # advertised key, so afterwards exactly the pair the tool made is
         # advertised.  tetherd must leave the directory the same way.
-        peers.log('-- C: tangd-rotate-keys while the servers run')
+        log('-- C: tangd-rotate-keys while the servers run')
         kdc = h.path('tang-made-control')
         shutil.copytree(kdb, kdc)
         tang_c = h.tangd(kdc)
@@ -159,8 +161,8 @@ def test():
         failures = []
         adv_c = sorted(k.file for k in load_keys(kdc) if not k.hidden)
         adv_b = sorted(k.file for k in load_keys(kdb) if not k.hidden)
-        peers.log('   advertised after rotation, tangd-only copy: %s' % adv_c)
-        peers.log('   advertised after rotation, tetherd running: %s' % adv_b)
+        log('   advertised after rotation, tangd-only copy: %s' % adv_c)
+        log('   advertised after rotation, tetherd running: %s' % adv_b)
         if len(adv_b) != len(adv_c):
             failures.append(
                 'tangd-rotate-keys -d DIR while tetherd serves DIR leaves %d '
@@ -175,7 +177,7 @@ def test():
         check_adv_of(h, teth, kdb, 'c-tetherd')
         assert clevis_decrypt(jwe_b) == secret, \
             'old JWE after tangd-rotate-keys, through tetherd'
-        peers.log('   old JWE decrypts through tetherd (tang-hidden key): ok')
+        log('   old JWE decrypts through tetherd (tang-hidden key): ok')
         compare_show(kdb, tang, teth,
                      ordered=len(keys_where(keys, signing=True,
                                             hidden=False)) == 1)
@@ -185,7 +187,7 @@ def test():
             jwe_c = clevis_encrypt_tang({'url': teth.url, 'thp': t}, secret)
             assert clevis_decrypt(jwe_c) == secret
 
-        peers.log('-- C2: one more advertised signing key')
+        log('-- C2: one more advertised signing key')
         extra = h.path('extra.jwk')
         jose('jwk', 'gen', '-i', '{"alg":"ES512"}', '-o', extra)
         extra_thp = jose('jwk', 'thp', '-i', extra).decode().strip()
@@ -200,9 +202,9 @@ def test():
 
         if failures:
             for f in failures:
-                peers.log('\nFAIL ' + f)
+                log('\nFAIL ' + f)
             raise AssertionError('%d check(s) failed' % len(failures))
 
 
 if __name__ == '__main__':
-    peers.main(test)
+    tlib.script_main(test)

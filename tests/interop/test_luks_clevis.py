@@ -64,8 +64,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 import peers  # noqa: E402
-from peers import b64d, jwe_header, log  # noqa: E402
+import tlib  # noqa: E402
+from tlib import jwe_header, log, unb64u  # noqa: E402
 
 TETHER = os.environ.get('TETHER', '')
 CRYPTSETUP = shutil.which('cryptsetup') or '/usr/sbin/cryptsetup'
@@ -82,7 +84,7 @@ def check(what, fn):
     t0 = time.monotonic()
     try:
         fn()
-    except (AssertionError, peers.CmdError, OSError, ValueError, KeyError) as e:
+    except (AssertionError, tlib.CmdError, OSError, ValueError, KeyError) as e:
         FAILURES.append((what, str(e) or repr(e)))
         log('FAIL %s (%.1fs)\n    %s' % (what, time.monotonic() - t0,
                                          (str(e) or repr(e)).replace('\n', '\n    ')[:3000]))
@@ -153,7 +155,7 @@ class Env:
     def __init__(self, h):
         self.h = h
         self.keyfile = h.write('passphrase', PASSPHRASE)
-        self.tether_kd = peers.tether_gen(h.mkdir('tether-keys'))
+        self.tether_kd = tlib.tether_gen(h.mkdir('tether-keys'))
         self.tang_kd = peers.tang_keygen(h.mkdir('tang-keys'))
         self.tetherd = h.tetherd(self.tether_kd)
         self.tangd = h.tangd(self.tang_kd)
@@ -383,7 +385,7 @@ def shape(v):
 
 
 def header_shape(protected):
-    hdr = json.loads(b64d(protected))
+    hdr = json.loads(unb64u(protected))
     return shape(decode_children(hdr))
 
 
@@ -493,7 +495,7 @@ def report_thps(cp):
 def section_rotation(env):
     h = env.h
     # Servers of their own: rotating them does not disturb other sections.
-    kd = peers.tether_gen(h.mkdir('rot-tether-keys'))
+    kd = tlib.tether_gen(h.mkdir('rot-tether-keys'))
     tkd = peers.tang_keygen(h.mkdir('rot-tang-keys'))
     srv, tsrv = h.tetherd(kd), h.tangd(tkd)
     img = env.image('rotation')
@@ -520,7 +522,7 @@ def section_rotation(env):
     def rotate():
         old = {k.thp() for k in peers.load_keys(kd)}
         old_tang = {k.thp() for k in peers.load_keys(tkd)}
-        peers.tether_keys('rotate', kd)
+        tlib.tether_keys('rotate', kd)
         peers.run([peers.TANGD_ROTATE, '-d', tkd])
         time.sleep(0.3)
         for im, s, want in ((img, '1', old), (sss_img, '1', old | old_tang)):
@@ -737,4 +739,4 @@ def test():
 
 
 if __name__ == '__main__':
-    peers.main(test)
+    tlib.script_main(test)

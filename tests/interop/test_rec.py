@@ -20,9 +20,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 import peers  # noqa: E402
-from peers import (P521_G, P521_N, ec_add, ec_mul, ecmr_jwk, jose,  # noqa: E402
-                   jwk_point, keys_where, load_keys, post)
+import tlib  # noqa: E402
+from peers import jose, keys_where, load_keys  # noqa: E402
+from tlib import G, N, add, ecmr_jwk, jwk_point, log, mul, post_json, random_scalar, unb64u  # noqa: E402
 
 TEMPLATE = '{"alg":"ECMR","key_ops":["deriveKey"]}'
 
@@ -39,8 +41,8 @@ class Checker:
         """POST body to /rec/kid of both servers; both answers must be
         byte-identical to expected (jose's output)."""
         self.n += 1
-        a = post(self.tang.port, '/rec/' + kid, body)
-        b = post(self.teth.port, '/rec/' + kid, body)
+        a = post_json(self.tang.port, '/rec/' + kid, body)
+        b = post_json(self.teth.port, '/rec/' + kid, body)
         problems = []
         if a.status != 200 or a.body != expected:
             problems.append('tangd differs from jose (reference broken?): '
@@ -55,7 +57,7 @@ class Checker:
             problems.append('content-type: tangd %r, tetherd %r'
                             % (a.headers.get('content-type'),
                                b.headers.get('content-type')))
-        peers.log('%-58s %s' % (what, 'ok' if not problems else 'FAIL'))
+        log('%-58s %s' % (what, 'ok' if not problems else 'FAIL'))
         if problems:
             self.failures.append(
                 '%s\n  request:  POST /rec/%s\n  body:     %r\n'
@@ -72,17 +74,17 @@ def point_with_short_result(s, want):
     """A client point X such that Y = sX has a coordinate below 2^512 (two
     leading zero bytes in its 66-byte encoding).  Walks Y = rG, (r+1)G, ...
     (one point addition per step), then X = (r / s) G."""
-    r = peers.random_scalar()
-    Y = ec_mul(r)
+    r = random_scalar()
+    Y = mul(r)
     idx = 0 if want == 'x' else 1
     for _ in range(100000):
         if Y[idx] < 2 ** 512:
             break
-        Y = ec_add(Y, P521_G)
+        Y = add(Y, G)
         r += 1
     else:
         raise AssertionError('no short coordinate found')
-    X = ec_mul(r * pow(s, -1, P521_N) % P521_N)
+    X = mul(r * pow(s, -1, N) % N)
     return X, Y
 
 
@@ -91,8 +93,8 @@ def test():
                   'jose')
     with peers.Harness() as h:
         kd = h.mkdir('keys')
-        peers.tether_gen(kd)
-        peers.tether_keys('rotate', kd)
+        tlib.tether_gen(kd)
+        tlib.tether_keys('rotate', kd)
         keys = load_keys(kd)
         excs = keys_where(keys, exchange=True)
         assert len(excs) == 2 and len(keys_where(excs, hidden=True)) == 1, keys
@@ -136,25 +138,25 @@ def test():
         # Results with leading zero bytes in a coordinate: both jose and the
         # servers must print fixed-width (66-byte) coordinates.
         exc = keys_where(excs, hidden=False)[0]
-        s = int.from_bytes(peers.b64d(exc.jwk['d']), 'big')
+        s = int.from_bytes(unb64u(exc.jwk['d']), 'big')
         for want in ('x', 'y'):
             X, Y = point_with_short_result(s, want)
             xfile = h.write('short-%s.pub.jwk' % want,
-                            json.dumps(ecmr_jwk(X)))
+                            json.dumps(ecmr_jwk(*X)))
             good = jose_exc(exc.path, xfile)
             got = json.loads(good)
             assert jwk_point(got) == Y, 'jose computed another point?'
-            assert len(peers.b64d(got[want])) == 66, got
+            assert len(unb64u(got[want])) == 66, got
             c.check('result with %s < 2^512 (fixed-width coordinate)' % want,
                      exc.thp(), open(xfile, 'rb').read(), good)
 
-        peers.log('%d /rec comparisons' % c.n)
+        log('%d /rec comparisons' % c.n)
         if c.failures:
             for f in c.failures:
-                peers.log('\nFAIL ' + f)
+                log('\nFAIL ' + f)
             raise AssertionError('%d /rec answer(s) not byte-identical'
                                  % len(c.failures))
 
 
 if __name__ == '__main__':
-    peers.main(test)
+    tlib.script_main(test)

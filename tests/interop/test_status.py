@@ -17,14 +17,24 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 import peers  # noqa: E402
-from peers import (P521_P, b64e, coord, ec_mul, ecmr_jwk, jose, jwk_point,  # noqa: E402
-                   keys_where, load_keys, random_scalar, request)
+import tlib  # noqa: E402
+from peers import jose, keys_where, load_keys  # noqa: E402
+from tlib import (P, b64u, ecmr_jwk, int_to_b64u, jwk_point, log, mul,  # noqa: E402
+                  random_scalar, request)
 
 
 def pub_of(template):
     return json.loads(jose('jwk', 'pub', '-i-',
                            input=jose('jwk', 'gen', '-i', template)))
+
+
+class Listing:
+    """A directory listing in the place of an answer in report()."""
+
+    def __init__(self, body):
+        self.status, self.body = None, body
 
 
 def with_(jwk, **changes):
@@ -54,15 +64,15 @@ def build_cases(keys):
     # Shorter-than-66-byte x: a point whose x has a leading zero byte,
     # sent without it (RFC 7518 wants full length; jose accepts it).
     while True:
-        short_pt = ec_mul(random_scalar())
+        short_pt = mul(random_scalar())
         if short_pt[0] < 2 ** 520:
             break
-    short_jwk = ecmr_jwk(short_pt)
-    short_x = with_(short_jwk, x=b64e(short_pt[0].to_bytes(66, 'big')[1:]))
+    short_jwk = ecmr_jwk(*short_pt)
+    short_x = with_(short_jwk, x=b64u(short_pt[0].to_bytes(66, 'big')[1:]))
 
     p256 = pub_of('{"alg":"ECMR","crv":"P-256"}')
     rsa = pub_of('{"alg":"RS256"}')
-    off_curve = ecmr_jwk((pt[0], (pt[1] + 1) % P521_P))
+    off_curve = ecmr_jwk(pt[0], (pt[1] + 1) % P)
 
     # (name, method, path, body, expected-for-tetherd-if-tang-is-wrong, why)
     C = []
@@ -133,7 +143,7 @@ def build_cases(keys):
          with_(client, crv='P-384'))
     case('crv missing', 'POST', rec, with_(client, crv=None))
     case('off-curve P-521 point', 'POST', rec, json.dumps(off_curve))
-    case('point (0,0)', 'POST', rec, with_(client, x=coord(0), y=coord(0)))
+    case('point (0,0)', 'POST', rec, with_(client, x=int_to_b64u(0), y=int_to_b64u(0)))
     case('x missing', 'POST', rec, with_(client, x=None))
     case('y missing', 'POST', rec, with_(client, y=None))
     case('x and y missing', 'POST', rec, with_(client, x=None, y=None))
@@ -150,11 +160,11 @@ def build_cases(keys):
     # imports the whole key, so a d that matches x/y is accepted and one
     # that does not match is refused as an invalid key.
     c = random_scalar()
-    with_d = ecmr_jwk(ec_mul(c), d=coord(c))
+    with_d = ecmr_jwk(*mul(c), d=int_to_b64u(c))
     case('private key (d) included, matching x/y', 'POST', rec,
          json.dumps(with_d))
     case('private key (d) included, not matching x/y', 'POST', rec,
-         with_(client, d=coord(random_scalar())))
+         with_(client, d=int_to_b64u(random_scalar())))
     case('{} to unknown kid (body checked first)', 'POST', '/rec/unknown',
          '{}')
     case('garbage to signing kid', 'POST', '/rec/' + sig.thp(), 'garbage')
@@ -165,11 +175,11 @@ def build_cases(keys):
 
     # --- tang is wrong here; tetherd's documented answer is asserted
     case('x = x + p (coordinate not < p)', 'POST', rec,
-         with_(client, x=coord(pt[0] + P521_P)), tetherd=400,
+         with_(client, x=int_to_b64u(pt[0] + P)), tetherd=400,
          why='nbde-facts.md section 1: the server must check coordinates '
              '< p; tang 11 reduces x mod p and answers 200')
     case('x 67 bytes (extra leading zero byte)', 'POST', rec,
-         with_(client, x=b64e(b'\0' + pt[0].to_bytes(66, 'big'))),
+         with_(client, x=b64u(b'\0' + pt[0].to_bytes(66, 'big'))),
          tetherd=400,
          why='RFC 7518 6.2.1.2: x MUST be the full coordinate size '
              '(66 bytes for P-521); tang 11 accepts 67 bytes')
@@ -203,18 +213,18 @@ def compare(cases, tang_port, teth_port):
         if bad:
             line += '  <-- FAIL: ' + '; '.join(bad)
             failures.append((name, method, path, body, a, b, bad))
-        peers.log(line)
+        log(line)
     return failures
 
 
 def report(failures):
     for name, method, path, body, a, b, bad in failures:
-        peers.log('\nFAIL %s\n  request: %s %s\n  body:    %r\n  tang:    %s %r'
-                  '\n  tetherd: %s %r\n  %s'
-                  % (name, method, path if len(path) < 200 else path[:200] + '...',
-                     body if body is None or len(body) < 400 else body[:400] + '...',
-                     a.status, a.body[:300], b.status, b.body[:300],
-                     '; '.join(bad)))
+        log('\nFAIL %s\n  request: %s %s\n  body:    %r\n  tang:    %s %r'
+            '\n  tetherd: %s %r\n  %s'
+            % (name, method, path if len(path) < 200 else path[:200] + '...',
+               body if body is None or len(body) < 400 else body[:400] + '...',
+               a.status, a.body[:300], b.status, b.body[:300],
+               '; '.join(bad)))
 
 
 def test():
@@ -222,8 +232,8 @@ def test():
                   'jose')
     with peers.Harness() as h:
         kd = h.mkdir('keys')
-        peers.tether_gen(kd)
-        peers.tether_keys('rotate', kd)       # hidden keys for /adv, /rec
+        tlib.tether_gen(kd)
+        tlib.tether_keys('rotate', kd)       # hidden keys for /adv, /rec
         keys = load_keys(kd)
         tang = h.tangd(kd)
         teth = h.tetherd(kd)
@@ -232,7 +242,7 @@ def test():
         # No signing key in the directory: both must refuse with 500, on
         # /adv and on /rec.  tang only generates keys when nothing at all is
         # advertised, so a lone advertised exchange key stays alone.
-        peers.log('\n-- directory with an exchange key only')
+        log('\n-- directory with an exchange key only')
         kd2 = h.mkdir('exc-only')
         exc = keys_where(keys, exchange=True, hidden=False)[0]
         shutil.copy(exc.path, kd2)
@@ -240,7 +250,7 @@ def test():
         shutil.copytree(kd2, kd3)
         tang2 = h.tangd(kd2)
         teth2 = h.tetherd(kd3)
-        valid = json.dumps(ecmr_jwk(ec_mul(random_scalar())))
+        valid = json.dumps(ecmr_jwk(*mul(random_scalar())))
         failures += compare([
             ('no signing key: GET /adv', 'GET', '/adv', None, None, None),
             ('no signing key: POST /rec/KID', 'POST', '/rec/' + exc.thp(),
@@ -248,8 +258,8 @@ def test():
         ], tang2.port, teth2.port)
         if sorted(os.listdir(kd2)) != sorted(os.listdir(kd3)):
             failures.append(('directories diverged', '', '', None,
-                             peers.Response(0, {}, str(os.listdir(kd2)).encode()),
-                             peers.Response(0, {}, str(os.listdir(kd3)).encode()),
+                             Listing(str(os.listdir(kd2)).encode()),
+                             Listing(str(os.listdir(kd3)).encode()),
                              ['one server wrote keys the other did not']))
 
         if failures:
@@ -259,4 +269,4 @@ def test():
 
 
 if __name__ == '__main__':
-    peers.main(test)
+    tlib.script_main(test)

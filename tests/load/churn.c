@@ -20,6 +20,7 @@
  * (~3 ms each), requests waited for it, and at 400 files clients timed out. */
 #include "load.h"
 #include "cleanup.h"
+#include "util.h"
 #include "http.h"
 #include "keyset.h"
 #include "tang.h"
@@ -135,15 +136,14 @@ static int list_advertised(const char *dir, char names[][NAME_MAX + 1], size_t *
                 return -errno;
         *n = *n_files = 0;
         while ((de = readdir(d))) {
-                size_t len = strlen(de->d_name);
-                if (len < 4 || strcmp(de->d_name + len - 4, ".jwk") != 0)
+                if (!tc_has_suffix(de->d_name, ".jwk"))
                         continue;
                 (*n_files)++;
                 if (de->d_name[0] == '.')
                         continue;
                 if (*n == MAX_ADVERTISED)
                         return -E2BIG;
-                memcpy(names[(*n)++], de->d_name, len + 1);
+                memcpy(names[(*n)++], de->d_name, strlen(de->d_name) + 1);
         }
         return 0;
 }
@@ -160,7 +160,8 @@ static int remember_hidden(struct churn *c, const char *name, uint64_t hidden_at
 }
 
 static int rotate_once(struct churn *c) {
-        char advertised[MAX_ADVERTISED][NAME_MAX + 1], err[512] = "";
+        char advertised[MAX_ADVERTISED][NAME_MAX + 1];
+        struct tc_err err = {};
         size_t n = 0, n_files = 0;
         int r = list_advertised(c->keydir, advertised, &n, &n_files);
         if (r < 0) {
@@ -168,9 +169,10 @@ static int rotate_once(struct churn *c) {
                 return r;
         }
         raise_max(&c->max_files, n_files);
-        r = tk_rotate(c->keydir, err, sizeof(err));
+        r = tk_rotate(c->keydir, &err);
         if (r < 0) {
-                setup_failure(c, "rotation failed: %s", err);
+                tc_wrap(&err, r, "rotation failed");
+                setup_failure(c, "%s", err.msg);
                 return r;
         }
         uint64_t done = __atomic_add_fetch(&c->rotations, 1, __ATOMIC_SEQ_CST);
@@ -351,17 +353,17 @@ static void *client_main(void *arg) {
 
 static void check_adv(struct churn *c, const char *body, size_t len) {
         json_auto_t *jws = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
-        char msg[256];
+        json_auto_t *payload = NULL;
+        struct tc_err err;
 
         if (!json_is_object(jws)) {
                 count(&c->advs_torn);
                 load_fail(&c->fail, "GET /adv", "the answer is not a JSON object");
                 return;
         }
-        json_auto_t *payload = tk_adv_verify(jws, msg, sizeof(msg));
-        if (!payload) {
+        if (tk_adv_verify(jws, &payload, &err) < 0) {
                 count(&c->advs_torn);
-                load_fail(&c->fail, "GET /adv: torn advertisement", msg);
+                load_fail(&c->fail, "GET /adv: torn advertisement", err.msg);
                 return;
         }
         json_auto_t *derive = tc_tang_keys_for(payload, "deriveKey");
@@ -441,10 +443,10 @@ static int parse_args(int argc, char **argv, struct churn *c) {
                 { "seconds", required_argument, NULL, 's' },  { "clients", required_argument, NULL, 'c' },
                 { "rotate-ms", required_argument, NULL, 'r' }, { "keep-hidden", no_argument, NULL, 'K' }, {},
         };
+        bool ok = true;
         int o;
         c->seconds = 20, c->n_clients = 8, c->rotate_ms = 100;
-        while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-                bool ok = true;
+        while (ok && (o = getopt_long(argc, argv, "", opts, NULL)) != -1)
                 switch (o) {
                 case 'u': c->url = optarg; break;
                 case 'k': c->keydir = optarg; break;
@@ -454,20 +456,7 @@ static int parse_args(int argc, char **argv, struct churn *c) {
                 case 'K': c->keep_hidden = true; break;
                 default: ok = false;
                 }
-                if (!ok) {
-                        fprintf(stderr, "tether-load churn: invalid option or value\n");
-                        return -EINVAL;
-                }
-        }
-        if (!c->url || !c->keydir || optind != argc) {
-                fprintf(stderr, "tether-load churn: --url and --keydir are required\n");
-                return -EINVAL;
-        }
-        if (!load_url_is_loopback(c->url)) {
-                fprintf(stderr, "tether-load churn: %s is not a loopback URL\n", c->url);
-                return -EINVAL;
-        }
-        return 0;
+        return load_args_check("churn", ok, c->url && c->keydir && optind == argc, "--url and --keydir", c->url);
 }
 
 static void churn_free(struct churn *c) {

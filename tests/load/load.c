@@ -1,4 +1,5 @@
 #include "load.h"
+#include "environment.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -85,7 +86,8 @@ long load_raise_nofile(long want) {
 }
 
 int load_ctx_init(struct tc_ctx *ctx) {
-        int r = tc_ctx_init(ctx);
+        struct tc_err err = {};
+        int r = program_ctx_from_environment(ctx, &err);
         if (r < 0)
                 return r;
         ctx->attempts = 1;
@@ -165,4 +167,20 @@ bool load_url_is_loopback(const char *url) {
                 if (strncmp(url, prefixes[i], strlen(prefixes[i])) == 0)
                         return true;
         return false;
+}
+
+int load_args_check(const char *scenario, bool ok, bool have_required, const char *required, const char *url) {
+        if (!ok) {
+                fprintf(stderr, "tether-load %s: invalid option or value\n", scenario);
+                return -EINVAL;
+        }
+        if (!have_required) {
+                fprintf(stderr, "tether-load %s: %s are required\n", scenario, required);
+                return -EINVAL;
+        }
+        if (!load_url_is_loopback(url)) {
+                fprintf(stderr, "tether-load %s: %s is not a loopback URL\n", scenario, url);
+                return -EINVAL;
+        }
+        return 0;
 }

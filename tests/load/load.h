@@ -30,7 +30,8 @@ long load_proc_status_kb(pid_t pid, const char *field);
  * soft limit now in force. */
 long load_raise_nofile(long want);
 
-/* The library's defaults with one attempt per request, so that a refused or
+/* The programs' context (program_ctx_from_environment: TETHER_TIMEOUT,
+ * TETHER_PIN_PATH) with one attempt per request, so that a refused or
  * dropped connection counts as a failure instead of being retried away, and
  * trust in whatever advertisement verifies (the keys rotate under us). */
 int load_ctx_init(struct tc_ctx *ctx);
@@ -70,3 +71,8 @@ bool load_parse_long(const char *s, long min, long max, long *ret);
 
 /* The driver talks to loopback servers only. */
 bool load_url_is_loopback(const char *url);
+
+/* The end of a scenario's option parsing: options and values all valid (ok),
+ * the required ones given (have_required; named in required, e.g. "--url and
+ * --keydir") and url on loopback, or -EINVAL, said on stderr. */
+int load_args_check(const char *scenario, bool ok, bool have_required, const char *required, const char *url);

@@ -90,10 +90,10 @@ static int parse_args(int argc, char **argv, struct reboot *rb) {
                 { "server-pid", required_argument, NULL, 'p' }, { "stack-kb", required_argument, NULL, 's' },
                 {},
         };
+        bool ok = true;
         int o;
         rb->n_clients = 2000, rb->stack_kb = 256;
-        while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-                bool ok = true;
+        while (ok && (o = getopt_long(argc, argv, "", opts, NULL)) != -1)
                 switch (o) {
                 case 'u': rb->url = optarg; break;
                 case 'c': ok = load_parse_long(optarg, 1, 20000, &rb->n_clients); break;
@@ -101,20 +101,8 @@ static int parse_args(int argc, char **argv, struct reboot *rb) {
                 case 's': ok = load_parse_long(optarg, 64, 65536, &rb->stack_kb); break;
                 default: ok = false;
                 }
-                if (!ok) {
-                        fprintf(stderr, "tether-load reboot: invalid option or value\n");
-                        return -EINVAL;
-                }
-        }
-        if (!rb->url || !rb->server_pid || optind != argc) {
-                fprintf(stderr, "tether-load reboot: --url and --server-pid are required\n");
-                return -EINVAL;
-        }
-        if (!load_url_is_loopback(rb->url)) {
-                fprintf(stderr, "tether-load reboot: %s is not a loopback URL\n", rb->url);
-                return -EINVAL;
-        }
-        return 0;
+        return load_args_check("reboot", ok, rb->url && rb->server_pid && optind == argc, "--url and --server-pid",
+                               rb->url);
 }
 
 /* CPU seconds this process (the clients) used so far. */

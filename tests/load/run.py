@@ -58,7 +58,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WRK_TIMEOUT_S = 10          # what the client library waits by default (TC_DEFAULT_TIMEOUT_MS)
 PROBE_LIMIT_MS = 100        # the issue's bound for the normal client among slow ones
 
-tlib = idle_conns = None    # tests/integration/tlib.py, tests/bench/idle_conns.py: imported by configure()
+tlib = idle_conns = None    # tests/lib/tlib.py, tests/bench/idle_conns.py: imported by configure()
 
 
 class SetupError(Exception):
@@ -72,8 +72,8 @@ def configure(build):
     """Points tlib at BUILD's binaries, then imports the shared helpers."""
     build = os.path.abspath(build)
     tools = {
-        "TETHERD": os.path.join(build, "server", "tetherd"),
-        "TETHER_KEYS": os.path.join(build, "tether-keys"),
+        "TETHERD": os.path.join(build, "programs", "tetherd"),
+        "TETHER_KEYS": os.path.join(build, "programs", "tether-keys"),
         "TETHER_LOAD": os.path.join(build, "tests", "load", "tether-load"),
     }
     for var, path in tools.items():
@@ -84,7 +84,7 @@ def configure(build):
     os.environ.pop("TETHERD_VALGRIND", None)
     # meson fills every allocation when MALLOC_PERTURB_ is set: not how tetherd runs.
     os.environ.pop("MALLOC_PERTURB_", None)
-    sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+    sys.path.insert(0, os.path.join(HERE, "..", "lib"))
     sys.path.insert(0, os.path.join(HERE, "..", "bench"))
     global tlib, idle_conns
     import tlib

@@ -1,9 +1,18 @@
 /* A tiny test harness: assertions report file:line and the expression,
- * count failures and let the test go on; main returns non-zero on any.
+ * count failures and let the test go on. Tests register themselves; the one
+ * main (check.c) runs them in the order they are written, prints "ok" or
+ * "FAIL" per test and fails when any check did:
  *
  *     TEST(rec_rejects_point_off_curve) { CHECK(...); }
- *     int main(void) { RUN(rec_rejects_point_off_curve); return check_summary(); }
- */
+ *
+ * A program may have one SETUP, run before its tests (non-zero: nothing runs,
+ * exit 2), and one TEARDOWN, run after them:
+ *
+ *     SETUP { group = EC_GROUP_new_by_curve_name(...); return group ? 0 : -ENOMEM; }
+ *     TEARDOWN { EC_GROUP_free(group); }
+ *
+ * `test-x NAME...` runs only the tests named (after SETUP), `test-x --list`
+ * lists them. */
 #pragma once
 
 #include <errno.h>
@@ -13,8 +22,8 @@
 
 #define ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
 
-static int check_failures;
-static int check_count;
+extern int check_failures;
+extern int check_count;
 
 #define CHECK_FAIL_(...)                                                \
         do {                                                            \
@@ -62,17 +71,34 @@ static int check_count;
                 check_ok_;                                              \
         })
 
-#define TEST(name) static void name(void)
+struct check_test {
+        const char *name;
+        const char *file;
+        int line;
+        void (*run)(void);
+        struct check_test *next;
+};
 
-#define RUN(name)                                                       \
-        do {                                                            \
-                int check_before_ = check_failures;                     \
-                name();                                                 \
-                printf("%s %s\n", check_failures == check_before_ ? "ok  " : "FAIL", #name); \
-                fflush(stdout);                                         \
-        } while (0)
+/* Called by the constructors TEST, SETUP and TEARDOWN define, before main. */
+void check_register(struct check_test *test);
+void check_register_setup(int (*setup)(void));
+void check_register_teardown(void (*teardown)(void));
 
-static inline int check_summary(void) {
-        printf("%d checks, %d failed\n", check_count, check_failures);
-        return check_failures ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+#define TEST(name)                                                      \
+        static void name(void);                                         \
+        static struct check_test check_test_##name = { #name, __FILE__, __LINE__, name, NULL }; \
+        __attribute__((constructor)) static void check_register_##name(void) { \
+                check_register(&check_test_##name);                     \
+        }                                                               \
+        static void name(void)
+
+/* Declares fn and hands it to register_fn before main runs. */
+#define CHECK_HOOK_(type, fn, register_fn)                              \
+        static type fn(void);                                           \
+        __attribute__((constructor)) static void register_fn##_(void) { \
+                register_fn(fn);                                        \
+        }                                                               \
+        static type fn(void)
+
+#define SETUP CHECK_HOOK_(int, check_setup, check_register_setup)
+#define TEARDOWN CHECK_HOOK_(void, check_teardown, check_register_teardown)

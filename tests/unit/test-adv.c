@@ -4,7 +4,6 @@
 #include "keyset.h"
 
 #include <jose/b64.h>
-#include <jose/jws.h>
 #include <jose/jwk.h>
 
 static char *dir;
@@ -12,31 +11,26 @@ static char *dir;
 static json_t *sig1, *sig2, *exc, *old_sig, *old_exc;
 static struct tk_keyset *ks;
 
-static const struct tk_key *find_key(const char *file) {
-        for (size_t i = 0; i < ks->n_keys; i++)
-                if (strcmp(ks->keys[i].file, file) == 0)
-                        return &ks->keys[i];
-        return NULL;
-}
-
-/* The public half of jwk, built here: only kty, crv, x, y plus alg and
- * the public key_ops. */
-static json_t *public_of(const json_t *jwk) {
-        return json_pack("{s:O,s:O,s:O,s:O}", "kty", json_object_get(jwk, "kty"), "crv",
-                         json_object_get(jwk, "crv"), "x", json_object_get(jwk, "x"), "y",
-                         json_object_get(jwk, "y"));
-}
+static const struct tu_key key_files[] = {
+        { "sig1.jwk", TU_ES512, &sig1 },
+        { "sig2.jwk", TU_ES512, &sig2 },
+        { "exc.jwk", TU_ECMR, &exc },
+        { ".old-sig.jwk", TU_ES512, &old_sig },
+        { ".old-exc.jwk", TU_ECMR, &old_exc },
+};
 
 static json_t *decode_b64_json(const json_t *s) {
         const char *text = json_string_value(s);
         if (!text)
                 return NULL;
         size_t len = strlen(text);
-        uint8_t *buf = malloc(len);
+        _cleanup_free_ uint8_t *buf = malloc(len);
         size_t n = buf ? tu_unb64(text, buf, len) : SIZE_MAX;
-        json_t *j = n == SIZE_MAX ? NULL : json_loadb((const char *) buf, n, 0, NULL);
-        free(buf);
-        return j;
+        return n == SIZE_MAX ? NULL : json_loadb((const char *) buf, n, 0, NULL);
+}
+
+static json_t *payload_of(const json_t *jws) {
+        return decode_b64_json(json_object_get(jws, "payload"));
 }
 
 /* The signatures of a JWS in either serialization. */
@@ -48,32 +42,23 @@ static json_t *signatures_of(const json_t *jws) {
                          json_object_get(jws, "signature"));
 }
 
-static bool verifies_with(const json_t *jws, const json_t *jwk) {
-        json_t *pub = public_of(jwk);
-        bool ok = pub && jose_jws_ver(NULL, jws, NULL, pub, false);
-        json_decref(pub);
-        return ok;
-}
-
 static bool payload_has_key(const json_t *keys, const json_t *jwk) {
-        char *want = tu_thumbprint(jwk, "S256");
+        _cleanup_free_ char *want = tu_thumbprint(jwk, "S256");
         bool found = false;
         size_t i;
         json_t *k;
 
         json_array_foreach(keys, i, k) {
-                char *t = tu_thumbprint(k, "S256");
+                _cleanup_free_ char *t = tu_thumbprint(k, "S256");
                 if (t && want && strcmp(t, want) == 0)
                         found = true;
-                free(t);
         }
-        free(want);
         return found;
 }
 
 TEST(default_adv_is_signed_by_every_advertised_signing_key) {
-        json_t *jws = tk_adv_sign(ks, NULL);
-        char e[256] = "";
+        json_auto_t *jws = tk_adv_sign(ks, NULL);
+        struct tc_err e = {};
 
         REQUIRE(jws);
         /* Two signatures: general serialization. */
@@ -83,44 +68,40 @@ TEST(default_adv_is_signed_by_every_advertised_signing_key) {
         CHECK(json_object_get(jws, "signature") == NULL);
         CHECK(json_is_string(json_object_get(jws, "payload")));
 
-        CHECK(verifies_with(jws, sig1));
-        CHECK(verifies_with(jws, sig2));
-        CHECK(!verifies_with(jws, old_sig));
-        CHECK(!verifies_with(jws, exc));
+        CHECK(tu_jws_verifies_with(jws, sig1));
+        CHECK(tu_jws_verifies_with(jws, sig2));
+        CHECK(!tu_jws_verifies_with(jws, old_sig));
+        CHECK(!tu_jws_verifies_with(jws, exc));
 
-        json_t *keys = tk_adv_verify(jws, e, sizeof(e));
-        if (!CHECK(keys != NULL))
-                fprintf(stderr, "  %s\n", e);
-        json_decref(keys);
-        json_decref(jws);
+        json_auto_t *keys = NULL;
+        if (!CHECK_INT(tk_adv_verify(jws, &keys, &e), 0))
+                fprintf(stderr, "  %s\n", e.msg);
+        CHECK(keys != NULL);
 }
 
 TEST(adv_protected_header_is_es512_jwk_set) {
-        json_t *jws = tk_adv_sign(ks, NULL);
+        json_auto_t *jws = tk_adv_sign(ks, NULL);
         REQUIRE(jws);
-        json_t *sigs = signatures_of(jws);
+        json_auto_t *sigs = signatures_of(jws);
         size_t i;
         json_t *s;
 
         CHECK_INT(json_array_size(sigs), 2);
         json_array_foreach(sigs, i, s) {
-                json_t *hdr = decode_b64_json(json_object_get(s, "protected"));
+                json_auto_t *hdr = decode_b64_json(json_object_get(s, "protected"));
                 if (CHECK(hdr != NULL)) {
                         CHECK_STR(json_string_value(json_object_get(hdr, "alg")), "ES512");
                         CHECK_STR(json_string_value(json_object_get(hdr, "cty")), "jwk-set+json");
                 }
                 /* ES512: r || s, 66 bytes each, base64url of 132 bytes. */
                 CHECK_INT(strlen(json_string_value(json_object_get(s, "signature")) ?: ""), 176);
-                json_decref(hdr);
         }
-        json_decref(sigs);
-        json_decref(jws);
 }
 
 TEST(adv_payload_holds_only_public_advertised_keys) {
-        json_t *jws = tk_adv_sign(ks, NULL);
+        json_auto_t *jws = tk_adv_sign(ks, NULL);
         REQUIRE(jws);
-        json_t *payload = decode_b64_json(json_object_get(jws, "payload"));
+        json_auto_t *payload = payload_of(jws);
         json_t *keys = json_object_get(payload, "keys");
         static const char *const v[] = { "verify" }, *const dk[] = { "deriveKey" };
         size_t i;
@@ -144,165 +125,114 @@ TEST(adv_payload_holds_only_public_advertised_keys) {
                 else if (CHECK_STR(alg, "ECMR"))
                         CHECK(tu_ops_are(json_object_get(k, "key_ops"), dk, 1));
         }
-        json_decref(payload);
-        json_decref(jws);
 }
 
 TEST(adv_verify_returns_the_payload_key_set) {
-        json_t *jws = tk_adv_sign(ks, NULL);
+        json_auto_t *jws = tk_adv_sign(ks, NULL);
         REQUIRE(jws);
-        json_t *payload = decode_b64_json(json_object_get(jws, "payload"));
-        json_t *got = tk_adv_verify(jws, NULL, 0);
+        json_auto_t *payload = payload_of(jws);
+        json_auto_t *got = NULL;
+        CHECK_INT(tk_adv_verify(jws, &got, NULL), 0);
         CHECK(got && json_equal(got, payload));
-        json_decref(got);
-        json_decref(payload);
-        json_decref(jws);
 }
 
 TEST(adv_with_extra_signer_is_also_signed_by_it) {
-        const struct tk_key *hidden = find_key(".old-sig.jwk");
+        const struct tk_key *hidden = tu_find_key(ks, ".old-sig.jwk");
         REQUIRE(hidden && hidden->hidden);
-        json_t *jws = tk_adv_sign(ks, hidden->jwk);
+        json_auto_t *jws = tk_adv_sign(ks, hidden->jwk);
         REQUIRE(jws);
         json_t *sigs = json_object_get(jws, "signatures");
         CHECK_INT(json_array_size(sigs), 3);
-        CHECK(verifies_with(jws, sig1));
-        CHECK(verifies_with(jws, sig2));
-        CHECK(verifies_with(jws, old_sig));
+        CHECK(tu_jws_verifies_with(jws, sig1));
+        CHECK(tu_jws_verifies_with(jws, sig2));
+        CHECK(tu_jws_verifies_with(jws, old_sig));
         /* Same payload as the default advertisement: the hidden key signs
          * but is not advertised. */
-        json_t *def = tk_adv_sign(ks, NULL);
-        json_t *a = decode_b64_json(json_object_get(jws, "payload"));
-        json_t *b = decode_b64_json(json_object_get(def, "payload"));
+        json_auto_t *def = tk_adv_sign(ks, NULL);
+        json_auto_t *a = payload_of(jws);
+        json_auto_t *b = payload_of(def);
         CHECK(a && b && json_equal(a, b));
         CHECK(!payload_has_key(json_object_get(a, "keys"), old_sig));
-        json_t *keys = tk_adv_verify(jws, NULL, 0);
+        json_auto_t *keys = NULL;
+        CHECK_INT(tk_adv_verify(jws, &keys, NULL), 0);
         CHECK(keys != NULL);
-        json_decref(keys);
-        json_decref(a);
-        json_decref(b);
-        json_decref(def);
-        json_decref(jws);
 }
 
 TEST(adv_verify_rejects_tampering) {
-        char e[256] = "";
-        json_t *jws = tk_adv_sign(ks, NULL);
+        struct tc_err e = {};
+        json_auto_t *jws = tk_adv_sign(ks, NULL);
         REQUIRE(jws);
 
         /* A payload the keys did not sign (one key dropped). */
-        json_t *payload = decode_b64_json(json_object_get(jws, "payload"));
+        json_auto_t *payload = payload_of(jws);
         json_t *keys = json_object_get(payload, "keys");
         json_array_remove(keys, json_array_size(keys) - 1);
-        char *text = json_dumps(payload, JSON_COMPACT);
-        char *enc = tu_b64((const uint8_t *) text, strlen(text));
-        json_t *forged = json_deep_copy(jws);
+        _cleanup_free_ char *text = json_dumps(payload, JSON_COMPACT);
+        _cleanup_free_ char *enc = tu_b64((const uint8_t *) text, strlen(text));
+        json_auto_t *forged = json_deep_copy(jws);
         json_object_set_new(forged, "payload", json_string(enc));
-        json_t *r = tk_adv_verify(forged, e, sizeof(e));
+        json_t *r = NULL;
+        CHECK_INT(tk_adv_verify(forged, &r, &e), -EBADMSG);
         CHECK(r == NULL);
-        CHECK(e[0] != '\0');
+        CHECK(e.msg[0] != '\0');
         json_decref(r);
 
         /* One of the two advertised signing keys did not sign. */
-        json_t *one = json_deep_copy(jws);
+        json_auto_t *one = json_deep_copy(jws);
         json_array_remove(json_object_get(one, "signatures"), 1);
-        r = tk_adv_verify(one, NULL, 0);
+        CHECK_INT(tk_adv_verify(one, &r, NULL), -EBADMSG);
         CHECK(r == NULL);
         json_decref(r);
 
         /* Not a JWS at all. */
-        json_t *empty = json_object();
-        r = tk_adv_verify(empty, e, sizeof(e));
+        json_auto_t *empty = json_object();
+        CHECK_INT(tk_adv_verify(empty, &r, &e), -EBADMSG);
         CHECK(r == NULL);
         json_decref(r);
-
-        json_decref(empty);
-        json_decref(one);
-        json_decref(forged);
-        free(enc);
-        free(text);
-        json_decref(payload);
-        json_decref(jws);
 }
 
 TEST(single_signing_key_gives_flattened_jws) {
-        char *d = tu_mkdtemp();
-        struct tk_keyset *one = NULL;
+        const struct tu_key two[] = { { "sig.jwk", NULL, &sig1 }, { "exc.jwk", NULL, &exc } };
+        _cleanup_(tk_keyset_freep) struct tk_keyset *one = NULL;
+        char *d = tu_keydir(two, ELEMENTS(two), &one);
 
         REQUIRE(d);
-        if (CHECK(tu_write_json(d, "sig.jwk", sig1) == 0 && tu_write_json(d, "exc.jwk", exc) == 0) &&
-            CHECK_INT(tk_keyset_load(d, NULL, NULL, &one), 0)) {
-                json_t *jws = tk_adv_sign(one, NULL);
-                if (CHECK(jws != NULL)) {
-                        CHECK(json_object_get(jws, "signatures") == NULL);
-                        CHECK(json_is_string(json_object_get(jws, "protected")));
-                        CHECK(json_is_string(json_object_get(jws, "signature")));
-                        CHECK(verifies_with(jws, sig1));
-                        json_t *keys = tk_adv_verify(jws, NULL, 0);
-                        CHECK(keys && json_array_size(json_object_get(keys, "keys")) == 2);
-                        json_decref(keys);
-                }
-                json_decref(jws);
+        json_auto_t *jws = tk_adv_sign(one, NULL);
+        if (CHECK(jws != NULL)) {
+                CHECK(json_object_get(jws, "signatures") == NULL);
+                CHECK(json_is_string(json_object_get(jws, "protected")));
+                CHECK(json_is_string(json_object_get(jws, "signature")));
+                CHECK(tu_jws_verifies_with(jws, sig1));
+                json_auto_t *keys = NULL;
+                CHECK_INT(tk_adv_verify(jws, &keys, NULL), 0);
+                CHECK(keys && json_array_size(json_object_get(keys, "keys")) == 2);
         }
-        tk_keyset_free(one);
-        tu_rmrf(d);
-        free(d);
+        tu_keydir_free(d, two, ELEMENTS(two));
 }
 
 TEST(no_advertised_signing_key_gives_no_adv) {
-        char *d = tu_mkdtemp();
-        struct tk_keyset *none = NULL;
+        /* Only an exchange key and a hidden signing key. */
+        const struct tu_key two[] = { { "exc.jwk", NULL, &exc }, { ".sig.jwk", NULL, &sig1 } };
+        _cleanup_(tk_keyset_freep) struct tk_keyset *none = NULL;
+        char *d = tu_keydir(two, ELEMENTS(two), &none);
 
         REQUIRE(d);
-        /* Only an exchange key and a hidden signing key. */
-        if (CHECK(tu_write_json(d, "exc.jwk", exc) == 0 && tu_write_json(d, ".sig.jwk", sig1) == 0) &&
-            CHECK_INT(tk_keyset_load(d, NULL, NULL, &none), 0)) {
-                json_t *jws = tk_adv_sign(none, NULL);
-                CHECK(jws == NULL);
-                json_decref(jws);
-                /* With the hidden key as extra signer (/adv/{thp}). */
-                jws = tk_adv_sign(none, none->keys[0].jwk);
-                CHECK(jws != NULL);
-                CHECK(jws && verifies_with(jws, sig1));
-                json_decref(jws);
-        }
-        tk_keyset_free(none);
-        tu_rmrf(d);
-        free(d);
+        json_auto_t *jws = tk_adv_sign(none, NULL);
+        CHECK(jws == NULL);
+        json_decref(jws);
+        /* With the hidden key as extra signer (/adv/{thp}). */
+        jws = tk_adv_sign(none, none->keys[0].jwk);
+        CHECK(jws != NULL);
+        CHECK(jws && tu_jws_verifies_with(jws, sig1));
+        tu_keydir_free(d, two, ELEMENTS(two));
 }
 
-int main(void) {
-        sig1 = tu_gen("{\"alg\":\"ES512\"}");
-        sig2 = tu_gen("{\"alg\":\"ES512\"}");
-        exc = tu_gen("{\"alg\":\"ECMR\"}");
-        old_sig = tu_gen("{\"alg\":\"ES512\"}");
-        old_exc = tu_gen("{\"alg\":\"ECMR\"}");
-        dir = tu_mkdtemp();
-        if (!sig1 || !sig2 || !exc || !old_sig || !old_exc || !dir)
-                return 2;
-        if (tu_write_json(dir, "sig1.jwk", sig1) < 0 || tu_write_json(dir, "sig2.jwk", sig2) < 0 ||
-            tu_write_json(dir, "exc.jwk", exc) < 0 || tu_write_json(dir, ".old-sig.jwk", old_sig) < 0 ||
-            tu_write_json(dir, ".old-exc.jwk", old_exc) < 0 || tk_keyset_load(dir, NULL, NULL, &ks) < 0) {
-                tu_rmrf(dir);
-                return 2;
-        }
+SETUP {
+        dir = tu_keydir(key_files, ELEMENTS(key_files), &ks);
+        return dir ? 0 : -1;
+}
 
-        RUN(default_adv_is_signed_by_every_advertised_signing_key);
-        RUN(adv_protected_header_is_es512_jwk_set);
-        RUN(adv_payload_holds_only_public_advertised_keys);
-        RUN(adv_verify_returns_the_payload_key_set);
-        RUN(adv_with_extra_signer_is_also_signed_by_it);
-        RUN(adv_verify_rejects_tampering);
-        RUN(single_signing_key_gives_flattened_jws);
-        RUN(no_advertised_signing_key_gives_no_adv);
-
+TEARDOWN {
         tk_keyset_free(ks);
-        tu_rmrf(dir);
-        free(dir);
-        json_decref(sig1);
-        json_decref(sig2);
-        json_decref(exc);
-        json_decref(old_sig);
-        json_decref(old_exc);
-        return check_summary();
+        tu_keydir_free(dir, key_files, ELEMENTS(key_files));
 }

@@ -1,8 +1,9 @@
 /* The client library's building blocks without a network: Shamir sharing,
  * compact JWE parsing and its limits, A256GCM sealing, the null and sss
- * pins end to end, and the TETHER_TIMEOUT setting. */
+ * pins end to end, and the TETHER_TIMEOUT and TETHER_PIN_PATH settings. */
 #include "check.h"
 
+#include "cleanup.h"
 #include "ctx.h"
 #include "jwe.h"
 #include "luks.h"
@@ -12,6 +13,7 @@
 #include "tether.h"
 
 #include <jose/b64.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <openssl/rand.h>
@@ -266,22 +268,74 @@ TEST(unknown_pin_and_bad_config_are_clear_errors) {
         free(jwe);
 }
 
+/* TETHER_TIMEOUT's value, as the programs pass it in (programs/common). */
 TEST(timeout_from_environment) {
         struct tc_ctx c;
-        setenv("TETHER_TIMEOUT", "2.5", 1);
-        CHECK_INT(tc_ctx_init(&c), 0);
+        tc_ctx_init(&c);
+        CHECK_INT(tc_ctx_set_timeout(&c, "2.5"), 0);
         CHECK_INT(c.timeout_ms, 2500);
-        setenv("TETHER_TIMEOUT", "0.5", 1);
-        CHECK_INT(tc_ctx_init(&c), 0);
+        CHECK_STR(c.timeout_given, "2.5");
+        tc_ctx_init(&c);
+        CHECK_INT(tc_ctx_set_timeout(&c, "0.5"), 0);
         CHECK_INT(c.connect_timeout_ms, 500); /* never longer than the whole */
         const char *bad[] = { "abc", "-1", "0", "5s", "1e9" };
         for (size_t i = 0; i < ELEMENTS(bad); i++) {
-                setenv("TETHER_TIMEOUT", bad[i], 1);
-                CHECK_INT(tc_ctx_init(&c), -EINVAL);
+                tc_ctx_init(&c);
+                CHECK_INT(tc_ctx_set_timeout(&c, bad[i]), -EINVAL);
+                CHECK_INT(c.timeout_ms, TC_DEFAULT_TIMEOUT_MS);
+                CHECK_STR(c.timeout_given, "");
         }
-        unsetenv("TETHER_TIMEOUT");
-        CHECK_INT(tc_ctx_init(&c), 0);
+        /* Unset or empty: the defaults. */
+        tc_ctx_init(&c);
+        CHECK_INT(tc_ctx_set_timeout(&c, NULL), 0);
+        CHECK_INT(tc_ctx_set_timeout(&c, ""), 0);
         CHECK_INT(c.timeout_ms, TC_DEFAULT_TIMEOUT_MS);
+        CHECK_INT(c.connect_timeout_ms, TC_DEFAULT_CONNECT_TIMEOUT_MS);
+        CHECK_STR(c.timeout_given, "");
+}
+
+/* TETHER_PIN_PATH's value: absolute directories only (an empty or relative
+ * entry would be the current directory); kept even when refused, so that
+ * only an external pin fails on it, and inherited by children (sss). */
+TEST(pin_path_is_checked_and_inherited) {
+        struct tc_ctx c, child;
+        struct tc_err err = { "" };
+        tc_ctx_init(&c);
+        CHECK(c.pin_path == NULL);
+        CHECK_INT(tc_ctx_set_pin_path(&c, "/opt/pins:/usr/lib/pins", &err), 0);
+        CHECK_STR(c.pin_path, "/opt/pins:/usr/lib/pins");
+        tc_ctx_child(&child, &c);
+        CHECK_STR(child.pin_path, "/opt/pins:/usr/lib/pins");
+        const char *bad[] = { "pins", "pins:/usr/bin", "/usr/bin:", "/usr/bin::/bin", ":/usr/bin" };
+        for (size_t i = 0; i < ELEMENTS(bad); i++) {
+                err.msg[0] = '\0';
+                CHECK_INT(tc_ctx_set_pin_path(&c, bad[i], &err), -EINVAL);
+                CHECK(strstr(err.msg, "TETHER_PIN_PATH=\"") == err.msg && strstr(err.msg, "absolute directory"));
+                CHECK_STR(c.pin_path, bad[i]);
+        }
+        /* ...and an external pin fails on it, saying so. */
+        uint8_t *pt = NULL;
+        size_t len = 0;
+        err.msg[0] = '\0';
+        CHECK_INT(tc_external_decrypt(&c, "mark", "e30..", 5, &pt, &len, &err), -EINVAL);
+        CHECK(strstr(err.msg, "TETHER_PIN_PATH=\":/usr/bin\": every entry must be an absolute directory") != NULL);
+        CHECK_INT(tc_ctx_set_pin_path(&c, "", &err), 0);
+        CHECK(c.pin_path == NULL);
+        CHECK_INT(tc_ctx_set_pin_path(&c, NULL, &err), 0);
+        CHECK(c.pin_path == NULL);
+}
+
+/* The time limit's message says what TETHER_TIMEOUT was, in children too. */
+TEST(timeout_given_is_named_when_the_deadline_passes) {
+        struct tc_ctx c, child;
+        struct tc_err err = { "sss: nothing" };
+        tc_ctx_init(&c);
+        CHECK_INT(tc_ctx_set_timeout(&c, "1"), 0);
+        tc_ctx_child(&child, &c);
+        child.started_ms = tc_now_ms() - 2000;
+        child.deadline_ms = child.started_ms + 1500;
+        CHECK_INT(tc_ctx_expired_error(&child, -EIO, &err), -ETIMEDOUT);
+        CHECK(strstr(err.msg, "3 tries x TETHER_TIMEOUT=1 s with pauses") != NULL);
 }
 
 /* External pins' output (a secret) grows into a new buffer, the old one
@@ -311,6 +365,82 @@ TEST(secret_grow_moves_to_a_new_buffer_and_is_bounded) {
         CHECK(buf == kept);
         CHECK_INT(cap, 16384);
         tc_secret_free(buf, cap);
+}
+
+/* ------------------------------------------------------------ cleanup helpers */
+
+static int released;
+
+static void count_release(int *p) {
+        released += *p;
+}
+TC_DEFINE_CLEANUP(int *, count_release)
+
+static int leave(int *a, int *b, bool early) {
+        _cleanup_(count_releasep) int *x = a, *none = NULL, *y = NULL, *taken = b;
+        (void) x, (void) none, (void) TAKE_PTR(taken);
+        if (early)
+                return 1;
+        y = b;
+        return 0;
+}
+
+/* What TC_DEFINE_CLEANUP generates releases what the variable holds when
+ * the function returns, whichever return that is; NULL and what TAKE_PTR
+ * handed on are left alone. */
+TEST(generated_cleanup_runs_on_every_return_and_skips_null) {
+        int a = 1, b = 10;
+        released = 0;
+        leave(&a, &b, true);
+        CHECK_INT(released, 1);
+        released = 0;
+        leave(&a, &b, false);
+        CHECK_INT(released, 11);
+}
+
+static void erase_on_return(uint8_t (*buf)[16], bool early) {
+        TC_CLEANUP_ERASE(*buf);
+        memset(*buf, 0xa5, sizeof(*buf));
+        if (early)
+                return;
+        (*buf)[0] = 1;
+}
+
+/* Bytes allocated; a block this test frees is too large for a per-thread cache. */
+static size_t in_use(void) {
+        struct mallinfo2 m = mallinfo2();
+        return m.uordblks + m.hblkhd;
+}
+
+static uint8_t *secret_buffer(bool take) {
+        size_t len = 1 << 20;
+        uint8_t *p = malloc(len);
+        TC_CLEANUP_SECRET(p, len);
+        if (!p)
+                return NULL;
+        memset(p, 0xa5, len);
+        return take ? TAKE_PTR(p) : NULL;
+}
+
+/* TC_CLEANUP_ERASE wipes an array on whichever return; TC_CLEANUP_SECRET
+ * frees (wiped) what its pointer holds at the return, unless TAKE_PTR
+ * handed it on. */
+TEST(secret_cleanup_wipes_arrays_and_frees_buffers_on_return) {
+        uint8_t buf[16];
+        for (int early = 0; early < 2; early++) {
+                memset(buf, 0x5a, sizeof(buf));
+                erase_on_return(&buf, early);
+                size_t zeros = 0;
+                while (zeros < sizeof(buf) && buf[zeros] == 0)
+                        zeros++;
+                CHECK_INT(zeros, sizeof(buf));
+        }
+        size_t before = in_use();
+        CHECK(!secret_buffer(false));
+        CHECK_INT(in_use(), before);
+        uint8_t *kept = secret_buffer(true);
+        CHECK(kept && in_use() >= before + (1 << 20));
+        free(kept);
 }
 
 TEST(cancellation_reaches_children) {
@@ -409,6 +539,23 @@ TEST(error_messages_cut_to_fit_end_in_dots) {
         CHECK(len < 4 || ((unsigned char) err.msg[len - 4] & 0xc0) != 0xc0);
 }
 
+/* Lines that are no tc_err (the agent's events, tether-keys' warnings) are
+ * formatted, escaped and cut as messages are, in a buffer of their own size. */
+TEST(formatted_lines_escape_and_cut_like_error_messages) {
+        char line[1024], long_text[900];
+        CHECK_INT(tc_format(line, sizeof(line), "%s: answered", "/dev/\x1b[31m\nsda\xe2\x80\xae"), 38);
+        CHECK_STR(line, "/dev/\\x1b[31m\\x0asda\\u{202e}: answered");
+        /* Longer than a tc_err holds, shorter than the line: whole. */
+        memset(long_text, 'a', sizeof(long_text) - 1);
+        long_text[sizeof(long_text) - 1] = '\0';
+        CHECK_INT(tc_format(line, sizeof(line), "%s; not answered", long_text), sizeof(long_text) - 1 + 14);
+        CHECK_STR(line + sizeof(long_text) - 1, "; not answered");
+        /* Cut to fit: says so. */
+        char small[16];
+        CHECK_INT(tc_format(small, sizeof(small), "%s", long_text), sizeof(small) - 1);
+        CHECK_STR(small, "aaaaaaaaaaaa...");
+}
+
 TEST(error_messages_escape_bidi_and_invisible_characters) {
         static const struct {
                 const char *in, *out;
@@ -450,8 +597,7 @@ TEST(error_messages_escape_bidi_and_invisible_characters) {
  * What one leaf may take (3 x 1 s, pauses of 0.25 and 0.5 s) plus 1 s. */
 TEST(deadline_limit_cancels_and_is_inherited) {
         struct tc_ctx c, child, grandchild;
-        unsetenv("TETHER_TIMEOUT");
-        CHECK_INT(tc_ctx_init(&c), 0);
+        tc_ctx_init(&c);
         CHECK_INT(c.deadline_ms, 0);
         c.timeout_ms = 1000;
         CHECK_INT(tc_ctx_limit_ms(&c), 4750);
@@ -499,7 +645,7 @@ TEST(deadline_passed_sss_starts_no_child) {
         char *jwe = NULL;
         uint8_t *pt = NULL;
         size_t len = 0;
-        CHECK_INT(tc_ctx_init(&c), 0);
+        tc_ctx_init(&c);
         CHECK_INT(tc_encrypt(&c, "sss", "{\"t\":1,\"pins\":{\"null\":[{},{}]}}", (const uint8_t *) "x", 1, &jwe, &err), 0);
         CHECK_INT(tc_decrypt(&c, jwe, strlen(jwe), &pt, &len, &err), 0);
         tc_secret_free(pt, len);
@@ -564,7 +710,7 @@ TEST(sss_nesting_is_bounded_across_levels_before_any_leaf_runs) {
         fprintf(f, "#!/bin/sh\ntouch %s\ncat >/dev/null\nexit 1\n", mark);
         fclose(f);
         chmod(script, 0755);
-        setenv("TETHER_PIN_PATH", dir, 1);
+        REQUIRE(tc_ctx_set_pin_path(&ctx, dir, &err) == 0);
 
         /* A leaf of the external pin "mark" (its header is all it reads). */
         json_t *h = json_pack("{s:s,s:s,s:{s:s}}", "alg", "dir", "enc", "A256GCM", "clevis", "pin", "mark");
@@ -599,7 +745,7 @@ TEST(sss_nesting_is_bounded_across_levels_before_any_leaf_runs) {
         CHECK(tc_jwe_config(jwe, false, &pin) == NULL);
         free(pin);
         free(jwe);
-        unsetenv("TETHER_PIN_PATH");
+        ctx.pin_path = NULL;
         unlink(script);
         rmdir(dir);
 
@@ -661,28 +807,7 @@ TEST(sss_leaf_pins_are_bounded_in_one_tree) {
         free(cfg57);
 }
 
-int main(void) {
-        unsetenv("TETHER_TIMEOUT");
+SETUP {
         tc_ctx_init(&ctx);
-        RUN(shamir_any_t_of_n_shares_recover_the_secret);
-        RUN(jwe_round_trip_and_aad_is_the_header_text);
-        RUN(jwe_tampering_fails_authentication);
-        RUN(jwe_parse_rejects_malformed_input);
-        RUN(jwe_parse_bounds_size_and_nesting);
-        RUN(null_pin_round_trip_and_fail);
-        RUN(sss_threshold_over_null_children);
-        RUN(sss_rejects_bad_configs);
-        RUN(unknown_pin_and_bad_config_are_clear_errors);
-        RUN(timeout_from_environment);
-        RUN(cancellation_reaches_children);
-        RUN(unknown_config_keys_are_refused_naming_the_key);
-        RUN(error_messages_escape_control_characters_and_bad_utf8);
-        RUN(error_messages_escape_bidi_and_invisible_characters);
-        RUN(error_messages_cut_to_fit_end_in_dots);
-        RUN(secret_grow_moves_to_a_new_buffer_and_is_bounded);
-        RUN(deadline_limit_cancels_and_is_inherited);
-        RUN(deadline_passed_sss_starts_no_child);
-        RUN(sss_nesting_is_bounded_across_levels_before_any_leaf_runs);
-        RUN(sss_leaf_pins_are_bounded_in_one_tree);
-        return check_summary();
+        return 0;
 }

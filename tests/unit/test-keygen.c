@@ -8,7 +8,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char err[512];
+static struct tc_err err;
+
+/* How many files dir holds. */
+static size_t count_files(const char *dir) {
+        size_t n = 0;
+        tu_list_free(tu_list(dir, &n), n);
+        return n;
+}
 
 static bool has_name(char **names, size_t n, const char *name) {
         for (size_t i = 0; i < n; i++)
@@ -56,10 +63,10 @@ static bool is_p521_key(const json_t *jwk, const char *alg) {
 
 /* "<S256 thumbprint>.jwk", computed here from the file's contents. */
 static char *thp_name(const json_t *jwk) {
-        char *t = tu_thumbprint(jwk, "S256"), *name = NULL;
+        _cleanup_free_ char *t = tu_thumbprint(jwk, "S256");
+        char *name = NULL;
         if (t && asprintf(&name, "%s.jwk", t) < 0)
                 name = NULL;
-        free(t);
         return name;
 }
 
@@ -76,23 +83,23 @@ static bool no_leftovers(char **names, size_t n) {
 }
 
 TEST(keygen_pair_writes_two_keys_named_by_s256_mode_0440) {
-        char *dir = tu_mkdtemp();
-        char *sig = NULL, *exc = NULL;
+        _cleanup_(tu_tmpdir_freep) char *dir = tu_mkdtemp();
+        _cleanup_free_ char *sig = NULL, *exc = NULL;
         size_t n = 0;
 
         REQUIRE(dir);
         /* The files must not depend on the caller's umask (CVE-2023-1672). */
         mode_t old = umask(0);
-        int r = tk_keygen_pair(dir, NULL, NULL, &sig, &exc, err, sizeof(err));
+        int r = tk_keygen_pair(dir, NULL, NULL, &sig, &exc, &err);
         umask(old);
         if (!CHECK_INT(r, 0))
-                fprintf(stderr, "  %s\n", err);
+                fprintf(stderr, "  %s\n", err.msg);
         char **names = tu_list(dir, &n);
         if (CHECK_INT(n, 2) && CHECK(sig && exc)) {
                 CHECK(has_name(names, n, sig));
                 CHECK(has_name(names, n, exc));
-                json_t *s = tu_read_json(dir, sig), *e = tu_read_json(dir, exc);
-                char *sn = thp_name(s), *en = thp_name(e);
+                json_auto_t *s = tu_read_json(dir, sig), *e = tu_read_json(dir, exc);
+                _cleanup_free_ char *sn = thp_name(s), *en = thp_name(e);
                 CHECK_STR(sig, sn);
                 CHECK_STR(exc, en);
                 CHECK(is_p521_key(s, "ES512"));
@@ -102,35 +109,26 @@ TEST(keygen_pair_writes_two_keys_named_by_s256_mode_0440) {
                 CHECK(tu_ops_are(json_object_get(e, "key_ops"), dk, 1));
                 CHECK_INT(file_mode(dir, sig), 0440);
                 CHECK_INT(file_mode(dir, exc), 0440);
-                free(sn);
-                free(en);
-                json_decref(s);
-                json_decref(e);
         }
         CHECK(no_leftovers(names, n));
 
         /* And the library reads back what it wrote as one advertised pair. */
-        struct tk_keyset *ks = NULL;
+        _cleanup_(tk_keyset_freep) struct tk_keyset *ks = NULL;
         if (CHECK_INT(tk_keyset_load(dir, NULL, NULL, &ks), 0)) {
                 CHECK_INT(tk_keyset_count(ks, TK_ROLE_SIGNING, false), 1);
                 CHECK_INT(tk_keyset_count(ks, TK_ROLE_EXCHANGE, false), 1);
                 CHECK_INT(ks->n_keys, 2);
         }
-        tk_keyset_free(ks);
         tu_list_free(names, n);
-        free(sig);
-        free(exc);
-        tu_rmrf(dir);
-        free(dir);
 }
 
 TEST(keygen_pair_uses_given_names) {
-        char *dir = tu_mkdtemp();
-        char *sig = NULL, *exc = NULL;
+        _cleanup_(tu_tmpdir_freep) char *dir = tu_mkdtemp();
+        _cleanup_free_ char *sig = NULL, *exc = NULL;
         size_t n = 0;
 
         REQUIRE(dir);
-        CHECK_INT(tk_keygen_pair(dir, "mysig", "myexc.jwk", &sig, &exc, err, sizeof(err)), 0);
+        CHECK_INT(tk_keygen_pair(dir, "mysig", "myexc.jwk", &sig, &exc, &err), 0);
         CHECK_STR(sig, "mysig.jwk");
         CHECK_STR(exc, "myexc.jwk");
         char **names = tu_list(dir, &n);
@@ -138,26 +136,22 @@ TEST(keygen_pair_uses_given_names) {
         CHECK(has_name(names, n, "mysig.jwk"));
         CHECK(has_name(names, n, "myexc.jwk"));
         tu_list_free(names, n);
-        free(sig);
-        free(exc);
 
         /* Output pointers are optional. */
-        CHECK_INT(tk_keygen_pair(dir, NULL, NULL, NULL, NULL, NULL, 0), 0);
+        CHECK_INT(tk_keygen_pair(dir, NULL, NULL, NULL, NULL, NULL), 0);
         names = tu_list(dir, &n);
         CHECK_INT(n, 4);
         CHECK(no_leftovers(names, n));
         tu_list_free(names, n);
-        tu_rmrf(dir);
-        free(dir);
 }
 
 TEST(keygen_pair_fails_for_missing_directory) {
         char *sig = NULL, *exc = NULL;
 
-        err[0] = '\0';
-        CHECK_INT(tk_keygen_pair("/nonexistent/tether-unit", NULL, NULL, &sig, &exc, err, sizeof(err)), -ENOENT);
+        err.msg[0] = '\0';
+        CHECK_INT(tk_keygen_pair("/nonexistent/tether-unit", NULL, NULL, &sig, &exc, &err), -ENOENT);
         CHECK(sig == NULL && exc == NULL);
-        CHECK(strstr(err, "/nonexistent/tether-unit") != NULL);
+        CHECK(strstr(err.msg, "/nonexistent/tether-unit") != NULL);
         CHECK(access("/nonexistent", F_OK) < 0);
 }
 
@@ -195,54 +189,45 @@ static int run_unprivileged(const char *dir, int (*fn)(const char *dir)) {
 
 /* Exit codes of the child: 0 = failed as expected with EACCES. */
 static int keygen_in(const char *dir) {
-        char e[256] = "";
+        struct tc_err e = {};
         char *sig = NULL, *exc = NULL;
-        int r = tk_keygen_pair(dir, NULL, NULL, &sig, &exc, e, sizeof(e));
+        int r = tk_keygen_pair(dir, NULL, NULL, &sig, &exc, &e);
         if (r == 0)
                 return 10;
-        if (r != -EACCES || !e[0] || sig || exc)
+        if (r != -EACCES || !e.msg[0] || sig || exc)
                 return 11;
         return 0;
 }
 
 TEST(keygen_pair_fails_in_unwritable_directory) {
-        char *dir = tu_mkdtemp();
-        size_t n = 0;
+        _cleanup_(tu_tmpdir_freep) char *dir = tu_mkdtemp();
 
         REQUIRE(dir);
         CHECK_INT(run_unprivileged(dir, keygen_in), 0);
-        char **names = tu_list(dir, &n);
-        CHECK_INT(n, 0);
-        tu_list_free(names, n);
-        tu_rmrf(dir);
-        free(dir);
+        CHECK_INT(count_files(dir), 0);
 }
 
 TEST(keygen_pair_removes_first_key_when_second_fails) {
-        char *dir = tu_mkdtemp();
-        char *sig = NULL, *exc = NULL;
+        _cleanup_(tu_tmpdir_freep) char *dir = tu_mkdtemp();
+        _cleanup_free_ char *sig = NULL, *exc = NULL;
         size_t n = 0;
 
         REQUIRE(dir);
         /* An invalid second name: the signing key written first goes again. */
-        CHECK_INT(tk_keygen_pair(dir, NULL, "bad/name", &sig, &exc, err, sizeof(err)), -EINVAL);
+        CHECK_INT(tk_keygen_pair(dir, NULL, "bad/name", &sig, &exc, &err), -EINVAL);
         CHECK(sig == NULL && exc == NULL);
-        char **names = tu_list(dir, &n);
-        CHECK_INT(n, 0);
-        tu_list_free(names, n);
+        CHECK_INT(count_files(dir), 0);
 
         /* Both keys under one name: the second cannot replace the first. */
-        CHECK(tk_keygen_pair(dir, "same", "same", &sig, &exc, err, sizeof(err)) < 0);
-        names = tu_list(dir, &n);
-        CHECK_INT(n, 0);
-        tu_list_free(names, n);
+        CHECK(tk_keygen_pair(dir, "same", "same", &sig, &exc, &err) < 0);
+        CHECK_INT(count_files(dir), 0);
 
         /* An existing file is never replaced, and nothing else appears. */
         REQUIRE(tu_write_str(dir, "taken.jwk", "original") == 0);
-        CHECK_INT(tk_keygen_pair(dir, NULL, "taken", &sig, &exc, err, sizeof(err)), -EEXIST);
-        CHECK_INT(tk_keygen_pair(dir, "taken", NULL, &sig, &exc, err, sizeof(err)), -EEXIST);
+        CHECK_INT(tk_keygen_pair(dir, NULL, "taken", &sig, &exc, &err), -EEXIST);
+        CHECK_INT(tk_keygen_pair(dir, "taken", NULL, &sig, &exc, &err), -EEXIST);
         CHECK(sig == NULL && exc == NULL);
-        names = tu_list(dir, &n);
+        char **names = tu_list(dir, &n);
         if (CHECK_INT(n, 1))
                 CHECK_STR(names[0], "taken.jwk");
         tu_list_free(names, n);
@@ -255,27 +240,24 @@ TEST(keygen_pair_removes_first_key_when_second_fails) {
         }
         CHECK_STR(buf, "original");
 
-        CHECK_INT(tk_keygen_pair(dir, "..", NULL, &sig, &exc, err, sizeof(err)), -EINVAL);
-        CHECK_INT(tk_keygen_pair(dir, "", NULL, &sig, &exc, err, sizeof(err)), -EINVAL);
-        names = tu_list(dir, &n);
-        CHECK_INT(n, 1);
-        tu_list_free(names, n);
-        tu_rmrf(dir);
-        free(dir);
+        CHECK_INT(tk_keygen_pair(dir, "..", NULL, &sig, &exc, &err), -EINVAL);
+        CHECK_INT(tk_keygen_pair(dir, "", NULL, &sig, &exc, &err), -EINVAL);
+        CHECK_INT(count_files(dir), 1);
 }
 
 TEST(rotate_hides_old_pair_and_advertises_new_one) {
-        char *dir = tu_mkdtemp();
-        char *sig = NULL, *exc = NULL, hs[300], he[300];
+        _cleanup_(tu_tmpdir_freep) char *dir = tu_mkdtemp();
+        _cleanup_free_ char *sig = NULL, *exc = NULL;
+        char hs[300], he[300];
         size_t n = 0;
 
         REQUIRE(dir);
-        REQUIRE(tk_keygen_pair(dir, NULL, NULL, &sig, &exc, err, sizeof(err)) == 0);
-        json_t *old_sig = tu_read_json(dir, sig), *old_exc = tu_read_json(dir, exc);
+        REQUIRE(tk_keygen_pair(dir, NULL, NULL, &sig, &exc, &err) == 0);
+        json_auto_t *old_sig = tu_read_json(dir, sig), *old_exc = tu_read_json(dir, exc);
         REQUIRE(tu_write_str(dir, "notes.txt", "not a key") == 0);
 
-        if (!CHECK_INT(tk_rotate(dir, err, sizeof(err)), 0))
-                fprintf(stderr, "  %s\n", err);
+        if (!CHECK_INT(tk_rotate(dir, &err), 0))
+                fprintf(stderr, "  %s\n", err.msg);
         snprintf(hs, sizeof(hs), ".%s", sig);
         snprintf(he, sizeof(he), ".%s", exc);
         char **names = tu_list(dir, &n);
@@ -286,39 +268,35 @@ TEST(rotate_hides_old_pair_and_advertises_new_one) {
         CHECK(has_name(names, n, he));
         CHECK(has_name(names, n, "notes.txt"));
         CHECK(no_leftovers(names, n));
-        json_t *j = tu_read_json(dir, hs);
+        json_auto_t *j = tu_read_json(dir, hs);
         CHECK(json_equal(j, old_sig));
         json_decref(j);
         j = tu_read_json(dir, he);
         CHECK(json_equal(j, old_exc));
-        json_decref(j);
         /* The two new files: advertised, named by their S256, mode 0440. */
         size_t fresh = 0;
         for (size_t i = 0; i < n; i++) {
                 if (names[i][0] == '.' || strcmp(names[i], "notes.txt") == 0)
                         continue;
                 fresh++;
-                j = tu_read_json(dir, names[i]);
-                char *want = thp_name(j);
+                json_auto_t *k = tu_read_json(dir, names[i]);
+                _cleanup_free_ char *want = thp_name(k);
                 CHECK_STR(names[i], want);
                 CHECK_INT(file_mode(dir, names[i]), 0440);
-                free(want);
-                json_decref(j);
         }
         CHECK_INT(fresh, 2);
         tu_list_free(names, n);
 
-        struct tk_keyset *ks = NULL;
+        _cleanup_(tk_keyset_freep) struct tk_keyset *ks = NULL;
         if (CHECK_INT(tk_keyset_load(dir, NULL, NULL, &ks), 0)) {
                 CHECK_INT(tk_keyset_count(ks, TK_ROLE_SIGNING, false), 1);
                 CHECK_INT(tk_keyset_count(ks, TK_ROLE_EXCHANGE, false), 1);
                 CHECK_INT(tk_keyset_count(ks, TK_ROLE_SIGNING, true), 1);
                 CHECK_INT(tk_keyset_count(ks, TK_ROLE_EXCHANGE, true), 1);
         }
-        tk_keyset_free(ks);
 
         /* Again: hidden keys stay as they are (no "..X.jwk"). */
-        CHECK_INT(tk_rotate(dir, err, sizeof(err)), 0);
+        CHECK_INT(tk_rotate(dir, &err), 0);
         names = tu_list(dir, &n);
         CHECK_INT(n, 7);
         CHECK(has_name(names, n, hs));
@@ -334,74 +312,48 @@ TEST(rotate_hides_old_pair_and_advertises_new_one) {
         CHECK_INT(hidden, 4);
         CHECK_INT(advertised, 2);
         tu_list_free(names, n);
-
-        json_decref(old_sig);
-        json_decref(old_exc);
-        free(sig);
-        free(exc);
-        tu_rmrf(dir);
-        free(dir);
 }
 
 TEST(rotate_in_empty_directory_creates_a_pair) {
-        char *dir = tu_mkdtemp();
+        _cleanup_(tu_tmpdir_freep) char *dir = tu_mkdtemp();
         size_t n = 0;
 
         REQUIRE(dir);
-        CHECK_INT(tk_rotate(dir, err, sizeof(err)), 0);
+        CHECK_INT(tk_rotate(dir, &err), 0);
         char **names = tu_list(dir, &n);
         CHECK_INT(n, 2);
         for (size_t i = 0; i < n; i++)
                 CHECK(names[i][0] != '.');
         tu_list_free(names, n);
-        tu_rmrf(dir);
-        free(dir);
 }
 
 TEST(rotate_fails_for_missing_directory) {
-        err[0] = '\0';
-        CHECK_INT(tk_rotate("/nonexistent/tether-unit", err, sizeof(err)), -ENOENT);
-        CHECK(err[0] != '\0');
+        err.msg[0] = '\0';
+        CHECK_INT(tk_rotate("/nonexistent/tether-unit", &err), -ENOENT);
+        CHECK(err.msg[0] != '\0');
 }
 
 static int rotate_in(const char *dir) {
-        char e[256] = "";
-        int r = tk_rotate(dir, e, sizeof(e));
+        struct tc_err e = {};
+        int r = tk_rotate(dir, &e);
         if (r == 0)
                 return 10;
-        if (r != -EACCES || !e[0])
+        if (r != -EACCES || !e.msg[0])
                 return 11;
         return 0;
 }
 
 TEST(rotate_failure_keeps_old_pair_advertised) {
-        char *dir = tu_mkdtemp();
-        char *sig = NULL, *exc = NULL;
+        _cleanup_(tu_tmpdir_freep) char *dir = tu_mkdtemp();
+        _cleanup_free_ char *sig = NULL, *exc = NULL;
         size_t n = 0;
 
         REQUIRE(dir);
-        REQUIRE(tk_keygen_pair(dir, NULL, NULL, &sig, &exc, err, sizeof(err)) == 0);
+        REQUIRE(tk_keygen_pair(dir, NULL, NULL, &sig, &exc, &err) == 0);
         CHECK_INT(run_unprivileged(dir, rotate_in), 0);
         char **names = tu_list(dir, &n);
         CHECK_INT(n, 2);
         CHECK(has_name(names, n, sig));
         CHECK(has_name(names, n, exc));
         tu_list_free(names, n);
-        free(sig);
-        free(exc);
-        tu_rmrf(dir);
-        free(dir);
-}
-
-int main(void) {
-        RUN(keygen_pair_writes_two_keys_named_by_s256_mode_0440);
-        RUN(keygen_pair_uses_given_names);
-        RUN(keygen_pair_fails_for_missing_directory);
-        RUN(keygen_pair_fails_in_unwritable_directory);
-        RUN(keygen_pair_removes_first_key_when_second_fails);
-        RUN(rotate_hides_old_pair_and_advertises_new_one);
-        RUN(rotate_in_empty_directory_creates_a_pair);
-        RUN(rotate_fails_for_missing_directory);
-        RUN(rotate_failure_keeps_old_pair_advertised);
-        return check_summary();
 }

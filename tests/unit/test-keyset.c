@@ -5,6 +5,8 @@
 #include "keyset.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <malloc.h>
 #include <dlfcn.h>
 #include <sys/stat.h>
@@ -51,6 +53,28 @@ struct dirent *readdir(DIR *d) {
         return real(d);
 }
 
+/* openat: keyset.c's calls come here too; fails with ENOMEM (the kernel
+ * short of memory) for the file named openat_enomem. */
+static const char *openat_enomem;
+
+int openat(int fd, const char *path, int flags, ...) {
+        static int (*real)(int, const char *, int, ...);
+        mode_t mode = 0;
+        if (!real)
+                real = (int (*)(int, const char *, int, ...)) dlsym(RTLD_NEXT, "openat");
+        if (flags & (O_CREAT | O_TMPFILE)) {
+                va_list ap;
+                va_start(ap, flags);
+                mode = va_arg(ap, mode_t);
+                va_end(ap);
+        }
+        if (openat_enomem && strcmp(path, openat_enomem) == 0) {
+                errno = ENOMEM;
+                return -1;
+        }
+        return real(fd, path, flags, mode);
+}
+
 #define MAX_WARNINGS 32
 
 struct warnings {
@@ -59,11 +83,11 @@ struct warnings {
         char *reason[MAX_WARNINGS];
 };
 
-static void collect(void *userdata, const char *file, const char *reason) {
+static void collect(void *userdata, const char *file, const struct tc_err *why) {
         struct warnings *w = userdata;
         if (w->n < MAX_WARNINGS) {
                 w->file[w->n] = strdup(file);
-                w->reason[w->n] = strdup(reason ? reason : "");
+                w->reason[w->n] = strdup(why ? why->msg : "");
                 w->n++;
         }
 }
@@ -84,16 +108,17 @@ static size_t warned(const struct warnings *w, const char *file) {
         return n;
 }
 
-static const struct tk_key *find_key(const struct tk_keyset *ks, const char *file) {
-        for (size_t i = 0; i < ks->n_keys; i++)
-                if (strcmp(ks->keys[i].file, file) == 0)
-                        return &ks->keys[i];
-        return NULL;
-}
-
-/* The mixed directory most tests load. */
+/* The mixed directory most tests load: these valid keys, and
+ * make_mixed_dir's files that are not. */
 static char *dir;
 static json_t *sig, *exc, *old_sig, *old_exc, *p256;
+static const struct tu_key key_files[] = {
+        { "sig.jwk", TU_ES512, &sig },
+        { "exc.jwk", TU_ECMR, &exc },
+        { ".old-sig.jwk", TU_ES512, &old_sig },
+        { ".old-exc.jwk", TU_ECMR, &old_exc },
+        { "p256.jwk", TU_ECMR_P256, &p256 },
+};
 
 static bool make_mixed_dir(void) {
         json_t *other = tu_gen("{\"alg\":\"ECMR\"}");
@@ -105,11 +130,6 @@ static bool make_mixed_dir(void) {
         /* An exchange key whose d belongs to another key. */
         ok = ok && json_object_set(mismatch, "d", json_object_get(other, "d")) == 0;
         ok = ok && json_object_del(noy, "y") == 0;
-        ok = ok && tu_write_json(dir, "sig.jwk", sig) == 0;
-        ok = ok && tu_write_json(dir, "exc.jwk", exc) == 0;
-        ok = ok && tu_write_json(dir, ".old-sig.jwk", old_sig) == 0;
-        ok = ok && tu_write_json(dir, ".old-exc.jwk", old_exc) == 0;
-        ok = ok && tu_write_json(dir, "p256.jwk", p256) == 0;
         ok = ok && tu_write_str(dir, "garbage.jwk", "this is not JSON {") == 0;
         ok = ok && tu_write_str(dir, "empty.jwk", "") == 0;
         ok = ok && tu_write_str(dir, "notjwk.jwk", "{\"foo\":\"bar\"}") == 0;
@@ -162,11 +182,11 @@ TEST(loads_valid_keys_with_roles_and_visibility) {
         struct tk_keyset *ks = NULL;
 
         REQUIRE(tk_keyset_load(dir, collect, &w, &ks) == 0 && ks);
-        const struct tk_key *s = find_key(ks, "sig.jwk");
-        const struct tk_key *e = find_key(ks, "exc.jwk");
-        const struct tk_key *os = find_key(ks, ".old-sig.jwk");
-        const struct tk_key *oe = find_key(ks, ".old-exc.jwk");
-        const struct tk_key *p = find_key(ks, "p256.jwk");
+        const struct tk_key *s = tu_find_key(ks, "sig.jwk");
+        const struct tk_key *e = tu_find_key(ks, "exc.jwk");
+        const struct tk_key *os = tu_find_key(ks, ".old-sig.jwk");
+        const struct tk_key *oe = tu_find_key(ks, ".old-exc.jwk");
+        const struct tk_key *p = tu_find_key(ks, "p256.jwk");
 
         if (CHECK(s != NULL)) {
                 CHECK_INT(s->role, TK_ROLE_SIGNING);
@@ -212,7 +232,7 @@ TEST(exchange_keys_carry_the_private_scalar) {
         struct tk_keyset *ks = NULL;
 
         REQUIRE(tk_keyset_load(dir, NULL, NULL, &ks) == 0 && ks);
-        const struct tk_key *e = find_key(ks, "exc.jwk");
+        const struct tk_key *e = tu_find_key(ks, "exc.jwk");
         BIGNUM *d = tu_jwk_d(exc);
         if (CHECK(e && e->ecmr && d)) {
                 CHECK_INT(BN_cmp(e->ecmr->d, d), 0);
@@ -252,7 +272,7 @@ TEST(skips_invalid_files_and_names_each_in_a_warning) {
         for (size_t i = 0; i < ELEMENTS(bad); i++) {
                 if (!CHECK_INT(warned(&w, bad[i]), 1))
                         fprintf(stderr, "  %s: expected exactly one warning\n", bad[i]);
-                if (!CHECK(find_key(ks, bad[i]) == NULL))
+                if (!CHECK(tu_find_key(ks, bad[i]) == NULL))
                         fprintf(stderr, "  %s: loaded although invalid\n", bad[i]);
         }
         for (size_t i = 0; i < ELEMENTS(good); i++)
@@ -260,8 +280,8 @@ TEST(skips_invalid_files_and_names_each_in_a_warning) {
                         fprintf(stderr, "  %s: unexpected warning\n", good[i]);
         for (size_t i = 0; i < w.n; i++)
                 CHECK(w.reason[i][0] != '\0');
-        CHECK(find_key(ks, "readme.txt") == NULL);
-        CHECK(find_key(ks, "sig.jwk.bak") == NULL);
+        CHECK(tu_find_key(ks, "readme.txt") == NULL);
+        CHECK(tu_find_key(ks, "sig.jwk.bak") == NULL);
         /* Advertised *.jwk files holding JSON: sig, exc, p256, notjwk,
          * array, mismatch, noy, dzero, dorder (garbage, empty, dup, big and
          * the directory, FIFO and dangling link are not). */
@@ -390,7 +410,7 @@ TEST(skips_json_object_without_key_material) {
             CHECK(tu_write_str(kdir, "opsonly.jwk", "{\"key_ops\":[\"encrypt\"]}") == 0) &&
             CHECK_INT(tk_keyset_load(kdir, collect, &w, &ks), 0)) {
                 CHECK_INT(warned(&w, "opsonly.jwk"), 1);
-                CHECK(find_key(ks, "opsonly.jwk") == NULL);
+                CHECK(tu_find_key(ks, "opsonly.jwk") == NULL);
                 CHECK_INT(ks->n_keys, 1);
         }
         tk_keyset_free(ks);
@@ -420,44 +440,40 @@ TEST(recovery_needs_explicit_derivekey_and_d) {
         json_decref(k);
 }
 
-TEST(exchange_key_without_key_ops_is_a_signing_key) {
-        /* Tang's classification: no key_ops permits everything, and the
-         * signing test comes first. */
-        char *kdir = tu_mkdtemp();
-        json_t *k = json_deep_copy(exc);
+/* Loads k (taken) alone from a directory: one key, of the given role, with
+ * no exchange state. */
+static void check_alone_is(json_t *k, enum tk_role role) {
+        const struct tu_key one[] = { { "k.jwk", NULL, &k } };
         struct tk_keyset *ks = NULL;
+        char *kdir = tu_keydir(one, ELEMENTS(one), &ks);
 
-        REQUIRE(kdir && k);
-        json_object_del(k, "key_ops");
-        json_object_del(k, "alg");
-        if (CHECK(tu_write_json(kdir, "k.jwk", k) == 0) &&
-            CHECK_INT(tk_keyset_load(kdir, NULL, NULL, &ks), 0) && CHECK_INT(ks->n_keys, 1)) {
-                CHECK_INT(ks->keys[0].role, TK_ROLE_SIGNING);
+        if (CHECK(kdir != NULL) && CHECK_INT(ks->n_keys, 1)) {
+                CHECK_INT(ks->keys[0].role, role);
                 CHECK(ks->keys[0].ecmr == NULL);
         }
         tk_keyset_free(ks);
-        tu_rmrf(kdir);
-        free(kdir);
+        tu_keydir_free(kdir, one, ELEMENTS(one));
         json_decref(k);
 }
 
-TEST(key_allowing_neither_is_other) {
-        char *kdir = tu_mkdtemp();
+TEST(exchange_key_without_key_ops_is_a_signing_key) {
+        /* Tang's classification: no key_ops permits everything, and the
+         * signing test comes first. */
         json_t *k = json_deep_copy(exc);
-        struct tk_keyset *ks = NULL;
 
-        REQUIRE(kdir && k);
+        REQUIRE(k);
+        json_object_del(k, "key_ops");
+        json_object_del(k, "alg");
+        check_alone_is(k, TK_ROLE_SIGNING);
+}
+
+TEST(key_allowing_neither_is_other) {
+        json_t *k = json_deep_copy(exc);
+
+        REQUIRE(k);
         json_object_set_new(k, "key_ops", json_pack("[s]", "wrapKey"));
         json_object_del(k, "alg");
-        if (CHECK(tu_write_json(kdir, "k.jwk", k) == 0) &&
-            CHECK_INT(tk_keyset_load(kdir, NULL, NULL, &ks), 0) && CHECK_INT(ks->n_keys, 1)) {
-                CHECK_INT(ks->keys[0].role, TK_ROLE_OTHER);
-                CHECK(ks->keys[0].ecmr == NULL);
-        }
-        tk_keyset_free(ks);
-        tu_rmrf(kdir);
-        free(kdir);
-        json_decref(k);
+        check_alone_is(k, TK_ROLE_OTHER);
 }
 
 TEST(empty_directory_loads_no_keys) {
@@ -508,6 +524,23 @@ TEST(readdir_error_fails_the_load) {
         tk_keyset_free(ks);
 }
 
+/* The kernel short of memory for one key file is no fault of the file: the
+ * load fails (the server keeps the keys it has and retries) rather than go
+ * on without the key the file may well hold. */
+TEST(out_of_memory_opening_a_key_file_fails_the_load) {
+        struct warnings w = { 0 };
+        struct tk_keyset *ks = NULL;
+
+        openat_enomem = "exc.jwk";
+        int r = tk_keyset_load(dir, collect, &w, &ks);
+        openat_enomem = NULL;
+        CHECK_INT(r, -ENOMEM);
+        CHECK(ks == NULL);
+        CHECK_INT(warned(&w, "exc.jwk"), 0);
+        tk_keyset_free(ks);
+        warnings_clear(&w);
+}
+
 static long load_in_use(const char *kdir, long fail_at, int *r) {
         struct tk_keyset *ks = NULL;
         size_t before = mallinfo2().uordblks;
@@ -522,12 +555,12 @@ static long load_in_use(const char *kdir, long fail_at, int *r) {
 /* Fails each allocation of a load in turn: every attempt fails with -ENOMEM
  * or loads, and leaves nothing allocated behind. */
 TEST(out_of_memory_while_loading_fails_cleanly) {
-        char *kdir = tu_mkdtemp();
+        const struct tu_key two[] = { { "sig.jwk", NULL, &sig }, { "exc.jwk", NULL, &exc } };
+        char *kdir = tu_keydir(two, ELEMENTS(two), NULL);
         long attempts = 0;
         int r;
 
         REQUIRE(kdir);
-        REQUIRE(tu_write_json(kdir, "sig.jwk", sig) == 0 && tu_write_json(kdir, "exc.jwk", exc) == 0);
         (void) load_in_use(kdir, -1, &r);
         if (mallinfo2().uordblks == 0) {
                 /* A sanitizer's or valgrind's allocator: leaks are theirs to find. */
@@ -550,53 +583,23 @@ TEST(out_of_memory_while_loading_fails_cleanly) {
                         break;
         }
         CHECK(attempts > 10);
-        tu_rmrf(kdir);
-        free(kdir);
+        tu_keydir_free(kdir, two, ELEMENTS(two));
 }
 
-int main(void) {
+SETUP {
         json_set_alloc_funcs(failing_malloc, free);
 
-        sig = tu_gen("{\"alg\":\"ES512\"}");
-        exc = tu_gen("{\"alg\":\"ECMR\"}");
-        old_sig = tu_gen("{\"alg\":\"ES512\"}");
-        old_exc = tu_gen("{\"alg\":\"ECMR\"}");
-        p256 = tu_gen("{\"alg\":\"ECMR\",\"crv\":\"P-256\"}");
-        dir = tu_mkdtemp();
-        if (!sig || !exc || !old_sig || !old_exc || !p256 || !dir) {
-                fprintf(stderr, "cannot prepare keys\n");
-                return 2;
-        }
+        dir = tu_keydir(key_files, ELEMENTS(key_files), NULL);
+        if (!dir)
+                return -1;
         if (!make_mixed_dir()) {
                 fprintf(stderr, "cannot prepare %s\n", dir);
-                tu_rmrf(dir);
-                return 2;
+                tu_keydir_free(dir, key_files, ELEMENTS(key_files));
+                return -1;
         }
+        return 0;
+}
 
-        RUN(loads_valid_keys_with_roles_and_visibility);
-        RUN(exchange_keys_carry_the_private_scalar);
-        RUN(keys_are_sorted_by_file_name);
-        RUN(skips_invalid_files_and_names_each_in_a_warning);
-        RUN(follows_symlinks_to_regular_files);
-        RUN(warn_callback_may_be_null);
-        RUN(all_five_thumbprints_match_rfc7638);
-        RUN(thumbprints_of_a_known_key);
-        RUN(thumbprint_of_a_non_jwk_is_null);
-        RUN(skips_json_object_without_key_material);
-        RUN(recovery_needs_explicit_derivekey_and_d);
-        RUN(exchange_key_without_key_ops_is_a_signing_key);
-        RUN(key_allowing_neither_is_other);
-        RUN(empty_directory_loads_no_keys);
-        RUN(unreadable_directory_is_an_error);
-        RUN(readdir_error_fails_the_load);
-        RUN(out_of_memory_while_loading_fails_cleanly);
-
-        tu_rmrf(dir);
-        free(dir);
-        json_decref(sig);
-        json_decref(exc);
-        json_decref(old_sig);
-        json_decref(old_exc);
-        json_decref(p256);
-        return check_summary();
+TEARDOWN {
+        tu_keydir_free(dir, key_files, ELEMENTS(key_files));
 }

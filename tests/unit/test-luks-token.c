@@ -1,10 +1,14 @@
 /* The one parser of clevis token JSON (tc_luks_token_jwe, also what the
- * bindings list reads): keyslots exactly as cryptsetup and Clevis write them. */
+ * bindings list reads): keyslots exactly as cryptsetup and Clevis write them.
+ * And the one reader of a LUKS header's UUID (tc_luks_uuid). */
 #include "check.h"
 
 #include "luks.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <libcryptsetup.h>
 
 static const char jwe[] = "\"jwe\":{\"protected\":\"e30\",\"encrypted_key\":\"\",\"iv\":\"aa\",\"ciphertext\":\"bb\",\"tag\":\"cc\"}";
 
@@ -39,8 +43,52 @@ TEST(token_keyslots_anything_else_rejected) {
                         fprintf(stderr, "  accepted keyslots %s\n", bad[i]);
 }
 
-int main(void) {
-        RUN(token_keyslots_as_cryptsetup_writes_them);
-        RUN(token_keyslots_anything_else_rejected);
-        return check_summary();
+/* A LUKS image of the given type in a fresh file; its UUID in uuid. */
+static int make_luks(const char *path, const char *type, char *uuid, size_t size) {
+        struct crypt_device *cd = NULL;
+        struct crypt_pbkdf_type pbkdf = { .type = CRYPT_KDF_PBKDF2, .hash = "sha256", .iterations = 1000,
+                                          .flags = CRYPT_PBKDF_NO_BENCHMARK };
+        FILE *f = fopen(path, "w");
+        int r = f && ftruncate(fileno(f), 32 << 20) == 0 ? 0 : -1;
+        if (f)
+                fclose(f);
+        if (r == 0)
+                r = crypt_init(&cd, path);
+        if (r == 0 && strcmp(type, CRYPT_LUKS2) == 0)
+                r = crypt_set_pbkdf_type(cd, &pbkdf);
+        if (r == 0)
+                r = crypt_format(cd, type, "aes", "xts-plain64", NULL, NULL, 64, NULL);
+        if (r == 0)
+                snprintf(uuid, size, "%s", crypt_get_uuid(cd));
+        crypt_free(cd);
+        return r;
 }
+
+/* unlock's default mapping name, luks-UUID, comes from here: LUKS1 too (its
+ * own message follows), and anything else is not a LUKS device. */
+TEST(luks_uuid_reads_the_header_of_any_luks_version) {
+        char dir[] = "/tmp/tether-unit-luks-XXXXXX", path[64], want[64];
+        struct tc_err err = {};
+        char *uuid = NULL;
+        REQUIRE(mkdtemp(dir) != NULL);
+        snprintf(path, sizeof(path), "%s/image", dir);
+        const char *types[] = { CRYPT_LUKS2, CRYPT_LUKS1 };
+        for (size_t i = 0; i < ELEMENTS(types); i++) {
+                if (!CHECK_INT(make_luks(path, types[i], want, sizeof(want)), 0))
+                        continue;
+                if (CHECK_INT(tc_luks_uuid(path, &uuid, &err), 0))
+                        CHECK_STR(uuid, want);
+                free(uuid);
+                uuid = NULL;
+        }
+        FILE *f = fopen(path, "w");
+        if (f)
+                fclose(f);
+        REQUIRE(truncate(path, 1 << 20) == 0);
+        CHECK(tc_luks_uuid(path, &uuid, &err) < 0);
+        CHECK(strstr(err.msg, "is not a LUKS device") != NULL);
+        CHECK(uuid == NULL);
+        unlink(path);
+        rmdir(dir);
+}
+

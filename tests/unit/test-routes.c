@@ -5,7 +5,6 @@
 #include "routes.h"
 #include "served.h"
 
-#include <jose/jws.h>
 #include <openssl/objects.h>
 
 /* ---- route_match ---- */
@@ -158,6 +157,12 @@ TEST(match_refuses_overlong_targets) {
 
 static char *dir;
 static json_t *sig, *exc, *old_sig, *old_exc;
+static const struct tu_key key_files[] = {
+        { "sig.jwk", TU_ES512, &sig },
+        { "exc.jwk", TU_ECMR, &exc },
+        { ".old-sig.jwk", TU_ES512, &old_sig },
+        { ".old-exc.jwk", TU_ECMR, &old_exc },
+};
 static struct served *srv;
 static EC_GROUP *p521, *p256;
 static char *good_body;   /* a valid P-521 client point */
@@ -228,15 +233,6 @@ static json_t *reply_json(const struct reply *r) {
         return r->body ? json_loadb(r->body, r->len, 0, NULL) : NULL;
 }
 
-static bool jws_verifies_with(const json_t *jws, const json_t *jwk) {
-        json_t *pub = json_pack("{s:O,s:O,s:O,s:O}", "kty", json_object_get(jwk, "kty"), "crv",
-                                json_object_get(jwk, "crv"), "x", json_object_get(jwk, "x"), "y",
-                                json_object_get(jwk, "y"));
-        bool ok = pub && jose_jws_ver(NULL, jws, NULL, pub, false);
-        json_decref(pub);
-        return ok;
-}
-
 static size_t n_signatures(const json_t *jws) {
         json_t *sigs = json_object_get(jws, "signatures");
         if (sigs)
@@ -253,8 +249,8 @@ TEST(serve_default_adv) {
         CHECK_STR(r.content_type, "application/jose+json");
         json_t *jws = reply_json(&r);
         if (CHECK(jws != NULL)) {
-                CHECK(jws_verifies_with(jws, sig));
-                CHECK(!jws_verifies_with(jws, old_sig));
+                CHECK(tu_jws_verifies_with(jws, sig));
+                CHECK(!tu_jws_verifies_with(jws, old_sig));
                 CHECK_INT(n_signatures(jws), 1);
         }
         json_decref(jws);
@@ -282,8 +278,8 @@ TEST(serve_adv_by_thumbprint) {
                 else {
                         CHECK_STR(r.content_type, "application/jose+json");
                         json_t *jws = reply_json(&r);
-                        CHECK(jws && jws_verifies_with(jws, old_sig));
-                        CHECK(jws && jws_verifies_with(jws, sig));
+                        CHECK(jws && tu_jws_verifies_with(jws, old_sig));
+                        CHECK(jws && tu_jws_verifies_with(jws, sig));
                         CHECK_INT(n_signatures(jws), 2);
                         /* The payload still advertises only the current keys. */
                         json_t *def_jws = json_loadb(def.body, def.len, 0, NULL);
@@ -487,22 +483,24 @@ TEST(serve_health_and_errors) {
         CHECK_INT(status_of(srv, "GET", target, NULL), 414);
 }
 
-static struct served *build_from(const char *d) {
+/* What serves a fresh directory of the keys (in *d: NULL on failure). */
+static struct served *serve_keys(const struct tu_key *keys, size_t n, char **d) {
         struct tk_keyset *ks = NULL;
         struct served *s = NULL;
-        if (tk_keyset_load(d, NULL, NULL, &ks) < 0)
-                return NULL;
-        if (served_build(ks, &s) < 0)
-                return NULL;
+
+        *d = tu_keydir(keys, n, &ks);
+        if (*d && served_build(ks, &s) < 0) {
+                tu_keydir_free(*d, keys, n);
+                *d = NULL;
+        }
         return s;
 }
 
 TEST(no_signing_key_is_500) {
-        char *d = tu_mkdtemp();
-        REQUIRE(d);
         /* Only an exchange key and a hidden signing key. */
-        REQUIRE(tu_write_json(d, "exc.jwk", exc) == 0 && tu_write_json(d, ".sig.jwk", old_sig) == 0);
-        struct served *s = build_from(d);
+        const struct tu_key two[] = { { "exc.jwk", NULL, &exc }, { ".sig.jwk", NULL, &old_sig } };
+        char *d;
+        struct served *s = serve_keys(two, ELEMENTS(two), &d);
         if (CHECK(s != NULL)) {
                 CHECK(!s->usable);
                 CHECK_INT(status_of(s, "GET", "/adv", NULL), 500);
@@ -518,8 +516,7 @@ TEST(no_signing_key_is_500) {
                 CHECK_STR(health_of(s, 503), "unavailable\n");
         }
         served_unref(s);
-        tu_rmrf(d);
-        free(d);
+        tu_keydir_free(d, two, ELEMENTS(two));
 
         /* Nothing loaded at all. */
         CHECK_INT(status_of(NULL, "GET", "/adv", NULL), 500);
@@ -555,10 +552,9 @@ TEST(adv_500_says_why) {
 }
 
 TEST(signing_key_without_exchange_key_is_unhealthy) {
-        char *d = tu_mkdtemp();
-        REQUIRE(d);
-        REQUIRE(tu_write_json(d, "sig.jwk", sig) == 0 && tu_write_json(d, ".exc.jwk", old_exc) == 0);
-        struct served *s = build_from(d);
+        const struct tu_key two[] = { { "sig.jwk", NULL, &sig }, { ".exc.jwk", NULL, &old_exc } };
+        char *d;
+        struct served *s = serve_keys(two, ELEMENTS(two), &d);
         if (CHECK(s != NULL)) {
                 CHECK_INT(status_of(s, "GET", "/adv", NULL), 200);
                 CHECK_STR(health_of(s, 503), "unavailable\n");
@@ -569,8 +565,7 @@ TEST(signing_key_without_exchange_key_is_unhealthy) {
                 free(p);
         }
         served_unref(s);
-        tu_rmrf(d);
-        free(d);
+        tu_keydir_free(d, two, ELEMENTS(two));
 }
 
 /* While /adv and /rec work, a fault behind them (the directory gone) makes
@@ -606,12 +601,12 @@ TEST(health_reports_faults_it_serves_through) {
 }
 
 TEST(key_both_advertised_and_hidden_serves_default_adv) {
-        char *d = tu_mkdtemp();
-        REQUIRE(d);
         /* A restored backup: the same signing key under both names. */
-        REQUIRE(tu_write_json(d, "sig.jwk", sig) == 0 && tu_write_json(d, ".sig.jwk", sig) == 0 &&
-                tu_write_json(d, "exc.jwk", exc) == 0);
-        struct served *s = build_from(d);
+        const struct tu_key three[] = {
+                { "sig.jwk", NULL, &sig }, { ".sig.jwk", NULL, &sig }, { "exc.jwk", NULL, &exc },
+        };
+        char *d;
+        struct served *s = serve_keys(three, ELEMENTS(three), &d);
         if (CHECK(s != NULL)) {
                 struct reply def, r;
                 CHECK_INT(serve(s, "GET", "/adv", NULL, &def), 200);
@@ -624,59 +619,27 @@ TEST(key_both_advertised_and_hidden_serves_default_adv) {
                 }
         }
         served_unref(s);
-        tu_rmrf(d);
-        free(d);
+        tu_keydir_free(d, three, ELEMENTS(three));
 }
 
-int main(void) {
+SETUP {
         p521 = EC_GROUP_new_by_curve_name(NID_secp521r1);
         p256 = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
-        sig = tu_gen("{\"alg\":\"ES512\"}");
-        exc = tu_gen("{\"alg\":\"ECMR\"}");
-        old_sig = tu_gen("{\"alg\":\"ES512\"}");
-        old_exc = tu_gen("{\"alg\":\"ECMR\"}");
-        dir = tu_mkdtemp();
         EC_POINT *x = p521 ? tu_random_point(p521, NULL) : NULL;
         json_t *xj = x ? tu_point_jwk(p521, "P-521", x) : NULL;
         good_body = xj ? json_dumps(xj, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
         json_decref(xj);
         EC_POINT_free(x);
-        if (!p256 || !sig || !exc || !old_sig || !old_exc || !dir || !good_body)
-                return 2;
-        if (tu_write_json(dir, "sig.jwk", sig) < 0 || tu_write_json(dir, "exc.jwk", exc) < 0 ||
-            tu_write_json(dir, ".old-sig.jwk", old_sig) < 0 || tu_write_json(dir, ".old-exc.jwk", old_exc) < 0 ||
-            !(srv = build_from(dir))) {
-                tu_rmrf(dir);
-                return 2;
-        }
+        if (!p256 || !good_body)
+                return -1;
+        srv = serve_keys(key_files, ELEMENTS(key_files), &dir);
+        return srv ? 0 : -1;
+}
 
-        RUN(match_without_prefix);
-        RUN(match_with_endpoint_prefix);
-        RUN(match_refuses_overlong_targets);
-        RUN(serve_default_adv);
-        RUN(serve_adv_by_thumbprint);
-        RUN(serve_adv_unknown_thumbprint_is_404);
-        RUN(serve_rec_with_exchange_kid_by_every_hash);
-        RUN(serve_rec_with_signing_kid_is_403);
-        RUN(serve_rec_unknown_kid_is_404_after_validation);
-        RUN(serve_rec_status_codes);
-        RUN(serve_rec_rejects_foreign_and_invalid_points);
-        RUN(serve_health_and_errors);
-        RUN(no_signing_key_is_500);
-        RUN(adv_500_says_why);
-        RUN(signing_key_without_exchange_key_is_unhealthy);
-        RUN(health_reports_faults_it_serves_through);
-        RUN(key_both_advertised_and_hidden_serves_default_adv);
-
+TEARDOWN {
         served_unref(srv);
-        tu_rmrf(dir);
-        free(dir);
+        tu_keydir_free(dir, key_files, ELEMENTS(key_files));
         free(good_body);
-        json_decref(sig);
-        json_decref(exc);
-        json_decref(old_sig);
-        json_decref(old_exc);
         EC_GROUP_free(p521);
         EC_GROUP_free(p256);
-        return check_summary();
 }

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <unistd.h>
 #include <jose/jwk.h>
+#include <jose/jws.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 
@@ -32,6 +33,11 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 void tu_rmrf(const char *dir) {
         if (dir)
                 (void) nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+void tu_tmpdir_free(char *dir) {
+        tu_rmrf(dir);
+        free(dir);
 }
 
 int tu_write(const char *dir, const char *name, const char *text, size_t len) {
@@ -113,6 +119,53 @@ json_t *tu_gen(const char *template_json) {
                 return NULL;
         }
         return jwk;
+}
+
+void tu_keydir_free(char *dir, const struct tu_key *keys, size_t n) {
+        tu_rmrf(dir);
+        free(dir);
+        for (size_t i = 0; i < n; i++)
+                if (keys[i].template_json) {
+                        json_decref(*keys[i].jwk);
+                        *keys[i].jwk = NULL;
+                }
+}
+
+char *tu_keydir(const struct tu_key *keys, size_t n, struct tk_keyset **ks) {
+        char *dir = tu_mkdtemp();
+        bool ok = dir;
+
+        if (ks)
+                *ks = NULL;
+        for (size_t i = 0; ok && i < n; i++) {
+                if (keys[i].template_json)
+                        *keys[i].jwk = tu_gen(keys[i].template_json);
+                ok = *keys[i].jwk && tu_write_json(dir, keys[i].file, *keys[i].jwk) == 0;
+        }
+        if (ok && ks)
+                ok = tk_keyset_load(dir, NULL, NULL, ks) == 0;
+        if (!ok) {
+                fprintf(stderr, "cannot prepare a key directory %s\n", dir ?: "");
+                tu_keydir_free(dir, keys, n);
+                return NULL;
+        }
+        return dir;
+}
+
+const struct tk_key *tu_find_key(const struct tk_keyset *ks, const char *file) {
+        for (size_t i = 0; i < ks->n_keys; i++)
+                if (strcmp(ks->keys[i].file, file) == 0)
+                        return &ks->keys[i];
+        return NULL;
+}
+
+bool tu_jws_verifies_with(const json_t *jws, const json_t *jwk) {
+        json_t *pub = json_pack("{s:O,s:O,s:O,s:O}", "kty", json_object_get(jwk, "kty"), "crv",
+                                json_object_get(jwk, "crv"), "x", json_object_get(jwk, "x"), "y",
+                                json_object_get(jwk, "y"));
+        bool ok = pub && jose_jws_ver(NULL, jws, NULL, pub, false);
+        json_decref(pub);
+        return ok;
 }
 
 static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

@@ -12,10 +12,16 @@
 #include <openssl/bn.h>
 #include <openssl/ec.h>
 
+#include "keyset.h"
+
 /* A fresh directory /tmp/tether-unit-XXXXXX (malloc'd path), or NULL. */
 char *tu_mkdtemp(void);
 /* Removes dir and everything below it. */
 void tu_rmrf(const char *dir);
+/* Removes and frees a tu_mkdtemp directory: for
+ * _cleanup_(tu_tmpdir_freep) char *dir = tu_mkdtemp(); */
+void tu_tmpdir_free(char *dir);
+TC_DEFINE_CLEANUP(char *, tu_tmpdir_free)
 
 /* Writes text (len bytes) to dir/name; returns 0 or -1. */
 int tu_write(const char *dir, const char *name, const char *text, size_t len);
@@ -29,6 +35,29 @@ void tu_list_free(char **names, size_t n);
 
 /* jose_jwk_gen of the given template, e.g. {"alg":"ES512"}; NULL on failure. */
 json_t *tu_gen(const char *template_json);
+#define TU_ES512 "{\"alg\":\"ES512\"}"
+#define TU_ECMR "{\"alg\":\"ECMR\"}"
+#define TU_ECMR_P256 "{\"alg\":\"ECMR\",\"crv\":\"P-256\"}"
+
+/* One file of a test key directory: its name and where its JWK is. With a
+ * template, tu_keydir generates the key into *jwk (and tu_keydir_free frees
+ * it); without one, *jwk is a key the caller has, written as it is. */
+struct tu_key {
+        const char *file;
+        const char *template_json;
+        json_t **jwk;
+};
+
+/* A fresh directory (tu_mkdtemp) holding the n keys, loaded into *ks unless
+ * ks is NULL; or NULL (and *ks NULL), with nothing left behind. */
+char *tu_keydir(const struct tu_key *keys, size_t n, struct tk_keyset **ks);
+/* Removes and frees dir, and the keys tu_keydir generated. */
+void tu_keydir_free(char *dir, const struct tu_key *keys, size_t n);
+/* The key ks loaded from file, or NULL. */
+const struct tk_key *tu_find_key(const struct tk_keyset *ks, const char *file);
+/* Whether jws verifies with the public half of jwk (kty, crv, x, y only),
+ * as clevis checks an advertisement. */
+bool tu_jws_verifies_with(const json_t *jws, const json_t *jwk);
 
 /* base64url without padding (RFC 4648 section 5), implemented here. */
 char *tu_b64(const uint8_t *buf, size_t len);

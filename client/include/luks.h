@@ -1,0 +1,102 @@
+/* LUKS2 bindings on libcryptsetup, in Clevis's format: a "clevis" token
+ * holding the JWE of a random passphrase, assigned to the keyslot that
+ * passphrase opens. Every mutating operation is all-or-nothing: the user's
+ * own keyslots are never modified, and every intermediate header state
+ * still has a working way in (see luks.c for the order of steps). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "ctx.h"
+#include "err.h"
+
+struct tc_luks_binding {
+        int token;
+        int slot;              /* -1: the token is assigned to no keyslot */
+        bool slot_active;      /* false: an orphan (keyslot killed by hand) */
+        char *jwe;             /* compact; NULL if malformed */
+        char *malformed;       /* why the token is not a valid clevis token, or NULL */
+        char *pin;             /* from the JWE header */
+        json_t *config;        /* reconstructed pin configuration */
+};
+
+struct tc_luks_bindings {
+        struct tc_luks_binding *items;
+        size_t n;
+};
+
+/* The UUID of a LUKS device of any version (caller frees). */
+int tc_luks_uuid(const char *device, char **uuid, struct tc_err *err);
+
+void tc_luks_bindings_clear(struct tc_luks_bindings *b);
+/* Every clevis token of the device. with_thp adds each tang server's signing
+ * thumbprints to the reconstructed configs. */
+int tc_luks_list(const char *device, bool with_thp, struct tc_luks_bindings *out, struct tc_err *err);
+/* A clevis token's JSON (untrusted: read from a header) as a compact JWE;
+ * -EINVAL saying what is wrong if it is not a clevis token. */
+int tc_luks_token_jwe(const char *json, char **compact, struct tc_err *err);
+
+/* How the user proves they may change the volume. */
+struct tc_luks_auth {
+        const uint8_t *passphrase;  /* or NULL: use existing_token */
+        size_t passphrase_len;
+        int existing_token;         /* -1: none */
+};
+
+struct tc_luks_bind_opts {
+        const char *pin;
+        const char *config;
+        int slot;       /* -1: first free */
+        int token;      /* -1: first free */
+        struct tc_luks_auth auth;
+};
+
+/* Returns the keyslot bound (>= 0). */
+int tc_luks_bind(const struct tc_ctx *ctx, const char *device, const struct tc_luks_bind_opts *o, struct tc_err *err);
+enum {
+        TC_LUKS_UNBIND_FORCE = 1 << 0,      /* slot need not be a binding */
+        TC_LUKS_UNBIND_LAST_LOCAL = 1 << 1, /* may remove the last way in that needs no server */
+};
+/* Never removes the last keyslot; nor, without TC_LUKS_UNBIND_LAST_LOCAL, the
+ * last one that opens without a server (a passphrase, key file, another
+ * tool's token, or a tpm2 binding: not a tang or null binding). */
+int tc_luks_unbind(const char *device, int slot, unsigned flags, struct tc_err *err);
+/* The passphrase of slot's binding, verified against that slot only. */
+int tc_luks_pass(const struct tc_ctx *ctx, const char *device, int slot, uint8_t **key, size_t *key_len,
+                 struct tc_err *err);
+/* Opens the device with the first binding that works (all tried at once);
+ * name NULL: only check. slot -1: any. Returns the keyslot used. */
+int tc_luks_unlock(const struct tc_ctx *ctx, const char *device, const char *name, int slot, uint32_t flags,
+                   struct tc_err *err);
+/* The first binding's passphrase recovered, all tried at once, not checked
+ * against its keyslot (whoever asked for it does that). Returns 0 with the
+ * token it came from, -ENOENT if there is no usable binding, -EACCES if
+ * none could be decrypted. Only decryption runs in other threads: the
+ * caller may run several at once. */
+int tc_luks_bindings_recover(const struct tc_ctx *ctx, const char *device, const struct tc_luks_bindings *bindings,
+                             int *token, uint8_t **key, size_t *key_len, struct tc_err *err);
+/* 0 if key opens slot (one PBKDF run of that slot), -EBADMSG if not. */
+int tc_luks_key_opens(const char *device, int slot, const uint8_t *key, size_t len, struct tc_err *err);
+/* The same for a device the caller holds open (the token plugin). */
+struct crypt_device;
+int tc_luks_recover(const struct tc_ctx *ctx, struct crypt_device *cd, const char *device, int *token, uint8_t **key,
+                    size_t *key_len, struct tc_err *err);
+/* Re-encrypts slot's key to the servers' current keys (config as bound, or
+ * new_config for edit), replacing the token in one header write. */
+int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const char *new_config, struct tc_err *err);
+
+/* Tang keys a binding uses that its server no longer advertises. */
+struct tc_luks_report {
+        char **stale;    /* "URL: thumbprint" */
+        size_t n_stale;
+};
+int tc_luks_report(const struct tc_ctx *ctx, const char *device, int slot, struct tc_luks_report *out,
+                   struct tc_err *err);
+void tc_luks_report_clear(struct tc_luks_report *r);
+
+/* Test builds: TETHER_FAULT=POINT makes the step named POINT fail,
+ * TETHER_FAULT=POINT:kill ends the process there, as a crash would. */
+int tc_fault(const char *point, struct tc_err *err);

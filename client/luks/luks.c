@@ -1,0 +1,1053 @@
+/* LUKS2 bindings on libcryptsetup. The order of header writes is what keeps
+ * a way in under any failure or crash:
+ *
+ *   bind:   encrypt the new key (network) before touching the header; write
+ *           the token unassigned; add the keyslot (PBKDF2, 1000 iterations);
+ *           assign the token to it. Interrupted anywhere, the user's slot is
+ *           untouched and every new keyslot has its key in a token.
+ *   unbind: destroy the keyslot, then the token (an interrupted unbind
+ *           leaves an orphan token, which list and report show).
+ *   regen/edit: the keyslot keeps its key; only the token is replaced, in
+ *           one header write. */
+#include "luks.h"
+#include "cleanup.h"
+#include "fanout.h"
+#include "jwe.h"
+#include "pin.h"
+#include "tang.h"
+#include "tether.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <jose/b64.h>
+#include <jose/jwk.h>
+#include <jose/jws.h>
+#include "keyset.h"
+#include <libcryptsetup.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#define BIND_KEY_BYTES 32       /* 256 bits of entropy, as base64url text */
+#define BIND_PBKDF2_ITERATIONS 1000
+
+TC_DEFINE_CLEANUP(struct crypt_device *, crypt_free)
+
+int tc_fault(const char *point, struct tc_err *err) {
+#ifdef TETHER_FAULT_INJECTION
+        const char *f = getenv("TETHER_FAULT");
+        size_t n = strlen(point);
+        if (f && strncmp(f, point, n) == 0) {
+                if (strcmp(f + n, ":kill") == 0)
+                        _exit(99);
+                if (f[n] == '\0')
+                        return tc_fail(err, -EIO, "fault injected at %s", point);
+        }
+#else
+        (void) point, (void) err;
+#endif
+        return 0;
+}
+
+/* A LUKS device of any version, its header loaded. */
+static int open_luks(const char *device, struct crypt_device **ret, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r = crypt_init(&cd, device);
+        if (r < 0)
+                return tc_fail(err, r, "%s: cannot open: %s", device, strerror(-r));
+        r = crypt_load(cd, CRYPT_LUKS, NULL);
+        if (r < 0)
+                return tc_fail(err, r, "%s is not a LUKS device", device);
+        *ret = TAKE_PTR(cd);
+        return 0;
+}
+
+static int open_luks2(const char *device, struct crypt_device **ret, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r = open_luks(device, &cd, err);
+        if (r < 0)
+                return r;
+        if (strcmp(crypt_get_type(cd), CRYPT_LUKS1) == 0)
+                return tc_fail(err, -EOPNOTSUPP,
+                               "%s: LUKS1 is not supported; convert with cryptsetup convert --type luks2", device);
+        *ret = TAKE_PTR(cd);
+        return 0;
+}
+
+int tc_luks_uuid(const char *device, char **uuid, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r = open_luks(device, &cd, err);
+        if (r < 0)
+                return r;
+        const char *u = crypt_get_uuid(cd);
+        if (!u)
+                return tc_fail(err, -EINVAL, "%s has no UUID", device);
+        *uuid = strdup(u);
+        return *uuid ? 0 : tc_fail(err, -ENOMEM, "out of memory");
+}
+
+/* ---------------------------------------------------------------- tokens */
+
+static char *token_to_compact(const json_t *token) {
+        const json_t *jwe = json_object_get(token, "jwe");
+        const char *p = json_string_value(json_object_get(jwe, "protected"));
+        const char *k = json_string_value(json_object_get(jwe, "encrypted_key"));
+        const char *iv = json_string_value(json_object_get(jwe, "iv"));
+        const char *c = json_string_value(json_object_get(jwe, "ciphertext"));
+        const char *t = json_string_value(json_object_get(jwe, "tag"));
+        char *out = NULL;
+        if (!p || !iv || !c || !t)
+                return NULL;
+        return asprintf(&out, "%s.%s.%s.%s.%s", p, k ? k : "", iv, c, t) < 0 ? NULL : out;
+}
+
+/* A keyslot number as cryptsetup and Clevis write it: "0".."31", decimal,
+ * no sign, no leading zero, no space. Anything else is not guessed at. */
+static int parse_keyslot(const json_t *s) {
+        const char *v = json_string_value(s);
+        int slot = 0;
+        if (!v || !*v || (v[0] == '0' && v[1]))
+                return -EINVAL;
+        for (const char *p = v; *p; p++) {
+                if (*p < '0' || *p > '9' || p - v >= 3)
+                        return -EINVAL;
+                slot = slot * 10 + (*p - '0');
+        }
+        return slot < crypt_keyslot_max(CRYPT_LUKS2) ? slot : -EINVAL;
+}
+
+/* The one reading of a clevis token (untrusted: anyone with the disk can
+ * write it), for the bindings list, the token plugin and the fuzzers alike.
+ * *slot is -1 for a token assigned to no keyslot (an interrupted bind). */
+static int parse_token(const char *json, int *slot, char **compact, struct tc_err *err) {
+        json_auto_t *token = json_loads(json, 0, NULL);
+        if (!json_is_object(token))
+                return tc_fail(err, -EINVAL, "clevis token is not a JSON object");
+        const char *type = json_string_value(json_object_get(token, "type"));
+        if (!type || strcmp(type, "clevis") != 0)
+                return tc_fail(err, -EINVAL, "token type is not \"clevis\"");
+        json_t *slots = json_object_get(token, "keyslots");
+        if (!json_is_array(slots))
+                return tc_fail(err, -EINVAL, "clevis token has no \"keyslots\" array");
+        if (json_array_size(slots) > 1)
+                return tc_fail(err, -EINVAL, "clevis token is assigned to %zu keyslots (Clevis assigns one)",
+                               json_array_size(slots));
+        int s = -1;
+        if (json_array_size(slots) == 1 && (s = parse_keyslot(json_array_get(slots, 0))) < 0) {
+                const char *v = json_string_value(json_array_get(slots, 0));
+                return tc_fail(err, -EINVAL, "clevis token: keyslot %s%.16s%s is not a keyslot number (0 to %d)",
+                               v ? "\"" : "", v ? v : "(not a string)", v ? "\"" : "", crypt_keyslot_max(CRYPT_LUKS2) - 1);
+        }
+        char *c = token_to_compact(token);
+        if (!c)
+                return tc_fail(err, -EINVAL, "clevis token: \"jwe\" lacks protected, iv, ciphertext or tag");
+        *slot = s;
+        *compact = c;
+        return 0;
+}
+
+int tc_luks_token_jwe(const char *json, char **compact, struct tc_err *err) {
+        int slot;
+        return parse_token(json, &slot, compact, err);
+}
+
+static json_t *compact_to_token(const char *compact, int slot) {
+        const char *part[5];
+        size_t len[5], n = 0;
+        for (const char *p = compact; n < 5; n++) {
+                const char *dot = strchr(p, '.');
+                part[n] = p;
+                len[n] = dot ? (size_t) (dot - p) : strlen(p);
+                if (!dot) {
+                        n++;
+                        break;
+                }
+                p = dot + 1;
+        }
+        if (n != 5)
+                return NULL;
+        json_t *slots = json_array();
+        if (slot >= 0) {
+                char s[16];
+                snprintf(s, sizeof(s), "%d", slot);
+                json_array_append_new(slots, json_string(s));
+        }
+        return json_pack("{s:s,s:o,s:{s:s%,s:s%,s:s%,s:s%,s:s%}}", "type", "clevis", "keyslots", slots, "jwe",
+                         "ciphertext", part[3], len[3], "encrypted_key", part[1], len[1], "iv", part[2], len[2],
+                         "protected", part[0], len[0], "tag", part[4], len[4]);
+}
+
+static int token_write(struct crypt_device *cd, int token, const json_t *json, struct tc_err *err) {
+        _cleanup_free_ char *text = json_dumps(json, JSON_COMPACT);
+        if (!text)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        int r = crypt_token_json_set(cd, token, text);
+        return r < 0 ? tc_fail(err, r, "cannot write the LUKS2 token: %s", strerror(-r)) : r;
+}
+
+void tc_luks_bindings_clear(struct tc_luks_bindings *b) {
+        for (size_t i = 0; i < b->n; i++) {
+                free(b->items[i].jwe);
+                free(b->items[i].pin);
+                free(b->items[i].malformed);
+                json_decref(b->items[i].config);
+        }
+        free(b->items);
+        memset(b, 0, sizeof(*b));
+}
+
+static int read_bindings(struct crypt_device *cd, bool with_thp, struct tc_luks_bindings *out, struct tc_err *err) {
+        int max = crypt_token_max(CRYPT_LUKS2);
+        memset(out, 0, sizeof(*out));
+        out->items = calloc((size_t) max, sizeof(*out->items));
+        if (!out->items)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        for (int t = 0; t < max; t++) {
+                const char *type = NULL, *text = NULL;
+                crypt_token_info info = crypt_token_status(cd, t, &type);
+                if (info == CRYPT_TOKEN_INACTIVE || info == CRYPT_TOKEN_INVALID || !type || strcmp(type, "clevis") != 0)
+                        continue;
+                if (crypt_token_json_get(cd, t, &text) < 0)
+                        continue;
+                struct tc_luks_binding *b = &out->items[out->n++];
+                struct tc_err why = {};
+                b->token = t;
+                if (parse_token(text, &b->slot, &b->jwe, &why) < 0) {
+                        /* Kept, so that list and the errors can name it. */
+                        b->slot = -1;
+                        b->malformed = strdup(why.msg);
+                        if (!b->malformed)
+                                return tc_fail(err, -ENOMEM, "out of memory");
+                        continue;
+                }
+                if (b->slot >= 0) {
+                        crypt_keyslot_info ki = crypt_keyslot_status(cd, b->slot);
+                        b->slot_active = ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST;
+                }
+                b->config = tc_jwe_config(b->jwe, with_thp, &b->pin);
+        }
+        return 0;
+}
+
+/* The caller clears out, and frees cd also on failure. */
+static int open_bindings(const char *device, bool with_thp, struct crypt_device **cd, struct tc_luks_bindings *out,
+                         struct tc_err *err) {
+        int r = open_luks2(device, cd, err);
+        return r < 0 ? r : read_bindings(*cd, with_thp, out, err);
+}
+
+int tc_luks_list(const char *device, bool with_thp, struct tc_luks_bindings *out, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        return open_bindings(device, with_thp, &cd, out, err);
+}
+
+/* "slot N is not a binding", naming a token that may explain why. */
+static int not_bound(const struct tc_luks_bindings *b, const char *device, int slot, struct tc_err *err) {
+        for (size_t i = 0; i < b->n; i++)
+                if (b->items[i].malformed)
+                        return tc_fail(err, -ENOENT,
+                                       "%s: slot %d is not a tether/clevis binding; token %d is not a valid clevis token (%s)",
+                                       device, slot, b->items[i].token, b->items[i].malformed);
+        for (size_t i = 0; i < b->n; i++)
+                if (b->items[i].slot < 0 || !b->items[i].slot_active)
+                        return tc_fail(err, -ENOENT,
+                                       "%s: slot %d is not a tether/clevis binding; token %d is an orphan (its keyslot is gone)",
+                                       device, slot, b->items[i].token);
+        return tc_fail(err, -ENOENT, "%s: slot %d is not a tether/clevis binding", device, slot);
+}
+
+static const struct tc_luks_binding *binding_for_slot(const struct tc_luks_bindings *b, int slot) {
+        for (size_t i = 0; i < b->n; i++)
+                if (b->items[i].slot == slot)
+                        return &b->items[i];
+        return NULL;
+}
+
+/* The binding of a keyslot in use; an orphan token is named as such. */
+static int slot_binding(const struct tc_luks_bindings *bindings, const char *device, int slot,
+                        const struct tc_luks_binding **ret, struct tc_err *err) {
+        const struct tc_luks_binding *b = binding_for_slot(bindings, slot);
+        if (!b)
+                return not_bound(bindings, device, slot, err);
+        if (!b->slot_active)
+                return tc_fail(err, -ENOENT, "%s: token %d points at slot %d, which is not in use (an orphan token)",
+                               device, b->token, slot);
+        *ret = b;
+        return 0;
+}
+
+/* This slot only, with its cheap PBKDF2: no argon2 run anywhere. */
+static int check_slot_key(struct crypt_device *cd, const char *device, int slot, const uint8_t *key, size_t len,
+                          struct tc_err *err) {
+        int r = crypt_activate_by_passphrase(cd, NULL, slot, (const char *) key, len, 0);
+        if (r == -EPERM)
+                return tc_fail(err, -EBADMSG, "%s: the key recovered for slot %d does not open it", device, slot);
+        return r < 0 ? tc_fail(err, r, "%s slot %d: %s", device, slot, strerror(-r)) : 0;
+}
+
+/* ---------------------------------------------------------------- keys */
+
+static int decrypt_binding(const struct tc_ctx *ctx, const char *device, const struct tc_luks_binding *b,
+                           uint8_t **key, size_t *len, struct tc_err *err) {
+        int r = tc_decrypt(ctx, b->jwe, strlen(b->jwe), key, len, err);
+        return r < 0 ? tc_wrap(err, r, "%s slot %d", device, b->slot) : 0;
+}
+
+/* The volume key, from the user's passphrase or an existing binding: one
+ * PBKDF run of that keyslot. */
+static int volume_key(const struct tc_ctx *ctx, struct crypt_device *cd, const char *device,
+                      const struct tc_luks_bindings *bindings, const struct tc_luks_auth *auth, uint8_t *vk,
+                      size_t *vk_len, struct tc_err *err) {
+        uint8_t *pass = NULL;
+        size_t pass_len = 0;
+        TC_CLEANUP_SECRET(pass, pass_len);
+        int slot = CRYPT_ANY_SLOT, r;
+
+        if (auth->passphrase) {
+                r = crypt_volume_key_get(cd, CRYPT_ANY_SLOT, (char *) vk, vk_len, (const char *) auth->passphrase,
+                                         auth->passphrase_len);
+                return r < 0 ? tc_fail(err, r, "%s: %s", device,
+                                       r == -EPERM ? "no keyslot opens with that passphrase" : strerror(-r))
+                             : r;
+        }
+        const struct tc_luks_binding *b = NULL;
+        for (size_t i = 0; i < bindings->n; i++)
+                if (bindings->items[i].token == auth->existing_token)
+                        b = &bindings->items[i];
+        if (!b || b->slot < 0 || !b->slot_active)
+                return tc_fail(err, -ENOENT, "%s: token %d is not a clevis binding of an active keyslot", device,
+                               auth->existing_token);
+        r = decrypt_binding(ctx, device, b, &pass, &pass_len, err);
+        if (r < 0)
+                return r;
+        slot = b->slot;
+        r = crypt_volume_key_get(cd, slot, (char *) vk, vk_len, (const char *) pass, pass_len);
+        return r < 0 ? tc_fail(err, r, "%s: token %d's key does not open slot %d", device, auth->existing_token, slot) : r;
+}
+
+static int generate_passphrase(char *out, size_t out_size, struct tc_err *err) {
+        uint8_t raw[BIND_KEY_BYTES];
+        TC_CLEANUP_ERASE(raw);
+        if (RAND_priv_bytes(raw, sizeof(raw)) != 1)
+                return tc_fail(err, -EIO, "no randomness for the new key");
+        size_t n = jose_b64_enc_buf(raw, sizeof(raw), out, out_size - 1);
+        if (n == SIZE_MAX)
+                return tc_fail(err, -EIO, "cannot encode the new key");
+        out[n] = '\0';
+        return (int) n;
+}
+
+/* ---------------------------------------------------------------- bind */
+
+int tc_luks_bind(const struct tc_ctx *ctx, const char *device, const struct tc_luks_bind_opts *o, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
+        _cleanup_free_ char *jwe = NULL;
+        json_auto_t *unassigned = NULL;
+        char pass[64];
+        TC_CLEANUP_ERASE(pass);
+        uint8_t *vk = NULL;
+        size_t vk_len = 0;
+        int r, token = -1, slot = -1;
+
+        r = open_luks2(device, &cd, err);
+        if (r < 0)
+                return r;
+        if (o->slot >= 0) {
+                crypt_keyslot_info ki = crypt_keyslot_status(cd, o->slot);
+                if (ki == CRYPT_SLOT_INVALID)
+                        return tc_fail(err, -EINVAL, "%s: there is no keyslot %d", device, o->slot);
+                if (ki != CRYPT_SLOT_INACTIVE)
+                        return tc_fail(err, -EBUSY, "%s: slot %d is already in use", device, o->slot);
+        }
+        if (o->token >= 0 && crypt_token_status(cd, o->token, NULL) != CRYPT_TOKEN_INACTIVE)
+                return tc_fail(err, -EBUSY, "%s: token %d is already in use", device, o->token);
+        r = read_bindings(cd, false, &bindings, err);
+        if (r < 0)
+                return r;
+
+        vk_len = (size_t) crypt_get_volume_key_size(cd);
+        vk = OPENSSL_secure_malloc(vk_len ? vk_len : 1);
+        if (!vk) {
+                r = tc_fail(err, -ENOMEM, "out of memory");
+                goto out;
+        }
+        r = volume_key(ctx, cd, device, &bindings, &o->auth, vk, &vk_len, err);
+        if (r < 0)
+                goto out;
+        r = generate_passphrase(pass, sizeof(pass), err);
+        if (r < 0)
+                goto out;
+        size_t pass_len = (size_t) r;
+
+        /* The network part first: nothing is written if a server is down. */
+        r = tc_encrypt(ctx, o->pin, o->config, (const uint8_t *) pass, pass_len, &jwe, err);
+        if (r < 0 || (r = tc_fault("bind-token", err)) < 0)
+                goto out;
+
+        unassigned = compact_to_token(jwe, -1);
+        if (!unassigned) {
+                r = tc_fail(err, -ENOMEM, "out of memory");
+                goto out;
+        }
+        token = token_write(cd, o->token >= 0 ? o->token : CRYPT_ANY_TOKEN, unassigned, err);
+        if (token < 0) {
+                r = token;
+                goto out;
+        }
+        if ((r = tc_fault("bind-keyslot", err)) < 0)
+                goto rollback;
+        struct crypt_pbkdf_type pbkdf = {
+                .type = CRYPT_KDF_PBKDF2,
+                .hash = "sha256",
+                .iterations = BIND_PBKDF2_ITERATIONS,
+                .flags = CRYPT_PBKDF_NO_BENCHMARK,
+        };
+        r = crypt_set_pbkdf_type(cd, &pbkdf);
+        if (r < 0) {
+                tc_fail(err, r, "%s: cannot select PBKDF2: %s", device, strerror(-r));
+                goto rollback;
+        }
+        slot = crypt_keyslot_add_by_volume_key(cd, o->slot >= 0 ? o->slot : CRYPT_ANY_SLOT, (const char *) vk, vk_len,
+                                               pass, pass_len);
+        if (slot < 0) {
+                r = tc_fail(err, slot, "%s: cannot add a keyslot: %s", device,
+                            slot == -ENOSPC || slot == -EINVAL ? "no free keyslot" : strerror(-slot));
+                slot = -1;
+                goto rollback;
+        }
+        if ((r = tc_fault("bind-assign", err)) < 0)
+                goto rollback;
+        r = crypt_token_assign_keyslot(cd, token, slot);
+        if (r < 0) {
+                tc_fail(err, r, "%s: cannot assign token %d to slot %d: %s", device, token, slot, strerror(-r));
+                goto rollback;
+        }
+        r = slot;
+        goto out;
+
+rollback:
+        if (slot >= 0)
+                crypt_keyslot_destroy(cd, slot);
+        if (token >= 0)
+                crypt_token_json_set(cd, token, NULL);
+out:
+        if (vk)
+                OPENSSL_secure_clear_free(vk, vk_len ? vk_len : 1);
+        return r;
+}
+
+/* ---------------------------------------------------------------- unbind */
+
+/* A keyslot that opens the volume (an unbound keyslot holds some other key). */
+static bool slot_opens(struct crypt_device *cd, int slot) {
+        crypt_keyslot_info ki = crypt_keyslot_status(cd, slot);
+        return ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST;
+}
+
+/* Whether a pin configuration opens without any server: tpm2, or an sss
+ * whose threshold its local children meet. null does not count: it protects
+ * nothing (and {"fail":true} never opens). Nor does a pin we do not know. */
+static bool config_is_local(const char *pin, const json_t *cfg, unsigned depth) {
+        if (!pin || !json_is_object(cfg) || depth > TC_SSS_MAX_DEPTH)
+                return false;
+        if (strcmp(pin, "tpm2") == 0)
+                return true;
+        if (strcmp(pin, "sss") != 0)
+                return false;
+        json_int_t t = json_integer_value(json_object_get(cfg, "t")), local = 0;
+        const char *name;
+        json_t *v, *c;
+        size_t i;
+        json_object_foreach(json_object_get(cfg, "pins"), name, v) {
+                if (json_is_object(v))
+                        local += config_is_local(name, v, depth + 1);
+                else
+                        json_array_foreach(v, i, c)
+                                local += config_is_local(name, c, depth + 1);
+        }
+        return t >= 1 && local >= t;
+}
+
+/* Whether slot opens the volume without a server answering: a keyslot with
+ * no clevis binding (a passphrase, a key file, another tool's token such as
+ * systemd-tpm2 or fido2) or with a local one (tpm2). */
+static bool slot_is_local_way_in(struct crypt_device *cd, const struct tc_luks_bindings *bindings, int slot) {
+        if (!slot_opens(cd, slot))
+                return false;
+        const struct tc_luks_binding *b = binding_for_slot(bindings, slot);
+        return !b || config_is_local(b->pin, b->config, 0);
+}
+
+static int count_slots(struct crypt_device *cd, const struct tc_luks_bindings *bindings, int except, bool local_only) {
+        int n = 0;
+        for (int s = 0; s < crypt_keyslot_max(CRYPT_LUKS2); s++)
+                if (s != except && (local_only ? slot_is_local_way_in(cd, bindings, s) : slot_opens(cd, s)))
+                        n++;
+        return n;
+}
+
+/* The ways in that must survive an unbind: some keyslot, always; and one
+ * that does not need a server, unless the caller says it may go. */
+static int check_ways_in(struct crypt_device *cd, const struct tc_luks_bindings *bindings, const char *device,
+                         int slot, unsigned flags, struct tc_err *err) {
+        if (count_slots(cd, bindings, slot, false) == 0)
+                /* Not even with -f: a header is never left without a way in. */
+                return tc_fail(err, -EPERM, "%s: slot %d is the last keyslot; removing it would lock the volume for good",
+                               device, slot);
+        if (!(flags & TC_LUKS_UNBIND_LAST_LOCAL) && slot_is_local_way_in(cd, bindings, slot) &&
+            count_slots(cd, bindings, slot, true) == 0)
+                return tc_fail(err, -EPERM,
+                               "%s: slot %d is the last keyslot that opens without a server (passphrase, key file or "
+                               "tpm2); without it the volume would open only through its network bindings, while their "
+                               "servers answer. Add a passphrase first (cryptsetup luksAddKey %s), or pass "
+                               "--remove-last-passphrase",
+                               device, slot, device);
+        return 0;
+}
+
+int tc_luks_unbind(const char *device, int slot, unsigned flags, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
+        int r = open_bindings(device, false, &cd, &bindings, err);
+        if (r < 0)
+                return r;
+        const struct tc_luks_binding *b = binding_for_slot(&bindings, slot);
+        crypt_keyslot_info ki = crypt_keyslot_status(cd, slot);
+        bool active = ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST || ki == CRYPT_SLOT_UNBOUND;
+
+        if (!b && !(flags & TC_LUKS_UNBIND_FORCE)) {
+                r = not_bound(&bindings, device, slot, err);
+                size_t len = strlen(err->msg);
+                snprintf(err->msg + len, sizeof(err->msg) - len, " (-f removes the keyslot anyway)");
+        } else if (!b && !active)
+                r = tc_fail(err, -ENOENT, "%s: slot %d is not in use", device, slot);
+        else if (active)
+                r = check_ways_in(cd, &bindings, device, slot, flags, err);
+        if (r < 0)
+                return r;
+        if (active && (r = tc_fault("unbind-keyslot", err)) == 0) {
+                r = crypt_keyslot_destroy(cd, slot);
+                if (r < 0)
+                        tc_fail(err, r, "%s: cannot remove slot %d: %s", device, slot, strerror(-r));
+        }
+        if (r == 0 && b && (r = tc_fault("unbind-token", err)) == 0) {
+                r = crypt_token_json_set(cd, b->token, NULL);
+                if (r < 0)
+                        tc_fail(err, r, "%s: slot %d removed, but not its token %d: %s", device, slot, b->token, strerror(-r));
+                else
+                        r = 0;
+        }
+        return r;
+}
+
+/* ---------------------------------------------------------------- pass */
+
+int tc_luks_pass(const struct tc_ctx *ctx, const char *device, int slot, uint8_t **key, size_t *key_len,
+                 struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
+        const struct tc_luks_binding *b = NULL;
+        uint8_t *k = NULL;
+        size_t len = 0;
+        TC_CLEANUP_SECRET(k, len);
+        int r = open_bindings(device, false, &cd, &bindings, err);
+        if (r >= 0)
+                r = slot_binding(&bindings, device, slot, &b, err);
+        if (r >= 0)
+                r = decrypt_binding(ctx, device, b, &k, &len, err);
+        if (r >= 0)
+                r = check_slot_key(cd, device, slot, k, len, err);
+        if (r < 0)
+                return r;
+        *key = TAKE_PTR(k);
+        *key_len = len;
+        return 0;
+}
+
+int tc_luks_key_opens(const char *device, int slot, const uint8_t *key, size_t len, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r = open_luks2(device, &cd, err);
+        return r < 0 ? r : check_slot_key(cd, device, slot, key, len, err);
+}
+
+/* ---------------------------------------------------------------- unlock */
+
+struct race_entry {
+        const struct tc_luks_binding *b;
+        uint8_t *key;
+        size_t len;
+        struct tc_err err;
+};
+
+/* Offered each recovered key as it arrives; returns >= 0 to take it. */
+typedef int (*race_accept_fn)(void *data, const struct tc_luks_binding *b, const uint8_t *key, size_t len,
+                              struct tc_err *err);
+
+struct race {
+        struct tc_ctx ctx;          /* first (tc_ctx_fanout_cancel); cancelled
+                                     * once a key is taken */
+        const char *device;
+        struct race_entry *entries;
+        race_accept_fn accept;
+        void *data;
+        int taken;                  /* what accept() returned for the key taken */
+};
+_Static_assert(offsetof(struct race, ctx) == 0, "the fan-out hooks take the race for its context");
+
+static int race_run(void *data, size_t i, struct tc_fanout *f) {
+        struct race *race = data;
+        struct race_entry *e = &race->entries[i];
+        (void) f;  /* cancelled through race->ctx */
+        return decrypt_binding(&race->ctx, race->device, e->b, &e->key, &e->len, &e->err);
+}
+
+/* In the caller's thread: libcryptsetup is not thread-safe. */
+static int race_collect(void *data, size_t i, int r) {
+        struct race *race = data;
+        struct race_entry *e = &race->entries[i];
+        if (r < 0)
+                return r;
+        r = race->accept(race->data, e->b, e->key, e->len, &e->err);
+        if (r >= 0)
+                race->taken = r;
+        return r;
+}
+
+static const struct tc_fanout_ops race_ops = {
+        .run = race_run,
+        .collect = race_collect,
+        TC_CTX_FANOUT_HOOKS,
+};
+
+/* "DEVICE: no binding could unlock it; REASON; REASON". why is what the
+ * fan-out returned. */
+static int race_failed(const char *device, const struct race_entry *entries, size_t n, int why, struct tc_err *err) {
+        bool any = false;
+        for (size_t i = 0; i < n; i++)
+                any |= entries[i].err.msg[0] != '\0';
+        /* Nothing ran: the fan-out itself could not start. */
+        if (!any && why == -ENOMEM)
+                return tc_fail(err, why, "out of memory");
+        size_t len = (size_t) snprintf(err->msg, sizeof(err->msg), "%s: no binding could unlock it", device);
+        for (size_t i = 0; i < n && len < sizeof(err->msg); i++)
+                len += entries[i].err.msg[0]
+                               ? (size_t) snprintf(err->msg + len, sizeof(err->msg) - len, "; %s", entries[i].err.msg)
+                               : (size_t) snprintf(err->msg + len, sizeof(err->msg) - len, "; %s slot %d: cancelled",
+                                                   device, entries[i].b->slot);
+        return -EACCES;
+}
+
+/* Decrypts every usable binding (of slot, or all with -1) at once and offers
+ * the keys to accept() in the order they arrive, in this thread. The rest are
+ * cancelled once one is taken. Returns what accept() returned for the key
+ * taken. */
+static int race_bindings(const struct tc_ctx *ctx, const char *device, const struct tc_luks_bindings *bindings, int slot,
+                         race_accept_fn accept, void *data, struct tc_err *err) {
+        struct race race = { .device = device, .accept = accept, .data = data };
+        size_t n = 0;
+
+        _cleanup_free_ struct race_entry *entries = calloc(bindings->n ? bindings->n : 1, sizeof(*entries));
+        if (!entries)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        for (size_t i = 0; i < bindings->n; i++) {
+                const struct tc_luks_binding *b = &bindings->items[i];
+                if (b->slot_active && (slot < 0 || b->slot == slot))
+                        entries[n++] = (struct race_entry) { .b = b };
+        }
+        if (n == 0)
+                return tc_fail(err, -ENOENT, slot >= 0 ? "%s: slot %d has no usable binding" : "%s: no usable tether/clevis binding",
+                               device, slot);
+        race.entries = entries;
+        tc_ctx_child(&race.ctx, ctx);
+        /* One time limit for the race, not one per binding. */
+        tc_ctx_set_deadline(&race.ctx);
+        /* No thread budget: a thread for each binding (LUKS2 has 32 tokens at most). */
+        int r = tc_fanout_run(&race_ops, &race,
+                              &(struct tc_fanout_opts) { .n = n, .quorum = 1, .deadline_ms = race.ctx.deadline_ms });
+        r = r < 0 ? race_failed(device, entries, n, r, err) : race.taken;
+        for (size_t i = 0; i < n; i++)
+                tc_secret_free(entries[i].key, entries[i].len);
+        return r;
+}
+
+struct activation {
+        struct crypt_device *cd;
+        const char *device, *name;
+        uint32_t flags;
+};
+
+static int accept_activate(void *data, const struct tc_luks_binding *b, const uint8_t *key, size_t len,
+                           struct tc_err *err) {
+        const struct activation *a = data;
+        int r = crypt_activate_by_passphrase(a->cd, a->name, b->slot, (const char *) key, len, a->flags);
+        if (r < 0)
+                return tc_fail(err, r, "%s slot %d: %s%s", a->device, b->slot,
+                               r == -EPERM ? "the recovered key does not open the slot" : strerror(-r),
+                               r == -EPERM || !a->name ? "" : " (activation needs device-mapper; -t only tests)");
+        return r;
+}
+
+int tc_luks_unlock(const struct tc_ctx *ctx, const char *device, const char *name, int slot, uint32_t flags,
+                   struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
+        int r = open_luks2(device, &cd, err);
+
+        if (r < 0)
+                return r;
+        if (name && access("/dev/mapper/control", F_OK) < 0)
+                return tc_fail(err, -ENODEV, "%s: cannot activate %s: device-mapper is not available here (-t only tests the bindings)",
+                               device, name);
+        r = read_bindings(cd, false, &bindings, err);
+        if (r < 0)
+                return r;
+        struct activation a = { .cd = cd, .device = device, .name = name, .flags = flags };
+        return race_bindings(ctx, device, &bindings, slot, accept_activate, &a, err);
+}
+
+struct recovered {
+        int token;
+        uint8_t *key;
+        size_t len;
+};
+
+static int accept_any(void *data, const struct tc_luks_binding *b, const uint8_t *key, size_t len,
+                      struct tc_err *err) {
+        struct recovered *out = data;
+        out->key = malloc(len ? len : 1);
+        if (!out->key)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        memcpy(out->key, key, len);
+        out->len = len;
+        out->token = b->token;
+        return 0;
+}
+
+int tc_luks_bindings_recover(const struct tc_ctx *ctx, const char *device, const struct tc_luks_bindings *bindings,
+                             int *token, uint8_t **key, size_t *key_len, struct tc_err *err) {
+        struct recovered out = { .token = -1 };
+        int r = race_bindings(ctx, device, bindings, -1, accept_any, &out, err);
+        if (r < 0)
+                return r;
+        *token = out.token;
+        *key = out.key;
+        *key_len = out.len;
+        return 0;
+}
+
+int tc_luks_recover(const struct tc_ctx *ctx, struct crypt_device *cd, const char *device, int *token, uint8_t **key,
+                    size_t *key_len, struct tc_err *err) {
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
+        int r = read_bindings(cd, false, &bindings, err);
+        return r < 0 ? r : tc_luks_bindings_recover(ctx, device, &bindings, token, key, key_len, err);
+}
+
+/* ---------------------------------------------------------------- regen, edit */
+
+/* Regen re-encrypts to whatever key set the server presents now, so that
+ * key set must be vouched for by a signing key the binding already trusts:
+ * the advertisement in its JWE header. Tang serves url/adv/THP signed also
+ * by the key THP, even once THP is rotated away (hidden), so after a normal
+ * rotation an old key vouches and nothing is asked. Otherwise (server
+ * replaced, old keys deleted, someone in between) the new keys are trusted
+ * only by -y or by the user on a terminal, as at bind time. */
+
+struct regen_trust {
+        const struct tc_ctx *ctx;
+        const char *device;
+        int slot;
+        json_t *advs;   /* url -> the advertisement (JWS) the new binding uses */
+};
+
+/* 1 with *jws if one of old_adv's signing keys signed what url serves now
+ * for it; 0 with err saying why none did; < 0 if the server cannot be asked. */
+static int fetch_vouched_adv(const struct tc_ctx *ctx, const char *url, const json_t *old_adv, json_t **jws,
+                             struct tc_err *err) {
+        json_auto_t *old = tc_tang_keys_for(old_adv, "verify");
+        json_t *k;
+        size_t i;
+        if (!old)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        tc_fail(err, 0, "the binding holds no signing key of it");
+        json_array_foreach(old, i, k) {
+                _cleanup_free_ char *thp = tk_thumbprint(k, "S256");
+                json_auto_t *got = NULL, *payload = NULL;
+                struct tc_err e = {};
+                if (!thp)
+                        return tc_fail(err, -ENOMEM, "out of memory");
+                int r = tc_tang_fetch_adv(ctx, url, thp, &got, &payload, &e);
+                if (r == -EPROTO || r == -EBADMSG) {
+                        tc_fail(err, 0, r == -EPROTO ? "it has no advertisement for old key %s"
+                                                     : "its advertisement for old key %s is not valid", thp);
+                        continue;
+                }
+                if (r < 0) {
+                        *err = e;
+                        return r;
+                }
+                /* With the key the binding holds, not one from the answer. */
+                if (!jose_jws_ver(NULL, got, NULL, k, false)) {
+                        tc_fail(err, 0, "its advertisement for old key %s is not signed by it", thp);
+                        continue;
+                }
+                *jws = TAKE_PTR(got);
+                return 1;
+        }
+        return 0;
+}
+
+/* No old key vouched: -y trusts, a terminal asks, anything else refuses. */
+static int confirm_new_keys(const struct regen_trust *t, const char *url, const char *why, json_t **jws,
+                            struct tc_err *err) {
+        json_auto_t *got = NULL, *payload = NULL, *verify = NULL;
+        int r = tc_tang_fetch_adv(t->ctx, url, NULL, &got, &payload, err);
+        if (r < 0)
+                return r;
+        if (!(verify = tc_tang_keys_for(payload, "verify")))
+                return tc_fail(err, -ENOMEM, "out of memory");
+        size_t n = json_array_size(verify);
+        char *thps[8] = {}, list[8 * 48] = "";
+        for (size_t i = 0; i < n && i < ELEMENTSOF(thps); i++) {
+                thps[i] = tk_thumbprint(json_array_get(verify, i), "S256");
+                if (thps[i])
+                        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "", thps[i]);
+        }
+        n = n < ELEMENTSOF(thps) ? n : ELEMENTSOF(thps);
+        r = t->ctx->trust_all ? 1 : t->ctx->trust ? t->ctx->trust(t->ctx->trust_data, url, (const char *const *) thps, n) : -ENXIO;
+        for (size_t i = 0; i < n; i++)
+                free(thps[i]);
+        if (r == 0)
+                return tc_fail(err, -EPERM, "%s slot %d: the new signing keys of %s were not trusted; the binding is unchanged",
+                               t->device, t->slot, url);
+        if (r < 0)
+                return tc_fail(err, -EPERM,
+                               "%s slot %d: no key the binding trusted vouches for the keys %s serves now (%s): the "
+                               "server was replaced, its keys deleted, or someone is in between. Check its new signing "
+                               "key %s with tether-keys show (or tang-show-keys) on the server, then rerun with -y, or on "
+                               "a terminal without -q",
+                               t->device, t->slot, url, why, list);
+        *jws = TAKE_PTR(got);
+        return 0;
+}
+
+static int trust_tang(struct regen_trust *t, const json_t *tang, struct tc_err *err) {
+        const char *url = json_string_value(json_object_get(tang, "url"));
+        json_t *jws = NULL;
+        struct tc_err why = {};
+        if (!url)
+                return tc_fail(err, -EINVAL, "%s slot %d: a tang binding without a url", t->device, t->slot);
+        if (json_object_get(t->advs, url))
+                return 0;
+        int r = fetch_vouched_adv(t->ctx, url, json_object_get(tang, "adv"), &jws, &why);
+        if (r == 0)
+                r = confirm_new_keys(t, url, why.msg, &jws, err);
+        else if (r < 0)
+                *err = why;
+        if (r < 0)
+                return r;
+        return json_object_set_new(t->advs, url, jws) < 0 ? tc_fail(err, -ENOMEM, "out of memory") : 0;
+}
+
+/* Every tang server of a JWE, sss children too. */
+static int trust_jwe(struct regen_trust *t, const char *compact, unsigned depth, struct tc_err *err) {
+        _cleanup_(tc_jwe_clear) struct tc_jwe jwe = {};
+        if (depth > TC_SSS_MAX_DEPTH)
+                return tc_fail(err, -EINVAL, "%s slot %d: sss nested too deep", t->device, t->slot);
+        int r = tc_jwe_parse(compact, strlen(compact), &jwe, err);
+        if (r < 0)
+                return r;
+        const json_t *clevis = json_object_get(jwe.header, "clevis");
+        const char *pin = json_string_value(json_object_get(clevis, "pin"));
+        json_t *j;
+        size_t i;
+        if (pin && strcmp(pin, "tang") == 0)
+                r = trust_tang(t, json_object_get(clevis, "tang"), err);
+        else if (pin && strcmp(pin, "sss") == 0)
+                json_array_foreach(json_object_get(json_object_get(clevis, "sss"), "jwe"), i, j)
+                        if (r >= 0 && json_is_string(j))
+                                r = trust_jwe(t, json_string_value(j), depth + 1, err);
+        return r;
+}
+
+/* Puts each tang server's trusted advertisement into the configuration, so
+ * that the encryption uses exactly the key set that was vouched for. */
+static int attach_advs(json_t *cfg, const char *pin, const json_t *advs, unsigned depth) {
+        if (!json_is_object(cfg) || depth > TC_SSS_MAX_DEPTH)
+                return 0;
+        if (strcmp(pin, "tang") == 0) {
+                json_t *jws = json_object_get(advs, json_string_value(json_object_get(cfg, "url")));
+                return jws ? json_object_set(cfg, "adv", jws) : 0;
+        }
+        if (strcmp(pin, "sss") != 0)
+                return 0;
+        const char *name;
+        json_t *v, *c;
+        size_t i;
+        json_object_foreach(json_object_get(cfg, "pins"), name, v) {
+                if (json_is_object(v) && attach_advs(v, name, advs, depth + 1) < 0)
+                        return -ENOMEM;
+                json_array_foreach(v, i, c)
+                        if (attach_advs(c, name, advs, depth + 1) < 0)
+                                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* The configuration to re-encrypt a binding with, every tang server's new
+ * keys vouched for (or confirmed). */
+static int regen_config(const struct tc_ctx *ctx, const char *device, const struct tc_luks_binding *b, char **out,
+                        struct tc_err *err) {
+        json_auto_t *advs = json_object(), *cfg = json_deep_copy(b->config);
+        struct regen_trust t = { .ctx = ctx, .device = device, .slot = b->slot, .advs = advs };
+        if (!advs || !cfg)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        int r = trust_jwe(&t, b->jwe, 0, err);
+        if (r < 0)
+                return r;
+        if (attach_advs(cfg, b->pin, advs, 0) < 0 || !(*out = json_dumps(cfg, JSON_COMPACT)))
+                return tc_fail(err, -ENOMEM, "out of memory");
+        return 0;
+}
+
+/* A tang server that answers 404 to the recovery no longer has the key:
+ * no trust question or -y can bring it back, only a new binding. */
+static int recover_for_rebind(const struct tc_ctx *ctx, const char *device, const struct tc_luks_binding *b,
+                              const char *verb, uint8_t **key, size_t *len, struct tc_err *err) {
+        int r = tc_decrypt(ctx, b->jwe, strlen(b->jwe), key, len, err);
+        if (r != -ENOKEY || strcmp(b->pin, "tang") != 0)
+                return r < 0 ? tc_wrap(err, r, "%s slot %d", device, b->slot) : 0;
+        _cleanup_free_ char *cfg = json_dumps(b->config, JSON_COMPACT);
+        const char *url = json_string_value(json_object_get(b->config, "url"));
+        if (!cfg)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        return tc_fail(err, r,
+                       "%s slot %d: tang server %s no longer has the key this binding uses: it cannot be %s; bind again "
+                       "with the passphrase (tether luks bind -d %s tang '%s') and then unbind slot %d",
+                       device, b->slot, url ? url : "(no url)", verb, device, cfg, b->slot);
+}
+
+int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const char *new_config, struct tc_err *err) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
+        _cleanup_free_ char *jwe = NULL, *config = NULL;
+        json_auto_t *token = NULL;
+        uint8_t *key = NULL;
+        size_t len = 0;
+        TC_CLEANUP_SECRET(key, len);
+        const struct tc_luks_binding *b = NULL;
+        int r = open_bindings(device, false, &cd, &bindings, err);
+        if (r < 0 || (r = slot_binding(&bindings, device, slot, &b, err)) < 0)
+                return r;
+        if (!b->pin || !b->config)
+                return tc_fail(err, -EINVAL, "%s slot %d: cannot read the binding's configuration", device, slot);
+        /* Recovery first: it asks only the keys the binding already trusts,
+         * as an unlock would, so it shows a replaced server nothing new; and
+         * a binding whose key is gone is dead whatever keys are trusted. */
+        r = recover_for_rebind(ctx, device, b, new_config ? "edited" : "regenerated", &key, &len, err);
+        /* Verified against its own slot, so a wrong key is never re-wrapped. */
+        if (r < 0 || (r = check_slot_key(cd, device, slot, key, len, err)) < 0)
+                return r;
+        if (new_config)
+                r = (config = strdup(new_config)) ? 0 : tc_fail(err, -ENOMEM, "out of memory");
+        else
+                r = regen_config(ctx, device, b, &config, err);
+        if (r < 0)
+                return r;
+        r = tc_encrypt(ctx, b->pin, config, key, len, &jwe, err);
+        if (r < 0 || (r = tc_fault("rebind-token", err)) < 0)
+                return r;
+        token = compact_to_token(jwe, slot);
+        r = token ? token_write(cd, b->token, token, err) : tc_fail(err, -ENOMEM, "out of memory");
+        return r < 0 ? r : 0;
+}
+
+/* ---------------------------------------------------------------- report */
+
+void tc_luks_report_clear(struct tc_luks_report *rep) {
+        for (size_t i = 0; i < rep->n_stale; i++)
+                free(rep->stale[i]);
+        free(rep->stale);
+        memset(rep, 0, sizeof(*rep));
+}
+
+/* The entry is counted only once it exists: asprintf() leaves its pointer
+ * undefined on failure, and report_clear frees every counted one. */
+static int report_add(struct tc_luks_report *rep, const char *url, const char *what, const char *thp) {
+        char *line = NULL;
+        if (asprintf(&line, "%s: %s key %s is no longer advertised", url, what, thp) < 0)
+                return -ENOMEM;
+        char **n = realloc(rep->stale, (rep->n_stale + 1) * sizeof(char *));
+        if (!n) {
+                free(line);
+                return -ENOMEM;
+        }
+        rep->stale = n;
+        rep->stale[rep->n_stale++] = line;
+        return 0;
+}
+
+static int report_jwe(const struct tc_ctx *ctx, const char *compact, struct tc_luks_report *rep, struct tc_err *err);
+
+static int report_header(const struct tc_ctx *ctx, const json_t *header, struct tc_luks_report *rep, struct tc_err *err) {
+        const json_t *clevis = json_object_get(header, "clevis");
+        const char *pin = json_string_value(json_object_get(clevis, "pin"));
+        if (pin && strcmp(pin, "sss") == 0) {
+                json_t *j;
+                size_t i;
+                json_array_foreach(json_object_get(json_object_get(clevis, "sss"), "jwe"), i, j) {
+                        int r = json_is_string(j) ? report_jwe(ctx, json_string_value(j), rep, err) : 0;
+                        if (r < 0)
+                                return r;
+                }
+                return 0;
+        }
+        if (!pin || strcmp(pin, "tang") != 0)
+                return 0;
+        const json_t *tang = json_object_get(clevis, "tang");
+        const char *url = json_string_value(json_object_get(tang, "url"));
+        json_auto_t *jws = NULL, *payload = NULL;
+        if (!url)
+                return 0;
+        int r = tc_tang_fetch_adv(ctx, url, NULL, &jws, &payload, err);
+        if (r < 0)
+                return r;
+        /* Every key the binding carries (its exchange key and the signing keys
+         * it trusted), checked against what the server advertises now. */
+        json_t *k, *keys = json_object_get(json_object_get(tang, "adv"), "keys");
+        size_t i;
+        json_array_foreach(keys, i, k) {
+                _cleanup_free_ char *thp = tk_thumbprint(k, "S256");
+                bool found = false;
+                json_t *cur;
+                size_t j;
+                json_array_foreach(json_object_get(payload, "keys"), j, cur) {
+                        _cleanup_free_ char *t = tk_thumbprint(cur, "S256");
+                        if (thp && t && strcmp(thp, t) == 0)
+                                found = true;
+                }
+                if (thp && !found &&
+                    report_add(rep, url, jose_jwk_prm(NULL, k, true, "verify") ? "signing" : "exchange", thp) < 0)
+                        return tc_fail(err, -ENOMEM, "out of memory");
+        }
+        return 0;
+}
+
+static int report_jwe(const struct tc_ctx *ctx, const char *compact, struct tc_luks_report *rep, struct tc_err *err) {
+        _cleanup_(tc_jwe_clear) struct tc_jwe jwe = {};
+        int r = tc_jwe_parse(compact, strlen(compact), &jwe, err);
+        return r < 0 ? r : report_header(ctx, jwe.header, rep, err);
+}
+
+int tc_luks_report(const struct tc_ctx *ctx, const char *device, int slot, struct tc_luks_report *out,
+                   struct tc_err *err) {
+        _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
+        memset(out, 0, sizeof(*out));
+        const struct tc_luks_binding *b = NULL;
+        int r = tc_luks_list(device, false, &bindings, err);
+        if (r >= 0 && (r = slot_binding(&bindings, device, slot, &b, err)) >= 0)
+                r = report_jwe(ctx, b->jwe, out, err);
+        if (r < 0)
+                tc_luks_report_clear(out);
+        return r;
+}

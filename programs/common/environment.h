@@ -1,0 +1,16 @@
+/* The programs' settings from their environment, read here only: the client
+ * library reads no environment variable (it runs inside other processes:
+ * the token plugin in systemd-cryptsetup), its callers pass them in. */
+#pragma once
+
+#include "ctx.h"
+#include "err.h"
+
+/* ctx with the defaults (tc_ctx_init), TETHER_TIMEOUT and TETHER_PIN_PATH.
+ * Returns 0, or -EINVAL for a malformed TETHER_TIMEOUT (err says so). A malformed TETHER_PIN_PATH is not an
+ * error here: what runs an external pin fails with a message naming it. */
+int program_ctx_from_environment(struct tc_ctx *ctx, struct tc_err *err);
+
+/* How long to wait for tang servers at boot (tc_boot_wait_ms), with
+ * TETHER_BOOT_TIMEOUT. */
+long program_boot_wait_ms(void);
