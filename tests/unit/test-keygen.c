@@ -13,7 +13,10 @@ static struct tc_err err;
 /* How many files dir holds. */
 static size_t count_files(const char *dir) {
         size_t n = 0;
-        tu_list_free(tu_list(dir, &n), n);
+        /* Two statements: in one call the argument n may be read before
+         * tu_list has set it, and the names leak. */
+        char **names = tu_list(dir, &n);
+        tu_list_free(names, n);
         return n;
 }
 
