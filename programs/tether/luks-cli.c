@@ -92,7 +92,7 @@ struct luks_command {
         bool t_tests;
         bool needs_slot, needs_config;     /* -d is needed by all */
         int n_args;                        /* operands */
-        const char *arg_names;             /* their names, "PIN CONFIG" */
+        const char *arg_names;             /* their names, "PIN and CONFIG" */
         const char *usage;
         int (*run)(const struct luks_opts *o);
 };
@@ -440,7 +440,7 @@ static int cmd_report(const struct luks_opts *a) {
 
 static const struct luks_command luks_commands[] = {
         { .name = "bind", .summary = "bind a LUKS2 device to a pin", .optstring = "hyfd:s:k:t:e:", .n_args = 2,
-          .arg_names = "PIN CONFIG",
+          .arg_names = "PIN and CONFIG",
           .usage = bind_usage, .run = cmd_bind },
         { .name = "unbind", .summary = "remove a binding", .optstring = "hfd:s:", .longopts = unbind_longopts,
           .needs_slot = true, .usage = unbind_usage, .run = cmd_unbind },
