@@ -11,6 +11,7 @@
 #include "askpass.h"
 #include "boot.h"
 #include "environment.h"
+#include "usage.h"
 
 static struct tc_ctx ctx;
 
@@ -29,23 +30,27 @@ static void log_event(void *data, enum tc_agent_event e, const char *msg) {
                 fprintf(stderr, "tether-askpass: %s\n", msg);
 }
 
-static void usage(FILE *f) {
-        fputs("Usage: tether-askpass [-d DIR] [--retry-max SECONDS] [--linger SECONDS]\n"
-              "Answers systemd's disk passphrase questions for volumes bound with tether or\n"
-              "Clevis, trying unreachable servers again until the question is answered or\n"
-              "withdrawn. Exits when no question is left.\n"
-              "  -d, --dir DIR          questions directory (default " TC_ASK_DIR ")\n"
-              "      --retry-max S      longest pause between tries (default 8)\n"
-              "      --linger S         stay after an answer, for a re-ask (default 60)\n",
-              f);
-}
+static const struct usage usage = {
+        .prog = "tether-askpass",
+        .text = "Usage: tether-askpass [-d DIR] [--retry-max SECONDS] [--linger SECONDS]\n"
+                "Answers systemd's disk passphrase questions for volumes bound with tether or\n"
+                "Clevis, trying unreachable servers again until the question is answered or\n"
+                "withdrawn. Exits when no question is left.\n"
+                "  -d, --dir DIR          questions directory (default " TC_ASK_DIR ")\n"
+                "      --retry-max S      longest pause between tries (default 8)\n"
+                "      --linger S         stay after an answer, for a re-ask (default 60)\n"
+                "  -h, --help             this help\n"
+                "      --version          print the version and exit\n",
+};
 
 int main(int argc, char **argv) {
+        enum { OPT_RETRY_MAX = 256, OPT_LINGER, OPT_VERSION };
         static const struct option options[] = {
                 { "dir", required_argument, NULL, 'd' },
-                { "retry-max", required_argument, NULL, 'r' },
-                { "linger", required_argument, NULL, 'l' },
+                { "retry-max", required_argument, NULL, OPT_RETRY_MAX },
+                { "linger", required_argument, NULL, OPT_LINGER },
                 { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, OPT_VERSION },
                 {},
         };
         bool journal = getenv("JOURNAL_STREAM") != NULL;
@@ -59,39 +64,36 @@ int main(int argc, char **argv) {
         struct tc_err err = {};
         int c;
 
-        while ((c = getopt_long(argc, argv, "d:h", options, NULL)) >= 0) {
+        while ((c = usage_getopt(&usage, argc, argv, "d:h", options)) >= 0) {
                 long ms;
                 switch (c) {
                 case 'd':
                         o.dir = optarg;
                         break;
-                case 'r':
-                case 'l':
+                case OPT_RETRY_MAX:
+                case OPT_LINGER:
                         ms = tc_parse_seconds(optarg);
-                        if (ms < 0 || (c == 'r' && ms == 0)) {
-                                fprintf(stderr, "tether-askpass: --%s: not a number of seconds: %s\n",
-                                        c == 'r' ? "retry-max" : "linger", optarg);
-                                return 2;
-                        }
-                        *(c == 'r' ? &o.backoff_max_ms : &o.linger_ms) = ms;
+                        if (ms < 0 || (c == OPT_RETRY_MAX && ms == 0))
+                                return usage_error(&usage, "--%s: not a number of seconds%s: %s",
+                                                   c == OPT_RETRY_MAX ? "retry-max" : "linger",
+                                                   c == OPT_RETRY_MAX ? " above 0" : "", optarg);
+                        *(c == OPT_RETRY_MAX ? &o.backoff_max_ms : &o.linger_ms) = ms;
                         break;
                 case 'h':
-                        usage(stdout);
-                        return 0;
-                default:
-                        usage(stderr);
-                        return 2;
+                        return usage_help(&usage);
+                case OPT_VERSION:
+                        return usage_version("tether-askpass");
+                default:        /* usage_getopt said what */
+                        return EXIT_USAGE;
                 }
         }
-        if (optind != argc) {
-                usage(stderr);
-                return 2;
-        }
+        if (optind != argc)
+                return usage_error(&usage, "unexpected argument '%s'", argv[optind]);
         if (o.backoff_min_ms > o.backoff_max_ms)
                 o.backoff_min_ms = o.backoff_max_ms;
         if (program_ctx_from_environment(&ctx, &err) < 0) {
                 fprintf(stderr, "tether-askpass: TETHER_TIMEOUT is not a number of seconds\n");
-                return 2;
+                return EXIT_USAGE;
         }
         /* The agent paces its own retries. */
         ctx.attempts = 1;

@@ -4,6 +4,7 @@
 #include "environment.h"
 #include "harden.h"
 #include "tang.h"
+#include "usage.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -12,13 +13,11 @@
 #include <sys/stat.h>
 #include <jose/jwk.h>
 
-#define EXIT_USAGE 2
-
 static const char *program = "tether-keys";
 
-static void usage(FILE *f) {
-        fprintf(f,
-                "Usage: %s COMMAND ...\n"
+static const struct usage usage = {
+        .prog = "tether-keys",
+        .text = "Usage: tether-keys COMMAND ...\n"
                 "\n"
                 "  gen DIR [SIGNAME EXCNAME]  create a signing and an exchange key\n"
                 "  rotate DIR                 create a new pair, then hide the advertised keys\n"
@@ -27,12 +26,63 @@ static void usage(FILE *f) {
                 "  show --url URL             the same, from a live server's verified /adv\n"
                 "  list DIR                   every key: state, role, curve, thumbprint, file\n"
                 "\n"
+                "  -h, --help                 this help (after a command: that command's)\n"
+                "      --version              print the version and exit\n"
+                "\n"
                 "The directory format is Tang's: keys move freely between tangd and tetherd.\n",
-                program);
-}
+};
 
-static bool is_help(const char *arg) {
-        return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
+static const struct usage gen_usage = {
+        .prog = "tether-keys gen",
+        .text = "Usage: tether-keys gen DIR [SIGNAME EXCNAME]\n\n"
+                "Creates a signing and an exchange key in DIR, named after their thumbprints\n"
+                "or SIGNAME.jwk and EXCNAME.jwk; an existing file is never overwritten.\n",
+};
+
+static const struct usage rotate_usage = {
+        .prog = "tether-keys rotate",
+        .text = "Usage: tether-keys rotate DIR\n\n"
+                "Creates a new key pair in DIR, then hides the keys advertised before (still\n"
+                "used for recovery), and prints the new signing key's thumbprint.\n",
+};
+
+static const struct usage show_usage = {
+        .prog = "tether-keys show",
+        .text = "Usage: tether-keys show DIR\n"
+                "       tether-keys show --url URL\n\n"
+                "Prints the thumbprints of the advertised signing keys, which clients pass as\n"
+                "\"thp\": those of DIR, or (--url) those a live server's /adv is verified with.\n",
+};
+
+static const struct usage list_usage = {
+        .prog = "tether-keys list",
+        .text = "Usage: tether-keys list DIR\n\n"
+                "Lists every key of DIR: state, role, curve, thumbprint, file.\n",
+};
+
+/* A command's options (only -h, and show's --url) and its operands, from
+ * min to max of them: -1 when the command is to run (*n operands at
+ * argv + optind), else the exit code. */
+static int parse_args(const struct usage *u, int argc, char **argv, const char **url, int min, int max, int *n) {
+        static const struct option plain[] = { { "help", no_argument, NULL, 'h' }, {} };
+        static const struct option with_url[] = {
+                { "help", no_argument, NULL, 'h' }, { "url", required_argument, NULL, 'u' }, {}
+        };
+        int c;
+        while ((c = usage_getopt(u, argc, argv, "h", url ? with_url : plain)) != -1) {
+                if (c == 'h')
+                        return usage_help(u);
+                if (c == 'u')
+                        *url = optarg;
+                else
+                        return EXIT_USAGE;      /* usage_getopt said what */
+        }
+        *n = argc - optind;
+        if (*n < min)
+                return usage_error(u, "missing DIR, the key directory");
+        if (*n > max)
+                return usage_error(u, "unexpected argument '%s'", argv[optind + max]);
+        return -1;
 }
 
 static void warn_file(void *userdata, const char *file, const struct tc_err *why) {
@@ -63,16 +113,18 @@ static int cmd_gen(int argc, char **argv) {
         _cleanup_free_ char *sig = NULL, *exc = NULL;
         struct tc_err err = {};
 
-        if (argc != 2 && argc != 4) {
-                fprintf(stderr, "%s gen: expected DIR [SIGNAME EXCNAME]\n", program);
-                return EXIT_USAGE;
-        }
-        if (tk_keygen_pair(argv[1], argc == 4 ? argv[2] : NULL, argc == 4 ? argv[3] : NULL,
-                           &sig, &exc, &err) < 0) {
-                fprintf(stderr, "%s gen %s: %s\n", program, argv[1], err.msg);
+        int n, r = parse_args(&gen_usage, argc, argv, NULL, 1, 3, &n);
+        if (r >= 0)
+                return r;
+        if (n == 2)
+                return usage_error(&gen_usage, "SIGNAME %s without EXCNAME: name both keys, or neither",
+                                   argv[optind + 1]);
+        argv += optind;
+        if (tk_keygen_pair(argv[0], n == 3 ? argv[1] : NULL, n == 3 ? argv[2] : NULL, &sig, &exc, &err) < 0) {
+                fprintf(stderr, "%s gen %s: %s\n", program, argv[0], err.msg);
                 return EXIT_FAILURE;
         }
-        printf("signing key: %s/%s\nexchange key: %s/%s\n", argv[1], sig, argv[1], exc);
+        printf("signing key: %s/%s\nexchange key: %s/%s\n", argv[0], sig, argv[0], exc);
         return EXIT_SUCCESS;
 }
 
@@ -89,15 +141,15 @@ static int cmd_rotate(int argc, char **argv) {
         struct tk_rotation rot;
         struct tc_err err = {};
 
-        if (argc != 2) {
-                fprintf(stderr, "%s rotate: expected DIR\n", program);
-                return EXIT_USAGE;
-        }
-        if (tk_rotate_keys(argv[1], &rot, &err) < 0) {
-                fprintf(stderr, "%s rotate %s: %s\n", program, argv[1], err.msg);
+        int n, r = parse_args(&rotate_usage, argc, argv, NULL, 1, 1, &n);
+        if (r >= 0)
+                return r;
+        const char *dir = argv[optind];
+        if (tk_rotate_keys(dir, &rot, &err) < 0) {
+                fprintf(stderr, "%s rotate %s: %s\n", program, dir, err.msg);
                 return EXIT_FAILURE;
         }
-        print_rotation(argv[1], &rot);
+        print_rotation(dir, &rot);
         tk_rotation_clear(&rot);
         return EXIT_SUCCESS;
 }
@@ -147,15 +199,18 @@ static int cmd_show(int argc, char **argv) {
         _cleanup_(tk_keyset_freep) struct tk_keyset *ks = NULL;
         size_t n = 0;
 
-        if (argc == 3 && strcmp(argv[1], "--url") == 0)
-                return show_url(argv[2]);
-        if (argc == 2 && strncmp(argv[1], "--url=", 6) == 0)
-                return show_url(argv[1] + 6);
-        if (argc != 2) {
-                fprintf(stderr, "%s show: expected DIR or --url URL\n", program);
-                return EXIT_USAGE;
-        }
-        if (load(argv[1], &ks) < 0)
+        const char *url = NULL;
+        int n_args, r = parse_args(&show_usage, argc, argv, &url, 0, 1, &n_args);
+        if (r >= 0)
+                return r;
+        if (url && n_args > 0)
+                return usage_error(&show_usage, "both DIR %s and --url given: show one or the other", argv[optind]);
+        if (url)
+                return show_url(url);
+        if (n_args == 0)
+                return usage_error(&show_usage, "missing DIR or --url URL");
+        const char *dir = argv[optind];
+        if (load(dir, &ks) < 0)
                 return EXIT_FAILURE;
         for (size_t i = 0; i < ks->n_keys; i++)
                 if (!ks->keys[i].hidden && ks->keys[i].role == TK_ROLE_SIGNING) {
@@ -163,7 +218,7 @@ static int cmd_show(int argc, char **argv) {
                         n++;
                 }
         if (n == 0) {
-                fprintf(stderr, "%s show: %s has no advertised signing key\n", program, argv[1]);
+                fprintf(stderr, "%s show: %s has no advertised signing key\n", program, dir);
                 return EXIT_FAILURE;
         }
         return EXIT_SUCCESS;
@@ -180,11 +235,10 @@ static const char *role_name(enum tk_role role) {
 static int cmd_list(int argc, char **argv) {
         _cleanup_(tk_keyset_freep) struct tk_keyset *ks = NULL;
 
-        if (argc != 2) {
-                fprintf(stderr, "%s list: expected DIR\n", program);
-                return EXIT_USAGE;
-        }
-        if (load(argv[1], &ks) < 0)
+        int n, r = parse_args(&list_usage, argc, argv, NULL, 1, 1, &n);
+        if (r >= 0)
+                return r;
+        if (load(argv[optind], &ks) < 0)
                 return EXIT_FAILURE;
         printf("%-10s  %-8s  %-5s  %-43s  %s\n", "STATE", "ROLE", "CURVE", "THUMBPRINT (S256)", "FILE");
         for (size_t i = 0; i < ks->n_keys; i++) {
@@ -212,19 +266,16 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "%s: cannot disable core dumps: %s\n", program, strerror(-r));
         /* Fresh keys must never be readable by others, not even briefly. */
         umask(0337);
-        if (argc < 2 || is_help(argv[1])) {
-                usage(argc < 2 ? stderr : stdout);
-                return argc < 2 ? EXIT_USAGE : EXIT_SUCCESS;
-        }
+        if (argc < 2)
+                return usage_error(&usage, "missing COMMAND");
+        if (usage_is_help(argv[1]))
+                return usage_help(&usage);
+        if (usage_is_version(argv[1]))
+                return usage_version(program);
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                if (strcmp(argv[1], commands[i].name) == 0) {
-                        if (argc > 2 && is_help(argv[2])) {
-                                usage(stdout);
-                                return EXIT_SUCCESS;
-                        }
+                if (strcmp(argv[1], commands[i].name) == 0)
                         return commands[i].run(argc - 1, argv + 1);
-                }
-        fprintf(stderr, "%s: unknown command '%s'\n", program, argv[1]);
-        usage(stderr);
-        return EXIT_USAGE;
+        if (argv[1][0] == '-')
+                return usage_error(&usage, "unrecognized option '%s'", argv[1]);
+        return usage_error(&usage, "unknown command '%s'", argv[1]);
 }

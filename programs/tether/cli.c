@@ -42,10 +42,6 @@ int cli_write_all(int fd, const void *buf, size_t len) {
         return 0;
 }
 
-bool cli_is_help(const char *arg) {
-        return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
-}
-
 /* Trust on first use, asked on the terminal as Clevis does; userdata, if
  * set, is a warning to show first (why the keys are not already trusted). */
 static int ask_trust(void *userdata, const char *url, const char *const *thps, size_t n) {

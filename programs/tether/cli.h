@@ -9,8 +9,9 @@
 #include <stdlib.h>
 
 #include "ctx.h"
+#include "usage.h"
 
-#define CLI_EXIT_USAGE 2
+#define CLI_EXIT_USAGE EXIT_USAGE
 
 struct cli_command {
         const char *name;
@@ -21,8 +22,6 @@ struct cli_command {
 /* Reads f to the end (at most max bytes); the buffer is freed with tc_secret_free(). */
 int cli_read_all(FILE *f, size_t max, uint8_t **buf, size_t *len);
 int cli_write_all(int fd, const void *buf, size_t len);
-/* "-h" or "--help". */
-bool cli_is_help(const char *arg);
 /* The context from the environment (TETHER_TIMEOUT, TETHER_PIN_PATH), asking on the terminal about new keys
  * unless trust_all (-y). */
 int cli_init_ctx(struct tc_ctx *ctx, bool trust_all);

@@ -75,16 +75,10 @@ static int fail(const char *cmd, const struct tc_err *err) {
         return EXIT_FAILURE;
 }
 
-static int usage(const char *text, bool help) {
-        fputs(text, help ? stdout : stderr);
-        return help ? EXIT_SUCCESS : CLI_EXIT_USAGE;
-}
-
 /* The options of the luks commands: each takes those its getopt string
  * names, with the same meaning in every command but -t: bind's token, or
  * (t_tests) the slot that unlock only tests, -1 for any. */
 struct luks_opts {
-        const char *usage;                 /* the command's, for its usage errors */
         const char *device, *keyfile, *name, *options, *config;
         int slot, token, existing_token;   /* -1: not given */
         bool yes, quiet, force, last_local, regen, with_thp, test;
@@ -94,26 +88,36 @@ struct luks_opts {
 struct luks_command {
         const char *name, *summary;
         const char *optstring;
-        const struct option *longopts;     /* NULL: getopt, which words errors its own way */
+        const struct option *longopts;     /* NULL: short options only */
         bool t_tests;
         bool needs_slot, needs_config;     /* -d is needed by all */
         int n_args;                        /* operands */
+        const char *arg_names;             /* their names, "PIN and CONFIG" */
         const char *usage;
         int (*run)(const struct luks_opts *o);
 };
 
+/* "invalid -s SLOT 'x': a number from 0 to 31" */
+static int bad_number(const struct usage *u, const char *what, const char *arg, int max, const char *or) {
+        return usage_error(u, "invalid %s '%s': a number from 0 to %d%s", what, arg, max, or);
+}
+
 /* Fills o from argv and checks that what cmd needs is there; returns -1
- * when the command is to run, else the exit code (help, or a usage error). */
+ * when the command is to run, else the exit code (help, or a usage error
+ * that says what was wrong). */
 static int parse_opts(const struct luks_command *cmd, int argc, char **argv, struct luks_opts *o) {
-        const char *u = cmd->usage;
+        char prog[32];
         int c;
 
-        *o = (struct luks_opts) { .usage = u, .slot = -1, .token = -1, .existing_token = -1 };
+        snprintf(prog, sizeof(prog), "tether luks %s", cmd->name);
+        const struct usage u = { .prog = prog, .text = cmd->usage };
+        const int max_slot = crypt_keyslot_max(CRYPT_LUKS2) - 1, max_token = crypt_token_max(CRYPT_LUKS2) - 1;
+
+        *o = (struct luks_opts) { .slot = -1, .token = -1, .existing_token = -1 };
         optind = 1;
-        while ((c = cmd->longopts ? getopt_long(argc, argv, cmd->optstring, cmd->longopts, NULL)
-                                  : getopt(argc, argv, cmd->optstring)) != -1) {
+        while ((c = usage_getopt(&u, argc, argv, cmd->optstring, cmd->longopts)) != -1) {
                 switch (c) {
-                case 'h': return usage(u, true);
+                case 'h': return usage_help(&u);
                 case 'y': o->yes = true; break;
                 case 'q': o->quiet = true; break;
                 case 'f': o->force = true; break;
@@ -125,20 +129,35 @@ static int parse_opts(const struct luks_command *cmd, int argc, char **argv, str
                 case 'n': o->name = optarg; break;
                 case 'o': o->options = optarg; break;
                 case 'c': o->config = optarg; break;
-                case 's': if (!parse_slot(optarg, &o->slot)) return usage(u, false); break;
-                case 'e': if (!parse_token(optarg, &o->existing_token)) return usage(u, false); break;
+                case 's':
+                        if (!parse_slot(optarg, &o->slot))
+                                return bad_number(&u, "-s SLOT", optarg, max_slot, "");
+                        break;
+                case 'e':
+                        if (!parse_token(optarg, &o->existing_token))
+                                return bad_number(&u, "-e TOKEN", optarg, max_token, "");
+                        break;
                 case 't':
                         o->test = cmd->t_tests;
-                        if (cmd->t_tests ? strcmp(optarg, "-1") != 0 && !parse_slot(optarg, &o->slot)
-                                         : !parse_token(optarg, &o->token))
-                                return usage(u, false);
+                        if (cmd->t_tests && strcmp(optarg, "-1") != 0 && !parse_slot(optarg, &o->slot))
+                                return bad_number(&u, "-t SLOT", optarg, max_slot, ", or -1 for any");
+                        if (!cmd->t_tests && !parse_token(optarg, &o->token))
+                                return bad_number(&u, "-t TOKEN", optarg, max_token, "");
                         break;
-                default: return usage(u, false);
+                default: return CLI_EXIT_USAGE;  /* usage_getopt said what */
                 }
         }
-        if (!o->device || (cmd->needs_slot && o->slot < 0) || (cmd->needs_config && !o->config) ||
-            argc - optind != cmd->n_args)
-                return usage(u, false);
+        int n = argc - optind;
+        if (!o->device)
+                return usage_error(&u, "missing -d DEV, the LUKS2 device");
+        if (cmd->needs_slot && o->slot < 0)
+                return usage_error(&u, "missing -s SLOT, the binding's keyslot");
+        if (cmd->needs_config && !o->config)
+                return usage_error(&u, "missing -c CONFIG, the new configuration");
+        if (n > cmd->n_args)
+                return usage_error(&u, "unexpected argument '%s'", argv[optind + cmd->n_args]);
+        if (n < cmd->n_args)
+                return usage_error(&u, "missing %s", n == 0 ? cmd->arg_names : strrchr(cmd->arg_names, ' ') + 1);
         o->args = argv + optind;
         return -1;
 }
@@ -330,19 +349,23 @@ static int cmd_unlock(const struct luks_opts *a) {
 /* ------------------------------------------------------------ regen, edit, report */
 
 static const char regen_usage[] =
-        "Usage: tether luks regen -d DEV -s SLOT [-q] [-y]\n\n"
+        "Usage: tether luks regen -d DEV -s SLOT [-q] [-y] [-k KEYFILE]\n\n"
         "Re-encrypts SLOT's key to its servers' current keys (after a key rotation).\n"
         "The new keys are used without asking when a signing key the binding already\n"
         "trusts vouches for them (tang's /adv/THP, served for rotated keys too);\n"
         "otherwise they are shown for confirmation, as at bind time. The keyslot is\n"
         "not touched; the token is replaced in one header write.\n\n"
         "  -q   never ask: refuse keys that no trusted key vouches for\n"
-        "  -y   trust the servers' new keys even if no trusted key vouches for them\n";
+        "  -y   trust the servers' new keys even if no trusted key vouches for them\n"
+        "  -k   accepted and ignored, as by clevis: the binding itself proves access\n";
 
 static const char edit_usage[] =
-        "Usage: tether luks edit -d DEV -s SLOT -c CONFIG [-y]\n\n"
+        "Usage: tether luks edit -d DEV -s SLOT -c CONFIG [-y] [-q] [-k KEYFILE]\n\n"
         "Re-binds SLOT with a new configuration for the same pin (for example a\n"
-        "server added to an sss policy), in one header write.\n";
+        "server added to an sss policy), in one header write.\n\n"
+        "  -y   trust the keys of servers given without thp or adv, without asking\n"
+        "  -q   never ask: refuse a server whose keys would need the question\n"
+        "  -k   accepted and ignored, as by clevis: the binding itself proves access\n";
 
 static const char report_usage[] =
         "Usage: tether luks report -d DEV -s SLOT [-q] [-r [-y]]\n\n"
@@ -363,8 +386,6 @@ static const char regen_warning[] =
 static int regen_edit(const struct luks_opts *a, bool edit) {
         struct tc_ctx ctx;
         struct tc_err err = {};
-        if (!edit && a->config)
-                return usage(a->usage, false);
         if (cli_init_ctx(&ctx, a->yes) < 0)
                 return CLI_EXIT_USAGE;
         /* -q: never ask; keys that no trusted key vouches for are refused. */
@@ -419,6 +440,7 @@ static int cmd_report(const struct luks_opts *a) {
 
 static const struct luks_command luks_commands[] = {
         { .name = "bind", .summary = "bind a LUKS2 device to a pin", .optstring = "hyfd:s:k:t:e:", .n_args = 2,
+          .arg_names = "PIN and CONFIG",
           .usage = bind_usage, .run = cmd_bind },
         { .name = "unbind", .summary = "remove a binding", .optstring = "hfd:s:", .longopts = unbind_longopts,
           .needs_slot = true, .usage = unbind_usage, .run = cmd_unbind },
@@ -428,7 +450,7 @@ static const struct luks_command luks_commands[] = {
           .usage = pass_usage, .run = cmd_pass },
         { .name = "unlock", .summary = "open a device with its bindings", .optstring = "hd:n:t:o:", .t_tests = true,
           .usage = unlock_usage, .run = cmd_unlock },
-        { .name = "regen", .summary = "rebind to the servers' current keys", .optstring = "hqyd:s:c:k:",
+        { .name = "regen", .summary = "rebind to the servers' current keys", .optstring = "hqyd:s:k:",
           .needs_slot = true, .usage = regen_usage, .run = cmd_regen },
         { .name = "report", .summary = "report rotated keys a binding still uses", .optstring = "hqryd:s:",
           .needs_slot = true, .usage = report_usage, .run = cmd_report },
@@ -436,14 +458,19 @@ static const struct luks_command luks_commands[] = {
           .needs_config = true, .usage = edit_usage, .run = cmd_edit },
 };
 
+static void print_luks_usage(FILE *f) {
+        fputs("Usage: tether luks COMMAND [OPTIONS]\n\nCommands:\n", f);
+        for (size_t i = 0; i < ELEMENTSOF(luks_commands); i++)
+                fprintf(f, "  %-8s %s\n", luks_commands[i].name, luks_commands[i].summary);
+        fputs("\n`tether luks COMMAND -h` explains each.\n", f);
+}
+
 int cli_luks(int argc, char **argv) {
-        if (argc < 2 || cli_is_help(argv[1])) {
-                FILE *f = argc < 2 ? stderr : stdout;
-                fputs("Usage: tether luks COMMAND [OPTIONS]\n\nCommands:\n", f);
-                for (size_t i = 0; i < ELEMENTSOF(luks_commands); i++)
-                        fprintf(f, "  %-8s %s\n", luks_commands[i].name, luks_commands[i].summary);
-                return argc < 2 ? CLI_EXIT_USAGE : EXIT_SUCCESS;
-        }
+        static const struct usage u = { .prog = "tether luks", .print = print_luks_usage };
+        if (argc < 2)
+                return usage_error(&u, "missing COMMAND");
+        if (usage_is_help(argv[1]))
+                return usage_help(&u);
         /* --help after a subcommand, as after tether's own commands. */
         for (int i = 2; i < argc; i++)
                 if (strcmp(argv[i], "--help") == 0)
@@ -454,6 +481,7 @@ int cli_luks(int argc, char **argv) {
                         int r = parse_opts(&luks_commands[i], argc - 1, argv + 1, &o);
                         return r >= 0 ? r : luks_commands[i].run(&o);
                 }
-        fprintf(stderr, "tether luks: unknown command \"%s\"\n", argv[1]);
-        return CLI_EXIT_USAGE;
+        if (argv[1][0] == '-')
+                return usage_error(&u, "unrecognized option '%s'", argv[1]);
+        return usage_error(&u, "unknown command '%s'", argv[1]);
 }

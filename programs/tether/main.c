@@ -13,8 +13,9 @@
 
 #define INPUT_MAX (16 * 1024 * 1024)
 
-static void encrypt_help(FILE *f) {
-        fputs("Usage: tether encrypt PIN CONFIG [-y] < PLAINTEXT > JWE\n\n"
+static const struct usage encrypt_usage = {
+        .prog = "tether encrypt",
+        .text = "Usage: tether encrypt PIN CONFIG [-y] < PLAINTEXT > JWE\n\n"
               "Encrypts standard input with PIN (tang, sss, null, or any clevis-encrypt-PIN\n"
               "program in /usr/bin, /usr/local/bin or TETHER_PIN_PATH) and its JSON CONFIG,\n"
               "writing a compact JWE that "
@@ -25,8 +26,11 @@ static void encrypt_help(FILE *f) {
               "  sss    {\"t\":2, \"pins\":{\"tang\":[{\"url\":...},{\"url\":...},{\"url\":...}]}}\n"
               "  null   {} (no protection; for tests), {\"fail\":true} cannot be decrypted\n\n"
               "Environment: TETHER_TIMEOUT, seconds allowed for each attempt at a server\n"
-              "(default 10; 3 attempts when the server cannot be reached).\n", f);
-}
+              "(default 10; 3 attempts when the server cannot be reached).\n",
+};
+
+/* The options every command takes: -h, --help. */
+static const struct option help_option[] = { { "help", no_argument, NULL, 'h' }, {} };
 
 static int cmd_encrypt(int argc, char **argv) {
         const char *pin = NULL, *config = NULL;
@@ -34,25 +38,22 @@ static int cmd_encrypt(int argc, char **argv) {
         struct tc_ctx ctx;
         struct tc_err err = {};
 
-        for (int i = 1; i < argc; i++) {
-                if (strcmp(argv[i], "-y") == 0)
-                        yes = true;
-                else if (cli_is_help(argv[i])) {
-                        encrypt_help(stdout);
-                        return EXIT_SUCCESS;
-                } else if (!pin)
-                        pin = argv[i];
-                else if (!config)
-                        config = argv[i];
-                else {
-                        encrypt_help(stderr);
-                        return CLI_EXIT_USAGE;
-                }
+        int c;
+
+        /* Clevis's grammar puts -y after the operands: getopt finds it anywhere. */
+        while ((c = usage_getopt(&encrypt_usage, argc, argv, "hy", help_option)) != -1) {
+                if (c == 'h')
+                        return usage_help(&encrypt_usage);
+                if (c != 'y')
+                        return CLI_EXIT_USAGE;  /* usage_getopt said what */
+                yes = true;
         }
-        if (!pin || !config) {
-                encrypt_help(stderr);
-                return CLI_EXIT_USAGE;
-        }
+        if (argc - optind < 2)
+                return usage_error(&encrypt_usage, "missing %s", optind == argc ? "PIN and CONFIG" : "CONFIG");
+        if (argc - optind > 2)
+                return usage_error(&encrypt_usage, "unexpected argument '%s' after PIN and CONFIG", argv[optind + 2]);
+        pin = argv[optind];
+        config = argv[optind + 1];
         if (cli_init_ctx(&ctx, yes) < 0)
                 return CLI_EXIT_USAGE;
 
@@ -77,25 +78,27 @@ static int cmd_encrypt(int argc, char **argv) {
         return EXIT_SUCCESS;
 }
 
-static void decrypt_help(FILE *f) {
-        fputs("Usage: tether decrypt < JWE > PLAINTEXT\n\n"
+static const struct usage decrypt_usage = {
+        .prog = "tether decrypt",
+        .text = "Usage: tether decrypt < JWE > PLAINTEXT\n\n"
               "Decrypts a compact JWE made by `tether encrypt` or `clevis encrypt`, asking\n"
               "its tang servers (sss: all at once, done as soon as enough have answered).\n"
               "Nothing is written unless decryption succeeds.\n\n"
               "Environment: TETHER_TIMEOUT, seconds allowed for each attempt at a server\n"
               "(default 10; 3 attempts when the server cannot be reached). The whole\n"
-              "decryption may take 3 times that plus 1.75 s.\n", f);
-}
+              "decryption may take 3 times that plus 1.75 s.\n",
+};
 
 static int cmd_decrypt(int argc, char **argv) {
         struct tc_ctx ctx;
         struct tc_err err = {};
 
-        if (argc > 1) {
-                bool help = cli_is_help(argv[1]);
-                decrypt_help(help ? stdout : stderr);
-                return help ? EXIT_SUCCESS : CLI_EXIT_USAGE;
-        }
+        int c = usage_getopt(&decrypt_usage, argc, argv, "h", help_option);
+        if (c != -1)
+                return c == 'h' ? usage_help(&decrypt_usage) : CLI_EXIT_USAGE;  /* usage_getopt said what */
+        if (optind < argc)
+                return usage_error(&decrypt_usage, "unexpected argument '%s': the JWE is read from standard input",
+                                   argv[optind]);
         if (cli_init_ctx(&ctx, false) < 0)
                 return CLI_EXIT_USAGE;
         _cleanup_free_ uint8_t *in = NULL;
@@ -126,26 +129,31 @@ static const struct cli_command commands[] = {
         { "luks", "bind LUKS2 volumes: bind, unbind, list, pass, unlock, regen, report, edit", cli_luks },
 };
 
-static void usage(FILE *f) {
+static void print_usage(FILE *f) {
         fputs("Usage: tether COMMAND [OPTIONS]\n\nCommands:\n", f);
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
                 fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-        fputs("\n`tether COMMAND -h` explains each. Clevis-compatible: JWEs move freely between\n"
-              "tether and clevis.\n", f);
+        fputs("\n  -h, --help  this help; `tether COMMAND -h` explains each command\n"
+              "  --version   print the version and exit\n\n"
+              "Clevis-compatible: JWEs move freely between tether and clevis.\n", f);
 }
+
+static const struct usage usage = { .prog = "tether", .print = print_usage };
 
 int main(int argc, char **argv) {
         int r = tk_harden_process();
         if (r < 0)
                 fprintf(stderr, "tether: cannot disable core dumps: %s\n", strerror(-r));
-        if (argc < 2 || cli_is_help(argv[1])) {
-                usage(argc < 2 ? stderr : stdout);
-                return argc < 2 ? CLI_EXIT_USAGE : EXIT_SUCCESS;
-        }
+        if (argc < 2)
+                return usage_error(&usage, "missing COMMAND");
+        if (usage_is_help(argv[1]))
+                return usage_help(&usage);
+        if (usage_is_version(argv[1]))
+                return usage_version("tether");
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
                 if (strcmp(argv[1], commands[i].name) == 0)
                         return commands[i].run(argc - 1, argv + 1);
-        fprintf(stderr, "tether: unknown command \"%s\"\n\n", argv[1]);
-        usage(stderr);
-        return CLI_EXIT_USAGE;
+        if (argv[1][0] == '-')
+                return usage_error(&usage, "unrecognized option '%s'", argv[1]);
+        return usage_error(&usage, "unknown command '%s'", argv[1]);
 }

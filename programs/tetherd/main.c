@@ -5,6 +5,7 @@
 #include "keystore.h"
 #include "listen.h"
 #include "log.h"
+#include "usage.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,7 +20,6 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 
-#define EXIT_USAGE 2
 #define DEFAULT_PORT "9090"
 
 struct options {
@@ -33,8 +33,8 @@ struct options {
         struct httpd_config http;
 };
 
-static void usage(FILE *f) {
-        fprintf(f,
+static void print_usage(FILE *f) {
+        fputs(
                 "Usage: tetherd [OPTIONS] KEYDIR\n"
                 "       tetherd [-l] [-p PORT] [-e ENDPOINT] KEYDIR    (tangd's options)\n"
                 "\n"
@@ -57,11 +57,14 @@ static void usage(FILE *f) {
                 "      --drain-timeout MS    on SIGTERM, wait this long for open requests (default 5000)\n"
                 "  -q, --quiet               no log line per request\n"
                 "  -h, --help                this help\n"
+                "      --version             print the version and exit\n"
                 "\n"
                 "Listening modes: --address/--port; systemd socket activation (Accept=no, or\n"
                 "Accept=yes for one connection); inetd (stdin is the connected socket).\n"
-                "With stdin a pipe or a file and none of -a, -p, -l, tetherd refuses to start.\n");
+                "With stdin a pipe or a file and none of -a, -p, -l, tetherd refuses to start.\n", f);
 }
+
+static const struct usage usage = { .prog = "tetherd", .print = print_usage };
 
 static bool parse_uint(const char *s, unsigned max, unsigned *out) {
         char *end;
@@ -81,8 +84,8 @@ static bool parse_number(const char *opt, const char *arg, unsigned min, unsigne
                 *out = v;
                 return true;
         }
-        fprintf(stderr, "tetherd: invalid %s '%s': whole %s from %u to %u%s%s%s\n", opt, arg, unit, min, max,
-                zero ? " (0: " : "", zero ? zero : "", zero ? ")" : "");
+        usage_error(&usage, "invalid %s '%s': whole %s from %u to %u%s%s%s", opt, arg, unit, min, max,
+                    zero ? " (0: " : "", zero ? zero : "", zero ? ")" : "");
         return false;
 }
 
@@ -97,7 +100,8 @@ static bool same_address(const char *a, const char *b) {
 }
 
 static int parse_options(int argc, char **argv, struct options *o) {
-        enum { OPT_NO_KEYGEN = 256, OPT_CONN_LIMIT, OPT_TIMEOUT, OPT_DRAIN, OPT_PER_ADDRESS, OPT_REQUEST_TIMEOUT };
+        enum { OPT_NO_KEYGEN = 256, OPT_CONN_LIMIT, OPT_TIMEOUT, OPT_DRAIN, OPT_PER_ADDRESS, OPT_REQUEST_TIMEOUT,
+               OPT_VERSION };
         static const struct option longopts[] = {
                 { "address", required_argument, NULL, 'a' },
                 { "port", required_argument, NULL, 'p' },
@@ -112,21 +116,22 @@ static int parse_options(int argc, char **argv, struct options *o) {
                 { "request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT },
                 { "quiet", no_argument, NULL, 'q' },
                 { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, OPT_VERSION },
                 {}
         };
         unsigned port;
         int c;
 
-        while ((c = getopt_long(argc, argv, "a:p:le:t:qh", longopts, NULL)) != -1) {
+        while ((c = usage_getopt(&usage, argc, argv, "a:p:le:t:qh", longopts)) != -1) {
                 switch (c) {
                 case 'a':
                         if (o->n_addresses == LISTEN_MAX) {
-                                fprintf(stderr, "tetherd: at most %d addresses\n", LISTEN_MAX);
+                                usage_error(&usage, "at most %d addresses (-a)", LISTEN_MAX);
                                 return -EINVAL;
                         }
                         for (size_t i = 0; i < o->n_addresses; i++)
                                 if (same_address(o->addresses[i], optarg)) {
-                                        fprintf(stderr, "tetherd: address %s given twice (-a); give each address once\n", optarg);
+                                        usage_error(&usage, "address %s given twice (-a); give each address once", optarg);
                                         return -EINVAL;
                                 }
                         o->addresses[o->n_addresses++] = optarg;
@@ -134,7 +139,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
                         break;
                 case 'p':
                         if (!parse_uint(optarg, 65535, &port) || port == 0) {
-                                fprintf(stderr, "tetherd: invalid port '%s': a whole number from 1 to 65535\n", optarg);
+                                usage_error(&usage, "invalid port '%s': a whole number from 1 to 65535", optarg);
                                 return -EINVAL;
                         }
                         o->port = optarg;
@@ -187,14 +192,19 @@ static int parse_options(int argc, char **argv, struct options *o) {
                         o->http.log_requests = false;
                         break;
                 case 'h':
-                        usage(stdout);
-                        exit(EXIT_SUCCESS);
-                default:
+                        exit(usage_help(&usage));
+                case OPT_VERSION:
+                        exit(usage_version("tetherd"));
+                default:        /* usage_getopt said what */
                         return -EINVAL;
                 }
         }
-        if (optind != argc - 1) {
-                fprintf(stderr, "tetherd: expected exactly one KEYDIR\n");
+        if (optind == argc) {
+                usage_error(&usage, "missing KEYDIR, the key directory");
+                return -EINVAL;
+        }
+        if (optind < argc - 1) {
+                usage_error(&usage, "unexpected argument '%s' after KEYDIR %s", argv[optind + 1], argv[optind]);
                 return -EINVAL;
         }
         o->keydir = argv[optind];
@@ -412,9 +422,8 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "tetherd: cannot disable core dumps: %s\n", strerror(-r));
         /* Keys created by the server are never readable by others. */
         umask(0337);
-        if (parse_options(argc, argv, &o) < 0) {
-                usage(stderr);
+        /* parse_options() said what was wrong, with the usage. */
+        if (parse_options(argc, argv, &o) < 0)
                 return EXIT_USAGE;
-        }
         return run(&o);
 }

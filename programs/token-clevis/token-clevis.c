@@ -22,6 +22,7 @@
 #include "boot.h"
 #include "environment.h"
 #include "cleanup.h"
+#include "version.h"
 #include "luks.h"
 #include "netwatch.h"
 #include "tether.h"
