@@ -62,6 +62,8 @@ static int load_src(const char *src, struct src_warn *w, struct tk_keyset **ks, 
         if (dfd < 0 && errno == EACCES)
                 return tc_fail(err, -EACCES, "cannot read %s: permission denied (Tang's key directory belongs to "
                                "Tang's user, mode 0750): run as root", src);
+        if (dfd < 0 && errno == ENOENT)
+                return tc_fail(err, -ENOENT, "%s does not exist", src);
         if (dfd < 0)
                 return tc_fail(err, -errno, "cannot open %s: %s", src, strerror(errno));
         w->dfd = dfd;
