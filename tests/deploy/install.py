@@ -25,8 +25,9 @@ and the installed units are valid for systemd.
    (unshare -m) where DESTDIR's prefix (/usr/local) is bind-mounted over the
    host's. The installed binaries and man pages are then where the units
    name them, and nothing of the host changes.
-4. The install hook (systemd/install-hook.sh, meson.add_install_script)
-   with stand-in tools: into the live root it runs systemd-sysusers and
+4. The install hook (systemd/install-hook.sh) is in meson's install plan,
+   given the installed sysusers.d and tmpfiles.d entries; run with stand-in
+   tools: into the live root it runs systemd-sysusers and
    systemd-tmpfiles --create on the installed entries, and daemon-reload
    only when systemd runs; with DESTDIR set it runs nothing; without the
    tools it says nothing and succeeds.
@@ -287,6 +288,23 @@ def check_hook(source, tmp, root, prefix, stub_dir, calls):
         fail('install hook without the tools: exit %d, said %r' % (cp.returncode, cp.stdout + cp.stderr))
 
 
+def registered_hooks(meson, build):
+    """The install scripts meson runs after installing ([script, args...]),
+    read from the build's install plan with meson's own Python and modules:
+    no introspection command lists them."""
+    with open(meson) as f:
+        first = f.readline()
+    python = first[2:].split()[0] if first.startswith('#!') else sys.executable
+    code = ('import pickle, sys\n'
+            'd = pickle.load(open(sys.argv[1], "rb"))\n'
+            'print(__import__("json").dumps([s.cmd_args for s in d.install_scripts]))\n')
+    cp = run([python, '-c', code, os.path.join(build, 'meson-private', 'install.dat')], check=False)
+    if cp.returncode != 0:
+        fail('cannot read meson\'s install plan: %s' % cp.stderr.strip()[-300:])
+        return []
+    return json.loads(cp.stdout)
+
+
 def main():
     source, build = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     meson = shutil.which('meson')
@@ -311,6 +329,14 @@ def main():
         else:
             check_ports(unit_files)
             verify_units(root, prefix, unit_files)
+        want = [os.path.join(source, 'systemd', 'install-hook.sh'), prefix + '/lib/sysusers.d/tether.conf',
+                 prefix + '/lib/tmpfiles.d/tether.conf']
+        hooks = registered_hooks(meson, build)
+        if want not in hooks:
+            fail('meson install does not run %r; it runs %r' % (want, hooks))
+        for conf in want[1:]:
+            if not os.path.isfile(os.path.join(root, conf.lstrip('/'))):
+                fail('the install hook is given %s, which is not installed' % conf)
         check_hook(source, tmp, root, prefix, stub_dir, calls)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
