@@ -16,9 +16,7 @@ static bool is_valid_file_name(const char *name) {
         return name[0] && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
 }
 
-/* Writes jwk to dir/name through a temporary file: the final name appears
- * complete or not at all, never with more permissions than 0440. */
-static int write_key_atomically(int dfd, const char *name, const json_t *jwk, struct tc_err *err) {
+int tk_key_file_write(int dfd, const char *name, const json_t *jwk, uid_t uid, gid_t gid, struct tc_err *err) {
         /* Holds "d": wiped, whatever allocator jansson has. */
         _cleanup_erase_free_ char *text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
         char tmp[64];
@@ -48,9 +46,14 @@ static int write_key_atomically(int dfd, const char *name, const json_t *jwk, st
                 }
                 off += (size_t) w;
         }
-        /* The key belongs to whoever owns the directory, so a key made by
-         * root for a server running as its own user stays readable. */
-        if (fstat(dfd, &dst) == 0 && geteuid() == 0 && (dst.st_uid != 0 || dst.st_gid != 0))
+        /* By default the key belongs to whoever owns the directory, so a key
+         * made by root for a server running as its own user stays readable. */
+        if (geteuid() == 0 && uid != (uid_t) -1) {
+                if (fchown(fd, uid, gid) < 0) {
+                        r = tc_fail(err, -errno, "cannot give %s to uid %u: %s", name, (unsigned) uid, strerror(errno));
+                        goto undo;
+                }
+        } else if (fstat(dfd, &dst) == 0 && geteuid() == 0 && (dst.st_uid != 0 || dst.st_gid != 0))
                 (void) fchown(fd, dst.st_uid, dst.st_gid);
         if (fchmod(fd, 0440) < 0 || fsync(fd) < 0) {
                 r = tc_fail(err, -errno, "cannot write %s: %s", name, strerror(errno));
@@ -87,7 +90,7 @@ static int make_one(int dfd, const char *alg, const char *name, char **out, stru
                 if (!thp || asprintf(&file, "%s.jwk", thp) < 0)
                         return tc_fail(err, -ENOMEM, "cannot compute a thumbprint");
         }
-        int r = write_key_atomically(dfd, file, jwk, err);
+        int r = tk_key_file_write(dfd, file, jwk, (uid_t) -1, (gid_t) -1, err);
         if (r < 0)
                 return r;
         *out = TAKE_PTR(file);

@@ -108,6 +108,13 @@ char *tk_thumbprint(const json_t *jwk, const char *hash);
 int tk_keygen_pair(const char *dir, const char *sig_name, const char *exc_name,
                    char **sig_out, char **exc_out, struct tc_err *err);
 
+/* Writes jwk to the key file name of the directory dfd through a temporary
+ * file (fsync, then rename without replacing): the name appears complete or
+ * not at all, never with more permissions than 0440, and an existing file
+ * is never replaced (-EEXIST). Run as root, the file goes to uid:gid, or to
+ * the directory's owner when uid is (uid_t) -1. */
+int tk_key_file_write(int dfd, const char *name, const json_t *jwk, uid_t uid, gid_t gid, struct tc_err *err);
+
 /* What a rotation did: the new pair's files and, for each advertised key,
  * the hidden name it got. */
 struct tk_rotation {
@@ -134,3 +141,29 @@ json_t *tk_adv_sign(const struct tk_keyset *ks, const json_t *extra_signer);
 /* Verifies that every verify-key of the JWS payload signed it; the payload's
  * key set goes to *ret. -EBADMSG when jws is no such advertisement. */
 int tk_adv_verify(const json_t *jws, json_t **ret, struct tc_err *err);
+
+/* What a migration did: the key files it wrote, those that held the same
+ * key already (a second run), and how many keys the source serves. */
+struct tk_migration {
+        char **copied;
+        size_t n_copied;
+        char **present;
+        size_t n_present;
+        size_t n_advertised, n_rotated;
+};
+void tk_migration_clear(struct tk_migration *m);
+
+/* Takes over the keys of another server's key directory src (Tang's): every
+ * key file it serves, advertised (X.jwk) and rotated (.X.jwk), is written to
+ * dst under the same name with tk_key_file_write (mode 0440, owner uid:gid
+ * when run as root and uid is not (uid_t) -1). dst is created (mode 0750,
+ * same owner) when missing; src is only read. Before writing anything it
+ * refuses a dst that holds a different key under one of the names, or keys
+ * src does not have: the keys served must be exactly src's. A file src
+ * holds that cannot be read fails it (a binding could be lost); files that
+ * hold no key (the ones tang skips too) go to warn and are not copied.
+ * Afterwards dst is loaded again and must serve the same keys under the
+ * same names (thumbprints, advertised or rotated); otherwise the files
+ * written are removed again. Running it again is harmless. */
+int tk_migrate(const char *src, const char *dst, uid_t uid, gid_t gid, tk_warn_fn warn, void *userdata,
+               struct tk_migration *m, struct tc_err *err);

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -25,6 +26,10 @@ static const struct usage usage = {
                 "  show DIR                   print the thumbprints clients pass as \"thp\"\n"
                 "  show --url URL             the same, from a live server's verified /adv\n"
                 "  list DIR                   every key: state, role, curve, thumbprint, file\n"
+                "  migrate [--from TANGDIR] [DIR]\n"
+                "                             copy every key of Tang's directory (default\n"
+                "                             /var/lib/tang, else /var/db/tang) into DIR (default\n"
+                "                             /var/lib/tether), owned by _tether; TANGDIR is only read\n"
                 "\n"
                 "  -h, --help                 this help (after a command: that command's)\n"
                 "      --version              print the version and exit\n"
@@ -250,6 +255,83 @@ static int cmd_list(int argc, char **argv) {
         return EXIT_SUCCESS;
 }
 
+/* Where Debian's tang keeps its keys, then Fedora's. */
+static const char *const tang_dirs[] = { "/var/lib/tang", "/var/db/tang" };
+#define TETHER_DIR "/var/lib/tether"
+#define TETHER_USER "_tether"
+
+static const char *find_tang_dir(void) {
+        struct stat st;
+        for (size_t i = 0; i < ELEMENTSOF(tang_dirs); i++)
+                if (stat(tang_dirs[i], &st) == 0 && S_ISDIR(st.st_mode))
+                        return tang_dirs[i];
+        return NULL;
+}
+
+static void print_names(const char *what, const char *dir, char **names, size_t n) {
+        char name[SHOWN_MAX];
+        for (size_t i = 0; i < n; i++)
+                printf("%s: %s/%s\n", what, dir, shown(name, names[i]));
+}
+
+static int cmd_migrate(int argc, char **argv) {
+        static const struct option options[] = {
+                { "from", required_argument, NULL, 'f' },
+                {}
+        };
+        const char *src = NULL, *dst = TETHER_DIR;
+        uid_t uid = (uid_t) -1;
+        gid_t gid = (gid_t) -1;
+        struct tk_migration m;
+        struct tc_err err = {};
+        int c;
+
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "+f:", options, NULL)) != -1) {
+                if (c != 'f') {
+                        fprintf(stderr, "%s migrate: expected [--from TANGDIR] [DIR]\n", program);
+                        return EXIT_USAGE;
+                }
+                src = optarg;
+        }
+        if (argc - optind > 1) {
+                fprintf(stderr, "%s migrate: expected [--from TANGDIR] [DIR]\n", program);
+                return EXIT_USAGE;
+        }
+        if (optind < argc)
+                dst = argv[optind];
+        if (!src && !(src = find_tang_dir())) {
+                fprintf(stderr, "%s migrate: no Tang key directory at %s or %s: give it with --from TANGDIR\n",
+                        program, tang_dirs[0], tang_dirs[1]);
+                return EXIT_FAILURE;
+        }
+        /* The files go to the user tetherd.service runs as; without it (not
+         * installed), to the owner of DIR, as the other commands do. */
+        struct passwd *pw = getpwnam(TETHER_USER);
+        if (pw) {
+                uid = pw->pw_uid;
+                gid = pw->pw_gid;
+        }
+        if (tk_migrate(src, dst, uid, gid, warn_file, (void *) src, &m, &err) < 0) {
+                fprintf(stderr, "%s migrate: %s\n", program, err.msg);
+                return EXIT_FAILURE;
+        }
+        print_names("copied", dst, m.copied, m.n_copied);
+        print_names("already there", dst, m.present, m.n_present);
+        printf("%s serves the keys of %s: %zu advertised, %zu rotated, the same thumbprints; %s is unchanged.\n"
+               "Next, switch the servers (both listen on port 80):\n"
+               "  systemctl disable --now tangd.socket\n"
+               "  systemctl enable --now tetherd.socket\n"
+               "To go back: systemctl disable --now tetherd.socket tetherd.service; "
+               "systemctl enable --now tangd.socket\n",
+               dst, src, m.n_advertised, m.n_rotated, src);
+        if (strcmp(dst, TETHER_DIR) != 0)
+                printf("tetherd.service serves %s: point it at %s (systemctl edit tetherd.service).\n",
+                       TETHER_DIR, dst);
+        tk_migration_clear(&m);
+        return EXIT_SUCCESS;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -259,6 +341,7 @@ int main(int argc, char **argv) {
                 { "rotate", cmd_rotate },
                 { "show", cmd_show },
                 { "list", cmd_list },
+                { "migrate", cmd_migrate },
         };
 
         int r = tk_harden_process();

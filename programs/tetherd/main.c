@@ -13,6 +13,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -264,6 +265,34 @@ static void log_adapter(const char *fmt, ...) {
         log_line("%s", buf);
 }
 
+/* The key directory cannot be opened: say who tetherd runs as, whose the
+ * directory is and what to do. The usual case is Tang's directory (owner
+ * _tang, mode 0750) given to tetherd.service, which runs as _tether. */
+static void explain_key_dir_denied(const char *shown_dir, const char *keydir) {
+        uid_t uid = geteuid();
+        struct passwd *pw = getpwuid(uid);
+        char user[64], owner[384] = "", shown_user[256];
+        struct stat st;
+
+        snprintf(user, sizeof(user), "%s", pw ? pw->pw_name : "?");
+        log_sanitize(shown_user, sizeof(shown_user), user, false);
+        /* Under PrivateUsers=, owners outside the namespace show as the
+         * overflow uid: naming that "owner" would mislead. */
+        if (stat(keydir, &st) == 0 && st.st_uid != 65534) {
+                struct passwd *ow = getpwuid(st.st_uid);
+                char name[64], shown_owner[256];
+                snprintf(name, sizeof(name), "%s", ow ? ow->pw_name : "?");
+                log_sanitize(shown_owner, sizeof(shown_owner), name, false);
+                snprintf(owner, sizeof(owner), ", owned by %s (uid %u) with mode %04o", shown_owner,
+                         (unsigned) st.st_uid, (unsigned) (st.st_mode & 07777));
+        }
+        fprintf(stderr, "tetherd: key directory %s: permission denied: tetherd runs as user %s (uid %u), which may "
+                "not read it%s. If it is Tang's key directory, copy its keys into tetherd's own as root with "
+                "`tether-keys migrate --from %s` (into /var/lib/tether, owned by _tether; see tether-keys(8)) "
+                "and serve that; otherwise make the directory and its keys readable by %s\n",
+                shown_dir, shown_user, (unsigned) uid, owner, shown_dir, shown_user);
+}
+
 static int run(struct options *o) {
         int listen_fds[LISTEN_MAX], conn_fd = -1;
         size_t n_listen = 0;
@@ -280,7 +309,10 @@ static int run(struct options *o) {
         log_sanitize(shown_dir, sizeof(shown_dir), o->keydir, true);
 
         if (stat(o->keydir, &st) < 0) {
-                fprintf(stderr, "tetherd: key directory %s: %s\n", shown_dir, strerror(errno));
+                if (errno == EACCES)
+                        explain_key_dir_denied(shown_dir, o->keydir);
+                else
+                        fprintf(stderr, "tetherd: key directory %s: %s\n", shown_dir, strerror(errno));
                 return EXIT_FAILURE;
         }
         if (!S_ISDIR(st.st_mode)) {
@@ -342,10 +374,12 @@ static int run(struct options *o) {
         }
 
         r = keystore_open(o->keydir, o->keygen, log_adapter, &ks);
-        if (r < 0) {
+        if (r == -EACCES)
+                explain_key_dir_denied(shown_dir, o->keydir);
+        else if (r < 0)
                 fprintf(stderr, "tetherd: key directory %s: %s\n", shown_dir, strerror(-r));
+        if (r < 0)
                 return EXIT_FAILURE;
-        }
 
         /* The limits are global: one count across every socket. */
         raise_fd_limit(o->http.connection_limit + (unsigned) n_listen);

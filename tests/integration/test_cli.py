@@ -160,13 +160,6 @@ class Pages(tlib.unittest.TestCase):
         paths = {roff_text(line).split()[0] for line in synopsis if line.startswith(".SY")}
         self.assertEqual(paths, {os.path.join(libexecdir, "tether-askpass")})
 
-    def test_readme_names_the_install_directories(self):
-        with open(os.path.join(SRCDIR, "README.md")) as f:
-            install = f.read().split("`meson install`", 1)[1].split("\n\n", 1)[0]
-        for prog, d in (kv.split("=") for kv in os.environ["TETHER_INSTALL_DIRS"].split()):
-            with self.subTest(prog=prog):
-                self.assertRegex(install.replace("\n", " "), rf"`{prog}`[^/]* `/usr/local/{re.escape(d)}`")
-
     def test_decrypt_page_quotes_the_real_message_for_a_deleted_key(self):
         srv = tlib.Tetherd()
         try:

@@ -1,0 +1,226 @@
+/* Taking over Tang's key directory: every key it serves, advertised and
+ * rotated, copied into tetherd's without losing or changing one, Tang's
+ * left as it was so that going back stays possible. */
+#include "keyset.h"
+#include "cleanup.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+
+void tk_migration_clear(struct tk_migration *m) {
+        for (size_t i = 0; i < m->n_copied; i++)
+                free(m->copied[i]);
+        for (size_t i = 0; i < m->n_present; i++)
+                free(m->present[i]);
+        free(m->copied);
+        free(m->present);
+        *m = (struct tk_migration) {};
+}
+
+/* The source's skipped files: passed on, and a file that exists but cannot
+ * be read remembered, since it may be a key clients are bound to. */
+struct src_warn {
+        tk_warn_fn warn;
+        void *userdata;
+        int dfd;
+        char unreadable[NAME_MAX + 1];
+};
+
+static void src_warn(void *userdata, const char *file, const struct tc_err *why) {
+        struct src_warn *w = userdata;
+        _cleanup_close_ int fd = openat(w->dfd, file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+
+        if (fd < 0 && (errno == EACCES || errno == EPERM) && !w->unreadable[0])
+                snprintf(w->unreadable, sizeof(w->unreadable), "%s", file);
+        if (w->warn)
+                w->warn(w->userdata, file, why);
+}
+
+static const struct tk_key *find_key(const struct tk_keyset *ks, const char *file) {
+        for (size_t i = 0; i < ks->n_keys; i++)
+                if (strcmp(ks->keys[i].file, file) == 0)
+                        return &ks->keys[i];
+        return NULL;
+}
+
+static bool same_key(const struct tk_key *a, const struct tk_key *b) {
+        if (a->hidden != b->hidden || a->role != b->role || !json_equal(a->jwk, b->jwk))
+                return false;
+        for (int h = 0; h < TK_HASH_COUNT; h++)
+                if (strcmp(a->thp[h], b->thp[h]) != 0)
+                        return false;
+        return true;
+}
+
+static int load_src(const char *src, struct src_warn *w, struct tk_keyset **ks, struct tc_err *err) {
+        _cleanup_close_ int dfd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int r;
+
+        if (dfd < 0 && errno == EACCES)
+                return tc_fail(err, -EACCES, "cannot read %s: permission denied (Tang's key directory belongs to "
+                               "Tang's user, mode 0750): run as root", src);
+        if (dfd < 0 && errno == ENOENT)
+                return tc_fail(err, -ENOENT, "%s does not exist", src);
+        if (dfd < 0)
+                return tc_fail(err, -errno, "cannot open %s: %s", src, strerror(errno));
+        w->dfd = dfd;
+        r = tk_keyset_load(src, src_warn, w, ks);
+        if (r < 0)
+                return tc_fail(err, r, "cannot read %s: %s", src, strerror(-r));
+        if (w->unreadable[0])
+                return tc_fail(err, -EACCES, "cannot read %s/%s: permission denied; clients may be bound to "
+                               "it: run as root (nothing was copied)", src, w->unreadable);
+        if ((*ks)->n_keys == 0)
+                return tc_fail(err, -ENOENT, "%s holds no key: nothing to migrate (Tang creates its first "
+                               "keys when it first answers; until then no client can be bound to it)", src);
+        return 0;
+}
+
+static int open_dst(const char *dst, uid_t uid, gid_t gid, struct tc_err *err) {
+        int dfd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        if (dfd < 0 && errno == ENOENT) {
+                if (mkdir(dst, 0750) < 0)
+                        return tc_fail(err, -errno, "cannot create %s: %s", dst, strerror(errno));
+                dfd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                /* umask may have taken bits off 0750; the server's user
+                 * must be able to read the directory. */
+                if (dfd >= 0 && (fchmod(dfd, 0750) < 0 ||
+                                 (geteuid() == 0 && uid != (uid_t) -1 && fchown(dfd, uid, gid) < 0))) {
+                        int r = -errno;
+                        close(dfd);
+                        return tc_fail(err, r, "cannot set the owner and mode of %s: %s", dst, strerror(-r));
+                }
+        }
+        if (dfd < 0)
+                return tc_fail(err, -errno, "cannot open %s: %s", dst, strerror(errno));
+        return dfd;
+}
+
+/* Refuses, before anything is written, a destination that would serve
+ * other keys than the source: a different key under one of the names, or
+ * keys of its own. */
+static int check_dst(const char *src, const struct tk_keyset *from, const char *dst, int dfd,
+                     const struct tk_keyset *to, struct tc_err *err) {
+        for (size_t i = 0; i < from->n_keys; i++) {
+                const struct tk_key *k = &from->keys[i];
+                const struct tk_key *there = find_key(to, k->file);
+                struct stat st;
+
+                if (there && !same_key(k, there))
+                        return tc_fail(err, -EEXIST, "%s/%s holds a different key than %s/%s: refusing to "
+                                       "overwrite it (nothing was copied)", dst, k->file, src, k->file);
+                if (!there && fstatat(dfd, k->file, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                        return tc_fail(err, -EEXIST, "%s/%s exists and holds no key tetherd can read: refusing "
+                                       "to overwrite it (nothing was copied)", dst, k->file);
+        }
+        for (size_t i = 0; i < to->n_keys; i++)
+                if (!find_key(from, to->keys[i].file))
+                        return tc_fail(err, -EEXIST, "%s already holds key %s, which %s does not have: tetherd "
+                                       "would serve it too. It was created there by tetherd (first start on "
+                                       "an empty directory) or by hand; if no client is bound to it, remove "
+                                       "it, or migrate into an empty directory (nothing was copied)",
+                                       dst, to->keys[i].file, src);
+        return 0;
+}
+
+static int push_name(char ***names, size_t *n, const char *name) {
+        char **nn = realloc(*names, (*n + 1) * sizeof(**names));
+        if (!nn)
+                return -ENOMEM;
+        *names = nn;
+        if (!(nn[*n] = strdup(name)))
+                return -ENOMEM;
+        (*n)++;
+        return 0;
+}
+
+static void undo_copies(int dfd, const struct tk_migration *m) {
+        for (size_t i = 0; i < m->n_copied; i++)
+                (void) unlinkat(dfd, m->copied[i], 0);
+        (void) fsync(dfd);
+}
+
+/* dst, read back, serves exactly src's keys under the same names. */
+static int verify(const char *dst, const struct tk_keyset *from, struct tc_err *err) {
+        _cleanup_(tk_keyset_freep) struct tk_keyset *after = NULL;
+        int r = tk_keyset_load(dst, NULL, NULL, &after);
+
+        if (r < 0)
+                return tc_fail(err, r, "cannot read %s back: %s", dst, strerror(-r));
+        for (size_t i = 0; i < from->n_keys; i++) {
+                const struct tk_key *there = find_key(after, from->keys[i].file);
+                if (!there || !same_key(&from->keys[i], there))
+                        return tc_fail(err, -EIO, "%s/%s does not read back as the key copied to it",
+                                       dst, from->keys[i].file);
+        }
+        if (after->n_keys != from->n_keys)
+                return tc_fail(err, -EIO, "%s holds %zu keys after copying %zu", dst, after->n_keys, from->n_keys);
+        return 0;
+}
+
+int tk_migrate(const char *src, const char *dst, uid_t uid, gid_t gid, tk_warn_fn warn, void *userdata,
+               struct tk_migration *m, struct tc_err *err) {
+        _cleanup_(tk_keyset_freep) struct tk_keyset *from = NULL, *to = NULL;
+        struct src_warn w = { .warn = warn, .userdata = userdata, .dfd = -1 };
+        struct stat s1, s2;
+        int r;
+
+        *m = (struct tk_migration) {};
+        if (stat(src, &s1) == 0 && stat(dst, &s2) == 0 && s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino)
+                return tc_fail(err, -EINVAL, "%s and %s are the same directory", src, dst);
+        r = load_src(src, &w, &from, err);
+        if (r < 0)
+                return r;
+
+        _cleanup_close_ int dfd = open_dst(dst, uid, gid, err);
+        if (dfd < 0)
+                return dfd;
+        /* The destination's own invalid files do not matter: the names
+         * written are checked one by one. */
+        r = tk_keyset_load(dst, NULL, NULL, &to);
+        if (r < 0)
+                return tc_fail(err, r, "cannot read %s: %s", dst, strerror(-r));
+        r = check_dst(src, from, dst, dfd, to, err);
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < from->n_keys; i++) {
+                const struct tk_key *k = &from->keys[i];
+                bool present = find_key(to, k->file) != NULL;
+
+                if (!present) {
+                        r = tk_key_file_write(dfd, k->file, k->jwk, uid, gid, err);
+                        if (r < 0) {
+                                tc_wrap(err, r, "%s", dst);
+                                goto undo;
+                        }
+                }
+                r = push_name(present ? &m->present : &m->copied, present ? &m->n_present : &m->n_copied, k->file);
+                if (r < 0) {
+                        if (!present)
+                                (void) unlinkat(dfd, k->file, 0);
+                        tc_fail(err, r, "out of memory");
+                        goto undo;
+                }
+                if (k->hidden)
+                        m->n_rotated++;
+                else
+                        m->n_advertised++;
+        }
+        if (fsync(dfd) < 0) {
+                r = tc_fail(err, -errno, "cannot sync %s: %s", dst, strerror(errno));
+                goto undo;
+        }
+        r = verify(dst, from, err);
+        if (r < 0)
+                goto undo;
+        return 0;
+undo:
+        undo_copies(dfd, m);
+        tk_migration_clear(m);
+        return r;
+}
