@@ -274,9 +274,18 @@ static void print_names(const char *what, const char *dir, char **names, size_t 
                 printf("%s: %s/%s\n", what, dir, shown(name, names[i]));
 }
 
+static const struct usage migrate_usage = {
+        .prog = "tether-keys migrate",
+        .text = "Usage: tether-keys migrate [--from TANGDIR] [DIR]\n\n"
+                "Copies the keys of an installed Tang (TANGDIR: /var/lib/tang, else /var/db/tang)\n"
+                "into DIR (" TETHER_DIR "), advertised and rotated alike, and checks that\n"
+                "DIR then serves the same thumbprints. TANGDIR is left unchanged.\n",
+};
+
 static int cmd_migrate(int argc, char **argv) {
         static const struct option options[] = {
                 { "from", required_argument, NULL, 'f' },
+                { "help", no_argument, NULL, 'h' },
                 {}
         };
         const char *src = NULL, *dst = TETHER_DIR;
@@ -286,18 +295,15 @@ static int cmd_migrate(int argc, char **argv) {
         struct tc_err err = {};
         int c;
 
-        optind = 1;
-        while ((c = getopt_long(argc, argv, "+f:", options, NULL)) != -1) {
-                if (c != 'f') {
-                        fprintf(stderr, "%s migrate: expected [--from TANGDIR] [DIR]\n", program);
-                        return EXIT_USAGE;
-                }
+        while ((c = usage_getopt(&migrate_usage, argc, argv, "f:h", options)) != -1) {
+                if (c == 'h')
+                        return usage_help(&migrate_usage);
+                if (c != 'f')
+                        return EXIT_USAGE;      /* usage_getopt said what */
                 src = optarg;
         }
-        if (argc - optind > 1) {
-                fprintf(stderr, "%s migrate: expected [--from TANGDIR] [DIR]\n", program);
-                return EXIT_USAGE;
-        }
+        if (argc - optind > 1)
+                return usage_error(&migrate_usage, "unexpected argument '%s'", argv[optind + 1]);
         if (optind < argc)
                 dst = argv[optind];
         if (!src && !(src = find_tang_dir())) {

@@ -239,6 +239,8 @@ class UsageErrors(tlib.unittest.TestCase):
         ("tether-keys", ["gen", "d", "sig"], "tether-keys gen: SIGNAME sig without EXCNAME: name both keys, or neither"),
         ("tether-keys", ["rotate", "d", "extra"], "tether-keys rotate: unexpected argument 'extra'"),
         ("tether-keys", ["list", "-z", "d"], "tether-keys list: invalid option -- 'z'"),
+        ("tether-keys", ["migrate", "--form", "t"], "tether-keys migrate: unrecognized option '--form'"),
+        ("tether-keys", ["migrate", "a", "b"], "tether-keys migrate: unexpected argument 'b'"),
         ("tether-keys", ["show"], "tether-keys show: missing DIR or --url URL"),
         ("tether-keys", ["show", "--url"], "tether-keys show: option '--url' requires an argument"),
         ("tether-askpass", ["extra"], "tether-askpass: unexpected argument 'extra'"),
