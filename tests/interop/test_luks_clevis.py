@@ -46,6 +46,14 @@ check-only (`cryptsetup open --test-passphrase`, `tether luks unlock -t`).
      -c` of a tether binding (tether list/pass/unlock); `tether luks bind -e
      0` taking the key from a clevis-made token.  (clevis's own -e needs a
      libcryptsetup clevis token plugin, which Debian does not ship: not tried.)
+  8. scripts written for clevis: the same command run by clevis and by
+     tether, each on an image of its own, with the same outcome: bind with
+     the passphrase on standard input (no -k) and with `-k -` given more
+     than one line; bind -e with a luks2-keyring token (the passphrase in a
+     session keyring, via add_key); regen -q after the server lost the key
+     (404) with the passphrase on standard input (tether -y when nothing
+     vouches for the new keys; tether -k KEYFILE); edit of an unchanged
+     config exits 1, -f rebinds, and the same server needs no -y.
 
     test_luks_clevis.py [SECTION ...]     (default: all)
 
