@@ -84,9 +84,30 @@ int tc_luks_key_opens(const char *device, int slot, const uint8_t *key, size_t l
 struct crypt_device;
 int tc_luks_recover(const struct tc_ctx *ctx, struct crypt_device *cd, const char *device, int *token, uint8_t **key,
                     size_t *key_len, struct tc_err *err);
+/* Asked for a passphrase that opens the volume, when one is needed; *pass
+ * is freed with tc_secret_free(). */
+typedef int (*tc_luks_passphrase_fn)(void *data, uint8_t **pass, size_t *len, struct tc_err *err);
+
+struct tc_luks_rebind_opts {
+        const char *config;                /* edit: the new configuration; NULL: regen */
+        bool force;                        /* edit: even if config is the binding's own */
+        /* For a binding whose key is gone (its tang server answers 404): a
+         * passphrase of another keyslot lets the slot take a new key, as
+         * Clevis does. NULL: such a binding is refused. */
+        tc_luks_passphrase_fn passphrase;
+        void *passphrase_data;
+};
+
 /* Re-encrypts slot's key to the servers' current keys (config as bound, or
- * new_config for edit), replacing the token in one header write. */
-int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const char *new_config, struct tc_err *err);
+ * o->config for edit), replacing the token in one header write. A tang
+ * server that the binding lists is trusted as regen trusts it: when a
+ * signing key the binding holds vouches for what it serves now. Edit
+ * returns -EALREADY, changing nothing, when o->config is what the binding
+ * lists (unless o->force). If the key is gone, the keyslot gets a new key
+ * (token first, then keyslot, as bind): the passphrase's own keyslot is
+ * never touched. */
+int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const struct tc_luks_rebind_opts *o,
+                   struct tc_err *err);
 
 /* Tang keys a binding uses that its server no longer advertises. */
 struct tc_luks_report {

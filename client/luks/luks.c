@@ -293,6 +293,37 @@ static int decrypt_binding(const struct tc_ctx *ctx, const char *device, const s
         return r < 0 ? tc_wrap(err, r, "%s slot %d", device, b->slot) : 0;
 }
 
+/* The volume key from a token of another type, as Clevis's -e does with
+ * cryptsetup --token-id: libcryptsetup opens it (luks2-keyring: the
+ * passphrase is a key in the kernel keyring; or a token plugin's type). */
+static int volume_key_by_token(struct crypt_device *cd, const char *device, int token, uint8_t *vk, size_t *vk_len,
+                               struct tc_err *err) {
+        const char *type = NULL;
+        if (crypt_token_status(cd, token, &type) == CRYPT_TOKEN_INACTIVE)
+                return tc_fail(err, -ENOENT, "%s: there is no token %d", device, token);
+#ifdef HAVE_CRYPT_KEYSLOT_CONTEXT
+        struct crypt_keyslot_context *kc = NULL;
+        int r = crypt_keyslot_context_init_by_token(cd, token, NULL, NULL, 0, NULL, &kc);
+        if (r >= 0)
+                r = crypt_volume_key_get_by_keyslot_context(cd, CRYPT_ANY_SLOT, (char *) vk, vk_len, kc);
+        crypt_keyslot_context_free(kc);
+        if (r >= 0)
+                return r;
+        /* The type comes from the header: anyone could have written it. */
+        _cleanup_free_ char *shown = tc_escape_dup(type ? type : "unknown");
+        return tc_fail(err, r == -ENOENT || r == -EPERM ? -EPERM : r,
+                       "%s: token %d (%s) does not open the volume%s: %s", device, token, shown ? shown : "?",
+                       type && strcmp(type, "luks2-keyring") == 0
+                               ? " (its passphrase is read from the kernel keyring: is the key it names there?)"
+                               : "",
+                       r == -ENOANO ? "it needs a PIN" : r == -ENOENT || r == -EPERM ? "no passphrase from it opens a keyslot" : strerror(-r));
+#else
+        (void) vk, (void) vk_len, (void) type;
+        return tc_fail(err, -EOPNOTSUPP, "%s: token %d is not a clevis token; opening other tokens needs libcryptsetup 2.6",
+                       device, token);
+#endif
+}
+
 /* The volume key, from the user's passphrase or an existing binding: one
  * PBKDF run of that keyslot. */
 static int volume_key(const struct tc_ctx *ctx, struct crypt_device *cd, const char *device,
@@ -314,7 +345,9 @@ static int volume_key(const struct tc_ctx *ctx, struct crypt_device *cd, const c
         for (size_t i = 0; i < bindings->n; i++)
                 if (bindings->items[i].token == auth->existing_token)
                         b = &bindings->items[i];
-        if (!b || b->slot < 0 || !b->slot_active)
+        if (!b)
+                return volume_key_by_token(cd, device, auth->existing_token, vk, vk_len, err);
+        if (b->slot < 0 || !b->slot_active)
                 return tc_fail(err, -ENOENT, "%s: token %d is not a clevis binding of an active keyslot", device,
                                auth->existing_token);
         r = decrypt_binding(ctx, device, b, &pass, &pass_len, err);
@@ -335,6 +368,26 @@ static int generate_passphrase(char *out, size_t out_size, struct tc_err *err) {
                 return tc_fail(err, -EIO, "cannot encode the new key");
         out[n] = '\0';
         return (int) n;
+}
+
+/* A keyslot for a binding's key: PBKDF2 with 1000 iterations, as Clevis's
+ * (the key is random, so the slot opens fast). Returns the slot. */
+static int add_keyslot(struct crypt_device *cd, const char *device, int slot, const uint8_t *vk, size_t vk_len,
+                       const char *pass, size_t pass_len, struct tc_err *err) {
+        struct crypt_pbkdf_type pbkdf = {
+                .type = CRYPT_KDF_PBKDF2,
+                .hash = "sha256",
+                .iterations = BIND_PBKDF2_ITERATIONS,
+                .flags = CRYPT_PBKDF_NO_BENCHMARK,
+        };
+        int r = crypt_set_pbkdf_type(cd, &pbkdf);
+        if (r < 0)
+                return tc_fail(err, r, "%s: cannot select PBKDF2: %s", device, strerror(-r));
+        r = crypt_keyslot_add_by_volume_key(cd, slot, (const char *) vk, vk_len, pass, pass_len);
+        if (r < 0)
+                return tc_fail(err, r, "%s: cannot add a keyslot: %s", device,
+                               r == -ENOSPC || r == -EINVAL ? "no free keyslot" : strerror(-r));
+        return r;
 }
 
 /* ---------------------------------------------------------------- bind */
@@ -397,22 +450,9 @@ int tc_luks_bind(const struct tc_ctx *ctx, const char *device, const struct tc_l
         }
         if ((r = tc_fault("bind-keyslot", err)) < 0)
                 goto rollback;
-        struct crypt_pbkdf_type pbkdf = {
-                .type = CRYPT_KDF_PBKDF2,
-                .hash = "sha256",
-                .iterations = BIND_PBKDF2_ITERATIONS,
-                .flags = CRYPT_PBKDF_NO_BENCHMARK,
-        };
-        r = crypt_set_pbkdf_type(cd, &pbkdf);
-        if (r < 0) {
-                tc_fail(err, r, "%s: cannot select PBKDF2: %s", device, strerror(-r));
-                goto rollback;
-        }
-        slot = crypt_keyslot_add_by_volume_key(cd, o->slot >= 0 ? o->slot : CRYPT_ANY_SLOT, (const char *) vk, vk_len,
-                                               pass, pass_len);
+        slot = add_keyslot(cd, device, o->slot >= 0 ? o->slot : CRYPT_ANY_SLOT, vk, vk_len, pass, pass_len, err);
         if (slot < 0) {
-                r = tc_fail(err, slot, "%s: cannot add a keyslot: %s", device,
-                            slot == -ENOSPC || slot == -EINVAL ? "no free keyslot" : strerror(-slot));
+                r = slot;
                 slot = -1;
                 goto rollback;
         }
@@ -758,6 +798,10 @@ struct regen_trust {
         const char *device;
         int slot;
         json_t *advs;   /* url -> the advertisement (JWS) the new binding uses */
+        /* edit: only the servers of the new configuration (url -> true), and
+         * only what an old key vouches for; the rest is left to the
+         * encryption's own trust (thp, adv, -y or the terminal). */
+        const json_t *wanted;
 };
 
 /* 1 with *jws if one of old_adv's signing keys signed what url serves now
@@ -837,9 +881,11 @@ static int trust_tang(struct regen_trust *t, const json_t *tang, struct tc_err *
         struct tc_err why = {};
         if (!url)
                 return tc_fail(err, -EINVAL, "%s slot %d: a tang binding without a url", t->device, t->slot);
-        if (json_object_get(t->advs, url))
+        if (json_object_get(t->advs, url) || (t->wanted && !json_object_get(t->wanted, url)))
                 return 0;
         int r = fetch_vouched_adv(t->ctx, url, json_object_get(tang, "adv"), &jws, &why);
+        if (t->wanted && r <= 0)
+                return 0;
         if (r == 0)
                 r = confirm_new_keys(t, url, why.msg, &jws, err);
         else if (r < 0)
@@ -870,28 +916,47 @@ static int trust_jwe(struct regen_trust *t, const char *compact, unsigned depth,
         return r;
 }
 
-/* Puts each tang server's trusted advertisement into the configuration, so
- * that the encryption uses exactly the key set that was vouched for. */
-static int attach_advs(json_t *cfg, const char *pin, const json_t *advs, unsigned depth) {
+/* Calls fn with each tang configuration of a pin configuration (sss
+ * children too). */
+static int foreach_tang(json_t *cfg, const char *pin, int (*fn)(json_t *tang, void *data), void *data, unsigned depth) {
         if (!json_is_object(cfg) || depth > TC_SSS_MAX_DEPTH)
                 return 0;
-        if (strcmp(pin, "tang") == 0) {
-                json_t *jws = json_object_get(advs, json_string_value(json_object_get(cfg, "url")));
-                return jws ? json_object_set(cfg, "adv", jws) : 0;
-        }
+        if (strcmp(pin, "tang") == 0)
+                return fn(cfg, data);
         if (strcmp(pin, "sss") != 0)
                 return 0;
         const char *name;
         json_t *v, *c;
         size_t i;
+        int r;
         json_object_foreach(json_object_get(cfg, "pins"), name, v) {
-                if (json_is_object(v) && attach_advs(v, name, advs, depth + 1) < 0)
-                        return -ENOMEM;
+                if (json_is_object(v) && (r = foreach_tang(v, name, fn, data, depth + 1)) < 0)
+                        return r;
                 json_array_foreach(v, i, c)
-                        if (attach_advs(c, name, advs, depth + 1) < 0)
-                                return -ENOMEM;
+                        if ((r = foreach_tang(c, name, fn, data, depth + 1)) < 0)
+                                return r;
         }
         return 0;
+}
+
+/* Puts a tang server's trusted advertisement into its configuration, so
+ * that the encryption uses exactly the key set that was vouched for. One
+ * the configuration names itself (thp, adv) is the user's choice. */
+static int attach_adv(json_t *tang, void *data) {
+        const json_t *advs = data;
+        json_t *jws = json_object_get(advs, json_string_value(json_object_get(tang, "url")));
+        if (!jws || json_object_get(tang, "thp") || json_object_get(tang, "adv"))
+                return 0;
+        return json_object_set(tang, "adv", jws) < 0 ? -ENOMEM : 0;
+}
+
+static int attach_advs(json_t *cfg, const char *pin, json_t *advs) {
+        return foreach_tang(cfg, pin, attach_adv, advs, 0);
+}
+
+static int add_url(json_t *tang, void *data) {
+        const char *url = json_string_value(json_object_get(tang, "url"));
+        return url && json_object_set_new(data, url, json_true()) < 0 ? -ENOMEM : 0;
 }
 
 /* The configuration to re-encrypt a binding with, every tang server's new
@@ -905,58 +970,184 @@ static int regen_config(const struct tc_ctx *ctx, const char *device, const stru
         int r = trust_jwe(&t, b->jwe, 0, err);
         if (r < 0)
                 return r;
-        if (attach_advs(cfg, b->pin, advs, 0) < 0 || !(*out = json_dumps(cfg, JSON_COMPACT)))
+        if (attach_advs(cfg, b->pin, advs) < 0 || !(*out = json_dumps(cfg, JSON_COMPACT)))
                 return tc_fail(err, -ENOMEM, "out of memory");
         return 0;
 }
 
-/* A tang server that answers 404 to the recovery no longer has the key:
- * no trust question or -y can bring it back, only a new binding. */
-static int recover_for_rebind(const struct tc_ctx *ctx, const char *device, const struct tc_luks_binding *b,
-                              const char *verb, uint8_t **key, size_t *len, struct tc_err *err) {
-        int r = tc_decrypt(ctx, b->jwe, strlen(b->jwe), key, len, err);
-        if (r != -ENOKEY || strcmp(b->pin, "tang") != 0)
-                return r < 0 ? tc_wrap(err, r, "%s slot %d", device, b->slot) : 0;
-        _cleanup_free_ char *cfg = json_dumps(b->config, JSON_COMPACT);
-        const char *url = json_string_value(json_object_get(b->config, "url"));
-        if (!cfg)
+/* Edit's configuration: each tang server the binding already lists gets the
+ * advertisement an old signing key vouches for, as regen's would, so that
+ * the same server needs no -y; new servers are trusted as at bind time. */
+static int edit_config(const struct tc_ctx *ctx, const char *device, const struct tc_luks_binding *b, const char *text,
+                       char **out, struct tc_err *err) {
+        json_auto_t *cfg = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+        json_auto_t *advs = json_object(), *urls = json_object();
+        if (!advs || !urls)
                 return tc_fail(err, -ENOMEM, "out of memory");
-        return tc_fail(err, r,
-                       "%s slot %d: tang server %s no longer has the key this binding uses: it cannot be %s; bind again "
-                       "with the passphrase (tether luks bind -d %s tang '%s') and then unbind slot %d",
-                       device, b->slot, url ? url : "(no url)", verb, device, cfg, b->slot);
+        /* Not an object: the encryption says what is wrong with it. */
+        if (!json_is_object(cfg))
+                return (*out = strdup(text)) ? 0 : tc_fail(err, -ENOMEM, "out of memory");
+        if (foreach_tang(cfg, b->pin, add_url, urls, 0) < 0)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        struct regen_trust t = { .ctx = ctx, .device = device, .slot = b->slot, .advs = advs, .wanted = urls };
+        int r = json_object_size(urls) ? trust_jwe(&t, b->jwe, 0, err) : 0;
+        if (r < 0)
+                return r;
+        if (json_object_size(advs) == 0)
+                return (*out = strdup(text)) ? 0 : tc_fail(err, -ENOMEM, "out of memory");
+        if (attach_advs(cfg, b->pin, advs) < 0 || !(*out = json_dumps(cfg, JSON_COMPACT)))
+                return tc_fail(err, -ENOMEM, "out of memory");
+        return 0;
 }
 
-int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const char *new_config, struct tc_err *err) {
+/* Whether an edit's configuration is what the binding lists now (Clevis
+ * compares the same two: "No changes detected"). */
+static bool config_unchanged(const struct tc_luks_binding *b, const char *text) {
+        json_auto_t *cfg = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+        return cfg && json_equal(cfg, b->config);
+}
+
+/* Why the binding's key is gone, for the messages. */
+static void key_gone_reason(const struct tc_luks_binding *b, const char *decrypt_msg, char *buf, size_t size) {
+        const char *url = json_string_value(json_object_get(b->config, "url"));
+        if (strcmp(b->pin, "tang") == 0)
+                snprintf(buf, size, "tang server %s no longer has the key this binding uses", url ? url : "(no url)");
+        else
+                snprintf(buf, size, "%s", decrypt_msg);
+}
+
+/* A tang server that answered 404 to the recovery no longer has the key: no
+ * trust question or -y can bring it back. As Clevis's regen and edit do, a
+ * passphrase that opens the volume takes its place: the slot gets a new key.
+ * Fills vk (the volume key) and key: 1, a new key, for the slot to take; 0,
+ * the passphrase itself, when it is this slot's own key. */
+static int key_gone(struct crypt_device *cd, const char *device, const struct tc_luks_binding *b,
+                    const struct tc_luks_rebind_opts *o, const char *verb, uint8_t *vk, size_t *vk_len, uint8_t **key,
+                    size_t *len, struct tc_err *err) {
+        char why[sizeof(err->msg)];
+        struct tc_err e = {};
+        uint8_t *pass = NULL;
+        size_t pass_len = 0;
+        TC_CLEANUP_SECRET(pass, pass_len);
+
+        key_gone_reason(b, err->msg, why, sizeof(why));
+        if (!o->passphrase) {
+                _cleanup_free_ char *cfg = json_dumps(b->config, JSON_COMPACT);
+                if (!cfg)
+                        return tc_fail(err, -ENOMEM, "out of memory");
+                return tc_fail(err, -ENOKEY,
+                               "%s slot %d: %s: it cannot be %s; bind again with the passphrase (tether luks bind -d %s "
+                               "%s '%s') and then unbind slot %d",
+                               device, b->slot, why, verb, device, b->pin, cfg, b->slot);
+        }
+        int r = o->passphrase(o->passphrase_data, &pass, &pass_len, &e);
+        if (r < 0)
+                return tc_fail(err, r,
+                               "%s slot %d: %s: it can be %s only with a passphrase that opens the volume, as for bind "
+                               "(standard input, the terminal, or -k KEYFILE): %s",
+                               device, b->slot, why, verb, e.msg);
+        r = crypt_volume_key_get(cd, CRYPT_ANY_SLOT, (char *) vk, vk_len, (const char *) pass, pass_len);
+        if (r < 0)
+                return tc_fail(err, r, "%s slot %d: %s, and %s", device, b->slot, why,
+                               r == -EPERM ? "no keyslot opens with the passphrase given" : strerror(-r));
+        if (r == b->slot) {
+                *key = TAKE_PTR(pass);
+                *len = pass_len;
+                return 0;
+        }
+        char fresh[64];
+        TC_CLEANUP_ERASE(fresh);
+        r = generate_passphrase(fresh, sizeof(fresh), err);
+        if (r < 0)
+                return r;
+        if (!(*key = malloc((size_t) r)))
+                return tc_fail(err, -ENOMEM, "out of memory");
+        memcpy(*key, fresh, (size_t) r);
+        *len = (size_t) r;
+        return 1;
+}
+
+/* The slot's new key, once its JWE is made. In bind's order, so that each
+ * new keyslot has its key in a token: the token (unassigned), the keyslot
+ * (the old one, whose key is gone, removed first), the assignment. The
+ * passphrase's keyslot is another one and is never touched. */
+static int replace_keyslot(struct crypt_device *cd, const char *device, const struct tc_luks_binding *b,
+                           const uint8_t *vk, size_t vk_len, const uint8_t *key, size_t len, const char *jwe,
+                           struct tc_err *err) {
+        json_auto_t *unassigned = compact_to_token(jwe, -1), *old = compact_to_token(b->jwe, b->slot);
+        if (!unassigned || !old)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        int r = token_write(cd, b->token, unassigned, err);
+        if (r < 0)
+                return r;
+        r = tc_fault("rekey-keyslot", err);
+        if (r == 0 && (r = crypt_keyslot_destroy(cd, b->slot)) < 0)
+                tc_fail(err, r, "%s: cannot remove slot %d: %s", device, b->slot, strerror(-r));
+        if (r < 0) {
+                /* Nothing else changed yet: the old token back. */
+                token_write(cd, b->token, old, &(struct tc_err) {});
+                return r;
+        }
+        r = add_keyslot(cd, device, b->slot, vk, vk_len, (const char *) key, len, err);
+        if (r >= 0 && (r = tc_fault("rekey-assign", err)) == 0 &&
+            (r = crypt_token_assign_keyslot(cd, b->token, b->slot)) < 0)
+                tc_fail(err, r, "%s: cannot assign token %d to slot %d: %s", device, b->token, b->slot, strerror(-r));
+        if (r < 0) {
+                /* The old keyslot is gone for good (its key was); the
+                 * passphrase's slot still opens the volume. */
+                size_t n = strlen(err->msg);
+                snprintf(err->msg + n, sizeof(err->msg) - n,
+                         "; slot %d (whose key was gone) is removed and token %d unassigned: remove them (tether luks "
+                         "unbind -d %s -s %d -f; cryptsetup token remove --token-id %d %s) and bind again",
+                         b->slot, b->token, device, b->slot, b->token, device);
+                return r;
+        }
+        return 0;
+}
+
+int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const struct tc_luks_rebind_opts *o,
+                   struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
         _cleanup_free_ char *jwe = NULL, *config = NULL;
         json_auto_t *token = NULL;
-        uint8_t *key = NULL;
-        size_t len = 0;
+        uint8_t *key = NULL, *vk = NULL;
+        size_t len = 0, vk_cap = 0, vk_len = 0;
         TC_CLEANUP_SECRET(key, len);
+        TC_CLEANUP_SECRET(vk, vk_cap);
+        const char *verb = o->config ? "edited" : "regenerated";
         const struct tc_luks_binding *b = NULL;
+        bool rekey = false;
         int r = open_bindings(device, false, &cd, &bindings, err);
         if (r < 0 || (r = slot_binding(&bindings, device, slot, &b, err)) < 0)
                 return r;
         if (!b->pin || !b->config)
                 return tc_fail(err, -EINVAL, "%s slot %d: cannot read the binding's configuration", device, slot);
+        if (o->config && !o->force && config_unchanged(b, o->config))
+                return tc_fail(err, -EALREADY, "%s slot %d: no changes detected: that is the binding's configuration (-f rebinds anyway)",
+                               device, slot);
         /* Recovery first: it asks only the keys the binding already trusts,
-         * as an unlock would, so it shows a replaced server nothing new; and
-         * a binding whose key is gone is dead whatever keys are trusted. */
-        r = recover_for_rebind(ctx, device, b, new_config ? "edited" : "regenerated", &key, &len, err);
+         * as an unlock would, so it shows a replaced server nothing new. */
+        r = tc_decrypt(ctx, b->jwe, strlen(b->jwe), &key, &len, err);
+        if (r == -ENOKEY) {
+                vk_len = vk_cap = (size_t) crypt_get_volume_key_size(cd);
+                if (!(vk = calloc(1, vk_cap ? vk_cap : 1)))
+                        return tc_fail(err, -ENOMEM, "out of memory");
+                r = key_gone(cd, device, b, o, verb, vk, &vk_len, &key, &len, err);
+                rekey = r == 1;
+        } else if (r < 0)
+                return tc_wrap(err, r, "%s slot %d", device, slot);
         /* Verified against its own slot, so a wrong key is never re-wrapped. */
-        if (r < 0 || (r = check_slot_key(cd, device, slot, key, len, err)) < 0)
+        if (r < 0 || (!rekey && (r = check_slot_key(cd, device, slot, key, len, err)) < 0))
                 return r;
-        if (new_config)
-                r = (config = strdup(new_config)) ? 0 : tc_fail(err, -ENOMEM, "out of memory");
-        else
-                r = regen_config(ctx, device, b, &config, err);
+        r = o->config ? edit_config(ctx, device, b, o->config, &config, err) : regen_config(ctx, device, b, &config, err);
         if (r < 0)
                 return r;
         r = tc_encrypt(ctx, b->pin, config, key, len, &jwe, err);
         if (r < 0 || (r = tc_fault("rebind-token", err)) < 0)
                 return r;
+        if (rekey)
+                return replace_keyslot(cd, device, b, vk, vk_len, key, len, jwe, err);
         token = compact_to_token(jwe, slot);
         r = token ? token_write(cd, b->token, token, err) : tc_fail(err, -ENOMEM, "out of memory");
         return r < 0 ? r : 0;

@@ -33,20 +33,51 @@ static bool parse_token(const char *s, int *token) {
         return parse_int(s, crypt_token_max(CRYPT_LUKS2) - 1, token);
 }
 
-/* A key file, "-" for stdin, or a terminal prompt without echo. */
+/* One line, without its newline, as Clevis's `read -r` takes it (and
+ * cryptsetup a passphrase from standard input): what follows is not read. */
+static int read_line(FILE *f, uint8_t **out, size_t *len) {
+        uint8_t *buf = calloc(1, PASSPHRASE_MAX);
+        size_t n = 0, cap = PASSPHRASE_MAX;
+        TC_CLEANUP_SECRET(buf, cap);
+        int c = EOF;
+        if (!buf)
+                return -ENOMEM;
+        while (n < PASSPHRASE_MAX && (c = getc(f)) != EOF && c != '\n')
+                buf[n++] = (uint8_t) c;
+        if (ferror(f))
+                return -EIO;
+        if (n == PASSPHRASE_MAX)
+                return -EMSGSIZE;
+        if (n == 0 && c == EOF)
+                return -ENODATA;
+        *out = TAKE_PTR(buf);
+        *len = n;
+        return 0;
+}
+
+/* Where read_passphrase() reads from, for messages. */
+static const char *passphrase_source(const char *keyfile) {
+        if (keyfile)
+                return strcmp(keyfile, "-") == 0 ? "standard input" : keyfile;
+        return isatty(STDIN_FILENO) ? "the terminal" : "standard input";
+}
+
+static const char *passphrase_error(int r) {
+        return r == -ENODATA  ? "it is empty"
+               : r == -EMSGSIZE ? "no newline in the first 8 KiB"
+                                : strerror(-r);
+}
+
+/* A key file (all of it, as cryptsetup --key-file); "-": the first line of
+ * standard input; none: a prompt without echo if standard input is a
+ * terminal, else its first line, as Clevis reads it. */
 static int read_passphrase(const char *keyfile, const char *device, uint8_t **out, size_t *len) {
-        if (keyfile) {
-                FILE *f = strcmp(keyfile, "-") == 0 ? stdin : fopen(keyfile, "re");
-                if (!f)
-                        return -errno;
-                int r = cli_read_all(f, PASSPHRASE_MAX, out, len);
-                if (f != stdin)
-                        fclose(f);
-                /* Like cryptsetup: a key file is used as is; from stdin one line. */
-                if (r == 0 && f == stdin && *len > 0 && (*out)[*len - 1] == '\n')
-                        (*len)--;
-                return r;
+        if (keyfile && strcmp(keyfile, "-") != 0) {
+                _cleanup_fclose_ FILE *f = fopen(keyfile, "re");
+                return f ? cli_read_all(f, PASSPHRASE_MAX, out, len) : -errno;
         }
+        if (keyfile || !isatty(STDIN_FILENO))
+                return read_line(stdin, out, len);
         _cleanup_fclose_ FILE *tty = fopen("/dev/tty", "r+e");
         struct termios old, noecho;
         if (!tty)
@@ -57,17 +88,22 @@ static int read_passphrase(const char *keyfile, const char *device, uint8_t **ou
         noecho = old;
         noecho.c_lflag &= (tcflag_t) ~ECHO;
         tcsetattr(fileno(tty), TCSAFLUSH, &noecho);
-        char *buf = calloc(1, PASSPHRASE_MAX);
-        bool ok = buf && fgets(buf, PASSPHRASE_MAX, tty);
+        int r = read_line(tty, out, len);
         tcsetattr(fileno(tty), TCSAFLUSH, &old);
         fputc('\n', tty);
-        if (!ok) {
-                tc_secret_free(buf, PASSPHRASE_MAX);
-                return -EIO;
-        }
-        *len = strcspn(buf, "\n");
-        *out = (uint8_t *) buf;
-        return 0;
+        return r;
+}
+
+struct passphrase_from {
+        const char *keyfile, *device;
+};
+
+/* tc_luks_passphrase_fn: for regen and edit, read as bind reads it. */
+static int ask_passphrase(void *data, uint8_t **pass, size_t *len, struct tc_err *err) {
+        const struct passphrase_from *p = data;
+        int r = read_passphrase(p->keyfile, p->device, pass, len);
+        return r < 0 ? tc_fail(err, r, "cannot read it from %s: %s", passphrase_source(p->keyfile), passphrase_error(r))
+                     : 0;
 }
 
 static int fail(const char *cmd, const struct tc_err *err) {
@@ -172,8 +208,11 @@ static const char bind_usage[] =
         "  -d DEV      the LUKS2 device or image\n"
         "  -s SLOT     the keyslot to use (default: the first free one)\n"
         "  -t TOKEN    the token id to use (default: the first free one)\n"
-        "  -k KEYFILE  read the existing passphrase from KEYFILE (- for stdin)\n"
-        "  -e TOKEN    prove access with an existing binding instead of a passphrase\n"
+        "  -k KEYFILE  read the existing passphrase from KEYFILE (-: the first line of\n"
+        "              standard input); without -k, from the terminal or, if standard\n"
+        "              input is not one, its first line\n"
+        "  -e TOKEN    prove access with an existing token instead of a passphrase: a\n"
+        "              clevis binding, or one libcryptsetup opens (luks2-keyring)\n"
         "  -y          trust the tang servers' advertisements without asking\n"
         "  -f          do not ask (accepted for Clevis compatibility)\n";
 
@@ -193,8 +232,8 @@ static int cmd_bind(const struct luks_opts *a) {
         if (o.auth.existing_token < 0) {
                 int r = read_passphrase(keyfile, device, &pass, &pass_len);
                 if (r < 0) {
-                        fprintf(stderr, "tether luks bind: cannot read the existing passphrase%s%s: %s\n",
-                                keyfile ? " from " : "", keyfile ? keyfile : " (no terminal; use -k)", strerror(-r));
+                        fprintf(stderr, "tether luks bind: cannot read the existing passphrase from %s: %s\n",
+                                passphrase_source(keyfile), passphrase_error(r));
                         return EXIT_FAILURE;
                 }
                 o.auth.passphrase = pass;
@@ -349,23 +388,27 @@ static int cmd_unlock(const struct luks_opts *a) {
 /* ------------------------------------------------------------ regen, edit, report */
 
 static const char regen_usage[] =
-        "Usage: tether luks regen -d DEV -s SLOT [-q] [-y] [-k KEYFILE]\n\n"
+        "Usage: tether luks regen -d DEV -s SLOT [-q] [-y] [-k KEYFILE|-]\n\n"
         "Re-encrypts SLOT's key to its servers' current keys (after a key rotation).\n"
         "The new keys are used without asking when a signing key the binding already\n"
         "trusts vouches for them (tang's /adv/THP, served for rotated keys too);\n"
         "otherwise they are shown for confirmation, as at bind time. The keyslot is\n"
         "not touched; the token is replaced in one header write.\n\n"
-        "  -q   never ask: refuse keys that no trusted key vouches for\n"
-        "  -y   trust the servers' new keys even if no trusted key vouches for them\n"
-        "  -k   accepted and ignored, as by clevis: the binding itself proves access\n";
+        "If a server no longer has the binding's key (HTTP 404), the slot gets a new\n"
+        "key, given a passphrase that opens the volume, read as bind reads it.\n\n"
+        "  -q          never ask: refuse keys that no trusted key vouches for\n"
+        "  -y          trust the servers' new keys even if no trusted key vouches for them\n"
+        "  -k KEYFILE  the passphrase, if needed, from KEYFILE (-: standard input)\n";
 
 static const char edit_usage[] =
-        "Usage: tether luks edit -d DEV -s SLOT -c CONFIG [-y] [-q] [-k KEYFILE]\n\n"
+        "Usage: tether luks edit -d DEV -s SLOT -c CONFIG [-f] [-y] [-q] [-k KEYFILE|-]\n\n"
         "Re-binds SLOT with a new configuration for the same pin (for example a\n"
-        "server added to an sss policy), in one header write.\n\n"
-        "  -y   trust the keys of servers given without thp or adv, without asking\n"
-        "  -q   never ask: refuse a server whose keys would need the question\n"
-        "  -k   accepted and ignored, as by clevis: the binding itself proves access\n";
+        "server added to an sss policy), in one header write. A server the binding\n"
+        "already uses is trusted as regen trusts it.\n\n"
+        "  -f          rebind even if CONFIG is the binding's configuration\n"
+        "  -y          trust new servers' keys without asking\n"
+        "  -q          never ask: refuse a server whose keys would need the question\n"
+        "  -k KEYFILE  the passphrase, if needed (as for regen), from KEYFILE\n";
 
 static const char report_usage[] =
         "Usage: tether luks report -d DEV -s SLOT [-q] [-r [-y]]\n\n"
@@ -381,11 +424,15 @@ static const char regen_warning[] =
         "Check the thumbprints below with tether-keys show (or tang-show-keys) on the\n"
         "server.";
 
-/* -k is accepted and not used, as clevis #492 asks: the binding itself
- * proves access. */
+/* The binding itself proves access; -k (clevis #492), standard input or
+ * the terminal give the passphrase only when the binding's key is gone,
+ * as Clevis then asks for it. */
 static int regen_edit(const struct luks_opts *a, bool edit) {
         struct tc_ctx ctx;
         struct tc_err err = {};
+        struct passphrase_from from = { .keyfile = a->keyfile, .device = a->device };
+        struct tc_luks_rebind_opts o = { .config = a->config, .force = a->force, .passphrase = ask_passphrase,
+                                         .passphrase_data = &from };
         if (cli_init_ctx(&ctx, a->yes) < 0)
                 return CLI_EXIT_USAGE;
         /* -q: never ask; keys that no trusted key vouches for are refused. */
@@ -393,8 +440,8 @@ static int regen_edit(const struct luks_opts *a, bool edit) {
                 ctx.trust = NULL;
         if (!edit)
                 ctx.trust_data = (void *) regen_warning;
-        return tc_luks_rebind(&ctx, a->device, a->slot, a->config, &err) < 0 ? fail(edit ? "edit" : "regen", &err)
-                                                                             : EXIT_SUCCESS;
+        return tc_luks_rebind(&ctx, a->device, a->slot, &o, &err) < 0 ? fail(edit ? "edit" : "regen", &err)
+                                                                     : EXIT_SUCCESS;
 }
 
 static int cmd_regen(const struct luks_opts *a) {
@@ -430,7 +477,9 @@ static int cmd_report(const struct luks_opts *a) {
                 ctx.trust_data = (void *) regen_warning;
                 if (quiet)
                         ctx.trust = NULL;
-                if (tc_luks_rebind(&ctx, device, slot, NULL, &err) < 0)
+                struct passphrase_from from = { .device = device };
+                struct tc_luks_rebind_opts o = { .passphrase = ask_passphrase, .passphrase_data = &from };
+                if (tc_luks_rebind(&ctx, device, slot, &o, &err) < 0)
                         return fail("report", &err);
                 printf("%s slot %d: regenerated\n", device, slot);
                 return EXIT_SUCCESS;
@@ -454,7 +503,7 @@ static const struct luks_command luks_commands[] = {
           .needs_slot = true, .usage = regen_usage, .run = cmd_regen },
         { .name = "report", .summary = "report rotated keys a binding still uses", .optstring = "hqryd:s:",
           .needs_slot = true, .usage = report_usage, .run = cmd_report },
-        { .name = "edit", .summary = "change a binding's configuration", .optstring = "hqyd:s:c:k:", .needs_slot = true,
+        { .name = "edit", .summary = "change a binding's configuration", .optstring = "hqyfd:s:c:k:", .needs_slot = true,
           .needs_config = true, .usage = edit_usage, .run = cmd_edit },
 };
 

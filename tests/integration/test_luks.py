@@ -19,17 +19,18 @@ import tlib  # noqa: E402
 from tlib import PASSPHRASE, luks_meta, opens, run, tether  # noqa: E402
 
 
-def detached(*args, env=None):
+def detached(*args, env=None, input=None):
     """tether in a new session: no controlling terminal, so nothing can be
-    asked (as from cron or a script), whatever terminal runs the tests."""
+    asked (as from cron or a script), whatever terminal runs the tests;
+    standard input empty unless input is given."""
     return subprocess.run([tlib.TETHER, *args], capture_output=True, timeout=120, env=env, start_new_session=True,
-                          stdin=subprocess.DEVNULL)
+                          input=input, stdin=None if input is not None else subprocess.DEVNULL)
 
 
-def on_terminal(*args, answer=b"n\n", timeout=60):
+def on_terminal(*args, answer=b"n\n", password=None, timeout=60):
     """tether with a pseudo-terminal as its controlling terminal (a person
-    at the keyboard): answers a trust question with answer. Returns (what
-    the terminal showed, exit status)."""
+    at the keyboard): answers a trust question with answer, a passphrase
+    prompt with password. Returns (what the terminal showed, exit status)."""
     import pty
     import select
     pid, fd = pty.fork()
@@ -48,6 +49,8 @@ def on_terminal(*args, answer=b"n\n", timeout=60):
         out += chunk
         if b"[ynYN]" in chunk:
             os.write(fd, answer)
+        if password is not None and b"LUKS password for" in chunk:
+            os.write(fd, password + b"\n")
     os.close(fd)
     _, status = os.waitpid(pid, 0)
     return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
@@ -327,12 +330,14 @@ class Luks(tlib.unittest.TestCase):
         finally:
             a.close()
 
-    def test_regen_of_a_binding_whose_key_is_gone_says_so_before_any_trust_question(self):
+    def test_regen_of_a_binding_whose_key_is_gone_asks_for_the_passphrase(self):
         # Bound, rotated and regenerated, then the server replaced by one with
         # a new, empty key directory on the same port: the binding's key is
-        # gone for good. No -y or terminal answer can help, so regen must not
-        # suggest them (or ask): the recovery, which uses only the keys the
-        # binding already trusts, comes first and its 404 is the answer.
+        # gone for good. No -y or terminal answer can bring it back; as
+        # Clevis's regen does, a passphrase that opens the volume lets slot 1
+        # take a new key. The recovery, which uses only the keys the binding
+        # already trusts, comes first: the passphrase is asked before any
+        # trust question, and without one nothing suggests -y.
         a = tlib.Tetherd(args=["-q"])
         port = a.port
         cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
@@ -352,10 +357,10 @@ class Luks(tlib.unittest.TestCase):
                         self.assertEqual(r.returncode, 1, r.stderr)
                         msg = r.stderr.decode()
                         self.assertEqual(msg.count("\n"), 1, msg)
-                        self.assertIn("no longer has the key this binding uses: it cannot be regenerated", msg)
-                        self.assertIn(f"bind again with the passphrase (tether luks bind -d {self.img} tang '{cfg}')",
-                                      msg)
-                        self.assertIn("then unbind slot 1", msg)
+                        self.assertIn("no longer has the key this binding uses: it can be regenerated only with a "
+                                      "passphrase that opens the volume", msg)
+                        self.assertIn("(standard input, the terminal, or -k KEYFILE): cannot read it from standard "
+                                      "input: it is empty", msg)
                         self.assertNotIn("vouches", msg)
                         self.assertNotIn("rerun", msg)
                         self.assertEqual(luks_meta(self.img), before)
@@ -363,25 +368,92 @@ class Luks(tlib.unittest.TestCase):
                                                                           "http://keys.example")
                 self.assertTrue(any(shown in b for b in man_examples("tether-luks-regen.1")),
                                 f"tether-luks-regen(1) does not show: {shown}")
-                # On a terminal: the same answer, and no trust question first.
-                out, rc = on_terminal("luks", "regen", "-d", self.img, "-s", "1", answer=b"y\n")
-                self.assertEqual(rc, 1, out)
-                self.assertNotIn("trust these keys", out)
-                self.assertIn("no longer has the key this binding uses: it cannot be regenerated", out)
+                # A passphrase that opens nothing: refused, unchanged.
+                r = detached("luks", "regen", "-y", "-d", self.img, "-s", "1", input=b"wrong\n")
+                self.assertEqual(r.returncode, 1)
+                self.assertIn("no keyslot opens with the passphrase given", r.stderr.decode())
                 self.assertEqual(luks_meta(self.img), before)
-                # edit likewise: nothing to re-encrypt.
-                r = detached("luks", "edit", "-y", "-d", self.img, "-s", "1", "-c", cfg)
+                # edit likewise.
+                r = detached("luks", "edit", "-f", "-y", "-d", self.img, "-s", "1", "-c", cfg)
                 self.assertEqual(r.returncode, 1, r.stderr)
                 msg = r.stderr.decode()
-                self.assertIn("no longer has the key this binding uses: it cannot be edited", msg)
-                shown = msg.strip().replace(self.img, "/dev/sda2").replace(f"http://127.0.0.1:{port}",
-                                                                          "http://keys.example")
-                self.assertTrue(any(shown in b for b in man_examples("tether-luks-edit.1")),
-                                f"tether-luks-edit(1) does not show: {shown}")
+                self.assertIn("no longer has the key this binding uses: it can be edited only with a passphrase", msg)
                 self.assertEqual(luks_meta(self.img), before)
+                # The passphrase, but the new server's keys are vouched for by
+                # nothing the binding trusts: -q refuses them, naming -y.
+                r = detached("luks", "regen", "-q", "-d", self.img, "-s", "1", input=PASSPHRASE + b"\n")
+                self.assertEqual(r.returncode, 1)
+                self.assertIn("rerun with -y", r.stderr.decode())
+                self.assertEqual(luks_meta(self.img), before)
+                # On a terminal: the passphrase is asked first, then the keys.
+                out, rc = on_terminal("luks", "regen", "-d", self.img, "-s", "1", password=PASSPHRASE, answer=b"y\n")
+                self.assertEqual(rc, 0, out)
+                self.assertLess(out.index("LUKS password for"), out.index("trust these keys"), out)
+                self.assert_consistent()
+                self.assertEqual(sorted(luks_meta(self.img)["keyslots"]), ["0", "1"])
+                self.assertEqual(tether("luks", "list", "-d", self.img).stdout.decode(), f"1: tang '{cfg}'\n")
             self.assertTrue(opens(self.img, PASSPHRASE, 0))
         finally:
             a.close()
+
+    def test_regen_of_a_lost_key_from_stdin_and_key_file(self):
+        # The same with the passphrase from a script: -k KEYFILE, -k - and
+        # plain standard input (its first line), each after the key is lost.
+        a = tlib.Tetherd(args=["-q"])
+        port = a.port
+        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        try:
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            for how in (["-k", self.keyfile], ["-k", "-"], []):
+                with self.subTest(how=how):
+                    a.close()
+                    a = tlib.Tetherd(port=port, args=["-q"])
+                    r = detached("luks", "regen", "-y", *how, "-d", self.img, "-s", "1", input=PASSPHRASE + b"\nx\n")
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                    self.assert_consistent()
+                    self.assertEqual(sorted(luks_meta(self.img)["keyslots"]), ["0", "1"])
+                    r = tether("luks", "unlock", "-d", self.img, "-t", "1")
+                    self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            a.close()
+
+    def test_fault_injection_regen_of_a_lost_key(self):
+        # Interrupted while slot 1 takes its new key: the passphrase's slot 0
+        # always opens; until the old keyslot (whose key is lost anyway) is
+        # removed a failure changes nothing; after it, the new key is in the
+        # token, unassigned, as an interrupted bind leaves it.
+        self.require_fault_injection()
+        for point in ("rebind-token", "rekey-keyslot", "rekey-assign"):
+            for mode in ("", ":kill"):
+                with self.subTest(point=point + mode):
+                    img = self.make_image(f"k-{point}{mode}")
+                    with tlib.Tetherd(args=["-q"]) as a:
+                        cfg = json.dumps({"url": f"http://127.0.0.1:{a.port}"})
+                        self.assertEqual(self.bind(img=img, cfg=cfg).returncode, 0)
+                        for name in os.listdir(a.keydir):
+                            os.unlink(os.path.join(a.keydir, name))
+                        tlib.tether_gen(a.keydir)
+                        before = luks_meta(img)
+                        r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", img, "-s", "1",
+                                     env=dict(os.environ, TETHER_FAULT=point + mode))
+                        self.assertEqual(r.returncode, 99 if mode else 1, r.stderr)
+                        self.assertTrue(opens(img, PASSPHRASE, 0))
+                        meta = luks_meta(img)
+                        if point == "rebind-token" or (point == "rekey-keyslot" and not mode):
+                            self.assertEqual(meta, before)
+                            r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", img, "-s", "1")
+                            self.assertEqual(r.returncode, 0, r.stderr)
+                            self.assert_consistent(img)
+                            continue
+                        if not mode:
+                            self.assertIn("is removed and token 0 unassigned", r.stderr.decode())
+                        # The new JWE is in token 0, unassigned.
+                        self.assertEqual(meta["tokens"]["0"]["keyslots"], [])
+                        key = tether("decrypt", input=self.compact(meta["tokens"]["0"]).encode())
+                        self.assertEqual(key.returncode, 0, key.stderr)
+                        if point == "rekey-assign":
+                            # Slot 1 has the new key: the token's.
+                            self.assertTrue(opens(img, key.stdout, 1))
 
     # ------------------------------------------------------------ the docs say what the program does
 

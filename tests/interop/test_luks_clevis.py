@@ -46,6 +46,14 @@ check-only (`cryptsetup open --test-passphrase`, `tether luks unlock -t`).
      -c` of a tether binding (tether list/pass/unlock); `tether luks bind -e
      0` taking the key from a clevis-made token.  (clevis's own -e needs a
      libcryptsetup clevis token plugin, which Debian does not ship: not tried.)
+  8. scripts written for clevis: the same command run by clevis and by
+     tether, each on an image of its own, with the same outcome: bind with
+     the passphrase on standard input (no -k) and with `-k -` given more
+     than one line; bind -e with a luks2-keyring token (the passphrase in a
+     session keyring, via add_key); regen -q after the server lost the key
+     (404) with the passphrase on standard input (tether -y when nothing
+     vouches for the new keys; tether -k KEYFILE); edit of an unchanged
+     config exits 1, -f rebinds, and the same server needs no -y.
 
     test_luks_clevis.py [SECTION ...]     (default: all)
 
@@ -691,6 +699,233 @@ def section_edit(env):
 
 
 # --------------------------------------------------------------------------
+# 8. scripts written for clevis: the same command against clevis and tether,
+#    each on an image of its own, with the same outcome
+
+# Runs a command with a fresh session keyring holding one "user" key, as
+# `keyctl add user DESC PAYLOAD @s` would (no keyutils here): a
+# luks2-keyring token's passphrase.
+KEYRING_RUN = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.syscall(250, 1, None) >= 0                      # KEYCTL_JOIN_SESSION_KEYRING
+desc, payload = sys.argv[1].encode(), sys.argv[2].encode()
+r = libc.syscall(248, b"user", desc, payload, ctypes.c_size_t(len(payload)), ctypes.c_int(-3))
+assert r >= 0, os.strerror(ctypes.get_errno())              # add_key(..., KEY_SPEC_SESSION_KEYRING)
+os.execv(sys.argv[3], sys.argv[3:])
+"""
+
+
+def with_keyring(desc, payload, args):
+    return [sys.executable, '-c', KEYRING_RUN, desc, payload] + list(args)
+
+
+def both(env, name, run_it, prepare=None):
+    """run_it(which, img) on one image for clevis and one for tether, each
+    made by prepare(img) (default: an image with the passphrase only).
+    Returns {which: (CompletedProcess, img)}."""
+    res = {}
+    for which in ('clevis', 'tether'):
+        img = env.image('%s-%s' % (name, which))
+        if prepare:
+            prepare(img)
+        res[which] = (run_it(which, img), img)
+    return res
+
+
+def tool(which):
+    return clevis if which == 'clevis' else tether
+
+
+def same_outcome(res, want_rc):
+    for which, (cp, _) in res.items():
+        if want_rc == 0:
+            ok(cp, '%s: %s' % (which, ' '.join(cp.args)))
+        else:
+            assert cp.returncode != 0, '%s succeeded: %s' % (which, ' '.join(cp.args))
+
+
+def section_scripted(env):
+    tetherd = env.tetherd
+    cfg = compact(tang_cfg(tetherd))
+
+    def bound_in_slot_1(res):
+        for which, (_, img) in res.items():
+            assert layout(img)[0] == ['0', '1'], (which, layout(img))
+            key = ok(tether('pass', '-d', img, '-s', '1')).stdout
+            assert opens(img, key, 1), '%s: slot 1 does not open with its binding' % which
+            assert opens(img, PASSPHRASE, 0)
+
+    def bind_stdin():
+        # Without -k, Clevis reads the passphrase as a line of standard
+        # input when it is not a terminal (Ansible, cloud-init, ...).
+        res = both(env, 'bind-stdin', lambda w, img: tool(w)('bind', '-y', '-d', img, 'tang', cfg,
+                                                             input=PASSPHRASE + b'\n'))
+        same_outcome(res, 0)
+        bound_in_slot_1(res)
+        # Nothing on standard input: both refuse, nothing written.
+        res = both(env, 'bind-no-stdin', lambda w, img: tool(w)('bind', '-y', '-d', img, 'tang', cfg))
+        same_outcome(res, 1)
+        for which, (cp, img) in res.items():
+            assert layout(img) == (['0'], {}), (which, layout(img))
+    check('8 bind without -k: the passphrase from standard input, as clevis reads it', bind_stdin)
+
+    def bind_k_stdin_first_line():
+        for extra in (b'\n\n', b'\nsecond line\n'):
+            res = both(env, 'bind-k-line', lambda w, img: tool(w)('bind', '-y', '-k', '-', '-d', img, 'tang', cfg,
+                                                                  input=PASSPHRASE + extra))
+            same_outcome(res, 0)
+            bound_in_slot_1(res)
+    check('8 bind -k -: the first line of standard input, as clevis takes it',
+          bind_k_stdin_first_line)
+
+    def bind_e_keyring():
+        def prepare(img):
+            ok(sh([CRYPTSETUP, 'token', 'add', '--key-description', 'tether-test:pw',
+                   '--token-id', '5', '--key-slot', '0', img]))
+        # The passphrase in the kernel keyring under the token's description.
+        res = both(env, 'bind-e-keyring', lambda w, img: sh(with_keyring(
+            'tether-test:pw', PASSPHRASE.decode(),
+            [peers.CLEVIS if w == 'clevis' else TETHER, 'luks', 'bind', '-y', '-e', '5', '-d', img, 'tang', cfg])),
+            prepare)
+        same_outcome(res, 0)
+        for which, (_, img) in res.items():
+            slots, tokens = layout(img)
+            assert slots == ['0', '1'] and tokens['5'] == ('luks2-keyring', ['0']), (which, slots, tokens)
+            assert opens(img, ok(tether('pass', '-d', img, '-s', '1')).stdout, 1), which
+        # The keyring holds no such key, or a wrong passphrase: both refuse.
+        for desc, payload in (('tether-test:other', PASSPHRASE.decode()), ('tether-test:pw', 'wrong')):
+            res = both(env, 'bind-e-nokey', lambda w, img: sh(with_keyring(
+                desc, payload,
+                [peers.CLEVIS if w == 'clevis' else TETHER, 'luks', 'bind', '-y', '-e', '5', '-d', img, 'tang',
+                 cfg])), prepare)
+            same_outcome(res, 1)
+            for which, (cp, img) in res.items():
+                assert layout(img)[0] == ['0'], (which, desc, payload, layout(img))
+    check('8 bind -e TOKEN with a luks2-keyring token (the passphrase in the kernel keyring)',
+          bind_e_keyring)
+
+
+    def lose_keys(kd, keep_signing=False):
+        """The server loses the binding's exchange key: with keep_signing
+        after a rotation (its old signing key still vouches for the new
+        keys), else all of them (new keys that nothing vouches for)."""
+        if keep_signing:
+            peers.run([peers.TANGD_ROTATE, '-d', kd])
+            for k in peers.load_keys(kd):
+                if k.hidden and k.exchange:
+                    os.unlink(k.path)
+        else:
+            for k in peers.load_keys(kd):
+                os.unlink(k.path)
+            peers.tang_keygen(kd)
+
+    def regen_key_gone(keep_signing):
+        kd = peers.tang_keygen(env.h.mkdir('gone-%s-keys' % keep_signing))
+        srv = env.h.tangd(kd)
+        imgs = {w: env.image('regen-gone-%s' % w) for w in ('clevis', 'tether')}
+        for img in imgs.values():
+            env.clevis_bind(img, 'tang', tang_cfg(srv))
+        lose_keys(kd, keep_signing)
+        for w, img in imgs.items():
+            r = tool(w)('pass', '-d', img, '-s', '1')
+            assert r.returncode != 0, '%s luks pass still works: the key is not gone' % w
+        if not keep_signing:
+            # New keys that nothing the binding trusts vouches for: tether
+            # -q does not take them, and says what to do; clevis regen
+            # trusts any keys (-y), tether with -y.
+            before = dump(imgs['tether'])
+            r = tether('regen', '-q', '-d', imgs['tether'], '-s', '1', input=PASSPHRASE + b'\n')
+            assert r.returncode == 1, 'tether regen -q trusted unvouched keys: %s' % r.stderr
+            assert 'rerun with -y' in r.stderr.decode(), r.stderr.decode()
+            assert dump(imgs['tether']) == before, 'a refused regen changed the header'
+        targs = ['regen', '-q' if keep_signing else '-y', '-d', imgs['tether'], '-s', '1']
+        res = {'clevis': ok(clevis('regen', '-q', '-d', imgs['clevis'], '-s', '1', input=PASSPHRASE + b'\n')),
+               'tether': ok(tether(*targs, input=PASSPHRASE + b'\n'))}
+        for w, img in imgs.items():
+            assert layout(img)[0] == ['0', '1'], (w, layout(img))
+            key = ok(clevis('pass', '-d', img, '-s', '1'), '%s regen: clevis pass' % w).stdout
+            assert opens(img, key, 1), '%s regen: the new key does not open slot 1' % w
+            assert ok(tether('pass', '-d', img, '-s', '1')).stdout == key
+            ok(tether('report', '-q', '-d', img, '-s', '1'), '%s regen: tether report' % w)
+            assert opens(img, PASSPHRASE, 0)
+        del res
+
+    check('8 regen after the server lost the key (404), passphrase on standard input: '
+          'clevis and tether rebind (tether -q when the old signing key vouches)',
+          lambda: regen_key_gone(True))
+    check('8 regen after the server lost every key: clevis rebinds; tether -q refuses '
+          'naming -y, tether -y rebinds', lambda: regen_key_gone(False))
+
+    def regen_key_gone_keyfile():
+        kd = peers.tang_keygen(env.h.mkdir('gone-k-keys'))
+        srv = env.h.tangd(kd)
+        img = env.image('regen-gone-k')
+        env.clevis_bind(img, 'tang', tang_cfg(srv))
+        lose_keys(kd, True)
+        # clevis regen has no -k (clevis #492); tether's takes the passphrase.
+        ok(tether('regen', '-q', '-k', env.keyfile, '-d', img, '-s', '1'))
+        key = ok(clevis('pass', '-d', img, '-s', '1')).stdout
+        assert opens(img, key, 1)
+        # Nothing on standard input and no -k: refused, header unchanged.
+        img2 = env.image('regen-gone-none')
+        env.clevis_bind(img2, 'tang', tang_cfg(srv))
+        kd_keys = peers.load_keys(kd)
+        for k in kd_keys:
+            os.unlink(k.path)
+        peers.tang_keygen(kd)
+        before = dump(img2)
+        for w in ('clevis', 'tether'):
+            r = tool(w)('regen', '-q', '-d', img2, '-s', '1')
+            assert r.returncode != 0, '%s regen without a passphrase succeeded' % w
+            assert dump(img2) == before, '%s: a failed regen changed the header' % w
+        msg = tether('regen', '-y', '-d', img2, '-s', '1').stderr.decode()
+        assert 'only with a passphrase' in msg and '-k KEYFILE' in msg, msg
+    check('8 tether regen -k KEYFILE after the key is lost; no passphrase at all: both refuse',
+          regen_key_gone_keyfile)
+
+    def edit_like_clevis():
+        if not shutil.which('jq'):
+            log('     (jq missing: clevis luks edit not tried)')
+            return
+        tangd = env.tangd
+        sig = [k.thp() for k in peers.keys_where(peers.load_keys(env.tang_kd), signing=True, hidden=False)]
+        one = {'t': 1, 'pins': {'tang': [tang_cfg(tetherd)]}}
+        two = {'t': 1, 'pins': {'tang': [tang_cfg(tetherd), dict(tang_cfg(tangd), thp=sig[0])]}}
+        imgs = {w: env.image('edit-%s' % w) for w in ('clevis', 'tether')}
+        for img in imgs.values():
+            env.clevis_bind(img, 'sss', one)
+        # The configuration it has: "No changes detected", exit 1, unchanged.
+        for w, img in imgs.items():
+            before = dump(img)
+            r = tool(w)('edit', '-d', img, '-s', '1', '-c', compact(one))
+            assert r.returncode == 1, '%s edit of an unchanged config: exit %d' % (w, r.returncode)
+            assert 'no changes detected' in r.stderr.decode().lower(), (w, r.stderr)
+            assert dump(img) == before, '%s: edit with no change changed the header' % w
+        # -f: rebinds anyway; the same server needs no -y (tether: its old
+        # signing key vouches); a new one is trusted by its thp.
+        for args, want in ((['-f', '-c', compact(one)], one), (['-c', compact(two)], two)):
+            for w, img in imgs.items():
+                ok(tool(w)('edit', '-d', img, '-s', '1', *args), '%s luks edit %s' % (w, ' '.join(args)))
+                assert list_lines(ok(clevis('list', '-d', img, '-s', '1'))) == [
+                    "1: sss '%s'" % compact(drop_thp(want))], (w, out(clevis('list', '-d', img)))
+                key = ok(clevis('pass', '-d', img, '-s', '1')).stdout
+                assert opens(img, key, 1), '%s edit: slot 1 does not open' % w
+                assert layout(img)[0] == ['0', '1'], (w, layout(img))
+    check('8 edit: unchanged config exits 1 ("no changes detected"), -f rebinds, '
+          'no -y needed for the same server', edit_like_clevis)
+
+
+def drop_thp(cfg):
+    """A config as luks list prints it: no thp."""
+    if isinstance(cfg, dict):
+        return {k: drop_thp(v) for k, v in cfg.items() if k != 'thp'}
+    if isinstance(cfg, list):
+        return [drop_thp(v) for v in cfg]
+    return cfg
+
+
+# --------------------------------------------------------------------------
 
 SECTIONS = {
     '1': section_clevis_binds,
@@ -700,6 +935,7 @@ SECTIONS = {
     '5': section_luks1,
     '6': section_full,
     '7': section_edit,
+    '8': section_scripted,
 }
 
 
