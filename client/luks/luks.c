@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <jose/b64.h>
 #include <jose/jwk.h>
@@ -49,12 +50,30 @@ int tc_fault(const char *point, struct tc_err *err) {
         return 0;
 }
 
+/* Why crypt_init() refused device: it says "Block device required"
+ * (-ENOTBLK) for a path that does not exist and for one it may not read
+ * alike, so the path is looked at here. */
+static int cannot_open(const char *device, int r, struct tc_err *err) {
+        struct stat st;
+        if (stat(device, &st) < 0)
+                return tc_fail(err, -errno, "%s: %s", device,
+                               errno == ENOENT ? "no such device or file (check the -d argument)"
+                               : errno == EACCES ? "permission denied on its path (run as root?)"
+                                                 : strerror(errno));
+        if (S_ISDIR(st.st_mode))
+                return tc_fail(err, -EISDIR, "%s is a directory: give the LUKS2 device or image file", device);
+        if (access(device, R_OK) < 0)
+                return tc_fail(err, -errno, "%s: %s", device,
+                               errno == EACCES || errno == EPERM ? "permission denied (run as root?)" : strerror(errno));
+        return tc_fail(err, r, "%s: cannot open: %s", device, strerror(-r));
+}
+
 /* A LUKS device of any version, its header loaded. */
 static int open_luks(const char *device, struct crypt_device **ret, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r = crypt_init(&cd, device);
         if (r < 0)
-                return tc_fail(err, r, "%s: cannot open: %s", device, strerror(-r));
+                return cannot_open(device, r, err);
         r = crypt_load(cd, CRYPT_LUKS, NULL);
         if (r < 0)
                 return tc_fail(err, r, "%s is not a LUKS device", device);

@@ -312,11 +312,13 @@ static int cmd_unlock(const struct luks_opts *a) {
         _cleanup_free_ char *default_name = NULL;
         if (!a->test && !name) {
                 _cleanup_free_ char *uuid = NULL;
-                /* Whatever failed, the message unlock always gave: a device that
-                 * cannot be opened is no LUKS device to unlock either. */
-                if (tc_luks_uuid(device, &uuid, &err) < 0 || asprintf(&default_name, "luks-%s", uuid) < 0) {
+                /* The library's message: a missing or unreadable device is
+                 * not "not a LUKS device". */
+                if (tc_luks_uuid(device, &uuid, &err) < 0)
+                        return fail("unlock", &err);
+                if (asprintf(&default_name, "luks-%s", uuid) < 0) {
                         default_name = NULL; /* undefined after a failed asprintf, and freed on return */
-                        fprintf(stderr, "tether luks unlock: %s is not a LUKS device\n", device);
+                        fprintf(stderr, "tether luks unlock: out of memory\n");
                         return EXIT_FAILURE;
                 }
                 name = default_name;
