@@ -84,5 +84,112 @@ class Devices(tlib.unittest.TestCase):
             self.assertEqual(last_line(r), f"tether luks {cmd[0]}: {plain} is not a LUKS device")
 
 
+class NotTang(http.server.BaseHTTPRequestHandler):
+    """A web server that is not tang: an HTML page at /adv/, 404 elsewhere."""
+
+    def do_GET(self):
+        if self.path == "/adv/":
+            body, status = b"<html><body>It works!</body></html>\n", 200
+        else:
+            body, status = b"<html><body>Not Found</body></html>\n", 404
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Servers(tlib.unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = tlib.Tetherd(args=["-q"])
+        cls.url = f"http://127.0.0.1:{cls.srv.port}"
+        cls.web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotTang)
+        cls.web_url = f"http://127.0.0.1:{cls.web.server_address[1]}"
+        threading.Thread(target=cls.web.serve_forever, daemon=True).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.web.shutdown()
+        cls.web.server_close()
+        cls.srv.close()
+
+    def encrypt(self, cfg):
+        r = tether("encrypt", "tang", json.dumps(cfg), "-y", input=b"secret")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(r.stdout, b"")
+        msg = r.stderr.decode()
+        self.assertEqual(msg.count("\n"), 1, msg)
+        return msg
+
+    def sig_thp(self, keydir, hidden=False):
+        return tlib.thumbprint(tlib.key_of(keydir, "sig", hidden=hidden))
+
+    @staticmethod
+    def advertised(srv):
+        keys = tlib.adv_payload(srv.get("/adv").json())["keys"]
+        return [tlib.thumbprint(k) for k in keys if "verify" in k.get("key_ops", [])]
+
+    def test_rotated_signing_key_as_thp(self):
+        # Clevis refuses a thp that is not among the advertised signing keys
+        # ("did not sign the advertisement"), though tang serves /adv/{thp}
+        # for a rotated key: tether refuses it too, saying what it is and
+        # which keys to use.
+        with tlib.Tetherd(args=["-q"]) as srv:
+            url = f"http://127.0.0.1:{srv.port}"
+            old = self.sig_thp(srv.keydir)
+            tlib.tether_keys("rotate", srv.keydir)
+            new = self.sig_thp(srv.keydir)
+            # tetherd sees the rotation (inotify), and still serves /adv/{old}.
+            self.assertTrue(tlib.eventually(lambda: self.advertised(srv) == [new]), self.advertised(srv))
+            self.assertEqual(srv.get(f"/adv/{old}").status, 200)
+            msg = self.encrypt({"url": url, "thp": old})
+            self.assertNotIn("did not sign", msg)
+            self.assertIn(f"signing key {old} is no longer advertised by {url}", msg)
+            self.assertIn("rotated away", msg)
+            self.assertIn(f"the server advertises {new}", msg)
+            self.assertIn("tether-keys show", msg)
+            # The current key works.
+            r = tether("encrypt", "tang", json.dumps({"url": url, "thp": new}), input=b"secret")
+            self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_unknown_thp_on_a_tang_server(self):
+        bogus = tlib.b64u(os.urandom(32))
+        msg = self.encrypt({"url": self.url, "thp": bogus})
+        self.assertIn(f"tang server {self.url} refused signing key {bogus}", msg)
+        self.assertIn("HTTP 404", msg)
+        self.assertIn(f"its signing keys: {self.sig_thp(self.srv.keydir)}", msg)
+
+    def test_wrong_url_says_no_tang_server_there(self):
+        for url in (self.url + "/tang", self.web_url + "/tang"):
+            for cfg in ({"url": url}, {"url": url, "thp": self.sig_thp(self.srv.keydir)}):
+                with self.subTest(cfg=cfg):
+                    msg = self.encrypt(cfg)
+                    self.assertIn(f"{url}/adv/ answered HTTP 404: there is no tang server at that URL; check the URL",
+                                  msg)
+                    self.assertNotIn("no signing key", msg)
+        # A web server answering /adv/ with a page.
+        for cfg in ({"url": self.web_url}, {"url": self.web_url, "thp": self.sig_thp(self.srv.keydir)}):
+            with self.subTest(cfg=cfg):
+                msg = self.encrypt(cfg)
+                self.assertIn(f"{self.web_url}/adv/ did not answer with an advertisement", msg)
+                self.assertIn("is there a tang server at that URL? check the URL", msg)
+                self.assertNotIn("no signing key", msg)
+        r = tlib.tether_keys("show", "--url", self.url + "/tang", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("there is no tang server at that URL", r.stderr)
+
+    def test_https_to_an_http_server(self):
+        for url in (self.url, self.web_url):
+            with self.subTest(url=url):
+                msg = self.encrypt({"url": url.replace("http://", "https://")})
+                self.assertIn("TLS handshake failed: the server does not speak TLS on that port", msg)
+                self.assertIn("try http://", msg)
+                self.assertNotIn("SSL connect error", msg)
+
+
 if __name__ == "__main__":
     tlib.main()
