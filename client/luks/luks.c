@@ -946,6 +946,32 @@ static int recover_for_rebind(const struct tc_ctx *ctx, const char *device, cons
                        device, b->slot, url ? url : "(no url)", verb, device, cfg, b->slot);
 }
 
+/* The pin a configuration is written for, as far as its keys tell (sss:
+ * "t", "pins"; tang: "url", "thp", "adv"), or NULL. */
+static const char *config_pin(const json_t *cfg) {
+        if (json_object_get(cfg, "pins") || json_object_get(cfg, "t"))
+                return "sss";
+        if (json_object_get(cfg, "url") || json_object_get(cfg, "thp") || json_object_get(cfg, "adv"))
+                return "tang";
+        return NULL;
+}
+
+/* edit keeps the pin: another pin's configuration would be read as this
+ * one's ("tang configuration has no url" for an sss policy), so it is named
+ * for what it is before anything else happens. */
+static int check_edit_pin(const char *device, const struct tc_luks_binding *b, const char *new_config,
+                          struct tc_err *err) {
+        json_auto_t *cfg = json_loads(new_config, 0, NULL);
+        const char *pin = config_pin(cfg);
+        if (!pin || strcmp(pin, b->pin) == 0)
+                return 0;
+        return tc_fail(err, -EINVAL,
+                       "%s slot %d is bound with the %s pin, but the configuration given is for the %s pin: edit keeps the "
+                       "pin, so give a %s configuration (tether luks list -d %s -s %d shows the current one), or bind "
+                       "again with the %s pin (tether luks bind -d %s %s CONFIG) and then unbind slot %d",
+                       device, b->slot, b->pin, pin, b->pin, device, b->slot, pin, device, pin, b->slot);
+}
+
 int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const char *new_config, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
@@ -960,6 +986,8 @@ int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const
                 return r;
         if (!b->pin || !b->config)
                 return tc_fail(err, -EINVAL, "%s slot %d: cannot read the binding's configuration", device, slot);
+        if (new_config && (r = check_edit_pin(device, b, new_config, err)) < 0)
+                return r;
         /* Recovery first: it asks only the keys the binding already trusts,
          * as an unlock would, so it shows a replaced server nothing new; and
          * a binding whose key is gone is dead whatever keys are trusted. */

@@ -191,5 +191,48 @@ class Servers(tlib.unittest.TestCase):
                 self.assertNotIn("SSL connect error", msg)
 
 
+class Luks(tlib.unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = tlib.Tetherd(args=["-q"])
+        cls.url = f"http://127.0.0.1:{cls.srv.port}"
+        cls.cfg = json.dumps({"url": cls.url}, separators=(",", ":"))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.close()
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="tether-msgs-")
+        self.img = make_image(os.path.join(self.tmp.name, "img"))
+        self.keyfile = os.path.join(self.tmp.name, "pass")
+        with open(self.keyfile, "wb") as f:
+            f.write(PASSPHRASE)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def bind(self, pin="tang", cfg=None, keyfile=None):
+        r = tether("luks", "bind", "-y", "-d", self.img, "-k", keyfile or self.keyfile, pin, cfg or self.cfg)
+        return r
+
+    def test_edit_with_another_pins_configuration(self):
+        self.assertEqual(self.bind().returncode, 0)
+        sss = json.dumps({"t": 1, "pins": {"tang": [{"url": self.url}]}})
+        self.assertEqual(self.bind(pin="sss", cfg=sss).returncode, 0, "slot 2")
+        listed = tether("luks", "list", "-d", self.img).stdout
+        for slot, cfg, has, given in (("1", sss, "tang", "sss"), ("2", self.cfg, "sss", "tang")):
+            with self.subTest(slot=slot):
+                r = tether("luks", "edit", "-y", "-d", self.img, "-s", slot, "-c", cfg)
+                self.assertEqual(r.returncode, 1)
+                msg = r.stderr.decode()
+                self.assertNotIn("has no", msg)
+                self.assertIn(f"{self.img} slot {slot} is bound with the {has} pin, but the configuration given is for the "
+                              f"{given} pin", msg)
+                self.assertIn(f"give a {has} configuration (tether luks list -d {self.img} -s {slot}", msg)
+                self.assertIn(f"tether luks bind -d {self.img} {given} CONFIG) and then unbind slot {slot}", msg)
+        self.assertEqual(tether("luks", "list", "-d", self.img).stdout, listed)
+
+
 if __name__ == "__main__":
     tlib.main()
