@@ -128,7 +128,7 @@ static int show_url(const char *url) {
         if (!base)
                 return EXIT_FAILURE;
         if (program_ctx_from_environment(&ctx, &err) < 0) {
-                fprintf(stderr, "%s show: TETHER_TIMEOUT must be a number of seconds\n", program);
+                fprintf(stderr, "%s show: %s\n", program, err.msg);
                 return EXIT_FAILURE;
         }
         if (tc_tang_fetch_adv(&ctx, base, NULL, &jws, &payload, &err) < 0) {

@@ -234,5 +234,18 @@ class Luks(tlib.unittest.TestCase):
         self.assertEqual(tether("luks", "list", "-d", self.img).stdout, listed)
 
 
+class Environment(tlib.unittest.TestCase):
+    def test_tether_timeout_must_be_positive(self):
+        env = dict(os.environ, TETHER_TIMEOUT="0")
+        for prog, args in ((tlib.TETHER, ["encrypt", "null", "{}"]), (tlib.TETHER, ["decrypt"]),
+                           (os.path.join(os.path.dirname(tlib.TETHER), "tether-askpass"), []),
+                           (tlib.TETHER_KEYS, ["show", "--url", "http://127.0.0.1:9"])):
+            with self.subTest(prog=prog):
+                r = run(prog, *args, input=b"", env=env)
+                self.assertNotEqual(r.returncode, 0)
+                self.assertIn('TETHER_TIMEOUT must be a positive number of seconds, at most 3600 (got "0")',
+                              r.stderr.decode())
+
+
 if __name__ == "__main__":
     tlib.main()
