@@ -149,8 +149,13 @@ static int cmd_show(int argc, char **argv) {
 
         if (argc == 3 && strcmp(argv[1], "--url") == 0)
                 return show_url(argv[2]);
-        if (argc == 2 && strncmp(argv[1], "--url=", 6) == 0)
+        if (argc == 2 && strncmp(argv[1], "--url=", 6) == 0 && argv[1][6])
                 return show_url(argv[1] + 6);
+        /* Not a key directory named "--url". */
+        if (argc == 2 && strncmp(argv[1], "--url", 5) == 0 && (argv[1][5] == '\0' || argv[1][5] == '=')) {
+                fprintf(stderr, "%s show: --url needs a URL: %s show --url http://SERVER[:PORT]\n", program, program);
+                return EXIT_USAGE;
+        }
         if (argc != 2) {
                 fprintf(stderr, "%s show: expected DIR or --url URL\n", program);
                 return EXIT_USAGE;

@@ -247,5 +247,15 @@ class Environment(tlib.unittest.TestCase):
                               r.stderr.decode())
 
 
+class KeysCli(tlib.unittest.TestCase):
+    def test_show_url_without_a_url_is_a_usage_error(self):
+        for args in (["--url"], ["--url="]):
+            with self.subTest(args=args):
+                r = tlib.tether_keys("show", *args, check=False)
+                self.assertEqual(r.returncode, 2)
+                self.assertEqual(r.stderr, "tether-keys show: --url needs a URL: tether-keys show --url "
+                                           "http://SERVER[:PORT]\n")
+
+
 if __name__ == "__main__":
     tlib.main()
