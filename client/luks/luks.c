@@ -325,9 +325,11 @@ static int volume_key(const struct tc_ctx *ctx, struct crypt_device *cd, const c
         if (auth->passphrase) {
                 r = crypt_volume_key_get(cd, CRYPT_ANY_SLOT, (char *) vk, vk_len, (const char *) auth->passphrase,
                                          auth->passphrase_len);
-                return r < 0 ? tc_fail(err, r, "%s: %s", device,
-                                       r == -EPERM ? "no keyslot opens with that passphrase" : strerror(-r))
-                             : r;
+                /* -EKEYREJECTED: the passphrase, nothing else, was wrong (a
+                 * person at the terminal may try again). */
+                if (r == -EPERM)
+                        return tc_fail(err, -EKEYREJECTED, "%s: no keyslot opens with that passphrase", device);
+                return r < 0 ? tc_fail(err, r, "%s: %s", device, strerror(-r)) : r;
         }
         const struct tc_luks_binding *b = NULL;
         for (size_t i = 0; i < bindings->n; i++)

@@ -25,7 +25,9 @@ int cli_read_all(FILE *in, size_t max, uint8_t **buf, size_t *len) {
                         return r;
                 size_t got = fread(b + n, 1, cap - n, in);
                 n += got;
-                if (got == 0)
+                /* feof() too: a terminal's end (Ctrl-D) is not sticky, and
+                 * reading on would wait for a second one. */
+                if (got == 0 || feof(in))
                         break;
         }
         if (ferror(in))

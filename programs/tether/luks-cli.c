@@ -51,12 +51,14 @@ static int read_passphrase(const char *keyfile, const char *device, uint8_t **ou
         struct termios old, noecho;
         if (!tty)
                 return -ENXIO;
-        fprintf(tty, "Enter existing LUKS password for %s: ", device);
-        fflush(tty);
         tcgetattr(fileno(tty), &old);
         noecho = old;
         noecho.c_lflag &= (tcflag_t) ~ECHO;
+        /* Echo off before the prompt: TCSAFLUSH drops what was typed
+         * before, and an answer to the prompt must not be among it. */
         tcsetattr(fileno(tty), TCSAFLUSH, &noecho);
+        fprintf(tty, "Enter existing LUKS password for %s: ", device);
+        fflush(tty);
         char *buf = calloc(1, PASSPHRASE_MAX);
         bool ok = buf && fgets(buf, PASSPHRASE_MAX, tty);
         tcsetattr(fileno(tty), TCSAFLUSH, &old);
@@ -66,9 +68,13 @@ static int read_passphrase(const char *keyfile, const char *device, uint8_t **ou
                 return -EIO;
         }
         *len = strcspn(buf, "\n");
+        buf[*len] = '\0';   /* the line end, wiped with the rest of the tail */
         *out = (uint8_t *) buf;
         return 0;
 }
+
+/* As cryptsetup: a passphrase typed at the terminal may be mistyped. */
+#define PASSPHRASE_TRIES 3
 
 static int fail(const char *cmd, const struct tc_err *err) {
         fprintf(stderr, "tether luks %s: %s\n", cmd, err->msg);
@@ -171,17 +177,45 @@ static int cmd_bind(const struct luks_opts *a) {
         uint8_t *pass = NULL;
         size_t pass_len = 0;
         TC_CLEANUP_SECRET(pass, pass_len);
-        if (o.auth.existing_token < 0) {
-                int r = read_passphrase(keyfile, device, &pass, &pass_len);
-                if (r < 0) {
-                        fprintf(stderr, "tether luks bind: cannot read the existing passphrase%s%s: %s\n",
-                                keyfile ? " from " : "", keyfile ? keyfile : " (no terminal; use -k)", strerror(-r));
-                        return EXIT_FAILURE;
+        int r;
+        for (int tries = 1;; tries++) {
+                if (o.auth.existing_token < 0) {
+                        r = read_passphrase(keyfile, device, &pass, &pass_len);
+                        if (r == -EMSGSIZE) {
+                                fprintf(stderr, "tether luks bind: the existing passphrase in %s is larger than %d "
+                                        "bytes, the most a passphrase may be here\n",
+                                        strcmp(keyfile, "-") == 0 ? "standard input" : keyfile, PASSPHRASE_MAX);
+                                return EXIT_FAILURE;
+                        }
+                        if (r < 0) {
+                                fprintf(stderr, "tether luks bind: cannot read the existing passphrase%s%s: %s\n",
+                                        keyfile ? " from " : "", keyfile ? keyfile : " (no terminal; use -k)",
+                                        strerror(-r));
+                                return EXIT_FAILURE;
+                        }
+                        o.auth.passphrase = pass;
+                        o.auth.passphrase_len = pass_len;
                 }
-                o.auth.passphrase = pass;
-                o.auth.passphrase_len = pass_len;
+                r = tc_luks_bind(&ctx, device, &o, &err);
+                if (r >= 0)
+                        return EXIT_SUCCESS;
+                if (r != -EKEYREJECTED || keyfile || o.auth.existing_token >= 0 || tries == PASSPHRASE_TRIES)
+                        break;
+                /* Typed at the terminal: another try, as cryptsetup gives. */
+                fprintf(stderr, "tether luks bind: %s; try again\n", err.msg);
+                tc_secret_free(TAKE_PTR(pass), pass_len);
+                pass_len = 0;
         }
-        return tc_luks_bind(&ctx, device, &o, &err) < 0 ? fail("bind", &err) : EXIT_SUCCESS;
+        /* cryptsetup uses a key file's bytes exactly: a newline an editor
+         * or echo added is part of the passphrase. */
+        if (r == -EKEYREJECTED && keyfile && strcmp(keyfile, "-") != 0 && pass_len > 0 && pass[pass_len - 1] == '\n')
+                fprintf(stderr, "tether luks bind: %s; the key file %s ends with a newline, which is part of the "
+                        "passphrase (cryptsetup uses a key file's bytes exactly): if the passphrase has none, remove "
+                        "it (truncate -s -1 %s) or write the file with printf '%%s' instead of echo\n",
+                        err.msg, keyfile, keyfile);
+        else
+                fail("bind", &err);
+        return EXIT_FAILURE;
 }
 
 /* ------------------------------------------------------------ unbind */
@@ -229,8 +263,8 @@ static int cmd_list(const struct luks_opts *a) {
         for (size_t i = 0; i < b.n; i++) {
                 const struct tc_luks_binding *x = &b.items[i];
                 if (x->malformed) {
-                        fprintf(stderr, "tether luks list: %s: token %d is not a valid clevis token (%s); remove it with cryptsetup token remove --token-id %d\n",
-                                device, x->token, x->malformed, x->token);
+                        fprintf(stderr, "tether luks list: %s: token %d is not a valid clevis token (%s); remove it with cryptsetup token remove --token-id %d %s\n",
+                                device, x->token, x->malformed, x->token, device);
                         rc = EXIT_FAILURE;
                         continue;
                 }
@@ -238,8 +272,9 @@ static int cmd_list(const struct luks_opts *a) {
                         continue;
                 _cleanup_free_ char *cfg = x->config ? json_dumps(x->config, JSON_COMPACT) : NULL;
                 if (x->slot < 0 || !x->slot_active) {
-                        fprintf(stderr, "tether luks list: %s: token %d is an orphan (%s); remove it with cryptsetup token remove --token-id %d\n",
-                                device, x->token, x->slot < 0 ? "assigned to no keyslot" : "its keyslot is not in use", x->token);
+                        fprintf(stderr, "tether luks list: %s: token %d is an orphan (%s); remove it with cryptsetup token remove --token-id %d %s\n",
+                                device, x->token, x->slot < 0 ? "assigned to no keyslot" : "its keyslot is not in use", x->token,
+                                device);
                         rc = EXIT_FAILURE;
                         continue;
                 }
@@ -416,6 +451,9 @@ static int cmd_report(const struct luks_opts *a) {
                 printf("%s slot %d: regenerated\n", device, slot);
                 return EXIT_SUCCESS;
         }
+        if (!quiet)
+                fprintf(stderr, "tether luks report: to re-encrypt slot %d to the keys its servers advertise now, run "
+                        "tether luks regen -d %s -s %d\n", slot, device, slot);
         return quiet ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 

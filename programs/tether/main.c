@@ -103,6 +103,11 @@ static int cmd_decrypt(int argc, char **argv) {
         }
         if (cli_init_ctx(&ctx, false) < 0)
                 return CLI_EXIT_USAGE;
+        /* Run with nothing redirected, it would seem to hang: it waits for
+         * a JWE typed or pasted, which it still takes. */
+        if (isatty(STDIN_FILENO))
+                fputs("tether decrypt: reading a JWE from standard input (the terminal); end it with Ctrl-D, or run "
+                      "tether decrypt < FILE\n", stderr);
         _cleanup_free_ uint8_t *in = NULL;
         uint8_t *pt = NULL;
         size_t in_len = 0, pt_len = 0;

@@ -39,6 +39,35 @@ def last_line(r):
     return text.strip().splitlines()[-1] if text.strip() else ""
 
 
+def on_terminal(args, typed=(), timeout=60):
+    """tether with a pseudo-terminal as its controlling terminal and standard
+    input: each of typed (prompt, answer) writes answer once prompt is shown
+    (in order). Returns (what the terminal showed, exit status)."""
+    import pty
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(tlib.TETHER, [tlib.TETHER, *args])
+    out, deadline, todo = b"", time.monotonic() + timeout, list(typed)
+    while time.monotonic() < deadline:
+        if not select.select([fd], [], [], 0.5)[0]:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+        while todo and todo[0][0] in out.split(b"\x00")[-1]:
+            prompt, answer = todo.pop(0)
+            out += b"\x00"   # a mark: the next prompt must come after it
+            os.write(fd, answer)
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return out.replace(b"\x00", b"").decode(errors="replace"), os.waitstatus_to_exitcode(status)
+
+
 class Devices(tlib.unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="tether-msgs-")
@@ -232,6 +261,88 @@ class Luks(tlib.unittest.TestCase):
                 self.assertIn(f"give a {has} configuration (tether luks list -d {self.img} -s {slot}", msg)
                 self.assertIn(f"tether luks bind -d {self.img} {given} CONFIG) and then unbind slot {slot}", msg)
         self.assertEqual(tether("luks", "list", "-d", self.img).stdout, listed)
+
+    def test_report_hint_carries_the_device(self):
+        self.assertEqual(self.bind().returncode, 0)
+        # The class's other tests bind with -y: the new keys do for them.
+        tlib.tether_keys("rotate", self.srv.keydir)
+        self.assertTrue(tlib.eventually(lambda: b"no longer advertised" in
+                                        tether("luks", "report", "-d", self.img, "-s", "1").stdout))
+        r = tether("luks", "report", "-d", self.img, "-s", "1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"run tether luks regen -d {self.img} -s 1\n", r.stderr.decode())
+        r = tether("luks", "report", "-q", "-d", self.img, "-s", "1")
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr, b"")
+
+    def test_list_hint_carries_the_device(self):
+        # An orphan token: its cryptsetup command names the device.
+        self.assertEqual(self.bind().returncode, 0)
+        run("cryptsetup", "luksKillSlot", "--batch-mode", self.img, "1", check=True)
+        r = tether("luks", "list", "-d", self.img)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"remove it with cryptsetup token remove --token-id 0 {self.img}\n", r.stderr.decode())
+
+    def test_key_file_with_a_trailing_newline(self):
+        nl = os.path.join(self.tmp.name, "pass-nl")
+        with open(nl, "wb") as f:
+            f.write(PASSPHRASE + b"\n")
+        before = tlib.luks_meta(self.img)
+        r = self.bind(keyfile=nl)
+        self.assertEqual(r.returncode, 1)
+        msg = r.stderr.decode()
+        self.assertIn(f"{self.img}: no keyslot opens with that passphrase; the key file {nl} ends with a newline", msg)
+        self.assertIn(f"truncate -s -1 {nl}", msg)
+        self.assertEqual(tlib.luks_meta(self.img), before)
+        # A wrong passphrase without one: no such hint.
+        wrong = os.path.join(self.tmp.name, "wrong")
+        with open(wrong, "wb") as f:
+            f.write(b"wrong")
+        r = self.bind(keyfile=wrong)
+        self.assertEqual(r.returncode, 1)
+        self.assertNotIn("newline", r.stderr.decode())
+        self.assertIn("no keyslot opens with that passphrase", r.stderr.decode())
+        # From standard input the line end is not part of it (as cryptsetup).
+        r = tether("luks", "bind", "-y", "-d", self.img, "-k", "-", "tang", self.cfg, input=PASSPHRASE + b"\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_passphrase_mistyped_at_the_terminal_may_be_typed_again(self):
+        prompt = f"Enter existing LUKS password for {self.img}: ".encode()
+        args = ["luks", "bind", "-y", "-d", self.img, "tang", self.cfg]
+        out, rc = on_terminal(args, [(prompt, b"wrong\n"), (prompt, PASSPHRASE + b"\n")])
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(out.count("Enter existing LUKS password"), 2, out)
+        self.assertIn("no keyslot opens with that passphrase; try again", out)
+        self.assertEqual(tether("luks", "list", "-d", self.img).stdout.decode(), f"1: tang '{self.cfg}'\n")
+        # Three tries, as cryptsetup gives; then it fails.
+        before = tlib.luks_meta(self.img)
+        out, rc = on_terminal(args, [(prompt, b"wrong1\n"), (prompt, b"wrong2\n"), (prompt, b"wrong3\n")])
+        self.assertEqual(rc, 1, out)
+        self.assertEqual(out.count("Enter existing LUKS password"), 3, out)
+        self.assertEqual(out.count("try again"), 2, out)
+        self.assertTrue(out.rstrip().endswith("no keyslot opens with that passphrase"), out)
+        self.assertEqual(tlib.luks_meta(self.img), before)
+        # A key file is not typed: one try.
+        wrong = os.path.join(self.tmp.name, "wrong")
+        with open(wrong, "wb") as f:
+            f.write(b"wrong")
+        out, rc = on_terminal(["luks", "bind", "-y", "-d", self.img, "-k", wrong, "tang", self.cfg])
+        self.assertEqual(rc, 1, out)
+        self.assertNotIn("try again", out)
+        self.assertEqual(tlib.luks_meta(self.img), before)
+
+
+class Decrypt(tlib.unittest.TestCase):
+    def test_standard_input_on_a_terminal_gets_a_hint_and_is_read(self):
+        jwe = tether("encrypt", "null", "{}", input=b"secret").stdout
+        self.assertTrue(jwe)
+        out, rc = on_terminal(["decrypt"], [(b"Ctrl-D", jwe + b"\n\x04")])
+        self.assertEqual(rc, 0, out)
+        self.assertIn("tether decrypt: reading a JWE from standard input (the terminal); end it with Ctrl-D", out)
+        self.assertIn("secret", out)
+        # Not from a pipe.
+        r = tether("decrypt", input=jwe)
+        self.assertEqual((r.returncode, r.stdout, r.stderr), (0, b"secret", b""))
 
 
 class Environment(tlib.unittest.TestCase):
