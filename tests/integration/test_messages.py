@@ -5,7 +5,6 @@ the URL, the variable, the limit)."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -366,6 +365,30 @@ class KeysCli(tlib.unittest.TestCase):
                 self.assertEqual(r.returncode, 2)
                 self.assertEqual(r.stderr, "tether-keys show: --url needs a URL: tether-keys show --url "
                                            "http://SERVER[:PORT]\n")
+
+
+class Tetherd(tlib.unittest.TestCase):
+    def test_startup_line_names_every_socket_also_socket_activated(self):
+        if not shutil.which("systemd-socket-activate"):
+            self.skipTest("no systemd-socket-activate")
+        with tempfile.TemporaryDirectory(prefix="tether-msgs-") as tmp:
+            keydir = os.path.join(tmp, "keys")
+            os.mkdir(keydir)
+            tlib.tether_gen(keydir)
+            ports = [tlib.free_port(), tlib.free_port()]
+            logpath = os.path.join(tmp, "log")
+            with open(logpath, "wb") as log:
+                proc = subprocess.Popen(["systemd-socket-activate", *(f"-l127.0.0.1:{p}" for p in ports),
+                                         tlib.TETHERD, keydir], stdout=log, stderr=log, start_new_session=True)
+            try:
+                # It starts tetherd at the first connection.
+                tlib.wait_http(ports[1], "/adv", status=200)
+                with open(logpath) as f:
+                    line = [l for l in f.read().splitlines() if l.startswith("tetherd: serving")]
+                self.assertEqual(len(line), 1, line)
+                self.assertIn(f" on 127.0.0.1:{ports[0]}, 127.0.0.1:{ports[1]}, ", line[0])
+            finally:
+                tlib.stop_process(proc)
 
 
 if __name__ == "__main__":
