@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <jose/b64.h>
 #include <jose/jwk.h>
@@ -49,12 +50,30 @@ int tc_fault(const char *point, struct tc_err *err) {
         return 0;
 }
 
+/* Why crypt_init() refused device: it says "Block device required"
+ * (-ENOTBLK) for a path that does not exist and for one it may not read
+ * alike, so the path is looked at here. */
+static int cannot_open(const char *device, int r, struct tc_err *err) {
+        struct stat st;
+        if (stat(device, &st) < 0)
+                return tc_fail(err, -errno, "%s: %s", device,
+                               errno == ENOENT ? "no such device or file (check the -d argument)"
+                               : errno == EACCES ? "permission denied on its path (run as root?)"
+                                                 : strerror(errno));
+        if (S_ISDIR(st.st_mode))
+                return tc_fail(err, -EISDIR, "%s is a directory: give the LUKS2 device or image file", device);
+        if (access(device, R_OK) < 0)
+                return tc_fail(err, -errno, "%s: %s", device,
+                               errno == EACCES || errno == EPERM ? "permission denied (run as root?)" : strerror(errno));
+        return tc_fail(err, r, "%s: cannot open: %s", device, strerror(-r));
+}
+
 /* A LUKS device of any version, its header loaded. */
 static int open_luks(const char *device, struct crypt_device **ret, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r = crypt_init(&cd, device);
         if (r < 0)
-                return tc_fail(err, r, "%s: cannot open: %s", device, strerror(-r));
+                return cannot_open(device, r, err);
         r = crypt_load(cd, CRYPT_LUKS, NULL);
         if (r < 0)
                 return tc_fail(err, r, "%s is not a LUKS device", device);
@@ -337,9 +356,11 @@ static int volume_key(const struct tc_ctx *ctx, struct crypt_device *cd, const c
         if (auth->passphrase) {
                 r = crypt_volume_key_get(cd, CRYPT_ANY_SLOT, (char *) vk, vk_len, (const char *) auth->passphrase,
                                          auth->passphrase_len);
-                return r < 0 ? tc_fail(err, r, "%s: %s", device,
-                                       r == -EPERM ? "no keyslot opens with that passphrase" : strerror(-r))
-                             : r;
+                /* -EKEYREJECTED: the passphrase, nothing else, was wrong (a
+                 * person at the terminal may try again). */
+                if (r == -EPERM)
+                        return tc_fail(err, -EKEYREJECTED, "%s: no keyslot opens with that passphrase", device);
+                return r < 0 ? tc_fail(err, r, "%s: %s", device, strerror(-r)) : r;
         }
         const struct tc_luks_binding *b = NULL;
         for (size_t i = 0; i < bindings->n; i++)
@@ -1105,6 +1126,32 @@ static int replace_keyslot(struct crypt_device *cd, const char *device, const st
         return 0;
 }
 
+/* The pin a configuration is written for, as far as its keys tell (sss:
+ * "t", "pins"; tang: "url", "thp", "adv"), or NULL. */
+static const char *config_pin(const json_t *cfg) {
+        if (json_object_get(cfg, "pins") || json_object_get(cfg, "t"))
+                return "sss";
+        if (json_object_get(cfg, "url") || json_object_get(cfg, "thp") || json_object_get(cfg, "adv"))
+                return "tang";
+        return NULL;
+}
+
+/* edit keeps the pin: another pin's configuration would be read as this
+ * one's ("tang configuration has no url" for an sss policy), so it is named
+ * for what it is before anything else happens. */
+static int check_edit_pin(const char *device, const struct tc_luks_binding *b, const char *new_config,
+                          struct tc_err *err) {
+        json_auto_t *cfg = json_loads(new_config, 0, NULL);
+        const char *pin = config_pin(cfg);
+        if (!pin || strcmp(pin, b->pin) == 0)
+                return 0;
+        return tc_fail(err, -EINVAL,
+                       "%s slot %d is bound with the %s pin, but the configuration given is for the %s pin: edit keeps the "
+                       "pin, so give a %s configuration (tether luks list -d %s -s %d shows the current one), or bind "
+                       "again with the %s pin (tether luks bind -d %s %s CONFIG) and then unbind slot %d",
+                       device, b->slot, b->pin, pin, b->pin, device, b->slot, pin, device, pin, b->slot);
+}
+
 int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const struct tc_luks_rebind_opts *o,
                    struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
@@ -1123,6 +1170,9 @@ int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const
                 return r;
         if (!b->pin || !b->config)
                 return tc_fail(err, -EINVAL, "%s slot %d: cannot read the binding's configuration", device, slot);
+        /* Another pin's configuration first: it would be read as this one's. */
+        if (o->config && (r = check_edit_pin(device, b, o->config, err)) < 0)
+                return r;
         if (o->config && !o->force && config_unchanged(b, o->config))
                 return tc_fail(err, -EALREADY, "%s slot %d: no changes detected: that is the binding's configuration (-f rebinds anyway)",
                                device, slot);

@@ -69,10 +69,27 @@ static void describe_errno(long os_errno, char *buf, size_t len) {
         buf[0] = (char) (buf[0] >= 'A' && buf[0] <= 'Z' ? buf[0] - 'A' + 'a' : buf[0]);
 }
 
-static void describe(CURL *curl, CURLcode cr, const struct tc_ctx *ctx, char *buf, size_t len) {
+/* A TLS handshake that failed: the usual cause is https:// to a server that
+ * speaks plain HTTP on that port (as tang servers usually do). OpenSSL reads
+ * its HTTP answer as a TLS record and says "wrong version number" (3.0) or
+ * "packet length too long" / "record layer failure" (later versions). */
+static void describe_tls(const char *detail, char *buf, size_t len) {
+        if (strstr(detail, "wrong version number") || strstr(detail, "packet length too long") ||
+            strstr(detail, "record layer failure"))
+                snprintf(buf, len, "TLS handshake failed: the server does not speak TLS on that port (a plain HTTP "
+                         "server? try http:// instead of https://)");
+        else
+                snprintf(buf, len, "TLS handshake failed%s%s%s: check that the server speaks TLS on that port, or "
+                         "try http://", *detail ? " (" : "", detail, *detail ? ")" : "");
+}
+
+static void describe(CURL *curl, CURLcode cr, const char *detail, const struct tc_ctx *ctx, char *buf, size_t len) {
         long os_errno = 0;
         curl_easy_getinfo(curl, CURLINFO_OS_ERRNO, &os_errno);
         switch (cr) {
+        case CURLE_SSL_CONNECT_ERROR:
+                describe_tls(detail, buf, len);
+                break;
         case CURLE_COULDNT_CONNECT:
                 if (os_errno)
                         describe_errno(os_errno, buf, len);
@@ -179,7 +196,7 @@ static bool cap_by_deadline(CURL *curl, const struct tc_ctx *ctx) {
 int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body, size_t body_len,
                     const char *content_type, struct tc_http_reply *reply, struct tc_err *err) {
         struct curl_slist *headers = NULL;
-        char ct[128], why[256];
+        char ct[128], why[512], detail[CURL_ERROR_SIZE] = "";
         struct transfer t = { .reply = reply, .ctx = ctx };
         CURLcode cr = CURLE_OK;
         unsigned attempt = 0;
@@ -191,6 +208,7 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
         if (!curl)
                 return tc_fail(err, -ENOMEM, "cannot initialize HTTP");
         curl_easy_setopt(curl, CURLOPT_URL, url);
+        curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, detail);
         curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
@@ -252,7 +270,7 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
                 else if (t.too_large)
                         r = tc_fail(err, -EMSGSIZE, "%s: answer larger than %d bytes", url, TC_HTTP_MAX_BODY);
                 else {
-                        describe(curl, cr, ctx, why, sizeof(why));
+                        describe(curl, cr, detail, ctx, why, sizeof(why));
                         if (transient(cr))
                                 r = tc_fail(err, cr == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EHOSTUNREACH,
                                             "%s unreachable: %s after %u attempt%s", url, why, attempt,

@@ -104,7 +104,7 @@ int tc_jwe_parse_decoded(const char *compact, size_t len, json_t *header, struct
         memset(ret, 0, sizeof(*ret));
         len = trimmed_len(compact, len);
         if (len > TC_JWE_MAX)
-                return tc_fail(err, -EMSGSIZE, "JWE is larger than %d bytes", TC_JWE_MAX);
+                return tc_fail(err, -EMSGSIZE, "JWE is larger than %d MiB, the most a JWE may be", TC_JWE_MAX >> 20);
         const char *p = compact, *end = compact + len;
         while (n < 5) {
                 const char *dot = memchr(p, '.', (size_t) (end - p));
@@ -167,7 +167,7 @@ int tc_jwe_encrypt(const json_t *header, const uint8_t cek[TC_CEK_LEN], const ui
         int outl = 0, finl = 0;
 
         if (pt_len > TC_JWE_MAX / 2)
-                return tc_fail(err, -EMSGSIZE, "plaintext is larger than %d bytes", TC_JWE_MAX / 2);
+                return tc_fail(err, -EMSGSIZE, "plaintext is larger than %d MiB, the most tether encrypts", TC_JWE_MAX >> 21);
         if (!hdr || !c || !(prot = b64_enc((const uint8_t *) hdr, strlen(hdr))) || !(ct = malloc(pt_len + 1)))
                 return tc_fail(err, -ENOMEM, "out of memory");
         if (RAND_bytes(iv, sizeof(iv)) != 1)

@@ -36,8 +36,11 @@ int tc_tang_verify_adv(const json_t *jws, const char *where, json_t **payload, s
 int tc_tang_parse_adv(const char *body, size_t len, const char *where, json_t **jws, json_t **payload,
                       struct tc_err *err) {
         json_auto_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+        /* An HTML page, say: a web server, not tang, answers at that URL. */
         if (!json_is_object(j))
-                return tc_fail(err, -EBADMSG, "advertisement from %s is not a JSON object", where);
+                return tc_fail(err, -EBADMSG,
+                               "%s did not answer with an advertisement: the answer is not a JSON object (is there a "
+                               "tang server at that URL? check the URL)", where);
         int r = tc_tang_verify_adv(j, where, payload, err);
         if (r < 0)
                 return r;
@@ -85,11 +88,19 @@ int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp
                 long status = reply.status;
                 char text[SERVER_TEXT_MAX + 1];
                 server_text(&reply, text, sizeof(text));
-                if (text[0])
+                /* A 404 to /adv is no tang server there (a wrong path
+                 * prefix, port or host), whatever page came with it; to
+                 * /adv/THP it may also be an unknown key, which
+                 * tang_encrypt tells apart. */
+                if (status == 404 && !thp)
+                        return tc_fail(err, -EPROTO,
+                                       "%s answered HTTP 404: there is no tang server at that URL; check the URL (its "
+                                       "host, port and path)", adv_url);
+                if (text[0] && status != 404)
                         return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld: \"%s\" (the server's log says why)",
                                        adv_url, status, text);
-                return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld%s", adv_url, status,
-                               status == 404 && thp ? " (no signing key with that thumbprint)" : "");
+                return status == 404 ? tc_fail(err, -EPROTO, "%s answered HTTP 404", adv_url)
+                                     : tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld", adv_url, status);
         }
         return tc_tang_parse_adv(reply.body, reply.len, adv_url, jws, payload, err);
 }
@@ -154,14 +165,45 @@ static int load_adv_file(const char *path, json_t **jws, struct tc_err *err) {
         return 0;
 }
 
+/* "A, B": the S256 thumbprints of keys, for a message; "" if none. */
+static void list_thumbprints(const json_t *keys, char *buf, size_t size) {
+        json_t *k;
+        size_t i, used = 0;
+        buf[0] = '\0';
+        json_array_foreach(keys, i, k) {
+                _cleanup_free_ char *thp = tk_thumbprint(k, "S256");
+                int n = thp ? snprintf(buf + used, size - used, "%s%s", used ? ", " : "", thp) : 0;
+                if (n < 0 || (size_t) n >= size - used)
+                        break;
+                used += (size_t) n;
+        }
+}
+
+/* A thp the server answers /adv/THP for but does not advertise: tang (and
+ * tetherd) serve that for rotated keys too, signed by the current keys.
+ * Clevis refuses such a thp, and so does tether; the message says why and
+ * what to give instead. */
+static int thp_not_advertised(const struct tang_config *c, const json_t *verify, struct tc_err *err) {
+        char current[512];
+        list_thumbprints(verify, current, sizeof(current));
+        return tc_fail(err, -EPERM,
+                       "signing key %s is no longer advertised by %s (the server still serves /adv/%s: the key was "
+                       "rotated away); a rotated key is not trusted, as in Clevis: give a current signing key's "
+                       "thumbprint as \"thp\" (the server advertises %s; check with tether-keys show or tang-show-keys "
+                       "on the server)",
+                       c->thp, c->url, c->thp, current[0] ? current : "none");
+}
+
 /* Trust on first use, as Clevis: a given advertisement is trusted as is; a
  * thp must name one of its signing keys; otherwise -y or the user decides. */
 static int check_trust(const struct tc_ctx *ctx, const struct tang_config *c, bool adv_given, const json_t *verify,
                        struct tc_err *err) {
         if (c->thp) {
-                if (!find_by_thumbprint(verify, c->thp))
-                        return tc_fail(err, -EPERM, "trusted key %s did not sign the advertisement of %s", c->thp, c->url);
-                return 0;
+                if (find_by_thumbprint(verify, c->thp))
+                        return 0;
+                if (!adv_given)
+                        return thp_not_advertised(c, verify, err);
+                return tc_fail(err, -EPERM, "trusted key %s did not sign the advertisement of %s", c->thp, c->url);
         }
         if (adv_given || ctx->trust_all)
                 return 0;
@@ -194,6 +236,28 @@ static int check_trust(const struct tc_ctx *ctx, const struct tang_config *c, bo
         return r;
 }
 
+/* /adv/THP was refused (err says how): /adv, asked too, tells a key the
+ * server does not have from a URL with no tang server. */
+static int explain_unknown_thp(const struct tc_ctx *ctx, const struct tang_config *c, struct tc_err *err) {
+        json_auto_t *jws = NULL, *payload = NULL, *verify = NULL;
+        struct tc_err probe = {}, first = *err;
+        char current[512];
+        int r = tc_tang_fetch_adv(ctx, c->url, NULL, &jws, &payload, &probe);
+        if (r == -EPROTO || r == -EBADMSG) {
+                /* Not a tang server (there): its words say that. */
+                *err = probe;
+                return r;
+        }
+        if (r < 0 || !(verify = tc_tang_keys_for(payload, "verify")))
+                return tc_fail(err, -EPROTO, "%s (no signing key with that thumbprint, or no tang server at that URL)",
+                               first.msg);
+        list_thumbprints(verify, current, sizeof(current));
+        return tc_fail(err, -EPROTO,
+                       "tang server %s refused signing key %s: %s, while its /adv answers (its signing keys: %s); "
+                       "check the thumbprint with tether-keys show or tang-show-keys on the server",
+                       c->url, c->thp, first.msg, current[0] ? current : "none");
+}
+
 static int tang_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8_t *pt, size_t pt_len, char **jwe,
                         struct tc_err *err) {
         struct tang_config c;
@@ -216,8 +280,11 @@ static int tang_encrypt(const struct tc_ctx *ctx, const json_t *cfg, const uint8
                 else if ((r = load_adv_file(c.adv_file, &jws, err)) < 0)
                         return r;
                 r = tc_tang_verify_adv(jws, c.adv_file ? c.adv_file : "the configuration", &payload, err);
-        } else
+        } else {
                 r = tc_tang_fetch_adv(ctx, c.url, c.thp, &jws, &payload, err);
+                if (r == -EPROTO && c.thp)
+                        r = explain_unknown_thp(ctx, &c, err);
+        }
         if (r < 0)
                 return r;
 

@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
         if (o.backoff_min_ms > o.backoff_max_ms)
                 o.backoff_min_ms = o.backoff_max_ms;
         if (program_ctx_from_environment(&ctx, &err) < 0) {
-                fprintf(stderr, "tether-askpass: TETHER_TIMEOUT is not a number of seconds\n");
+                fprintf(stderr, "tether-askpass: %s\n", err.msg);
                 return EXIT_USAGE;
         }
         /* The agent paces its own retries. */

@@ -185,7 +185,7 @@ static int show_url(const char *url) {
         if (!base)
                 return EXIT_FAILURE;
         if (program_ctx_from_environment(&ctx, &err) < 0) {
-                fprintf(stderr, "%s show: TETHER_TIMEOUT must be a number of seconds\n", program);
+                fprintf(stderr, "%s show: %s\n", program, err.msg);
                 return EXIT_FAILURE;
         }
         if (tc_tang_fetch_adv(&ctx, base, NULL, &jws, &payload, &err) < 0) {
@@ -210,6 +210,8 @@ static int cmd_show(int argc, char **argv) {
                 return r;
         if (url && n_args > 0)
                 return usage_error(&show_usage, "both DIR %s and --url given: show one or the other", argv[optind]);
+        if (url && !*url)
+                return usage_error(&show_usage, "--url needs a URL: tether-keys show --url http://SERVER[:PORT]");
         if (url)
                 return show_url(url);
         if (n_args == 0)

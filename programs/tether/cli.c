@@ -14,11 +14,20 @@ int cli_read_all(FILE *in, size_t max, uint8_t **buf, size_t *len) {
         int r;
 
         for (;;) {
+                /* Full at max: only more input makes it too large. */
+                if (n == cap && cap >= max) {
+                        char extra;
+                        if (fread(&extra, 1, 1, in) == 1)
+                                return -EMSGSIZE;
+                        break;
+                }
                 if (n == cap && (r = tc_secret_grow(&b, n, &cap, max)) < 0)
                         return r;
                 size_t got = fread(b + n, 1, cap - n, in);
                 n += got;
-                if (got == 0)
+                /* feof() too: a terminal's end (Ctrl-D) is not sticky, and
+                 * reading on would wait for a second one. */
+                if (got == 0 || feof(in))
                         break;
         }
         if (ferror(in))

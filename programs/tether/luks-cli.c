@@ -62,10 +62,11 @@ static const char *passphrase_source(const char *keyfile) {
         return isatty(STDIN_FILENO) ? "the terminal" : "standard input";
 }
 
-static const char *passphrase_error(int r) {
-        return r == -ENODATA  ? "it is empty"
-               : r == -EMSGSIZE ? "no newline in the first 8 KiB"
-                                : strerror(-r);
+static const char *passphrase_error(const char *keyfile, int r) {
+        bool file = keyfile && strcmp(keyfile, "-") != 0;
+        if (r == -EMSGSIZE)
+                return file ? "larger than 8 KiB, the most a passphrase may be here" : "no newline in the first 8 KiB";
+        return r == -ENODATA ? "it is empty" : strerror(-r);
 }
 
 /* A key file (all of it, as cryptsetup --key-file); "-": the first line of
@@ -82,12 +83,14 @@ static int read_passphrase(const char *keyfile, const char *device, uint8_t **ou
         struct termios old, noecho;
         if (!tty)
                 return -ENXIO;
-        fprintf(tty, "Enter existing LUKS password for %s: ", device);
-        fflush(tty);
         tcgetattr(fileno(tty), &old);
         noecho = old;
         noecho.c_lflag &= (tcflag_t) ~ECHO;
+        /* Echo off before the prompt: TCSAFLUSH drops what was typed
+         * before, and an answer to the prompt must not be among it. */
         tcsetattr(fileno(tty), TCSAFLUSH, &noecho);
+        fprintf(tty, "Enter existing LUKS password for %s: ", device);
+        fflush(tty);
         int r = read_line(tty, out, len);
         tcsetattr(fileno(tty), TCSAFLUSH, &old);
         fputc('\n', tty);
@@ -102,9 +105,12 @@ struct passphrase_from {
 static int ask_passphrase(void *data, uint8_t **pass, size_t *len, struct tc_err *err) {
         const struct passphrase_from *p = data;
         int r = read_passphrase(p->keyfile, p->device, pass, len);
-        return r < 0 ? tc_fail(err, r, "cannot read it from %s: %s", passphrase_source(p->keyfile), passphrase_error(r))
+        return r < 0 ? tc_fail(err, r, "cannot read it from %s: %s", passphrase_source(p->keyfile), passphrase_error(p->keyfile, r))
                      : 0;
 }
+
+/* As cryptsetup: a passphrase typed at the terminal may be mistyped. */
+#define PASSPHRASE_TRIES 3
 
 static int fail(const char *cmd, const struct tc_err *err) {
         fprintf(stderr, "tether luks %s: %s\n", cmd, err->msg);
@@ -229,17 +235,40 @@ static int cmd_bind(const struct luks_opts *a) {
         uint8_t *pass = NULL;
         size_t pass_len = 0;
         TC_CLEANUP_SECRET(pass, pass_len);
-        if (o.auth.existing_token < 0) {
-                int r = read_passphrase(keyfile, device, &pass, &pass_len);
-                if (r < 0) {
-                        fprintf(stderr, "tether luks bind: cannot read the existing passphrase from %s: %s\n",
-                                passphrase_source(keyfile), passphrase_error(r));
-                        return EXIT_FAILURE;
+        int r;
+        /* Typed at the terminal, a passphrase may be mistyped: 3 tries, as
+         * cryptsetup gives. One from a file or standard input is what it is. */
+        bool typed = !keyfile && o.auth.existing_token < 0 && isatty(STDIN_FILENO);
+        for (int tries = 1;; tries++) {
+                if (o.auth.existing_token < 0) {
+                        r = read_passphrase(keyfile, device, &pass, &pass_len);
+                        if (r < 0) {
+                                fprintf(stderr, "tether luks bind: cannot read the existing passphrase from %s: %s\n",
+                                        passphrase_source(keyfile), passphrase_error(keyfile, r));
+                                return EXIT_FAILURE;
+                        }
+                        o.auth.passphrase = pass;
+                        o.auth.passphrase_len = pass_len;
                 }
-                o.auth.passphrase = pass;
-                o.auth.passphrase_len = pass_len;
+                r = tc_luks_bind(&ctx, device, &o, &err);
+                if (r >= 0)
+                        return EXIT_SUCCESS;
+                if (r != -EKEYREJECTED || !typed || tries == PASSPHRASE_TRIES)
+                        break;
+                fprintf(stderr, "tether luks bind: %s; try again\n", err.msg);
+                tc_secret_free(TAKE_PTR(pass), pass_len);
+                pass_len = 0;
         }
-        return tc_luks_bind(&ctx, device, &o, &err) < 0 ? fail("bind", &err) : EXIT_SUCCESS;
+        /* cryptsetup uses a key file's bytes exactly: a newline an editor
+         * or echo added is part of the passphrase. */
+        if (r == -EKEYREJECTED && keyfile && strcmp(keyfile, "-") != 0 && pass_len > 0 && pass[pass_len - 1] == '\n')
+                fprintf(stderr, "tether luks bind: %s; the key file %s ends with a newline, which is part of the "
+                        "passphrase (cryptsetup uses a key file's bytes exactly): if the passphrase has none, remove "
+                        "it (truncate -s -1 %s) or write the file with printf '%%s' instead of echo\n",
+                        err.msg, keyfile, keyfile);
+        else
+                fail("bind", &err);
+        return EXIT_FAILURE;
 }
 
 /* ------------------------------------------------------------ unbind */
@@ -287,8 +316,8 @@ static int cmd_list(const struct luks_opts *a) {
         for (size_t i = 0; i < b.n; i++) {
                 const struct tc_luks_binding *x = &b.items[i];
                 if (x->malformed) {
-                        fprintf(stderr, "tether luks list: %s: token %d is not a valid clevis token (%s); remove it with cryptsetup token remove --token-id %d\n",
-                                device, x->token, x->malformed, x->token);
+                        fprintf(stderr, "tether luks list: %s: token %d is not a valid clevis token (%s); remove it with cryptsetup token remove --token-id %d %s\n",
+                                device, x->token, x->malformed, x->token, device);
                         rc = EXIT_FAILURE;
                         continue;
                 }
@@ -296,8 +325,9 @@ static int cmd_list(const struct luks_opts *a) {
                         continue;
                 _cleanup_free_ char *cfg = x->config ? json_dumps(x->config, JSON_COMPACT) : NULL;
                 if (x->slot < 0 || !x->slot_active) {
-                        fprintf(stderr, "tether luks list: %s: token %d is an orphan (%s); remove it with cryptsetup token remove --token-id %d\n",
-                                device, x->token, x->slot < 0 ? "assigned to no keyslot" : "its keyslot is not in use", x->token);
+                        fprintf(stderr, "tether luks list: %s: token %d is an orphan (%s); remove it with cryptsetup token remove --token-id %d %s\n",
+                                device, x->token, x->slot < 0 ? "assigned to no keyslot" : "its keyslot is not in use", x->token,
+                                device);
                         rc = EXIT_FAILURE;
                         continue;
                 }
@@ -370,11 +400,13 @@ static int cmd_unlock(const struct luks_opts *a) {
         _cleanup_free_ char *default_name = NULL;
         if (!a->test && !name) {
                 _cleanup_free_ char *uuid = NULL;
-                /* Whatever failed, the message unlock always gave: a device that
-                 * cannot be opened is no LUKS device to unlock either. */
-                if (tc_luks_uuid(device, &uuid, &err) < 0 || asprintf(&default_name, "luks-%s", uuid) < 0) {
+                /* The library's message: a missing or unreadable device is
+                 * not "not a LUKS device". */
+                if (tc_luks_uuid(device, &uuid, &err) < 0)
+                        return fail("unlock", &err);
+                if (asprintf(&default_name, "luks-%s", uuid) < 0) {
                         default_name = NULL; /* undefined after a failed asprintf, and freed on return */
-                        fprintf(stderr, "tether luks unlock: %s is not a LUKS device\n", device);
+                        fprintf(stderr, "tether luks unlock: out of memory\n");
                         return EXIT_FAILURE;
                 }
                 name = default_name;
@@ -484,6 +516,9 @@ static int cmd_report(const struct luks_opts *a) {
                 printf("%s slot %d: regenerated\n", device, slot);
                 return EXIT_SUCCESS;
         }
+        if (!quiet)
+                fprintf(stderr, "tether luks report: to re-encrypt slot %d to the keys its servers advertise now, run "
+                        "tether luks regen -d %s -s %d\n", slot, device, slot);
         return quiet ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 

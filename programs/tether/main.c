@@ -11,7 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define INPUT_MAX (16 * 1024 * 1024)
+#define INPUT_MAX (16 * 1024 * 1024)       /* a JWE: client/proto/jwe.h TC_JWE_MAX */
+#define PLAINTEXT_MAX (8 * 1024 * 1024)    /* what fits in one: TC_JWE_MAX / 2 */
 
 static const struct usage encrypt_usage = {
         .prog = "tether encrypt",
@@ -60,9 +61,13 @@ static int cmd_encrypt(int argc, char **argv) {
         uint8_t *pt = NULL;
         size_t pt_len = 0;
         TC_CLEANUP_SECRET(pt, pt_len);
-        int r = cli_read_all(stdin, INPUT_MAX, &pt, &pt_len);
+        int r = cli_read_all(stdin, PLAINTEXT_MAX, &pt, &pt_len);
         if (r < 0) {
-                fprintf(stderr, "tether encrypt: cannot read the plaintext: %s\n", strerror(-r));
+                if (r == -EMSGSIZE)
+                        fprintf(stderr, "tether encrypt: the plaintext on standard input is larger than %d MiB, the "
+                                "most tether encrypts\n", PLAINTEXT_MAX >> 20);
+                else
+                        fprintf(stderr, "tether encrypt: cannot read the plaintext: %s\n", strerror(-r));
                 return EXIT_FAILURE;
         }
         _cleanup_free_ char *jwe = NULL;
@@ -101,13 +106,22 @@ static int cmd_decrypt(int argc, char **argv) {
                                    argv[optind]);
         if (cli_init_ctx(&ctx, false) < 0)
                 return CLI_EXIT_USAGE;
+        /* Run with nothing redirected, it would seem to hang: it waits for
+         * a JWE typed or pasted, which it still takes. */
+        if (isatty(STDIN_FILENO))
+                fputs("tether decrypt: reading a JWE from standard input (the terminal); end it with Ctrl-D, or run "
+                      "tether decrypt < FILE\n", stderr);
         _cleanup_free_ uint8_t *in = NULL;
         uint8_t *pt = NULL;
         size_t in_len = 0, pt_len = 0;
         TC_CLEANUP_SECRET(pt, pt_len);
         int r = cli_read_all(stdin, INPUT_MAX, &in, &in_len);
         if (r < 0) {
-                fprintf(stderr, "tether decrypt: cannot read the JWE: %s\n", strerror(-r));
+                if (r == -EMSGSIZE)
+                        fprintf(stderr, "tether decrypt: the input on standard input is larger than %d MiB, the most a "
+                                "JWE may be\n", INPUT_MAX >> 20);
+                else
+                        fprintf(stderr, "tether decrypt: cannot read the JWE: %s\n", strerror(-r));
                 return EXIT_FAILURE;
         }
         r = tc_decrypt(&ctx, (const char *) in, in_len, &pt, &pt_len, &err);

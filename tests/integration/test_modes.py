@@ -190,7 +190,8 @@ class Modes(tlib.unittest.TestCase):
         os.chmod(self.tmp.name, 0o711)
         os.chmod(self.keydir, 0o700)
         msg = self.start_error(*local, self.keydir, user=65534)
-        self.assertIn("Permission denied", msg)
+        self.assertIn("permission denied: tetherd runs as user nobody (uid 65534)", msg)
+        self.assertIn("tether-keys migrate --from " + self.keydir, msg)
         msg = self.start_error("-p", "http", self.keydir)
         self.assertIn("invalid port 'http'", msg)
         for bad in ("::1::2", "not an address"):

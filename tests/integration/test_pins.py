@@ -422,15 +422,24 @@ class Input(tlib.unittest.TestCase):
             self.assertEqual(dec.stdout, pt, size)
 
     def test_input_beyond_the_bound_is_refused(self):
-        r = tether("encrypt", "null", "{}", input=b"x" * (INPUT_MAX - 1))
-        self.assertEqual(r.returncode, 1)
-        self.assertIn(f"tether encrypt null: plaintext is larger than {PLAINTEXT_MAX} bytes", r.stderr.decode())
-        for cmd in (["encrypt", "null", "{}"], ["decrypt"]):
-            r = tether(*cmd, input=b"x" * (INPUT_MAX + 1))
+        # Each says which limit, in MiB (issue 13: not "Message too long").
+        for cmd, size, msg in ((["encrypt", "null", "{}"], PLAINTEXT_MAX + 1,
+                                "the plaintext on standard input is larger than 8 MiB, the most tether encrypts"),
+                               (["encrypt", "null", "{}"], INPUT_MAX + 1,
+                                "the plaintext on standard input is larger than 8 MiB, the most tether encrypts"),
+                               (["decrypt"], INPUT_MAX + 1,
+                                "the input on standard input is larger than 16 MiB, the most a JWE may be")):
+            r = tether(*cmd, input=b"x" * size)
             self.assertEqual(r.returncode, 1, cmd)
-            what = "plaintext" if cmd[0] == "encrypt" else "JWE"
-            self.assertEqual(r.stderr.decode(), f"tether {cmd[0]}: cannot read the {what}: Message too long\n")
+            self.assertEqual(r.stderr.decode(), f"tether {cmd[0]}: {msg}\n")
             self.assertEqual(r.stdout, b"")
+
+    def test_input_of_exactly_the_bound_is_read(self):
+        # The buffer is full at the bound: only a byte more is too much.
+        r = tether("decrypt", input=b"x" * INPUT_MAX)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.decode(), "tether decrypt: input is not a compact JWE (five base64url parts "
+                                            "separated by dots)\n")
 
 
 if __name__ == "__main__":
