@@ -147,28 +147,18 @@ def man_files_entries(path):
     return out
 
 
-def tmpfiles_paths(root, tmpfiles_dir):
-    paths = set()
-    for dirpath, _, names in os.walk(os.path.join(root, tmpfiles_dir.lstrip('/'))):
+def config_fields(root, config_dir, keep):
+    """The second field of each line of the files under config_dir whose
+    first field keep accepts (tmpfiles.d: paths; sysusers.d 'u': users)."""
+    found = set()
+    for dirpath, _, names in os.walk(os.path.join(root, config_dir.lstrip('/'))):
         for n in names:
             with open(os.path.join(dirpath, n)) as f:
                 for line in f:
                     parts = line.split()
-                    if parts and not parts[0].startswith('#') and len(parts) > 1:
-                        paths.add(parts[1])
-    return paths
-
-
-def sysusers_names(root, sysusers_dir):
-    users = set()
-    for dirpath, _, names in os.walk(os.path.join(root, sysusers_dir.lstrip('/'))):
-        for n in names:
-            with open(os.path.join(dirpath, n)) as f:
-                for line in f:
-                    parts = line.split()
-                    if parts and parts[0] == 'u' and len(parts) > 1:
-                        users.add(parts[1])
-    return users
+                    if len(parts) > 1 and keep(parts[0]):
+                        found.add(parts[1])
+    return found
 
 
 def check_docs(source, root, prefix):
@@ -180,8 +170,8 @@ def check_docs(source, root, prefix):
         fail('meson install installs %s, which README\'s Deployment table does not list' % p)
 
     units = {os.path.basename(p) for p in installed if '/systemd/system/' in p}
-    tmpfiles = tmpfiles_paths(root, prefix + '/lib/tmpfiles.d')
-    sysusers = sysusers_names(root, prefix + '/lib/sysusers.d')
+    tmpfiles = config_fields(root, prefix + '/lib/tmpfiles.d', lambda kind: not kind.startswith('#'))
+    sysusers = config_fields(root, prefix + '/lib/sysusers.d', lambda kind: kind == 'u')
     mans = sorted(p for p in installed if '/share/man/' in p)
     if not mans:
         fail('no man page installed')

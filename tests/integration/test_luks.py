@@ -27,35 +27,6 @@ def detached(*args, env=None, input=None):
                           input=input, stdin=None if input is not None else subprocess.DEVNULL)
 
 
-def on_terminal(*args, answer=b"n\n", password=None, timeout=60):
-    """tether with a pseudo-terminal as its controlling terminal (a person
-    at the keyboard): answers a trust question with answer, a passphrase
-    prompt with password. Returns (what the terminal showed, exit status)."""
-    import pty
-    import select
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execv(tlib.TETHER, [tlib.TETHER, *args])
-    out, deadline = b"", time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not select.select([fd], [], [], 1)[0]:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-        if b"[ynYN]" in chunk:
-            os.write(fd, answer)
-        if password is not None and b"LUKS password for" in chunk:
-            os.write(fd, password + b"\n")
-    os.close(fd)
-    _, status = os.waitpid(pid, 0)
-    return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
-
-
 SRCDIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -86,16 +57,7 @@ def edit_luks2_json(img, edit):
             f.write(area)
 
 
-class Luks(tlib.unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = tlib.Tetherd(args=["-q"])
-        cls.url = f"http://127.0.0.1:{cls.srv.port}"
-        cls.cfg = json.dumps({"url": cls.url}, separators=(",", ":"))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.srv.close()
+class Luks(tlib.ServerCase):
 
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="tether-luks-")
@@ -304,7 +266,7 @@ class Luks(tlib.unittest.TestCase):
                         self.assertIn("tether-keys show (or tang-show-keys) on the server", msg)
                         self.assertIn("-y", msg)
                         self.assertEqual(luks_meta(self.img), before)
-                out, rc = on_terminal("luks", "regen", "-d", self.img, "-s", "1", answer=b"n\n")
+                out, rc = tlib.on_terminal(["luks", "regen", "-d", self.img, "-s", "1"], [(b"[ynYN]", b"n\n")])
                 self.assertEqual(rc, 1, out)
                 self.assertIn("tether-keys show (or tang-show-keys) on", out)
                 self.assertIn(b_sig, out)
@@ -386,7 +348,8 @@ class Luks(tlib.unittest.TestCase):
                 self.assertIn("rerun with -y", r.stderr.decode())
                 self.assertEqual(luks_meta(self.img), before)
                 # On a terminal: the passphrase is asked first, then the keys.
-                out, rc = on_terminal("luks", "regen", "-d", self.img, "-s", "1", password=PASSPHRASE, answer=b"y\n")
+                out, rc = tlib.on_terminal(["luks", "regen", "-d", self.img, "-s", "1"],
+                                           [(b"LUKS password for", PASSPHRASE + b"\n"), (b"[ynYN]", b"y\n")])
                 self.assertEqual(rc, 0, out)
                 self.assertLess(out.index("LUKS password for"), out.index("trust these keys"), out)
                 self.assert_consistent()

@@ -38,35 +38,6 @@ def last_line(r):
     return text.strip().splitlines()[-1] if text.strip() else ""
 
 
-def on_terminal(args, typed=(), timeout=60):
-    """tether with a pseudo-terminal as its controlling terminal and standard
-    input: each of typed (prompt, answer) writes answer once prompt is shown
-    (in order). Returns (what the terminal showed, exit status)."""
-    import pty
-    import select
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execv(tlib.TETHER, [tlib.TETHER, *args])
-    out, deadline, todo = b"", time.monotonic() + timeout, list(typed)
-    while time.monotonic() < deadline:
-        if not select.select([fd], [], [], 0.5)[0]:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-        while todo and todo[0][0] in out.split(b"\x00")[-1]:
-            prompt, answer = todo.pop(0)
-            out += b"\x00"   # a mark: the next prompt must come after it
-            os.write(fd, answer)
-    os.close(fd)
-    _, status = os.waitpid(pid, 0)
-    return out.replace(b"\x00", b"").decode(errors="replace"), os.waitstatus_to_exitcode(status)
-
-
 class Devices(tlib.unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="tether-msgs-")
@@ -223,16 +194,7 @@ class Servers(tlib.unittest.TestCase):
                 self.assertNotIn("SSL connect error", msg)
 
 
-class Luks(tlib.unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = tlib.Tetherd(args=["-q"])
-        cls.url = f"http://127.0.0.1:{cls.srv.port}"
-        cls.cfg = json.dumps({"url": cls.url}, separators=(",", ":"))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.srv.close()
+class Luks(tlib.ServerCase):
 
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="tether-msgs-")
@@ -312,14 +274,14 @@ class Luks(tlib.unittest.TestCase):
     def test_passphrase_mistyped_at_the_terminal_may_be_typed_again(self):
         prompt = f"Enter existing LUKS password for {self.img}: ".encode()
         args = ["luks", "bind", "-y", "-d", self.img, "tang", self.cfg]
-        out, rc = on_terminal(args, [(prompt, b"wrong\n"), (prompt, PASSPHRASE + b"\n")])
+        out, rc = tlib.on_terminal(args, [(prompt, b"wrong\n"), (prompt, PASSPHRASE + b"\n")])
         self.assertEqual(rc, 0, out)
         self.assertEqual(out.count("Enter existing LUKS password"), 2, out)
         self.assertIn("no keyslot opens with that passphrase; try again", out)
         self.assertEqual(tether("luks", "list", "-d", self.img).stdout.decode(), f"1: tang '{self.cfg}'\n")
         # Three tries, as cryptsetup gives; then it fails.
         before = tlib.luks_meta(self.img)
-        out, rc = on_terminal(args, [(prompt, b"wrong1\n"), (prompt, b"wrong2\n"), (prompt, b"wrong3\n")])
+        out, rc = tlib.on_terminal(args, [(prompt, b"wrong1\n"), (prompt, b"wrong2\n"), (prompt, b"wrong3\n")])
         self.assertEqual(rc, 1, out)
         self.assertEqual(out.count("Enter existing LUKS password"), 3, out)
         self.assertEqual(out.count("try again"), 2, out)
@@ -329,7 +291,7 @@ class Luks(tlib.unittest.TestCase):
         wrong = os.path.join(self.tmp.name, "wrong")
         with open(wrong, "wb") as f:
             f.write(b"wrong")
-        out, rc = on_terminal(["luks", "bind", "-y", "-d", self.img, "-k", wrong, "tang", self.cfg])
+        out, rc = tlib.on_terminal(["luks", "bind", "-y", "-d", self.img, "-k", wrong, "tang", self.cfg])
         self.assertEqual(rc, 1, out)
         self.assertNotIn("try again", out)
         self.assertEqual(tlib.luks_meta(self.img), before)
@@ -339,7 +301,7 @@ class Decrypt(tlib.unittest.TestCase):
     def test_standard_input_on_a_terminal_gets_a_hint_and_is_read(self):
         jwe = tether("encrypt", "null", "{}", input=b"secret").stdout
         self.assertTrue(jwe)
-        out, rc = on_terminal(["decrypt"], [(b"Ctrl-D", jwe + b"\n\x04")])
+        out, rc = tlib.on_terminal(["decrypt"], [(b"Ctrl-D", jwe + b"\n\x04")])
         self.assertEqual(rc, 0, out)
         self.assertIn("tether decrypt: reading a JWE from standard input (the terminal); end it with Ctrl-D", out)
         self.assertIn("secret", out)

@@ -596,3 +596,47 @@ def opens(img, key, slot=None):
     if slot is not None:
         args[2:2] = ["--key-slot", str(slot)]
     return run(*args, input=key).returncode == 0
+
+
+def on_terminal(args, typed=(), timeout=60):
+    """tether with a pseudo-terminal as its controlling terminal and standard
+    input: each of typed (prompt, answer) writes answer once prompt is shown
+    (in order). Returns (what the terminal showed, exit status)."""
+    import pty
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(TETHER, [TETHER, *args])
+    out, deadline, todo = b"", time.monotonic() + timeout, list(typed)
+    while time.monotonic() < deadline:
+        if not select.select([fd], [], [], 0.5)[0]:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+        while todo and todo[0][0] in out.split(b"\x00")[-1]:
+            prompt, answer = todo.pop(0)
+            out += b"\x00"   # a mark: the next prompt must come after it
+            os.write(fd, answer)
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return out.replace(b"\x00", b"").decode(errors="replace"), os.waitstatus_to_exitcode(status)
+
+
+class ServerCase(unittest.TestCase):
+    """Tests sharing one quiet tetherd: self.srv, its self.url and a tang
+    configuration for it, self.cfg."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Tetherd(args=["-q"])
+        cls.url = f"http://127.0.0.1:{cls.srv.port}"
+        cls.cfg = json.dumps({"url": cls.url}, separators=(",", ":"))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.close()
