@@ -13,6 +13,12 @@
 #include "ctx.h"
 #include "err.h"
 
+/* Keyslots and tokens of a LUKS2 header, fixed by the format: what
+ * crypt_keyslot_max(CRYPT_LUKS2) and crypt_token_max(CRYPT_LUKS2) say
+ * (test-luks-token checks), known without loading libcryptsetup. */
+#define TC_LUKS2_KEYSLOTS 32
+#define TC_LUKS2_TOKENS 32
+
 struct tc_luks_binding {
         int token;
         int slot;              /* -1: the token is assigned to no keyslot */

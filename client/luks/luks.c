@@ -25,7 +25,7 @@
 #include <jose/jwk.h>
 #include <jose/jws.h>
 #include "keyset.h"
-#include <libcryptsetup.h>
+#include "cryptsetup-dl.h"
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
@@ -71,7 +71,10 @@ static int cannot_open(const char *device, int r, struct tc_err *err) {
 /* A LUKS device of any version, its header loaded. */
 static int open_luks(const char *device, struct crypt_device **ret, struct tc_err *err) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
-        int r = crypt_init(&cd, device);
+        int r = tc_cryptsetup_load(err);
+        if (r < 0)
+                return r;
+        r = crypt_init(&cd, device);
         if (r < 0)
                 return cannot_open(device, r, err);
         r = crypt_load(cd, CRYPT_LUKS, NULL);
@@ -132,7 +135,7 @@ static int parse_keyslot(const json_t *s) {
                         return -EINVAL;
                 slot = slot * 10 + (*p - '0');
         }
-        return slot < crypt_keyslot_max(CRYPT_LUKS2) ? slot : -EINVAL;
+        return slot < TC_LUKS2_KEYSLOTS ? slot : -EINVAL;
 }
 
 /* The one reading of a clevis token (untrusted: anyone with the disk can
@@ -155,7 +158,7 @@ static int parse_token(const char *json, int *slot, char **compact, struct tc_er
         if (json_array_size(slots) == 1 && (s = parse_keyslot(json_array_get(slots, 0))) < 0) {
                 const char *v = json_string_value(json_array_get(slots, 0));
                 return tc_fail(err, -EINVAL, "clevis token: keyslot %s%.16s%s is not a keyslot number (0 to %d)",
-                               v ? "\"" : "", v ? v : "(not a string)", v ? "\"" : "", crypt_keyslot_max(CRYPT_LUKS2) - 1);
+                               v ? "\"" : "", v ? v : "(not a string)", v ? "\"" : "", TC_LUKS2_KEYSLOTS - 1);
         }
         char *c = token_to_compact(token);
         if (!c)
@@ -216,7 +219,7 @@ void tc_luks_bindings_clear(struct tc_luks_bindings *b) {
 }
 
 static int read_bindings(struct crypt_device *cd, bool with_thp, struct tc_luks_bindings *out, struct tc_err *err) {
-        int max = crypt_token_max(CRYPT_LUKS2);
+        int max = TC_LUKS2_TOKENS;
         memset(out, 0, sizeof(*out));
         out->items = calloc((size_t) max, sizeof(*out->items));
         if (!out->items)
@@ -542,7 +545,7 @@ static bool slot_is_local_way_in(struct crypt_device *cd, const struct tc_luks_b
 
 static int count_slots(struct crypt_device *cd, const struct tc_luks_bindings *bindings, int except, bool local_only) {
         int n = 0;
-        for (int s = 0; s < crypt_keyslot_max(CRYPT_LUKS2); s++)
+        for (int s = 0; s < TC_LUKS2_KEYSLOTS; s++)
                 if (s != except && (local_only ? slot_is_local_way_in(cd, bindings, s) : slot_opens(cd, s)))
                         n++;
         return n;
@@ -800,7 +803,10 @@ int tc_luks_bindings_recover(const struct tc_ctx *ctx, const char *device, const
 int tc_luks_recover(const struct tc_ctx *ctx, struct crypt_device *cd, const char *device, int *token, uint8_t **key,
                     size_t *key_len, struct tc_err *err) {
         _cleanup_(tc_luks_bindings_clear) struct tc_luks_bindings bindings = {};
-        int r = read_bindings(cd, false, &bindings, err);
+        /* The caller's libcryptsetup: this only resolves our pointers into it. */
+        int r = tc_cryptsetup_load(err);
+        if (r >= 0)
+                r = read_bindings(cd, false, &bindings, err);
         return r < 0 ? r : tc_luks_bindings_recover(ctx, device, &bindings, token, key, key_len, err);
 }
 

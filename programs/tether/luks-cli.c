@@ -11,6 +11,7 @@
 #include <string.h>
 #include <termios.h>
 #include <unistd.h>
+/* Constants only: luks.c loads the library when a command needs it. */
 #include <libcryptsetup.h>
 
 #define PASSPHRASE_MAX 8192
@@ -26,11 +27,11 @@ static bool parse_int(const char *s, int max, int *out) {
 }
 
 static bool parse_slot(const char *s, int *slot) {
-        return parse_int(s, crypt_keyslot_max(CRYPT_LUKS2) - 1, slot);
+        return parse_int(s, TC_LUKS2_KEYSLOTS - 1, slot);
 }
 
 static bool parse_token(const char *s, int *token) {
-        return parse_int(s, crypt_token_max(CRYPT_LUKS2) - 1, token);
+        return parse_int(s, TC_LUKS2_TOKENS - 1, token);
 }
 
 /* One line, without its newline, as Clevis's `read -r` takes it (and

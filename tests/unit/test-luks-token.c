@@ -43,6 +43,13 @@ TEST(token_keyslots_anything_else_rejected) {
                         fprintf(stderr, "  accepted keyslots %s\n", bad[i]);
 }
 
+/* luks.h knows the LUKS2 limits without loading libcryptsetup: they must be
+ * the library's. */
+TEST(luks2_limits_are_libcryptsetups) {
+        CHECK(TC_LUKS2_KEYSLOTS == crypt_keyslot_max(CRYPT_LUKS2));
+        CHECK(TC_LUKS2_TOKENS == crypt_token_max(CRYPT_LUKS2));
+}
+
 /* A LUKS image of the given type in a fresh file; its UUID in uuid. */
 static int make_luks(const char *path, const char *type, char *uuid, size_t size) {
         struct crypt_device *cd = NULL;
