@@ -40,7 +40,21 @@ int tc_cryptsetup_load(struct tc_err *err);
         X(crypt_token_json_set)                 \
         X(crypt_token_max)                      \
         X(crypt_token_status)                   \
-        X(crypt_volume_key_get)
+        X(crypt_volume_key_get)                 \
+        TC_CRYPTSETUP_KEYSLOT_CONTEXT_FUNCS(X)
+
+/* libcryptsetup 2.6's keyslot contexts (bind -e with another token type). */
+#ifdef HAVE_CRYPT_KEYSLOT_CONTEXT
+#define TC_CRYPTSETUP_KEYSLOT_CONTEXT_FUNCS(X)  \
+        X(crypt_keyslot_context_free)           \
+        X(crypt_keyslot_context_init_by_token)  \
+        X(crypt_volume_key_get_by_keyslot_context)
+#define crypt_keyslot_context_free(...) sym_crypt_keyslot_context_free(__VA_ARGS__)
+#define crypt_keyslot_context_init_by_token(...) sym_crypt_keyslot_context_init_by_token(__VA_ARGS__)
+#define crypt_volume_key_get_by_keyslot_context(...) sym_crypt_volume_key_get_by_keyslot_context(__VA_ARGS__)
+#else
+#define TC_CRYPTSETUP_KEYSLOT_CONTEXT_FUNCS(X)
+#endif
 
 #define TC_CRYPTSETUP_DECLARE(f) extern __typeof__(f) *sym_##f;
 TC_CRYPTSETUP_FUNCS(TC_CRYPTSETUP_DECLARE)

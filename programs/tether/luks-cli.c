@@ -154,7 +154,7 @@ static int parse_opts(const struct luks_command *cmd, int argc, char **argv, str
 
         snprintf(prog, sizeof(prog), "tether luks %s", cmd->name);
         const struct usage u = { .prog = prog, .text = cmd->usage };
-        const int max_slot = crypt_keyslot_max(CRYPT_LUKS2) - 1, max_token = crypt_token_max(CRYPT_LUKS2) - 1;
+        const int max_slot = TC_LUKS2_KEYSLOTS - 1, max_token = TC_LUKS2_TOKENS - 1;
 
         *o = (struct luks_opts) { .slot = -1, .token = -1, .existing_token = -1 };
         optind = 1;
