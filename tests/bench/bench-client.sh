@@ -312,7 +312,8 @@ interleaved() {    # interleaved KIND: the tang JWE made through KIND's server 0
         out=$(timeout 900 "$INTERLEAVE" "$STARTUP_RUNS" "$TMP/tang_$kind.jwe" "$TMP/pt" \
                 "$TETHER" decrypt ::: "$(command -v clevis)" decrypt) || die "interleaved timing via $kind failed: $out"
         for who in tether clevis; do
-                line=$(sed -n "$((++i))p" <<<"$out")
+                i=$((i + 1))   # not inside $(...): a subshell would lose it
+                line=$(sed -n "${i}p" <<<"$out")
                 eval "$line"
                 S_MED[$kind $who]=$MEDIAN_MS S_P10[$kind $who]=$P10_MS S_P90[$kind $who]=$P90_MS
                 S_OK[$kind $who]=$OK S_RUNS[$kind $who]=$RUNS
