@@ -55,6 +55,40 @@ static bool same_key(const struct tk_key *a, const struct tk_key *b) {
         return true;
 }
 
+/* migrate runs as root over a directory Tang's user may write: a key file
+ * that is a symbolic link could make it copy any root-only file into
+ * tetherd's directory (tangd follows links, but as its own user). Checked
+ * after the load, against the file each key was read from: a link swapped
+ * in before the load shows as the link itself, and one swapped in after it
+ * as another inode. */
+static int refuse_links(const char *src, int dfd, const struct tk_keyset *ks, struct tc_err *err) {
+        for (size_t i = 0; i < ks->n_keys; i++) {
+                const struct tk_key *k = &ks->keys[i];
+                struct stat st;
+                if (fstatat(dfd, k->file, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        return tc_fail(err, -errno, "%s/%s changed while it was read: run migrate again (nothing "
+                                       "was copied)", src, k->file);
+                if (S_ISLNK(st.st_mode))
+                        return tc_fail(err, -ELOOP, "%s/%s is a symbolic link: migrate copies only regular files; "
+                                       "if you trust what it points to, put that in its place (nothing was copied)",
+                                       src, k->file);
+                if (st.st_dev != k->id.dev || st.st_ino != k->id.ino)
+                        return tc_fail(err, -EAGAIN, "%s/%s changed while it was read: run migrate again (nothing "
+                                       "was copied)", src, k->file);
+        }
+        return 0;
+}
+
+/* A Tang directory holds signing and exchange keys only. */
+static int refuse_other_keys(const char *src, const struct tk_keyset *ks, struct tc_err *err) {
+        for (size_t i = 0; i < ks->n_keys; i++)
+                if (ks->keys[i].role == TK_ROLE_OTHER)
+                        return tc_fail(err, -EINVAL, "%s/%s is a JWK that neither signs nor derives keys: not a "
+                                       "Tang key; remove it from %s or migrate by hand (nothing was copied)",
+                                       src, ks->keys[i].file, src);
+        return 0;
+}
+
 static int load_src(const char *src, struct src_warn *w, struct tk_keyset **ks, struct tc_err *err) {
         _cleanup_close_ int dfd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         int r;
@@ -73,6 +107,8 @@ static int load_src(const char *src, struct src_warn *w, struct tk_keyset **ks, 
         if (w->unreadable[0])
                 return tc_fail(err, -EACCES, "cannot read %s/%s: permission denied; clients may be bound to "
                                "it: run as root (nothing was copied)", src, w->unreadable);
+        if ((r = refuse_links(src, dfd, *ks, err)) < 0 || (r = refuse_other_keys(src, *ks, err)) < 0)
+                return r;
         if ((*ks)->n_keys == 0)
                 return tc_fail(err, -ENOENT, "%s holds no key: nothing to migrate (Tang creates its first "
                                "keys when it first answers; until then no client can be bound to it)", src);

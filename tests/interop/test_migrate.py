@@ -211,6 +211,32 @@ def main():
         assert rc == 1 and 'already holds key' in err and 'nothing was copied' in err, (rc, err)
         assert snapshot(own) == own_before, 'a refused migration changed the destination'
 
+        # migrate runs as root over a directory Tang's user may write: a key
+        # file that is a symbolic link (here to a key outside it) is refused.
+        secret_key = h.path('root-only.jwk')
+        peers.tang_keygen(h.mkdir('elsewhere'))
+        elsewhere = h.path('elsewhere')
+        os.rename(os.path.join(elsewhere, sorted(os.listdir(elsewhere))[0]), secret_key)
+        linked = h.mkdir('t-link')
+        for name in os.listdir(tang):
+            with open(os.path.join(tang, name), 'rb') as f, open(os.path.join(linked, name), 'wb') as g:
+                g.write(f.read())
+        os.symlink(secret_key, os.path.join(linked, 'planted.jwk'))
+        rc, out, err = migrate('--from', linked, h.path('d-link'), check=False)
+        log('   ' + err.strip())
+        assert rc == 1 and 'planted.jwk is a symbolic link' in err and 'nothing was copied' in err, (rc, err)
+        assert not os.path.exists(h.path('d-link')), 'a refused migration created the destination'
+
+        # A JWK that is no Tang key (a symmetric wrapping key) is refused too.
+        os.unlink(os.path.join(linked, 'planted.jwk'))
+        oct_jwk = peers.run(['jose', 'jwk', 'gen', '-i', '{"kty":"oct","bytes":32,"key_ops":["wrapKey"]}']).stdout
+        with open(os.path.join(linked, 'oct.jwk'), 'w') as f:
+            f.write(oct_jwk if isinstance(oct_jwk, str) else oct_jwk.decode())
+        rc, out, err = migrate('--from', linked, h.path('d-oct'), check=False)
+        log('   ' + err.strip())
+        assert rc == 1 and 'oct.jwk is a JWK that neither signs nor derives' in err, (rc, err)
+        assert not os.path.exists(h.path('d-oct')), 'a refused migration created the destination'
+
         assert snapshot(tang) == before, 'Tang\'s directory was changed'
     log('PASS')
 
