@@ -321,7 +321,12 @@ static int decrypt_binding(const struct tc_ctx *ctx, const char *device, const s
 static int volume_key_by_token(struct crypt_device *cd, const char *device, int token, uint8_t *vk, size_t *vk_len,
                                struct tc_err *err) {
         const char *type = NULL;
-        if (crypt_token_status(cd, token, &type) == CRYPT_TOKEN_INACTIVE)
+        /* One token, named: CRYPT_ANY_TOKEN (-1) would let any token of the
+         * header stand in for the proof of access. */
+        if (token < 0)
+                return tc_fail(err, -EINVAL, "%s: token %d: not a token number", device, token);
+        crypt_token_info status = crypt_token_status(cd, token, &type);
+        if (status == CRYPT_TOKEN_INACTIVE || status == CRYPT_TOKEN_INVALID)
                 return tc_fail(err, -ENOENT, "%s: there is no token %d", device, token);
 #ifdef HAVE_CRYPT_KEYSLOT_CONTEXT
         struct crypt_keyslot_context *kc = NULL;
@@ -1124,9 +1129,10 @@ static int replace_keyslot(struct crypt_device *cd, const char *device, const st
                  * passphrase's slot still opens the volume. */
                 size_t n = strlen(err->msg);
                 snprintf(err->msg + n, sizeof(err->msg) - n,
-                         "; slot %d (whose key was gone) is removed and token %d unassigned: remove them (tether luks "
-                         "unbind -d %s -s %d -f; cryptsetup token remove --token-id %d %s) and bind again",
-                         b->slot, b->token, device, b->slot, b->token, device);
+                         "; slot %d (whose key was gone) is removed and token %d unassigned: remove the token "
+                         "(cryptsetup token remove --token-id %d %s; and slot %d if it was added again: cryptsetup "
+                         "luksKillSlot %s %d) and bind again",
+                         b->slot, b->token, b->token, device, b->slot, device, b->slot);
                 return r;
         }
         return 0;

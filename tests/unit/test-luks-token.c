@@ -3,10 +3,13 @@
  * And the one reader of a LUKS header's UUID (tc_luks_uuid). */
 #include "check.h"
 
+#include "ctx.h"
 #include "luks.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <libcryptsetup.h>
 
@@ -99,3 +102,43 @@ TEST(luks_uuid_reads_the_header_of_any_luks_version) {
         rmdir(dir);
 }
 
+
+/* tc_luks_bind's proof of access is one named token: CRYPT_ANY_TOKEN (-1)
+ * must not let any token of the header (here a luks2-keyring one whose
+ * passphrase is in this process's keyring) stand in for it. */
+TEST(bind_never_proves_access_with_any_token) {
+        char dir[] = "/tmp/tether-unit-luks-XXXXXX", path[64], uuid[64];
+        static const char pass[] = "unit-passphrase", desc[] = "tether-unit-any-token";
+        struct crypt_device *cd = NULL;
+        struct tc_err err = {};
+        struct tc_ctx ctx;
+        REQUIRE(mkdtemp(dir) != NULL);
+        snprintf(path, sizeof(path), "%s/image", dir);
+        REQUIRE(make_luks(path, CRYPT_LUKS2, uuid, sizeof(uuid)) == 0);
+        /* Formatted again in this handle, which then holds the volume key. */
+        struct crypt_pbkdf_type pbkdf = { .type = CRYPT_KDF_PBKDF2, .hash = "sha256", .iterations = 1000,
+                                          .flags = CRYPT_PBKDF_NO_BENCHMARK };
+        REQUIRE(crypt_init(&cd, path) == 0);
+        REQUIRE(crypt_set_pbkdf_type(cd, &pbkdf) == 0);
+        REQUIRE(crypt_format(cd, CRYPT_LUKS2, "aes", "xts-plain64", NULL, NULL, 64, NULL) == 0);
+        int slot = crypt_keyslot_add_by_volume_key(cd, CRYPT_ANY_SLOT, NULL, 0, pass, strlen(pass));
+        REQUIRE(slot >= 0);
+        struct crypt_token_params_luks2_keyring keyring = { .key_description = desc };
+        int token = crypt_token_luks2_keyring_set(cd, CRYPT_ANY_TOKEN, &keyring);
+        REQUIRE(token >= 0);
+        REQUIRE(crypt_token_assign_keyslot(cd, token, slot) >= 0);
+        crypt_free(cd);
+        /* KEY_SPEC_PROCESS_KEYRING: gone with this process. */
+        REQUIRE(syscall(SYS_add_key, "user", desc, pass, strlen(pass), -2) >= 0);
+
+        tc_ctx_init(&ctx);
+        struct tc_luks_bind_opts o = { .pin = "null", .config = "{}", .slot = -1, .token = -1,
+                                       .auth = { .passphrase = NULL, .existing_token = -1 } };
+        CHECK(tc_luks_bind(&ctx, path, &o, &err) < 0);
+        CHECK(strstr(err.msg, "not a token number") != NULL);
+        /* The named token itself still proves access. */
+        o.auth.existing_token = token;
+        CHECK_INT(tc_luks_bind(&ctx, path, &o, &err) >= 0, 1);
+        unlink(path);
+        rmdir(dir);
+}
