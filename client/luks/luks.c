@@ -330,6 +330,12 @@ static int volume_key_by_token(struct crypt_device *cd, const char *device, int 
         if (status == CRYPT_TOKEN_INACTIVE || status == CRYPT_TOKEN_INVALID)
                 return tc_fail(err, -ENOENT, "%s: there is no token %d", device, token);
 #ifdef HAVE_CRYPT_KEYSLOT_CONTEXT
+        if (!tc_cryptsetup_has_keyslot_context())
+                return tc_fail(err, -EOPNOTSUPP,
+                               "%s: token %d is not a clevis token; opening other tokens needs libcryptsetup 2.6 or "
+                               "later, and the libcryptsetup in use (%s) is too old: give a passphrase that opens the "
+                               "volume instead (-k KEYFILE, standard input or the terminal), or a clevis binding's token",
+                               device, token, TC_CRYPTSETUP_SONAME);
         struct crypt_keyslot_context *kc = NULL;
         int r = crypt_keyslot_context_init_by_token(cd, token, NULL, NULL, 0, NULL, &kc);
         if (r >= 0)
