@@ -112,6 +112,15 @@ for cmd in "${!PKG_FOR[@]}"; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG_FOR[$cmd]}")
 done
 [[ -x /usr/libexec/tangd ]] || missing+=(tang)
+# HTTP client libraries priced at start-up in part 4 (issue 13's evaluation):
+# soname, then package.
+HTTP_LIBS=(libcurl.so.4:libcurl4 libcurl-gnutls.so.4:libcurl3-gnutls libneon.so.27:libneon27
+           libserf-1.so.1:libserf-1-1 libsoup-3.0.so.0:libsoup-3.0-0)
+for entry in "${HTTP_LIBS[@]}"; do
+        ldconfig -p | grep -q "^[[:space:]]*${entry%%:*} " || missing+=("${entry#*:}")
+done
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v readelf >/dev/null 2>&1 || missing+=(binutils)
 if ((${#missing[@]})); then
         mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
         log "installing: ${missing[*]}"
@@ -305,13 +314,38 @@ for m in "${DEAD_MODES[@]}"; do
 done
 fi
 
-# Interleaved: tether and clevis in turn on the same tang JWE and server.
+# The floor (tests/bench/floor.c): tether's own shared libraries, linked as
+# tether links them, and the cryptography of one recovery, without network or
+# tether's code; and the same with each candidate HTTP library added, to price
+# its start-up. Built here, against the tether under test.
+build_probe() {    # build_probe OUT [SONAME]
+        local needed=()
+        mapfile -t needed < <(readelf -d "$TETHER" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | grep -v '^libc\.so')
+        cc -O2 -o "$1" "$HERE/floor.c" -Wl,--no-as-needed "${needed[@]/#/-l:}" ${2:+"-l:$2"} ||
+                die "cannot build the floor probe${2:+ with $2}"
+}
+PROBES=(floor)
+build_probe "$TMP/floor"
+for entry in "${HTTP_LIBS[@]}"; do
+        build_probe "$TMP/floor+${entry%%:*}" "${entry%%:*}"
+        PROBES+=("floor+${entry%%:*}")
+done
+
+# Interleaved: tether and clevis in turn on the same tang JWE and server (and,
+# via tetherd, the probes in the same turn, so that all see the same moments).
 declare -A S_MED S_P10 S_P90 S_OK S_RUNS
 interleaved() {    # interleaved KIND: the tang JWE made through KIND's server 0
-        local kind=$1 out line i=0 MEDIAN_MS P10_MS P90_MS OK RUNS
-        out=$(timeout 900 "$INTERLEAVE" "$STARTUP_RUNS" "$TMP/tang_$kind.jwe" "$TMP/pt" \
-                "$TETHER" decrypt ::: "$(command -v clevis)" decrypt) || die "interleaved timing via $kind failed: $out"
-        for who in tether clevis; do
+        local kind=$1 out line i=0 MEDIAN_MS P10_MS P90_MS OK RUNS who probe
+        local cmds=("$TETHER" decrypt ::: "$(command -v clevis)" decrypt) whos=(tether clevis)
+        if [[ $kind == tetherd ]]; then
+                for probe in "${PROBES[@]}"; do
+                        cmds+=(::: "$TMP/$probe" "$TMP/pt")
+                        whos+=("$probe")
+                done
+        fi
+        out=$(timeout 900 "$INTERLEAVE" "$STARTUP_RUNS" "$TMP/tang_$kind.jwe" "$TMP/pt" "${cmds[@]}") ||
+                die "interleaved timing via $kind failed: $out"
+        for who in "${whos[@]}"; do
                 i=$((i + 1))   # not inside $(...): a subshell would lose it
                 line=$(sed -n "${i}p" <<<"$out")
                 eval "$line"
@@ -447,6 +481,22 @@ for kind in tetherd tangd; do
         if ((S_OK[$t] < S_RUNS[$t] || S_OK[$c] < S_RUNS[$c])); then
                 echo "note: interleaved $kind: tether ${S_OK[$t]}/${S_RUNS[$t]}, clevis ${S_OK[$c]}/${S_RUNS[$c]} runs gave the plaintext back"
         fi
+done
+floor=${S_MED[tetherd floor]}
+echo
+echo "the floor, in the same turns via tetherd: tether's shared libraries (as tether links them: their loading and constructors)"
+echo "and one recovery's cryptography (OpenSSL's DRBG, SHA-256, AES-256-GCM, 3 P-521 multiplications), no network, no tether"
+echo "code (tests/bench/floor.c):"
+printf '  floor                                  median %8.2f ms   p10 %8.2f ms\n' "$floor" "${S_P10[tetherd floor]}"
+printf '  tether decrypt above the floor                %8.2f ms   (HTTP, JSON, its own code, tetherd answering)\n' \
+        "$(awk -v a="${S_MED[tetherd tether]}" -v b="$floor" 'BEGIN {print a - b}')"
+printf '  %-36s %8.2f ms   (what %sx clevis allows; the floor is %sx clevis)\n' "clevis / 25" \
+        "$(awk -v c="${S_MED[tetherd clevis]}" 'BEGIN {print c / 25}')" 25 "$(ratio "${S_MED[tetherd clevis]}" "$floor")"
+echo "HTTP client libraries by start-up cost: the floor with the library linked too (what each adds before any request);"
+echo "tether uses OpenSSL's own client (<openssl/http.h>, in libcrypto, which the floor already holds):"
+for probe in "${PROBES[@]:1}"; do
+        printf '  %-36s median %8.2f ms   +%.2f ms over the floor\n' "${probe#floor+}" "${S_MED[tetherd $probe]}" \
+                "$(awk -v a="${S_MED[tetherd $probe]}" -v b="$floor" 'BEGIN {print a - b}')"
 done
 echo
 echo "initramfs: bytes each client adds beyond what dracut's systemd and crypt modules already hold (ldd closure; our own"
