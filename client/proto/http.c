@@ -524,8 +524,8 @@ static void exchange(const struct target *t, const char *body, size_t body_len,
                 host_header = NULL;
         /* To a plain HTTP proxy the request names the whole URL. */
         if (asprintf(&path, "%s%s%s%s%s", t->proxy_host && !t->use_ssl ? "http://" : "",
-                     t->proxy_host && !t->use_ssl ? host_header : "", t->path, t->query ? "?" : "",
-                     t->query ? t->query : "") < 0)
+                     t->proxy_host && !t->use_ssl ? host_header : "", t->path, t->query && *t->query ? "?" : "",
+                     t->query && *t->query ? t->query : "") < 0)
                 path = NULL;
         if (!host_header || !path || !X509V3_add_value("Host", host_header, &headers) ||
             (body && !(req = BIO_new_mem_buf(body, (int) body_len)))) {
