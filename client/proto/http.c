@@ -127,6 +127,13 @@ static int parse_target(const char *url, struct target *t, struct tc_err *err) {
                 ERR_clear_error();
                 return tc_fail(err, -EINVAL, "%s: not an http:// or https:// URL", url);
         }
+        /* An IPv6 literal comes with its brackets: the lookup, the
+         * certificate check and no_proxy want the address alone. */
+        size_t hl = strlen(t->host);
+        if (hl >= 2 && t->host[0] == '[' && t->host[hl - 1] == ']') {
+                memmove(t->host, t->host + 1, hl - 2);
+                t->host[hl - 2] = '\0';
+        }
         unsigned char ip[16];
         t->host_is_ip = inet_pton(AF_INET, t->host, ip) == 1 || inet_pton(AF_INET6, t->host, ip) == 1;
 
@@ -329,7 +336,10 @@ static BIO *tls_update(BIO *bio, void *arg, int connect, int use_ssl) {
                  * of the attempt, rounded up. */
                 int64_t left = tls->until - tc_now_ms();
                 int secs = left <= 0 ? 1 : (int) ((left + 999) / 1000);
-                if (!OSSL_HTTP_proxy_connect(bio, tls->t->host, tls->t->port, NULL, NULL, secs, NULL, NULL)) {
+                bool v6 = strchr(tls->t->host, ':') != NULL;
+                char name[300];
+                snprintf(name, sizeof(name), "%s%s%s", v6 ? "[" : "", tls->t->host, v6 ? "]" : "");
+                if (!OSSL_HTTP_proxy_connect(bio, name, tls->t->port, NULL, NULL, secs, NULL, NULL)) {
                         unsigned long e = ERR_peek_last_error();
                         const char *data = NULL;
                         ERR_peek_last_error_data(&data, NULL);
