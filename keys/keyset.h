@@ -143,13 +143,15 @@ json_t *tk_adv_sign(const struct tk_keyset *ks, const json_t *extra_signer);
 int tk_adv_verify(const json_t *jws, json_t **ret, struct tc_err *err);
 
 /* What a migration did: the key files it wrote, those that held the same
- * key already (a second run), and how many keys the source serves. */
+ * key already (a second run), how many keys the source serves, and how many
+ * temporary files an interrupted earlier run had left in dst (removed). */
 struct tk_migration {
         char **copied;
         size_t n_copied;
         char **present;
         size_t n_present;
         size_t n_advertised, n_rotated;
+        size_t n_stale;
 };
 void tk_migration_clear(struct tk_migration *m);
 
@@ -164,6 +166,10 @@ void tk_migration_clear(struct tk_migration *m);
  * hold no key (the ones tang skips too) go to warn and are not copied.
  * Afterwards dst is loaded again and must serve the same keys under the
  * same names (thumbprints, advertised or rotated); otherwise the files
- * written are removed again. Running it again is harmless. */
+ * written are removed again. Running it again is harmless. It also refuses
+ * a dst, or a key file already there, that the keys' owner (uid:gid as
+ * root, else dst's owner, or whoever runs it) could not read: tetherd would
+ * not see the keys. Before the first write it removes the temporary files
+ * (.tether-new-*.tmp, regular files only) that a killed run left in dst. */
 int tk_migrate(const char *src, const char *dst, uid_t uid, gid_t gid, tk_warn_fn warn, void *userdata,
                struct tk_migration *m, struct tc_err *err);

@@ -8,7 +8,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 void tk_migration_clear(struct tk_migration *m) {
         for (size_t i = 0; i < m->n_copied; i++)
@@ -55,6 +57,40 @@ static bool same_key(const struct tk_key *a, const struct tk_key *b) {
         return true;
 }
 
+/* migrate runs as root over a directory Tang's user may write: a key file
+ * that is a symbolic link could make it copy any root-only file into
+ * tetherd's directory (tangd follows links, but as its own user). Checked
+ * after the load, against the file each key was read from: a link swapped
+ * in before the load shows as the link itself, and one swapped in after it
+ * as another inode. */
+static int refuse_links(const char *src, int dfd, const struct tk_keyset *ks, struct tc_err *err) {
+        for (size_t i = 0; i < ks->n_keys; i++) {
+                const struct tk_key *k = &ks->keys[i];
+                struct stat st;
+                if (fstatat(dfd, k->file, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        return tc_fail(err, -errno, "%s/%s changed while it was read: run migrate again (nothing "
+                                       "was copied)", src, k->file);
+                if (S_ISLNK(st.st_mode))
+                        return tc_fail(err, -ELOOP, "%s/%s is a symbolic link: migrate copies only regular files; "
+                                       "if you trust what it points to, put that in its place (nothing was copied)",
+                                       src, k->file);
+                if (st.st_dev != k->id.dev || st.st_ino != k->id.ino)
+                        return tc_fail(err, -EAGAIN, "%s/%s changed while it was read: run migrate again (nothing "
+                                       "was copied)", src, k->file);
+        }
+        return 0;
+}
+
+/* A Tang directory holds signing and exchange keys only. */
+static int refuse_other_keys(const char *src, const struct tk_keyset *ks, struct tc_err *err) {
+        for (size_t i = 0; i < ks->n_keys; i++)
+                if (ks->keys[i].role == TK_ROLE_OTHER)
+                        return tc_fail(err, -EINVAL, "%s/%s is a JWK that neither signs nor derives keys: not a "
+                                       "Tang key; remove it from %s or migrate by hand (nothing was copied)",
+                                       src, ks->keys[i].file, src);
+        return 0;
+}
+
 static int load_src(const char *src, struct src_warn *w, struct tk_keyset **ks, struct tc_err *err) {
         _cleanup_close_ int dfd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         int r;
@@ -73,6 +109,8 @@ static int load_src(const char *src, struct src_warn *w, struct tk_keyset **ks, 
         if (w->unreadable[0])
                 return tc_fail(err, -EACCES, "cannot read %s/%s: permission denied; clients may be bound to "
                                "it: run as root (nothing was copied)", src, w->unreadable);
+        if ((r = refuse_links(src, dfd, *ks, err)) < 0 || (r = refuse_other_keys(src, *ks, err)) < 0)
+                return r;
         if ((*ks)->n_keys == 0)
                 return tc_fail(err, -ENOENT, "%s holds no key: nothing to migrate (Tang creates its first "
                                "keys when it first answers; until then no client can be bound to it)", src);
@@ -125,6 +163,108 @@ static int check_dst(const char *src, const struct tk_keyset *from, const char *
                                        "it, or migrate into an empty directory (nothing was copied)",
                                        dst, to->keys[i].file, src);
         return 0;
+}
+
+/* Who will own the keys written to dfd, as tk_key_file_write gives them:
+ * uid:gid as root (if given), else the directory's owner as root, else
+ * whoever runs this. */
+static void key_owner(int dfd, uid_t uid, gid_t gid, uid_t *ou, gid_t *og) {
+        struct stat st;
+        if (geteuid() != 0) {
+                *ou = geteuid();
+                *og = getegid();
+        } else if (uid != (uid_t) -1) {
+                *ou = uid;
+                *og = gid;
+        } else if (fstat(dfd, &st) == 0) {
+                *ou = st.st_uid;
+                *og = st.st_gid;
+        } else
+                *ou = *og = 0;
+}
+
+/* Whether uid:gid has the access bits want (4: read, 5: read and search) on
+ * st by its mode alone. Its supplementary groups are not looked at: a key
+ * directory readable only through one is refused (a false refusal, named,
+ * rather than a server that cannot see its keys). */
+static bool owner_may(const struct stat *st, uid_t uid, gid_t gid, mode_t want) {
+        if (uid == 0)
+                return true;
+        mode_t bits = st->st_uid == uid ? st->st_mode >> 6 : st->st_gid == gid ? st->st_mode >> 3 : st->st_mode;
+        return (bits & want) == want;
+}
+
+/* tetherd, running as the keys' owner, must read dst and every key file in
+ * it: the ones already there are kept as they are, so they are checked. */
+static int check_readable(const char *dst, int dfd, const struct tk_keyset *to, uid_t uid, gid_t gid,
+                          struct tc_err *err) {
+        uid_t ou;
+        gid_t og;
+        struct stat st;
+        key_owner(dfd, uid, gid, &ou, &og);
+        if (fstat(dfd, &st) < 0)
+                return tc_fail(err, -errno, "cannot stat %s: %s", dst, strerror(errno));
+        if (!owner_may(&st, ou, og, 05))
+                return tc_fail(err, -EACCES, "%s is owned by %u:%u, mode %04o: uid %u (gid %u), who will own the keys "
+                               "and run tetherd, could not read it: chown %u:%u %s && chmod 0750 %s, then run "
+                               "migrate again (nothing was copied)",
+                               dst, (unsigned) st.st_uid, (unsigned) st.st_gid, (unsigned) (st.st_mode & 07777),
+                               (unsigned) ou, (unsigned) og, (unsigned) ou, (unsigned) og, dst, dst);
+        for (size_t i = 0; i < to->n_keys; i++) {
+                const char *f = to->keys[i].file;
+                if (fstatat(dfd, f, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        return tc_fail(err, -errno, "cannot stat %s/%s: %s", dst, f, strerror(errno));
+                if (!owner_may(&st, ou, og, 04))
+                        return tc_fail(err, -EACCES, "%s/%s is owned by %u:%u, mode %04o: uid %u (gid %u), who will "
+                                       "own the keys and run tetherd, could not read it: chown %u:%u %s/%s && "
+                                       "chmod 0440 %s/%s, then run migrate again (nothing was copied)",
+                                       dst, f, (unsigned) st.st_uid, (unsigned) st.st_gid,
+                                       (unsigned) (st.st_mode & 07777), (unsigned) ou, (unsigned) og, (unsigned) ou,
+                                       (unsigned) og, dst, f, dst, f);
+        }
+        return 0;
+}
+
+/* tk_key_file_write's temporary name: ".tether-new-" 16 hex digits ".tmp". */
+static bool is_stale_tmp(const char *name) {
+        static const char prefix[] = ".tether-new-", suffix[] = ".tmp";
+        const size_t p = sizeof(prefix) - 1, hex = 16;
+        if (strlen(name) != p + hex + sizeof(suffix) - 1 || strncmp(name, prefix, p) != 0 ||
+            strcmp(name + p + hex, suffix) != 0)
+                return false;
+        for (size_t i = p; i < p + hex; i++)
+                if (!strchr("0123456789abcdef", name[i]))
+                        return false;
+        return true;
+}
+
+/* A killed run leaves its temporary file, a private key at mode 0440:
+ * removed, if it is a regular file (a link or anything else is left). */
+static int remove_stale_tmp(const char *dst, int dfd, size_t *n, struct tc_err *err) {
+        int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        struct dirent *de;
+        int r = 0;
+        if (!d) {
+                r = tc_fail(err, -errno, "cannot list %s: %s", dst, strerror(errno));
+                if (fd >= 0)
+                        close(fd);
+                return r;
+        }
+        while ((errno = 0, de = readdir(d))) {
+                struct stat st;
+                if (!is_stale_tmp(de->d_name) || fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                    !S_ISREG(st.st_mode))
+                        continue;
+                if (unlinkat(dfd, de->d_name, 0) < 0 && errno != ENOENT) {
+                        r = tc_fail(err, -errno, "cannot remove %s/%s, left by an interrupted run: %s", dst,
+                                    de->d_name, strerror(errno));
+                        break;
+                }
+                (*n)++;
+        }
+        closedir(d);
+        return r;
 }
 
 static int push_name(char ***names, size_t *n, const char *name) {
@@ -185,7 +325,8 @@ int tk_migrate(const char *src, const char *dst, uid_t uid, gid_t gid, tk_warn_f
         if (r < 0)
                 return tc_fail(err, r, "cannot read %s: %s", dst, strerror(-r));
         r = check_dst(src, from, dst, dfd, to, err);
-        if (r < 0)
+        if (r < 0 || (r = check_readable(dst, dfd, to, uid, gid, err)) < 0 ||
+            (r = remove_stale_tmp(dst, dfd, &m->n_stale, err)) < 0)
                 return r;
 
         for (size_t i = 0; i < from->n_keys; i++) {

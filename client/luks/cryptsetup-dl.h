@@ -8,6 +8,7 @@
 #pragma once
 
 #include <libcryptsetup.h>
+#include <stdbool.h>
 
 #include "err.h"
 
@@ -17,8 +18,18 @@
 /* Loads libcryptsetup and resolves every function below, once per process
  * (thread-safe). Returns 0, or -ENOPKG with err naming the library and
  * what the loader said. In the token plugin the library is already in the
- * process: this finds the same copy. */
+ * process: this finds the same copy. The optional functions (newer than
+ * the oldest libcryptsetup.so.12 tether runs on) are resolved if present:
+ * their pointers stay NULL otherwise. */
 int tc_cryptsetup_load(struct tc_err *err);
+
+/* Whether the libcryptsetup loaded has keyslot contexts (2.6): bind -e with
+ * a token of another type needs them. */
+bool tc_cryptsetup_has_keyslot_context(void);
+
+/* For the unit tests, single-threaded: loads the library again, as if it
+ * had no function named hide (NULL: all it has). */
+void tc_cryptsetup_reload_for_tests(const char *hide);
 
 #define TC_CRYPTSETUP_FUNCS(X)                  \
         X(crypt_activate_by_passphrase)         \
@@ -40,10 +51,12 @@ int tc_cryptsetup_load(struct tc_err *err);
         X(crypt_token_json_set)                 \
         X(crypt_token_max)                      \
         X(crypt_token_status)                   \
-        X(crypt_volume_key_get)                 \
-        TC_CRYPTSETUP_KEYSLOT_CONTEXT_FUNCS(X)
+        X(crypt_volume_key_get)
 
-/* libcryptsetup 2.6's keyslot contexts (bind -e with another token type). */
+/* Optional: libcryptsetup 2.6's keyslot contexts (bind -e with another
+ * token type). An older libcryptsetup.so.12 at run time lacks them. */
+#define TC_CRYPTSETUP_OPTIONAL_FUNCS(X) TC_CRYPTSETUP_KEYSLOT_CONTEXT_FUNCS(X)
+
 #ifdef HAVE_CRYPT_KEYSLOT_CONTEXT
 #define TC_CRYPTSETUP_KEYSLOT_CONTEXT_FUNCS(X)  \
         X(crypt_keyslot_context_free)           \
@@ -58,6 +71,7 @@ int tc_cryptsetup_load(struct tc_err *err);
 
 #define TC_CRYPTSETUP_DECLARE(f) extern __typeof__(f) *sym_##f;
 TC_CRYPTSETUP_FUNCS(TC_CRYPTSETUP_DECLARE)
+TC_CRYPTSETUP_OPTIONAL_FUNCS(TC_CRYPTSETUP_DECLARE)
 #undef TC_CRYPTSETUP_DECLARE
 
 /* Function-like, so that the types of the same names (crypt_keyslot_info,

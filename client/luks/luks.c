@@ -8,7 +8,8 @@
  *   unbind: destroy the keyslot, then the token (an interrupted unbind
  *           leaves an orphan token, which list and report show).
  *   regen/edit: the keyslot keeps its key; only the token is replaced, in
- *           one header write. */
+ *           one header write. A re-key (the server lost the key) moves the
+ *           binding through a spare keyslot: see rekey_to_spare(). */
 #include "luks.h"
 #include "cleanup.h"
 #include "fanout.h"
@@ -321,9 +322,20 @@ static int decrypt_binding(const struct tc_ctx *ctx, const char *device, const s
 static int volume_key_by_token(struct crypt_device *cd, const char *device, int token, uint8_t *vk, size_t *vk_len,
                                struct tc_err *err) {
         const char *type = NULL;
-        if (crypt_token_status(cd, token, &type) == CRYPT_TOKEN_INACTIVE)
+        /* One token, named: CRYPT_ANY_TOKEN (-1) would let any token of the
+         * header stand in for the proof of access. */
+        if (token < 0)
+                return tc_fail(err, -EINVAL, "%s: token %d: not a token number", device, token);
+        crypt_token_info status = crypt_token_status(cd, token, &type);
+        if (status == CRYPT_TOKEN_INACTIVE || status == CRYPT_TOKEN_INVALID)
                 return tc_fail(err, -ENOENT, "%s: there is no token %d", device, token);
 #ifdef HAVE_CRYPT_KEYSLOT_CONTEXT
+        if (!tc_cryptsetup_has_keyslot_context())
+                return tc_fail(err, -EOPNOTSUPP,
+                               "%s: token %d is not a clevis token; opening other tokens needs libcryptsetup 2.6 or "
+                               "later, and the libcryptsetup in use (%s) is too old: give a passphrase that opens the "
+                               "volume instead (-k KEYFILE, standard input or the terminal), or a clevis binding's token",
+                               device, token, TC_CRYPTSETUP_SONAME);
         struct crypt_keyslot_context *kc = NULL;
         int r = crypt_keyslot_context_init_by_token(cd, token, NULL, NULL, 0, NULL, &kc);
         if (r >= 0)
@@ -1050,7 +1062,7 @@ static void key_gone_reason(const struct tc_luks_binding *b, const char *decrypt
  * the passphrase itself, when it is this slot's own key. */
 static int key_gone(struct crypt_device *cd, const char *device, const struct tc_luks_binding *b,
                     const struct tc_luks_rebind_opts *o, const char *verb, uint8_t *vk, size_t *vk_len, uint8_t **key,
-                    size_t *len, struct tc_err *err) {
+                    size_t *len, int *pass_slot, struct tc_err *err) {
         char why[sizeof(err->msg)];
         struct tc_err e = {};
         uint8_t *pass = NULL;
@@ -1077,6 +1089,7 @@ static int key_gone(struct crypt_device *cd, const char *device, const struct tc
         if (r < 0)
                 return tc_fail(err, r, "%s slot %d: %s, and %s", device, b->slot, why,
                                r == -EPERM ? "no keyslot opens with the passphrase given" : strerror(-r));
+        *pass_slot = r;
         if (r == b->slot) {
                 *key = TAKE_PTR(pass);
                 *len = pass_len;
@@ -1094,39 +1107,133 @@ static int key_gone(struct crypt_device *cd, const char *device, const struct tc
         return 1;
 }
 
-/* The slot's new key, once its JWE is made. In bind's order, so that each
- * new keyslot has its key in a token: the token (unassigned), the keyslot
- * (the old one, whose key is gone, removed first), the assignment. The
- * passphrase's keyslot is another one and is never touched. */
-static int replace_keyslot(struct crypt_device *cd, const char *device, const struct tc_luks_binding *b,
-                           const uint8_t *vk, size_t vk_len, const uint8_t *key, size_t len, const char *jwe,
-                           struct tc_err *err) {
-        json_auto_t *unassigned = compact_to_token(jwe, -1), *old = compact_to_token(b->jwe, b->slot);
-        if (!unassigned || !old)
+/* A re-key moves the binding through a second keyslot, so that every step
+ * leaves a working binding (or the old one, which a re-run re-keys again):
+ *
+ *   1. the new key into a free keyslot M;
+ *   2. the token, in one write: the new JWE, assigned to M, marked
+ *      "tether-rekey": "N" (its home slot);
+ *   3. slot N (whose key is gone) removed; 4. the new key added as slot N;
+ *   5. the token, in one write: assigned to N, the mark dropped;
+ *   6. slot M removed.
+ *
+ * Interrupted after 2, the binding works on M and its mark lets a re-run
+ * (regen or edit of slot N or M) finish the move. Interrupted between 1 and
+ * 2, slot M is left with a key nobody knows; between 5 and 6, slot M is left
+ * with the binding's key, without a token: neither can be told from a
+ * user's keyslot, so both are left for the user to remove (the man page says
+ * so). */
+#define REKEY_MARK "tether-rekey"
+
+/* The home slot a token's mark names, or -1. */
+static int token_home(struct crypt_device *cd, int token) {
+        const char *text = NULL;
+        if (crypt_token_json_get(cd, token, &text) < 0)
+                return -1;
+        json_auto_t *json = json_loads(text, 0, NULL);
+        json_t *mark = json_object_get(json, REKEY_MARK);
+        return mark ? parse_keyslot(mark) : -1;
+}
+
+/* The binding of slot, or the one on its way back to slot (or on slot,
+ * with a mark): *home is where it belongs. */
+static int rebind_binding(struct crypt_device *cd, const struct tc_luks_bindings *bindings, const char *device, int slot,
+                          const struct tc_luks_binding **ret, int *home, struct tc_err *err) {
+        for (size_t i = 0; i < bindings->n; i++) {
+                const struct tc_luks_binding *b = &bindings->items[i];
+                int h = b->slot_active ? token_home(cd, b->token) : -1;
+                if (h >= 0 && (h == slot || b->slot == slot)) {
+                        *ret = b;
+                        *home = h;
+                        return 0;
+                }
+        }
+        int r = slot_binding(bindings, device, slot, ret, err);
+        if (r >= 0)
+                *home = (*ret)->slot;
+        return r;
+}
+
+/* The token of b, with jwe, on slot; marked with home unless it is there. */
+static int rekey_token(struct crypt_device *cd, const char *device, const struct tc_luks_binding *b, const char *jwe,
+                       int slot, int home, struct tc_err *err) {
+        json_auto_t *token = compact_to_token(jwe, slot);
+        char h[16];
+        snprintf(h, sizeof(h), "%d", home);
+        if (!token || (slot != home && json_object_set_new(token, REKEY_MARK, json_string(h)) < 0))
                 return tc_fail(err, -ENOMEM, "out of memory");
-        int r = token_write(cd, b->token, unassigned, err);
-        if (r < 0)
+        int r = token_write(cd, b->token, token, err);
+        return r < 0 ? tc_wrap(err, r, "%s slot %d", device, home) : 0;
+}
+
+static int free_keyslot(struct crypt_device *cd) {
+        int max = crypt_keyslot_max(CRYPT_LUKS2);
+        for (int s = 0; s < max; s++)
+                if (crypt_keyslot_status(cd, s) == CRYPT_SLOT_INACTIVE)
+                        return s;
+        return -ENOSPC;
+}
+
+/* Steps 1 and 2: the binding, with its new key, on a free keyslot (returned).
+ * A failure leaves the header as it was. */
+static int rekey_to_spare(struct crypt_device *cd, const char *device, const struct tc_luks_binding *b,
+                          const uint8_t *vk, size_t vk_len, const uint8_t *key, size_t len, const char *jwe,
+                          struct tc_err *err) {
+        int spare = free_keyslot(cd);
+        if (spare < 0)
+                return tc_fail(err, -ENOSPC,
+                               "%s slot %d: no free keyslot: a new key needs one for a moment, while slot %d is replaced; "
+                               "nothing was changed: remove a keyslot that is not used (cryptsetup luksKillSlot) and run "
+                               "again",
+                               device, b->slot, b->slot);
+        int r = tc_fault("rekey-keyslot", err);
+        if (r < 0 || (r = add_keyslot(cd, device, spare, vk, vk_len, (const char *) key, len, err)) < 0)
                 return r;
-        r = tc_fault("rekey-keyslot", err);
-        if (r == 0 && (r = crypt_keyslot_destroy(cd, b->slot)) < 0)
-                tc_fail(err, r, "%s: cannot remove slot %d: %s", device, b->slot, strerror(-r));
+        r = tc_fault("rekey-token", err);
+        if (r == 0)
+                r = rekey_token(cd, device, b, jwe, spare, b->slot, err);
         if (r < 0) {
-                /* Nothing else changed yet: the old token back. */
-                token_write(cd, b->token, old, &(struct tc_err) {});
+                /* Nothing points at it yet. */
+                crypt_keyslot_destroy(cd, spare);
                 return r;
         }
-        r = add_keyslot(cd, device, b->slot, vk, vk_len, (const char *) key, len, err);
-        if (r >= 0 && (r = tc_fault("rekey-assign", err)) == 0 &&
-            (r = crypt_token_assign_keyslot(cd, b->token, b->slot)) < 0)
-                tc_fail(err, r, "%s: cannot assign token %d to slot %d: %s", device, b->token, b->slot, strerror(-r));
+        return spare;
+}
+
+/* Steps 3 to 6: the binding, on slot cur with key, back to its home slot.
+ * The caller made sure home is not another binding's slot nor the
+ * passphrase's. A failure leaves a working binding, named in err. */
+static int rekey_home(struct crypt_device *cd, const char *device, const struct tc_luks_binding *b, int cur, int home,
+                      const uint8_t *vk, size_t vk_len, const uint8_t *key, size_t len, const char *jwe,
+                      struct tc_err *err) {
+        struct tc_err quiet = {};
+        int r = 0;
+        /* Slot home may already hold the key (interrupted after step 4). */
+        if (slot_opens(cd, home) && check_slot_key(cd, device, home, key, len, &quiet) < 0) {
+                r = tc_fault("rekey-destroy", err);
+                if (r == 0 && (r = crypt_keyslot_destroy(cd, home)) < 0)
+                        tc_fail(err, r, "%s: cannot remove slot %d: %s", device, home, strerror(-r));
+        }
+        if (r == 0 && !slot_opens(cd, home) && (r = tc_fault("rekey-home", err)) == 0)
+                r = add_keyslot(cd, device, home, vk, vk_len, (const char *) key, len, err);
+        if (r >= 0 && (r = tc_fault("rekey-assign", err)) == 0)
+                r = rekey_token(cd, device, b, jwe, home, home, err);
         if (r < 0) {
-                /* The old keyslot is gone for good (its key was); the
-                 * passphrase's slot still opens the volume. */
                 size_t n = strlen(err->msg);
                 snprintf(err->msg + n, sizeof(err->msg) - n,
-                         "; slot %d (whose key was gone) is removed and token %d unassigned: remove them (tether luks "
-                         "unbind -d %s -s %d -f; cryptsetup token remove --token-id %d %s) and bind again",
-                         b->slot, b->token, device, b->slot, b->token, device);
+                         "; the binding works, on slot %d for now: run the same command again to move it back to slot %d",
+                         cur, home);
+                return r;
+        }
+        r = tc_fault("rekey-cleanup", err);
+        if (r == 0 && (r = crypt_keyslot_destroy(cd, cur)) < 0)
+                tc_fail(err, r, "%s: cannot remove slot %d: %s", device, cur, strerror(-r));
+        if (r < 0) {
+                size_t n = strlen(err->msg);
+                snprintf(err->msg + n, sizeof(err->msg) - n,
+                         "; the binding works on slot %d; slot %d, which held its key during the change, is left: remove "
+                         "it (cryptsetup luksKillSlot %s %d)",
+                         home, cur, device, cur);
                 return r;
         }
         return 0;
@@ -1171,40 +1278,53 @@ int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const
         const char *verb = o->config ? "edited" : "regenerated";
         const struct tc_luks_binding *b = NULL;
         bool rekey = false;
+        int home = -1, pass_slot = -1;
         int r = open_bindings(device, false, &cd, &bindings, err);
-        if (r < 0 || (r = slot_binding(&bindings, device, slot, &b, err)) < 0)
+        if (r < 0 || (r = rebind_binding(cd, &bindings, device, slot, &b, &home, err)) < 0)
                 return r;
         if (!b->pin || !b->config)
                 return tc_fail(err, -EINVAL, "%s slot %d: cannot read the binding's configuration", device, slot);
         /* Another pin's configuration first: it would be read as this one's. */
         if (o->config && (r = check_edit_pin(device, b, o->config, err)) < 0)
                 return r;
-        if (o->config && !o->force && config_unchanged(b, o->config))
+        if (o->config && !o->force && home == b->slot && config_unchanged(b, o->config))
                 return tc_fail(err, -EALREADY, "%s slot %d: no changes detected: that is the binding's configuration (-f rebinds anyway)",
                                device, slot);
+        vk_len = vk_cap = (size_t) crypt_get_volume_key_size(cd);
+        if (!(vk = calloc(1, vk_cap ? vk_cap : 1)))
+                return tc_fail(err, -ENOMEM, "out of memory");
         /* Recovery first: it asks only the keys the binding already trusts,
          * as an unlock would, so it shows a replaced server nothing new. */
         r = tc_decrypt(ctx, b->jwe, strlen(b->jwe), &key, &len, err);
         if (r == -ENOKEY) {
-                vk_len = vk_cap = (size_t) crypt_get_volume_key_size(cd);
-                if (!(vk = calloc(1, vk_cap ? vk_cap : 1)))
-                        return tc_fail(err, -ENOMEM, "out of memory");
-                r = key_gone(cd, device, b, o, verb, vk, &vk_len, &key, &len, err);
+                r = key_gone(cd, device, b, o, verb, vk, &vk_len, &key, &len, &pass_slot, err);
                 rekey = r == 1;
         } else if (r < 0)
-                return tc_wrap(err, r, "%s slot %d", device, slot);
+                return tc_wrap(err, r, "%s slot %d", device, b->slot);
         /* Verified against its own slot, so a wrong key is never re-wrapped. */
-        if (r < 0 || (!rekey && (r = check_slot_key(cd, device, slot, key, len, err)) < 0))
+        if (r < 0 || (!rekey && (r = check_slot_key(cd, device, b->slot, key, len, err)) < 0))
                 return r;
+        /* An interrupted re-key: its home slot is taken by another binding
+         * or the passphrase now, so the binding stays where it is. */
+        const struct tc_luks_binding *other = binding_for_slot(&bindings, home);
+        if (home != b->slot && ((other && other != b) || home == pass_slot))
+                home = b->slot;
+        if (home != b->slot && !rekey &&
+            (r = crypt_volume_key_get(cd, b->slot, (char *) vk, &vk_len, (const char *) key, len)) < 0)
+                return tc_fail(err, r, "%s slot %d: %s", device, b->slot, strerror(-r));
         r = o->config ? edit_config(ctx, device, b, o->config, &config, err) : regen_config(ctx, device, b, &config, err);
         if (r < 0)
                 return r;
         r = tc_encrypt(ctx, b->pin, config, key, len, &jwe, err);
         if (r < 0 || (r = tc_fault("rebind-token", err)) < 0)
                 return r;
-        if (rekey)
-                return replace_keyslot(cd, device, b, vk, vk_len, key, len, jwe, err);
-        token = compact_to_token(jwe, slot);
+        if (rekey || home != b->slot) {
+                int cur = b->slot;
+                if (home == cur && (cur = rekey_to_spare(cd, device, b, vk, vk_len, key, len, jwe, err)) < 0)
+                        return cur;
+                return rekey_home(cd, device, b, cur, home, vk, vk_len, key, len, jwe, err);
+        }
+        token = compact_to_token(jwe, b->slot);
         r = token ? token_write(cd, b->token, token, err) : tc_fail(err, -ENOMEM, "out of memory");
         return r < 0 ? r : 0;
 }

@@ -324,6 +324,9 @@ static int cmd_migrate(int argc, char **argv) {
                 fprintf(stderr, "%s migrate: %s\n", program, err.msg);
                 return EXIT_FAILURE;
         }
+        if (m.n_stale)
+                printf("removed: %zu temporary file%s (.tether-new-*.tmp) an interrupted run had left in %s\n",
+                       m.n_stale, m.n_stale == 1 ? "" : "s", dst);
         print_names("copied", dst, m.copied, m.n_copied);
         print_names("already there", dst, m.present, m.n_present);
         printf("%s serves the keys of %s: %zu advertised, %zu rotated, the same thumbprints; %s is unchanged.\n"

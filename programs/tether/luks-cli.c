@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
 #include <termios.h>
 #include <unistd.h>
 /* Constants only: luks.c loads the library when a command needs it. */
@@ -56,6 +57,24 @@ static int read_line(FILE *f, uint8_t **out, size_t *len) {
         return 0;
 }
 
+/* The terminal's settings while echo is off at a prompt: a Ctrl-C or a
+ * kill there must not leave the terminal without echo. */
+static struct termios prompt_termios;
+static volatile sig_atomic_t prompt_tty = -1;
+
+static void restore_terminal_and_die(int sig) {
+        if (prompt_tty >= 0)
+                tcsetattr(prompt_tty, TCSANOW, &prompt_termios);
+        signal(sig, SIG_DFL);
+        raise(sig);
+}
+
+static void on_fatal_signals(void (*handler)(int)) {
+        static const int fatal[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+        for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
+                signal(fatal[i], handler);
+}
+
 /* Where read_passphrase() reads from, for messages. */
 static const char *passphrase_source(const char *keyfile) {
         if (keyfile)
@@ -76,24 +95,40 @@ static const char *passphrase_error(const char *keyfile, int r) {
 static int read_passphrase(const char *keyfile, const char *device, uint8_t **out, size_t *len) {
         if (keyfile && strcmp(keyfile, "-") != 0) {
                 _cleanup_fclose_ FILE *f = fopen(keyfile, "re");
-                return f ? cli_read_all(f, PASSPHRASE_MAX, out, len) : -errno;
+                if (!f)
+                        return -errno;
+                setvbuf(f, NULL, _IONBF, 0);
+                return cli_read_all(f, PASSPHRASE_MAX, out, len);
         }
-        if (keyfile || !isatty(STDIN_FILENO))
+        /* Unbuffered: the passphrase goes only into the wiped buffer, and
+         * what follows its line stays unread, as `read -r` leaves it. */
+        if (keyfile || !isatty(STDIN_FILENO)) {
+                setvbuf(stdin, NULL, _IONBF, 0);
                 return read_line(stdin, out, len);
+        }
         _cleanup_fclose_ FILE *tty = fopen("/dev/tty", "r+e");
-        struct termios old, noecho;
+        struct termios noecho;
         if (!tty)
                 return -ENXIO;
-        tcgetattr(fileno(tty), &old);
-        noecho = old;
-        noecho.c_lflag &= (tcflag_t) ~ECHO;
-        /* Echo off before the prompt: TCSAFLUSH drops what was typed
-         * before, and an answer to the prompt must not be among it. */
-        tcsetattr(fileno(tty), TCSAFLUSH, &noecho);
+        /* No stdio buffer: the passphrase goes only into the wiped one. */
+        setvbuf(tty, NULL, _IONBF, 0);
+        bool restore = tcgetattr(fileno(tty), &prompt_termios) == 0;
+        if (restore) {
+                noecho = prompt_termios;
+                noecho.c_lflag &= (tcflag_t) ~ECHO;
+                prompt_tty = fileno(tty);
+                on_fatal_signals(restore_terminal_and_die);
+                /* Echo off before the prompt: TCSAFLUSH drops what was typed
+                 * before, and an answer to the prompt must not be among it. */
+                tcsetattr(fileno(tty), TCSAFLUSH, &noecho);
+        }
         fprintf(tty, "Enter existing LUKS password for %s: ", device);
-        fflush(tty);
         int r = read_line(tty, out, len);
-        tcsetattr(fileno(tty), TCSAFLUSH, &old);
+        if (restore) {
+                tcsetattr(fileno(tty), TCSAFLUSH, &prompt_termios);
+                on_fatal_signals(SIG_DFL);
+                prompt_tty = -1;
+        }
         fputc('\n', tty);
         return r;
 }

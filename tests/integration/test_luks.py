@@ -380,18 +380,34 @@ class Luks(tlib.ServerCase):
         finally:
             a.close()
 
+    def assert_bound_on(self, img, slot, cfg):
+        """slot is a working binding to cfg: listed, unlocked through, its
+        key opening it."""
+        self.assertEqual(tether("luks", "list", "-d", img).stdout.decode(), f"{slot}: tang '{cfg}'\n")
+        r = tether("luks", "unlock", "-d", img, "-t", str(slot))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        key = tether("luks", "pass", "-d", img, "-s", str(slot))
+        self.assertEqual(key.returncode, 0, key.stderr)
+        self.assertTrue(opens(img, key.stdout, slot))
+        return key.stdout
+
     def test_fault_injection_regen_of_a_lost_key(self):
-        # Interrupted while slot 1 takes its new key: the passphrase's slot 0
-        # always opens; until the old keyslot (whose key is lost anyway) is
-        # removed a failure changes nothing; after it, the new key is in the
-        # token, unassigned, as an interrupted bind leaves it.
+        # A re-key moves the binding through a spare keyslot (2 here): the new
+        # key into slot 2, the token onto it (marked as slot 1's), slot 1
+        # removed and added again with the new key, the token back on it,
+        # slot 2 removed. Failed or killed at any step, the passphrase still
+        # opens the volume, the header holds the old binding (which a rerun
+        # re-keys again) or a working one, and one more regen, given the
+        # passphrase, ends with a working binding on slot 1.
         self.require_fault_injection()
-        for point in ("rebind-token", "rekey-keyslot", "rekey-assign"):
+        points = ("rebind-token", "rekey-keyslot", "rekey-token", "rekey-destroy", "rekey-home", "rekey-assign",
+                  "rekey-cleanup")
+        for point in points:
             for mode in ("", ":kill"):
                 with self.subTest(point=point + mode):
                     img = self.make_image(f"k-{point}{mode}")
                     with tlib.Tetherd(args=["-q"]) as a:
-                        cfg = json.dumps({"url": f"http://127.0.0.1:{a.port}"})
+                        cfg = json.dumps({"url": f"http://127.0.0.1:{a.port}"}, separators=(",", ":"))
                         self.assertEqual(self.bind(img=img, cfg=cfg).returncode, 0)
                         for name in os.listdir(a.keydir):
                             os.unlink(os.path.join(a.keydir, name))
@@ -400,23 +416,69 @@ class Luks(tlib.ServerCase):
                         r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", img, "-s", "1",
                                      env=dict(os.environ, TETHER_FAULT=point + mode))
                         self.assertEqual(r.returncode, 99 if mode else 1, r.stderr)
+                        msg = r.stderr.decode()
                         self.assertTrue(opens(img, PASSPHRASE, 0))
                         meta = luks_meta(img)
-                        if point == "rebind-token" or (point == "rekey-keyslot" and not mode):
+                        stray = []
+                        if point in ("rebind-token", "rekey-keyslot") or point + mode == "rekey-token":
+                            # Nothing written, or undone.
                             self.assertEqual(meta, before)
-                            r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", img, "-s", "1")
-                            self.assertEqual(r.returncode, 0, r.stderr)
-                            self.assert_consistent(img)
-                            continue
-                        if not mode:
-                            self.assertIn("is removed and token 0 unassigned", r.stderr.decode())
-                        # The new JWE is in token 0, unassigned.
-                        self.assertEqual(meta["tokens"]["0"]["keyslots"], [])
-                        key = tether("decrypt", input=self.compact(meta["tokens"]["0"]).encode())
-                        self.assertEqual(key.returncode, 0, key.stderr)
-                        if point == "rekey-assign":
-                            # Slot 1 has the new key: the token's.
-                            self.assertTrue(opens(img, key.stdout, 1))
+                        elif point == "rekey-token":
+                            # Killed just after the spare keyslot was added:
+                            # the old binding, and slot 2 with a key nobody has.
+                            self.assertEqual(meta["tokens"], before["tokens"])
+                            self.assertEqual(sorted(meta["keyslots"]), ["0", "1", "2"])
+                            stray = ["2"]
+                        elif point == "rekey-cleanup":
+                            # The binding is back on slot 1; slot 2, which held
+                            # its key meanwhile, is left (named on failure).
+                            key = self.assert_bound_on(img, 1, cfg)
+                            self.assertTrue(opens(img, key, 2))
+                            if not mode:
+                                self.assertIn("slot 2, which held its key during the change, is left: remove it "
+                                              f"(cryptsetup luksKillSlot {img} 2)", msg)
+                            stray = ["2"]
+                        else:
+                            # The new binding works, on slot 2 for now.
+                            self.assert_bound_on(img, 2, cfg)
+                            if not mode:
+                                said = ("the binding works, on slot 2 for now: run the same command again to move "
+                                        "it back to slot 1")
+                                self.assertIn(said, msg)
+                                self.assertTrue(any(said in e for e in man_examples("tether-luks-regen.1")))
+                        # Once more, the passphrase on standard input; after a
+                        # kill mid-move, by the slot the binding is on now.
+                        slot = "2" if point + mode == "rekey-assign:kill" else "1"
+                        r = detached("luks", "regen", "-y", "-d", img, "-s", slot, input=PASSPHRASE + b"\n")
+                        self.assertEqual(r.returncode, 0, r.stderr)
+                        self.assertTrue(opens(img, PASSPHRASE, 0))
+                        self.assert_bound_on(img, 1, cfg)
+                        self.assertEqual(sorted(luks_meta(img)["keyslots"]), sorted(["0", "1", *stray]))
+                        self.assertNotIn("tether-rekey", json.dumps(luks_meta(img)["tokens"]))
+
+    def test_regen_of_a_lost_key_needs_a_free_keyslot(self):
+        # Every keyslot taken: refused before anything is written.
+        a = tlib.Tetherd(args=["-q"])
+        port = a.port
+        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        try:
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            for s in range(2, 32):
+                run("cryptsetup", "luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations",
+                    "1000", "--key-file", self.keyfile, "--key-slot", str(s), self.img, "-", input=f"k{s}".encode(),
+                    check=True)
+            a.close()
+            a = tlib.Tetherd(port=port, args=["-q"])
+            before = luks_meta(self.img)
+            r = detached("luks", "regen", "-y", "-d", self.img, "-s", "1", input=PASSPHRASE + b"\n")
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("slot 1: no free keyslot: a new key needs one for a moment, while slot 1 is replaced; "
+                          "nothing was changed", r.stderr.decode())
+            self.assertEqual(luks_meta(self.img), before)
+            shown = r.stderr.decode().strip().replace(self.img, "/dev/sda2")
+            self.assertIn(shown, man_examples("tether-luks-regen.1"))
+        finally:
+            a.close()
 
     # ------------------------------------------------------------ the docs say what the program does
 

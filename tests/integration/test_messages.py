@@ -5,7 +5,9 @@ the URL, the variable, the limit)."""
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 import sys
 import tempfile
 import threading
@@ -296,6 +298,27 @@ class Luks(tlib.ServerCase):
         self.assertEqual(tlib.luks_meta(self.img), before)
 
 
+    def test_ctrl_c_at_the_prompt_gives_the_terminal_its_echo_back(self):
+        import pty
+        import select
+        import termios
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(tlib.TETHER, [tlib.TETHER, "luks", "bind", "-y", "-d", self.img, "tang", self.cfg])
+        try:
+            out, deadline = b"", time.monotonic() + 30
+            while b"LUKS password for" not in out and time.monotonic() < deadline:
+                if select.select([fd], [], [], 0.5)[0]:
+                    out += os.read(fd, 4096)
+            self.assertIn(b"LUKS password for", out)
+            self.assertFalse(termios.tcgetattr(fd)[3] & termios.ECHO, "echo is on at the prompt")
+            os.write(fd, b"\x03")   # Ctrl-C: SIGINT to the terminal's foreground group
+            _, status = os.waitpid(pid, 0)
+            self.assertEqual(os.waitstatus_to_exitcode(status), -signal.SIGINT)
+            self.assertTrue(termios.tcgetattr(fd)[3] & termios.ECHO, "Ctrl-C left the terminal without echo")
+        finally:
+            os.close(fd)
+
 class Decrypt(tlib.unittest.TestCase):
     def test_standard_input_on_a_terminal_gets_a_hint_and_is_read(self):
         jwe = tether("encrypt", "null", "{}", input=b"secret").stdout
@@ -349,8 +372,12 @@ class Tetherd(tlib.unittest.TestCase):
             try:
                 # It starts tetherd at the first connection.
                 tlib.wait_http(ports[1], "/adv", status=200)
-                with open(logpath) as f:
-                    line = [l for l in f.read().splitlines() if l.startswith("tetherd: serving")]
+                # Its threads may answer before the line is written.
+                deadline, line = time.monotonic() + 10, []
+                while not line and time.monotonic() < deadline:
+                    with open(logpath) as f:
+                        line = [l for l in f.read().splitlines() if l.startswith("tetherd: serving")]
+                    time.sleep(0.05)
                 self.assertEqual(len(line), 1, line)
                 self.assertIn(f" on 127.0.0.1:{ports[0]}, 127.0.0.1:{ports[1]}, ", line[0])
             finally:

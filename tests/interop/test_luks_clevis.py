@@ -741,8 +741,13 @@ def same_outcome(res, want_rc):
     for which, (cp, _) in res.items():
         if want_rc == 0:
             ok(cp, '%s: %s' % (which, ' '.join(cp.args)))
+        elif which == 'tether':
+            # Exactly the failure status (not a usage error, not a crash).
+            assert cp.returncode == want_rc, '%s: exit %d, not %d: %s' % (which, cp.returncode, want_rc,
+                                                                          ' '.join(cp.args))
         else:
-            assert cp.returncode != 0, '%s succeeded: %s' % (which, ' '.join(cp.args))
+            # A failure, not a crash (a signal gives a negative status).
+            assert 0 < cp.returncode < 126, '%s: exit %d: %s' % (which, cp.returncode, ' '.join(cp.args))
 
 
 def section_scripted(env):

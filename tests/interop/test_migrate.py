@@ -20,7 +20,11 @@ rotated (hidden) key. Also:
     a destination holding a different key under one of Tang's names, a
     destination holding keys of its own;
   * tetherd started as another user on Tang's directory says which user it
-    runs as, who owns the directory and which command migrates it.
+    runs as, who owns the directory and which command migrates it;
+  * the temporary files a killed run left in the destination
+    (.tether-new-*.tmp, regular files only, never through a link) are
+    removed; a destination, or a key file already in it, that the keys'
+    owner could not read is refused, naming the chown that fixes it.
 """
 
 import json
@@ -210,6 +214,94 @@ def main():
         log('   ' + err.strip())
         assert rc == 1 and 'already holds key' in err and 'nothing was copied' in err, (rc, err)
         assert snapshot(own) == own_before, 'a refused migration changed the destination'
+
+        # migrate runs as root over a directory Tang's user may write: a key
+        # file that is a symbolic link (here to a key outside it) is refused.
+        secret_key = h.path('root-only.jwk')
+        peers.tang_keygen(h.mkdir('elsewhere'))
+        elsewhere = h.path('elsewhere')
+        os.rename(os.path.join(elsewhere, sorted(os.listdir(elsewhere))[0]), secret_key)
+        linked = h.mkdir('t-link')
+        for name in os.listdir(tang):
+            with open(os.path.join(tang, name), 'rb') as f, open(os.path.join(linked, name), 'wb') as g:
+                g.write(f.read())
+        os.symlink(secret_key, os.path.join(linked, 'planted.jwk'))
+        rc, out, err = migrate('--from', linked, h.path('d-link'), check=False)
+        log('   ' + err.strip())
+        assert rc == 1 and 'planted.jwk is a symbolic link' in err and 'nothing was copied' in err, (rc, err)
+        assert not os.path.exists(h.path('d-link')), 'a refused migration created the destination'
+
+        # A JWK that is no Tang key (a symmetric wrapping key) is refused too.
+        os.unlink(os.path.join(linked, 'planted.jwk'))
+        oct_jwk = peers.run(['jose', 'jwk', 'gen', '-i', '{"kty":"oct","bytes":32,"key_ops":["wrapKey"]}']).stdout
+        with open(os.path.join(linked, 'oct.jwk'), 'w') as f:
+            f.write(oct_jwk if isinstance(oct_jwk, str) else oct_jwk.decode())
+        rc, out, err = migrate('--from', linked, h.path('d-oct'), check=False)
+        log('   ' + err.strip())
+        assert rc == 1 and 'oct.jwk is a JWK that neither signs nor derives' in err, (rc, err)
+        assert not os.path.exists(h.path('d-oct')), 'a refused migration created the destination'
+
+        log('7. what a killed run left: its temporary files are removed, nothing else')
+        stale = h.mkdir('d-stale')
+        victim = h.path('victim')
+        with open(victim, 'w') as f:
+            f.write('not to be removed\n')
+        tmp = '.tether-new-0123456789abcdef.tmp'
+        with open(os.path.join(stale, tmp), 'w') as f:
+            f.write('{"half":"written"}')
+        os.symlink(victim, os.path.join(stale, '.tether-new-fedcba9876543210.tmp'))
+        for other in ('.tether-new-0123.tmp', '.tether-new-0123456789ABCDEF.tmp', 'tether-new-0123456789abcdef.tmp'):
+            with open(os.path.join(stale, other), 'w') as f:
+                f.write('x')
+        rc, out, err = migrate('--from', tang, stale)
+        log(out + err)
+        assert 'removed: 1 temporary file (.tether-new-*.tmp) an interrupted run had left in %s' % stale in out, out
+        left = sorted(n for n in os.listdir(stale) if not n.endswith('.jwk'))
+        assert left == sorted(['.tether-new-fedcba9876543210.tmp', '.tether-new-0123.tmp',
+                               '.tether-new-0123456789ABCDEF.tmp', 'tether-new-0123456789abcdef.tmp']), left
+        assert os.path.islink(os.path.join(stale, '.tether-new-fedcba9876543210.tmp')) and os.path.exists(victim)
+        assert sorted(n for n in os.listdir(stale) if n.endswith('.jwk')) == \
+            sorted(n for n in os.listdir(tang) if n.endswith('.jwk'))
+
+        log('8. a destination the keys\' owner could not read is refused')
+        if root:
+            tether = user('_tether')
+            owner = (tether.pw_uid, tether.pw_gid) if tether else (NOBODY, NOBODY)
+            # The directory, owner only, but not readable by its owner.
+            closed = h.mkdir('d-closed')
+            os.chown(closed, *owner)
+            os.chmod(closed, 0o300)
+            closed_before = snapshot(closed)
+            rc, out, err = migrate('--from', tang, closed, check=False)
+            log('   ' + err.strip())
+            fix = 'chown %d:%d %s && chmod 0750 %s' % (owner + (closed, closed))
+            assert rc == 1 and 'could not read it: ' + fix in err and 'nothing was copied' in err, (rc, err)
+            assert snapshot(closed) == closed_before, 'a refused migration changed the destination'
+            os.chmod(closed, 0o750)
+            rc, out, err = migrate('--from', tang, closed)
+            assert 'copied: %s/' % closed in out, out
+            # A key copied there by hand as root, mode 0400: tetherd would not
+            # see it. The chown the message names fixes it.
+            byhand = h.mkdir('d-byhand')
+            os.chown(byhand, *owner)
+            os.chmod(byhand, 0o750)
+            name = sorted(n for n in os.listdir(tang) if n.endswith('.jwk'))[0]
+            with open(os.path.join(tang, name), 'rb') as f, open(os.path.join(byhand, name), 'wb') as g:
+                g.write(f.read())
+            os.chmod(os.path.join(byhand, name), 0o400)
+            byhand_before = snapshot(byhand)
+            rc, out, err = migrate('--from', tang, byhand, check=False)
+            log('   ' + err.strip())
+            want = '%s/%s is owned by 0:0, mode 0400' % (byhand, name)
+            fix = 'chown %d:%d %s/%s && chmod 0440 %s/%s' % (owner + (byhand, name, byhand, name))
+            assert rc == 1 and want in err and fix in err and 'nothing was copied' in err, (rc, err)
+            assert snapshot(byhand) == byhand_before, 'a refused migration changed the destination'
+            os.chown(os.path.join(byhand, name), *owner)
+            os.chmod(os.path.join(byhand, name), 0o440)
+            rc, out, err = migrate('--from', tang, byhand)
+            assert 'already there: %s/%s' % (byhand, name) in out, out
+        else:
+            log('   (not root: skipped)')
 
         assert snapshot(tang) == before, 'Tang\'s directory was changed'
     log('PASS')
