@@ -7,6 +7,7 @@
  * name lookup included. */
 #include "http.h"
 #include "cleanup.h"
+#include "proxy.h"
 #include "util.h"
 
 #include <errno.h>
@@ -20,6 +21,7 @@
 #include <time.h>
 #include <arpa/inet.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/http.h>
 #include <openssl/httperr.h>
 #include <openssl/ssl.h>
@@ -32,8 +34,14 @@ TC_DEFINE_CLEANUP(BIO *, BIO_free_all)
 TC_DEFINE_CLEANUP(OSSL_HTTP_REQ_CTX *, OSSL_HTTP_REQ_CTX_free)
 TC_DEFINE_CLEANUP(struct addrinfo *, freeaddrinfo)
 TC_DEFINE_CLEANUP_ANY(OPENSSL_free)
+/* The headers may hold the proxy's credentials (Proxy-Authorization). */
+static void header_wipe_free(CONF_VALUE *v) {
+        if (v && v->value)
+                OPENSSL_cleanse(v->value, strlen(v->value));
+        X509V3_conf_free(v);
+}
 static inline void headers_freep(STACK_OF(CONF_VALUE) **h) {
-        sk_CONF_VALUE_pop_free(*h, X509V3_conf_free);
+        sk_CONF_VALUE_pop_free(*h, header_wipe_free);
 }
 
 /* How an attempt ended: what the message says, and whether to try again. */
@@ -52,7 +60,8 @@ enum outcome {
         REDIRECT,        /* HTTP 301/302: tang clients do not follow them */
         TLS_FAILED,      /* detail: OpenSSL's reason */
         TLS_UNTRUSTED,   /* detail: why the certificate was refused */
-        PROXY_FAILED,    /* detail */
+        PROXY_FAILED,    /* detail; status: the proxy's answer to CONNECT */
+        PROXY_AUTH,      /* the proxy answered 407 (status) */
         FAILED,          /* detail */
 };
 
@@ -67,7 +76,7 @@ struct attempt {
 struct target {
         int use_ssl;
         char *host, *port, *path, *query; /* OSSL_HTTP_parse_url's */
-        char *proxy_host, *proxy_port;    /* NULL without a proxy */
+        struct tc_proxy proxy;            /* host NULL without a proxy */
         bool host_is_ip;
 };
 
@@ -76,8 +85,7 @@ static void target_clear(struct target *t) {
         OPENSSL_free(t->port);
         OPENSSL_free(t->path);
         OPENSSL_free(t->query);
-        OPENSSL_free(t->proxy_host);
-        OPENSSL_free(t->proxy_port);
+        tc_proxy_clear(&t->proxy);
 }
 
 void tc_http_reply_clear(struct tc_http_reply *reply) {
@@ -122,7 +130,7 @@ static int wait_fd(int fd, short events, int64_t until, const struct tc_ctx *ctx
 
 /* --- the URL and the proxy --------------------------------------------- */
 
-static int parse_target(const char *url, struct target *t, struct tc_err *err) {
+static int parse_target(const char *url, const struct tc_ctx *ctx, struct target *t, struct tc_err *err) {
         if (!OSSL_HTTP_parse_url(url, &t->use_ssl, NULL, &t->host, &t->port, NULL, &t->path, &t->query, NULL)) {
                 ERR_clear_error();
                 return tc_fail(err, -EINVAL, "%s: not an http:// or https:// URL", url);
@@ -137,26 +145,10 @@ static int parse_target(const char *url, struct target *t, struct tc_err *err) {
         unsigned char ip[16];
         t->host_is_ip = inet_pton(AF_INET, t->host, ip) == 1 || inet_pton(AF_INET6, t->host, ip) == 1;
 
-        /* http_proxy / https_proxy / no_proxy (and their upper-case forms),
-         * as curl read them for us before; the proxy is spoken to in plain
-         * HTTP, for https:// through CONNECT. */
-        const char *proxy = OSSL_HTTP_adapt_proxy(NULL, NULL, t->host, t->use_ssl);
-        if (!proxy)
-                return 0;
-        _cleanup_free_ char *proxy_url = NULL;
-        if (!strstr(proxy, "://") && asprintf(&proxy_url, "http://%s", proxy) < 0)
-                return tc_fail(err, -ENOMEM, "out of memory");
-        int proxy_ssl = 0;
-        if (!OSSL_HTTP_parse_url(proxy_url ? proxy_url : proxy, &proxy_ssl, NULL, &t->proxy_host, &t->proxy_port,
-                                 NULL, NULL, NULL, NULL)) {
-                ERR_clear_error();
-                return tc_fail(err, -EINVAL, "%s: the proxy %s is not a URL (check %s)", url, proxy,
-                               t->use_ssl ? "https_proxy" : "http_proxy");
-        }
-        if (proxy_ssl)
-                return tc_fail(err, -EINVAL, "%s: the proxy %s is reached over https://, which is not supported (check %s)",
-                               url, proxy, t->use_ssl ? "https_proxy" : "http_proxy");
-        return 0;
+        /* The proxy settings the caller read (curl's variables): the
+         * proxy is spoken to in plain HTTP, for https:// through CONNECT. */
+        const struct tc_env_value *proxy = tc_proxy_select(&ctx->proxy, t->use_ssl, t->host);
+        return proxy ? tc_proxy_parse(proxy, &t->proxy, err) : 0;
 }
 
 /* --- name lookup, bounded ---------------------------------------------- */
@@ -276,12 +268,12 @@ static BIO *connect_one(const struct addrinfo *ai, int64_t until, const struct t
  * in turn, by until. */
 static BIO *connect_to(const struct target *t, int64_t until, const struct tc_ctx *ctx, struct attempt *a) {
         _cleanup_(freeaddrinfop) struct addrinfo *ais = NULL;
-        const char *host = t->proxy_host ? t->proxy_host : t->host, *port = t->proxy_host ? t->proxy_port : t->port;
+        const char *host = t->proxy.host ? t->proxy.host : t->host, *port = t->proxy.host ? t->proxy.port : t->port;
         int r = resolve(host, port, until, ctx, &ais);
         if (r < 0) {
                 a->outcome = r == -ECANCELED ? CANCELLED
                            : r == -ETIMEDOUT ? CONNECT_TIMEOUT
-                           : t->proxy_host   ? PROXY_NOT_FOUND
+                           : t->proxy.host   ? PROXY_NOT_FOUND
                                              : NOT_FOUND;
                 if (r == -EIO || r == -ENOMEM) {
                         a->outcome = FAILED;
@@ -321,6 +313,7 @@ struct tls {
         SSL *ssl;          /* once pushed */
         BIO *top;          /* the TLS BIO, owning the connect BIO */
         bool proxy_failed;
+        long proxy_status; /* its answer to CONNECT, when it gave one */
         char proxy_why[160];
 };
 
@@ -330,7 +323,7 @@ static BIO *tls_update(BIO *bio, void *arg, int connect, int use_ssl) {
         struct tls *tls = arg;
         if (!connect || !use_ssl)
                 return bio;
-        if (tls->t->proxy_host) {
+        if (tls->t->proxy.host) {
                 /* OSSL_HTTP_proxy_connect waits in whole seconds and does
                  * not see cancellation: its wait is bounded by what is left
                  * of the attempt, rounded up. */
@@ -339,11 +332,15 @@ static BIO *tls_update(BIO *bio, void *arg, int connect, int use_ssl) {
                 bool v6 = strchr(tls->t->host, ':') != NULL;
                 char name[300];
                 snprintf(name, sizeof(name), "%s%s%s", v6 ? "[" : "", tls->t->host, v6 ? "]" : "");
-                if (!OSSL_HTTP_proxy_connect(bio, name, tls->t->port, NULL, NULL, secs, NULL, NULL)) {
+                if (!OSSL_HTTP_proxy_connect(bio, name, tls->t->port, tls->t->proxy.user, tls->t->proxy.pass, secs,
+                                             NULL, NULL)) {
                         unsigned long e = ERR_peek_last_error();
                         const char *data = NULL;
                         ERR_peek_last_error_data(&data, NULL);
                         tls->proxy_failed = true;
+                        /* "reason= 407 Proxy Authentication Required" */
+                        if (!data || sscanf(data, "reason= %ld", &tls->proxy_status) != 1)
+                                tls->proxy_status = 0;
                         snprintf(tls->proxy_why, sizeof(tls->proxy_why), "%s%s%s",
                                  ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "failed",
                                  data && *data ? ": " : "", data ? data : "");
@@ -515,6 +512,30 @@ static void read_error_body(OSSL_HTTP_REQ_CTX *rctx, BIO *bio, int64_t until, co
         tc_http_reply_clear(&raw);
 }
 
+/* Proxy-Authorization: Basic, for a request through a plain HTTP proxy (a
+ * tunnel's CONNECT gets it from OpenSSL). The copies are wiped. */
+static int add_proxy_authorization(const struct tc_proxy *p, STACK_OF(CONF_VALUE) **headers) {
+        _cleanup_free_ char *plain = NULL;
+        unsigned char enc[1024];
+        TC_CLEANUP_ERASE(enc);
+        int n = asprintf(&plain, "%s:%s", p->user, p->pass);
+        if (n < 0) {
+                plain = NULL;
+                return -ENOMEM;
+        }
+        size_t plain_len = (size_t) n;
+        char value[sizeof(enc) + 8];
+        TC_CLEANUP_ERASE(value);
+        int r = plain_len > (sizeof(enc) / 4 * 3) - 3 ? -E2BIG : 0;
+        if (r == 0) {
+                EVP_EncodeBlock(enc, (const unsigned char *) plain, n);
+                snprintf(value, sizeof(value), "Basic %s", enc);
+                r = X509V3_add_value("Proxy-Authorization", value, headers) ? 0 : -ENOMEM;
+        }
+        OPENSSL_cleanse(plain, plain_len);
+        return r;
+}
+
 /* One exchange with the server. until: the end of this attempt;
  * connect_until: of its connection. */
 static void exchange(const struct target *t, const char *body, size_t body_len,
@@ -533,11 +554,12 @@ static void exchange(const struct target *t, const char *body, size_t body_len,
                      default_port ? "" : t->port) < 0)
                 host_header = NULL;
         /* To a plain HTTP proxy the request names the whole URL. */
-        if (asprintf(&path, "%s%s%s%s%s", t->proxy_host && !t->use_ssl ? "http://" : "",
-                     t->proxy_host && !t->use_ssl ? host_header : "", t->path, t->query && *t->query ? "?" : "",
+        if (asprintf(&path, "%s%s%s%s%s", t->proxy.host && !t->use_ssl ? "http://" : "",
+                     t->proxy.host && !t->use_ssl ? host_header : "", t->path, t->query && *t->query ? "?" : "",
                      t->query && *t->query ? t->query : "") < 0)
                 path = NULL;
         if (!host_header || !path || !X509V3_add_value("Host", host_header, &headers) ||
+            (t->proxy.user && !t->use_ssl && add_proxy_authorization(&t->proxy, &headers) < 0) ||
             (body && !(req = BIO_new_mem_buf(body, (int) body_len)))) {
                 a->outcome = FAILED;
                 snprintf(a->detail, sizeof(a->detail), "out of memory");
@@ -566,7 +588,8 @@ static void exchange(const struct target *t, const char *body, size_t body_len,
                 bio = tls.top;
         if (!rctx) {
                 if (tls.proxy_failed) {
-                        a->outcome = PROXY_FAILED;
+                        a->outcome = tls.proxy_status == 407 ? PROXY_AUTH : PROXY_FAILED;
+                        a->status = tls.proxy_status;
                         snprintf(a->detail, sizeof(a->detail), "%s", tls.proxy_why);
                         ERR_clear_error();
                 } else
@@ -635,7 +658,54 @@ static void describe_tls(const char *detail, char *buf, size_t len) {
                          "try http://", *detail ? " (" : "", detail, *detail ? ")" : "");
 }
 
-static void describe(const struct attempt *a, const struct tc_ctx *ctx, char *buf, size_t len) {
+/* Failures on the way to a proxy name it and where it came from. A long
+ * proxy name cuts the message short, which is fine. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+static bool describe_proxy(const struct attempt *a, const struct target *t, const struct tc_ctx *ctx, char *buf,
+                           size_t len) {
+        const struct tc_proxy *p = &t->proxy;
+        if (!p->host)
+                return false;
+        char where[320], why[160];
+        bool v6 = strchr(p->host, ':') != NULL;
+        snprintf(where, sizeof(where), "the proxy %s%s%s:%s (%s)", v6 ? "[" : "", p->host, v6 ? "]" : "", p->port, p->var);
+        switch (a->outcome) {
+        case CONNECT_FAILED:
+                if (a->sys_errno)
+                        describe_errno(a->sys_errno, why, sizeof(why));
+                else
+                        snprintf(why, sizeof(why), "cannot connect");
+                snprintf(buf, len, "%s: %s; check %s, or list the server in no_proxy", where, why, p->var);
+                return true;
+        case CONNECT_TIMEOUT:
+                snprintf(buf, len, "%s: no connection within %.1f s; check %s, or list the server in no_proxy", where,
+                         (double) ctx->connect_timeout_ms / 1000, p->var);
+                return true;
+        case PROXY_NOT_FOUND:
+                snprintf(buf, len, "%s: host name not found; check %s", where, p->var);
+                return true;
+        case PROXY_FAILED:
+                snprintf(buf, len, "%s refused the tunnel (%s); check %s and no_proxy", where, a->detail, p->var);
+                return true;
+        case PROXY_AUTH:
+                if (p->user)
+                        snprintf(buf, len, "%s refused the credentials (HTTP 407): check the user:password in %s",
+                                 where, p->var);
+                else
+                        snprintf(buf, len, "%s asks for credentials (HTTP 407): give them in %s as "
+                                 "http://USER:PASSWORD@HOST:PORT", where, p->var);
+                return true;
+        default:
+                return false;
+        }
+}
+#pragma GCC diagnostic pop
+
+static void describe(const struct attempt *a, const struct target *t, const struct tc_ctx *ctx, char *buf,
+                     size_t len) {
+        if (describe_proxy(a, t, ctx, buf, len))
+                return;
         switch (a->outcome) {
         case TLS_FAILED:
                 describe_tls(a->detail, buf, len);
@@ -652,9 +722,6 @@ static void describe(const struct attempt *a, const struct tc_ctx *ctx, char *bu
                 break;
         case NOT_FOUND:
                 snprintf(buf, len, "host name not found");
-                break;
-        case PROXY_NOT_FOUND:
-                snprintf(buf, len, "proxy host name not found (check http_proxy)");
                 break;
         case CONNECT_TIMEOUT:
                 snprintf(buf, len, "no connection within %.1f s", (double) ctx->connect_timeout_ms / 1000);
@@ -681,9 +748,6 @@ static void describe(const struct attempt *a, const struct tc_ctx *ctx, char *bu
         case REDIRECT:
                 snprintf(buf, len, "answered with a redirection (HTTP 301 or 302), which is not followed: give the "
                          "URL it points to");
-                break;
-        case PROXY_FAILED:
-                snprintf(buf, len, "the proxy refused the tunnel (%s; check https_proxy and no_proxy)", a->detail);
                 break;
         default:
                 snprintf(buf, len, "%s", a->detail[0] ? a->detail : "HTTP failed");
@@ -758,7 +822,7 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
         int r;
 
         memset(reply, 0, sizeof(*reply));
-        if ((r = parse_target(url, &t, err)) < 0)
+        if ((r = parse_target(url, ctx, &t, err)) < 0)
                 return r;
         if (!content_type)
                 content_type = "application/octet-stream";
@@ -806,6 +870,9 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
         }
         nosigpipe_end(&sp);
 
+        /* A plain HTTP proxy answers for itself when it wants credentials. */
+        if (a.outcome == ANSWERED && a.status == 407 && t.proxy.host)
+                a.outcome = PROXY_AUTH;
         if (a.outcome == ANSWERED) {
                 reply->status = a.status;
                 return 0;
@@ -815,7 +882,7 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
                 return tc_fail(err, -ECANCELED, "%s: cancelled", url);
         if (a.outcome == TOO_LARGE)
                 return tc_fail(err, -EMSGSIZE, "%s: answer larger than %d bytes", url, TC_HTTP_MAX_BODY);
-        describe(&a, ctx, why, sizeof(why));
+        describe(&a, &t, ctx, why, sizeof(why));
         if (transient(a.outcome))
                 return tc_fail(err, a.outcome == ANSWER_TIMEOUT || a.outcome == CONNECT_TIMEOUT ? -ETIMEDOUT : -EHOSTUNREACH,
                                "%s unreachable: %s after %u attempt%s", url, why, attempt, attempt == 1 ? "" : "s");
