@@ -14,7 +14,7 @@ build=${1:-build}
 
 packages="build-essential meson ninja-build pkg-config libssl-dev libjose-dev
 libjansson-dev libmicrohttpd-dev libcryptsetup-dev
-tang clevis clevis-luks jose curl python3 systemd cryptsetup-bin wrk nginx-light procps
+tang clevis clevis-luks jose curl python3 systemd cryptsetup-bin wrk nginx-light tinyproxy procps
 qemu-system-x86 dracut dracut-network clevis-dracut busybox-static socat e2fsprogs
 clang libclang-rt-14-dev llvm valgrind"
 

@@ -588,7 +588,8 @@ static void exchange(const struct target *t, const char *body, size_t body_len,
                 bio = tls.top;
         if (!rctx) {
                 if (tls.proxy_failed) {
-                        a->outcome = tls.proxy_status == 407 ? PROXY_AUTH : PROXY_FAILED;
+                        /* 407, or 401 from some (tinyproxy) */
+                        a->outcome = tls.proxy_status == 407 || tls.proxy_status == 401 ? PROXY_AUTH : PROXY_FAILED;
                         a->status = tls.proxy_status;
                         snprintf(a->detail, sizeof(a->detail), "%s", tls.proxy_why);
                         ERR_clear_error();
@@ -690,11 +691,11 @@ static bool describe_proxy(const struct attempt *a, const struct target *t, cons
                 return true;
         case PROXY_AUTH:
                 if (p->user)
-                        snprintf(buf, len, "%s refused the credentials (HTTP 407): check the user:password in %s",
-                                 where, p->var);
+                        snprintf(buf, len, "%s refused the credentials (HTTP %ld): check the user:password in %s",
+                                 where, a->status, p->var);
                 else
-                        snprintf(buf, len, "%s asks for credentials (HTTP 407): give them in %s as "
-                                 "http://USER:PASSWORD@HOST:PORT", where, p->var);
+                        snprintf(buf, len, "%s asks for credentials (HTTP %ld): give them in %s as "
+                                 "http://USER:PASSWORD@HOST:PORT", where, a->status, p->var);
                 return true;
         default:
                 return false;
@@ -870,8 +871,9 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
         }
         nosigpipe_end(&sp);
 
-        /* A plain HTTP proxy answers for itself when it wants credentials. */
-        if (a.outcome == ANSWERED && a.status == 407 && t.proxy.host)
+        /* A plain HTTP proxy answers for itself when it wants credentials:
+         * 407, or 401 from some (tinyproxy); tang servers ask for none. */
+        if (a.outcome == ANSWERED && (a.status == 407 || a.status == 401) && t.proxy.host && !t.use_ssl)
                 a.outcome = PROXY_AUTH;
         if (a.outcome == ANSWERED) {
                 reply->status = a.status;
