@@ -14,7 +14,6 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import tlib  # noqa: E402
 
-TINYPROXY = shutil.which("tinyproxy") or ("/usr/bin/tinyproxy" if os.path.exists("/usr/bin/tinyproxy") else None)
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
 SECRET = b"the secret"
@@ -44,45 +43,6 @@ def err(r):
     return r.stderr.decode(errors="replace")
 
 
-class Tinyproxy:
-    """tinyproxy in the foreground on 127.0.0.1, logging to its own file."""
-
-    def __init__(self, tmp, auth=None):
-        self.dir = tempfile.mkdtemp(prefix="tinyproxy-", dir=tmp)
-        self.port = tlib.free_port()
-        self.logpath = os.path.join(self.dir, "tinyproxy.log")
-        conf = os.path.join(self.dir, "tinyproxy.conf")
-        with open(conf, "w") as f:
-            # No ConnectPort line: CONNECT to any port (tetherd's and nginx's
-            # are not 443 or 563).
-            f.write(f"Port {self.port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{self.logpath}\"\n"
-                    f"LogLevel Info\nMaxClients 20\nAllow 127.0.0.1\n")
-            if auth:
-                f.write("BasicAuth %s %s\n" % auth)
-        self.proc = subprocess.Popen([TINYPROXY, "-d", "-c", conf], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        if not tlib.eventually(lambda: "Accepting connections" in self.log() or self.proc.poll() is not None,
-                               timeout=10) or self.proc.poll() is not None:
-            raise AssertionError("tinyproxy did not start: " + self.log())
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self):
-        try:
-            with open(self.logpath, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def requests(self):
-        return [line for line in self.log().splitlines() if "Request (file descriptor" in line]
-
-    def close(self):
-        tlib.stop_process(self.proc)
-
-
 class HttpBase(tlib.unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="tether-http-")
@@ -99,9 +59,9 @@ class HttpBase(tlib.unittest.TestCase):
         return t
 
     def tinyproxy(self, auth=None):
-        if not TINYPROXY:
+        if not tlib.TINYPROXY:
             self.skipTest("tinyproxy is not installed (apt-get install tinyproxy)")
-        p = Tinyproxy(self.tmp, auth)
+        p = tlib.Tinyproxy(self.tmp, auth)
         self.cleanups.append(p.close)
         return p
 
