@@ -659,12 +659,12 @@ static void describe_tls(const char *detail, char *buf, size_t len) {
                          "try http://", *detail ? " (" : "", detail, *detail ? ")" : "");
 }
 
-/* Failures on the way to a proxy name it and where it came from. A long
- * proxy name cuts the message short, which is fine. */
+/* Failures on the way to a proxy name it and where it came from; hint says
+ * what to do. A long proxy name cuts the message short, which is fine. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 static bool describe_proxy(const struct attempt *a, const struct target *t, const struct tc_ctx *ctx, char *buf,
-                           size_t len) {
+                           size_t len, char *hint, size_t hlen) {
         const struct tc_proxy *p = &t->proxy;
         if (!p->host)
                 return false;
@@ -677,14 +677,16 @@ static bool describe_proxy(const struct attempt *a, const struct target *t, cons
                         describe_errno(a->sys_errno, why, sizeof(why));
                 else
                         snprintf(why, sizeof(why), "cannot connect");
-                snprintf(buf, len, "%s: %s; check %s, or list the server in no_proxy", where, why, p->var);
+                snprintf(buf, len, "%s: %s", where, why);
+                snprintf(hint, hlen, "check %s, or list the server in no_proxy", p->var);
                 return true;
         case CONNECT_TIMEOUT:
-                snprintf(buf, len, "%s: no connection within %.1f s; check %s, or list the server in no_proxy", where,
-                         (double) ctx->connect_timeout_ms / 1000, p->var);
+                snprintf(buf, len, "%s: no connection within %.1f s", where, (double) ctx->connect_timeout_ms / 1000);
+                snprintf(hint, hlen, "check %s, or list the server in no_proxy", p->var);
                 return true;
         case PROXY_NOT_FOUND:
-                snprintf(buf, len, "%s: host name not found; check %s", where, p->var);
+                snprintf(buf, len, "%s: host name not found", where);
+                snprintf(hint, hlen, "check %s", p->var);
                 return true;
         case PROXY_FAILED:
                 snprintf(buf, len, "%s refused the tunnel (%s); check %s and no_proxy", where, a->detail, p->var);
@@ -704,8 +706,8 @@ static bool describe_proxy(const struct attempt *a, const struct target *t, cons
 #pragma GCC diagnostic pop
 
 static void describe(const struct attempt *a, const struct target *t, const struct tc_ctx *ctx, char *buf,
-                     size_t len) {
-        if (describe_proxy(a, t, ctx, buf, len))
+                     size_t len, char *hint, size_t hlen) {
+        if (describe_proxy(a, t, ctx, buf, len, hint, hlen))
                 return;
         switch (a->outcome) {
         case TLS_FAILED:
@@ -884,9 +886,11 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
                 return tc_fail(err, -ECANCELED, "%s: cancelled", url);
         if (a.outcome == TOO_LARGE)
                 return tc_fail(err, -EMSGSIZE, "%s: answer larger than %d bytes", url, TC_HTTP_MAX_BODY);
-        describe(&a, &t, ctx, why, sizeof(why));
+        char hint[160] = "";
+        describe(&a, &t, ctx, why, sizeof(why), hint, sizeof(hint));
         if (transient(a.outcome))
                 return tc_fail(err, a.outcome == ANSWER_TIMEOUT || a.outcome == CONNECT_TIMEOUT ? -ETIMEDOUT : -EHOSTUNREACH,
-                               "%s unreachable: %s after %u attempt%s", url, why, attempt, attempt == 1 ? "" : "s");
+                               "%s unreachable: %s after %u attempt%s%s%s", url, why, attempt, attempt == 1 ? "" : "s",
+                               *hint ? "; " : "", hint);
         return tc_fail(err, -EHOSTUNREACH, "%s: %s", url, why);
 }
