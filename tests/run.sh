@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 
 packages="build-essential meson ninja-build pkg-config libssl-dev libjose-dev
-libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libcryptsetup-dev
-tang clevis clevis-luks jose curl python3 systemd cryptsetup-bin wrk nginx-light procps
+libjansson-dev libmicrohttpd-dev libcryptsetup-dev
+tang clevis clevis-luks jose curl python3 systemd cryptsetup-bin wrk nginx-light tinyproxy procps
 qemu-system-x86 dracut dracut-network clevis-dracut busybox-static socat e2fsprogs
 clang libclang-rt-14-dev llvm valgrind"
 
@@ -80,7 +80,7 @@ if [ "$setup" = full ] || [ "${TETHER_MEMCHECK:-0}" = 1 ]; then
         # ThreadSanitizer: the integration suite with tetherd, tether-keys and
         # the client built with -fsanitize=thread; the first report ends the
         # process with status 66, which tlib's Tetherd.stop() turns into a
-        # failed test. No suppressions: libmicrohttpd, libcurl and OpenSSL are
+        # failed test. No suppressions: libmicrohttpd and OpenSSL are
         # not instrumented, their locks are pthread's (intercepted).
         tsan="$build-tsan"
         [ -f "$tsan/build.ninja" ] ||

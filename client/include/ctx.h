@@ -22,6 +22,21 @@ struct tc_netwatch_ops {
         int (*wait)(int fd, long ms);
 };
 
+/* One setting from the caller's environment: its value (NULL when unset or
+ * empty) and the variable's name, for messages. */
+struct tc_env_value {
+        const char *name, *value;
+};
+
+/* The proxy settings, as curl reads them (the programs fill them in
+ * program_ctx_from_environment: http_proxy; https_proxy or HTTPS_PROXY;
+ * all_proxy or ALL_PROXY; no_proxy or NO_PROXY). Borrowed, like pin_path:
+ * the strings must outlive the context; what the library derives from them
+ * (credentials) it copies and wipes. */
+struct tc_proxy_env {
+        struct tc_env_value http, https, all, no;
+};
+
 struct tc_ctx {
         long connect_timeout_ms;
         long timeout_ms;             /* whole exchange, per attempt */
@@ -42,6 +57,7 @@ struct tc_ctx {
                                       * whole operation counts as cancelled,
                                       * however many leaves a header holds */
         int64_t started_ms;          /* when the deadline was set, for messages */
+        struct tc_proxy_env proxy;   /* all NULL: no proxy */
         const struct tc_ctx *parent; /* cancelled when the parent is */
         int cancelled;               /* atomic */
 };

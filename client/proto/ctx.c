@@ -65,6 +65,7 @@ void tc_ctx_child(struct tc_ctx *child, const struct tc_ctx *parent) {
                 .trust = parent->trust,
                 .trust_data = parent->trust_data,
                 .pin_path = parent->pin_path,
+                .proxy = parent->proxy,
                 .parent = parent,
         };
         memcpy(child->timeout_given, parent->timeout_given, sizeof(child->timeout_given));

@@ -1,43 +1,91 @@
+/* HTTP over OpenSSL 3's own client (<openssl/http.h>), already linked for
+ * the cryptography: libcurl's dependency closure cost most of the start-up
+ * of `tether decrypt`. OpenSSL does the HTTP (request line, headers, status
+ * line, header parsing, Content-Length, CONNECT, TLS); this file drives its
+ * non-blocking API from a poll() loop in short slices, so that millisecond
+ * deadlines and cancellation through the context hold everywhere, the host
+ * name lookup included. */
 #include "http.h"
 #include "cleanup.h"
+#include "proxy.h"
 #include "util.h"
 
 #include <errno.h>
+#include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <curl/curl.h>
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/http.h>
+#include <openssl/httperr.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
-struct transfer {
-        struct tc_http_reply *reply;
-        const struct tc_ctx *ctx;
-        bool too_large;
-};
+/* Poll slices: cancellation has no file descriptor to wait on. */
+#define SLICE_MS 20
 
-static size_t collect(char *data, size_t size, size_t nmemb, void *userdata) {
-        struct transfer *t = userdata;
-        struct tc_http_reply *reply = t->reply;
-        size_t n = size * nmemb;
-
-        if (reply->len + n > TC_HTTP_MAX_BODY) {
-                t->too_large = true;
-                return 0;   /* makes curl fail with CURLE_WRITE_ERROR */
-        }
-        char *nb = realloc(reply->body, reply->len + n + 1);
-        if (!nb)
-                return 0;
-        memcpy(nb + reply->len, data, n);
-        reply->body = nb;
-        reply->len += n;
-        reply->body[reply->len] = '\0';
-        return n;
+TC_DEFINE_CLEANUP(BIO *, BIO_free_all)
+TC_DEFINE_CLEANUP(OSSL_HTTP_REQ_CTX *, OSSL_HTTP_REQ_CTX_free)
+TC_DEFINE_CLEANUP(struct addrinfo *, freeaddrinfo)
+TC_DEFINE_CLEANUP_ANY(OPENSSL_free)
+/* The headers may hold the proxy's credentials (Proxy-Authorization). */
+static void header_wipe_free(CONF_VALUE *v) {
+        if (v && v->value)
+                OPENSSL_cleanse(v->value, strlen(v->value));
+        X509V3_conf_free(v);
+}
+static inline void headers_freep(STACK_OF(CONF_VALUE) **h) {
+        sk_CONF_VALUE_pop_free(*h, header_wipe_free);
 }
 
-static int progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
-        struct transfer *t = userdata;
-        (void) dltotal, (void) dlnow, (void) ultotal, (void) ulnow;
-        return tc_ctx_cancelled(t->ctx) ? 1 : 0;
+/* How an attempt ended: what the message says, and whether to try again. */
+enum outcome {
+        ANSWERED,        /* an HTTP answer, whatever its status */
+        CANCELLED,
+        NOT_FOUND,       /* host name not found */
+        PROXY_NOT_FOUND, /* the proxy's host name not found */
+        CONNECT_FAILED,  /* sys_errno says why */
+        CONNECT_TIMEOUT, /* no connection within connect_timeout_ms */
+        ANSWER_TIMEOUT,  /* connected; no (complete) answer in time */
+        CLOSED,          /* closed or reset before any answer (sys_errno) */
+        PARTIAL,         /* closed before the end of the answer */
+        TOO_LARGE,
+        NOT_HTTP,
+        REDIRECT,        /* HTTP 301/302: tang clients do not follow them */
+        TLS_FAILED,      /* detail: OpenSSL's reason */
+        TLS_UNTRUSTED,   /* detail: why the certificate was refused */
+        PROXY_FAILED,    /* detail; status: the proxy's answer to CONNECT */
+        PROXY_AUTH,      /* the proxy answered 407 (status) */
+        FAILED,          /* detail */
+};
+
+struct attempt {
+        enum outcome outcome;
+        int sys_errno;
+        long status;      /* once known (200 while reading the body) */
+        char detail[256];
+};
+
+/* What the request is, from the URL and the environment. */
+struct target {
+        int use_ssl;
+        char *host, *port, *path, *query; /* OSSL_HTTP_parse_url's */
+        struct tc_proxy proxy;            /* host NULL without a proxy */
+        bool host_is_ip;
+};
+
+static void target_clear(struct target *t) {
+        OPENSSL_free(t->host);
+        OPENSSL_free(t->port);
+        OPENSSL_free(t->path);
+        OPENSSL_free(t->query);
+        tc_proxy_clear(&t->proxy);
 }
 
 void tc_http_reply_clear(struct tc_http_reply *reply) {
@@ -45,27 +93,555 @@ void tc_http_reply_clear(struct tc_http_reply *reply) {
         memset(reply, 0, sizeof(*reply));
 }
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init_once(void) {
-        curl_global_init(CURL_GLOBAL_DEFAULT);
+static int append(struct tc_http_reply *reply, const void *data, size_t n) {
+        if (reply->len + n > TC_HTTP_MAX_BODY)
+                return -EMSGSIZE;
+        char *nb = realloc(reply->body, reply->len + n + 1);
+        if (!nb)
+                return -ENOMEM;
+        memcpy(nb + reply->len, data, n);
+        reply->body = nb;
+        reply->len += n;
+        reply->body[reply->len] = '\0';
+        return 0;
 }
 
-/* Errors worth another attempt: the server was not there (yet), as at boot
- * while the network comes up. */
-static bool transient(CURLcode cr) {
-        return cr == CURLE_COULDNT_CONNECT || cr == CURLE_COULDNT_RESOLVE_HOST || cr == CURLE_COULDNT_RESOLVE_PROXY ||
-               cr == CURLE_OPERATION_TIMEDOUT || cr == CURLE_GOT_NOTHING || cr == CURLE_SEND_ERROR ||
-               cr == CURLE_RECV_ERROR;
+static int64_t earlier(int64_t a, int64_t b) {
+        return a < b ? a : b;
+}
+
+/* Waits until fd is ready for events, until the time until (tc_now_ms()),
+ * or cancellation. Returns 1 (ready), 0 (time is up) or -ECANCELED. */
+static int wait_fd(int fd, short events, int64_t until, const struct tc_ctx *ctx) {
+        for (;;) {
+                if (tc_ctx_cancelled(ctx))
+                        return -ECANCELED;
+                int64_t left = until - tc_now_ms();
+                if (left <= 0)
+                        return 0;
+                struct pollfd p = { .fd = fd, .events = events };
+                int r = poll(&p, 1, (int) (left < SLICE_MS ? left : SLICE_MS));
+                if (r > 0)
+                        return 1;
+                if (r < 0 && errno != EINTR)
+                        return -errno;
+        }
+}
+
+/* --- the URL and the proxy --------------------------------------------- */
+
+static int parse_target(const char *url, const struct tc_ctx *ctx, struct target *t, struct tc_err *err) {
+        if (!OSSL_HTTP_parse_url(url, &t->use_ssl, NULL, &t->host, &t->port, NULL, &t->path, &t->query, NULL)) {
+                ERR_clear_error();
+                return tc_fail(err, -EINVAL, "%s: not an http:// or https:// URL", url);
+        }
+        /* An IPv6 literal comes with its brackets: the lookup, the
+         * certificate check and no_proxy want the address alone. */
+        size_t hl = strlen(t->host);
+        if (hl >= 2 && t->host[0] == '[' && t->host[hl - 1] == ']') {
+                memmove(t->host, t->host + 1, hl - 2);
+                t->host[hl - 2] = '\0';
+        }
+        unsigned char ip[16];
+        t->host_is_ip = inet_pton(AF_INET, t->host, ip) == 1 || inet_pton(AF_INET6, t->host, ip) == 1;
+
+        /* The proxy settings the caller read (curl's variables): the
+         * proxy is spoken to in plain HTTP, for https:// through CONNECT. */
+        const struct tc_env_value *proxy = tc_proxy_select(&ctx->proxy, t->use_ssl, t->host);
+        return proxy ? tc_proxy_parse(proxy, &t->proxy, err) : 0;
+}
+
+/* --- name lookup, bounded ---------------------------------------------- */
+
+struct lookup {
+        struct gaicb cb;
+        struct addrinfo hints;
+        char names[]; /* host, then port */
+};
+
+/* The addresses of host:port. BIO_lookup (what OpenSSL's connect BIO uses)
+ * blocks for as long as the resolver likes; getaddrinfo_a runs the lookup
+ * in glibc's helper thread while this one polls the deadline and
+ * cancellation. A lookup given up on may not be cancellable: its memory is
+ * then left to it (a few hundred bytes, once per given-up lookup). Returns
+ * 0, -ENOENT (no such name), -ETIMEDOUT, -ECANCELED or -EIO. */
+static int resolve(const char *host, const char *port, int64_t until, const struct tc_ctx *ctx, struct addrinfo **res) {
+        struct addrinfo numeric = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+        if (getaddrinfo(host, port, &numeric, res) == 0)
+                return 0;
+
+        size_t hl = strlen(host) + 1, pl = strlen(port) + 1;
+        struct lookup *l = calloc(1, sizeof(*l) + hl + pl);
+        if (!l)
+                return -ENOMEM;
+        memcpy(l->names, host, hl);
+        memcpy(l->names + hl, port, pl);
+        l->hints = (struct addrinfo) { .ai_socktype = SOCK_STREAM };
+        l->cb = (struct gaicb) { .ar_name = l->names, .ar_service = l->names + hl, .ar_request = &l->hints };
+        struct gaicb *list[] = { &l->cb };
+        if (getaddrinfo_a(GAI_NOWAIT, list, 1, NULL) != 0) {
+                free(l);
+                return -EIO;
+        }
+        int r;
+        for (;;) {
+                r = gai_error(&l->cb);
+                if (r != EAI_INPROGRESS)
+                        break;
+                int64_t left = until - tc_now_ms();
+                if (left <= 0 || tc_ctx_cancelled(ctx)) {
+                        if (gai_cancel(&l->cb) == EAI_CANCELED || gai_error(&l->cb) != EAI_INPROGRESS) {
+                                if (l->cb.ar_result)
+                                        freeaddrinfo(l->cb.ar_result);
+                                free(l);
+                        }
+                        return tc_ctx_cancelled(ctx) ? -ECANCELED : -ETIMEDOUT;
+                }
+                struct timespec ts = { .tv_nsec = (left < SLICE_MS ? left : SLICE_MS) * 1000000L };
+                (void) gai_suspend((const struct gaicb *const *) list, 1, &ts);
+        }
+        *res = l->cb.ar_result;
+        free(l);
+        if (r == 0)
+                return 0;
+        return r == EAI_NONAME || r == EAI_NODATA || r == EAI_AGAIN || r == EAI_FAIL ? -ENOENT : -EIO;
+}
+
+/* --- connecting -------------------------------------------------------- */
+
+/* The errno OpenSSL queued for a failed socket call, or 0. */
+static int queued_errno(void) {
+        unsigned long e;
+        int found = 0;
+        while ((e = ERR_get_error()) != 0)
+                if (ERR_GET_LIB(e) == ERR_LIB_SYS && !found)
+                        found = ERR_GET_REASON(e);
+        return found;
+}
+
+/* A non-blocking connect BIO to one address, connected by until. Returns
+ * the BIO, or NULL with a->outcome saying why. */
+static BIO *connect_one(const struct addrinfo *ai, int64_t until, const struct tc_ctx *ctx, struct attempt *a) {
+        _cleanup_(BIO_free_allp) BIO *bio = BIO_new(BIO_s_connect());
+        BIO_ADDR *addr = BIO_ADDR_new();
+        const void *where;
+        size_t wlen;
+        unsigned short port;
+        if (ai->ai_family == AF_INET6) {
+                const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *) ai->ai_addr;
+                where = &s6->sin6_addr, wlen = sizeof(s6->sin6_addr), port = s6->sin6_port;
+        } else {
+                const struct sockaddr_in *s4 = (const struct sockaddr_in *) ai->ai_addr;
+                where = &s4->sin_addr, wlen = sizeof(s4->sin_addr), port = s4->sin_port;
+        }
+        /* The BIO takes the address as numeric strings: its own lookup of
+         * them does not block. */
+        bool ok = bio && addr && BIO_ADDR_rawmake(addr, ai->ai_family, where, wlen, port) &&
+                  BIO_set_conn_address(bio, addr) > 0 && BIO_set_nbio(bio, 1) > 0;
+        BIO_ADDR_free(addr);
+        if (!ok) {
+                ERR_clear_error();
+                a->outcome = FAILED;
+                snprintf(a->detail, sizeof(a->detail), "cannot create a socket");
+                return NULL;
+        }
+        for (;;) {
+                if (BIO_do_connect(bio) > 0) {
+                        BIO *connected = bio;
+                        bio = NULL;
+                        return connected;
+                }
+                if (!BIO_should_retry(bio)) {
+                        a->outcome = CONNECT_FAILED;
+                        a->sys_errno = queued_errno();
+                        return NULL;
+                }
+                int r = wait_fd(BIO_get_fd(bio, NULL), POLLOUT, until, ctx);
+                if (r <= 0) {
+                        a->outcome = r == -ECANCELED ? CANCELLED : CONNECT_TIMEOUT;
+                        return NULL;
+                }
+        }
+}
+
+/* Resolves and connects to the server or its proxy, trying its addresses
+ * in turn, by until. */
+static BIO *connect_to(const struct target *t, int64_t until, const struct tc_ctx *ctx, struct attempt *a) {
+        _cleanup_(freeaddrinfop) struct addrinfo *ais = NULL;
+        const char *host = t->proxy.host ? t->proxy.host : t->host, *port = t->proxy.host ? t->proxy.port : t->port;
+        int r = resolve(host, port, until, ctx, &ais);
+        if (r < 0) {
+                a->outcome = r == -ECANCELED ? CANCELLED
+                           : r == -ETIMEDOUT ? CONNECT_TIMEOUT
+                           : t->proxy.host   ? PROXY_NOT_FOUND
+                                             : NOT_FOUND;
+                if (r == -EIO || r == -ENOMEM) {
+                        a->outcome = FAILED;
+                        snprintf(a->detail, sizeof(a->detail), "cannot look up %s", host);
+                }
+                return NULL;
+        }
+        for (const struct addrinfo *ai = ais; ai; ai = ai->ai_next) {
+                if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+                        continue;
+                BIO *bio = connect_one(ai, until, ctx, a);
+                if (bio || a->outcome != CONNECT_FAILED)
+                        return bio;
+        }
+        return NULL;
+}
+
+/* --- TLS, through OpenSSL's bio_update_fn ------------------------------ */
+
+static SSL_CTX *tls_ctx;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+static void tls_init_once(void) {
+        /* The system's CA certificates (SSL_CERT_FILE / SSL_CERT_DIR move
+         * them), as curl used; the server's name checked below. */
+        tls_ctx = SSL_CTX_new(TLS_client_method());
+        if (tls_ctx && SSL_CTX_set_default_verify_paths(tls_ctx) != 1) {
+                SSL_CTX_free(tls_ctx);
+                tls_ctx = NULL;
+        }
+        if (tls_ctx)
+                SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
+}
+
+struct tls {
+        const struct target *t;
+        int64_t until;
+        SSL *ssl;          /* once pushed */
+        BIO *top;          /* the TLS BIO, owning the connect BIO */
+        bool proxy_failed;
+        long proxy_status; /* its answer to CONNECT, when it gave one */
+        char proxy_why[160];
+};
+
+/* Called by OSSL_HTTP_open once connected: through a proxy, asks it for a
+ * tunnel (CONNECT); then puts a TLS BIO on top. */
+static BIO *tls_update(BIO *bio, void *arg, int connect, int use_ssl) {
+        struct tls *tls = arg;
+        if (!connect || !use_ssl)
+                return bio;
+        if (tls->t->proxy.host) {
+                /* OSSL_HTTP_proxy_connect waits in whole seconds and does
+                 * not see cancellation: its wait is bounded by what is left
+                 * of the attempt, rounded up. */
+                int64_t left = tls->until - tc_now_ms();
+                int secs = left <= 0 ? 1 : (int) ((left + 999) / 1000);
+                bool v6 = strchr(tls->t->host, ':') != NULL;
+                char name[300];
+                snprintf(name, sizeof(name), "%s%s%s", v6 ? "[" : "", tls->t->host, v6 ? "]" : "");
+                if (!OSSL_HTTP_proxy_connect(bio, name, tls->t->port, tls->t->proxy.user, tls->t->proxy.pass, secs,
+                                             NULL, NULL)) {
+                        unsigned long e = ERR_peek_last_error();
+                        const char *data = NULL;
+                        ERR_peek_last_error_data(&data, NULL);
+                        tls->proxy_failed = true;
+                        /* "reason= 407 Proxy Authentication Required" */
+                        if (!data || sscanf(data, "reason= %ld", &tls->proxy_status) != 1)
+                                tls->proxy_status = 0;
+                        snprintf(tls->proxy_why, sizeof(tls->proxy_why), "%s%s%s",
+                                 ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "failed",
+                                 data && *data ? ": " : "", data ? data : "");
+                        return NULL;
+                }
+        }
+        BIO *ssl_bio = BIO_new_ssl(tls_ctx, 1);
+        SSL *ssl = NULL;
+        if (!ssl_bio || BIO_get_ssl(ssl_bio, &ssl) <= 0 || !ssl) {
+                BIO_free(ssl_bio);
+                return NULL;
+        }
+        /* SNI for names only; the certificate must be for the host (or the
+         * IP address) in the URL. */
+        if ((!tls->t->host_is_ip && !SSL_set_tlsext_host_name(ssl, tls->t->host)) ||
+            (tls->t->host_is_ip ? !X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), tls->t->host)
+                                : !SSL_set1_host(ssl, tls->t->host))) {
+                BIO_free(ssl_bio);
+                return NULL;
+        }
+        tls->ssl = ssl;
+        tls->top = BIO_push(ssl_bio, bio);
+        return tls->top;
+}
+
+/* --- the exchange ------------------------------------------------------ */
+
+/* Sets a from what OpenSSL queued for a failed exchange (and errno). */
+static void classify(struct attempt *a, int sys_errno, SSL *ssl) {
+        unsigned long e;
+        const char *data;
+        int flags;
+        a->outcome = CLOSED;
+        a->sys_errno = sys_errno;
+        bool seen = false;
+        while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
+                if (seen)
+                        continue;
+                int lib = ERR_GET_LIB(e), reason = ERR_GET_REASON(e);
+                const char *d = data && (flags & ERR_TXT_STRING) ? data : "";
+                seen = true;
+                if (lib == ERR_LIB_SYS) {
+                        a->sys_errno = reason;
+                        seen = false; /* what follows says more */
+                } else if (lib == ERR_LIB_HTTP && (reason == HTTP_R_RECEIVED_ERROR ||
+                                                   reason == HTTP_R_STATUS_CODE_UNSUPPORTED)) {
+                        /* OpenSSL 3.0 fails on every status but 200 (and
+                         * 301/302 to a GET), saying "code=500, reason=...". */
+                        long status = 0;
+                        if (sscanf(d, "code=%ld", &status) == 1 && status >= 100 && status <= 999) {
+                                a->outcome = ANSWERED;
+                                a->status = status;
+                        } else
+                                a->outcome = NOT_HTTP;
+                } else if (lib == ERR_LIB_HTTP && reason == HTTP_R_MAX_RESP_LEN_EXCEEDED)
+                        a->outcome = TOO_LARGE;
+                else if (lib == ERR_LIB_HTTP && reason == HTTP_R_REDIRECTION_NOT_ENABLED)
+                        a->outcome = REDIRECT;
+                else if (lib == ERR_LIB_HTTP && reason == HTTP_R_FAILED_READING_DATA)
+                        a->outcome = CLOSED;
+                else if (lib == ERR_LIB_HTTP)
+                        a->outcome = NOT_HTTP;
+                else if (lib == ERR_LIB_SSL && reason == SSL_R_CERTIFICATE_VERIFY_FAILED && ssl) {
+                        a->outcome = TLS_UNTRUSTED;
+                        snprintf(a->detail, sizeof(a->detail), "%s",
+                                 X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
+                } else if (lib == ERR_LIB_SSL) {
+                        a->outcome = TLS_FAILED;
+                        snprintf(a->detail, sizeof(a->detail), "%s",
+                                 ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "");
+                } else {
+                        a->outcome = FAILED;
+                        ERR_error_string_n(e, a->detail, sizeof(a->detail));
+                }
+        }
+        /* Nothing queued and no socket error: a redirection to a GET, which
+         * OpenSSL 3.0 ends without an error. */
+        if (!seen && !a->sys_errno)
+                a->outcome = REDIRECT;
+        /* A TLS session the server closed during the handshake. */
+        if (a->outcome == CLOSED && ssl && !SSL_is_init_finished(ssl)) {
+                a->outcome = TLS_FAILED;
+                snprintf(a->detail, sizeof(a->detail), "the server closed the connection");
+        }
+}
+
+/* Reads from bio until the end of the answer (EOF, or expect bytes when
+ * expect > 0), the time until, or cancellation. */
+static void read_body(BIO *bio, size_t expect, int64_t until, const struct tc_ctx *ctx, struct tc_http_reply *reply,
+                      struct attempt *a) {
+        char buf[4096];
+        for (;;) {
+                if (expect > 0 && reply->len >= expect) {
+                        a->outcome = ANSWERED;
+                        return;
+                }
+                errno = 0;
+                int n = BIO_read(bio, buf, sizeof(buf));
+                if (n > 0) {
+                        int r = append(reply, buf, (size_t) n);
+                        if (r < 0) {
+                                a->outcome = r == -EMSGSIZE ? TOO_LARGE : FAILED;
+                                snprintf(a->detail, sizeof(a->detail), "out of memory");
+                                return;
+                        }
+                        continue;
+                }
+                if (n < 0 && BIO_should_retry(bio)) {
+                        int r = wait_fd(BIO_get_fd(bio, NULL), BIO_should_write(bio) ? POLLOUT : POLLIN, until, ctx);
+                        if (r <= 0) {
+                                a->outcome = r == -ECANCELED ? CANCELLED : ANSWER_TIMEOUT;
+                                return;
+                        }
+                        continue;
+                }
+                /* The end: a TLS peer may close without close_notify, which
+                 * OpenSSL 3 reports as an error; the length decides. */
+                int e = errno;
+                ERR_clear_error();
+                if (expect > 0 && reply->len < expect)
+                        a->outcome = PARTIAL;
+                else if (n < 0 && expect == 0 && (e == ECONNRESET || e == EPIPE)) {
+                        a->outcome = CLOSED;
+                        a->sys_errno = e;
+                } else
+                        a->outcome = ANSWERED;
+                return;
+        }
+}
+
+/* The body of an answer OpenSSL 3.0 refused for its status: it has read
+ * the status line only. The rest (headers, body) is read to the end and
+ * given to a second OpenSSL HTTP context, behind a stand-in status line, so
+ * that OpenSSL parses the headers and Content-Length here too. */
+static void read_error_body(OSSL_HTTP_REQ_CTX *rctx, BIO *bio, int64_t until, const struct tc_ctx *ctx,
+                            struct tc_http_reply *reply, struct attempt *a) {
+        long status = a->status;
+        struct tc_http_reply raw = {};
+        const char *line1 = "HTTP/1.0 200 OK\r\n";
+        char *pending;
+        long n = BIO_get_mem_data(OSSL_HTTP_REQ_CTX_get0_mem_bio(rctx), &pending);
+        if (append(&raw, line1, strlen(line1)) < 0 || (n > 0 && append(&raw, pending, (size_t) n) < 0)) {
+                tc_http_reply_clear(&raw);
+                return;
+        }
+        read_body(bio, 0, until, ctx, &raw, a);
+        if (a->outcome != ANSWERED) {
+                tc_http_reply_clear(&raw);
+                return;
+        }
+        a->status = status;
+
+        _cleanup_(BIO_free_allp) BIO *in = BIO_new_mem_buf(raw.body, (int) raw.len);
+        _cleanup_(BIO_free_allp) BIO *out = BIO_new(BIO_s_null());
+        _cleanup_(OSSL_HTTP_REQ_CTX_freep) OSSL_HTTP_REQ_CTX *parse = in && out ? OSSL_HTTP_REQ_CTX_new(out, in, 0) : NULL;
+        if (parse && OSSL_HTTP_REQ_CTX_set_request_line(parse, 0, NULL, NULL, "/") &&
+            OSSL_HTTP_REQ_CTX_set_expected(parse, NULL, 0, 0, 0)) {
+                OSSL_HTTP_REQ_CTX_set_max_response_length(parse, TC_HTTP_MAX_BODY);
+                if (OSSL_HTTP_REQ_CTX_nbio(parse) == 1) {
+                        char buf[4096];
+                        int got;
+                        while ((got = BIO_read(in, buf, sizeof(buf))) > 0)
+                                if (append(reply, buf, (size_t) got) < 0)
+                                        break;
+                }
+        }
+        /* A body that cannot be had leaves the status alone. */
+        ERR_clear_error();
+        tc_http_reply_clear(&raw);
+}
+
+/* Proxy-Authorization: Basic, for a request through a plain HTTP proxy (a
+ * tunnel's CONNECT gets it from OpenSSL). The copies are wiped. */
+static int add_proxy_authorization(const struct tc_proxy *p, STACK_OF(CONF_VALUE) **headers) {
+        _cleanup_free_ char *plain = NULL;
+        unsigned char enc[1024];
+        TC_CLEANUP_ERASE(enc);
+        int n = asprintf(&plain, "%s:%s", p->user, p->pass);
+        if (n < 0) {
+                plain = NULL;
+                return -ENOMEM;
+        }
+        size_t plain_len = (size_t) n;
+        char value[sizeof(enc) + 8];
+        TC_CLEANUP_ERASE(value);
+        int r = plain_len > (sizeof(enc) / 4 * 3) - 3 ? -E2BIG : 0;
+        if (r == 0) {
+                EVP_EncodeBlock(enc, (const unsigned char *) plain, n);
+                snprintf(value, sizeof(value), "Basic %s", enc);
+                r = X509V3_add_value("Proxy-Authorization", value, headers) ? 0 : -ENOMEM;
+        }
+        OPENSSL_cleanse(plain, plain_len);
+        return r;
+}
+
+/* One exchange with the server. until: the end of this attempt;
+ * connect_until: of its connection. */
+static void exchange(const struct target *t, const char *body, size_t body_len,
+                     const char *content_type, int64_t until, int64_t connect_until, const struct tc_ctx *ctx,
+                     struct tc_http_reply *reply, struct attempt *a) {
+        _cleanup_free_ char *host_header = NULL, *path = NULL;
+        _cleanup_(headers_freep) STACK_OF(CONF_VALUE) *headers = NULL;
+        _cleanup_(BIO_free_allp) BIO *req = NULL;
+        _cleanup_(OSSL_HTTP_REQ_CTX_freep) OSSL_HTTP_REQ_CTX *rctx = NULL;
+        bool v6 = strchr(t->host, ':') != NULL;
+        bool default_port = strcmp(t->port, t->use_ssl ? OSSL_HTTPS_PORT : OSSL_HTTP_PORT) == 0;
+
+        *a = (struct attempt) {};
+        ERR_clear_error();
+        if (asprintf(&host_header, "%s%s%s%s%s", v6 ? "[" : "", t->host, v6 ? "]" : "", default_port ? "" : ":",
+                     default_port ? "" : t->port) < 0)
+                host_header = NULL;
+        /* To a plain HTTP proxy the request names the whole URL. */
+        if (asprintf(&path, "%s%s%s%s%s", t->proxy.host && !t->use_ssl ? "http://" : "",
+                     t->proxy.host && !t->use_ssl ? host_header : "", t->path, t->query && *t->query ? "?" : "",
+                     t->query && *t->query ? t->query : "") < 0)
+                path = NULL;
+        if (!host_header || !path || !X509V3_add_value("Host", host_header, &headers) ||
+            (t->proxy.user && !t->use_ssl && add_proxy_authorization(&t->proxy, &headers) < 0) ||
+            (body && !(req = BIO_new_mem_buf(body, (int) body_len)))) {
+                a->outcome = FAILED;
+                snprintf(a->detail, sizeof(a->detail), "out of memory");
+                return;
+        }
+
+        _cleanup_(BIO_free_allp) BIO *bio = connect_to(t, connect_until, ctx, a);
+        if (!bio)
+                return;
+
+        struct tls tls = { .t = t, .until = until };
+        if (t->use_ssl) {
+                pthread_once(&tls_once, tls_init_once);
+                if (!tls_ctx) {
+                        a->outcome = FAILED;
+                        snprintf(a->detail, sizeof(a->detail), "cannot set up TLS (the system's CA certificates)");
+                        return;
+                }
+        }
+        /* The connect BIO is ours: OpenSSL takes it as connected and does
+         * not free it; the TLS BIO, if any, goes on top and owns it. */
+        int fd = (int) BIO_get_fd(bio, NULL);
+        rctx = OSSL_HTTP_open(t->host, t->port, NULL, NULL, t->use_ssl, bio, NULL, t->use_ssl ? tls_update : NULL,
+                              &tls, 0, 0);
+        if (tls.top)
+                bio = tls.top;
+        if (!rctx) {
+                if (tls.proxy_failed) {
+                        /* 407, or 401 from some (tinyproxy) */
+                        a->outcome = tls.proxy_status == 407 || tls.proxy_status == 401 ? PROXY_AUTH : PROXY_FAILED;
+                        a->status = tls.proxy_status;
+                        snprintf(a->detail, sizeof(a->detail), "%s", tls.proxy_why);
+                        ERR_clear_error();
+                } else
+                        classify(a, errno, NULL);
+                return;
+        }
+        if (!OSSL_HTTP_set1_request(rctx, path, headers, body ? content_type : NULL, req, NULL, 0, TC_HTTP_MAX_BODY, 0,
+                                    0)) {
+                a->outcome = FAILED;
+                ERR_error_string_n(ERR_get_error(), a->detail, sizeof(a->detail));
+                ERR_clear_error();
+                return;
+        }
+
+        /* Request out, status line and headers in. */
+        for (;;) {
+                errno = 0;
+                int r = OSSL_HTTP_REQ_CTX_nbio(rctx);
+                if (r == 1)
+                        break;
+                if (r == 0) {
+                        classify(a, errno, tls.ssl);
+                        if (a->outcome == ANSWERED)
+                                read_error_body(rctx, bio, until, ctx, reply, a);
+                        return;
+                }
+                int w = wait_fd(fd, BIO_should_write(bio) ? POLLOUT : POLLIN, until, ctx);
+                if (w <= 0) {
+                        a->outcome = w == -ECANCELED ? CANCELLED : ANSWER_TIMEOUT;
+                        return;
+                }
+        }
+        a->status = 200;
+        read_body(bio, OSSL_HTTP_REQ_CTX_get_resp_len(rctx), until, ctx, reply, a);
+}
+
+/* --- messages and retries ---------------------------------------------- */
+
+static bool transient(enum outcome o) {
+        return o == NOT_FOUND || o == PROXY_NOT_FOUND || o == CONNECT_FAILED || o == CONNECT_TIMEOUT ||
+               o == ANSWER_TIMEOUT || o == CLOSED;
 }
 
 /* A socket error as a message reads: "connection refused". A reset gets its
- * own words, the same whether curl saw it while connecting or after. */
-static void describe_errno(long os_errno, char *buf, size_t len) {
-        if (os_errno == ECONNRESET) {
+ * own words, the same whether it came while connecting or after. */
+static void describe_errno(int e, char *buf, size_t len) {
+        if (e == ECONNRESET || e == EPIPE) {
                 snprintf(buf, len, "connection reset by the server");
                 return;
         }
-        snprintf(buf, len, "%s", strerror((int) os_errno));
+        snprintf(buf, len, "%s", strerror(e));
         buf[0] = (char) (buf[0] >= 'A' && buf[0] <= 'Z' ? buf[0] - 'A' + 'a' : buf[0]);
 }
 
@@ -83,64 +659,101 @@ static void describe_tls(const char *detail, char *buf, size_t len) {
                          "try http://", *detail ? " (" : "", detail, *detail ? ")" : "");
 }
 
-static void describe(CURL *curl, CURLcode cr, const char *detail, const struct tc_ctx *ctx, char *buf, size_t len) {
-        long os_errno = 0;
-        curl_easy_getinfo(curl, CURLINFO_OS_ERRNO, &os_errno);
-        switch (cr) {
-        case CURLE_SSL_CONNECT_ERROR:
-                describe_tls(detail, buf, len);
+/* Failures on the way to a proxy name it and where it came from; hint says
+ * what to do. A long proxy name cuts the message short, which is fine. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+static bool describe_proxy(const struct attempt *a, const struct target *t, const struct tc_ctx *ctx, char *buf,
+                           size_t len, char *hint, size_t hlen) {
+        const struct tc_proxy *p = &t->proxy;
+        if (!p->host)
+                return false;
+        char where[320], why[160];
+        bool v6 = strchr(p->host, ':') != NULL;
+        snprintf(where, sizeof(where), "the proxy %s%s%s:%s (%s)", v6 ? "[" : "", p->host, v6 ? "]" : "", p->port, p->var);
+        switch (a->outcome) {
+        case CONNECT_FAILED:
+                if (a->sys_errno)
+                        describe_errno(a->sys_errno, why, sizeof(why));
+                else
+                        snprintf(why, sizeof(why), "cannot connect");
+                snprintf(buf, len, "%s: %s", where, why);
+                snprintf(hint, hlen, "check %s, or list the server in no_proxy", p->var);
+                return true;
+        case CONNECT_TIMEOUT:
+                snprintf(buf, len, "%s: no connection within %.1f s", where, (double) ctx->connect_timeout_ms / 1000);
+                snprintf(hint, hlen, "check %s, or list the server in no_proxy", p->var);
+                return true;
+        case PROXY_NOT_FOUND:
+                snprintf(buf, len, "%s: host name not found", where);
+                snprintf(hint, hlen, "check %s", p->var);
+                return true;
+        case PROXY_FAILED:
+                snprintf(buf, len, "%s refused the tunnel (%s); check %s and no_proxy", where, a->detail, p->var);
+                return true;
+        case PROXY_AUTH:
+                if (p->user)
+                        snprintf(buf, len, "%s refused the credentials (HTTP %ld): check the user:password in %s",
+                                 where, a->status, p->var);
+                else
+                        snprintf(buf, len, "%s asks for credentials (HTTP %ld): give them in %s as "
+                                 "http://USER:PASSWORD@HOST:PORT", where, a->status, p->var);
+                return true;
+        default:
+                return false;
+        }
+}
+#pragma GCC diagnostic pop
+
+static void describe(const struct attempt *a, const struct target *t, const struct tc_ctx *ctx, char *buf,
+                     size_t len, char *hint, size_t hlen) {
+        if (describe_proxy(a, t, ctx, buf, len, hint, hlen))
+                return;
+        switch (a->outcome) {
+        case TLS_FAILED:
+                describe_tls(a->detail, buf, len);
                 break;
-        case CURLE_COULDNT_CONNECT:
-                if (os_errno)
-                        describe_errno(os_errno, buf, len);
+        case TLS_UNTRUSTED:
+                snprintf(buf, len, "TLS certificate not trusted (%s): check the URL's host name, or the CA "
+                         "certificates (SSL_CERT_FILE)", a->detail);
+                break;
+        case CONNECT_FAILED:
+                if (a->sys_errno)
+                        describe_errno(a->sys_errno, buf, len);
                 else
                         snprintf(buf, len, "cannot connect");
                 break;
-        case CURLE_COULDNT_RESOLVE_HOST:
+        case NOT_FOUND:
                 snprintf(buf, len, "host name not found");
                 break;
-        case CURLE_OPERATION_TIMEDOUT: {
-                curl_off_t connected = 0;
-                long status = 0;
-                curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME_T, &connected);
-                curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-                if (connected == 0)
-                        snprintf(buf, len, "no connection within %.1f s", (double) ctx->connect_timeout_ms / 1000);
-                else if (status > 0)
-                        snprintf(buf, len, "answer (HTTP %ld) not complete within %.1f s", status,
+        case CONNECT_TIMEOUT:
+                snprintf(buf, len, "no connection within %.1f s", (double) ctx->connect_timeout_ms / 1000);
+                break;
+        case ANSWER_TIMEOUT:
+                if (a->status > 0)
+                        snprintf(buf, len, "answer (HTTP %ld) not complete within %.1f s", a->status,
                                  (double) ctx->timeout_ms / 1000);
                 else
                         snprintf(buf, len, "no answer within %.1f s", (double) ctx->timeout_ms / 1000);
                 break;
-        }
-        case CURLE_RECV_ERROR:
-        case CURLE_SEND_ERROR:
-                /* curl's own text ("Failure when receiving data from the
-                 * peer") hides the cause, usually a server that reset us. */
-                if (os_errno)
-                        describe_errno(os_errno, buf, len);
+        case CLOSED:
+                if (a->sys_errno)
+                        describe_errno(a->sys_errno, buf, len);
                 else
-                        snprintf(buf, len, "%s", curl_easy_strerror(cr));
+                        snprintf(buf, len, "connection closed without an answer");
                 break;
-        case CURLE_PARTIAL_FILE:
+        case PARTIAL:
                 snprintf(buf, len, "connection closed before the end of the answer");
                 break;
-        case CURLE_COULDNT_RESOLVE_PROXY:
-                snprintf(buf, len, "proxy host name not found (check http_proxy)");
+        case NOT_HTTP:
+                snprintf(buf, len, "the answer is not HTTP");
                 break;
-        case CURLE_UNSUPPORTED_PROTOCOL:
-        case CURLE_WEIRD_SERVER_REPLY: {
-                /* Both also mean a URL scheme curl will not use. */
-                curl_off_t connected = 0;
-                curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME_T, &connected);
-                snprintf(buf, len, "%s", connected > 0 ? "the answer is not HTTP" : curl_easy_strerror(cr));
-                break;
-        }
-        case CURLE_GOT_NOTHING:
-                snprintf(buf, len, "connection closed without an answer");
+        case REDIRECT:
+                snprintf(buf, len, "answered with a redirection (HTTP 301 or 302), which is not followed: give the "
+                         "URL it points to");
                 break;
         default:
-                snprintf(buf, len, "%s", curl_easy_strerror(cr));
+                snprintf(buf, len, "%s", a->detail[0] ? a->detail : "HTTP failed");
         }
 }
 
@@ -172,73 +785,74 @@ static bool wait_for_network(const struct tc_ctx *ctx, int netwatch, long ms) {
         return !tc_ctx_cancelled(ctx);
 }
 
-/* No attempt runs past the deadline of the whole operation: curl's progress
- * callback, which sees it, may come only once a second. Returns false when
- * no time is left. */
-static bool cap_by_deadline(CURL *curl, const struct tc_ctx *ctx) {
-        long timeout = ctx->timeout_ms, connect = ctx->connect_timeout_ms;
-        if (tc_ctx_cancelled(ctx))
-                return false;
-        if (ctx->deadline_ms) {
-                int64_t left = ctx->deadline_ms - tc_now_ms();
-                if (left <= 0)
-                        return false;
-                if (left < timeout)
-                        timeout = (long) left;
-                if (left < connect)
-                        connect = (long) left;
-        }
-        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout);
-        curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, connect);
-        return true;
+/* Blocks SIGPIPE in this thread while a request runs: OpenSSL writes to
+ * sockets with write(), and a server that reset the connection must not
+ * kill the process. One the request raised is taken back; one pending
+ * before is left alone. */
+struct nosigpipe {
+        sigset_t old;
+        bool was_pending, blocked;
+};
+
+static void nosigpipe_begin(struct nosigpipe *s) {
+        sigset_t set, pending;
+        sigemptyset(&set);
+        sigaddset(&set, SIGPIPE);
+        s->blocked = pthread_sigmask(SIG_BLOCK, &set, &s->old) == 0;
+        sigpending(&pending);
+        s->was_pending = sigismember(&pending, SIGPIPE);
+}
+
+static void nosigpipe_end(struct nosigpipe *s) {
+        sigset_t set, pending;
+        if (!s->blocked)
+                return;
+        sigemptyset(&set);
+        sigaddset(&set, SIGPIPE);
+        sigpending(&pending);
+        if (!s->was_pending && sigismember(&pending, SIGPIPE))
+                while (sigtimedwait(&set, NULL, &(struct timespec) {}) < 0 && errno == EINTR)
+                        ;
+        pthread_sigmask(SIG_SETMASK, &s->old, NULL);
 }
 
 int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body, size_t body_len,
                     const char *content_type, struct tc_http_reply *reply, struct tc_err *err) {
-        struct curl_slist *headers = NULL;
-        char ct[128], why[512], detail[CURL_ERROR_SIZE] = "";
-        struct transfer t = { .reply = reply, .ctx = ctx };
-        CURLcode cr = CURLE_OK;
+        _cleanup_(target_clear) struct target t = {};
+        struct attempt a = { .outcome = CANCELLED };
+        char why[512];
         unsigned attempt = 0;
-        int r = 0;
+        int r;
 
         memset(reply, 0, sizeof(*reply));
-        pthread_once(&curl_once, curl_init_once);
-        CURL *curl = curl_easy_init();
-        if (!curl)
-                return tc_fail(err, -ENOMEM, "cannot initialize HTTP");
-        curl_easy_setopt(curl, CURLOPT_URL, url);
-        curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, detail);
-        curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
-        curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
-        curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, progress);
-        curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &t);
-        curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-        if (body) {
-                snprintf(ct, sizeof(ct), "Content-Type: %s", content_type ? content_type : "application/octet-stream");
-                headers = curl_slist_append(headers, ct);
-                /* Tang never answers Expect: 100-continue; don't wait for it. */
-                headers = curl_slist_append(headers, "Expect:");
-                curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-                curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-                curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long) body_len);
-        }
+        if ((r = parse_target(url, ctx, &t, err)) < 0)
+                return r;
+        if (!content_type)
+                content_type = "application/octet-stream";
 
         long backoff = ctx->backoff_ms;
         /* Opened before the first attempt, so that a change while it fails
          * is not missed. Without it waiting falls back to plain pauses. */
         _cleanup_close_ int netwatch = ctx->wait_until_ms && ctx->netwatch ? ctx->netwatch->open() : -1;
+        struct nosigpipe sp;
+        nosigpipe_begin(&sp);
         for (;;) {
                 attempt++;
                 tc_http_reply_clear(reply);
-                if (!cap_by_deadline(curl, ctx)) {
-                        cr = CURLE_ABORTED_BY_CALLBACK;
+                /* No attempt runs past the deadline of the whole operation. */
+                int64_t now = tc_now_ms(), until = now + ctx->timeout_ms;
+                int64_t connect_until = now + ctx->connect_timeout_ms;
+                if (ctx->deadline_ms) {
+                        until = earlier(until, ctx->deadline_ms);
+                        connect_until = earlier(connect_until, ctx->deadline_ms);
+                }
+                connect_until = earlier(connect_until, until);
+                if (tc_ctx_cancelled(ctx) || until <= now) {
+                        a.outcome = CANCELLED;
                         break;
                 }
-                cr = curl_easy_perform(curl);
-                if (cr == CURLE_OK || tc_ctx_cancelled(ctx))
+                exchange(&t, body, body_len, content_type, until, connect_until, ctx, reply, &a);
+                if (a.outcome == ANSWERED || tc_ctx_cancelled(ctx))
                         break;
                 /* Until the boot deadline anything but an HTTP answer is worth
                  * another try: whatever stands between us and the server (a
@@ -249,38 +863,34 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
                         backoff = backoff * 2 > TC_WAIT_BACKOFF_MAX_MS ? TC_WAIT_BACKOFF_MAX_MS : backoff * 2;
                         continue;
                 }
-                if (!transient(cr) || attempt >= ctx->attempts)
-                        break;
                 /* A server that took the connection and then said nothing is
                  * there but stuck: asking it again only multiplies the wait. */
-                curl_off_t connected = 0;
-                curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME_T, &connected);
-                if (cr == CURLE_OPERATION_TIMEDOUT && connected > 0)
+                if (!transient(a.outcome) || attempt >= ctx->attempts || a.outcome == ANSWER_TIMEOUT)
                         break;
                 if (!pause_ms(ctx, backoff))
                         break;
                 backoff *= 2;
         }
+        nosigpipe_end(&sp);
 
-        if (cr == CURLE_OK)
-                curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply->status);
-        else {
-                if (tc_ctx_cancelled(ctx))
-                        r = tc_fail(err, -ECANCELED, "%s: cancelled", url);
-                else if (t.too_large)
-                        r = tc_fail(err, -EMSGSIZE, "%s: answer larger than %d bytes", url, TC_HTTP_MAX_BODY);
-                else {
-                        describe(curl, cr, detail, ctx, why, sizeof(why));
-                        if (transient(cr))
-                                r = tc_fail(err, cr == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EHOSTUNREACH,
-                                            "%s unreachable: %s after %u attempt%s", url, why, attempt,
-                                            attempt == 1 ? "" : "s");
-                        else
-                                r = tc_fail(err, -EHOSTUNREACH, "%s: %s", url, why);
-                }
-                tc_http_reply_clear(reply);
+        /* A plain HTTP proxy answers for itself when it wants credentials:
+         * 407, or 401 from some (tinyproxy); tang servers ask for none. */
+        if (a.outcome == ANSWERED && (a.status == 407 || a.status == 401) && t.proxy.host && !t.use_ssl)
+                a.outcome = PROXY_AUTH;
+        if (a.outcome == ANSWERED) {
+                reply->status = a.status;
+                return 0;
         }
-        curl_slist_free_all(headers);
-        curl_easy_cleanup(curl);
-        return r;
+        tc_http_reply_clear(reply);
+        if (tc_ctx_cancelled(ctx) || a.outcome == CANCELLED)
+                return tc_fail(err, -ECANCELED, "%s: cancelled", url);
+        if (a.outcome == TOO_LARGE)
+                return tc_fail(err, -EMSGSIZE, "%s: answer larger than %d bytes", url, TC_HTTP_MAX_BODY);
+        char hint[160] = "";
+        describe(&a, &t, ctx, why, sizeof(why), hint, sizeof(hint));
+        if (transient(a.outcome))
+                return tc_fail(err, a.outcome == ANSWER_TIMEOUT || a.outcome == CONNECT_TIMEOUT ? -ETIMEDOUT : -EHOSTUNREACH,
+                               "%s unreachable: %s after %u attempt%s%s%s", url, why, attempt, attempt == 1 ? "" : "s",
+                               *hint ? "; " : "", hint);
+        return tc_fail(err, -EHOSTUNREACH, "%s: %s", url, why);
 }

@@ -1,4 +1,4 @@
-/* HTTP for the client side, over libcurl: http and https (system CA
+/* HTTP for the client side, over OpenSSL 3's HTTP client: http and https (system CA
  * bundle), proxies from the environment, IPv6 literals, bounded retries
  * when the server cannot be reached, cancellation through the context. */
 #pragma once

@@ -5,6 +5,28 @@
 
 #include "boot.h"
 
+/* The first of the variables set and not empty, as curl_getenv() sees them. */
+static struct tc_env_value first_set(const char *name, const char *other) {
+        const char *v = getenv(name);
+        if ((!v || !*v) && other) {
+                name = other;
+                v = getenv(other);
+        }
+        return (struct tc_env_value) { .name = name, .value = v && *v ? v : NULL };
+}
+
+/* curl's proxy variables, as Clevis (through curl) read them: http_proxy in
+ * lower case only (HTTP_PROXY can be set by a web server's client, CGI's
+ * HTTP_ headers: curl ignores it), the others in either case, lower first. */
+static void proxy_from_environment(struct tc_proxy_env *p) {
+        *p = (struct tc_proxy_env) {
+                .http = first_set("http_proxy", NULL),
+                .https = first_set("https_proxy", "HTTPS_PROXY"),
+                .all = first_set("all_proxy", "ALL_PROXY"),
+                .no = first_set("no_proxy", "NO_PROXY"),
+        };
+}
+
 int program_ctx_from_environment(struct tc_ctx *ctx, struct tc_err *err) {
         const char *timeout = getenv("TETHER_TIMEOUT");
         tc_ctx_init(ctx);
@@ -15,6 +37,7 @@ int program_ctx_from_environment(struct tc_ctx *ctx, struct tc_err *err) {
          * pins need it, and they say what is wrong with it. */
         struct tc_err ignored = {};
         (void) tc_ctx_set_pin_path(ctx, getenv("TETHER_PIN_PATH"), &ignored);
+        proxy_from_environment(&ctx->proxy);
         return 0;
 }
 

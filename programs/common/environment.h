@@ -6,7 +6,9 @@
 #include "ctx.h"
 #include "err.h"
 
-/* ctx with the defaults (tc_ctx_init), TETHER_TIMEOUT and TETHER_PIN_PATH.
+/* ctx with the defaults (tc_ctx_init), TETHER_TIMEOUT, TETHER_PIN_PATH and
+ * curl's proxy variables (http_proxy, https_proxy, all_proxy, no_proxy and
+ * the upper-case forms curl reads; the strings stay the environment's).
  * Returns 0, or -EINVAL for a malformed TETHER_TIMEOUT (err says so). A malformed TETHER_PIN_PATH is not an
  * error here: what runs an external pin fails with a message naming it. */
 int program_ctx_from_environment(struct tc_ctx *ctx, struct tc_err *err);

@@ -291,7 +291,7 @@ class Pins(tlib.unittest.TestCase):
             p.kill()
             p.wait()
             hole.close()
-        # main + the sss workers; libcurl may add a resolver thread per worker.
+        # main + the sss workers; glibc may add a resolver thread (getaddrinfo_a) per worker.
         print(f"peak threads: {peak}", file=sys.stderr)
         self.assertGreater(peak, SSS_MAX_THREADS // 2, "the test did not exercise the workers")
         self.assertLessEqual(peak, 2 * SSS_MAX_THREADS + 4)

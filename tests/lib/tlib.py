@@ -544,6 +544,52 @@ class Tetherd:
         self.close()
 
 
+# ----------------------------------------------------------------- a proxy
+
+TINYPROXY = next((p for p in ("/usr/bin/tinyproxy", "/usr/sbin/tinyproxy") if os.access(p, os.X_OK)), None)
+
+
+class Tinyproxy:
+    """Debian's tinyproxy in the foreground on 127.0.0.1 (a directory of its
+    own in tmp: configuration, log), optionally with BasicAuth (user, pass);
+    requests() are the requests it logged."""
+
+    def __init__(self, tmp, auth=None):
+        self.dir = tempfile.mkdtemp(prefix="tinyproxy-", dir=tmp)
+        self.port = free_port()
+        self.logpath = os.path.join(self.dir, "tinyproxy.log")
+        conf = os.path.join(self.dir, "tinyproxy.conf")
+        with open(conf, "w") as f:
+            # No ConnectPort line: CONNECT to any port (tetherd's and nginx's
+            # are not 443 or 563).
+            f.write(f"Port {self.port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{self.logpath}\"\n"
+                    f"LogLevel Info\nMaxClients 20\nAllow 127.0.0.1\n")
+            if auth:
+                f.write("BasicAuth %s %s\n" % auth)
+        self.proc = subprocess.Popen([TINYPROXY, "-d", "-c", conf], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        if not eventually(lambda: "Accepting connections" in self.log() or self.proc.poll() is not None,
+                          timeout=10) or self.proc.poll() is not None:
+            raise AssertionError("tinyproxy did not start: " + self.log())
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self):
+        try:
+            with open(self.logpath, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def requests(self):
+        return [line for line in self.log().splitlines() if "Request (file descriptor" in line]
+
+    def close(self):
+        stop_process(self.proc)
+
+
 def eventually(check, timeout=5.0, interval=0.02):
     """Retry check() until it returns truthy; for state that changes asynchronously."""
     deadline = time.monotonic() + timeout

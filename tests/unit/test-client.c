@@ -9,6 +9,7 @@
 #include "luks.h"
 #include "netwatch.h"
 #include "pin.h"
+#include "proxy.h"
 #include "shamir.h"
 #include "tether.h"
 
@@ -296,6 +297,132 @@ TEST(timeout_from_environment) {
         CHECK_INT(c.timeout_ms, TC_DEFAULT_TIMEOUT_MS);
         CHECK_INT(c.connect_timeout_ms, TC_DEFAULT_CONNECT_TIMEOUT_MS);
         CHECK_STR(c.timeout_given, "");
+}
+
+/* no_proxy as curl 7.88 reads it (lib/noproxy.c), IPv6 as addresses. */
+TEST(no_proxy_matches_like_curl) {
+        static const struct {
+                const char *no_proxy, *host;
+                bool match;
+        } cases[] = {
+                { "example.com", "example.com", true },
+                { "example.com", "tang.example.com", true },        /* suffix */
+                { ".example.com", "tang.example.com", true },       /* leading dot */
+                { ".example.com", "example.com", true },
+                { "example.com.", "example.com", true },            /* trailing dot */
+                { "example.com", "example.com.", true },
+                { "EXAMPLE.com", "Tang.Example.COM", true },        /* case */
+                { "example.com", "badexample.com", false },         /* near misses */
+                { "tang.example.com", "example.com", false },
+                { "example.co", "example.com", false },
+                { "*.example.com", "tang.example.com", false },     /* no globs */
+                { "*", "anything", true },
+                { "*", "::1", true },
+                { "*,example.com", "anything", false },             /* '*' alone only */
+                { " a.test , example.com ", "example.com", true },  /* blanks trimmed */
+                { "a.test example.com", "example.com", true },      /* blanks separate */
+                { ",,, ,example.com,,", "example.com", true },       /* empty entries */
+                { ",, ,", "example.com", false },
+                { "", "example.com", false },
+                { ".", "example.com", false },
+                { "10.1.2.3", "10.1.2.3", true },                   /* IPv4 */
+                { "10.1.2.3", "10.1.2.30", false },
+                { "10.0.0.0/8", "10.200.1.1", true },
+                { "10.0.0.0/8", "11.0.0.1", false },
+                { "192.168.1.128/25", "192.168.1.200", true },
+                { "192.168.1.128/25", "192.168.1.100", false },
+                { "10.1.2.3/32", "10.1.2.3", true },
+                { "10.1.2.3/33", "10.1.2.3", false },               /* past the length */
+                { "10.0.0.0/0", "10.1.2.3", false },                /* /0: whole address, as curl */
+                { "10.0.0.0/x", "10.0.0.0", false },
+                { "10.1.2.3", "example.com", false },               /* an IP entry is no name */
+                { "example.com", "10.1.2.3", false },
+                { "::1", "::1", true },                             /* IPv6 */
+                { "[::1]", "::1", true },                           /* brackets */
+                { "0:0:0:0:0:0:0:1", "::1", true },                 /* as addresses */
+                { "::1/128", "::1", true },
+                { "[::1]/128", "::1", true },
+                { "fd00::/8", "fd12:3456::1", true },               /* CIDR */
+                { "fd00::/8", "fe80::1", false },
+                { "2001:db8::/33", "2001:db8:7fff::1", true },
+                { "2001:db8::/33", "2001:db8:8000::1", false },
+                { "::2", "::1", false },
+                { "127.0.0.1", "::1", false },                      /* families apart */
+                { "::ffff:127.0.0.1", "127.0.0.1", false },
+        };
+        for (size_t i = 0; i < ELEMENTS(cases); i++) {
+                bool got = tc_no_proxy_match(cases[i].no_proxy, cases[i].host);
+                if (got != cases[i].match)
+                        fprintf(stderr, "no_proxy \"%s\" host \"%s\": got %d\n", cases[i].no_proxy, cases[i].host,
+                                got);
+                CHECK(got == cases[i].match);
+        }
+        CHECK(!tc_no_proxy_match(NULL, "example.com"));
+}
+
+/* Which variable a request uses, as curl's detect_proxy. */
+TEST(proxy_selected_like_curl) {
+        struct tc_proxy_env env = {
+                .http = { "http_proxy", "http://h:1" },
+                .https = { "HTTPS_PROXY", "http://s:1" },
+                .all = { "all_proxy", "http://a:1" },
+        };
+        CHECK_STR(tc_proxy_select(&env, false, "x")->name, "http_proxy");
+        CHECK_STR(tc_proxy_select(&env, true, "x")->name, "HTTPS_PROXY");
+        env.https.value = NULL;
+        CHECK_STR(tc_proxy_select(&env, true, "x")->name, "all_proxy");
+        env.http.value = "";
+        CHECK_STR(tc_proxy_select(&env, false, "x")->name, "all_proxy");
+        env.no = (struct tc_env_value) { "no_proxy", "x" };
+        CHECK(tc_proxy_select(&env, false, "x") == NULL);
+        CHECK(tc_proxy_select(&env, false, "y") != NULL);
+        env.all.value = NULL;
+        CHECK(tc_proxy_select(&env, false, "y") == NULL);
+}
+
+/* Proxy URLs: http:// or none, port 1080 by default (curl's), credentials
+ * decoded; other schemes refused naming the variable. */
+TEST(proxy_urls_parsed_like_curl) {
+        struct tc_proxy p = {};
+        struct tc_err err = {};
+        struct tc_env_value v = { "all_proxy", "proxy.example" };
+        CHECK_INT(tc_proxy_parse(&v, &p, &err), 0);
+        CHECK_STR(p.host, "proxy.example");
+        CHECK_STR(p.port, "1080");
+        CHECK(p.user == NULL && p.pass == NULL);
+        tc_proxy_clear(&p);
+        v.value = "HTTP://us%65r:p%3Ass@[fd00::1]:3128/";
+        CHECK_INT(tc_proxy_parse(&v, &p, &err), 0);
+        CHECK_STR(p.host, "fd00::1");
+        CHECK_STR(p.port, "3128");
+        CHECK_STR(p.user, "user");
+        CHECK_STR(p.pass, "p:ss");
+        CHECK_STR(p.var, "all_proxy");
+        tc_proxy_clear(&p);
+        CHECK(p.user == NULL);
+        const char *socks[] = { "socks4://h:1", "socks4a://h:1", "socks5://h:1", "socks5h://h:1", "https://h:1" };
+        for (size_t i = 0; i < ELEMENTS(socks); i++) {
+                v.value = socks[i];
+                CHECK_INT(tc_proxy_parse(&v, &p, &err), -EPROTONOSUPPORT);
+                CHECK(strstr(err.msg, "all_proxy: ") == err.msg);
+                CHECK(strstr(err.msg, "tether speaks to http:// proxies only") != NULL);
+                CHECK(strncmp(err.msg + strlen("all_proxy: "), socks[i], strcspn(socks[i], ":") + 3) == 0);
+        }
+        const char *bad[] = { "http://", "http://h:", "http://h:99999", "http://h:x", "http://[::1", ":80" };
+        for (size_t i = 0; i < ELEMENTS(bad); i++) {
+                v.value = bad[i];
+                CHECK_INT(tc_proxy_parse(&v, &p, &err), -EINVAL);
+                CHECK(strstr(err.msg, "all_proxy is not a proxy URL") != NULL);
+        }
+}
+
+/* The proxy settings reach children (sss) as the rest of the context. */
+TEST(proxy_settings_are_inherited) {
+        struct tc_ctx c, child;
+        tc_ctx_init(&c);
+        c.proxy.no = (struct tc_env_value) { "no_proxy", "example.com" };
+        tc_ctx_child(&child, &c);
+        CHECK_STR(child.proxy.no.value, "example.com");
 }
 
 /* TETHER_PIN_PATH's value: absolute directories only (an empty or relative
