@@ -456,6 +456,41 @@ class Luks(tlib.ServerCase):
                         self.assertEqual(sorted(luks_meta(img)["keyslots"]), sorted(["0", "1", *stray]))
                         self.assertNotIn("tether-rekey", json.dumps(luks_meta(img)["tokens"]))
 
+    def test_resumed_rekey_never_removes_a_keyslot_added_meanwhile(self):
+        # Killed after slot 1 (whose key was lost) was removed: the binding
+        # works on slot 2, marked as slot 1's. The admin then adds a recovery
+        # passphrase, which cryptsetup puts in the first free slot, 1. A later
+        # regen (no passphrase: the key is recovered) must not remove it.
+        self.require_fault_injection()
+        a = tlib.Tetherd(args=["-q"])
+        port = a.port
+        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        try:
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            a.close()
+            a = tlib.Tetherd(port=port, args=["-q"])
+            r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
+                         env=dict(os.environ, TETHER_FAULT="rekey-home:kill"))
+            self.assertEqual(r.returncode, 99, r.stderr)
+            run("cryptsetup", "luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+                "--key-file", self.keyfile, self.img, "-", input=b"recovery", check=True)
+            self.assertTrue(opens(self.img, b"recovery", 1))
+            r = detached("luks", "regen", "-y", "-d", self.img, "-s", "2")
+            self.assertTrue(opens(self.img, b"recovery", 1), r.stderr)
+        finally:
+            a.close()
+
+    def test_a_crafted_rekey_mark_never_removes_the_passphrase(self):
+        # The header is untrusted: a token marked "tether-rekey": "0" (the
+        # user's passphrase slot) must not make regen remove slot 0.
+        self.assertEqual(self.bind().returncode, 0)
+        tok = json.loads(run("cryptsetup", "token", "export", "--token-id", "0", self.img, check=True).stdout)
+        tok["tether-rekey"] = "0"
+        run("cryptsetup", "token", "import", "--token-id", "0", "--token-replace", self.img,
+            input=json.dumps(tok).encode(), check=True)
+        r = detached("luks", "regen", "-y", "-d", self.img, "-s", "1")
+        self.assertTrue(opens(self.img, PASSPHRASE, 0), r.stderr)
+
     def test_regen_of_a_lost_key_needs_a_free_keyslot(self):
         # Every keyslot taken: refused before anything is written.
         a = tlib.Tetherd(args=["-q"])
