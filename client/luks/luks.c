@@ -412,6 +412,14 @@ static int generate_passphrase(char *out, size_t out_size, struct tc_err *err) {
         return (int) n;
 }
 
+static int free_keyslot(struct crypt_device *cd) {
+        int max = crypt_keyslot_max(CRYPT_LUKS2);
+        for (int s = 0; s < max; s++)
+                if (crypt_keyslot_status(cd, s) == CRYPT_SLOT_INACTIVE)
+                        return s;
+        return -ENOSPC;
+}
+
 /* A keyslot for a binding's key: PBKDF2 with 1000 iterations, as Clevis's
  * (the key is random, so the slot opens fast). Returns the slot. */
 static int add_keyslot(struct crypt_device *cd, const char *device, int slot, const uint8_t *vk, size_t vk_len,
@@ -426,9 +434,15 @@ static int add_keyslot(struct crypt_device *cd, const char *device, int slot, co
         if (r < 0)
                 return tc_fail(err, r, "%s: cannot select PBKDF2: %s", device, strerror(-r));
         r = crypt_keyslot_add_by_volume_key(cd, slot, (const char *) vk, vk_len, pass, pass_len);
+        /* -EINVAL: every keyslot is taken ("All key slots full"), or the
+         * header on disk is newer than the one loaded (its sequence number:
+         * another cryptsetup wrote it meanwhile), and nothing was written. */
         if (r < 0)
                 return tc_fail(err, r, "%s: cannot add a keyslot: %s", device,
-                               r == -ENOSPC || r == -EINVAL ? "no free keyslot" : strerror(-r));
+                               r == -ENOSPC || (r == -EINVAL && slot < 0 && free_keyslot(cd) < 0) ? "no free keyslot"
+                               : r == -EINVAL ? "the LUKS2 header changed meanwhile (another cryptsetup or tether "
+                                                "running?): nothing was added; run the same command again"
+                                              : strerror(-r));
         return r;
 }
 
@@ -1250,16 +1264,8 @@ static void err_append(struct tc_err *err, const char *fmt, ...) {
         va_end(ap);
 }
 
-static int free_keyslot(struct crypt_device *cd) {
-        int max = crypt_keyslot_max(CRYPT_LUKS2);
-        for (int s = 0; s < max; s++)
-                if (crypt_keyslot_status(cd, s) == CRYPT_SLOT_INACTIVE)
-                        return s;
-        return -ENOSPC;
-}
-
 /* Steps 1 and 2: the binding, with its new key, on a free keyslot (returned).
- * A failure leaves the header as it was. */
+ * A failure leaves the header as it was (or names the slot it left). */
 static int rekey_to_spare(struct crypt_device *cd, const char *device, const struct tc_luks_binding *b,
                           const uint8_t *vk, size_t vk_len, const uint8_t *key, size_t len, const char *jwe,
                           struct tc_err *err) {
@@ -1283,7 +1289,9 @@ static int rekey_to_spare(struct crypt_device *cd, const char *device, const str
                 r = rekey_token(cd, device, b, jwe, spare, b->slot, id, err);
         if (r < 0) {
                 /* Nothing points at it yet. */
-                crypt_keyslot_destroy(cd, spare);
+                if (crypt_keyslot_destroy(cd, spare) < 0)
+                        err_append(err, "; slot %d, added for the new key, is left with a key nobody has: remove it "
+                                   "(cryptsetup luksKillSlot %s %d)", spare, device, spare);
                 return r;
         }
         return spare;

@@ -624,6 +624,50 @@ class Luks(tlib.ServerCase):
         finally:
             a.close()
 
+    def test_regen_of_a_lost_key_when_the_header_changes_meanwhile(self):
+        # While regen waits for the passphrase, cryptsetup luksAddKey writes
+        # the header (into slot 2, the free slot regen picked too): libcryptsetup
+        # refuses the stale write. The message says so, not "no free keyslot";
+        # nothing of tether's is written, and a rerun works.
+        a = tlib.Tetherd(args=["-q"])
+        port = a.port
+        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        try:
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            a.close()
+            a = tlib.Tetherd(port=port, args=["-q"])
+            before = luks_meta(self.img)["tokens"]
+            p = subprocess.Popen([tlib.TETHER, "luks", "regen", "-y", "-d", self.img, "-s", "1"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            try:
+                # Once it reads standard input (read(0, ...)), its header is loaded.
+                for _ in range(600):
+                    with open(f"/proc/{p.pid}/syscall") as f:
+                        if f.read().split()[:2] == ["0", "0x0"]:
+                            break
+                    time.sleep(0.05)
+                else:
+                    self.fail("tether luks regen never read its standard input")
+                run("cryptsetup", "luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations",
+                    "1000", "--key-file", self.keyfile, self.img, "-", input=b"recovery", check=True)
+                _, err = p.communicate(PASSPHRASE + b"\n", timeout=60)
+            finally:
+                p.kill()
+                p.wait()
+            self.assertEqual(p.returncode, 1, err)
+            self.assertIn("cannot add a keyslot: the LUKS2 header changed meanwhile (another cryptsetup or tether "
+                          "running?): nothing was added; run the same command again", err.decode())
+            self.assertNotIn("no free keyslot", err.decode())
+            self.assertEqual(luks_meta(self.img)["tokens"], before)
+            self.assertEqual(sorted(luks_meta(self.img)["keyslots"]), ["0", "1", "2"])
+            self.assertTrue(opens(self.img, b"recovery", 2))
+            r = detached("luks", "regen", "-y", "-d", self.img, "-s", "1", input=PASSPHRASE + b"\n")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assert_bound_on(self.img, 1, cfg)
+            self.assertTrue(opens(self.img, b"recovery", 2))
+        finally:
+            a.close()
+
     def test_regen_of_a_lost_key_needs_a_free_keyslot(self):
         # Every keyslot taken: refused before anything is written.
         a = tlib.Tetherd(args=["-q"])
