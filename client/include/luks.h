@@ -111,7 +111,8 @@ struct tc_luks_rebind_opts {
  * returns -EALREADY, changing nothing, when o->config is what the binding
  * lists (unless o->force). If the key is gone, the keyslot gets a new key
  * (token first, then keyslot, as bind): the passphrase's own keyslot is
- * never touched. */
+ * never touched. Returns 0, or 1 with err saying what the user should know
+ * (where an interrupted re-key's binding is now, and why). */
 int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const struct tc_luks_rebind_opts *o,
                    struct tc_err *err);
 

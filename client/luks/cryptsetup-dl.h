@@ -33,6 +33,7 @@ void tc_cryptsetup_reload_for_tests(const char *hide);
 
 #define TC_CRYPTSETUP_FUNCS(X)                  \
         X(crypt_activate_by_passphrase)         \
+        X(crypt_dump_json)                      \
         X(crypt_format)                         \
         X(crypt_free)                           \
         X(crypt_get_type)                       \
@@ -77,6 +78,7 @@ TC_CRYPTSETUP_OPTIONAL_FUNCS(TC_CRYPTSETUP_DECLARE)
 /* Function-like, so that the types of the same names (crypt_keyslot_info,
  * crypt_token_info) are left alone. */
 #define crypt_activate_by_passphrase(...) sym_crypt_activate_by_passphrase(__VA_ARGS__)
+#define crypt_dump_json(...) sym_crypt_dump_json(__VA_ARGS__)
 #define crypt_format(...) sym_crypt_format(__VA_ARGS__)
 #define crypt_free(...) sym_crypt_free(__VA_ARGS__)
 #define crypt_get_type(...) sym_crypt_get_type(__VA_ARGS__)

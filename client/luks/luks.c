@@ -19,6 +19,7 @@
 #include "tether.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -28,6 +29,7 @@
 #include "keyset.h"
 #include "cryptsetup-dl.h"
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #define BIND_KEY_BYTES 32       /* 256 bits of entropy, as base64url text */
@@ -126,17 +128,21 @@ static char *token_to_compact(const json_t *token) {
 
 /* A keyslot number as cryptsetup and Clevis write it: "0".."31", decimal,
  * no sign, no leading zero, no space. Anything else is not guessed at. */
-static int parse_keyslot(const json_t *s) {
-        const char *v = json_string_value(s);
+static int parse_keyslot_text(const char *v, size_t n) {
         int slot = 0;
-        if (!v || !*v || (v[0] == '0' && v[1]))
+        if (!v || n == 0 || n > 2 || (v[0] == '0' && n > 1))
                 return -EINVAL;
-        for (const char *p = v; *p; p++) {
-                if (*p < '0' || *p > '9' || p - v >= 3)
+        for (size_t i = 0; i < n; i++) {
+                if (v[i] < '0' || v[i] > '9')
                         return -EINVAL;
-                slot = slot * 10 + (*p - '0');
+                slot = slot * 10 + (v[i] - '0');
         }
         return slot < TC_LUKS2_KEYSLOTS ? slot : -EINVAL;
+}
+
+static int parse_keyslot(const json_t *s) {
+        const char *v = json_string_value(s);
+        return v ? parse_keyslot_text(v, strlen(v)) : -EINVAL;
 }
 
 /* The one reading of a clevis token (untrusted: anyone with the disk can
@@ -406,6 +412,14 @@ static int generate_passphrase(char *out, size_t out_size, struct tc_err *err) {
         return (int) n;
 }
 
+static int free_keyslot(struct crypt_device *cd) {
+        int max = crypt_keyslot_max(CRYPT_LUKS2);
+        for (int s = 0; s < max; s++)
+                if (crypt_keyslot_status(cd, s) == CRYPT_SLOT_INACTIVE)
+                        return s;
+        return -ENOSPC;
+}
+
 /* A keyslot for a binding's key: PBKDF2 with 1000 iterations, as Clevis's
  * (the key is random, so the slot opens fast). Returns the slot. */
 static int add_keyslot(struct crypt_device *cd, const char *device, int slot, const uint8_t *vk, size_t vk_len,
@@ -420,9 +434,15 @@ static int add_keyslot(struct crypt_device *cd, const char *device, int slot, co
         if (r < 0)
                 return tc_fail(err, r, "%s: cannot select PBKDF2: %s", device, strerror(-r));
         r = crypt_keyslot_add_by_volume_key(cd, slot, (const char *) vk, vk_len, pass, pass_len);
+        /* -EINVAL: every keyslot is taken ("All key slots full"), or the
+         * header on disk is newer than the one loaded (its sequence number:
+         * another cryptsetup wrote it meanwhile), and nothing was written. */
         if (r < 0)
                 return tc_fail(err, r, "%s: cannot add a keyslot: %s", device,
-                               r == -ENOSPC || r == -EINVAL ? "no free keyslot" : strerror(-r));
+                               r == -ENOSPC || (r == -EINVAL && slot < 0 && free_keyslot(cd) < 0) ? "no free keyslot"
+                               : r == -EINVAL ? "the LUKS2 header changed meanwhile (another cryptsetup or tether "
+                                                "running?): nothing was added; run the same command again"
+                                              : strerror(-r));
         return r;
 }
 
@@ -1112,73 +1132,144 @@ static int key_gone(struct crypt_device *cd, const char *device, const struct tc
  *
  *   1. the new key into a free keyslot M;
  *   2. the token, in one write: the new JWE, assigned to M, marked
- *      "tether-rekey": "N" (its home slot);
+ *      "tether-rekey": "N:ID" (its home slot N, and ID, the identity of the
+ *      keyslot N holds then: see keyslot_identity());
  *   3. slot N (whose key is gone) removed; 4. the new key added as slot N;
  *   5. the token, in one write: assigned to N, the mark dropped;
  *   6. slot M removed.
  *
  * Interrupted after 2, the binding works on M and its mark lets a re-run
- * (regen or edit of slot N or M) finish the move. Interrupted between 1 and
- * 2, slot M is left with a key nobody knows; between 5 and 6, slot M is left
- * with the binding's key, without a token: neither can be told from a
- * user's keyslot, so both are left for the user to remove (the man page says
- * so). */
+ * (regen or edit of slot N or M) finish the move. The re-run removes slot N
+ * only if it is still the very keyslot of step 2 (its identity the mark's):
+ * a key added there meanwhile (cryptsetup luksAddKey takes the first free
+ * slot), or a mark written by hand, is left alone and the binding stays on
+ * M. Interrupted between 1 and 2, slot M is left with a key nobody knows;
+ * between 5 and 6, slot M is left with the binding's key, without a token:
+ * neither can be told from a user's keyslot, so both are left for the user
+ * to remove (the man page says so). */
 #define REKEY_MARK "tether-rekey"
+#define KEYSLOT_ID_HEX 64
 
-/* The home slot a token's mark names, or -1. */
-static int token_home(struct crypt_device *cd, int token) {
+struct rekey_mark {
+        int home;                      /* -1: no mark */
+        char id[KEYSLOT_ID_HEX + 1];   /* "": a mark without one, which proves nothing */
+};
+
+/* A token's mark: "N" or "N:ID" (N as parse_keyslot() reads it, ID 64
+ * lowercase hex digits), or none (home -1) for anything else. The header is
+ * untrusted: the mark only ever says where the binding wants to go. */
+static void token_mark(struct crypt_device *cd, int token, struct rekey_mark *m) {
         const char *text = NULL;
+        *m = (struct rekey_mark) { .home = -1 };
         if (crypt_token_json_get(cd, token, &text) < 0)
-                return -1;
+                return;
         json_auto_t *json = json_loads(text, 0, NULL);
-        json_t *mark = json_object_get(json, REKEY_MARK);
-        return mark ? parse_keyslot(mark) : -1;
+        const char *v = json_string_value(json_object_get(json, REKEY_MARK));
+        if (!v)
+                return;
+        const char *colon = strchr(v, ':');
+        int home = parse_keyslot_text(v, colon ? (size_t) (colon - v) : strlen(v));
+        if (home < 0)
+                return;
+        if (colon) {
+                const char *id = colon + 1;
+                if (strlen(id) != KEYSLOT_ID_HEX || strspn(id, "0123456789abcdef") != KEYSLOT_ID_HEX)
+                        return;
+                memcpy(m->id, id, sizeof(m->id));
+        }
+        m->home = home;
 }
 
-/* The binding of slot, or the one on its way back to slot (or on slot,
- * with a mark): *home is where it belongs. */
+/* A keyslot's identity, for a re-key's mark: the SHA-256 (hex) of its KDF
+ * salt as the header holds it. Every keyslot added (luksAddKey,
+ * luksChangeKey, a tpm2 or fido2 enrolment, tether's own) draws a new salt,
+ * so a slot with the same identity is the very same keyslot. *pbkdf2 says
+ * whether its KDF is PBKDF2 (tether's: cheap to try a key on). -ENOENT: the
+ * slot has no salt (no keyslot of ours). */
+static int keyslot_identity(struct crypt_device *cd, const char *device, int slot, char id[KEYSLOT_ID_HEX + 1],
+                            bool *pbkdf2, struct tc_err *err) {
+        const char *text = NULL;
+        char name[16];
+        uint8_t md[EVP_MAX_MD_SIZE];
+        unsigned md_len = 0;
+        int r = crypt_dump_json(cd, &text, 0);
+        if (r < 0)
+                return tc_fail(err, r, "%s: cannot read the LUKS2 header's keyslots: %s", device, strerror(-r));
+        json_auto_t *hdr = json_loads(text, 0, NULL);
+        if (!hdr)
+                return tc_fail(err, -ENOMEM, "%s: cannot read the LUKS2 header's keyslots", device);
+        snprintf(name, sizeof(name), "%d", slot);
+        const json_t *kdf = json_object_get(json_object_get(json_object_get(hdr, "keyslots"), name), "kdf");
+        const char *salt = json_string_value(json_object_get(kdf, "salt"));
+        const char *type = json_string_value(json_object_get(kdf, "type"));
+        if (!salt || !*salt)
+                return tc_fail(err, -ENOENT, "%s: slot %d has no KDF salt", device, slot);
+        if (!EVP_Digest(salt, strlen(salt), md, &md_len, EVP_sha256(), NULL) || md_len * 2 != KEYSLOT_ID_HEX)
+                return tc_fail(err, -EIO, "%s: cannot hash slot %d's salt", device, slot);
+        for (unsigned i = 0; i < md_len; i++)
+                snprintf(id + 2 * i, 3, "%02x", md[i]);
+        if (pbkdf2)
+                *pbkdf2 = type && strcmp(type, "pbkdf2") == 0;
+        return 0;
+}
+
+/* The binding on slot; when none is, the one on its way back to slot (a
+ * re-key interrupted after its token moved to the spare slot). *mark says
+ * where the binding belongs (home -1: where it is). */
 static int rebind_binding(struct crypt_device *cd, const struct tc_luks_bindings *bindings, const char *device, int slot,
-                          const struct tc_luks_binding **ret, int *home, struct tc_err *err) {
-        for (size_t i = 0; i < bindings->n; i++) {
-                const struct tc_luks_binding *b = &bindings->items[i];
-                int h = b->slot_active ? token_home(cd, b->token) : -1;
-                if (h >= 0 && (h == slot || b->slot == slot)) {
-                        *ret = b;
-                        *home = h;
-                        return 0;
+                          const struct tc_luks_binding **ret, struct rekey_mark *mark, struct tc_err *err) {
+        const struct tc_luks_binding *on = binding_for_slot(bindings, slot);
+        if (!on || !on->slot_active)
+                for (size_t i = 0; i < bindings->n; i++) {
+                        const struct tc_luks_binding *b = &bindings->items[i];
+                        struct rekey_mark m;
+                        if (!b->slot_active)
+                                continue;
+                        token_mark(cd, b->token, &m);
+                        if (m.home == slot && b->slot != slot) {
+                                *ret = b;
+                                *mark = m;
+                                return 0;
+                        }
                 }
-        }
         int r = slot_binding(bindings, device, slot, ret, err);
         if (r >= 0)
-                *home = (*ret)->slot;
+                token_mark(cd, (*ret)->token, mark);
         return r;
 }
 
-/* The token of b, with jwe, on slot; marked with home unless it is there. */
+/* The token of b, with jwe, on slot; marked with home and its identity id
+ * unless it is there. */
 static int rekey_token(struct crypt_device *cd, const char *device, const struct tc_luks_binding *b, const char *jwe,
-                       int slot, int home, struct tc_err *err) {
+                       int slot, int home, const char *id, struct tc_err *err) {
         json_auto_t *token = compact_to_token(jwe, slot);
-        char h[16];
-        snprintf(h, sizeof(h), "%d", home);
+        char h[16 + KEYSLOT_ID_HEX];
+        if (id)
+                snprintf(h, sizeof(h), "%d:%s", home, id);
+        else
+                snprintf(h, sizeof(h), "%d", home);
         if (!token || (slot != home && json_object_set_new(token, REKEY_MARK, json_string(h)) < 0))
                 return tc_fail(err, -ENOMEM, "out of memory");
         int r = token_write(cd, b->token, token, err);
         return r < 0 ? tc_wrap(err, r, "%s slot %d", device, home) : 0;
 }
 
-static int free_keyslot(struct crypt_device *cd) {
-        int max = crypt_keyslot_max(CRYPT_LUKS2);
-        for (int s = 0; s < max; s++)
-                if (crypt_keyslot_status(cd, s) == CRYPT_SLOT_INACTIVE)
-                        return s;
-        return -ENOSPC;
+/* Appends to err's message. */
+__attribute__((format(printf, 2, 3)))
+static void err_append(struct tc_err *err, const char *fmt, ...) {
+        size_t n = strlen(err->msg);
+        va_list ap;
+        va_start(ap, fmt);
+        tc_vformat(err->msg + n, sizeof(err->msg) - n, fmt, ap);
+        va_end(ap);
 }
 
 /* Steps 1 and 2: the binding, with its new key, on a free keyslot (returned).
- * A failure leaves the header as it was. */
+ * A failure leaves the header as it was (or names the slot it left). */
 static int rekey_to_spare(struct crypt_device *cd, const char *device, const struct tc_luks_binding *b,
                           const uint8_t *vk, size_t vk_len, const uint8_t *key, size_t len, const char *jwe,
                           struct tc_err *err) {
+        char id[KEYSLOT_ID_HEX + 1];
         int spare = free_keyslot(cd);
         if (spare < 0)
                 return tc_fail(err, -ENOSPC,
@@ -1186,54 +1277,114 @@ static int rekey_to_spare(struct crypt_device *cd, const char *device, const str
                                "nothing was changed: remove a keyslot that is not used (cryptsetup luksKillSlot) and run "
                                "again",
                                device, b->slot, b->slot);
-        int r = tc_fault("rekey-keyslot", err);
+        /* Slot N as it is now: only this keyslot may be removed later. */
+        int r = keyslot_identity(cd, device, b->slot, id, NULL, err);
+        if (r < 0)
+                return r;
+        r = tc_fault("rekey-keyslot", err);
         if (r < 0 || (r = add_keyslot(cd, device, spare, vk, vk_len, (const char *) key, len, err)) < 0)
                 return r;
         r = tc_fault("rekey-token", err);
         if (r == 0)
-                r = rekey_token(cd, device, b, jwe, spare, b->slot, err);
+                r = rekey_token(cd, device, b, jwe, spare, b->slot, id, err);
         if (r < 0) {
                 /* Nothing points at it yet. */
-                crypt_keyslot_destroy(cd, spare);
+                if (crypt_keyslot_destroy(cd, spare) < 0)
+                        err_append(err, "; slot %d, added for the new key, is left with a key nobody has: remove it "
+                                   "(cryptsetup luksKillSlot %s %d)", spare, device, spare);
                 return r;
         }
         return spare;
 }
 
-/* Steps 3 to 6: the binding, on slot cur with key, back to its home slot.
- * The caller made sure home is not another binding's slot nor the
- * passphrase's. A failure leaves a working binding, named in err. */
-static int rekey_home(struct crypt_device *cd, const char *device, const struct tc_luks_binding *b, int cur, int home,
+/* What an interrupted re-key's home slot holds now. */
+enum { HOME_FREE, HOME_OURS, HOME_DEAD, HOME_CHANGED };
+
+/* Only the very keyslot the move began with (its identity the mark's) is the
+ * dead one; a keyslot the binding's key opens is step 4's. Anything else,
+ * or a mark without an identity, is someone else's: HOME_CHANGED. An error
+ * that does not say "this key does not open it" stops everything. */
+static int home_state(struct crypt_device *cd, const char *device, const struct tc_luks_binding *b,
+                      const struct rekey_mark *m, const uint8_t *key, size_t len, struct tc_err *err) {
+        char id[KEYSLOT_ID_HEX + 1];
+        bool pbkdf2 = false;
+        struct tc_err e = {};
+        crypt_keyslot_info ki = crypt_keyslot_status(cd, m->home);
+        if (ki == CRYPT_SLOT_INACTIVE)
+                return HOME_FREE;
+        if (ki != CRYPT_SLOT_ACTIVE && ki != CRYPT_SLOT_ACTIVE_LAST)
+                return HOME_CHANGED;
+        int r = keyslot_identity(cd, device, m->home, id, &pbkdf2, &e);
+        if (r == -ENOENT)
+                return HOME_CHANGED;
+        if (r >= 0 && m->id[0] && strcmp(id, m->id) == 0)
+                return HOME_DEAD;
+        /* tether's keyslots are PBKDF2: an argon2 one is not tried at all. */
+        if (r >= 0 && !pbkdf2)
+                return HOME_CHANGED;
+        if (r >= 0)
+                r = check_slot_key(cd, device, m->home, key, len, &e);
+        if (r == -EBADMSG)
+                return HOME_CHANGED;
+        if (r < 0)
+                return tc_fail(err, r,
+                               "%s: cannot tell what slot %d holds, the home of the binding on slot %d (%s): nothing was "
+                               "changed; run the same command again",
+                               device, m->home, b->slot, e.msg);
+        return HOME_OURS;
+}
+
+/* Steps 3 to 6: the binding, on slot cur with key, back to its home slot,
+ * which is removed first if remove_home (the binding's own keyslot, whose
+ * key is gone). The caller made sure home is not another binding's slot,
+ * nor the passphrase's, nor a keyslot added there meanwhile. works: whether
+ * the binding works on cur meanwhile (the key of cur's token is not lost). A
+ * failure leaves the volume open to the passphrase and what the binding
+ * was, named in err. */
+static int rekey_home(struct crypt_device *cd, const char *device, const struct tc_luks_bindings *bindings,
+                      const struct tc_luks_binding *b, int cur, int home, bool remove_home, bool works,
                       const uint8_t *vk, size_t vk_len, const uint8_t *key, size_t len, const char *jwe,
                       struct tc_err *err) {
-        struct tc_err quiet = {};
+        bool added = false;
         int r = 0;
-        /* Slot home may already hold the key (interrupted after step 4). */
-        if (slot_opens(cd, home) && check_slot_key(cd, device, home, key, len, &quiet) < 0) {
-                r = tc_fault("rekey-destroy", err);
+        if (remove_home) {
+                /* As unbind: never the last keyslot that opens the volume. */
+                r = check_ways_in(cd, bindings, device, home, TC_LUKS_UNBIND_LAST_LOCAL, err);
+                if (r == 0)
+                        r = tc_fault("rekey-destroy", err);
                 if (r == 0 && (r = crypt_keyslot_destroy(cd, home)) < 0)
                         tc_fail(err, r, "%s: cannot remove slot %d: %s", device, home, strerror(-r));
         }
-        if (r == 0 && !slot_opens(cd, home) && (r = tc_fault("rekey-home", err)) == 0)
+        if (r == 0 && !slot_opens(cd, home) && (r = tc_fault("rekey-home", err)) == 0) {
                 r = add_keyslot(cd, device, home, vk, vk_len, (const char *) key, len, err);
+                added = r >= 0;
+        }
         if (r >= 0 && (r = tc_fault("rekey-assign", err)) == 0)
-                r = rekey_token(cd, device, b, jwe, home, home, err);
+                r = rekey_token(cd, device, b, jwe, home, home, NULL, err);
+        if (r < 0 && works) {
+                err_append(err, "; the binding works, on slot %d for now: run the same command again to move it back "
+                           "to slot %d", cur, home);
+                return r;
+        }
         if (r < 0) {
-                size_t n = strlen(err->msg);
-                snprintf(err->msg + n, sizeof(err->msg) - n,
-                         "; the binding works, on slot %d for now: run the same command again to move it back to slot %d",
-                         cur, home);
+                /* The new key is in no token: slot home would hold a key
+                 * nobody has. */
+                if (added && crypt_keyslot_destroy(cd, home) < 0)
+                        err_append(err, "; slot %d, added for the new key, is left with a key nobody has: remove it "
+                                   "(cryptsetup luksKillSlot %s %d)", home, device, home);
+                err_append(err, "; the binding does not work yet (the key of slot %d's token is gone too), but the "
+                           "passphrase still opens the volume: run the same command again, with the passphrase",
+                           cur);
                 return r;
         }
         r = tc_fault("rekey-cleanup", err);
         if (r == 0 && (r = crypt_keyslot_destroy(cd, cur)) < 0)
                 tc_fail(err, r, "%s: cannot remove slot %d: %s", device, cur, strerror(-r));
         if (r < 0) {
-                size_t n = strlen(err->msg);
-                snprintf(err->msg + n, sizeof(err->msg) - n,
-                         "; the binding works on slot %d; slot %d, which held its key during the change, is left: remove "
-                         "it (cryptsetup luksKillSlot %s %d)",
-                         home, cur, device, cur);
+                err_append(err,
+                           "; the binding works on slot %d; slot %d, which held its key during the change, is left: remove "
+                           "it (cryptsetup luksKillSlot %s %d)",
+                           home, cur, device, cur);
                 return r;
         }
         return 0;
@@ -1277,11 +1428,13 @@ int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const
         TC_CLEANUP_SECRET(vk, vk_cap);
         const char *verb = o->config ? "edited" : "regenerated";
         const struct tc_luks_binding *b = NULL;
+        struct rekey_mark mark = { .home = -1 };
         bool rekey = false;
-        int home = -1, pass_slot = -1;
+        int home = -1, pass_slot = -1, state = HOME_FREE, left = -1;
         int r = open_bindings(device, false, &cd, &bindings, err);
-        if (r < 0 || (r = rebind_binding(cd, &bindings, device, slot, &b, &home, err)) < 0)
+        if (r < 0 || (r = rebind_binding(cd, &bindings, device, slot, &b, &mark, err)) < 0)
                 return r;
+        home = mark.home >= 0 ? mark.home : b->slot;
         if (!b->pin || !b->config)
                 return tc_fail(err, -EINVAL, "%s slot %d: cannot read the binding's configuration", device, slot);
         /* Another pin's configuration first: it would be read as this one's. */
@@ -1304,11 +1457,25 @@ int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const
         /* Verified against its own slot, so a wrong key is never re-wrapped. */
         if (r < 0 || (!rekey && (r = check_slot_key(cd, device, b->slot, key, len, err)) < 0))
                 return r;
-        /* An interrupted re-key: its home slot is taken by another binding
-         * or the passphrase now, so the binding stays where it is. */
-        const struct tc_luks_binding *other = binding_for_slot(&bindings, home);
-        if (home != b->slot && ((other && other != b) || home == pass_slot))
-                home = b->slot;
+        /* An interrupted re-key: its home slot is taken by another binding,
+         * the passphrase, or any keyslot but the one the move began with:
+         * nothing there is touched, and the binding stays where it is. */
+        if (home != b->slot) {
+                const struct tc_luks_binding *other = binding_for_slot(&bindings, home);
+                if ((other && other != b) || home == pass_slot)
+                        state = HOME_CHANGED;
+                else if ((state = home_state(cd, device, b, &mark, key, len, err)) < 0)
+                        return state;
+                /* Even the very keyslot is left if it is the last that opens
+                 * without a server (a mark is only as good as the header). */
+                if (state == HOME_DEAD && slot_is_local_way_in(cd, &bindings, home) &&
+                    count_slots(cd, &bindings, home, true) == 0)
+                        state = HOME_CHANGED;
+                if (state == HOME_CHANGED) {
+                        left = home;
+                        home = b->slot;
+                }
+        }
         if (home != b->slot && !rekey &&
             (r = crypt_volume_key_get(cd, b->slot, (char *) vk, &vk_len, (const char *) key, len)) < 0)
                 return tc_fail(err, r, "%s slot %d: %s", device, b->slot, strerror(-r));
@@ -1320,13 +1487,31 @@ int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const
                 return r;
         if (rekey || home != b->slot) {
                 int cur = b->slot;
-                if (home == cur && (cur = rekey_to_spare(cd, device, b, vk, vk_len, key, len, jwe, err)) < 0)
-                        return cur;
-                return rekey_home(cd, device, b, cur, home, vk, vk_len, key, len, jwe, err);
+                bool remove_home = state == HOME_DEAD;
+                if (home == cur) {
+                        if ((cur = rekey_to_spare(cd, device, b, vk, vk_len, key, len, jwe, err)) < 0)
+                                return cur;
+                        /* The binding's own keyslot, whose key is gone. */
+                        remove_home = true;
+                }
+                r = rekey_home(cd, device, &bindings, b, cur, home, remove_home, !rekey || cur != b->slot, vk, vk_len,
+                               key, len, jwe, err);
+        } else {
+                token = compact_to_token(jwe, b->slot);
+                r = token ? token_write(cd, b->token, token, err) : tc_fail(err, -ENOMEM, "out of memory");
         }
-        token = compact_to_token(jwe, b->slot);
-        r = token ? token_write(cd, b->token, token, err) : tc_fail(err, -ENOMEM, "out of memory");
-        return r < 0 ? r : 0;
+        if (r < 0)
+                return r;
+        if (left >= 0)
+                return tc_fail(err, 1,
+                               "%s: slot %d changed since the binding's move from it began (a key added there meanwhile, "
+                               "or the header edited): it was left as it is and nothing was removed; the binding now "
+                               "lives on slot %d, and works. Check what slot %d holds (cryptsetup luksDump %s)",
+                               device, left, b->slot, left, device);
+        if (home != b->slot)
+                return tc_fail(err, 1, "%s: the binding of slot %d, left on slot %d by an interrupted re-key, is back on "
+                               "slot %d", device, home, b->slot, home);
+        return 0;
 }
 
 /* ---------------------------------------------------------------- report */

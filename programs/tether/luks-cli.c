@@ -508,8 +508,13 @@ static int regen_edit(const struct luks_opts *a, bool edit) {
                 ctx.trust = NULL;
         if (!edit)
                 ctx.trust_data = (void *) regen_warning;
-        return tc_luks_rebind(&ctx, a->device, a->slot, &o, &err) < 0 ? fail(edit ? "edit" : "regen", &err)
-                                                                     : EXIT_SUCCESS;
+        int r = tc_luks_rebind(&ctx, a->device, a->slot, &o, &err);
+        if (r < 0)
+                return fail(edit ? "edit" : "regen", &err);
+        /* Done, with something the user should know (where the binding is). */
+        if (r > 0)
+                fprintf(stderr, "tether luks %s: %s\n", edit ? "edit" : "regen", err.msg);
+        return EXIT_SUCCESS;
 }
 
 static int cmd_regen(const struct luks_opts *a) {
@@ -547,8 +552,11 @@ static int cmd_report(const struct luks_opts *a) {
                         ctx.trust = NULL;
                 struct passphrase_from from = { .device = device };
                 struct tc_luks_rebind_opts o = { .passphrase = ask_passphrase, .passphrase_data = &from };
-                if (tc_luks_rebind(&ctx, device, slot, &o, &err) < 0)
+                int r = tc_luks_rebind(&ctx, device, slot, &o, &err);
+                if (r < 0)
                         return fail("report", &err);
+                if (r > 0)
+                        fprintf(stderr, "tether luks report: %s\n", err.msg);
                 printf("%s slot %d: regenerated\n", device, slot);
                 return EXIT_SUCCESS;
         }

@@ -456,6 +456,218 @@ class Luks(tlib.ServerCase):
                         self.assertEqual(sorted(luks_meta(img)["keyslots"]), sorted(["0", "1", *stray]))
                         self.assertNotIn("tether-rekey", json.dumps(luks_meta(img)["tokens"]))
 
+    def test_resumed_rekey_never_removes_a_keyslot_added_meanwhile(self):
+        # Killed after slot 1 (whose key was lost) was removed: the binding
+        # works on slot 2, marked as slot 1's. The admin then adds a recovery
+        # passphrase, which cryptsetup puts in the first free slot, 1. A later
+        # regen (no passphrase: the key is recovered) must not remove it.
+        self.require_fault_injection()
+        a = tlib.Tetherd(args=["-q"])
+        port = a.port
+        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        try:
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            a.close()
+            a = tlib.Tetherd(port=port, args=["-q"])
+            r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
+                         env=dict(os.environ, TETHER_FAULT="rekey-home:kill"))
+            self.assertEqual(r.returncode, 99, r.stderr)
+            run("cryptsetup", "luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+                "--key-file", self.keyfile, self.img, "-", input=b"recovery", check=True)
+            self.assertTrue(opens(self.img, b"recovery", 1))
+            r = detached("luks", "regen", "-y", "-d", self.img, "-s", "2")
+            self.assertTrue(opens(self.img, b"recovery", 1), r.stderr)
+            # Nothing lost, so exit 0, saying where the binding is now.
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(f"{self.img}: slot 1 changed since the binding's move from it began", r.stderr.decode())
+            self.assertIn("nothing was removed; the binding now lives on slot 2, and works", r.stderr.decode())
+            shown = r.stderr.decode().strip().replace(self.img, "/dev/sda2")
+            self.assertIn(shown, man_examples("tether-luks-regen.1"))
+            self.assert_bound_on(self.img, 2, cfg)
+            self.assertNotIn("tether-rekey", json.dumps(luks_meta(self.img)["tokens"]))
+            self.assertTrue(opens(self.img, PASSPHRASE, 0))
+        finally:
+            a.close()
+
+    def test_a_crafted_rekey_mark_never_removes_the_passphrase(self):
+        # The header is untrusted: a token marked "tether-rekey": "0" (the
+        # user's passphrase slot) must not make regen remove slot 0.
+        self.assertEqual(self.bind().returncode, 0)
+        tok = json.loads(run("cryptsetup", "token", "export", "--token-id", "0", self.img, check=True).stdout)
+        tok["tether-rekey"] = "0"
+        run("cryptsetup", "token", "import", "--token-id", "0", "--token-replace", self.img,
+            input=json.dumps(tok).encode(), check=True)
+        r = detached("luks", "regen", "-y", "-d", self.img, "-s", "1")
+        self.assertTrue(opens(self.img, PASSPHRASE, 0), r.stderr)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("slot 0 changed since the binding's move from it began", r.stderr.decode())
+        self.assertNotIn("tether-rekey", json.dumps(luks_meta(self.img)["tokens"]))
+        self.assert_consistent()
+
+    def test_a_rekey_mark_with_the_identity_of_another_keyslot_removes_nothing(self):
+        # A mark in tether's own form, naming slot 0 with an identity that is
+        # not slot 0's (as after luksChangeKey, which draws a new salt): slot 0
+        # stays, whatever key it holds; so does a mark that is not in the form.
+        self.assertEqual(self.bind().returncode, 0)
+        # A second passphrase: slot 0 is not the last way in without a server.
+        run("cryptsetup", "luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+            "--key-file", self.keyfile, self.img, "-", input=b"recovery", check=True)
+        for mark in ("0:" + "ab" * 32, "0:" + "AB" * 32, "00", "0:", " 0"):
+            with self.subTest(mark=mark):
+                tok = json.loads(run("cryptsetup", "token", "export", "--token-id", "0", self.img, check=True).stdout)
+                tok["tether-rekey"] = mark
+                run("cryptsetup", "token", "import", "--token-id", "0", "--token-replace", self.img,
+                    input=json.dumps(tok).encode(), check=True)
+                r = detached("luks", "regen", "-y", "-d", self.img, "-s", "1")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertTrue(opens(self.img, PASSPHRASE, 0), r.stderr)
+                self.assertEqual(sorted(luks_meta(self.img)["keyslots"]), ["0", "1", "2"])
+                self.assertNotIn("tether-rekey", json.dumps(luks_meta(self.img)["tokens"]))
+                self.assertTrue(opens(self.img, b"recovery", 2))
+                self.assertTrue(opens(self.img, PASSPHRASE, 0))
+                key = tether("luks", "pass", "-d", self.img, "-s", "1")
+                self.assertTrue(opens(self.img, key.stdout, 1), key.stderr)
+
+    def test_a_rekey_mark_never_removes_the_last_keyslot_that_opens_without_a_server(self):
+        # A mark written by hand with slot 0's very identity (the SHA-256 of
+        # its salt, which anyone with the header can compute): slot 0 is the
+        # only passphrase, so it stays all the same.
+        self.assertEqual(self.bind().returncode, 0)
+        salt = luks_meta(self.img)["keyslots"]["0"]["kdf"]["salt"]
+        tok = json.loads(run("cryptsetup", "token", "export", "--token-id", "0", self.img, check=True).stdout)
+        tok["tether-rekey"] = "0:" + hashlib.sha256(salt.encode()).hexdigest()
+        run("cryptsetup", "token", "import", "--token-id", "0", "--token-replace", self.img,
+            input=json.dumps(tok).encode(), check=True)
+        r = detached("luks", "regen", "-y", "-d", self.img, "-s", "1")
+        self.assertTrue(opens(self.img, PASSPHRASE, 0), r.stderr)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("slot 0 changed since the binding's move from it began", r.stderr.decode())
+        self.assertEqual(sorted(luks_meta(self.img)["keyslots"]), ["0", "1"])
+        self.assert_consistent()
+
+    def test_regen_of_a_slot_prefers_its_own_binding_to_a_marked_one(self):
+        # Slot 1 and slot 2 are both bindings; slot 2's token says (a mark
+        # written by hand, or left over) that it belongs on slot 1. regen -s 1
+        # is about slot 1's binding: slot 2's is left as it is.
+        self.assertEqual(self.bind().returncode, 0)
+        self.assertEqual(self.bind().returncode, 0)
+        tok = json.loads(run("cryptsetup", "token", "export", "--token-id", "1", self.img, check=True).stdout)
+        self.assertEqual(tok["keyslots"], ["2"])
+        tok["tether-rekey"] = "1"
+        run("cryptsetup", "token", "import", "--token-id", "1", "--token-replace", self.img,
+            input=json.dumps(tok).encode(), check=True)
+        before = luks_meta(self.img)["tokens"]
+        r = detached("luks", "regen", "-y", "-d", self.img, "-s", "1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        after = luks_meta(self.img)["tokens"]
+        self.assertEqual(after["1"], before["1"], "slot 2's binding was regenerated instead of slot 1's")
+        self.assertNotEqual(after["0"]["jwe"], before["0"]["jwe"], "slot 1's binding was not regenerated")
+        self.assertEqual(after["0"]["keyslots"], ["1"])
+
+    def test_resumed_rekey_says_which_slot_the_binding_came_back_from(self):
+        # Killed after slot 1 was removed: regen -s 1 (no binding is on slot 1)
+        # finds the binding on slot 2 by its mark, moves it back and says so.
+        self.require_fault_injection()
+        a = tlib.Tetherd(args=["-q"])
+        port = a.port
+        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        try:
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            a.close()
+            a = tlib.Tetherd(port=port, args=["-q"])
+            r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
+                         env=dict(os.environ, TETHER_FAULT="rekey-home:kill"))
+            self.assertEqual(r.returncode, 99, r.stderr)
+            r = detached("luks", "regen", "-y", "-d", self.img, "-s", "1")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(f"{self.img}: the binding of slot 1, left on slot 2 by an interrupted re-key, is back on "
+                          "slot 1", r.stderr.decode())
+            shown = r.stderr.decode().strip().replace(self.img, "/dev/sda2")
+            self.assertIn(shown, man_examples("tether-luks-regen.1"))
+            self.assert_bound_on(self.img, 1, cfg)
+            self.assertEqual(sorted(luks_meta(self.img)["keyslots"]), ["0", "1"])
+        finally:
+            a.close()
+
+    def test_resumed_rekey_whose_key_is_lost_again_says_the_binding_does_not_work(self):
+        # Killed after slot 1 was removed, and then the server loses its keys
+        # again: the binding on slot 2 does not work either. A rerun with the
+        # passphrase that fails before the token is written must not claim it
+        # does; it says the passphrase still opens the volume, leaves no
+        # keyslot with a key nobody has, and one more run ends on slot 1.
+        self.require_fault_injection()
+        a = tlib.Tetherd(args=["-q"])
+        port = a.port
+        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        try:
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            a.close()
+            a = tlib.Tetherd(port=port, args=["-q"])
+            r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
+                         env=dict(os.environ, TETHER_FAULT="rekey-home:kill"))
+            self.assertEqual(r.returncode, 99, r.stderr)
+            a.close()
+            a = tlib.Tetherd(port=port, args=["-q"])
+            r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
+                         env=dict(os.environ, TETHER_FAULT="rekey-assign"))
+            self.assertEqual(r.returncode, 1, r.stderr)
+            msg = r.stderr.decode()
+            self.assertNotIn("the binding works", msg)
+            self.assertIn("the binding does not work yet (the key of slot 2's token is gone too), but the passphrase "
+                          "still opens the volume: run the same command again, with the passphrase", msg)
+            self.assertEqual(sorted(luks_meta(self.img)["keyslots"]), ["0", "2"])
+            self.assertTrue(opens(self.img, PASSPHRASE, 0))
+            r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assert_bound_on(self.img, 1, cfg)
+            self.assertEqual(sorted(luks_meta(self.img)["keyslots"]), ["0", "1"])
+        finally:
+            a.close()
+
+    def test_regen_of_a_lost_key_when_the_header_changes_meanwhile(self):
+        # While regen waits for the passphrase, cryptsetup luksAddKey writes
+        # the header (into slot 2, the free slot regen picked too): libcryptsetup
+        # refuses the stale write. The message says so, not "no free keyslot";
+        # nothing of tether's is written, and a rerun works.
+        a = tlib.Tetherd(args=["-q"])
+        port = a.port
+        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        try:
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            a.close()
+            a = tlib.Tetherd(port=port, args=["-q"])
+            before = luks_meta(self.img)["tokens"]
+            p = subprocess.Popen([tlib.TETHER, "luks", "regen", "-y", "-d", self.img, "-s", "1"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            try:
+                # Once it reads standard input (read(0, ...)), its header is loaded.
+                for _ in range(600):
+                    with open(f"/proc/{p.pid}/syscall") as f:
+                        if f.read().split()[:2] == ["0", "0x0"]:
+                            break
+                    time.sleep(0.05)
+                else:
+                    self.fail("tether luks regen never read its standard input")
+                run("cryptsetup", "luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations",
+                    "1000", "--key-file", self.keyfile, self.img, "-", input=b"recovery", check=True)
+                _, err = p.communicate(PASSPHRASE + b"\n", timeout=60)
+            finally:
+                p.kill()
+                p.wait()
+            self.assertEqual(p.returncode, 1, err)
+            self.assertIn("cannot add a keyslot: the LUKS2 header changed meanwhile (another cryptsetup or tether "
+                          "running?): nothing was added; run the same command again", err.decode())
+            self.assertNotIn("no free keyslot", err.decode())
+            self.assertEqual(luks_meta(self.img)["tokens"], before)
+            self.assertEqual(sorted(luks_meta(self.img)["keyslots"]), ["0", "1", "2"])
+            self.assertTrue(opens(self.img, b"recovery", 2))
+            r = detached("luks", "regen", "-y", "-d", self.img, "-s", "1", input=PASSPHRASE + b"\n")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assert_bound_on(self.img, 1, cfg)
+            self.assertTrue(opens(self.img, b"recovery", 2))
+        finally:
+            a.close()
+
     def test_regen_of_a_lost_key_needs_a_free_keyslot(self):
         # Every keyslot taken: refused before anything is written.
         a = tlib.Tetherd(args=["-q"])
