@@ -471,45 +471,79 @@ static void read_body(BIO *bio, size_t expect, int64_t until, const struct tc_ct
         }
 }
 
+/* Reads what bio has once it has something: the bytes read, 0 at the end,
+ * or -1 when time is up, the attempt is cancelled or the read failed. */
+static int read_some(BIO *bio, char *buf, int cap, int64_t until, const struct tc_ctx *ctx) {
+        for (;;) {
+                int n = BIO_read(bio, buf, cap);
+                if (n > 0)
+                        return n;
+                if (n < 0 && BIO_should_retry(bio)) {
+                        if (wait_fd(BIO_get_fd(bio, NULL), BIO_should_write(bio) ? POLLOUT : POLLIN, until, ctx) <= 0)
+                                return -1;
+                        continue;
+                }
+                ERR_clear_error();
+                return n == 0 ? 0 : -1;
+        }
+}
+
 /* The body of an answer OpenSSL 3.0 refused for its status: it has read
- * the status line only. The rest (headers, body) is read to the end and
- * given to a second OpenSSL HTTP context, behind a stand-in status line, so
- * that OpenSSL parses the headers and Content-Length here too. */
+ * the status line only. The rest is fed, as it comes, to a second OpenSSL
+ * HTTP context behind a stand-in status line, so that OpenSSL parses the
+ * headers and Content-Length here too; then exactly Content-Length bytes of
+ * body are read. Waiting for the connection to close instead would hang on
+ * servers that keep it open after an empty answer (tangd's 404 says
+ * "Content-Length: 0" and waits for the next request). An error body is only
+ * an explanation: whatever goes wrong here, the status stands. */
 static void read_error_body(OSSL_HTTP_REQ_CTX *rctx, BIO *bio, int64_t until, const struct tc_ctx *ctx,
                             struct tc_http_reply *reply, struct attempt *a) {
-        long status = a->status;
-        struct tc_http_reply raw = {};
         const char *line1 = "HTTP/1.0 200 OK\r\n";
-        char *pending;
+        char *pending, buf[4096];
         long n = BIO_get_mem_data(OSSL_HTTP_REQ_CTX_get0_mem_bio(rctx), &pending);
-        if (append(&raw, line1, strlen(line1)) < 0 || (n > 0 && append(&raw, pending, (size_t) n) < 0)) {
-                tc_http_reply_clear(&raw);
-                return;
-        }
-        read_body(bio, 0, until, ctx, &raw, a);
-        if (a->outcome != ANSWERED) {
-                tc_http_reply_clear(&raw);
-                return;
-        }
-        a->status = status;
-
-        _cleanup_(BIO_free_allp) BIO *in = BIO_new_mem_buf(raw.body, (int) raw.len);
+        size_t fed = 0;
+        _cleanup_(BIO_free_allp) BIO *in = BIO_new(BIO_s_mem());
         _cleanup_(BIO_free_allp) BIO *out = BIO_new(BIO_s_null());
-        _cleanup_(OSSL_HTTP_REQ_CTX_freep) OSSL_HTTP_REQ_CTX *parse = in && out ? OSSL_HTTP_REQ_CTX_new(out, in, 0) : NULL;
-        if (parse && OSSL_HTTP_REQ_CTX_set_request_line(parse, 0, NULL, NULL, "/") &&
-            OSSL_HTTP_REQ_CTX_set_expected(parse, NULL, 0, 0, 0)) {
-                OSSL_HTTP_REQ_CTX_set_max_response_length(parse, TC_HTTP_MAX_BODY);
-                if (OSSL_HTTP_REQ_CTX_nbio(parse) == 1) {
-                        char buf[4096];
-                        int got;
-                        while ((got = BIO_read(in, buf, sizeof(buf))) > 0)
-                                if (append(reply, buf, (size_t) got) < 0)
-                                        break;
-                }
+        _cleanup_(OSSL_HTTP_REQ_CTX_freep) OSSL_HTTP_REQ_CTX *parse = NULL;
+
+        a->outcome = ANSWERED;
+        if (!in || !out)
+                goto done;
+        /* Empty means "more to come", not the end of the answer. */
+        BIO_set_mem_eof_return(in, -1);
+        if (BIO_write(in, line1, (int) strlen(line1)) <= 0 || (n > 0 && BIO_write(in, pending, (int) n) != n))
+                goto done;
+        parse = OSSL_HTTP_REQ_CTX_new(out, in, 0);
+        if (!parse || !OSSL_HTTP_REQ_CTX_set_request_line(parse, 0, NULL, NULL, "/") ||
+            !OSSL_HTTP_REQ_CTX_set_expected(parse, NULL, 0, 0, 0))
+                goto done;
+        OSSL_HTTP_REQ_CTX_set_max_response_length(parse, TC_HTTP_MAX_BODY);
+        for (;;) {
+                int r = OSSL_HTTP_REQ_CTX_nbio(parse);
+                if (r == 1)
+                        break;
+                if (r == 0 || fed > TC_HTTP_MAX_BODY)
+                        goto done;
+                int got = read_some(bio, buf, sizeof(buf), until, ctx);
+                if (got <= 0 || BIO_write(in, buf, got) != got)
+                        goto done;
+                fed += (size_t) got;
         }
-        /* A body that cannot be had leaves the status alone. */
+
+        /* Headers parsed: what is left in `in` begins the body. */
+        size_t len = OSSL_HTTP_REQ_CTX_get_resp_len(parse);
+        int got;
+        while ((got = BIO_read(in, buf, sizeof(buf))) > 0)
+                if (append(reply, buf, (size_t) got) < 0)
+                        break;
+        if (len > reply->len) {
+                struct attempt body = {};
+                read_body(bio, len, until, ctx, reply, &body);
+                if (body.outcome != ANSWERED)
+                        tc_http_reply_clear(reply);
+        }
+done:
         ERR_clear_error();
-        tc_http_reply_clear(&raw);
 }
 
 /* Proxy-Authorization: Basic, for a request through a plain HTTP proxy (a
