@@ -4,6 +4,7 @@
 #include "proxy.h"
 #include "cleanup.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -141,9 +142,23 @@ static char *decode(const char *s, size_t n) {
         return out;
 }
 
+static bool is_scheme(const char *s, size_t len) {
+        if (len == 0 || !isalpha((unsigned char) s[0]))
+                return false;
+        for (size_t i = 1; i < len; i++)
+                if (!isalnum((unsigned char) s[i]) && !strchr("+-.", s[i]))
+                        return false;
+        return true;
+}
+
 int tc_proxy_parse(const struct tc_env_value *v, struct tc_proxy *p, struct tc_err *err) {
         *p = (struct tc_proxy) { .var = v->name };
         const char *s = v->value, *sep = strstr(s, "://");
+        /* Only letters, digits, '+', '-' and '.' after a letter make a scheme
+         * (as curl reads it); anything else before "://" may be part of a
+         * password and is never printed. */
+        if (sep && !is_scheme(s, (size_t) (sep - s)))
+                goto malformed;
         if (sep) {
                 size_t sl = (size_t) (sep - s);
                 if (sl != 4 || strncasecmp(s, "http", 4) != 0) {

@@ -408,11 +408,13 @@ TEST(proxy_urls_parsed_like_curl) {
                 CHECK(strstr(err.msg, "tether speaks to http:// proxies only") != NULL);
                 CHECK(strncmp(err.msg + strlen("all_proxy: "), socks[i], strcspn(socks[i], ":") + 3) == 0);
         }
-        const char *bad[] = { "http://", "http://h:", "http://h:99999", "http://h:x", "http://[::1", ":80" };
+        const char *bad[] = { "http://", "http://h:", "http://h:99999", "http://h:x", "http://[::1", ":80",
+                              "bob:hunter2://x@proxy.test:3128", "1http://h:1", "://h:1" };
         for (size_t i = 0; i < ELEMENTS(bad); i++) {
                 v.value = bad[i];
                 CHECK_INT(tc_proxy_parse(&v, &p, &err), -EINVAL);
                 CHECK(strstr(err.msg, "all_proxy is not a proxy URL") != NULL);
+                CHECK(strstr(err.msg, "hunter2") == NULL);
         }
 }
 
