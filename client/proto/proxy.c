@@ -208,6 +208,12 @@ int tc_proxy_parse(const struct tc_env_value *v, struct tc_proxy *p, struct tc_e
                 p->pass = colon ? decode(colon + 1, (size_t) (at - colon - 1)) : strdup("");
                 if (!p->user || !p->pass)
                         goto oom;
+                /* Proxy-Authorization is built in a fixed buffer (http.c). */
+                if (strlen(p->user) + strlen(p->pass) > TC_PROXY_CREDENTIALS_MAX) {
+                        tc_proxy_clear(p);
+                        return tc_fail(err, -E2BIG, "%s: the proxy's user name and password are longer than %d bytes "
+                                       "together: use shorter ones", v->name, TC_PROXY_CREDENTIALS_MAX);
+                }
         }
         return 0;
 malformed:

@@ -12,6 +12,9 @@
  * brackets), port (1080 when the URL gives none, as curl), and the
  * credentials of user:password@, percent-decoded, or NULL. var names the
  * setting it came from, for messages. */
+/* The longest user name and password, together, a proxy URL may carry. */
+#define TC_PROXY_CREDENTIALS_MAX 512
+
 struct tc_proxy {
         const char *var;
         char *host, *port, *user, *pass;

@@ -416,6 +416,16 @@ TEST(proxy_urls_parsed_like_curl) {
                 CHECK(strstr(err.msg, "all_proxy is not a proxy URL") != NULL);
                 CHECK(strstr(err.msg, "hunter2") == NULL);
         }
+        /* Credentials longer than the Proxy-Authorization buffer: said so,
+         * not "out of memory" at the first request. */
+        char longest[TC_PROXY_CREDENTIALS_MAX + 32];
+        snprintf(longest, sizeof(longest), "http://u:%0*d@h:1", TC_PROXY_CREDENTIALS_MAX, 0);
+        v.value = longest;
+        CHECK_INT(tc_proxy_parse(&v, &p, &err), -E2BIG);
+        CHECK(strstr(err.msg, "longer than") != NULL);
+        snprintf(longest, sizeof(longest), "http://u:%0*d@h:1", TC_PROXY_CREDENTIALS_MAX - 1, 0);
+        CHECK_INT(tc_proxy_parse(&v, &p, &err), 0);
+        tc_proxy_clear(&p);
 }
 
 /* The proxy settings reach children (sss) as the rest of the context. */
