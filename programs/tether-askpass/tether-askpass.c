@@ -1,6 +1,8 @@
 /* tether-askpass: a systemd password agent answering disk passphrase
- * questions for volumes with tether/clevis bindings. A shell over the
- * client library's agent (client/include/askpass.h): options, logging, signals. */
+ * questions for volumes with tether/clevis bindings; with --cryptroot, the
+ * same for Debian's cryptroot (initramfs-tools), through its passfifo. A
+ * shell over the client library's agents (client/include/askpass.h,
+ * passfifo.h): options, logging, signals. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -11,6 +13,7 @@
 #include "askpass.h"
 #include "boot.h"
 #include "environment.h"
+#include "passfifo.h"
 #include "usage.h"
 
 static struct tc_ctx ctx;
@@ -30,13 +33,45 @@ static void log_event(void *data, enum tc_agent_event e, const char *msg) {
                 fprintf(stderr, "tether-askpass: %s\n", msg);
 }
 
+/* --cryptroot: the volumes from crypttab and cryptopts=, then the agent. */
+static int run_cryptroot(struct tc_passfifo_opts *po, const struct tc_agent_opts *o, const char *crypttab,
+                         const char *cmdline) {
+        struct tc_crypt_volumes volumes = {};
+        struct tc_err err = {};
+        /* A volume not read here is still answered when it is asked for
+         * (its askpass names it): say why, and go on. */
+        if (tc_crypt_volumes_read(crypttab, cmdline, &volumes, &err) < 0)
+                o->report(o->report_data, TC_AGENT_BAD_QUESTION, err.msg);
+        po->volumes = &volumes;
+        po->backoff_min_ms = o->backoff_min_ms;
+        po->backoff_max_ms = o->backoff_max_ms;
+        po->linger_ms = o->linger_ms;
+        po->report = o->report;
+        po->report_data = o->report_data;
+        int r = tc_passfifo_run(&ctx, po, &err);
+        tc_crypt_volumes_clear(&volumes);
+        if (r < 0) {
+                fprintf(stderr, "tether-askpass: %s\n", err.msg);
+                return 1;
+        }
+        return 0;
+}
+
 static const struct usage usage = {
         .prog = "tether-askpass",
         .text = "Usage: tether-askpass [-d DIR] [--retry-max SECONDS] [--linger SECONDS]\n"
+                "       tether-askpass --cryptroot [--fifo PATH] [--crypttab PATH] [--cmdline PATH] ...\n"
                 "Answers systemd's disk passphrase questions for volumes bound with tether or\n"
                 "Clevis, trying unreachable servers again until the question is answered or\n"
                 "withdrawn. Exits when no question is left.\n"
+                "With --cryptroot (Debian's initramfs-tools), recovers the keys of the volumes\n"
+                "cryptroot will ask for, all at once, and writes each into cryptroot's askpass\n"
+                "FIFO when that volume is asked for; the prompt stays usable meanwhile.\n"
                 "  -d, --dir DIR          questions directory (default " TC_ASK_DIR ")\n"
+                "      --cryptroot        answer cryptroot's askpass instead\n"
+                "      --fifo PATH        its FIFO (default " TC_PASSFIFO ")\n"
+                "      --crypttab PATH    the volumes to unlock (default " TC_CRYPTROOT_CRYPTTAB ")\n"
+                "      --cmdline PATH     where cryptopts= are read (default /proc/cmdline)\n"
                 "      --retry-max S      longest pause between tries (default 8)\n"
                 "      --linger S         stay after an answer, for a re-ask (default 60)\n"
                 "  -h, --help             this help\n"
@@ -44,9 +79,13 @@ static const struct usage usage = {
 };
 
 int main(int argc, char **argv) {
-        enum { OPT_RETRY_MAX = 256, OPT_LINGER, OPT_VERSION };
+        enum { OPT_RETRY_MAX = 256, OPT_LINGER, OPT_VERSION, OPT_CRYPTROOT, OPT_FIFO, OPT_CRYPTTAB, OPT_CMDLINE };
         static const struct option options[] = {
                 { "dir", required_argument, NULL, 'd' },
+                { "cryptroot", no_argument, NULL, OPT_CRYPTROOT },
+                { "fifo", required_argument, NULL, OPT_FIFO },
+                { "crypttab", required_argument, NULL, OPT_CRYPTTAB },
+                { "cmdline", required_argument, NULL, OPT_CMDLINE },
                 { "retry-max", required_argument, NULL, OPT_RETRY_MAX },
                 { "linger", required_argument, NULL, OPT_LINGER },
                 { "help", no_argument, NULL, 'h' },
@@ -61,6 +100,9 @@ int main(int argc, char **argv) {
                 .report = log_event,
                 .report_data = &journal,
         };
+        struct tc_passfifo_opts po = {};
+        const char *crypttab = TC_CRYPTROOT_CRYPTTAB, *cmdline = "/proc/cmdline";
+        bool cryptroot = false, cryptroot_only = false;
         struct tc_err err = {};
         int c;
 
@@ -69,6 +111,21 @@ int main(int argc, char **argv) {
                 switch (c) {
                 case 'd':
                         o.dir = optarg;
+                        break;
+                case OPT_CRYPTROOT:
+                        cryptroot = true;
+                        break;
+                case OPT_FIFO:
+                        po.fifo = optarg;
+                        cryptroot_only = true;
+                        break;
+                case OPT_CRYPTTAB:
+                        crypttab = optarg;
+                        cryptroot_only = true;
+                        break;
+                case OPT_CMDLINE:
+                        cmdline = optarg;
+                        cryptroot_only = true;
                         break;
                 case OPT_RETRY_MAX:
                 case OPT_LINGER:
@@ -89,6 +146,10 @@ int main(int argc, char **argv) {
         }
         if (optind != argc)
                 return usage_error(&usage, "unexpected argument '%s'", argv[optind]);
+        if (cryptroot_only && !cryptroot)
+                return usage_error(&usage, "--fifo, --crypttab and --cmdline go with --cryptroot");
+        if (cryptroot && o.dir)
+                return usage_error(&usage, "--dir is for systemd's questions, not with --cryptroot");
         if (o.backoff_min_ms > o.backoff_max_ms)
                 o.backoff_min_ms = o.backoff_max_ms;
         if (program_ctx_from_environment(&ctx, &err) < 0) {
@@ -100,6 +161,8 @@ int main(int argc, char **argv) {
         struct sigaction sa = { .sa_handler = on_signal };
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
+        if (cryptroot)
+                return run_cryptroot(&po, &o, crypttab, cmdline);
         if (tc_agent_run(&ctx, &o, &err) < 0) {
                 fprintf(stderr, "tether-askpass: %s\n", err.msg);
                 return 1;

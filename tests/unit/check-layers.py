@@ -45,7 +45,7 @@ PART = {"proto": 0, "luks": 1, "boot": 2}
 PUBLIC = {
     "tether.h": "proto", "ctx.h": "proto", "tang.h": "proto",
     "luks.h": "luks",
-    "askpass.h": "boot", "boot.h": "boot", "netwatch.h": "boot",
+    "askpass.h": "boot", "boot.h": "boot", "netwatch.h": "boot", "passfifo.h": "boot",
 }
 # Where the build finds headers besides the including file's folder
 # (the include_directories of the libraries in */meson.build).

@@ -1,0 +1,763 @@
+#include "passfifo.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+
+#include "cleanup.h"
+#include "fanout.h"
+#include "luks.h"
+#include "netwatch.h"
+#include "tether.h"
+
+#define ENVIRON_MAX_BYTES 65536
+#define CRYPTTAB_MAX_BYTES 65536
+/* As the systemd agent: address, route and link events come in bursts. */
+#define NETWORK_RETRY_GAP_MS 200
+
+/* ---------------------------------------------------------------- volumes cryptroot asks for */
+
+void tc_crypt_volumes_clear(struct tc_crypt_volumes *v) {
+        for (size_t i = 0; i < v->n; i++) {
+                free(v->items[i].name);
+                free(v->items[i].source);
+        }
+        free(v->items);
+        memset(v, 0, sizeof(*v));
+}
+
+/* UUID=... and its kin as udev names them; anything else as it is. */
+static char *source_path(const char *spec) {
+        static const struct { const char *prefix, *dir; } tags[] = {
+                { "UUID=", "/dev/disk/by-uuid/" },
+                { "LABEL=", "/dev/disk/by-label/" },
+                { "PARTUUID=", "/dev/disk/by-partuuid/" },
+                { "PARTLABEL=", "/dev/disk/by-partlabel/" },
+        };
+        char *path;
+        for (size_t i = 0; i < ELEMENTSOF(tags); i++) {
+                size_t n = strlen(tags[i].prefix);
+                if (strncmp(spec, tags[i].prefix, n) == 0)
+                        return asprintf(&path, "%s%s", tags[i].dir, spec + n) < 0 ? NULL : path;
+        }
+        return strdup(spec);
+}
+
+static int volume_add(struct tc_crypt_volumes *out, const char *name, const char *source, struct tc_err *err) {
+        for (size_t i = 0; i < out->n; i++)
+                if (strcmp(out->items[i].name, name) == 0)
+                        return 0;  /* cryptroot sets a name up once */
+        if (out->n >= TC_PASSFIFO_VOLUMES_MAX)
+                return tc_fail(err, -E2BIG, "more than %d volumes; %s is left to the prompt", TC_PASSFIFO_VOLUMES_MAX,
+                               name);
+        struct tc_crypt_volume *grown = realloc(out->items, (out->n + 1) * sizeof(*grown));
+        if (!grown)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        out->items = grown;
+        struct tc_crypt_volume *v = &out->items[out->n];
+        v->name = strdup(name);
+        v->source = source_path(source);
+        if (!v->name || !v->source) {
+                free(v->name);
+                free(v->source);
+                return tc_fail(err, -ENOMEM, "out of memory");
+        }
+        out->n++;
+        return 0;
+}
+
+static bool has_option(const char *options, const char *name) {
+        size_t n = strlen(name);
+        for (const char *p = options; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+                if (strncmp(p, name, n) == 0 && (p[n] == '=' || p[n] == ',' || p[n] == '\0'))
+                        return true;
+        return false;
+}
+
+/* A file of at most max bytes, NUL-terminated; *text NULL if it does not exist. */
+static int slurp(const char *path, size_t max, char **text, size_t *len, struct tc_err *err) {
+        *text = NULL;
+        *len = 0;
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0)
+                return errno == ENOENT ? 0 : tc_fail(err, -errno, "%s: %s", path, strerror(errno));
+        _cleanup_free_ char *buf = malloc(max + 1);
+        size_t n = 0;
+        if (!buf)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        while (n < max + 1) {
+                ssize_t r = read(fd, buf + n, max + 1 - n);
+                if (r < 0 && errno == EINTR)
+                        continue;
+                if (r < 0)
+                        return tc_fail(err, -errno, "%s: %s", path, strerror(errno));
+                if (r == 0)
+                        break;
+                n += (size_t) r;
+        }
+        if (n > max)
+                return tc_fail(err, -EFBIG, "%s: larger than %zu bytes", path, max);
+        buf[n] = '\0';
+        *text = TAKE_PTR(buf);
+        *len = n;
+        return 0;
+}
+
+static int crypttab_read(const char *path, struct tc_crypt_volumes *out, struct tc_err *err) {
+        _cleanup_free_ char *text = NULL;
+        size_t len;
+        int r = slurp(path, CRYPTTAB_MAX_BYTES, &text, &len, err);
+        if (r < 0 || !text)
+                return r;
+        for (char *line = text, *next; line; line = next) {
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = '\0';
+                char *save = NULL, *name = strtok_r(line, " \t", &save);
+                char *source = name ? strtok_r(NULL, " \t", &save) : NULL;
+                char *key = source ? strtok_r(NULL, " \t", &save) : NULL;
+                char *options = key ? strtok_r(NULL, " \t", &save) : NULL;
+                if (!source || name[0] == '#')
+                        continue;
+                /* A key file or a keyscript: cryptroot asks nobody. */
+                if (key && strcmp(key, "none") != 0 && strcmp(key, "-") != 0)
+                        continue;
+                if (has_option(options, "keyscript"))
+                        continue;
+                if ((r = volume_add(out, name, source, err)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* cryptopts=target=NAME,source=SPEC,luks,... (repeatable), as cryptroot
+ * reads it when the image has no crypttab entry for the volume. */
+static int cryptopts_read(const char *path, struct tc_crypt_volumes *out, struct tc_err *err) {
+        _cleanup_free_ char *text = NULL;
+        size_t len;
+        int r = slurp(path, 4096, &text, &len, err);
+        if (r < 0 || !text)
+                return r;
+        char *save = NULL;
+        for (char *w = strtok_r(text, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
+                if (strncmp(w, "cryptopts=", 10) != 0)
+                        continue;
+                const char *name = NULL, *source = NULL;
+                bool asks = true;
+                char *osave = NULL;
+                for (char *o = strtok_r(w + 10, ",", &osave); o; o = strtok_r(NULL, ",", &osave)) {
+                        if (strncmp(o, "target=", 7) == 0)
+                                name = o + 7;
+                        else if (strncmp(o, "source=", 7) == 0)
+                                source = o + 7;
+                        else if ((strncmp(o, "key=", 4) == 0 && strcmp(o + 4, "none") != 0) ||
+                                 strncmp(o, "keyscript=", 10) == 0)
+                                asks = false;
+                }
+                /* cryptroot's default name for the root volume. */
+                if (source && *source && asks && (r = volume_add(out, name && *name ? name : "cryptroot", source, err)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int tc_crypt_volumes_read(const char *crypttab, const char *cmdline, struct tc_crypt_volumes *out,
+                          struct tc_err *err) {
+        int r = 0;
+        memset(out, 0, sizeof(*out));
+        if (crypttab)
+                r = crypttab_read(crypttab, out, err);
+        if (r >= 0 && cmdline)
+                r = cryptopts_read(cmdline, out, err);
+        return r;
+}
+
+/* ---------------------------------------------------------------- the agent's state */
+
+enum vol_state {
+        VOL_NEW,        /* bindings not read yet (the device may not be there yet) */
+        VOL_WAITING,    /* bound; servers unreachable so far */
+        VOL_KEY,        /* key recovered */
+        VOL_NOT_OURS,   /* no binding, not LUKS2, or a binding that cannot work */
+        VOL_REFUSED,    /* our key was not taken: left to the prompt */
+};
+
+struct vol {
+        char *name, *source;
+        enum vol_state state;
+        bool busy;                       /* in the recoverer's round */
+        struct tc_luks_bindings bindings;
+        uint8_t *key;
+        size_t len;
+        int token;
+        unsigned answers;
+        long backoff_ms;
+        int64_t last_try_ms, next_try_ms;
+        char last_error[512];
+};
+
+/* The askpass whose FIFO is there now. */
+struct asker {
+        bool present;
+        dev_t dev;
+        ino_t ino;
+        pid_t pid;               /* 0: reader not found yet */
+        struct vol *vol;         /* NULL: not a volume of ours */
+        bool answered;
+};
+
+struct agent {
+        const struct tc_passfifo_opts *o;
+        struct tc_ctx ctx;               /* the caller's, cancelled when the agent stops */
+        const char *fifo, *proc;
+        char *fifo_dir;
+        const char *fifo_name;
+        pthread_mutex_t lock;            /* the volumes */
+        pthread_mutex_t report_lock;
+        pthread_mutex_t cryptsetup_lock; /* libcryptsetup is not thread-safe */
+        struct vol *vols[TC_PASSFIFO_VOLUMES_MAX];
+        size_t n;
+        int kick;                        /* eventfd: to the recoverer (a volume is due) */
+        int ready;                       /* eventfd: to the caller's thread (a key came) */
+        struct asker asker;
+        int64_t last_answer_ms;
+        bool bad_fifo_reported;
+};
+
+static void report(struct agent *a, enum tc_agent_event e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void report(struct agent *a, enum tc_agent_event e, const char *fmt, ...) {
+        char msg[1024];
+        va_list ap;
+        if (!a->o->report)
+                return;
+        /* Names come from crypttab and other processes: escaped, one line. */
+        va_start(ap, fmt);
+        tc_vformat(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        pthread_mutex_lock(&a->report_lock);
+        a->o->report(a->o->report_data, e, msg);
+        pthread_mutex_unlock(&a->report_lock);
+}
+
+static void poke(int fd) {
+        uint64_t one = 1;
+        (void) !write(fd, &one, sizeof(one));
+}
+
+static void drain(int fd) {
+        char buf[4096];
+        while (read(fd, buf, sizeof(buf)) > 0)
+                ;
+}
+
+/* Under a->lock. */
+static struct vol *vol_add(struct agent *a, const char *name, const char *source) {
+        if (a->n >= TC_PASSFIFO_VOLUMES_MAX)
+                return NULL;
+        struct vol *v = calloc(1, sizeof(*v));
+        if (!v || !(v->name = strdup(name)) || !(v->source = strdup(source))) {
+                if (v)
+                        free(v->name);
+                free(v);
+                return NULL;
+        }
+        v->backoff_ms = a->o->backoff_min_ms;
+        a->vols[a->n++] = v;
+        return v;
+}
+
+static void vols_free(struct agent *a) {
+        for (size_t i = 0; i < a->n; i++) {
+                struct vol *v = a->vols[i];
+                free(v->name);
+                free(v->source);
+                tc_luks_bindings_clear(&v->bindings);
+                tc_secret_free(v->key, v->len);
+                free(v);
+        }
+        a->n = 0;
+}
+
+static bool same_file(const char *a, const char *b) {
+        struct stat sa, sb;
+        if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
+                return false;
+        if (S_ISBLK(sa.st_mode) && S_ISBLK(sb.st_mode))
+                return sa.st_rdev == sb.st_rdev;
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* ---------------------------------------------------------------- the recoverer's thread */
+
+struct attempt {
+        struct agent *a;
+        struct vol *v;
+        uint8_t *key;
+        size_t len;
+        int token, r;
+        struct tc_err err;
+};
+
+static int attempt_run(void *data, size_t i, struct tc_fanout *f) {
+        struct attempt *t = &((struct attempt *) data)[i];
+        (void) f;  /* cancelled through the agent's context */
+        t->r = tc_luks_bindings_recover(&t->a->ctx, t->v->source, &t->v->bindings, &t->token, &t->key, &t->len, &t->err);
+        return t->r;
+}
+
+/* In the recoverer's thread as each volume's attempt ends: the key is handed
+ * to the caller's thread at once, whatever the others' servers take. */
+static int attempt_collect(void *data, size_t i, int r) {
+        struct attempt *t = &((struct attempt *) data)[i];
+        struct agent *a = t->a;
+        struct vol *v = t->v;
+        pthread_mutex_lock(&a->lock);
+        v->busy = false;
+        v->last_try_ms = tc_now_ms();
+        if (t->r >= 0) {
+                v->key = TAKE_PTR(t->key);
+                v->len = t->len;
+                v->token = t->token;
+                v->state = VOL_KEY;
+        } else if (t->r == -EACCES) {
+                v->next_try_ms = v->last_try_ms + v->backoff_ms;
+                v->backoff_ms = v->backoff_ms * 2 > a->o->backoff_max_ms ? a->o->backoff_max_ms : v->backoff_ms * 2;
+        } else
+                v->state = VOL_NOT_OURS;
+        bool new_error = t->r == -EACCES && strcmp(v->last_error, t->err.msg) != 0;
+        if (new_error)
+                snprintf(v->last_error, sizeof(v->last_error), "%s", t->err.msg);
+        pthread_mutex_unlock(&a->lock);
+        if (t->r >= 0) {
+                report(a, TC_AGENT_RECOVERED, "%s: key recovered (token %d)", v->name, t->token);
+                poke(a->ready);
+        } else if (new_error)
+                report(a, TC_AGENT_RETRYING, "%s: %s (trying again, at most every %.0f s)", v->name, t->err.msg,
+                       (double) a->o->backoff_max_ms / 1000);
+        else if (t->r != -EACCES)
+                report(a, TC_AGENT_SKIPPED, "%s: %s", v->name, t->err.msg);
+        return r;
+}
+
+static bool agent_cancelled(void *data) {
+        return tc_ctx_cancelled(&((struct attempt *) data)->a->ctx);
+}
+
+static const struct tc_fanout_ops round_ops = {
+        .run = attempt_run,
+        .collect = attempt_collect,
+        .cancelled = agent_cancelled,
+};
+
+/* A new volume's bindings, once its device is there; false if the volume
+ * has nothing to recover (now or for good). */
+static bool bindings_read(struct agent *a, struct vol *v) {
+        struct tc_err err = {};
+        struct stat st;
+        if (stat(v->source, &st) < 0)
+                return false;  /* not yet: tried again when its askpass appears */
+        pthread_mutex_lock(&a->cryptsetup_lock);
+        int r = tc_luks_list(v->source, false, &v->bindings, &err);
+        pthread_mutex_unlock(&a->cryptsetup_lock);
+        if (r >= 0 && v->bindings.n == 0)
+                r = tc_fail(&err, -ENOENT, "no tether/clevis binding");
+        pthread_mutex_lock(&a->lock);
+        v->state = r < 0 ? VOL_NOT_OURS : VOL_WAITING;
+        pthread_mutex_unlock(&a->lock);
+        if (r < 0)
+                report(a, TC_AGENT_SKIPPED, "%s (%s): %s", v->name, v->source, err.msg);
+        return r >= 0;
+}
+
+/* One round: every due volume's recovery at once. Returns the next retry
+ * time, or -1 for none. */
+static int64_t round_run(struct agent *a) {
+        struct attempt tries[TC_PASSFIFO_VOLUMES_MAX];
+        struct vol *due[TC_PASSFIFO_VOLUMES_MAX];
+        size_t n = 0, n_due = 0;
+        int64_t now = tc_now_ms(), wake = -1;
+
+        pthread_mutex_lock(&a->lock);
+        for (size_t i = 0; i < a->n; i++) {
+                struct vol *v = a->vols[i];
+                if (v->busy || !(v->state == VOL_NEW || v->state == VOL_WAITING))
+                        continue;
+                if (v->state == VOL_WAITING && v->next_try_ms > now) {
+                        if (wake < 0 || v->next_try_ms < wake)
+                                wake = v->next_try_ms;
+                        continue;
+                }
+                v->busy = true;
+                due[n_due++] = v;
+        }
+        pthread_mutex_unlock(&a->lock);
+        /* Volumes are only ever added, and freed after this thread ends. */
+        for (size_t i = 0; i < n_due; i++) {
+                struct vol *v = due[i];
+                if (v->state == VOL_NEW && !bindings_read(a, v)) {
+                        pthread_mutex_lock(&a->lock);
+                        v->busy = false;
+                        pthread_mutex_unlock(&a->lock);
+                        continue;
+                }
+                tries[n++] = (struct attempt) { .a = a, .v = v };
+        }
+        /* Quorum 0: every volume's attempt runs to its end. */
+        (void) tc_fanout_run(&round_ops, tries, &(struct tc_fanout_opts) { .n = n });
+        pthread_mutex_lock(&a->lock);
+        for (size_t i = 0; i < n; i++) {
+                tc_secret_free(tries[i].key, tries[i].len);
+                /* Not collected (cancelled): nothing learnt. */
+                tries[i].v->busy = false;
+                if (tries[i].v->state == VOL_WAITING && (wake < 0 || tries[i].v->next_try_ms < wake))
+                        wake = tries[i].v->next_try_ms;
+        }
+        pthread_mutex_unlock(&a->lock);
+        return wake;
+}
+
+static void network_changed(struct agent *a) {
+        pthread_mutex_lock(&a->lock);
+        for (size_t i = 0; i < a->n; i++) {
+                struct vol *v = a->vols[i];
+                if (v->next_try_ms > v->last_try_ms + NETWORK_RETRY_GAP_MS)
+                        v->next_try_ms = v->last_try_ms + NETWORK_RETRY_GAP_MS;
+        }
+        pthread_mutex_unlock(&a->lock);
+}
+
+static void *recoverer(void *data) {
+        struct agent *a = data;
+        _cleanup_close_ int netwatch = tc_netwatch_open();
+        while (!tc_ctx_cancelled(&a->ctx)) {
+                int64_t wake = round_run(a), now = tc_now_ms();
+                if (tc_ctx_cancelled(&a->ctx))
+                        break;
+                struct pollfd p[2] = { { .fd = a->kick, .events = POLLIN }, { .fd = netwatch, .events = POLLIN } };
+                int timeout = wake < 0 ? -1 : wake <= now ? 0 : (int) (wake - now);
+                if (poll(p, netwatch >= 0 ? 2 : 1, timeout) < 0 && errno != EINTR)
+                        break;
+                if (p[0].revents)
+                        drain(a->kick);
+                if (netwatch >= 0 && p[1].revents) {
+                        tc_netwatch_wait(netwatch, 0);
+                        network_changed(a);
+                }
+        }
+        return NULL;
+}
+
+/* ---------------------------------------------------------------- the askpass */
+
+/* The process (not ours) holding the FIFO (dev, ino) open for reading: the
+ * askpass. 0 if none yet. */
+static pid_t fifo_reader(const struct agent *a, dev_t dev, ino_t ino) {
+        _cleanup_closedir_ DIR *d = opendir(a->proc);
+        pid_t self = getpid();
+        if (!d)
+                return 0;
+        for (struct dirent *e; (e = readdir(d));) {
+                char *end;
+                long pid = strtol(e->d_name, &end, 10);
+                if (*end || pid <= 0 || pid == self)
+                        continue;
+                char path[64 + 4096];
+                snprintf(path, sizeof(path), "%s/%ld/fd", a->proc, pid);
+                _cleanup_closedir_ DIR *fds = opendir(path);
+                if (!fds)
+                        continue;  /* gone, or a kernel thread */
+                for (struct dirent *f; (f = readdir(fds));) {
+                        struct stat st;
+                        if (f->d_name[0] == '.')
+                                continue;
+                        snprintf(path, sizeof(path), "%s/%ld/fd/%s", a->proc, pid, f->d_name);
+                        if (stat(path, &st) < 0 || !S_ISFIFO(st.st_mode) || st.st_dev != dev || st.st_ino != ino)
+                                continue;
+                        /* A writer (cryptroot-unlock, someone typing remotely) is not the asker. */
+                        snprintf(path, sizeof(path), "%s/%ld/fdinfo/%s", a->proc, pid, f->d_name);
+                        _cleanup_fclose_ FILE *info = fopen(path, "re");
+                        char line[128];
+                        unsigned long flags = 0;
+                        while (info && fgets(line, sizeof(line), info))
+                                if (sscanf(line, "flags: %lo", &flags) == 1)
+                                        break;
+                        if ((flags & O_ACCMODE) == O_RDONLY)
+                                return (pid_t) pid;
+                }
+        }
+        return 0;
+}
+
+/* CRYPTTAB_NAME and CRYPTTAB_SOURCE of the askpass: cryptroot exports them
+ * for it (and for keyscripts). */
+static int asker_volume(const struct agent *a, pid_t pid, char **name, char **source, struct tc_err *err) {
+        char path[4096 + 64];
+        _cleanup_free_ char *env = NULL;
+        size_t len;
+        snprintf(path, sizeof(path), "%s/%ld/environ", a->proc, (long) pid);
+        int r = slurp(path, ENVIRON_MAX_BYTES, &env, &len, err);
+        if (r < 0)
+                return r;
+        if (!env)
+                return tc_fail(err, -ESRCH, "the askpass (pid %ld) is gone", (long) pid);
+        *name = *source = NULL;
+        for (size_t i = 0; i < len; i += strlen(env + i) + 1) {
+                if (strncmp(env + i, "CRYPTTAB_NAME=", 14) == 0 && !*name)
+                        *name = strdup(env + i + 14);
+                else if (strncmp(env + i, "CRYPTTAB_SOURCE=", 16) == 0 && !*source)
+                        *source = strdup(env + i + 16);
+        }
+        if (!*name || !*source || !**name || !**source) {
+                free(*name);
+                free(*source);
+                *name = *source = NULL;
+                return tc_fail(err, -ENOENT, "the askpass (pid %ld) has no CRYPTTAB_NAME and CRYPTTAB_SOURCE",
+                               (long) pid);
+        }
+        return 0;
+}
+
+/* The volume the askpass asks for: by name, else by device; a volume the
+ * crypttab did not list is added. Under a->lock. */
+static struct vol *vol_for(struct agent *a, const char *name, const char *source) {
+        for (size_t i = 0; i < a->n; i++)
+                if (strcmp(a->vols[i]->name, name) == 0)
+                        return a->vols[i];
+        for (size_t i = 0; i < a->n; i++)
+                if (same_file(a->vols[i]->source, source))
+                        return a->vols[i];
+        return vol_add(a, name, source);
+}
+
+/* Writes the key into the FIFO (dev, ino) if it is still the one there and
+ * someone reads it. SIGPIPE, should the reader go, stays in this thread. */
+static int fifo_write(const struct agent *a, dev_t dev, ino_t ino, const uint8_t *key, size_t len,
+                      struct tc_err *err) {
+        _cleanup_close_ int fd = open(a->fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        struct stat st;
+        if (fd < 0)
+                return tc_fail(err, -errno, "%s: %s", a->fifo, errno == ENXIO ? "nobody reads it" : strerror(errno));
+        if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode) || st.st_dev != dev || st.st_ino != ino)
+                return tc_fail(err, -ESTALE, "%s: replaced meanwhile", a->fifo);
+        sigset_t pipe, old;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe, &old);
+        int r = 0;
+        for (size_t done = 0; done < len && r == 0;) {
+                ssize_t n = write(fd, key + done, len - done);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        r = -errno;
+                else
+                        done += (size_t) n;
+        }
+        if (r == -EPIPE) {
+                struct timespec zero = {};
+                sigtimedwait(&pipe, NULL, &zero);
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return r < 0 ? tc_fail(err, r, "%s: %s", a->fifo, strerror(-r)) : 0;
+}
+
+/* Asked again after an answer: the key goes once more only if it opens
+ * its keyslot (cryptroot asks again after any failure); a third ask is
+ * the user's. Under a->lock. */
+static bool reask_refused(struct agent *a, struct vol *v) {
+        struct tc_err err = {};
+        int slot = -1;
+        if (v->answers >= 2) {
+                report(a, TC_AGENT_REFUSED, "%s: asked again after %u answers; leaving it to the passphrase prompt",
+                       v->name, v->answers);
+                return true;
+        }
+        for (size_t i = 0; i < v->bindings.n; i++)
+                if (v->bindings.items[i].token == v->token)
+                        slot = v->bindings.items[i].slot;
+        pthread_mutex_lock(&a->cryptsetup_lock);
+        int r = tc_luks_key_opens(v->source, slot, v->key, v->len, &err);
+        pthread_mutex_unlock(&a->cryptsetup_lock);
+        if (r >= 0)
+                return false;
+        report(a, TC_AGENT_REFUSED, "%s: %s; leaving it to the passphrase prompt", v->name, err.msg);
+        return true;
+}
+
+/* Looks at the FIFO: a new askpass is identified, and answered if its
+ * volume's key is there. */
+static void asker_serve(struct agent *a) {
+        struct asker *k = &a->asker;
+        struct stat st;
+        struct tc_err err = {};
+
+        if (lstat(a->fifo, &st) < 0) {
+                k->present = false;
+                return;
+        }
+        if (!S_ISFIFO(st.st_mode) || (st.st_uid != 0 && st.st_uid != geteuid())) {
+                if (!a->bad_fifo_reported)
+                        report(a, TC_AGENT_BAD_QUESTION, "%s: not a FIFO of root's; not answered", a->fifo);
+                a->bad_fifo_reported = true;
+                k->present = false;
+                return;
+        }
+        if (!k->present || k->dev != st.st_dev || k->ino != st.st_ino)
+                *k = (struct asker) { .present = true, .dev = st.st_dev, .ino = st.st_ino };
+        if (k->answered)
+                return;
+        if (k->pid == 0) {
+                _cleanup_free_ char *name = NULL, *source = NULL;
+                /* Not open yet (mkfifo comes first): its IN_OPEN wakes us. */
+                if (!(k->pid = fifo_reader(a, st.st_dev, st.st_ino)))
+                        return;
+                if (asker_volume(a, k->pid, &name, &source, &err) < 0) {
+                        report(a, TC_AGENT_SKIPPED, "%s", err.msg);
+                        k->answered = true;  /* nothing to say to this one */
+                        return;
+                }
+                pthread_mutex_lock(&a->lock);
+                k->vol = vol_for(a, name, source);
+                pthread_mutex_unlock(&a->lock);
+                if (!k->vol) {
+                        report(a, TC_AGENT_SKIPPED, "%s: more than %d volumes, or out of memory; left to the prompt",
+                               name, TC_PASSFIFO_VOLUMES_MAX);
+                        k->answered = true;
+                        return;
+                }
+                /* Its device is there now, if it was not before. */
+                poke(a->kick);
+        }
+        pthread_mutex_lock(&a->lock);
+        struct vol *v = k->vol;
+        if (v->state == VOL_KEY && v->answers > 0 && reask_refused(a, v))
+                v->state = VOL_REFUSED;
+        if (v->state != VOL_KEY) {
+                pthread_mutex_unlock(&a->lock);
+                return;
+        }
+        int r = fifo_write(a, k->dev, k->ino, v->key, v->len, &err);
+        if (r >= 0) {
+                v->answers++;
+                k->answered = true;
+                a->last_answer_ms = tc_now_ms();
+        }
+        pthread_mutex_unlock(&a->lock);
+        if (r >= 0)
+                report(a, TC_AGENT_ANSWERED, "%s: answered with the key of token %d", v->name, v->token);
+        else
+                /* The askpass went: someone typed. A new one is a new FIFO. */
+                report(a, TC_AGENT_SKIPPED, "%s: %s", v->name, err.msg);
+}
+
+/* Nothing left to do: every volume settled, none asked about now. */
+static bool agent_done(struct agent *a) {
+        bool done = a->n > 0, answered = false;
+        pthread_mutex_lock(&a->lock);
+        for (size_t i = 0; i < a->n && done; i++) {
+                struct vol *v = a->vols[i];
+                answered |= v->answers > 0;
+                done = v->state == VOL_NOT_OURS || v->state == VOL_REFUSED || (v->state == VOL_KEY && v->answers > 0);
+        }
+        pthread_mutex_unlock(&a->lock);
+        if (!done || (a->asker.present && !a->asker.answered))
+                return false;
+        return !answered || tc_now_ms() >= a->last_answer_ms + a->o->linger_ms;
+}
+
+static int agent_init(struct agent *a, const struct tc_ctx *ctx, const struct tc_passfifo_opts *o, struct tc_err *err) {
+        *a = (struct agent) { .o = o, .fifo = o->fifo ? o->fifo : TC_PASSFIFO, .proc = o->proc ? o->proc : "/proc",
+                              .kick = -1, .ready = -1 };
+        tc_ctx_child(&a->ctx, ctx);
+        pthread_mutex_init(&a->lock, NULL);
+        pthread_mutex_init(&a->report_lock, NULL);
+        pthread_mutex_init(&a->cryptsetup_lock, NULL);
+        const char *slash = strrchr(a->fifo, '/');
+        if (!slash || !slash[1])
+                return tc_fail(err, -EINVAL, "%s: not a path to a file", a->fifo);
+        a->fifo_dir = slash == a->fifo ? strdup("/") : strndup(a->fifo, (size_t) (slash - a->fifo));
+        a->fifo_name = slash + 1;
+        a->kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        a->ready = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (!a->fifo_dir || a->kick < 0 || a->ready < 0)
+                return tc_fail(err, a->fifo_dir ? -errno : -ENOMEM, "cannot start: %s",
+                               strerror(a->fifo_dir ? errno : ENOMEM));
+        for (size_t i = 0; o->volumes && i < o->volumes->n; i++)
+                if (!vol_add(a, o->volumes->items[i].name, o->volumes->items[i].source))
+                        return tc_fail(err, -ENOMEM, "out of memory");
+        return 0;
+}
+
+static void agent_done_free(struct agent *a) {
+        vols_free(a);
+        free(a->fifo_dir);
+        if (a->kick >= 0)
+                close(a->kick);
+        if (a->ready >= 0)
+                close(a->ready);
+        pthread_mutex_destroy(&a->lock);
+        pthread_mutex_destroy(&a->report_lock);
+        pthread_mutex_destroy(&a->cryptsetup_lock);
+}
+
+static int agent_loop(struct agent *a, const struct tc_ctx *ctx, struct tc_err *err) {
+        _cleanup_close_ int inotify = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+        if (inotify < 0)
+                return tc_fail(err, -errno, "inotify: %s", strerror(errno));
+        /* IN_OPEN: askpass makes the FIFO, then opens it; only once it reads
+         * can its process be found. Watch first, then look. */
+        if (inotify_add_watch(inotify, a->fifo_dir, IN_CREATE | IN_OPEN | IN_MOVED_TO | IN_DELETE | IN_ONLYDIR) < 0)
+                return tc_fail(err, -errno, "%s: %s", a->fifo_dir, strerror(errno));
+        while (!tc_ctx_cancelled(ctx)) {
+                asker_serve(a);
+                if (agent_done(a))
+                        break;
+                int64_t now = tc_now_ms(), wake = a->last_answer_ms ? a->last_answer_ms + a->o->linger_ms : -1;
+                struct pollfd p[2] = { { .fd = inotify, .events = POLLIN }, { .fd = a->ready, .events = POLLIN } };
+                int timeout = wake < 0 ? -1 : wake <= now ? 0 : (int) (wake - now);
+                if (poll(p, 2, timeout) < 0 && errno != EINTR)
+                        return tc_fail(err, -errno, "poll: %s", strerror(errno));
+                if (p[0].revents)
+                        drain(inotify);
+                if (p[1].revents)
+                        drain(a->ready);
+        }
+        return 0;
+}
+
+int tc_passfifo_run(const struct tc_ctx *ctx, const struct tc_passfifo_opts *o, struct tc_err *err) {
+        struct agent a;
+        pthread_t thread;
+        sigset_t all, old;
+        int r = agent_init(&a, ctx, o, err);
+        if (r >= 0) {
+                /* The recoverer and its workers take no signal: the caller's
+                 * thread gets them and its poll wakes. */
+                sigfillset(&all);
+                pthread_sigmask(SIG_BLOCK, &all, &old);
+                r = -pthread_create(&thread, NULL, recoverer, &a);
+                pthread_sigmask(SIG_SETMASK, &old, NULL);
+                if (r < 0)
+                        r = tc_fail(err, r, "cannot start a thread: %s", strerror(-r));
+        }
+        if (r >= 0) {
+                r = agent_loop(&a, ctx, err);
+                tc_ctx_cancel(&a.ctx);
+                poke(a.kick);
+                pthread_join(thread, NULL);
+        }
+        agent_done_free(&a);
+        return r;
+}
