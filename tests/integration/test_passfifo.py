@@ -1,0 +1,239 @@
+"""tether's agent for Debian's cryptroot (`tether-askpass --cryptroot`, over
+client/boot/passfifo.c) against a tetherd on loopback and LUKS2 image files.
+
+cryptroot asks for each volume with /lib/cryptsetup/askpass, which makes the
+FIFO /lib/cryptsetup/passfifo, reads it (and the console) and passes on
+whatever comes first; the asking process carries CRYPTTAB_NAME and
+CRYPTTAB_SOURCE in its environment. Here a small Python program does what
+askpass does with a FIFO in a temporary directory (--fifo), in a process of
+its own with that environment: the agent finds it as it would at boot, as
+the process reading the FIFO. The volumes come from a crypttab file and a
+kernel command line file with cryptopts= (--crypttab, --cmdline). The key
+that comes out of the FIFO must open the image (`cryptsetup open
+--test-passphrase --key-file=-`)."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import tlib  # noqa: E402
+from tlib import PASSPHRASE, TETHER, run, tether  # noqa: E402
+
+BUILD = os.path.dirname(os.path.dirname(TETHER))
+ASKPASS = os.environ.get("TETHER_ASKPASS", os.path.join(BUILD, "programs", "tether-askpass"))
+
+# What /lib/cryptsetup/askpass does with its FIFO: make it, open it for
+# reading without blocking, read until the writer closes it, remove it.
+FAKE_ASKPASS = r"""
+import os, select, sys
+fifo = sys.argv[1]
+os.mkfifo(fifo, 0o600)
+fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+print("reading", flush=True)
+p = select.poll()
+p.register(fd, select.POLLIN)
+data = b""
+while True:
+    p.poll()
+    try:
+        chunk = os.read(fd, 4096)
+    except BlockingIOError:
+        continue
+    if not chunk:
+        break
+    data += chunk
+os.close(fd)
+os.unlink(fifo)
+sys.stdout.buffer.write(data)
+"""
+
+
+def opens_with_key_file(img, key):
+    """`cryptsetup open --test-passphrase --key-file=-`: what cryptroot does with askpass's output."""
+    return run("cryptsetup", "open", "--test-passphrase", "--disable-external-tokens", "--key-file=-", img,
+               input=key).returncode == 0
+
+
+class Askpass:
+    """One askpass for volume name (source img), reading fifo."""
+
+    def __init__(self, fifo, name, img):
+        env = dict(os.environ, CRYPTTAB_NAME=name, CRYPTTAB_SOURCE=img)
+        self.proc = subprocess.Popen([sys.executable, "-c", FAKE_ASKPASS, fifo], env=env, stdout=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL)
+        line = self.proc.stdout.readline()
+        assert line == b"reading\n", line
+
+    def key(self, timeout):
+        """What came through the FIFO, or None if nothing within timeout."""
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return out
+
+    def type(self, fifo, text):
+        """As cryptroot-unlock (or a person at the console) would answer."""
+        with open(fifo, "wb") as f:
+            f.write(text)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+class Agent:
+    def __init__(self, fifo, crypttab, cmdline, linger=0, retry_max=1):
+        self.log = tempfile.TemporaryFile()
+        env = {k: v for k, v in os.environ.items() if k not in ("TETHER_BOOT_TIMEOUT", "TETHER_TIMEOUT",
+                                                                  "JOURNAL_STREAM")}
+        self.proc = subprocess.Popen(
+            [ASKPASS, "--cryptroot", "--fifo", fifo, "--crypttab", crypttab, "--cmdline", cmdline,
+             "--linger", str(linger), "--retry-max", str(retry_max)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log, env=env)
+
+    def stderr(self):
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def wait(self, timeout):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            if self.wait(5) is None:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class Cryptroot(tlib.unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="tether-passfifo-")
+        self.addCleanup(self.tmp.cleanup)
+        self.keyfile = self.path("pass")
+        with open(self.keyfile, "wb") as f:
+            f.write(PASSPHRASE)
+        # Stands in for /lib/cryptsetup.
+        os.mkdir(self.path("lib-cryptsetup"))
+        self.fifo = self.path("lib-cryptsetup", "passfifo")
+        self.crypttab = self.path("crypttab")
+        self.cmdline = self.path("cmdline")
+        self.write(self.crypttab, "")
+        self.write(self.cmdline, "quiet\n")
+
+    def path(self, *names):
+        return os.path.join(self.tmp.name, *names)
+
+    def write(self, path, text):
+        with open(path, "w") as f:
+            f.write(text)
+
+    def image(self, name):
+        img = self.path(name)
+        with open(img, "wb") as f:
+            f.truncate(32 * 1024 * 1024)
+        run("cryptsetup", "luksFormat", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--batch-mode",
+            "--type", "luks2", "--key-file", "-", img, input=PASSPHRASE, check=True)
+        return img
+
+    def server(self, **kw):
+        srv = tlib.Tetherd(args=["-q"], **kw)
+        self.addCleanup(srv.close)
+        return srv
+
+    def bind(self, img, srv):
+        r = tether("luks", "bind", "-y", "-d", img, "-k", self.keyfile, "tang",
+                   f'{{"url":"http://127.0.0.1:{srv.port}"}}')
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def agent(self, **kw):
+        agent = Agent(self.fifo, self.crypttab, self.cmdline, **kw)
+        self.addCleanup(agent.close)
+        return agent
+
+    def askpass(self, name, img):
+        asker = Askpass(self.fifo, name, img)
+        self.addCleanup(asker.close)
+        return asker
+
+    def test_two_volumes_recovered_at_once_and_answered_when_asked(self):
+        """Both keys are recovered before anything asks (the server is then
+        stopped); cryptroot then asks for one volume after the other through
+        the same FIFO path, and each askpass gets its own volume's key."""
+        srv = self.server()
+        root, data = self.image("root.img"), self.image("data.img")
+        self.bind(root, srv)
+        self.bind(data, srv)
+        # One from crypttab (with entries cryptroot asks nobody for), one from cryptopts=.
+        self.write(self.crypttab, f"# <target> <source> <key> <options>\nroot {root} none luks,discard\n"
+                                  f"keyed /dev/null /etc/keyfile luks\nscripted /dev/null none keyscript=/bin/cat\n")
+        self.write(self.cmdline, f"quiet cryptopts=target=data,source={data},luks ro\n")
+        agent = self.agent()
+        self.assertTrue(tlib.eventually(lambda: all(f"{n}: key recovered" in agent.stderr() for n in ("root", "data")),
+                                        timeout=20), agent.stderr())
+        self.assertNotIn("keyed", agent.stderr())
+        self.assertNotIn("scripted", agent.stderr())
+        srv.stop()
+        for name, img in (("root", root), ("data", data)):
+            key = self.askpass(name, img).key(timeout=10)
+            self.assertIsNotNone(key, f"{name}: nothing written into the FIFO:\n{agent.stderr()}")
+            self.assertTrue(opens_with_key_file(img, key), f"{name}: the key does not open {img}")
+            self.assertFalse(opens_with_key_file(root if img == data else data, key))
+            self.assertIn(f"{name}: answered with the key of token 0", agent.stderr())
+        # Everything answered, no linger: the agent ends by itself.
+        self.assertEqual(agent.wait(10), 0, agent.stderr())
+
+    def test_volume_known_only_from_its_askpass_and_a_server_that_comes_back_late(self):
+        """Nothing listed in crypttab: the volume comes from the askpass's
+        environment. Its server is down when it asks; once it is back, the
+        key goes into the FIFO with nothing typed."""
+        srv = self.server()
+        img = self.image("late.img")
+        self.bind(img, srv)
+        port, keydir = srv.port, srv.keydir
+        srv.stop()
+        agent = self.agent(retry_max=1)
+        asker = self.askpass("late", img)
+        self.assertTrue(tlib.eventually(lambda: "trying again" in agent.stderr(), timeout=15), agent.stderr())
+        self.assertIsNone(asker.key(timeout=0.5))
+        self.server(keydir=keydir, port=port)
+        key = asker.key(timeout=15)
+        self.assertIsNotNone(key, agent.stderr())
+        self.assertTrue(opens_with_key_file(img, key))
+
+    def test_typing_still_works_and_an_unbound_volume_is_left_alone(self):
+        """A volume without a binding: the agent says so and writes nothing;
+        what is typed (written into the FIFO by someone else) is what the
+        askpass passes on. With nothing else to do, the agent ends."""
+        img = self.image("plain.img")
+        self.write(self.crypttab, f"plain {img} none luks\n")
+        agent = self.agent()
+        self.assertTrue(tlib.eventually(lambda: "no tether/clevis binding" in agent.stderr(), timeout=10),
+                        agent.stderr())
+        asker = self.askpass("plain", img)
+        self.assertIsNone(asker.key(timeout=1))
+        asker.type(self.fifo, PASSPHRASE)
+        self.assertEqual(asker.key(timeout=5), PASSPHRASE)
+        self.assertEqual(agent.wait(10), 0, agent.stderr())
+
+    def test_options(self):
+        r = run(ASKPASS, "--fifo", self.fifo)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn(b"go with --cryptroot", r.stderr)
+        r = run(ASKPASS, "--cryptroot", "--fifo", "/")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"not a path to a file", r.stderr)
+
+
+if __name__ == "__main__":
+    tlib.main()
