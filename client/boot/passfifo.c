@@ -340,10 +340,12 @@ static int attempt_collect(void *data, size_t i, int r) {
         if (new_error)
                 snprintf(v->last_error, sizeof(v->last_error), "%s", t->err.msg);
         pthread_mutex_unlock(&a->lock);
-        if (t->r >= 0) {
-                report(a, TC_AGENT_RECOVERED, "%s: key recovered (token %d)", v->name, t->token);
+        /* The caller's thread answers, or sees one more volume settled. */
+        if (t->r != -EACCES)
                 poke(a->ready);
-        } else if (new_error)
+        if (t->r >= 0)
+                report(a, TC_AGENT_RECOVERED, "%s: key recovered (token %d)", v->name, t->token);
+        else if (new_error)
                 report(a, TC_AGENT_RETRYING, "%s: %s (trying again, at most every %.0f s)", v->name, t->err.msg,
                        (double) a->o->backoff_max_ms / 1000);
         else if (t->r != -EACCES)
@@ -376,8 +378,10 @@ static bool bindings_read(struct agent *a, struct vol *v) {
         pthread_mutex_lock(&a->lock);
         v->state = r < 0 ? VOL_NOT_OURS : VOL_WAITING;
         pthread_mutex_unlock(&a->lock);
-        if (r < 0)
+        if (r < 0) {
                 report(a, TC_AGENT_SKIPPED, "%s (%s): %s", v->name, v->source, err.msg);
+                poke(a->ready);  /* maybe the last volume to settle */
+        }
         return r >= 0;
 }
 

@@ -226,6 +226,15 @@ class Cryptroot(tlib.unittest.TestCase):
         self.assertEqual(asker.key(timeout=5), PASSPHRASE)
         self.assertEqual(agent.wait(10), 0, agent.stderr())
 
+    def test_nothing_bound_the_agent_ends_by_itself(self):
+        """Every listed volume unbound and nothing asking: nothing to do, so
+        the agent ends at once rather than sit in the initramfs."""
+        img = self.image("plain.img")
+        self.write(self.crypttab, f"plain {img} none luks\n")
+        agent = self.agent(linger=60)
+        self.assertEqual(agent.wait(10), 0, agent.stderr())
+        self.assertIn("no tether/clevis binding", agent.stderr())
+
     def test_options(self):
         r = run(ASKPASS, "--fifo", self.fifo)
         self.assertEqual(r.returncode, 2, r.stderr)
