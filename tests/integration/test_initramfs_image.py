@@ -1,0 +1,204 @@
+"""initramfs-tools images with tether's hook and boot scripts (initramfs-tools/
+in the build tree), built by Debian's mkinitramfs without touching the host's
+configuration.
+
+mkinitramfs reads hooks and scripts only from /usr/share/initramfs-tools;
+`-d CONFDIR` replaces /etc/initramfs-tools only. So the test runs mkinitramfs
+in a mount namespace of its own (unshare -m), with a private copy of
+/usr/share/initramfs-tools (tether's hook and scripts added) bind-mounted over
+it, and empty /etc/crypttab and /etc/cryptsetup-initramfs, and /boot when the
+kernel's config is not there (mkinitramfs reads it to choose a compressor).
+The programs come from the build tree (TETHER_BUILDDIR, as the dracut module
+takes it).
+
+Checks: with TETHER=y the image holds the agent, its libraries (libcryptsetup
+and the NSS modules, which it loads with dlopen, too), the boot scripts, the
+CA certificates and the network setting; the agent runs inside the image
+(chroot) and reads a LUKS2 header there (libcryptsetup loaded); without a
+bound volume and without TETHER=y nothing of tether goes in.
+
+Skipped (exit 77, saying why) without root, mount namespaces, or Debian's
+initramfs-tools-core and cryptsetup-initramfs (tests/run.sh installs them;
+they install next to dracut)."""
+
+import glob
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import tlib  # noqa: E402
+from tlib import PASSPHRASE, TETHER, run  # noqa: E402
+
+BUILD = os.path.dirname(os.path.dirname(TETHER))
+GLUE = os.path.join(BUILD, "initramfs-tools")
+SHARE = "/usr/share/initramfs-tools"
+# Where the hook puts the agent: where meson installs it.
+PREFIX = os.environ.get("TETHER_PREFIX", "/usr/local")
+LIBEXECDIR = dict(e.split("=", 1) for e in os.environ.get("TETHER_INSTALL_DIRS", "tether-askpass=libexec").split()
+                  )["tether-askpass"]
+AGENT = os.path.join(PREFIX, LIBEXECDIR, "tether-askpass").lstrip("/")
+
+
+def skip(reason):
+    print(f"SKIP: {reason}")
+    sys.exit(77)
+
+
+def preflight():
+    if os.geteuid() != 0:
+        skip("needs root (mount namespace, mkinitramfs)")
+    for tool in ("mkinitramfs", "lsinitramfs", "unmkinitramfs", "unshare", "chroot"):
+        if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+            skip(f"{tool} not found (Debian's initramfs-tools-core, cryptsetup-initramfs and klibc-utils: "
+                 "tests/run.sh installs them)")
+    if not os.path.exists(os.path.join(SHARE, "hooks", "cryptroot")):
+        skip(f"{SHARE}/hooks/cryptroot not found (Debian's cryptsetup-initramfs)")
+    if subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True).returncode:
+        skip("no mount namespaces here (unshare -m)")
+    for f in ("hook", "local-top", "local-bottom"):
+        if not os.path.exists(os.path.join(GLUE, f)):
+            raise AssertionError(f"{GLUE}/{f} not built")
+
+
+def kernel_version():
+    """An installed kernel with its modules, else the running one (mkinitramfs
+    only warns that its modules are missing)."""
+    for dep in sorted(glob.glob("/lib/modules/*/modules.dep"), reverse=True):
+        return os.path.basename(os.path.dirname(dep))
+    return platform.release()
+
+
+class Image(tlib.unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="tether-initramfs-")
+        self.addCleanup(self.tmp.cleanup)
+        self.share = self.path("share")
+        shutil.copytree(SHARE, self.share, symlinks=True)
+        for f, dest in (("hook", "hooks"), ("local-top", "scripts/local-top"), ("local-bottom", "scripts/local-bottom")):
+            os.makedirs(os.path.join(self.share, dest), exist_ok=True)
+            shutil.copy2(os.path.join(GLUE, f), os.path.join(self.share, dest, "tether"))
+            # As meson installs them (the build tree's copies are not executable).
+            os.chmod(os.path.join(self.share, dest, "tether"), 0o755)
+        self.conf = self.path("conf")
+        shutil.copytree("/etc/initramfs-tools", self.conf, symlinks=True)
+        self.kver = kernel_version()
+
+    def path(self, *names):
+        return os.path.join(self.tmp.name, *names)
+
+    def mkinitramfs(self, conf_d):
+        """Builds an image with conf.d/tether holding conf_d; returns its path."""
+        with open(os.path.join(self.conf, "conf.d", "tether"), "w") as f:
+            f.write(conf_d)
+        out = self.path("initrd.img")
+        empty = self.path("empty")
+        os.makedirs(empty, exist_ok=True)
+        with open(self.path("crypttab"), "w"):
+            pass
+        mounts = [f"mount --bind {self.share} {SHARE}", f"mount --bind {self.path('crypttab')} /etc/crypttab"]
+        if os.path.isdir("/etc/cryptsetup-initramfs"):
+            mounts.append(f"mount --bind {empty} /etc/cryptsetup-initramfs")
+        if not os.path.exists(f"/boot/config-{self.kver}"):
+            boot = self.path("boot")
+            os.makedirs(boot, exist_ok=True)
+            with open(os.path.join(boot, f"config-{self.kver}"), "w") as f:
+                f.write("CONFIG_RD_GZIP=y\n")
+            mounts.append(f"mount --bind {boot} /boot")
+        if not os.path.exists("/etc/crypttab"):
+            mounts.remove(f"mount --bind {self.path('crypttab')} /etc/crypttab")
+        script = " && ".join(mounts + [f"mkinitramfs -d {self.conf} -o {out} {self.kver}"])
+        env = dict(os.environ, TETHER_BUILDDIR=BUILD, PATH=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+        p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        self.assertEqual(p.returncode, 0, p.stdout)
+        self.build_log = p.stdout
+        return out
+
+    def listing(self, img):
+        out = run("lsinitramfs", img, check=True).stdout.decode()
+        return {line.strip().lstrip("./") for line in out.splitlines()}
+
+    def test_forced_image_holds_the_agent_and_what_it_needs(self):
+        img = self.mkinitramfs("TETHER=y\nTETHER_NETWORK=y\n")
+        files = self.listing(img)
+        basenames = {os.path.basename(f) for f in files}
+        self.assertIn(AGENT, files, self.build_log)
+        for need in ("scripts/local-top/tether", "scripts/local-bottom/tether", "conf/tether.conf",
+                     "etc/ssl/certs/ca-certificates.crt", "etc/nsswitch.conf"):
+            self.assertIn(need, files, self.build_log)
+        # Linked (copy_exec follows ldd) and loaded (dlopen: the hook copies them).
+        for lib in ("libjose.so.0", "libssl.so.3", "libcrypto.so.3", "libjansson.so.4",
+                    "libcryptsetup.so.12", "libnss_dns.so.2", "libnss_files.so.2"):
+            self.assertIn(lib, basenames, f"{lib} not in the image:\n{self.build_log}")
+
+        root = self.path("unpacked")
+        run("unmkinitramfs", img, root, check=True)
+        # With microcode or early parts, the main archive lands in main/.
+        if os.path.isdir(os.path.join(root, "main")):
+            root = os.path.join(root, "main")
+        with open(os.path.join(root, "conf", "tether.conf")) as f:
+            self.assertEqual(f.read(), "TETHER_NETWORK=y\n")
+        with open(os.path.join(root, "etc", "nsswitch.conf")) as f:
+            self.assertIn("dns", f.read())
+
+        # The agent runs inside the image (chroot, with /dev and /proc as at
+        # boot), with only the image's libraries: it reads the headers
+        # (libcryptsetup, loaded with dlopen) and recovers a bound volume's key
+        # from a tetherd on loopback (libssl, jose); the unbound one is left
+        # alone.
+        srv = tlib.Tetherd(args=["-q"])
+        self.addCleanup(srv.close)
+        os.makedirs(os.path.join(root, "tmp"), exist_ok=True)
+        keyfile = self.path("pass")
+        with open(keyfile, "wb") as f:
+            f.write(PASSPHRASE)
+        for name in ("bound", "plain"):
+            img = os.path.join(root, "tmp", name + ".img")
+            with open(img, "wb") as f:
+                f.truncate(32 * 1024 * 1024)
+            run("cryptsetup", "luksFormat", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--batch-mode",
+                "--type", "luks2", "--key-file", "-", img, input=PASSPHRASE, check=True)
+        r = tlib.tether("luks", "bind", "-y", "-d", os.path.join(root, "tmp", "bound.img"), "-k", keyfile, "tang",
+                        f'{{"url":"http://127.0.0.1:{srv.port}"}}')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(root, "tmp", "crypttab"), "w") as f:
+            f.write("bound /tmp/bound.img none luks\nplain /tmp/plain.img none luks\n")
+        for d in ("dev", "proc", "lib/cryptsetup"):
+            os.makedirs(os.path.join(root, d), exist_ok=True)
+        log = self.path("agent.log")
+        with open(log, "wb") as out:
+            agent = subprocess.Popen(
+                ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                 f"mount --rbind /dev {root}/dev && mount -t proc proc {root}/proc && "
+                 f"exec chroot {root} /{AGENT} --cryptroot --crypttab /tmp/crypttab --cmdline /tmp/none"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+
+        def logged():
+            with open(log, errors="replace") as f:
+                return f.read()
+        try:
+            self.assertTrue(tlib.eventually(lambda: "bound: key recovered" in logged() and
+                                            "plain (/tmp/plain.img): no tether/clevis binding" in logged(),
+                                            timeout=30), logged())
+        finally:
+            agent.terminate()
+            agent.wait(10)
+        self.assertEqual(agent.returncode, 0, logged())
+
+    def test_nothing_bound_nothing_included(self):
+        img = self.mkinitramfs("")
+        files = self.listing(img)
+        self.assertNotIn(AGENT, files, self.build_log)
+        self.assertNotIn("conf/tether.conf", files)
+        # The boot scripts come with every image (mkinitramfs copies them
+        # all); without the agent they do nothing.
+        self.assertIn("scripts/local-top/tether", files)
+
+
+if __name__ == "__main__":
+    preflight()
+    tlib.main()
