@@ -20,12 +20,10 @@
 #include "fanout.h"
 #include "luks.h"
 #include "netwatch.h"
+#include "retry.h"
 #include "tether.h"
 
 #define QUESTION_MAX_BYTES 65536
-/* After the network changes, a volume is tried again no sooner than this
- * after its last try: address, route and link events come in bursts. */
-#define NETWORK_RETRY_GAP_MS 200
 
 /* ---------------------------------------------------------------- questions */
 
@@ -176,9 +174,7 @@ struct volume {
         bool refused;            /* our key does not open the volume */
         char *answered;          /* the question file we answered last */
         unsigned answers;
-        long backoff_ms;
-        int64_t last_try_ms, next_try_ms;
-        char last_error[512];    /* reported once, not on every retry */
+        struct tc_retry retry;
         struct volume *next;
 };
 
@@ -224,7 +220,7 @@ static struct volume *volume_get(struct agent *a, const char *device) {
                 free(v);
                 return NULL;
         }
-        v->backoff_ms = a->o->backoff_min_ms;
+        tc_retry_init(&v->retry, a->o->backoff_min_ms);
         v->next = a->volumes;
         a->volumes = v;
         return v;
@@ -331,12 +327,10 @@ static int question_due(struct agent *a, const char *name, ino_t ino, struct att
                                v->device, v->answers);
                         return 0;
                 }
-                v->next_try_ms = 0;
+                v->retry.next_try_ms = 0;
         }
-        int64_t now = tc_now_ms();
-        if (now < v->next_try_ms) {
-                if (*wake_ms < 0 || v->next_try_ms < *wake_ms)
-                        *wake_ms = v->next_try_ms;
+        if (tc_now_ms() < v->retry.next_try_ms) {
+                tc_retry_wake(&v->retry, wake_ms);
                 return 0;
         }
         r = tc_luks_list(v->device, false, &t->bindings, &err);
@@ -367,7 +361,7 @@ static bool key_refused(struct agent *a, struct attempt *t) {
 
 static void attempt_finish(struct agent *a, struct attempt *t) {
         struct volume *v = t->volume;
-        v->last_try_ms = tc_now_ms();
+        v->retry.last_try_ms = tc_now_ms();
         if (t->r >= 0) {
                 struct tc_err err = {};
                 if (v->answers > 0 && key_refused(a, t))
@@ -380,7 +374,7 @@ static void attempt_finish(struct agent *a, struct attempt *t) {
                 free(v->answered);
                 v->answered = TAKE_PTR(t->path);
                 v->answers++;
-                a->last_answer_ms = v->last_try_ms;
+                a->last_answer_ms = v->retry.last_try_ms;
                 report(a, TC_AGENT_ANSWERED, "%s: answered with the key of token %d", v->device, t->token);
                 return;
         }
@@ -389,13 +383,9 @@ static void attempt_finish(struct agent *a, struct attempt *t) {
                 report(a, TC_AGENT_SKIPPED, "%s", t->err.msg);
                 return;
         }
-        v->next_try_ms = v->last_try_ms + v->backoff_ms;
-        if (strcmp(v->last_error, t->err.msg) != 0) {
-                snprintf(v->last_error, sizeof(v->last_error), "%s", t->err.msg);
+        if (tc_retry_failed(&v->retry, a->o->backoff_max_ms, t->err.msg))
                 report(a, TC_AGENT_RETRYING, "%s (trying again, at most every %.0f s)", t->err.msg,
                        (double) a->o->backoff_max_ms / 1000);
-        }
-        v->backoff_ms = v->backoff_ms * 2 > a->o->backoff_max_ms ? a->o->backoff_max_ms : v->backoff_ms * 2;
 }
 
 /* One round's attempts, run at once (tc_fanout_run). */
@@ -418,8 +408,8 @@ static int attempt_collect(void *data, size_t i, int r) {
         struct round *round = data;
         struct attempt *t = &round->tries[i];
         attempt_finish(round->a, t);
-        if (t->r == -EACCES && (*round->wake_ms < 0 || t->volume->next_try_ms < *round->wake_ms))
-                *round->wake_ms = t->volume->next_try_ms;
+        if (t->r == -EACCES)
+                tc_retry_wake(&t->volume->retry, round->wake_ms);
         return r;
 }
 
@@ -485,14 +475,7 @@ static int round_run(struct agent *a, int64_t *wake_ms) {
 /* After a network change, every volume still waiting is due again. */
 static void network_changed(struct agent *a) {
         for (struct volume *v = a->volumes; v; v = v->next)
-                if (v->next_try_ms > v->last_try_ms + NETWORK_RETRY_GAP_MS)
-                        v->next_try_ms = v->last_try_ms + NETWORK_RETRY_GAP_MS;
-}
-
-static void drain(int fd) {
-        char buf[4096];
-        while (read(fd, buf, sizeof(buf)) > 0)
-                ;
+                tc_retry_network_changed(&v->retry);
 }
 
 int tc_agent_run(const struct tc_ctx *ctx, const struct tc_agent_opts *o, struct tc_err *err) {
@@ -530,7 +513,7 @@ int tc_agent_run(const struct tc_ctx *ctx, const struct tc_agent_opts *o, struct
                         break;
                 }
                 if (p[0].revents)
-                        drain(inotify);
+                        tc_drain(inotify);
                 if (netwatch >= 0 && p[1].revents) {
                         tc_netwatch_wait(netwatch, 0);
                         network_changed(&a);

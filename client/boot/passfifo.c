@@ -20,12 +20,11 @@
 #include "fanout.h"
 #include "luks.h"
 #include "netwatch.h"
+#include "retry.h"
 #include "tether.h"
 
 #define ENVIRON_MAX_BYTES 65536
 #define CRYPTTAB_MAX_BYTES 65536
-/* As the systemd agent: address, route and link events come in bursts. */
-#define NETWORK_RETRY_GAP_MS 200
 
 /* ---------------------------------------------------------------- volumes cryptroot asks for */
 
@@ -203,9 +202,7 @@ struct vol {
         size_t len;
         int token;
         unsigned answers;
-        long backoff_ms;
-        int64_t last_try_ms, next_try_ms;
-        char last_error[512];
+        struct tc_retry retry;
 };
 
 /* The askpass whose FIFO is there now. */
@@ -256,12 +253,6 @@ static void poke(int fd) {
         (void) !write(fd, &one, sizeof(one));
 }
 
-static void drain(int fd) {
-        char buf[4096];
-        while (read(fd, buf, sizeof(buf)) > 0)
-                ;
-}
-
 /* Under a->lock. */
 static struct vol *vol_add(struct agent *a, const char *name, const char *source) {
         if (a->n >= TC_PASSFIFO_VOLUMES_MAX)
@@ -273,7 +264,7 @@ static struct vol *vol_add(struct agent *a, const char *name, const char *source
                 free(v);
                 return NULL;
         }
-        v->backoff_ms = a->o->backoff_min_ms;
+        tc_retry_init(&v->retry, a->o->backoff_min_ms);
         a->vols[a->n++] = v;
         return v;
 }
@@ -324,21 +315,18 @@ static int attempt_collect(void *data, size_t i, int r) {
         struct agent *a = t->a;
         struct vol *v = t->v;
         pthread_mutex_lock(&a->lock);
+        bool new_error = false;
         v->busy = false;
-        v->last_try_ms = tc_now_ms();
+        v->retry.last_try_ms = tc_now_ms();
         if (t->r >= 0) {
                 v->key = TAKE_PTR(t->key);
                 v->len = t->len;
                 v->token = t->token;
                 v->state = VOL_KEY;
-        } else if (t->r == -EACCES) {
-                v->next_try_ms = v->last_try_ms + v->backoff_ms;
-                v->backoff_ms = v->backoff_ms * 2 > a->o->backoff_max_ms ? a->o->backoff_max_ms : v->backoff_ms * 2;
-        } else
+        } else if (t->r == -EACCES)
+                new_error = tc_retry_failed(&v->retry, a->o->backoff_max_ms, t->err.msg);
+        else
                 v->state = VOL_NOT_OURS;
-        bool new_error = t->r == -EACCES && strcmp(v->last_error, t->err.msg) != 0;
-        if (new_error)
-                snprintf(v->last_error, sizeof(v->last_error), "%s", t->err.msg);
         pthread_mutex_unlock(&a->lock);
         /* The caller's thread answers, or sees one more volume settled. */
         if (t->r != -EACCES)
@@ -398,9 +386,8 @@ static int64_t round_run(struct agent *a) {
                 struct vol *v = a->vols[i];
                 if (v->busy || !(v->state == VOL_NEW || v->state == VOL_WAITING))
                         continue;
-                if (v->state == VOL_WAITING && v->next_try_ms > now) {
-                        if (wake < 0 || v->next_try_ms < wake)
-                                wake = v->next_try_ms;
+                if (v->state == VOL_WAITING && v->retry.next_try_ms > now) {
+                        tc_retry_wake(&v->retry, &wake);
                         continue;
                 }
                 v->busy = true;
@@ -425,8 +412,8 @@ static int64_t round_run(struct agent *a) {
                 tc_secret_free(tries[i].key, tries[i].len);
                 /* Not collected (cancelled): nothing learnt. */
                 tries[i].v->busy = false;
-                if (tries[i].v->state == VOL_WAITING && (wake < 0 || tries[i].v->next_try_ms < wake))
-                        wake = tries[i].v->next_try_ms;
+                if (tries[i].v->state == VOL_WAITING)
+                        tc_retry_wake(&tries[i].v->retry, &wake);
         }
         pthread_mutex_unlock(&a->lock);
         return wake;
@@ -434,11 +421,8 @@ static int64_t round_run(struct agent *a) {
 
 static void network_changed(struct agent *a) {
         pthread_mutex_lock(&a->lock);
-        for (size_t i = 0; i < a->n; i++) {
-                struct vol *v = a->vols[i];
-                if (v->next_try_ms > v->last_try_ms + NETWORK_RETRY_GAP_MS)
-                        v->next_try_ms = v->last_try_ms + NETWORK_RETRY_GAP_MS;
-        }
+        for (size_t i = 0; i < a->n; i++)
+                tc_retry_network_changed(&a->vols[i]->retry);
         pthread_mutex_unlock(&a->lock);
 }
 
@@ -454,7 +438,7 @@ static void *recoverer(void *data) {
                 if (poll(p, netwatch >= 0 ? 2 : 1, timeout) < 0 && errno != EINTR)
                         break;
                 if (p[0].revents)
-                        drain(a->kick);
+                        tc_drain(a->kick);
                 if (netwatch >= 0 && p[1].revents) {
                         tc_netwatch_wait(netwatch, 0);
                         network_changed(a);
@@ -734,9 +718,9 @@ static int agent_loop(struct agent *a, const struct tc_ctx *ctx, struct tc_err *
                 if (poll(p, 2, timeout) < 0 && errno != EINTR)
                         return tc_fail(err, -errno, "poll: %s", strerror(errno));
                 if (p[0].revents)
-                        drain(inotify);
+                        tc_drain(inotify);
                 if (p[1].revents)
-                        drain(a->ready);
+                        tc_drain(a->ready);
         }
         return 0;
 }
