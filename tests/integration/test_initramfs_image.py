@@ -90,6 +90,36 @@ class Image(tlib.unittest.TestCase):
     def path(self, *names):
         return os.path.join(self.tmp.name, *names)
 
+    def image_file(self, name, pin=None, cfg=None):
+        """A LUKS2 image file, bound with pin (cfg) unless pin is None."""
+        img = self.path(name)
+        with open(img, "wb") as f:
+            f.truncate(32 * 1024 * 1024)
+        run("cryptsetup", "luksFormat", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--batch-mode",
+            "--type", "luks2", "--key-file", "-", img, input=PASSPHRASE, check=True)
+        if pin:
+            keyfile = self.path("pass")
+            with open(keyfile, "wb") as f:
+                f.write(PASSPHRASE)
+            r = tlib.tether("luks", "bind", "-y", "-d", img, "-k", keyfile, pin, cfg)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        return img
+
+    def crypttab_entries(self, lines):
+        """The image's /cryptroot/crypttab gets lines, as if the cryptroot
+        hook had found them (it lists block devices only; these are files):
+        the private cryptroot hook is wrapped to append them."""
+        hook = os.path.join(self.share, "hooks", "cryptroot")
+        real = self.path("cryptroot-hook")
+        if not os.path.exists(real):  # the wrapper must never wrap itself
+            shutil.move(hook, real)
+        with open(hook, "w") as f:
+            f.write(f'#!/bin/sh\n"{real}" "$@" || exit $?\n[ "$1" = prereqs ] && exit 0\n'
+                    f'mkdir -p "$DESTDIR/cryptroot"\n')
+            for line in lines:
+                f.write(f"echo '{line}' >>\"$DESTDIR/cryptroot/crypttab\"\n")
+        os.chmod(hook, 0o755)
+
     def mkinitramfs(self, conf_d):
         """Builds an image with conf.d/tether holding conf_d; returns its path."""
         with open(os.path.join(self.conf, "conf.d", "tether"), "w") as f:
@@ -189,7 +219,39 @@ class Image(tlib.unittest.TestCase):
             agent.wait(10)
         self.assertEqual(agent.returncode, 0, logged())
 
+    def tether_conf(self, img):
+        root = self.path("unpacked-conf")
+        shutil.rmtree(root, ignore_errors=True)
+        run("unmkinitramfs", img, root, check=True)
+        if os.path.isdir(os.path.join(root, "main")):
+            root = os.path.join(root, "main")
+        with open(os.path.join(root, "conf", "tether.conf")) as f:
+            return f.read()
+
+    def test_bound_volumes_decide_agent_and_network(self):
+        """No TETHER=y: a volume of the image's crypttab bound with tang
+        brings the agent and the network; one bound with null only, the
+        agent without the network."""
+        srv = tlib.Tetherd(args=["-q"])
+        self.addCleanup(srv.close)
+        tang = self.image_file("tang.img", "tang", f'{{"url":"http://127.0.0.1:{srv.port}"}}')
+        null = self.image_file("null.img", "null", "{}")
+        plain = self.image_file("plain.img")
+        self.crypttab_entries([f"plain {plain} none luks", f"local {null} none luks"])
+        img = self.mkinitramfs("")
+        self.assertIn(AGENT, self.listing(img), self.build_log)
+        self.assertEqual(self.tether_conf(img), "TETHER_NETWORK=n\n")
+        self.crypttab_entries([f"plain {plain} none luks", f"local {null} none luks", f"remote {tang} none luks"])
+        img = self.mkinitramfs("")
+        self.assertIn(AGENT, self.listing(img), self.build_log)
+        self.assertEqual(self.tether_conf(img), "TETHER_NETWORK=y\n")
+        # Forced off, whatever the bindings say.
+        img = self.mkinitramfs("TETHER_NETWORK=n\n")
+        self.assertEqual(self.tether_conf(img), "TETHER_NETWORK=n\n")
+
     def test_nothing_bound_nothing_included(self):
+        # A LUKS2 volume in the image's crypttab, but not bound.
+        self.crypttab_entries([f"plain {self.image_file('plain.img')} none luks"])
         img = self.mkinitramfs("")
         files = self.listing(img)
         self.assertNotIn(AGENT, files, self.build_log)
