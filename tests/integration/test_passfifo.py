@@ -226,6 +226,36 @@ class Cryptroot(tlib.unittest.TestCase):
         self.assertEqual(asker.key(timeout=5), PASSPHRASE)
         self.assertEqual(agent.wait(10), 0, agent.stderr())
 
+    def test_a_key_refused_once_is_not_sent_again(self):
+        """The binding's key no longer opens its keyslot (changed behind the
+        token's back). The first askpass gets it (the agent does not pay a
+        PBKDF run for every answer); when cryptroot asks again, the agent
+        checks the key, finds it wrong and leaves the volume to the person
+        at the console: it never uses up cryptroot's tries."""
+        srv = self.server()
+        img = self.image("stale.img")
+        self.bind(img, srv)
+        old = tether("luks", "pass", "-d", img, "-s", "1").stdout
+        self.write(self.path("old"), "")
+        with open(self.path("old"), "wb") as f:
+            f.write(old)
+        self.write(self.path("new"), "not what the binding holds")
+        run("cryptsetup", "luksChangeKey", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-slot", "1",
+            "--key-file", self.path("old"), img, self.path("new"), check=True)
+        self.write(self.crypttab, f"stale {img} none luks\n")
+        # It stays after an answer for this long, to see a re-ask.
+        agent = self.agent(linger=5)
+        first = self.askpass("stale", img).key(timeout=10)
+        self.assertEqual(first, old, agent.stderr())
+        self.assertFalse(opens_with_key_file(img, first))
+        again = self.askpass("stale", img)
+        self.assertTrue(tlib.eventually(lambda: "leaving it to the passphrase prompt" in agent.stderr(), timeout=10),
+                        agent.stderr())
+        self.assertIsNone(again.key(timeout=1))
+        again.type(self.fifo, PASSPHRASE)
+        self.assertEqual(again.key(timeout=5), PASSPHRASE)
+        self.assertEqual(agent.wait(10), 0, agent.stderr())
+
     def test_nothing_bound_the_agent_ends_by_itself(self):
         """Every listed volume unbound and nothing asking: nothing to do, so
         the agent ends at once rather than sit in the initramfs."""
