@@ -13,6 +13,7 @@ that comes out of the FIFO must open the image (`cryptsetup open
 --test-passphrase --key-file=-`)."""
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -116,7 +117,10 @@ class Agent:
         self.log.close()
 
 
-class Cryptroot(tlib.unittest.TestCase):
+class Case(tlib.unittest.TestCase):
+    """A temporary directory standing in for /lib/cryptsetup, a crypttab and
+    a kernel command line file, LUKS2 images, tetherds, agents, askpasses."""
+
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="tether-passfifo-")
         self.addCleanup(self.tmp.cleanup)
@@ -166,6 +170,9 @@ class Cryptroot(tlib.unittest.TestCase):
         self.addCleanup(asker.close)
         return asker
 
+
+
+class Cryptroot(Case):
     def test_two_volumes_recovered_at_once_and_answered_when_asked(self):
         """Both keys are recovered before anything asks (the server is then
         stopped); cryptroot then asks for one volume after the other through
@@ -274,5 +281,54 @@ class Cryptroot(tlib.unittest.TestCase):
         self.assertIn(b"not a path to a file", r.stderr)
 
 
+# Set in the copy of this file that runs in a network namespace of its own.
+NETNS_ENV = "TETHER_TEST_PASSFIFO_IN_NETNS"
+
+
+class NetworkChange(Case):
+    """A volume whose server was down is tried again as soon as the network
+    changes, not at the end of its backoff. Checked in a private network
+    namespace (this file runs itself again under `unshare --net`), where
+    changing the loopback link's MTU is a network change nothing outside
+    sees."""
+
+    def test_retries_at_once_when_the_network_changes(self):
+        if os.environ.get(NETNS_ENV):
+            return self.inside()
+        for tool in ("unshare", "ip"):
+            if not shutil.which(tool):
+                self.skipTest(f"{tool} is not installed")
+        proc = subprocess.run(["unshare", "--net", sys.executable, os.path.abspath(__file__),
+                               "NetworkChange.test_retries_at_once_when_the_network_changes"],
+                              env=dict(os.environ, **{NETNS_ENV: "1"}), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=120)
+        out = proc.stdout.decode(errors="replace")
+        if proc.returncode == 77 or "unshare failed" in out:
+            self.skipTest(out.strip().splitlines()[-1] if out.strip() else "no network namespace here")
+        self.assertEqual(proc.returncode, 0, out)
+
+    def inside(self):
+        srv = self.server()
+        img = self.image("late.img")
+        self.bind(img, srv)
+        port, keydir = srv.port, srv.keydir
+        srv.stop()
+        self.write(self.crypttab, f"late {img} none luks\n")
+        agent = self.agent(retry_max=30)
+        asker = self.askpass("late", img)
+        # Tries at 0, 0.5, 1.5, 3.5 s; the next would be at 7.5 s.
+        self.assertIsNone(asker.key(timeout=4.2))
+        self.server(keydir=keydir, port=port)
+        changed = time.monotonic()
+        run("ip", "link", "set", "lo", "mtu", "65000", check=True)
+        key = asker.key(timeout=3)
+        self.assertIsNotNone(key, f"no key after the network changed:\n{agent.stderr()}")
+        self.assertLess(time.monotonic() - changed, 1.5)
+        self.assertTrue(opens_with_key_file(img, key))
+
+
 if __name__ == "__main__":
+    if os.environ.get(NETNS_ENV) and run("ip", "link", "set", "lo", "up").returncode != 0:
+        print("cannot bring up loopback in the new network namespace")
+        sys.exit(77)
     tlib.main()
