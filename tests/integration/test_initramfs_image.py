@@ -219,6 +219,39 @@ class Image(tlib.unittest.TestCase):
             agent.wait(10)
         self.assertEqual(agent.returncode, 0, logged())
 
+    def test_boot_scripts_start_the_agent_at_once_and_stop_it(self):
+        """The image's own shell runs local-top/tether (chrooted, in private
+        mount, network and pid namespaces: no network card, as on a host
+        whose NIC never comes up): it returns at once although the network
+        it starts in the background waits for a device, the agent runs, and
+        local-bottom/tether stops it."""
+        img = self.mkinitramfs("TETHER=y\nTETHER_NETWORK=y\n")
+        root = self.path("unpacked")
+        run("unmkinitramfs", img, root, check=True)
+        if os.path.isdir(os.path.join(root, "main")):
+            root = os.path.join(root, "main")
+        for d in ("dev", "proc", "run", "lib/cryptsetup"):
+            os.makedirs(os.path.join(root, d), exist_ok=True)
+        inside = (
+            # As init exports them: no ip=, and the time configure_networking
+            # counts its 180 s wait for a network device from.
+            "export IP= quiet=y starttime=$(cut -d. -f1 /proc/uptime); "
+            "timeout 5 /scripts/local-top/tether; echo local-top=$?; "
+            "read -r pid </run/tether/agent.pid; sleep 1; "
+            "echo agent=$(readlink /proc/$pid/exe); "
+            "/scripts/local-bottom/tether; echo local-bottom=$?; sleep 1; "
+            "[ -e /proc/$pid/exe ] && echo still-running || echo stopped")
+        p = subprocess.run(
+            ["unshare", "-m", "-n", "-p", "-f", "--propagation", "private", "sh", "-c",
+             f"mount --rbind /dev {root}/dev && mount -t proc proc {root}/proc && "
+             f"chroot {root} /bin/sh -c '{inside}'"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        self.assertIn("local-top=0\n", p.stdout)
+        self.assertIn(f"agent=/{AGENT}\n", p.stdout)
+        self.assertIn("local-bottom=0\n", p.stdout)
+        self.assertIn("stopped\n", p.stdout)
+
     def tether_conf(self, img):
         root = self.path("unpacked-conf")
         shutil.rmtree(root, ignore_errors=True)
