@@ -241,16 +241,33 @@ class Image(tlib.unittest.TestCase):
             "echo agent=$(readlink /proc/$pid/exe); "
             "/scripts/local-bottom/tether; echo local-bottom=$?; sleep 1; "
             "[ -e /proc/$pid/exe ] && echo still-running || echo stopped")
+        out = self.in_image(root, inside)
+        self.assertIn("local-top=0\n", out)
+        self.assertIn(f"agent=/{AGENT}\n", out)
+        self.assertIn("local-bottom=0\n", out)
+        self.assertIn("stopped\n", out)
+
+        # Once ipconfig has configured a device (here: its file is already
+        # there, so configure_networking returns at once), its DNS servers
+        # become /etc/resolv.conf, for servers named by host name.
+        out = self.in_image(root, (
+            "export IP=dhcp DEVICE=lo quiet=y starttime=$(cut -d. -f1 /proc/uptime); "
+            "printf \"DEVICE=lo\\nIPV4DNS0=192.0.2.53\\nIPV4DNS1=0.0.0.0\\nDOMAINSEARCH=example.org\\n\" "
+            ">/run/net-lo.conf; rm -f /etc/resolv.conf; "
+            "/scripts/local-top/tether; sleep 1; cat /etc/resolv.conf; /scripts/local-bottom/tether"))
+        self.assertIn("search example.org\nnameserver 192.0.2.53\n", out)
+        self.assertNotIn("0.0.0.0", out)
+
+    def in_image(self, root, script):
+        """Runs script with the unpacked image's shell, chrooted, in private
+        mount, network and pid namespaces (what it starts ends with it)."""
         p = subprocess.run(
             ["unshare", "-m", "-n", "-p", "-f", "--propagation", "private", "sh", "-c",
              f"mount --rbind /dev {root}/dev && mount -t proc proc {root}/proc && "
-             f"chroot {root} /bin/sh -c '{inside}'"],
+             f"chroot {root} /bin/sh -c '{script}'"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-        self.assertIn("local-top=0\n", p.stdout)
-        self.assertIn(f"agent=/{AGENT}\n", p.stdout)
-        self.assertIn("local-bottom=0\n", p.stdout)
-        self.assertIn("stopped\n", p.stdout)
+        return p.stdout
 
     def tether_conf(self, img):
         root = self.path("unpacked-conf")
