@@ -220,6 +220,7 @@ struct agent {
         struct tc_ctx ctx;               /* the caller's, cancelled when the agent stops */
         const char *fifo, *proc;
         char *fifo_dir;
+        char *fifo_real;                 /* the FIFO's path as /proc/PID/fd links show it */
         const char *fifo_name;
         pthread_mutex_t lock;            /* the volumes */
         pthread_mutex_t report_lock;
@@ -378,6 +379,7 @@ static bool bindings_read(struct agent *a, struct vol *v) {
 static int64_t round_run(struct agent *a) {
         struct attempt tries[TC_PASSFIFO_VOLUMES_MAX];
         struct vol *due[TC_PASSFIFO_VOLUMES_MAX];
+        bool unread[TC_PASSFIFO_VOLUMES_MAX];
         size_t n = 0, n_due = 0;
         int64_t now = tc_now_ms(), wake = -1;
 
@@ -391,13 +393,14 @@ static int64_t round_run(struct agent *a) {
                         continue;
                 }
                 v->busy = true;
+                unread[n_due] = v->state == VOL_NEW;
                 due[n_due++] = v;
         }
         pthread_mutex_unlock(&a->lock);
         /* Volumes are only ever added, and freed after this thread ends. */
         for (size_t i = 0; i < n_due; i++) {
                 struct vol *v = due[i];
-                if (v->state == VOL_NEW && !bindings_read(a, v)) {
+                if (unread[i] && !bindings_read(a, v)) {
                         pthread_mutex_lock(&a->lock);
                         v->busy = false;
                         pthread_mutex_unlock(&a->lock);
@@ -467,10 +470,19 @@ static pid_t fifo_reader(const struct agent *a, dev_t dev, ino_t ino) {
                 if (!fds)
                         continue;  /* gone, or a kernel thread */
                 for (struct dirent *f; (f = readdir(fds));) {
+                        char target[4096];
                         struct stat st;
                         if (f->d_name[0] == '.')
                                 continue;
                         snprintf(path, sizeof(path), "%s/%ld/fd/%s", a->proc, pid, f->d_name);
+                        /* The link's text first: stat() would reach into
+                         * whatever the fd is (a hung network file system). */
+                        ssize_t n = readlink(path, target, sizeof(target) - 1);
+                        if (n < 0)
+                                continue;
+                        target[n] = '\0';
+                        if (strcmp(target, a->fifo_real) != 0)
+                                continue;
                         if (stat(path, &st) < 0 || !S_ISFIFO(st.st_mode) || st.st_dev != dev || st.st_ino != ino)
                                 continue;
                         /* A writer (cryptroot-unlock, someone typing remotely) is not the asker. */
@@ -677,11 +689,20 @@ static int agent_init(struct agent *a, const struct tc_ctx *ctx, const struct tc
                 return tc_fail(err, -EINVAL, "%s: not a path to a file", a->fifo);
         a->fifo_dir = slash == a->fifo ? strdup("/") : strndup(a->fifo, (size_t) (slash - a->fifo));
         a->fifo_name = slash + 1;
+        if (!a->fifo_dir)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        /* As /proc/PID/fd shows it: /lib is a symbolic link in merged-/usr images. */
+        _cleanup_free_ char *dir = realpath(a->fifo_dir, NULL);
+        if (!dir)
+                return tc_fail(err, -errno, "%s: %s", a->fifo_dir, strerror(errno));
+        if (asprintf(&a->fifo_real, "%s%s%s", dir, strcmp(dir, "/") == 0 ? "" : "/", a->fifo_name) < 0) {
+                a->fifo_real = NULL;
+                return tc_fail(err, -ENOMEM, "out of memory");
+        }
         a->kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         a->ready = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (!a->fifo_dir || a->kick < 0 || a->ready < 0)
-                return tc_fail(err, a->fifo_dir ? -errno : -ENOMEM, "cannot start: %s",
-                               strerror(a->fifo_dir ? errno : ENOMEM));
+        if (a->kick < 0 || a->ready < 0)
+                return tc_fail(err, -errno, "cannot start: %s", strerror(errno));
         for (size_t i = 0; o->volumes && i < o->volumes->n; i++)
                 if (!vol_add(a, o->volumes->items[i].name, o->volumes->items[i].source))
                         return tc_fail(err, -ENOMEM, "out of memory");
@@ -691,6 +712,7 @@ static int agent_init(struct agent *a, const struct tc_ctx *ctx, const struct tc
 static void agent_done_free(struct agent *a) {
         vols_free(a);
         free(a->fifo_dir);
+        free(a->fifo_real);
         if (a->kick >= 0)
                 close(a->kick);
         if (a->ready >= 0)

@@ -127,9 +127,11 @@ class Case(tlib.unittest.TestCase):
         self.keyfile = self.path("pass")
         with open(self.keyfile, "wb") as f:
             f.write(PASSPHRASE)
-        # Stands in for /lib/cryptsetup.
-        os.mkdir(self.path("lib-cryptsetup"))
-        self.fifo = self.path("lib-cryptsetup", "passfifo")
+        # Stands in for /lib/cryptsetup, with /lib a symbolic link to usr/lib
+        # as in Debian's merged-/usr images.
+        os.makedirs(self.path("usr", "lib", "cryptsetup"))
+        os.symlink("usr/lib", self.path("lib"))
+        self.fifo = self.path("lib", "cryptsetup", "passfifo")
         self.crypttab = self.path("crypttab")
         self.cmdline = self.path("cmdline")
         self.write(self.crypttab, "")
