@@ -565,6 +565,9 @@ static void read_body(BIO *bio, size_t expect, int64_t until, const struct tc_ct
         char buf[4096];
         for (;;) {
                 if (expect > 0 && reply->len >= expect) {
+                        /* What follows Content-Length is not the answer. */
+                        reply->len = expect;
+                        reply->body[expect] = '\0';
                         a->outcome = ANSWERED;
                         return;
                 }
@@ -668,6 +671,10 @@ static void read_error_body(OSSL_HTTP_REQ_CTX *rctx, BIO *bio, struct guard *g, 
         while ((got = BIO_read(in, buf, sizeof(buf))) > 0)
                 if (append(reply, buf, (size_t) got) < 0)
                         break;
+        if (len > 0 && reply->len > len) {
+                reply->len = len;
+                reply->body[len] = '\0';
+        }
         if (len > reply->len) {
                 struct attempt body = {};
                 read_body(bio, len, until, ctx, reply, &body);

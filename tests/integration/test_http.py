@@ -440,6 +440,16 @@ class HostileHeaders(HttpBase):
         r, _ = self.encrypt_bounded(f"https://localhost:{s.port}", base_env(SSL_CERT_FILE=certs["ca"]))
         self.assertEqual(r.returncode, 0, err(r))
 
+    def test_bytes_past_content_length_are_dropped(self):
+        adv = self.adv()
+
+        def respond(conn, request):
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/jose+json\r\nContent-Length: %d\r\n\r\n"
+                         % len(adv) + adv + b"GARBAGE")
+        s = self.hostile(respond)
+        r, _ = self.encrypt_bounded(f"http://127.0.0.1:{s.port}", base_env())
+        self.assertEqual(r.returncode, 0, err(r))
+
 
 if __name__ == "__main__":
     tlib.main()
