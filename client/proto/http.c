@@ -265,6 +265,13 @@ static BIO *connect_one(const struct addrinfo *ai, int64_t until, const struct t
         }
 }
 
+/* ai, or the first address after it that can be connected to. */
+static const struct addrinfo *next_usable(const struct addrinfo *ai) {
+        while (ai && ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+                ai = ai->ai_next;
+        return ai;
+}
+
 /* Resolves and connects to the server or its proxy, trying its addresses
  * in turn, by until. */
 static BIO *connect_to(const struct target *t, int64_t until, const struct tc_ctx *ctx, struct attempt *a) {
@@ -282,11 +289,15 @@ static BIO *connect_to(const struct target *t, int64_t until, const struct tc_ct
                 }
                 return NULL;
         }
-        for (const struct addrinfo *ai = ais; ai; ai = ai->ai_next) {
-                if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
-                        continue;
-                BIO *bio = connect_one(ai, until, ctx, a);
-                if (bio || a->outcome != CONNECT_FAILED)
+        /* As curl: every address but the last gets half of the time left,
+         * the last all of it, so that an address that drops packets does
+         * not take the whole budget (and every retry) from the others. */
+        a->outcome = CONNECT_FAILED; /* no address to try */
+        for (const struct addrinfo *ai = next_usable(ais); ai; ai = next_usable(ai->ai_next)) {
+                bool last = !next_usable(ai->ai_next);
+                int64_t now = tc_now_ms();
+                BIO *bio = connect_one(ai, last ? until : now + (until - now) / 2, ctx, a);
+                if (bio || last || (a->outcome != CONNECT_FAILED && a->outcome != CONNECT_TIMEOUT))
                         return bio;
         }
         return NULL;

@@ -451,5 +451,45 @@ class HostileHeaders(HttpBase):
         self.assertEqual(r.returncode, 0, err(r))
 
 
+class DroppingFirstAddress(HttpBase):
+    """A host name whose first address drops packets: the next address
+    must get its turn within the connect budget (as curl does). The name
+    comes from an /etc/hosts of our own, bind-mounted in a user and mount
+    namespace (unshare -rm); the addresses are loopback ones."""
+
+    def test_the_next_address_gets_its_turn(self):
+        if not shutil.which("unshare") or tlib.run("unshare", "-rm", "true").returncode != 0:
+            self.skipTest("no user namespaces (unshare -rm)")
+        t = self.tetherd(host="127.0.0.2")
+        # A listener that never accepts, its queue full: the kernel drops
+        # further SYNs, as a black-holed address does.
+        hole = socket.socket()
+        self.cleanups.append(hole.close)
+        hole.bind(("127.0.0.1", t.port))
+        hole.listen(0)
+        for _ in range(3):
+            c = socket.socket()
+            self.cleanups.append(c.close)
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", t.port))
+        time.sleep(0.2)
+        hosts = os.path.join(self.tmp, "hosts")
+        with open(hosts, "w") as f:
+            f.write("127.0.0.1 tether-dual\n127.0.0.2 tether-dual\n")
+
+        def in_ns(*args, env):
+            return tlib.run("unshare", "-rm", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', hosts, *args,
+                            input=SECRET, env=env, timeout=30)
+        # Controls: the dropping address comes first, and does drop.
+        r = in_ns("getent", "ahostsv4", "tether-dual", env=base_env())
+        self.assertTrue(r.stdout.decode().startswith("127.0.0.1 "), r.stdout)
+        r = encrypt(f"http://127.0.0.1:{t.port}", base_env(TETHER_TIMEOUT="1"))
+        self.assertIn("no connection within", err(r))
+
+        url = '{"url":"http://tether-dual:%d"}' % t.port
+        r = in_ns(tlib.TETHER, "encrypt", "tang", url, "-y", env=base_env(TETHER_TIMEOUT="4"))
+        self.assertEqual(r.returncode, 0, err(r))
+
+
 if __name__ == "__main__":
     tlib.main()
