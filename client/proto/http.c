@@ -56,6 +56,7 @@ enum outcome {
         CLOSED,          /* closed or reset before any answer (sys_errno) */
         PARTIAL,         /* closed before the end of the answer */
         TOO_LARGE,
+        HEADERS_TOO_LARGE, /* more than MAX_HEADER_BYTES before the body */
         NOT_HTTP,
         REDIRECT,        /* HTTP 301/302: tang clients do not follow them */
         TLS_FAILED,      /* detail: OpenSSL's reason */
@@ -264,6 +265,13 @@ static BIO *connect_one(const struct addrinfo *ai, int64_t until, const struct t
         }
 }
 
+/* ai, or the first address after it that can be connected to. */
+static const struct addrinfo *next_usable(const struct addrinfo *ai) {
+        while (ai && ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+                ai = ai->ai_next;
+        return ai;
+}
+
 /* Resolves and connects to the server or its proxy, trying its addresses
  * in turn, by until. */
 static BIO *connect_to(const struct target *t, int64_t until, const struct tc_ctx *ctx, struct attempt *a) {
@@ -281,14 +289,147 @@ static BIO *connect_to(const struct target *t, int64_t until, const struct tc_ct
                 }
                 return NULL;
         }
-        for (const struct addrinfo *ai = ais; ai; ai = ai->ai_next) {
-                if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
-                        continue;
-                BIO *bio = connect_one(ai, until, ctx, a);
-                if (bio || a->outcome != CONNECT_FAILED)
+        /* As curl: every address but the last gets half of the time left,
+         * the last all of it, so that an address that drops packets does
+         * not take the whole budget (and every retry) from the others. */
+        a->outcome = CONNECT_FAILED; /* no address to try */
+        for (const struct addrinfo *ai = next_usable(ais); ai; ai = next_usable(ai->ai_next)) {
+                bool last = !next_usable(ai->ai_next);
+                int64_t now = tc_now_ms();
+                BIO *bio = connect_one(ai, last ? until : now + (until - now) / 2, ctx, a);
+                if (bio || last || (a->outcome != CONNECT_FAILED && a->outcome != CONNECT_TIMEOUT))
                         return bio;
         }
         return NULL;
+}
+
+/* --- a guard between OpenSSL's HTTP reader and the connection ---------- */
+
+/* Headers larger than this end the attempt: tang's are a few hundred bytes. */
+#define MAX_HEADER_BYTES (64 * 1024)
+/* Header bytes OpenSSL may read before it is sent back to the poll loop. */
+#define HEADER_SLICE_BYTES 4096
+
+/* OpenSSL 3.0's OSSL_HTTP_REQ_CTX_nbio reads the status line and headers in
+ * a loop of its own, a byte per read, for as long as bytes come: a server
+ * sending header lines without end kept it from ever returning, past every
+ * deadline and cancellation. This filter BIO sits on top of the connection
+ * (or of its TLS) while the headers are read: it sends nbio back to the
+ * poll loop every few KiB ("retry"), at once when the deadline has passed
+ * or the attempt is cancelled, and fails for good past MAX_HEADER_BYTES.
+ * Once the headers are in it only passes bytes through. */
+struct guard {
+        int64_t until;
+        const struct tc_ctx *ctx;
+        size_t header_bytes, since_yield;
+        bool headers_done;
+        bool line_start; /* the last byte read ended a line */
+        bool yielded;    /* the last retry was ours: data may be waiting */
+        bool too_large;
+};
+
+static int guard_read(BIO *b, char *buf, int len) {
+        struct guard *g = BIO_get_data(b);
+        BIO *next = BIO_next(b);
+        BIO_clear_retry_flags(b);
+        if (!next || !g)
+                return 0;
+        if (!g->headers_done) {
+                if (g->too_large)
+                        return -1;
+                if (tc_ctx_cancelled(g->ctx) || tc_now_ms() >= g->until) {
+                        BIO_set_retry_read(b);
+                        return -1;
+                }
+                /* Only between lines: BIO_get_line drops the part of a line
+                 * it read when a read asks to retry. OpenSSL reads headers a
+                 * byte at a time (len 1); larger reads are bounded anyway. */
+                if (len == 1 && g->line_start && g->since_yield >= HEADER_SLICE_BYTES) {
+                        g->since_yield = 0;
+                        g->yielded = true;
+                        BIO_set_retry_read(b);
+                        return -1;
+                }
+        }
+        int n = BIO_read(next, buf, len);
+        BIO_copy_next_retry(b);
+        if (n > 0 && !g->headers_done) {
+                g->header_bytes += (size_t) n;
+                g->since_yield += (size_t) n;
+                g->line_start = buf[n - 1] == '\n';
+                if (g->header_bytes > MAX_HEADER_BYTES) {
+                        g->too_large = true;
+                        BIO_clear_retry_flags(b);
+                        return -1;
+                }
+        }
+        return n;
+}
+
+static int guard_write(BIO *b, const char *buf, int len) {
+        BIO *next = BIO_next(b);
+        BIO_clear_retry_flags(b);
+        if (!next)
+                return 0;
+        int n = BIO_write(next, buf, len);
+        BIO_copy_next_retry(b);
+        return n;
+}
+
+/* Unsupported: OpenSSL then reads lines with BIO_get_line, through read. */
+static int guard_gets(BIO *b, char *buf, int size) {
+        (void) b, (void) buf, (void) size;
+        return -2;
+}
+
+/* Everything else (BIO_flush, BIO_get_fd, BIO_pending, ...) is the
+ * connection's. */
+static long guard_ctrl(BIO *b, int cmd, long num, void *ptr) {
+        BIO *next = BIO_next(b);
+        if (cmd == BIO_CTRL_PUSH || cmd == BIO_CTRL_POP)
+                return 1;
+        if (!next)
+                return 0;
+        long r = BIO_ctrl(next, cmd, num, ptr);
+        /* Only what may need retrying sets the flags: BIO_get_line asks
+         * BIO_eof right after a read asked to retry, and must keep that. */
+        if (cmd == BIO_CTRL_FLUSH || cmd == BIO_C_DO_STATE_MACHINE) {
+                BIO_clear_retry_flags(b);
+                BIO_copy_next_retry(b);
+        }
+        return r;
+}
+
+static long guard_callback_ctrl(BIO *b, int cmd, BIO_info_cb *fp) {
+        BIO *next = BIO_next(b);
+        return next ? BIO_callback_ctrl(next, cmd, fp) : 0;
+}
+
+static int guard_create(BIO *b) {
+        BIO_set_init(b, 1);
+        return 1;
+}
+
+static BIO_METHOD *guard_method;
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+static void guard_init_once(void) {
+        int type = BIO_get_new_index();
+        BIO_METHOD *m = type < 0 ? NULL : BIO_meth_new(type | BIO_TYPE_FILTER, "tether header guard");
+        if (m && BIO_meth_set_read(m, guard_read) && BIO_meth_set_write(m, guard_write) &&
+            BIO_meth_set_gets(m, guard_gets) && BIO_meth_set_ctrl(m, guard_ctrl) &&
+            BIO_meth_set_callback_ctrl(m, guard_callback_ctrl) && BIO_meth_set_create(m, guard_create))
+                guard_method = m;
+        else
+                BIO_meth_free(m);
+}
+
+/* A guard BIO for g (which must outlive it), not yet on anything. */
+static BIO *guard_new(struct guard *g) {
+        pthread_once(&guard_once, guard_init_once);
+        BIO *b = guard_method ? BIO_new(guard_method) : NULL;
+        if (b)
+                BIO_set_data(b, g);
+        return b;
 }
 
 /* --- TLS, through OpenSSL's bio_update_fn ------------------------------ */
@@ -311,7 +452,8 @@ struct tls {
         const struct target *t;
         int64_t until;
         SSL *ssl;          /* once pushed */
-        BIO *top;          /* the TLS BIO, owning the connect BIO */
+        BIO *guard;        /* goes on top of the TLS BIO */
+        BIO *top;          /* the guard, owning the TLS BIO, owning the connect BIO */
         bool proxy_failed;
         long proxy_status; /* its answer to CONNECT, when it gave one */
         char proxy_why[160];
@@ -362,7 +504,7 @@ static BIO *tls_update(BIO *bio, void *arg, int connect, int use_ssl) {
                 return NULL;
         }
         tls->ssl = ssl;
-        tls->top = BIO_push(ssl_bio, bio);
+        tls->top = BIO_push(tls->guard, BIO_push(ssl_bio, bio));
         return tls->top;
 }
 
@@ -434,6 +576,9 @@ static void read_body(BIO *bio, size_t expect, int64_t until, const struct tc_ct
         char buf[4096];
         for (;;) {
                 if (expect > 0 && reply->len >= expect) {
+                        /* What follows Content-Length is not the answer. */
+                        reply->len = expect;
+                        reply->body[expect] = '\0';
                         a->outcome = ANSWERED;
                         return;
                 }
@@ -496,8 +641,8 @@ static int read_some(BIO *bio, char *buf, int cap, int64_t until, const struct t
  * servers that keep it open after an empty answer (tangd's 404 says
  * "Content-Length: 0" and waits for the next request). An error body is only
  * an explanation: whatever goes wrong here, the status stands. */
-static void read_error_body(OSSL_HTTP_REQ_CTX *rctx, BIO *bio, int64_t until, const struct tc_ctx *ctx,
-                            struct tc_http_reply *reply, struct attempt *a) {
+static void read_error_body(OSSL_HTTP_REQ_CTX *rctx, BIO *bio, struct guard *g, int64_t until,
+                            const struct tc_ctx *ctx, struct tc_http_reply *reply, struct attempt *a) {
         const char *line1 = "HTTP/1.0 200 OK\r\n";
         char *pending, buf[4096];
         long n = BIO_get_mem_data(OSSL_HTTP_REQ_CTX_get0_mem_bio(rctx), &pending);
@@ -529,6 +674,7 @@ static void read_error_body(OSSL_HTTP_REQ_CTX *rctx, BIO *bio, int64_t until, co
                         goto done;
                 fed += (size_t) got;
         }
+        g->headers_done = true;
 
         /* Headers parsed: what is left in `in` begins the body. */
         size_t len = OSSL_HTTP_REQ_CTX_get_resp_len(parse);
@@ -536,6 +682,10 @@ static void read_error_body(OSSL_HTTP_REQ_CTX *rctx, BIO *bio, int64_t until, co
         while ((got = BIO_read(in, buf, sizeof(buf))) > 0)
                 if (append(reply, buf, (size_t) got) < 0)
                         break;
+        if (len > 0 && reply->len > len) {
+                reply->len = len;
+                reply->body[len] = '\0';
+        }
         if (len > reply->len) {
                 struct attempt body = {};
                 read_body(bio, len, until, ctx, reply, &body);
@@ -579,6 +729,8 @@ static void exchange(const struct target *t, const char *body, size_t body_len,
         _cleanup_(headers_freep) STACK_OF(CONF_VALUE) *headers = NULL;
         _cleanup_(BIO_free_allp) BIO *req = NULL;
         _cleanup_(OSSL_HTTP_REQ_CTX_freep) OSSL_HTTP_REQ_CTX *rctx = NULL;
+        /* Outlives the BIOs below: the guard BIO points to it. */
+        struct guard g = { .until = until, .ctx = ctx, .line_start = true };
         bool v6 = strchr(t->host, ':') != NULL;
         bool default_port = strcmp(t->port, t->use_ssl ? OSSL_HTTPS_PORT : OSSL_HTTP_PORT) == 0;
 
@@ -604,7 +756,13 @@ static void exchange(const struct target *t, const char *body, size_t body_len,
         if (!bio)
                 return;
 
-        struct tls tls = { .t = t, .until = until };
+        _cleanup_(BIO_free_allp) BIO *guard = guard_new(&g); /* until on the chain */
+        if (!guard) {
+                a->outcome = FAILED;
+                snprintf(a->detail, sizeof(a->detail), "out of memory");
+                return;
+        }
+        struct tls tls = { .t = t, .until = until, .guard = guard };
         if (t->use_ssl) {
                 pthread_once(&tls_once, tls_init_once);
                 if (!tls_ctx) {
@@ -616,10 +774,16 @@ static void exchange(const struct target *t, const char *body, size_t body_len,
         /* The connect BIO is ours: OpenSSL takes it as connected and does
          * not free it; the TLS BIO, if any, goes on top and owns it. */
         int fd = (int) BIO_get_fd(bio, NULL);
+        if (!t->use_ssl) {
+                bio = BIO_push(guard, bio);
+                guard = NULL;
+        }
         rctx = OSSL_HTTP_open(t->host, t->port, NULL, NULL, t->use_ssl, bio, NULL, t->use_ssl ? tls_update : NULL,
                               &tls, 0, 0);
-        if (tls.top)
+        if (tls.top) {
                 bio = tls.top;
+                guard = NULL;
+        }
         if (!rctx) {
                 if (tls.proxy_failed) {
                         /* 407, or 401 from some (tinyproxy) */
@@ -646,10 +810,22 @@ static void exchange(const struct target *t, const char *body, size_t body_len,
                 if (r == 1)
                         break;
                 if (r == 0) {
+                        if (g.too_large) {
+                                a->outcome = HEADERS_TOO_LARGE;
+                                ERR_clear_error();
+                                return;
+                        }
                         classify(a, errno, tls.ssl);
                         if (a->outcome == ANSWERED)
-                                read_error_body(rctx, bio, until, ctx, reply, a);
+                                read_error_body(rctx, bio, &g, until, ctx, reply, a);
                         return;
+                }
+                /* The guard's pause, not the socket's: more may be waiting
+                 * (in the TLS buffer too), so no poll; the guard itself
+                 * stops at the deadline or on cancellation. */
+                if (g.yielded) {
+                        g.yielded = false;
+                        continue;
                 }
                 int w = wait_fd(fd, BIO_should_write(bio) ? POLLOUT : POLLIN, until, ctx);
                 if (w <= 0) {
@@ -657,6 +833,7 @@ static void exchange(const struct target *t, const char *body, size_t body_len,
                         return;
                 }
         }
+        g.headers_done = true;
         a->status = 200;
         read_body(bio, OSSL_HTTP_REQ_CTX_get_resp_len(rctx), until, ctx, reply, a);
 }
@@ -920,6 +1097,9 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
                 return tc_fail(err, -ECANCELED, "%s: cancelled", url);
         if (a.outcome == TOO_LARGE)
                 return tc_fail(err, -EMSGSIZE, "%s: answer larger than %d bytes", url, TC_HTTP_MAX_BODY);
+        if (a.outcome == HEADERS_TOO_LARGE)
+                return tc_fail(err, -EMSGSIZE, "%s: answer headers larger than %d KiB: not a tang server?", url,
+                               MAX_HEADER_BYTES / 1024);
         char hint[160] = "";
         describe(&a, &t, ctx, why, sizeof(why), hint, sizeof(hint));
         if (transient(a.outcome))
