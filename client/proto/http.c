@@ -633,50 +633,51 @@ static int read_some(BIO *bio, char *buf, int cap, int64_t until, const struct t
         }
 }
 
+/* Whether raw holds the end of an answer's headers (an empty line). */
+static bool has_header_end(const struct tc_http_reply *raw) {
+        return raw->len > 0 && (memmem(raw->body, raw->len, "\n\r\n", 3) || memmem(raw->body, raw->len, "\n\n", 2));
+}
+
 /* The body of an answer OpenSSL 3.0 refused for its status: it has read
- * the status line only. The rest is fed, as it comes, to a second OpenSSL
- * HTTP context behind a stand-in status line, so that OpenSSL parses the
- * headers and Content-Length here too; then exactly Content-Length bytes of
- * body are read. Waiting for the connection to close instead would hang on
- * servers that keep it open after an empty answer (tangd's 404 says
- * "Content-Length: 0" and waits for the next request). An error body is only
- * an explanation: whatever goes wrong here, the status stands. */
+ * the status line only. The rest of the headers is read up to their empty
+ * line and handed, behind a stand-in status line, to a second OpenSSL HTTP
+ * context, so that OpenSSL parses the headers and Content-Length here too
+ * (whole: it takes an empty buffer for the end of the answer); then exactly
+ * Content-Length bytes of body are read. Waiting for the connection to close
+ * instead would hang on servers that keep it open after an empty answer
+ * (tangd's 404 says "Content-Length: 0" and waits for the next request). An
+ * error body is only an explanation: whatever goes wrong here, the status
+ * stands. */
 static void read_error_body(OSSL_HTTP_REQ_CTX *rctx, BIO *bio, struct guard *g, int64_t until,
                             const struct tc_ctx *ctx, struct tc_http_reply *reply, struct attempt *a) {
         const char *line1 = "HTTP/1.0 200 OK\r\n";
         char *pending, buf[4096];
         long n = BIO_get_mem_data(OSSL_HTTP_REQ_CTX_get0_mem_bio(rctx), &pending);
-        size_t fed = 0;
-        _cleanup_(BIO_free_allp) BIO *in = BIO_new(BIO_s_mem());
-        _cleanup_(BIO_free_allp) BIO *out = BIO_new(BIO_s_null());
+        _cleanup_(tc_http_reply_clear) struct tc_http_reply raw = {};
+        _cleanup_(BIO_free_allp) BIO *in = NULL, *out = NULL;
         _cleanup_(OSSL_HTTP_REQ_CTX_freep) OSSL_HTTP_REQ_CTX *parse = NULL;
 
         a->outcome = ANSWERED;
-        if (!in || !out)
+        if (append(&raw, line1, strlen(line1)) < 0 || (n > 0 && append(&raw, pending, (size_t) n) < 0))
                 goto done;
-        /* Empty means "more to come", not the end of the answer. */
-        BIO_set_mem_eof_return(in, -1);
-        if (BIO_write(in, line1, (int) strlen(line1)) <= 0 || (n > 0 && BIO_write(in, pending, (int) n) != n))
-                goto done;
-        parse = OSSL_HTTP_REQ_CTX_new(out, in, 0);
+        while (!has_header_end(&raw)) {
+                int got = read_some(bio, buf, sizeof(buf), until, ctx);
+                if (got <= 0 || append(&raw, buf, (size_t) got) < 0)
+                        goto done;
+        }
+        g->headers_done = true;
+
+        in = BIO_new_mem_buf(raw.body, (int) raw.len);
+        out = BIO_new(BIO_s_null());
+        parse = in && out ? OSSL_HTTP_REQ_CTX_new(out, in, 0) : NULL;
         if (!parse || !OSSL_HTTP_REQ_CTX_set_request_line(parse, 0, NULL, NULL, "/") ||
             !OSSL_HTTP_REQ_CTX_set_expected(parse, NULL, 0, 0, 0))
                 goto done;
         OSSL_HTTP_REQ_CTX_set_max_response_length(parse, TC_HTTP_MAX_BODY);
-        for (;;) {
-                int r = OSSL_HTTP_REQ_CTX_nbio(parse);
-                if (r == 1)
-                        break;
-                if (r == 0 || fed > TC_HTTP_MAX_BODY)
-                        goto done;
-                int got = read_some(bio, buf, sizeof(buf), until, ctx);
-                if (got <= 0 || BIO_write(in, buf, got) != got)
-                        goto done;
-                fed += (size_t) got;
-        }
-        g->headers_done = true;
+        if (OSSL_HTTP_REQ_CTX_nbio(parse) != 1)
+                goto done;
 
-        /* Headers parsed: what is left in `in` begins the body. */
+        /* What is left in `in` begins the body. */
         size_t len = OSSL_HTTP_REQ_CTX_get_resp_len(parse);
         int got;
         while ((got = BIO_read(in, buf, sizeof(buf))) > 0)
