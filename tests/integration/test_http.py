@@ -18,16 +18,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tlib  # noqa: E402
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
 SECRET = b"the secret"
-
-
-def base_env(**extra):
-    """This environment without any proxy setting, plus extra."""
-    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS}
-    env["LC_ALL"] = "C"
-    env.update(extra)
-    return env
+base_env = tlib.env_without_proxies
 
 
 def dead_port():

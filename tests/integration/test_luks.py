@@ -85,6 +85,26 @@ class Luks(tlib.ServerCase):
         return tether("luks", "bind", "-y", "-d", img or self.img, "-k", self.keyfile, *extra, pin, cfg or self.cfg,
                       env=env)
 
+    def bind_then_lose_key(self):
+        """Slot 1 bound to a tetherd that is then replaced, on the same port,
+        by one with other keys: the binding's key is lost (404). Returns the
+        new server (the caller closes it) and the binding's config."""
+        a = tlib.Tetherd(args=["-q"])
+        port = a.port
+        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        try:
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+        finally:
+            a.close()
+        return tlib.Tetherd(port=port, args=["-q"]), cfg
+
+    def kill_rekey_at_home(self):
+        """A re-key of slot 1 killed after slot 1 was removed: the binding
+        works on slot 2, marked as slot 1's."""
+        r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
+                     env=dict(os.environ, TETHER_FAULT="rekey-home:kill"))
+        self.assertEqual(r.returncode, 99, r.stderr)
+
     def assert_consistent(self, img=None):
         """The user's slot 0 opens; every other keyslot is reachable through a
         clevis token whose key opens it; no token points at a missing slot."""
@@ -462,16 +482,9 @@ class Luks(tlib.ServerCase):
         # passphrase, which cryptsetup puts in the first free slot, 1. A later
         # regen (no passphrase: the key is recovered) must not remove it.
         self.require_fault_injection()
-        a = tlib.Tetherd(args=["-q"])
-        port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        a, cfg = self.bind_then_lose_key()
         try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
-            a.close()
-            a = tlib.Tetherd(port=port, args=["-q"])
-            r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
-                         env=dict(os.environ, TETHER_FAULT="rekey-home:kill"))
-            self.assertEqual(r.returncode, 99, r.stderr)
+            self.kill_rekey_at_home()
             run("cryptsetup", "luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
                 "--key-file", self.keyfile, self.img, "-", input=b"recovery", check=True)
             self.assertTrue(opens(self.img, b"recovery", 1))
@@ -568,16 +581,9 @@ class Luks(tlib.ServerCase):
         # Killed after slot 1 was removed: regen -s 1 (no binding is on slot 1)
         # finds the binding on slot 2 by its mark, moves it back and says so.
         self.require_fault_injection()
-        a = tlib.Tetherd(args=["-q"])
-        port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        a, cfg = self.bind_then_lose_key()
         try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
-            a.close()
-            a = tlib.Tetherd(port=port, args=["-q"])
-            r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
-                         env=dict(os.environ, TETHER_FAULT="rekey-home:kill"))
-            self.assertEqual(r.returncode, 99, r.stderr)
+            self.kill_rekey_at_home()
             r = detached("luks", "regen", "-y", "-d", self.img, "-s", "1")
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertIn(f"{self.img}: the binding of slot 1, left on slot 2 by an interrupted re-key, is back on "
@@ -596,18 +602,11 @@ class Luks(tlib.ServerCase):
         # does; it says the passphrase still opens the volume, leaves no
         # keyslot with a key nobody has, and one more run ends on slot 1.
         self.require_fault_injection()
-        a = tlib.Tetherd(args=["-q"])
-        port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        a, cfg = self.bind_then_lose_key()
         try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            self.kill_rekey_at_home()
             a.close()
-            a = tlib.Tetherd(port=port, args=["-q"])
-            r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
-                         env=dict(os.environ, TETHER_FAULT="rekey-home:kill"))
-            self.assertEqual(r.returncode, 99, r.stderr)
-            a.close()
-            a = tlib.Tetherd(port=port, args=["-q"])
+            a = tlib.Tetherd(port=a.port, args=["-q"])
             r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
                          env=dict(os.environ, TETHER_FAULT="rekey-assign"))
             self.assertEqual(r.returncode, 1, r.stderr)
@@ -629,13 +628,8 @@ class Luks(tlib.ServerCase):
         # the header (into slot 2, the free slot regen picked too): libcryptsetup
         # refuses the stale write. The message says so, not "no free keyslot";
         # nothing of tether's is written, and a rerun works.
-        a = tlib.Tetherd(args=["-q"])
-        port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        a, cfg = self.bind_then_lose_key()
         try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
-            a.close()
-            a = tlib.Tetherd(port=port, args=["-q"])
             before = luks_meta(self.img)["tokens"]
             p = subprocess.Popen([tlib.TETHER, "luks", "regen", "-y", "-d", self.img, "-s", "1"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
