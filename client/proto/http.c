@@ -33,7 +33,6 @@
 TC_DEFINE_CLEANUP(BIO *, BIO_free_all)
 TC_DEFINE_CLEANUP(OSSL_HTTP_REQ_CTX *, OSSL_HTTP_REQ_CTX_free)
 TC_DEFINE_CLEANUP(struct addrinfo *, freeaddrinfo)
-TC_DEFINE_CLEANUP_ANY(OPENSSL_free)
 /* The headers may hold the proxy's credentials (Proxy-Authorization). */
 static void header_wipe_free(CONF_VALUE *v) {
         if (v && v->value)
@@ -873,8 +872,6 @@ static void describe_tls(const char *detail, char *buf, size_t len) {
 
 /* Failures on the way to a proxy name it and where it came from; hint says
  * what to do. A long proxy name cuts the message short, which is fine. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-truncation"
 static bool describe_proxy(const struct attempt *a, const struct target *t, const struct tc_ctx *ctx, char *buf,
                            size_t len, char *hint, size_t hlen) {
         const struct tc_proxy *p = &t->proxy;
@@ -901,7 +898,7 @@ static bool describe_proxy(const struct attempt *a, const struct target *t, cons
                 snprintf(hint, hlen, "check %s", p->var);
                 return true;
         case PROXY_FAILED:
-                snprintf(buf, len, "%s refused the tunnel (%s); check %s and no_proxy", where, a->detail, p->var);
+                snprintf(buf, len, "%s refused the tunnel (%.150s); check %s and no_proxy", where, a->detail, p->var);
                 return true;
         case PROXY_AUTH:
                 if (p->user)
@@ -915,7 +912,6 @@ static bool describe_proxy(const struct attempt *a, const struct target *t, cons
                 return false;
         }
 }
-#pragma GCC diagnostic pop
 
 static void describe(const struct attempt *a, const struct target *t, const struct tc_ctx *ctx, char *buf,
                      size_t len, char *hint, size_t hlen) {
@@ -1032,7 +1028,7 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
                     const char *content_type, struct tc_http_reply *reply, struct tc_err *err) {
         _cleanup_(target_clear) struct target t = {};
         struct attempt a = { .outcome = CANCELLED };
-        char why[512];
+        char why[768];
         unsigned attempt = 0;
         int r;
 
