@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 #include <arpa/inet.h>
+#include <sys/eventfd.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/http.h>
@@ -158,18 +159,51 @@ static int parse_target(const char *url, const struct tc_ctx *ctx, struct target
 
 /* --- name lookup, bounded ---------------------------------------------- */
 
+/* At most this many lookups given up on may still run: each holds a
+ * thread until the resolver answers. */
+#define MAX_PENDING_LOOKUPS 16
+
+static int pending_lookups; /* atomic */
+
+/* One name lookup on a thread of its own, shared by that thread and the
+ * caller until both are done with it. */
 struct lookup {
-        struct gaicb cb;
+        int refs;  /* atomic */
+        int done;  /* atomic: rc and result are set */
+        int ready; /* eventfd, written once done */
+        int rc;
+        struct addrinfo *result;
         struct addrinfo hints;
         char names[]; /* host, then port */
 };
 
+static void lookup_unref(struct lookup *l) {
+        if (__atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL) != 0)
+                return;
+        if (l->result)
+                freeaddrinfo(l->result);
+        close(l->ready);
+        free(l);
+}
+
+static void *lookup_run(void *arg) {
+        struct lookup *l = arg;
+        size_t hl = strlen(l->names) + 1;
+        l->rc = getaddrinfo(l->names, l->names + hl, &l->hints, &l->result);
+        __atomic_store_n(&l->done, 1, __ATOMIC_RELEASE);
+        (void) eventfd_write(l->ready, 1);
+        __atomic_sub_fetch(&pending_lookups, 1, __ATOMIC_ACQ_REL);
+        lookup_unref(l);
+        return NULL;
+}
+
 /* The addresses of host:port. BIO_lookup (what OpenSSL's connect BIO uses)
- * blocks for as long as the resolver likes; getaddrinfo_a runs the lookup
- * in glibc's helper thread while this one polls the deadline and
- * cancellation. A lookup given up on may not be cancellable: its memory is
- * then left to it (a few hundred bytes, once per given-up lookup). Returns
- * 0, -ENOENT (no such name), -ETIMEDOUT, -ECANCELED or -EIO. */
+ * blocks for as long as the resolver likes; the lookup runs on a thread of
+ * its own (as curl's threaded resolver does) while this one waits for it
+ * with the deadline and cancellation. A lookup given up on finishes on its
+ * own and frees itself; at most MAX_PENDING_LOOKUPS run at once. Returns 0,
+ * -ENOENT (no such name), -ETIMEDOUT, -ECANCELED, -EAGAIN (too many
+ * lookups pending) or -EIO. */
 static int resolve(const char *host, const char *port, int64_t until, const struct tc_ctx *ctx, struct addrinfo **res) {
         struct addrinfo numeric = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
         if (getaddrinfo(host, port, &numeric, res) == 0)
@@ -182,34 +216,45 @@ static int resolve(const char *host, const char *port, int64_t until, const stru
         memcpy(l->names, host, hl);
         memcpy(l->names + hl, port, pl);
         l->hints = (struct addrinfo) { .ai_socktype = SOCK_STREAM };
-        l->cb = (struct gaicb) { .ar_name = l->names, .ar_service = l->names + hl, .ar_request = &l->hints };
-        struct gaicb *list[] = { &l->cb };
-        if (getaddrinfo_a(GAI_NOWAIT, list, 1, NULL) != 0) {
+        l->refs = 2;
+        l->ready = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (l->ready < 0) {
                 free(l);
                 return -EIO;
         }
-        int r;
-        for (;;) {
-                r = gai_error(&l->cb);
-                if (r != EAI_INPROGRESS)
-                        break;
-                int64_t left = until - tc_now_ms();
-                if (left <= 0 || tc_ctx_cancelled(ctx)) {
-                        if (gai_cancel(&l->cb) == EAI_CANCELED || gai_error(&l->cb) != EAI_INPROGRESS) {
-                                if (l->cb.ar_result)
-                                        freeaddrinfo(l->cb.ar_result);
-                                free(l);
-                        }
-                        return tc_ctx_cancelled(ctx) ? -ECANCELED : -ETIMEDOUT;
-                }
-                struct timespec ts = { .tv_nsec = (left < SLICE_MS ? left : SLICE_MS) * 1000000L };
-                (void) gai_suspend((const struct gaicb *const *) list, 1, &ts);
+        if (__atomic_add_fetch(&pending_lookups, 1, __ATOMIC_ACQ_REL) > MAX_PENDING_LOOKUPS) {
+                __atomic_sub_fetch(&pending_lookups, 1, __ATOMIC_ACQ_REL);
+                close(l->ready);
+                free(l);
+                return -EAGAIN;
         }
-        *res = l->cb.ar_result;
-        free(l);
-        if (r == 0)
+        pthread_attr_t attr;
+        pthread_t thread;
+        int r = pthread_attr_init(&attr);
+        if (r == 0) {
+                (void) pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                r = pthread_create(&thread, &attr, lookup_run, l);
+                pthread_attr_destroy(&attr);
+        }
+        if (r != 0) {
+                __atomic_sub_fetch(&pending_lookups, 1, __ATOMIC_ACQ_REL);
+                close(l->ready);
+                free(l);
+                return -EAGAIN;
+        }
+
+        r = wait_fd(l->ready, POLLIN, until, ctx);
+        if (r <= 0 || !__atomic_load_n(&l->done, __ATOMIC_ACQUIRE)) {
+                lookup_unref(l);
+                return r == -ECANCELED || tc_ctx_cancelled(ctx) ? -ECANCELED : -ETIMEDOUT;
+        }
+        int rc = l->rc;
+        *res = l->result;
+        l->result = NULL;
+        lookup_unref(l);
+        if (rc == 0)
                 return 0;
-        return r == EAI_NONAME || r == EAI_NODATA || r == EAI_AGAIN || r == EAI_FAIL ? -ENOENT : -EIO;
+        return rc == EAI_NONAME || rc == EAI_NODATA || rc == EAI_AGAIN || rc == EAI_FAIL ? -ENOENT : -EIO;
 }
 
 /* --- connecting -------------------------------------------------------- */
@@ -310,6 +355,10 @@ static BIO *connect_to(const struct target *t, int64_t until, const struct tc_ct
                 if (r == -EIO || r == -ENOMEM) {
                         a->outcome = FAILED;
                         snprintf(a->detail, sizeof(a->detail), "cannot look up %s", host);
+                } else if (r == -EAGAIN) {
+                        a->outcome = FAILED;
+                        snprintf(a->detail, sizeof(a->detail), "cannot look up %s: %d earlier lookups still wait for "
+                                 "the name servers", host, MAX_PENDING_LOOKUPS);
                 }
                 return NULL;
         }
