@@ -85,18 +85,25 @@ class Luks(tlib.ServerCase):
         return tether("luks", "bind", "-y", "-d", img or self.img, "-k", self.keyfile, *extra, pin, cfg or self.cfg,
                       env=env)
 
+    def bound_to_a_server(self):
+        """Slot 1 bound to a tetherd of its own. Returns the server (the
+        caller closes it) and the binding's config."""
+        a = tlib.Tetherd(args=["-q"])
+        cfg = json.dumps({"url": f"http://127.0.0.1:{a.port}"}, separators=(",", ":"))
+        try:
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+        except BaseException:
+            a.close()
+            raise
+        return a, cfg
+
     def bind_then_lose_key(self):
         """Slot 1 bound to a tetherd that is then replaced, on the same port,
         by one with other keys: the binding's key is lost (404). Returns the
         new server (the caller closes it) and the binding's config."""
-        a = tlib.Tetherd(args=["-q"])
-        port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
-        try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
-        finally:
-            a.close()
-        return tlib.Tetherd(port=port, args=["-q"]), cfg
+        a, cfg = self.bound_to_a_server()
+        a.close()
+        return tlib.Tetherd(port=a.port, args=["-q"]), cfg
 
     def kill_rekey_at_home(self):
         """A re-key of slot 1 killed after slot 1 was removed: the binding
@@ -320,11 +327,9 @@ class Luks(tlib.ServerCase):
         # take a new key. The recovery, which uses only the keys the binding
         # already trusts, comes first: the passphrase is asked before any
         # trust question, and without one nothing suggests -y.
-        a = tlib.Tetherd(args=["-q"])
+        a, cfg = self.bound_to_a_server()
         port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
         try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
             tlib.tether_keys("rotate", a.keydir)
             r = detached("luks", "regen", "-d", self.img, "-s", "1")
             self.assertEqual(r.returncode, 0, r.stderr)
@@ -382,11 +387,9 @@ class Luks(tlib.ServerCase):
     def test_regen_of_a_lost_key_from_stdin_and_key_file(self):
         # The same with the passphrase from a script: -k KEYFILE, -k - and
         # plain standard input (its first line), each after the key is lost.
-        a = tlib.Tetherd(args=["-q"])
+        a, cfg = self.bound_to_a_server()
         port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
         try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
             for how in (["-k", self.keyfile], ["-k", "-"], []):
                 with self.subTest(how=how):
                     a.close()
@@ -664,11 +667,9 @@ class Luks(tlib.ServerCase):
 
     def test_regen_of_a_lost_key_needs_a_free_keyslot(self):
         # Every keyslot taken: refused before anything is written.
-        a = tlib.Tetherd(args=["-q"])
+        a, cfg = self.bound_to_a_server()
         port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
         try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
             for s in range(2, 32):
                 run("cryptsetup", "luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations",
                     "1000", "--key-file", self.keyfile, "--key-slot", str(s), self.img, "-", input=f"k{s}".encode(),
