@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 #include <arpa/inet.h>
+#include <sys/eventfd.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/http.h>
@@ -27,13 +28,17 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-/* Poll slices: cancellation has no file descriptor to wait on. */
+/* Poll slices: cancellation has no file descriptor to wait on. A wait
+ * begins with short slices (a cancellation soon after a request, as when an
+ * sss quorum is reached, is seen at once) that grow the longer it lasts, so
+ * that thousands of waiting clients in one process do not wake 50 times a
+ * second each. */
 #define SLICE_MS 20
+#define SLICE_MAX_MS 250
 
 TC_DEFINE_CLEANUP(BIO *, BIO_free_all)
 TC_DEFINE_CLEANUP(OSSL_HTTP_REQ_CTX *, OSSL_HTTP_REQ_CTX_free)
 TC_DEFINE_CLEANUP(struct addrinfo *, freeaddrinfo)
-TC_DEFINE_CLEANUP_ANY(OPENSSL_free)
 /* The headers may hold the proxy's credentials (Proxy-Authorization). */
 static void header_wipe_free(CONF_VALUE *v) {
         if (v && v->value)
@@ -56,6 +61,7 @@ enum outcome {
         CLOSED,          /* closed or reset before any answer (sys_errno) */
         PARTIAL,         /* closed before the end of the answer */
         TOO_LARGE,
+        HEADERS_TOO_LARGE, /* more than MAX_HEADER_BYTES before the body */
         NOT_HTTP,
         REDIRECT,        /* HTTP 301/302: tang clients do not follow them */
         TLS_FAILED,      /* detail: OpenSSL's reason */
@@ -113,14 +119,14 @@ static int64_t earlier(int64_t a, int64_t b) {
 /* Waits until fd is ready for events, until the time until (tc_now_ms()),
  * or cancellation. Returns 1 (ready), 0 (time is up) or -ECANCELED. */
 static int wait_fd(int fd, short events, int64_t until, const struct tc_ctx *ctx) {
-        for (;;) {
+        for (int slice = SLICE_MS;; slice = slice * 2 > SLICE_MAX_MS ? SLICE_MAX_MS : slice * 2) {
                 if (tc_ctx_cancelled(ctx))
                         return -ECANCELED;
                 int64_t left = until - tc_now_ms();
                 if (left <= 0)
                         return 0;
                 struct pollfd p = { .fd = fd, .events = events };
-                int r = poll(&p, 1, (int) (left < SLICE_MS ? left : SLICE_MS));
+                int r = poll(&p, 1, (int) (left < slice ? left : slice));
                 if (r > 0)
                         return 1;
                 if (r < 0 && errno != EINTR)
@@ -153,18 +159,51 @@ static int parse_target(const char *url, const struct tc_ctx *ctx, struct target
 
 /* --- name lookup, bounded ---------------------------------------------- */
 
+/* At most this many lookups given up on may still run: each holds a
+ * thread until the resolver answers. */
+#define MAX_PENDING_LOOKUPS 16
+
+static int pending_lookups; /* atomic */
+
+/* One name lookup on a thread of its own, shared by that thread and the
+ * caller until both are done with it. */
 struct lookup {
-        struct gaicb cb;
+        int refs;  /* atomic */
+        int done;  /* atomic: rc and result are set */
+        int ready; /* eventfd, written once done */
+        int rc;
+        struct addrinfo *result;
         struct addrinfo hints;
         char names[]; /* host, then port */
 };
 
+static void lookup_unref(struct lookup *l) {
+        if (__atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL) != 0)
+                return;
+        if (l->result)
+                freeaddrinfo(l->result);
+        close(l->ready);
+        free(l);
+}
+
+static void *lookup_run(void *arg) {
+        struct lookup *l = arg;
+        size_t hl = strlen(l->names) + 1;
+        l->rc = getaddrinfo(l->names, l->names + hl, &l->hints, &l->result);
+        __atomic_store_n(&l->done, 1, __ATOMIC_RELEASE);
+        (void) eventfd_write(l->ready, 1);
+        __atomic_sub_fetch(&pending_lookups, 1, __ATOMIC_ACQ_REL);
+        lookup_unref(l);
+        return NULL;
+}
+
 /* The addresses of host:port. BIO_lookup (what OpenSSL's connect BIO uses)
- * blocks for as long as the resolver likes; getaddrinfo_a runs the lookup
- * in glibc's helper thread while this one polls the deadline and
- * cancellation. A lookup given up on may not be cancellable: its memory is
- * then left to it (a few hundred bytes, once per given-up lookup). Returns
- * 0, -ENOENT (no such name), -ETIMEDOUT, -ECANCELED or -EIO. */
+ * blocks for as long as the resolver likes; the lookup runs on a thread of
+ * its own (as curl's threaded resolver does) while this one waits for it
+ * with the deadline and cancellation. A lookup given up on finishes on its
+ * own and frees itself; at most MAX_PENDING_LOOKUPS run at once. Returns 0,
+ * -ENOENT (no such name), -ETIMEDOUT, -ECANCELED, -EAGAIN (too many
+ * lookups pending) or -EIO. */
 static int resolve(const char *host, const char *port, int64_t until, const struct tc_ctx *ctx, struct addrinfo **res) {
         struct addrinfo numeric = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
         if (getaddrinfo(host, port, &numeric, res) == 0)
@@ -177,34 +216,45 @@ static int resolve(const char *host, const char *port, int64_t until, const stru
         memcpy(l->names, host, hl);
         memcpy(l->names + hl, port, pl);
         l->hints = (struct addrinfo) { .ai_socktype = SOCK_STREAM };
-        l->cb = (struct gaicb) { .ar_name = l->names, .ar_service = l->names + hl, .ar_request = &l->hints };
-        struct gaicb *list[] = { &l->cb };
-        if (getaddrinfo_a(GAI_NOWAIT, list, 1, NULL) != 0) {
+        l->refs = 2;
+        l->ready = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (l->ready < 0) {
                 free(l);
                 return -EIO;
         }
-        int r;
-        for (;;) {
-                r = gai_error(&l->cb);
-                if (r != EAI_INPROGRESS)
-                        break;
-                int64_t left = until - tc_now_ms();
-                if (left <= 0 || tc_ctx_cancelled(ctx)) {
-                        if (gai_cancel(&l->cb) == EAI_CANCELED || gai_error(&l->cb) != EAI_INPROGRESS) {
-                                if (l->cb.ar_result)
-                                        freeaddrinfo(l->cb.ar_result);
-                                free(l);
-                        }
-                        return tc_ctx_cancelled(ctx) ? -ECANCELED : -ETIMEDOUT;
-                }
-                struct timespec ts = { .tv_nsec = (left < SLICE_MS ? left : SLICE_MS) * 1000000L };
-                (void) gai_suspend((const struct gaicb *const *) list, 1, &ts);
+        if (__atomic_add_fetch(&pending_lookups, 1, __ATOMIC_ACQ_REL) > MAX_PENDING_LOOKUPS) {
+                __atomic_sub_fetch(&pending_lookups, 1, __ATOMIC_ACQ_REL);
+                close(l->ready);
+                free(l);
+                return -EAGAIN;
         }
-        *res = l->cb.ar_result;
-        free(l);
-        if (r == 0)
+        pthread_attr_t attr;
+        pthread_t thread;
+        int r = pthread_attr_init(&attr);
+        if (r == 0) {
+                (void) pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                r = pthread_create(&thread, &attr, lookup_run, l);
+                pthread_attr_destroy(&attr);
+        }
+        if (r != 0) {
+                __atomic_sub_fetch(&pending_lookups, 1, __ATOMIC_ACQ_REL);
+                close(l->ready);
+                free(l);
+                return -EAGAIN;
+        }
+
+        r = wait_fd(l->ready, POLLIN, until, ctx);
+        if (r <= 0 || !__atomic_load_n(&l->done, __ATOMIC_ACQUIRE)) {
+                lookup_unref(l);
+                return r == -ECANCELED || tc_ctx_cancelled(ctx) ? -ECANCELED : -ETIMEDOUT;
+        }
+        int rc = l->rc;
+        *res = l->result;
+        l->result = NULL;
+        lookup_unref(l);
+        if (rc == 0)
                 return 0;
-        return r == EAI_NONAME || r == EAI_NODATA || r == EAI_AGAIN || r == EAI_FAIL ? -ENOENT : -EIO;
+        return rc == EAI_NONAME || rc == EAI_NODATA || rc == EAI_AGAIN || rc == EAI_FAIL ? -ENOENT : -EIO;
 }
 
 /* --- connecting -------------------------------------------------------- */
@@ -217,6 +267,17 @@ static int queued_errno(void) {
                 if (ERR_GET_LIB(e) == ERR_LIB_SYS && !found)
                         found = ERR_GET_REASON(e);
         return found;
+}
+
+/* Whether a non-blocking connect on fd has completed, without waiting
+ * (OpenSSL's connect BIO, asked without a wait, takes "no error yet" for
+ * "connected"). */
+static bool connected_by_now(int fd) {
+        struct pollfd p = { .fd = fd, .events = POLLOUT };
+        int error = 0;
+        socklen_t len = sizeof(error);
+        return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) && !(p.revents & (POLLERR | POLLHUP)) &&
+               getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0 && error == 0;
 }
 
 /* A non-blocking connect BIO to one address, connected by until. Returns
@@ -257,11 +318,27 @@ static BIO *connect_one(const struct addrinfo *ai, int64_t until, const struct t
                         return NULL;
                 }
                 int r = wait_fd(BIO_get_fd(bio, NULL), POLLOUT, until, ctx);
+                /* Time is up by the clock, but a thread that got the CPU late
+                 * (thousands of clients in one process) may find its
+                 * connection made long ago: one last look, without waiting. */
+                if (r == 0 && connected_by_now(BIO_get_fd(bio, NULL)) && BIO_do_connect(bio) > 0) {
+                        BIO *connected = bio;
+                        bio = NULL;
+                        return connected;
+                }
                 if (r <= 0) {
+                        ERR_clear_error();
                         a->outcome = r == -ECANCELED ? CANCELLED : CONNECT_TIMEOUT;
                         return NULL;
                 }
         }
+}
+
+/* ai, or the first address after it that can be connected to. */
+static const struct addrinfo *next_usable(const struct addrinfo *ai) {
+        while (ai && ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+                ai = ai->ai_next;
+        return ai;
 }
 
 /* Resolves and connects to the server or its proxy, trying its addresses
@@ -278,17 +355,154 @@ static BIO *connect_to(const struct target *t, int64_t until, const struct tc_ct
                 if (r == -EIO || r == -ENOMEM) {
                         a->outcome = FAILED;
                         snprintf(a->detail, sizeof(a->detail), "cannot look up %s", host);
+                } else if (r == -EAGAIN) {
+                        a->outcome = FAILED;
+                        snprintf(a->detail, sizeof(a->detail), "cannot look up %s: %d earlier lookups still wait for "
+                                 "the name servers", host, MAX_PENDING_LOOKUPS);
                 }
                 return NULL;
         }
-        for (const struct addrinfo *ai = ais; ai; ai = ai->ai_next) {
-                if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
-                        continue;
-                BIO *bio = connect_one(ai, until, ctx, a);
-                if (bio || a->outcome != CONNECT_FAILED)
+        /* As curl: every address but the last gets half of the time left,
+         * the last all of it, so that an address that drops packets does
+         * not take the whole budget (and every retry) from the others. */
+        a->outcome = CONNECT_FAILED; /* no address to try */
+        for (const struct addrinfo *ai = next_usable(ais); ai; ai = next_usable(ai->ai_next)) {
+                bool last = !next_usable(ai->ai_next);
+                int64_t now = tc_now_ms();
+                BIO *bio = connect_one(ai, last ? until : now + (until - now) / 2, ctx, a);
+                if (bio || last || (a->outcome != CONNECT_FAILED && a->outcome != CONNECT_TIMEOUT))
                         return bio;
         }
         return NULL;
+}
+
+/* --- a guard between OpenSSL's HTTP reader and the connection ---------- */
+
+/* Headers larger than this end the attempt: tang's are a few hundred bytes. */
+#define MAX_HEADER_BYTES (64 * 1024)
+/* Header bytes OpenSSL may read before it is sent back to the poll loop. */
+#define HEADER_SLICE_BYTES 4096
+
+/* OpenSSL 3.0's OSSL_HTTP_REQ_CTX_nbio reads the status line and headers in
+ * a loop of its own, a byte per read, for as long as bytes come: a server
+ * sending header lines without end kept it from ever returning, past every
+ * deadline and cancellation. This filter BIO sits on top of the connection
+ * (or of its TLS) while the headers are read: it sends nbio back to the
+ * poll loop every few KiB ("retry"), at once when the deadline has passed
+ * or the attempt is cancelled, and fails for good past MAX_HEADER_BYTES.
+ * Once the headers are in it only passes bytes through. */
+struct guard {
+        int64_t until;
+        const struct tc_ctx *ctx;
+        size_t header_bytes, since_yield;
+        bool headers_done;
+        bool line_start; /* the last byte read ended a line */
+        bool yielded;    /* the last retry was ours: data may be waiting */
+        bool too_large;
+};
+
+static int guard_read(BIO *b, char *buf, int len) {
+        struct guard *g = BIO_get_data(b);
+        BIO *next = BIO_next(b);
+        BIO_clear_retry_flags(b);
+        if (!next || !g)
+                return 0;
+        if (!g->headers_done) {
+                if (g->too_large)
+                        return -1;
+                if (tc_ctx_cancelled(g->ctx) || tc_now_ms() >= g->until) {
+                        BIO_set_retry_read(b);
+                        return -1;
+                }
+                /* Only between lines: BIO_get_line drops the part of a line
+                 * it read when a read asks to retry. OpenSSL reads headers a
+                 * byte at a time (len 1); larger reads are bounded anyway. */
+                if (len == 1 && g->line_start && g->since_yield >= HEADER_SLICE_BYTES) {
+                        g->since_yield = 0;
+                        g->yielded = true;
+                        BIO_set_retry_read(b);
+                        return -1;
+                }
+        }
+        int n = BIO_read(next, buf, len);
+        BIO_copy_next_retry(b);
+        if (n > 0 && !g->headers_done) {
+                g->header_bytes += (size_t) n;
+                g->since_yield += (size_t) n;
+                g->line_start = buf[n - 1] == '\n';
+                if (g->header_bytes > MAX_HEADER_BYTES) {
+                        g->too_large = true;
+                        BIO_clear_retry_flags(b);
+                        return -1;
+                }
+        }
+        return n;
+}
+
+static int guard_write(BIO *b, const char *buf, int len) {
+        BIO *next = BIO_next(b);
+        BIO_clear_retry_flags(b);
+        if (!next)
+                return 0;
+        int n = BIO_write(next, buf, len);
+        BIO_copy_next_retry(b);
+        return n;
+}
+
+/* Unsupported: OpenSSL then reads lines with BIO_get_line, through read. */
+static int guard_gets(BIO *b, char *buf, int size) {
+        (void) b, (void) buf, (void) size;
+        return -2;
+}
+
+/* Everything else (BIO_flush, BIO_get_fd, BIO_pending, ...) is the
+ * connection's. */
+static long guard_ctrl(BIO *b, int cmd, long num, void *ptr) {
+        BIO *next = BIO_next(b);
+        if (cmd == BIO_CTRL_PUSH || cmd == BIO_CTRL_POP)
+                return 1;
+        if (!next)
+                return 0;
+        long r = BIO_ctrl(next, cmd, num, ptr);
+        /* Only what may need retrying sets the flags: BIO_get_line asks
+         * BIO_eof right after a read asked to retry, and must keep that. */
+        if (cmd == BIO_CTRL_FLUSH || cmd == BIO_C_DO_STATE_MACHINE) {
+                BIO_clear_retry_flags(b);
+                BIO_copy_next_retry(b);
+        }
+        return r;
+}
+
+static long guard_callback_ctrl(BIO *b, int cmd, BIO_info_cb *fp) {
+        BIO *next = BIO_next(b);
+        return next ? BIO_callback_ctrl(next, cmd, fp) : 0;
+}
+
+static int guard_create(BIO *b) {
+        BIO_set_init(b, 1);
+        return 1;
+}
+
+static BIO_METHOD *guard_method;
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+static void guard_init_once(void) {
+        int type = BIO_get_new_index();
+        BIO_METHOD *m = type < 0 ? NULL : BIO_meth_new(type | BIO_TYPE_FILTER, "tether header guard");
+        if (m && BIO_meth_set_read(m, guard_read) && BIO_meth_set_write(m, guard_write) &&
+            BIO_meth_set_gets(m, guard_gets) && BIO_meth_set_ctrl(m, guard_ctrl) &&
+            BIO_meth_set_callback_ctrl(m, guard_callback_ctrl) && BIO_meth_set_create(m, guard_create))
+                guard_method = m;
+        else
+                BIO_meth_free(m);
+}
+
+/* A guard BIO for g (which must outlive it), not yet on anything. */
+static BIO *guard_new(struct guard *g) {
+        pthread_once(&guard_once, guard_init_once);
+        BIO *b = guard_method ? BIO_new(guard_method) : NULL;
+        if (b)
+                BIO_set_data(b, g);
+        return b;
 }
 
 /* --- TLS, through OpenSSL's bio_update_fn ------------------------------ */
@@ -311,7 +525,8 @@ struct tls {
         const struct target *t;
         int64_t until;
         SSL *ssl;          /* once pushed */
-        BIO *top;          /* the TLS BIO, owning the connect BIO */
+        BIO *guard;        /* goes on top of the TLS BIO */
+        BIO *top;          /* the guard, owning the TLS BIO, owning the connect BIO */
         bool proxy_failed;
         long proxy_status; /* its answer to CONNECT, when it gave one */
         char proxy_why[160];
@@ -362,7 +577,7 @@ static BIO *tls_update(BIO *bio, void *arg, int connect, int use_ssl) {
                 return NULL;
         }
         tls->ssl = ssl;
-        tls->top = BIO_push(ssl_bio, bio);
+        tls->top = BIO_push(tls->guard, BIO_push(ssl_bio, bio));
         return tls->top;
 }
 
@@ -434,6 +649,9 @@ static void read_body(BIO *bio, size_t expect, int64_t until, const struct tc_ct
         char buf[4096];
         for (;;) {
                 if (expect > 0 && reply->len >= expect) {
+                        /* What follows Content-Length is not the answer. */
+                        reply->len = expect;
+                        reply->body[expect] = '\0';
                         a->outcome = ANSWERED;
                         return;
                 }
@@ -488,54 +706,60 @@ static int read_some(BIO *bio, char *buf, int cap, int64_t until, const struct t
         }
 }
 
+/* Whether raw holds the end of an answer's headers (an empty line). */
+static bool has_header_end(const struct tc_http_reply *raw) {
+        return raw->len > 0 && (memmem(raw->body, raw->len, "\n\r\n", 3) || memmem(raw->body, raw->len, "\n\n", 2));
+}
+
 /* The body of an answer OpenSSL 3.0 refused for its status: it has read
- * the status line only. The rest is fed, as it comes, to a second OpenSSL
- * HTTP context behind a stand-in status line, so that OpenSSL parses the
- * headers and Content-Length here too; then exactly Content-Length bytes of
- * body are read. Waiting for the connection to close instead would hang on
- * servers that keep it open after an empty answer (tangd's 404 says
- * "Content-Length: 0" and waits for the next request). An error body is only
- * an explanation: whatever goes wrong here, the status stands. */
-static void read_error_body(OSSL_HTTP_REQ_CTX *rctx, BIO *bio, int64_t until, const struct tc_ctx *ctx,
-                            struct tc_http_reply *reply, struct attempt *a) {
+ * the status line only. The rest of the headers is read up to their empty
+ * line and handed, behind a stand-in status line, to a second OpenSSL HTTP
+ * context, so that OpenSSL parses the headers and Content-Length here too
+ * (whole: it takes an empty buffer for the end of the answer); then exactly
+ * Content-Length bytes of body are read. Waiting for the connection to close
+ * instead would hang on servers that keep it open after an empty answer
+ * (tangd's 404 says "Content-Length: 0" and waits for the next request). An
+ * error body is only an explanation: whatever goes wrong here, the status
+ * stands. */
+static void read_error_body(OSSL_HTTP_REQ_CTX *rctx, BIO *bio, struct guard *g, int64_t until,
+                            const struct tc_ctx *ctx, struct tc_http_reply *reply, struct attempt *a) {
         const char *line1 = "HTTP/1.0 200 OK\r\n";
         char *pending, buf[4096];
         long n = BIO_get_mem_data(OSSL_HTTP_REQ_CTX_get0_mem_bio(rctx), &pending);
-        size_t fed = 0;
-        _cleanup_(BIO_free_allp) BIO *in = BIO_new(BIO_s_mem());
-        _cleanup_(BIO_free_allp) BIO *out = BIO_new(BIO_s_null());
+        _cleanup_(tc_http_reply_clear) struct tc_http_reply raw = {};
+        _cleanup_(BIO_free_allp) BIO *in = NULL, *out = NULL;
         _cleanup_(OSSL_HTTP_REQ_CTX_freep) OSSL_HTTP_REQ_CTX *parse = NULL;
 
         a->outcome = ANSWERED;
-        if (!in || !out)
+        if (append(&raw, line1, strlen(line1)) < 0 || (n > 0 && append(&raw, pending, (size_t) n) < 0))
                 goto done;
-        /* Empty means "more to come", not the end of the answer. */
-        BIO_set_mem_eof_return(in, -1);
-        if (BIO_write(in, line1, (int) strlen(line1)) <= 0 || (n > 0 && BIO_write(in, pending, (int) n) != n))
-                goto done;
-        parse = OSSL_HTTP_REQ_CTX_new(out, in, 0);
+        while (!has_header_end(&raw)) {
+                int got = read_some(bio, buf, sizeof(buf), until, ctx);
+                if (got <= 0 || append(&raw, buf, (size_t) got) < 0)
+                        goto done;
+        }
+        g->headers_done = true;
+
+        in = BIO_new_mem_buf(raw.body, (int) raw.len);
+        out = BIO_new(BIO_s_null());
+        parse = in && out ? OSSL_HTTP_REQ_CTX_new(out, in, 0) : NULL;
         if (!parse || !OSSL_HTTP_REQ_CTX_set_request_line(parse, 0, NULL, NULL, "/") ||
             !OSSL_HTTP_REQ_CTX_set_expected(parse, NULL, 0, 0, 0))
                 goto done;
         OSSL_HTTP_REQ_CTX_set_max_response_length(parse, TC_HTTP_MAX_BODY);
-        for (;;) {
-                int r = OSSL_HTTP_REQ_CTX_nbio(parse);
-                if (r == 1)
-                        break;
-                if (r == 0 || fed > TC_HTTP_MAX_BODY)
-                        goto done;
-                int got = read_some(bio, buf, sizeof(buf), until, ctx);
-                if (got <= 0 || BIO_write(in, buf, got) != got)
-                        goto done;
-                fed += (size_t) got;
-        }
+        if (OSSL_HTTP_REQ_CTX_nbio(parse) != 1)
+                goto done;
 
-        /* Headers parsed: what is left in `in` begins the body. */
+        /* What is left in `in` begins the body. */
         size_t len = OSSL_HTTP_REQ_CTX_get_resp_len(parse);
         int got;
         while ((got = BIO_read(in, buf, sizeof(buf))) > 0)
                 if (append(reply, buf, (size_t) got) < 0)
                         break;
+        if (len > 0 && reply->len > len) {
+                reply->len = len;
+                reply->body[len] = '\0';
+        }
         if (len > reply->len) {
                 struct attempt body = {};
                 read_body(bio, len, until, ctx, reply, &body);
@@ -579,6 +803,8 @@ static void exchange(const struct target *t, const char *body, size_t body_len,
         _cleanup_(headers_freep) STACK_OF(CONF_VALUE) *headers = NULL;
         _cleanup_(BIO_free_allp) BIO *req = NULL;
         _cleanup_(OSSL_HTTP_REQ_CTX_freep) OSSL_HTTP_REQ_CTX *rctx = NULL;
+        /* Outlives the BIOs below: the guard BIO points to it. */
+        struct guard g = { .until = until, .ctx = ctx, .line_start = true };
         bool v6 = strchr(t->host, ':') != NULL;
         bool default_port = strcmp(t->port, t->use_ssl ? OSSL_HTTPS_PORT : OSSL_HTTP_PORT) == 0;
 
@@ -604,7 +830,13 @@ static void exchange(const struct target *t, const char *body, size_t body_len,
         if (!bio)
                 return;
 
-        struct tls tls = { .t = t, .until = until };
+        _cleanup_(BIO_free_allp) BIO *guard = guard_new(&g); /* until on the chain */
+        if (!guard) {
+                a->outcome = FAILED;
+                snprintf(a->detail, sizeof(a->detail), "out of memory");
+                return;
+        }
+        struct tls tls = { .t = t, .until = until, .guard = guard };
         if (t->use_ssl) {
                 pthread_once(&tls_once, tls_init_once);
                 if (!tls_ctx) {
@@ -616,10 +848,21 @@ static void exchange(const struct target *t, const char *body, size_t body_len,
         /* The connect BIO is ours: OpenSSL takes it as connected and does
          * not free it; the TLS BIO, if any, goes on top and owns it. */
         int fd = (int) BIO_get_fd(bio, NULL);
+        if (!t->use_ssl) {
+                bio = BIO_push(guard, bio);
+                guard = NULL;
+        }
+        /* OpenSSL's own bound, in whole seconds, a second past ours: a
+         * backstop for any wait of its own (its connect retry loop has none
+         * when given 0). */
+        int64_t left_ms = until - tc_now_ms();
+        int backstop_s = (int) ((left_ms > 0 ? left_ms : 0) / 1000) + 2;
         rctx = OSSL_HTTP_open(t->host, t->port, NULL, NULL, t->use_ssl, bio, NULL, t->use_ssl ? tls_update : NULL,
-                              &tls, 0, 0);
-        if (tls.top)
+                              &tls, 0, backstop_s);
+        if (tls.top) {
                 bio = tls.top;
+                guard = NULL;
+        }
         if (!rctx) {
                 if (tls.proxy_failed) {
                         /* 407, or 401 from some (tinyproxy) */
@@ -646,10 +889,22 @@ static void exchange(const struct target *t, const char *body, size_t body_len,
                 if (r == 1)
                         break;
                 if (r == 0) {
+                        if (g.too_large) {
+                                a->outcome = HEADERS_TOO_LARGE;
+                                ERR_clear_error();
+                                return;
+                        }
                         classify(a, errno, tls.ssl);
                         if (a->outcome == ANSWERED)
-                                read_error_body(rctx, bio, until, ctx, reply, a);
+                                read_error_body(rctx, bio, &g, until, ctx, reply, a);
                         return;
+                }
+                /* The guard's pause, not the socket's: more may be waiting
+                 * (in the TLS buffer too), so no poll; the guard itself
+                 * stops at the deadline or on cancellation. */
+                if (g.yielded) {
+                        g.yielded = false;
+                        continue;
                 }
                 int w = wait_fd(fd, BIO_should_write(bio) ? POLLOUT : POLLIN, until, ctx);
                 if (w <= 0) {
@@ -657,6 +912,7 @@ static void exchange(const struct target *t, const char *body, size_t body_len,
                         return;
                 }
         }
+        g.headers_done = true;
         a->status = 200;
         read_body(bio, OSSL_HTTP_REQ_CTX_get_resp_len(rctx), until, ctx, reply, a);
 }
@@ -695,8 +951,6 @@ static void describe_tls(const char *detail, char *buf, size_t len) {
 
 /* Failures on the way to a proxy name it and where it came from; hint says
  * what to do. A long proxy name cuts the message short, which is fine. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-truncation"
 static bool describe_proxy(const struct attempt *a, const struct target *t, const struct tc_ctx *ctx, char *buf,
                            size_t len, char *hint, size_t hlen) {
         const struct tc_proxy *p = &t->proxy;
@@ -723,7 +977,7 @@ static bool describe_proxy(const struct attempt *a, const struct target *t, cons
                 snprintf(hint, hlen, "check %s", p->var);
                 return true;
         case PROXY_FAILED:
-                snprintf(buf, len, "%s refused the tunnel (%s); check %s and no_proxy", where, a->detail, p->var);
+                snprintf(buf, len, "%s refused the tunnel (%.150s); check %s and no_proxy", where, a->detail, p->var);
                 return true;
         case PROXY_AUTH:
                 if (p->user)
@@ -737,7 +991,6 @@ static bool describe_proxy(const struct attempt *a, const struct target *t, cons
                 return false;
         }
 }
-#pragma GCC diagnostic pop
 
 static void describe(const struct attempt *a, const struct target *t, const struct tc_ctx *ctx, char *buf,
                      size_t len, char *hint, size_t hlen) {
@@ -854,7 +1107,7 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
                     const char *content_type, struct tc_http_reply *reply, struct tc_err *err) {
         _cleanup_(target_clear) struct target t = {};
         struct attempt a = { .outcome = CANCELLED };
-        char why[512];
+        char why[768];
         unsigned attempt = 0;
         int r;
 
@@ -920,6 +1173,9 @@ int tc_http_request(const struct tc_ctx *ctx, const char *url, const char *body,
                 return tc_fail(err, -ECANCELED, "%s: cancelled", url);
         if (a.outcome == TOO_LARGE)
                 return tc_fail(err, -EMSGSIZE, "%s: answer larger than %d bytes", url, TC_HTTP_MAX_BODY);
+        if (a.outcome == HEADERS_TOO_LARGE)
+                return tc_fail(err, -EMSGSIZE, "%s: answer headers larger than %d KiB: not a tang server?", url,
+                               MAX_HEADER_BYTES / 1024);
         char hint[160] = "";
         describe(&a, &t, ctx, why, sizeof(why), hint, sizeof(hint));
         if (transient(a.outcome))

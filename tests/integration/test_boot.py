@@ -722,9 +722,11 @@ class Askpass(Images):
     def test_asked_again_is_answered_once_more_with_a_checked_key_then_left_to_the_user(self):
         # systemd-cryptsetup may ask again for reasons of its own (it tries
         # other volumes' cached passphrases first): a key that opens the
-        # volume is sent once more; a third question is the user's.
-        a = self.agent(linger=30)
+        # volume is sent once more; a third question is the user's. The
+        # question comes first: an agent that finds none exits at once (as
+        # systemd starts it for a question), and one started first raced it.
         q1 = self.ask()
+        a = self.agent(linger=30)
         key = self.assert_answered(q1)
         q1.withdraw()
         q2 = self.ask()
@@ -741,8 +743,8 @@ class Askpass(Images):
         # The binding's key no longer opens its slot: cryptsetup refuses the
         # first answer and asks again; that question gets no answer.
         stale = self.change_key(self.img, 1)
-        a = self.agent(linger=30)
         q1 = self.ask()
+        a = self.agent(linger=30)
         self.assertEqual(q1.answer(5), stale)
         q1.withdraw()
         q2 = self.ask()

@@ -7,24 +7,19 @@ not installed is skipped, naming it."""
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import tlib  # noqa: E402
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
 SECRET = b"the secret"
-
-
-def base_env(**extra):
-    """This environment without any proxy setting, plus extra."""
-    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS}
-    env["LC_ALL"] = "C"
-    env.update(extra)
-    return env
+base_env = tlib.env_without_proxies
 
 
 def dead_port():
@@ -332,6 +327,165 @@ class IPv6(HttpBase):
             with self.subTest(no_proxy=no_proxy):
                 r = encrypt(f"http://[::1]:{t.port}", base_env(http_proxy=dead, no_proxy=no_proxy))
                 self.assertEqual(r.returncode == 0, bypassed, err(r))
+
+
+class HostileServer:
+    """A server on 127.0.0.1 (TLS with certs) answering every connection
+    with respond(conn, request): the misbehaviour no real server has."""
+
+    def __init__(self, respond, certs=None):
+        self.respond = respond
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.tls = None
+        if certs:
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(certs["good"], certs["good_key"])
+        self.closed = False
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.one, args=(conn,), daemon=True).start()
+
+    def one(self, conn):
+        try:
+            conn.settimeout(10)
+            if self.tls:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                request += chunk
+            self.respond(conn, request)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
+def flood(conn, request):
+    """A status line, then header lines without end, as fast as they go."""
+    conn.sendall(b"HTTP/1.0 200 OK\r\n")
+    lines = b"X-A: b\r\n" * 8192
+    while True:
+        conn.sendall(lines)
+
+
+class HostileHeaders(HttpBase):
+    """Servers that misbehave in the headers or past the body."""
+
+    def hostile(self, respond, certs=None):
+        s = HostileServer(respond, certs)
+        self.cleanups.append(s.close)
+        return s
+
+    def adv(self):
+        t = self.tetherd()
+        return tlib.get(t.port, "/adv").body
+
+    def encrypt_bounded(self, url, env):
+        # OpenSSL's header loop did not return at all before: bounded here
+        # so that the test fails instead of hanging.
+        start = time.monotonic()
+        r = tlib.run(tlib.TETHER, "encrypt", "tang", '{"url":"%s"}' % url, "-y", input=SECRET, env=env, timeout=15)
+        return r, time.monotonic() - start
+
+    def test_header_flood_ends_in_time(self):
+        s = self.hostile(flood)
+        r, took = self.encrypt_bounded(f"http://127.0.0.1:{s.port}", base_env(TETHER_TIMEOUT="1"))
+        self.assertNotEqual(r.returncode, 0)
+        self.assertLess(took, 3.0, err(r))
+        self.assertIn("answer headers larger than 64 KiB", err(r))
+
+    def test_header_flood_over_tls_ends_in_time(self):
+        certs = make_ca(self.tmp)
+        s = self.hostile(flood, certs)
+        r, took = self.encrypt_bounded(f"https://localhost:{s.port}",
+                                       base_env(TETHER_TIMEOUT="1", SSL_CERT_FILE=certs["ca"]))
+        self.assertNotEqual(r.returncode, 0)
+        self.assertLess(took, 3.0, err(r))
+        self.assertIn("answer headers larger than 64 KiB", err(r))
+
+    def many_headers(self, adv):
+        """An answer with 40 KiB of headers (the guard's pauses between
+        lines must lose nothing), then the advertisement."""
+        def respond(conn, request):
+            head = b"HTTP/1.0 200 OK\r\n" + b"".join(b"X-Filler-%05d: %s\r\n" % (i, b"v" * 20) for i in range(1200))
+            conn.sendall(head + b"Content-Type: application/jose+json\r\nContent-Length: %d\r\n\r\n" % len(adv) + adv)
+        return respond
+
+    def test_large_headers_under_the_cap_still_work(self):
+        s = self.hostile(self.many_headers(self.adv()))
+        r, _ = self.encrypt_bounded(f"http://127.0.0.1:{s.port}", base_env())
+        self.assertEqual(r.returncode, 0, err(r))
+
+    def test_large_headers_under_the_cap_still_work_over_tls(self):
+        certs = make_ca(self.tmp)
+        s = self.hostile(self.many_headers(self.adv()), certs)
+        r, _ = self.encrypt_bounded(f"https://localhost:{s.port}", base_env(SSL_CERT_FILE=certs["ca"]))
+        self.assertEqual(r.returncode, 0, err(r))
+
+    def test_bytes_past_content_length_are_dropped(self):
+        adv = self.adv()
+
+        def respond(conn, request):
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/jose+json\r\nContent-Length: %d\r\n\r\n"
+                         % len(adv) + adv + b"GARBAGE")
+        s = self.hostile(respond)
+        r, _ = self.encrypt_bounded(f"http://127.0.0.1:{s.port}", base_env())
+        self.assertEqual(r.returncode, 0, err(r))
+
+
+class DroppingFirstAddress(HttpBase):
+    """A host name whose first address drops packets: the next address
+    must get its turn within the connect budget (as curl does). The name
+    comes from an /etc/hosts of our own, bind-mounted in a user and mount
+    namespace (unshare -rm); the addresses are loopback ones."""
+
+    def test_the_next_address_gets_its_turn(self):
+        if not shutil.which("unshare") or tlib.run("unshare", "-rm", "true").returncode != 0:
+            self.skipTest("no user namespaces (unshare -rm)")
+        t = self.tetherd(host="127.0.0.2")
+        # A listener that never accepts, its queue full: the kernel drops
+        # further SYNs, as a black-holed address does.
+        hole = socket.socket()
+        self.cleanups.append(hole.close)
+        hole.bind(("127.0.0.1", t.port))
+        hole.listen(0)
+        for _ in range(3):
+            c = socket.socket()
+            self.cleanups.append(c.close)
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", t.port))
+        time.sleep(0.2)
+        hosts = os.path.join(self.tmp, "hosts")
+        with open(hosts, "w") as f:
+            f.write("127.0.0.1 tether-dual\n127.0.0.2 tether-dual\n")
+
+        def in_ns(*args, env):
+            return tlib.run("unshare", "-rm", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', hosts, *args,
+                            input=SECRET, env=env, timeout=30)
+        # Controls: the dropping address comes first, and does drop.
+        r = in_ns("getent", "ahostsv4", "tether-dual", env=base_env())
+        self.assertTrue(r.stdout.decode().startswith("127.0.0.1 "), r.stdout)
+        r = encrypt(f"http://127.0.0.1:{t.port}", base_env(TETHER_TIMEOUT="1"))
+        self.assertIn("no connection within", err(r))
+
+        url = '{"url":"http://tether-dual:%d"}' % t.port
+        r = in_ns(tlib.TETHER, "encrypt", "tang", url, "-y", env=base_env(TETHER_TIMEOUT="4"))
+        self.assertEqual(r.returncode, 0, err(r))
 
 
 if __name__ == "__main__":

@@ -85,6 +85,33 @@ class Luks(tlib.ServerCase):
         return tether("luks", "bind", "-y", "-d", img or self.img, "-k", self.keyfile, *extra, pin, cfg or self.cfg,
                       env=env)
 
+    def bound_to_a_server(self):
+        """Slot 1 bound to a tetherd of its own. Returns the server (the
+        caller closes it) and the binding's config."""
+        a = tlib.Tetherd(args=["-q"])
+        cfg = json.dumps({"url": f"http://127.0.0.1:{a.port}"}, separators=(",", ":"))
+        try:
+            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+        except BaseException:
+            a.close()
+            raise
+        return a, cfg
+
+    def bind_then_lose_key(self):
+        """Slot 1 bound to a tetherd that is then replaced, on the same port,
+        by one with other keys: the binding's key is lost (404). Returns the
+        new server (the caller closes it) and the binding's config."""
+        a, cfg = self.bound_to_a_server()
+        a.close()
+        return tlib.Tetherd(port=a.port, args=["-q"]), cfg
+
+    def kill_rekey_at_home(self):
+        """A re-key of slot 1 killed after slot 1 was removed: the binding
+        works on slot 2, marked as slot 1's."""
+        r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
+                     env=dict(os.environ, TETHER_FAULT="rekey-home:kill"))
+        self.assertEqual(r.returncode, 99, r.stderr)
+
     def assert_consistent(self, img=None):
         """The user's slot 0 opens; every other keyslot is reachable through a
         clevis token whose key opens it; no token points at a missing slot."""
@@ -300,11 +327,9 @@ class Luks(tlib.ServerCase):
         # take a new key. The recovery, which uses only the keys the binding
         # already trusts, comes first: the passphrase is asked before any
         # trust question, and without one nothing suggests -y.
-        a = tlib.Tetherd(args=["-q"])
+        a, cfg = self.bound_to_a_server()
         port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
         try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
             tlib.tether_keys("rotate", a.keydir)
             r = detached("luks", "regen", "-d", self.img, "-s", "1")
             self.assertEqual(r.returncode, 0, r.stderr)
@@ -362,11 +387,9 @@ class Luks(tlib.ServerCase):
     def test_regen_of_a_lost_key_from_stdin_and_key_file(self):
         # The same with the passphrase from a script: -k KEYFILE, -k - and
         # plain standard input (its first line), each after the key is lost.
-        a = tlib.Tetherd(args=["-q"])
+        a, cfg = self.bound_to_a_server()
         port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
         try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
             for how in (["-k", self.keyfile], ["-k", "-"], []):
                 with self.subTest(how=how):
                     a.close()
@@ -462,16 +485,9 @@ class Luks(tlib.ServerCase):
         # passphrase, which cryptsetup puts in the first free slot, 1. A later
         # regen (no passphrase: the key is recovered) must not remove it.
         self.require_fault_injection()
-        a = tlib.Tetherd(args=["-q"])
-        port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        a, cfg = self.bind_then_lose_key()
         try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
-            a.close()
-            a = tlib.Tetherd(port=port, args=["-q"])
-            r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
-                         env=dict(os.environ, TETHER_FAULT="rekey-home:kill"))
-            self.assertEqual(r.returncode, 99, r.stderr)
+            self.kill_rekey_at_home()
             run("cryptsetup", "luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
                 "--key-file", self.keyfile, self.img, "-", input=b"recovery", check=True)
             self.assertTrue(opens(self.img, b"recovery", 1))
@@ -568,16 +584,9 @@ class Luks(tlib.ServerCase):
         # Killed after slot 1 was removed: regen -s 1 (no binding is on slot 1)
         # finds the binding on slot 2 by its mark, moves it back and says so.
         self.require_fault_injection()
-        a = tlib.Tetherd(args=["-q"])
-        port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        a, cfg = self.bind_then_lose_key()
         try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
-            a.close()
-            a = tlib.Tetherd(port=port, args=["-q"])
-            r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
-                         env=dict(os.environ, TETHER_FAULT="rekey-home:kill"))
-            self.assertEqual(r.returncode, 99, r.stderr)
+            self.kill_rekey_at_home()
             r = detached("luks", "regen", "-y", "-d", self.img, "-s", "1")
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertIn(f"{self.img}: the binding of slot 1, left on slot 2 by an interrupted re-key, is back on "
@@ -596,18 +605,11 @@ class Luks(tlib.ServerCase):
         # does; it says the passphrase still opens the volume, leaves no
         # keyslot with a key nobody has, and one more run ends on slot 1.
         self.require_fault_injection()
-        a = tlib.Tetherd(args=["-q"])
-        port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        a, cfg = self.bind_then_lose_key()
         try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
+            self.kill_rekey_at_home()
             a.close()
-            a = tlib.Tetherd(port=port, args=["-q"])
-            r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
-                         env=dict(os.environ, TETHER_FAULT="rekey-home:kill"))
-            self.assertEqual(r.returncode, 99, r.stderr)
-            a.close()
-            a = tlib.Tetherd(port=port, args=["-q"])
+            a = tlib.Tetherd(port=a.port, args=["-q"])
             r = detached("luks", "regen", "-y", "-k", self.keyfile, "-d", self.img, "-s", "1",
                          env=dict(os.environ, TETHER_FAULT="rekey-assign"))
             self.assertEqual(r.returncode, 1, r.stderr)
@@ -629,13 +631,8 @@ class Luks(tlib.ServerCase):
         # the header (into slot 2, the free slot regen picked too): libcryptsetup
         # refuses the stale write. The message says so, not "no free keyslot";
         # nothing of tether's is written, and a rerun works.
-        a = tlib.Tetherd(args=["-q"])
-        port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
+        a, cfg = self.bind_then_lose_key()
         try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
-            a.close()
-            a = tlib.Tetherd(port=port, args=["-q"])
             before = luks_meta(self.img)["tokens"]
             p = subprocess.Popen([tlib.TETHER, "luks", "regen", "-y", "-d", self.img, "-s", "1"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -670,11 +667,9 @@ class Luks(tlib.ServerCase):
 
     def test_regen_of_a_lost_key_needs_a_free_keyslot(self):
         # Every keyslot taken: refused before anything is written.
-        a = tlib.Tetherd(args=["-q"])
+        a, cfg = self.bound_to_a_server()
         port = a.port
-        cfg = json.dumps({"url": f"http://127.0.0.1:{port}"}, separators=(",", ":"))
         try:
-            self.assertEqual(self.bind(cfg=cfg).returncode, 0)
             for s in range(2, 32):
                 run("cryptsetup", "luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations",
                     "1000", "--key-file", self.keyfile, "--key-slot", str(s), self.img, "-", input=f"k{s}".encode(),

@@ -29,15 +29,8 @@ import peers  # noqa: E402
 import tlib  # noqa: E402
 from tlib import log  # noqa: E402
 
-PROXY_VARS = ('http_proxy', 'https_proxy', 'all_proxy', 'no_proxy', 'ftp_proxy')
 SECRET = b'proxy parity secret\n'
-
-
-def env_with(**extra):
-    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS}
-    env['LC_ALL'] = 'C'
-    env.update(extra)
-    return env
+env_with = tlib.env_without_proxies
 
 
 def cases(dead, live):

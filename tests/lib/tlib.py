@@ -41,6 +41,16 @@ def log(*args):
     print(*args, flush=True)
 
 
+def env_without_proxies(**extra):
+    """This process's environment with no proxy setting at all (for tests of
+    the proxy variables), messages in English, plus extra."""
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")}
+    env["LC_ALL"] = "C"
+    env.update(extra)
+    return env
+
+
 def no_proxy_env():
     """This process's environment without proxy settings: nothing may divert
     loopback traffic."""
