@@ -211,6 +211,7 @@ struct asker {
         dev_t dev;
         ino_t ino;
         pid_t pid;               /* 0: reader not found yet */
+        unsigned lookups;        /* times the reader was looked for in vain */
         struct vol *vol;         /* NULL: not a volume of ours */
         bool answered;
 };
@@ -616,13 +617,23 @@ static void asker_serve(struct agent *a) {
         }
         if (!k->present || k->dev != st.st_dev || k->ino != st.st_ino)
                 *k = (struct asker) { .present = true, .dev = st.st_dev, .ino = st.st_ino };
-        if (k->answered)
+        /* Debian's askpass never removes its FIFO: the next askpass (the
+         * next volume, or the same one asked again) opens the same one. So
+         * the question is the reader, not the FIFO: one that went was
+         * answered or typed into; another one is a new question. */
+        pid_t reader = fifo_reader(a, st.st_dev, st.st_ino);
+        if (reader == 0 || (k->pid != 0 && reader != k->pid))
+                *k = (struct asker) { .present = true, .dev = st.st_dev, .ino = st.st_ino, .lookups = k->lookups };
+        if (reader == 0 || k->answered) {
+                /* IN_OPEN comes before the opener's fd is in its table
+                 * (/proc shows it a moment later): the loop looks again
+                 * after short pauses, see asker_recheck_ms(). */
+                k->lookups++;
                 return;
+        }
         if (k->pid == 0) {
                 _cleanup_free_ char *name = NULL, *source = NULL;
-                /* Not open yet (mkfifo comes first): its IN_OPEN wakes us. */
-                if (!(k->pid = fifo_reader(a, st.st_dev, st.st_ino)))
-                        return;
+                k->pid = reader;
                 if (asker_volume(a, k->pid, &name, &source, &err) < 0) {
                         report(a, TC_AGENT_SKIPPED, "%s", err.msg);
                         k->answered = true;  /* nothing to say to this one */
@@ -645,6 +656,9 @@ static void asker_serve(struct agent *a) {
         if (v->state == VOL_KEY && v->answers > 0 && reask_refused(a, v))
                 v->state = VOL_REFUSED;
         if (v->state != VOL_KEY) {
+                /* Nothing to say to this one, ever: left to the prompt. */
+                if (v->state == VOL_REFUSED || v->state == VOL_NOT_OURS)
+                        k->answered = true;
                 pthread_mutex_unlock(&a->lock);
                 return;
         }
@@ -658,8 +672,19 @@ static void asker_serve(struct agent *a) {
         if (r >= 0)
                 report(a, TC_AGENT_ANSWERED, "%s: answered with the key of token %d", v->name, v->token);
         else
-                /* The askpass went: someone typed. A new one is a new FIFO. */
+                /* The askpass went: someone typed. */
                 report(a, TC_AGENT_SKIPPED, "%s: %s", v->name, err.msg);
+}
+
+/* How long to wait before looking for the FIFO's (new) reader again, or -1:
+ * after each event on the FIFO's directory, 10, 20, 40... ms, 2.5 s in all;
+ * then only the next event. The FIFO stays between askpasses, so without
+ * this bound an idle FIFO would be looked at forever. */
+#define ASKER_LOOKUPS_MAX 8
+static int asker_recheck_ms(const struct asker *k) {
+        if (!k->present || k->lookups == 0 || k->lookups > ASKER_LOOKUPS_MAX)
+                return -1;
+        return 10 << (k->lookups - 1);
 }
 
 /* Nothing left to do: every volume settled, none asked about now. */
@@ -672,7 +697,8 @@ static bool agent_done(struct agent *a) {
                 done = v->state == VOL_NOT_OURS || v->state == VOL_REFUSED || (v->state == VOL_KEY && v->answers > 0);
         }
         pthread_mutex_unlock(&a->lock);
-        if (!done || (a->asker.present && !a->asker.answered))
+        /* An askpass still waiting for an answer. */
+        if (!done || (a->asker.pid != 0 && !a->asker.answered))
                 return false;
         return !answered || tc_now_ms() >= a->last_answer_ms + a->o->linger_ms;
 }
@@ -726,9 +752,10 @@ static int agent_loop(struct agent *a, const struct tc_ctx *ctx, struct tc_err *
         _cleanup_close_ int inotify = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
         if (inotify < 0)
                 return tc_fail(err, -errno, "inotify: %s", strerror(errno));
-        /* IN_OPEN: askpass makes the FIFO, then opens it; only once it reads
-         * can its process be found. Watch first, then look. */
-        if (inotify_add_watch(inotify, a->fifo_dir, IN_CREATE | IN_OPEN | IN_MOVED_TO | IN_DELETE | IN_ONLYDIR) < 0)
+        /* IN_OPEN: askpass makes the FIFO (unless it is there), then opens
+         * it; only once it reads can its process be found. IN_CLOSE: an
+         * askpass went (answered, or typed into). Watch first, then look. */
+        if (inotify_add_watch(inotify, a->fifo_dir, IN_CREATE | IN_OPEN | IN_CLOSE | IN_MOVED_TO | IN_DELETE | IN_ONLYDIR) < 0)
                 return tc_fail(err, -errno, "%s: %s", a->fifo_dir, strerror(errno));
         while (!tc_ctx_cancelled(ctx)) {
                 asker_serve(a);
@@ -737,10 +764,16 @@ static int agent_loop(struct agent *a, const struct tc_ctx *ctx, struct tc_err *
                 int64_t now = tc_now_ms(), wake = a->last_answer_ms ? a->last_answer_ms + a->o->linger_ms : -1;
                 struct pollfd p[2] = { { .fd = inotify, .events = POLLIN }, { .fd = a->ready, .events = POLLIN } };
                 int timeout = wake < 0 ? -1 : wake <= now ? 0 : (int) (wake - now);
+                int recheck = asker_recheck_ms(&a->asker);
+                if (recheck >= 0 && (timeout < 0 || recheck < timeout))
+                        timeout = recheck;
                 if (poll(p, 2, timeout) < 0 && errno != EINTR)
                         return tc_fail(err, -errno, "poll: %s", strerror(errno));
-                if (p[0].revents)
+                if (p[0].revents) {
                         tc_drain(inotify);
+                        /* Something happened to the FIFO: look afresh. */
+                        a->asker.lookups = 0;
+                }
                 if (p[1].revents)
                         tc_drain(a->ready);
         }

@@ -26,12 +26,16 @@ from tlib import PASSPHRASE, TETHER, run, tether  # noqa: E402
 BUILD = os.path.dirname(os.path.dirname(TETHER))
 ASKPASS = os.environ.get("TETHER_ASKPASS", os.path.join(BUILD, "programs", "tether-askpass"))
 
-# What /lib/cryptsetup/askpass does with its FIFO: make it, open it for
-# reading without blocking, read until the writer closes it, remove it.
+# What Debian's /lib/cryptsetup/askpass does with its FIFO: make it unless
+# it is there, open it for reading without blocking, read until the writer
+# closes it. It never removes it: the next askpass opens the same FIFO.
 FAKE_ASKPASS = r"""
 import os, select, sys
 fifo = sys.argv[1]
-os.mkfifo(fifo, 0o600)
+try:
+    os.mkfifo(fifo, 0o600)
+except FileExistsError:
+    pass
 fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
 print("reading", flush=True)
 p = select.poll()
@@ -47,7 +51,6 @@ while True:
         break
     data += chunk
 os.close(fd)
-os.unlink(fifo)
 sys.stdout.buffer.write(data)
 """
 
