@@ -319,7 +319,11 @@ class Vm:
     """One qemu boot. A thread reads the serial console; each line is kept with
     the host's seconds since qemu started and the guest's kernel timestamp."""
 
-    def __init__(self, ctx, name, initrd, disks, extra_cmdline, network=True):
+    def __init__(self, ctx, name, initrd, disks, extra_cmdline, network=True, cmdline=None,
+                 table=None, prompt=None):
+        # What this initramfs prints (dracut's unless told otherwise).
+        self.table = table or MILESTONES
+        self.prompt = prompt or PROMPT
         self.logpath = os.path.join(ctx.workdir, f"{name}.log")
         # qemu's pipe chardev: it writes FIFO.out and reads FIFO.in.
         fifo = os.path.join(ctx.workdir, f"{name}.serial")
@@ -330,7 +334,7 @@ class Vm:
         # O_RDWR: never blocks on open and never sees EOF, whatever qemu does.
         self.fd_out = os.open(fifo + ".out", os.O_RDWR)
         self.fd_in = os.open(fifo + ".in", os.O_RDWR)
-        cmd = qemu_command(ctx, initrd, disks, kernel_cmdline(disks, extra_cmdline), fifo, network)
+        cmd = qemu_command(ctx, initrd, disks, cmdline or kernel_cmdline(disks, extra_cmdline), fifo, network)
         self.lines = []          # (host seconds, guest seconds or None, text)
         self.events = {}         # what the test did: {name: host seconds}
         self.text = ""           # everything so far, ANSI-stripped, for wait_for
@@ -437,7 +441,6 @@ MILESTONES = (
     ("unlock", re.compile(r"Finished .*Cryptography Setup for (luks-[0-9a-f-]+)")),
     ("marker", re.compile(re.escape(MARKER))),
 )
-UNLOCKED = MILESTONES[4][1]
 
 
 def milestones(vm):
@@ -446,7 +449,7 @@ def milestones(vm):
     gets "unlock luks-..."; vm.events adds what the test itself did."""
     out = {}
     for host_t, guest_t, text in vm.lines:
-        for name, rx in MILESTONES:
+        for name, rx in vm.table:
             m = rx.search(text)
             if not m:
                 continue
@@ -475,27 +478,28 @@ def expect_marker(vm, disks, timeout):
 
 def expect_stuck(vm, seconds):
     """Nothing may unlock and the marker may not appear for this long."""
-    m = vm.wait_for(f"{UNLOCKED.pattern}|{re.escape(MARKER)}", seconds, len(vm.text))
+    unlocked = dict(vm.table)["unlock"]
+    m = vm.wait_for(f"{unlocked.pattern}|{re.escape(MARKER)}", seconds, len(vm.text))
     if m:
         raise AssertionError(f"unlocked with the server down: {m.group(0)!r}")
 
 
 def wait_prompt(vm):
-    if not vm.wait_tty(PROMPT, 1, BOOT_TIMEOUT - vm.elapsed()):
+    if not vm.wait_tty(vm.prompt, 1, BOOT_TIMEOUT - vm.elapsed()):
         raise AssertionError(f"no passphrase prompt (see {vm.logpath})")
 
 
 def answer_prompts(vm):
     """Type the passphrase at each prompt the console agent shows, starting
     with the one on screen now, until the marker appears."""
-    shown = vm.wait_tty(PROMPT, 1, 0) or 0
+    shown = vm.wait_tty(vm.prompt, 1, 0) or 0
     while True:
         vm.type(PASSPHRASE + "\n")
         vm.events.setdefault("typed", vm.elapsed())
         while True:
             if re.search(re.escape(MARKER), vm.text):
                 return
-            n = vm.wait_tty(PROMPT, shown + 1, min(1, BOOT_TIMEOUT - vm.elapsed()))
+            n = vm.wait_tty(vm.prompt, shown + 1, min(1, BOOT_TIMEOUT - vm.elapsed()))
             if n:
                 shown = n
                 break
@@ -539,7 +543,11 @@ def initrd(ctx, flavour):
     if flavour in ctx.initrds:
         return ctx.initrds[flavour]
     out = os.path.join(ctx.workdir, f"initrd-{flavour}.img")
-    if flavour == "clevis":
+    if flavour.startswith("it-"):
+        if flavour == "it-tether":
+            tether_ready(ctx)
+        mkinitramfs(ctx, out, flavour)
+    elif flavour == "clevis":
         if not os.path.isdir("/usr/lib/dracut/modules.d/60clevis"):
             raise Skip("clevis-dracut is not installed")
         dracut(out, ctx.kver, ctx.kmoddir, CLEVIS_MODULES)
@@ -548,6 +556,7 @@ def initrd(ctx, flavour):
         env = dict(os.environ, dracutbasedir=base, TETHER_BUILDDIR=ctx.build)
         dracut(out, ctx.kver, ctx.kmoddir, TETHER_MODULES, env=env)
         shutil.rmtree(base)
+
     ctx.initrds[flavour] = out
     return out
 
@@ -625,6 +634,216 @@ def late_server(ctx, name, flavour):
             ctx.server.start()
 
 
+# ---------------------------------------------------------------- initramfs-tools
+
+# The drivers the guest needs, listed (MODULES=list) rather than MODULES=most:
+# the image builds in seconds instead of a minute. dm_crypt's ciphers and
+# algif_skcipher (cryptsetup decrypts keyslots through the kernel's crypto API).
+IT_DRIVERS = ("virtio_pci virtio_blk virtio_net virtio_rng dm_mod dm_crypt xts aesni_intel "
+              "algif_skcipher ext4")
+# panic=-1: initramfs-tools' panic() reboots (qemu -no-reboot: exits) instead
+# of opening a shell that would wait for the test's timeout.
+IT_CMDLINE = "console=ttyS0 rootfstype=ext4 rw panic=-1 printk.time=1"
+# askpass's prompt, as cryptroot asks it (CRYPTTAB_NAME is our luks-UUID).
+IT_PROMPT = re.compile(r"Please unlock disk (luks-[0-9a-f-]+): ")
+IT_MILESTONES = (
+    ("initrd", re.compile(r"Loading, please wait\.\.\.")),
+    # The first line the local-top scripts run after: tether's (and clevis's)
+    # agent starts here, cryptroot asks right after them.
+    ("asked", re.compile(r"Begin: Running /scripts/local-top")),
+    # klibc's ipconfig (clevis lets it print), or tether's line in the kernel log.
+    ("network", re.compile(r"IP-Config: \S+ complete|tether: network up")),
+    ("prompt", IT_PROMPT),
+    ("key", re.compile(r"tether-askpass: \S+: key recovered")),
+    ("unlock", re.compile(r"cryptsetup: (luks-[0-9a-f-]+): set up successfully")),
+    ("marker", re.compile(re.escape(MARKER))),
+)
+
+
+def clevis_initramfs_files(cache):
+    """Debian's clevis-initramfs 19 unpacked (it cannot be installed beside
+    dracut): its hook and boot scripts, the reference for the initramfs-tools
+    scenarios."""
+    root = os.path.join(cache, "clevis-initramfs")
+    hook = os.path.join(root, "usr", "share", "initramfs-tools", "hooks", "clevis")
+    if os.path.exists(hook):
+        return root
+    debs = os.path.join(cache, "debs")
+    os.makedirs(debs, exist_ok=True)
+    if not glob.glob(os.path.join(debs, "clevis-initramfs_*.deb")):
+        log(f"fetching clevis-initramfs into {debs}")
+        run(["apt-get", "download", "-q", "clevis-initramfs"], cwd=debs)
+    shutil.rmtree(root, ignore_errors=True)
+    run(["dpkg-deb", "-x", glob.glob(os.path.join(debs, "clevis-initramfs_*.deb"))[0], root])
+    return root
+
+
+def it_glue(ctx, flavour, share):
+    """Adds the flavour's hook and boot scripts to a private copy of
+    /usr/share/initramfs-tools."""
+    if flavour == "it-clevis":
+        if not shutil.which("clevis-decrypt-tang"):
+            raise Skip("clevis is not installed")
+        src = os.path.join(clevis_initramfs_files(os.path.join(ctx.build, "boot-cache")),
+                           "usr", "share", "initramfs-tools")
+        pieces = [(os.path.join(src, d, "clevis"), os.path.join(d, "clevis"))
+                  for d in ("hooks", "scripts/local-top", "scripts/local-bottom")]
+    else:
+        glue = os.path.join(ctx.build, "initramfs-tools")
+        if not os.path.exists(os.path.join(glue, "hook")):
+            raise Skip(f"tether's initramfs-tools glue is not built ({glue})")
+        pieces = [(os.path.join(glue, f), os.path.join(d, "tether")) for f, d in
+                  (("hook", "hooks"), ("local-top", "scripts/local-top"),
+                   ("local-bottom", "scripts/local-bottom"))]
+    for src, dest in pieces:
+        shutil.copy2(src, os.path.join(share, dest))
+        os.chmod(os.path.join(share, dest), 0o755)
+
+
+def mkinitramfs(ctx, out, flavour):
+    """Debian's mkinitramfs -d CONFDIR, nothing of the host's configuration
+    touched: it reads hooks from /usr/share/initramfs-tools only, so it runs in
+    a private mount namespace where a copy with the flavour's glue, an empty
+    crypttab (the volumes come from cryptopts=) and the test kernel's modules
+    and config are mounted over the host's."""
+    if not shutil.which("mkinitramfs", path="/usr/sbin:/sbin:" + os.environ.get("PATH", "")):
+        raise Skip("mkinitramfs not found (initramfs-tools-core, cryptsetup-initramfs: tests/run.sh installs them)")
+    if not os.path.exists("/usr/share/initramfs-tools/hooks/cryptroot"):
+        raise Skip("cryptsetup-initramfs is not installed")
+    t = time.monotonic()
+    d = os.path.join(ctx.workdir, f"mkinitramfs-{flavour}")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    share = os.path.join(d, "share")
+    shutil.copytree("/usr/share/initramfs-tools", share, symlinks=True)
+    it_glue(ctx, flavour, share)
+    conf = os.path.join(d, "conf")
+    os.makedirs(os.path.join(conf, "conf.d"))
+    os.makedirs(os.path.join(conf, "hooks"))
+    os.makedirs(os.path.join(conf, "scripts"))
+    with open(os.path.join(conf, "initramfs.conf"), "w") as f:
+        f.write("MODULES=list\nBUSYBOX=auto\nKEYMAP=n\nCOMPRESS=zstd\nDEVICE=\nNFSROOT=auto\n"
+                "RUNSIZE=10%\nFSTYPE=ext4\n")
+    with open(os.path.join(conf, "modules"), "w") as f:
+        f.write("\n".join(IT_DRIVERS.split()) + "\n")
+    # The volumes come from cryptopts=, so no crypttab tells the hooks what
+    # is bound: include tether, with the network.
+    with open(os.path.join(conf, "conf.d", "tether"), "w") as f:
+        f.write("TETHER=y\nTETHER_NETWORK=y\n")
+    empty = os.path.join(d, "empty")
+    os.makedirs(empty)
+    crypttab = os.path.join(d, "crypttab")
+    open(crypttab, "w").close()
+    modules = os.path.join(d, "modules")
+    os.makedirs(os.path.join(modules, ctx.kver))
+    kroot = os.path.dirname(os.path.dirname(os.path.dirname(ctx.kmoddir)))
+    mounts = [f"mount --bind {share} /usr/share/initramfs-tools",
+              f"mount --bind {conf} /etc/initramfs-tools",
+              f"mount --bind {empty} /etc/cryptsetup-initramfs" if os.path.isdir("/etc/cryptsetup-initramfs") else "true",
+              f"mount --bind {crypttab} /etc/crypttab" if os.path.exists("/etc/crypttab") else "true",
+              f"mount --bind {ctx.kmoddir} {modules}/{ctx.kver}",
+              f"mount --rbind {modules} /lib/modules",
+              f"mount --bind {kroot}/boot /boot" if kroot else "true",
+              f"mkinitramfs -d {conf} -o {out} {ctx.kver}"]
+    env = dict(os.environ, TETHER_BUILDDIR=ctx.build, PATH="/usr/sbin:/sbin:" + os.environ.get("PATH", ""))
+    # A machine without any kernel installed has no /lib/modules to mount
+    # over: an empty one is made for the build and removed after it.
+    made = not os.path.exists("/lib/modules")
+    if made:
+        os.makedirs("/lib/modules")
+    try:
+        run(["unshare", "-m", "--propagation", "private", "sh", "-ec", " && ".join(mounts)], env=env)
+    finally:
+        if made:
+            os.rmdir("/lib/modules")
+    shutil.rmtree(d)
+    log(f"mkinitramfs {flavour}: {time.monotonic() - t:.1f} s, {os.path.getsize(out) >> 10} KiB")
+
+
+def it_cmdline(disks, ip):
+    """cryptroot opens each volume named by cryptopts= (no crypttab needed),
+    under the name the marker looks for; the first is the root."""
+    uuids = [luks_uuid(d) for d in disks]
+    return " ".join([IT_CMDLINE, f"root=/dev/mapper/luks-{uuids[0]}"]
+                    + [f"cryptopts=target=luks-{u},source=UUID={u},luks" for u in uuids]
+                    + ([f"ip={ip}"] if ip else []))
+
+
+def it_boot(ctx, name, flavour, disks, ip, network=True):
+    image = initrd(ctx, flavour)
+    log(f"{name}: booting ({ctx.accel})")
+    ctx.vm = Vm(ctx, name, image, disks, "", network, cmdline=it_cmdline(disks, ip),
+                table=IT_MILESTONES, prompt=IT_PROMPT)
+    return ctx.vm
+
+
+def it_unattended(ctx, name, flavour, binder, ip):
+    """All three volumes unlock over the network with nothing typed."""
+    disks = bound_disks(ctx, name, binder)
+    vm = it_boot(ctx, name, flavour, disks, ip)
+    try:
+        expect_marker(vm, disks, BOOT_TIMEOUT)
+    finally:
+        vm.close()
+
+
+def it_server_down_then_back(ctx, name):
+    """Server down: the prompt comes within 2 s of cryptroot's turn and typing
+    opens the root; then the server starts and the two data volumes open with
+    nothing typed."""
+    disks = bound_disks(ctx, name, "tether")
+    initrd(ctx, "it-tether")
+    ctx.server.stop()
+    vm = None
+    try:
+        vm = it_boot(ctx, name, "it-tether", disks, "dhcp")
+        wait_prompt(vm)
+        expect_prompt_soon(vm)
+        expect_stuck(vm, IT_STUCK_SECONDS)
+        vm.type(PASSPHRASE + "\n")
+        vm.events["typed"] = vm.elapsed()
+        root = f"luks-{luks_uuid(disks[0])}"
+        if not vm.wait_for(rf"cryptsetup: {root}: set up successfully", 30):
+            raise AssertionError(f"typing the passphrase did not open {root} (see {vm.logpath})")
+        ctx.server.start()
+        vm.events["server-start"] = vm.elapsed()
+        expect_marker(vm, disks, BOOT_TIMEOUT - vm.elapsed())
+    finally:
+        if vm:
+            vm.close()
+        if ctx.server.proc is None:
+            ctx.server.start()
+
+
+def it_no_network(ctx, name):
+    """No network card: the prompt still comes, and typing boots."""
+    disks = bound_disks(ctx, name, "tether")
+    vm = None
+    try:
+        vm = it_boot(ctx, name, "it-tether", disks, "dhcp", network=False)
+        wait_prompt(vm)
+        expect_prompt_soon(vm)
+        answer_prompts(vm)
+        expect_marker(vm, disks, BOOT_TIMEOUT - vm.elapsed())
+    finally:
+        if vm:
+            vm.close()
+
+
+# How long the server-down boot must stay at the prompt before typing: past
+# the agent's first failures and a clevis retry.
+IT_STUCK_SECONDS = 15
+# The prompt's target: within 2 s of cryptroot's turn.
+PROMPT_WITHIN = 2.0
+
+
+def expect_prompt_soon(vm):
+    ms = milestones(vm)
+    if "asked" in ms and "prompt" in ms and ms["prompt"][0] - ms["asked"][0] > PROMPT_WITHIN:
+        raise AssertionError(f"the prompt came {ms['prompt'][0] - ms['asked'][0]:.1f} s after "
+                             f"cryptsetup's turn (target {PROMPT_WITHIN} s)")
+
+
 SCENARIOS = {
     "clevis-reference": lambda ctx: unattended(ctx, "clevis-reference", "clevis", "clevis"),
     "tether-positive": lambda ctx: unattended(ctx, "tether-positive", "tether", "tether"),
@@ -634,6 +853,15 @@ SCENARIOS = {
     "tether-late-server": lambda ctx: late_server(ctx, "tether-late-server", "tether"),
     "tether-no-network": lambda ctx: server_down(ctx, "tether-no-network", "tether",
                                                  "rd.tether.timeout=10", network=False),
+    # initramfs-tools (Debian's default). clevis-initramfs 19 takes plain
+    # ip=dhcp for a device called "dhcp": it gets the form it understands.
+    "clevis-initramfs-reference": lambda ctx: it_unattended(ctx, "clevis-initramfs-reference", "it-clevis",
+                                                            "clevis", ":::::ens2:dhcp"),
+    "it-tether-positive": lambda ctx: it_unattended(ctx, "it-tether-positive", "it-tether", "tether", "dhcp"),
+    "it-tether-clevis-bound": lambda ctx: it_unattended(ctx, "it-tether-clevis-bound", "it-tether", "clevis",
+                                                        "dhcp"),
+    "it-tether-server-down": lambda ctx: it_server_down_then_back(ctx, "it-tether-server-down"),
+    "it-tether-no-network": lambda ctx: it_no_network(ctx, "it-tether-no-network"),
 }
 
 
