@@ -14,6 +14,9 @@
 #include <unistd.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netdb.h>
 #include <sys/stat.h>
 
 #include "cleanup.h"
@@ -220,6 +223,7 @@ struct agent {
         const struct tc_passfifo_opts *o;
         struct tc_ctx ctx;               /* the caller's, cancelled when the agent stops */
         const char *fifo, *proc;
+        bool network_reported;           /* the recoverer's */
         char *fifo_dir;
         char *fifo_real;                 /* the FIFO's path as /proc/PID/fd links show it */
         const char *fifo_name;
@@ -423,7 +427,42 @@ static int64_t round_run(struct agent *a) {
         return wake;
 }
 
+/* "DEVICE ADDRESS" of the first address outside loopback, false if none. */
+static bool first_address(char *out, size_t size) {
+        struct ifaddrs *list;
+        bool found = false;
+        if (getifaddrs(&list) < 0)
+                return false;
+        for (struct ifaddrs *i = list; i && !found; i = i->ifa_next) {
+                char host[INET6_ADDRSTRLEN];
+                if (!i->ifa_addr || (i->ifa_flags & IFF_LOOPBACK) ||
+                    (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6))
+                        continue;
+                if (getnameinfo(i->ifa_addr, i->ifa_addr->sa_family == AF_INET ? sizeof(struct sockaddr_in) :
+                                sizeof(struct sockaddr_in6), host, sizeof(host), NULL, 0, NI_NUMERICHOST) != 0)
+                        continue;
+                /* An IPv6 link-local address alone reaches no server. */
+                if (i->ifa_addr->sa_family == AF_INET6 && strncmp(host, "fe80:", 5) == 0)
+                        continue;
+                snprintf(out, size, "%s %s", i->ifa_name, host);
+                found = true;
+        }
+        freeifaddrs(list);
+        return found;
+}
+
+/* Once: when the boot's network came up is what one asks first when a
+ * volume did not unlock. */
+static void network_report(struct agent *a) {
+        char where[IFNAMSIZ + INET6_ADDRSTRLEN + 8];
+        if (!a->network_reported && first_address(where, sizeof(where))) {
+                a->network_reported = true;
+                report(a, TC_AGENT_NETWORK, "network up: %s", where);
+        }
+}
+
 static void network_changed(struct agent *a) {
+        network_report(a);
         pthread_mutex_lock(&a->lock);
         for (size_t i = 0; i < a->n; i++)
                 tc_retry_network_changed(&a->vols[i]->retry);
@@ -433,6 +472,7 @@ static void network_changed(struct agent *a) {
 static void *recoverer(void *data) {
         struct agent *a = data;
         _cleanup_close_ int netwatch = tc_netwatch_open();
+        network_report(a);
         while (!tc_ctx_cancelled(&a->ctx)) {
                 int64_t wake = round_run(a), now = tc_now_ms();
                 if (tc_ctx_cancelled(&a->ctx))

@@ -521,13 +521,13 @@ class Ctx:
     pass
 
 
-def bound_disks(ctx, name, binder):
+def bound_disks(ctx, name, binder, host="10.0.2.100"):
     """Fresh copies of the base images, each bound to the server by binder.
     The advertisement file keeps the host from contacting the guest-side URL."""
     d = os.path.join(ctx.workdir, name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
-    cfg = json.dumps({"url": f"http://10.0.2.100:{ctx.server.port}", "adv": ctx.adv})
+    cfg = json.dumps({"url": f"http://{host}:{ctx.server.port}", "adv": ctx.adv})
     program = "clevis" if binder == "clevis" else ctx.tether
     disks = []
     for img in ("root.img", "data1.img", "data2.img"):
@@ -643,6 +643,10 @@ IT_DRIVERS = ("virtio_pci virtio_blk virtio_net virtio_rng dm_mod dm_crypt xts a
               "algif_skcipher ext4")
 # panic=-1: initramfs-tools' panic() reboots (qemu -no-reboot: exits) instead
 # of opening a shell that would wait for the test's timeout.
+SERVER_NAME = "tang.boot-test.internal"
+# A static address, no DHCP. The NIC's predictable name: ens3 (virtio-rng
+# takes the slot before it).
+STATIC_IP = "10.0.2.15::10.0.2.2:255.255.255.0::ens3:off"
 IT_CMDLINE = "console=ttyS0 rootfstype=ext4 rw panic=-1 printk.time=1"
 # askpass's prompt, as cryptroot asks it (CRYPTTAB_NAME is our luks-UUID).
 IT_PROMPT = re.compile(r"Please unlock disk (luks-[0-9a-f-]+): ")
@@ -651,8 +655,9 @@ IT_MILESTONES = (
     # The first line the local-top scripts run after: tether's (and clevis's)
     # agent starts here, cryptroot asks right after them.
     ("asked", re.compile(r"Begin: Running /scripts/local-top")),
-    # klibc's ipconfig (clevis lets it print), or tether's line in the kernel log.
-    ("network", re.compile(r"IP-Config: \S+ complete|tether: network up")),
+    # klibc's ipconfig (clevis lets it print it), or tether's agent seeing
+    # the first address.
+    ("network", re.compile(r"IP-Config: \S+ complete|tether-askpass: network up")),
     ("prompt", IT_PROMPT),
     ("key", re.compile(r"tether-askpass: \S+: key recovered")),
     ("unlock", re.compile(r"cryptsetup: (luks-[0-9a-f-]+): set up successfully")),
@@ -730,6 +735,14 @@ def mkinitramfs(ctx, out, flavour):
     # is bound: include tether, with the network.
     with open(os.path.join(conf, "conf.d", "tether"), "w") as f:
         f.write("TETHER=y\nTETHER_NETWORK=y\n")
+    # The server's host name, for the scenario that names it: qemu's user
+    # network forwards one TCP port only, so no name server can be reached;
+    # the name is resolved in the initramfs through its /etc/hosts (NSS
+    # files, which the hook copies with the dns module).
+    with open(os.path.join(conf, "hooks", "test-hosts"), "w") as f:
+        f.write(f'#!/bin/sh\n[ "$1" = prereqs ] && exit 0\nmkdir -p "$DESTDIR/etc"\n'
+                f'echo "10.0.2.100 {SERVER_NAME}" >>"$DESTDIR/etc/hosts"\n')
+    os.chmod(os.path.join(conf, "hooks", "test-hosts"), 0o755)
     empty = os.path.join(d, "empty")
     os.makedirs(empty)
     crypttab = os.path.join(d, "crypttab")
@@ -777,9 +790,9 @@ def it_boot(ctx, name, flavour, disks, ip, network=True):
     return ctx.vm
 
 
-def it_unattended(ctx, name, flavour, binder, ip):
+def it_unattended(ctx, name, flavour, binder, ip, host="10.0.2.100"):
     """All three volumes unlock over the network with nothing typed."""
-    disks = bound_disks(ctx, name, binder)
+    disks = bound_disks(ctx, name, binder, host)
     vm = it_boot(ctx, name, flavour, disks, ip)
     try:
         expect_marker(vm, disks, BOOT_TIMEOUT)
@@ -856,8 +869,10 @@ SCENARIOS = {
     # initramfs-tools (Debian's default). clevis-initramfs 19 takes plain
     # ip=dhcp for a device called "dhcp": it gets the form it understands.
     "clevis-initramfs-reference": lambda ctx: it_unattended(ctx, "clevis-initramfs-reference", "it-clevis",
-                                                            "clevis", ":::::ens2:dhcp"),
+                                                            "clevis", ":::::ens3:dhcp"),
     "it-tether-positive": lambda ctx: it_unattended(ctx, "it-tether-positive", "it-tether", "tether", "dhcp"),
+    "it-tether-static-hostname": lambda ctx: it_unattended(ctx, "it-tether-static-hostname", "it-tether",
+                                                           "tether", STATIC_IP, SERVER_NAME),
     "it-tether-clevis-bound": lambda ctx: it_unattended(ctx, "it-tether-clevis-bound", "it-tether", "clevis",
                                                         "dhcp"),
     "it-tether-server-down": lambda ctx: it_server_down_then_back(ctx, "it-tether-server-down"),
