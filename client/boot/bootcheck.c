@@ -517,11 +517,15 @@ static int judge_after_boot(struct check *c, size_t i, bool network) {
         int r = 0;
         if (asprintf(&plugin, "%s/" TOKEN_PLUGIN, c->o->tokendir) < 0)
                 return -ENOMEM;
-        const char *initramfs_fix = c->image.kind == TC_INITRAMFS_DRACUT ? "" :
-                ", or add the `initramfs` option to its crypttab line and run update-initramfs -u";
-        if (access(plugin, F_OK) < 0)
-                r = problem(v, "opened after boot by systemd-cryptsetup, which finds no tether token plugin (%s): "
-                            "install tether's token plugin there%s", plugin, initramfs_fix);
+        if (access(plugin, F_OK) < 0) {
+                if (c->image.kind == TC_INITRAMFS_DRACUT)
+                        r = problem(v, "opened after boot by systemd-cryptsetup, which finds no tether token plugin "
+                                    "(%s): install tether's token plugin there", plugin);
+                else
+                        r = problem(v, "opened after boot by systemd-cryptsetup, which finds no tether token plugin "
+                                    "(%s): add the `initramfs` option to %s line %u, then update-initramfs -u (or "
+                                    "install tether's token plugin there)", plugin, c->o->crypttab, v->line);
+        }
         if (r >= 0 && network && !has_option(c->info[i].options, "_netdev"))
                 r = problem(v, "opened after boot before the network is up (a binding needs a tang server): add "
                             "the `_netdev` option to %s line %u", c->o->crypttab, v->line);
