@@ -27,3 +27,4 @@ int cli_write_all(int fd, const void *buf, size_t len);
 int cli_init_ctx(struct tc_ctx *ctx, bool trust_all);
 
 int cli_luks(int argc, char **argv);
+int cli_boot(int argc, char **argv);

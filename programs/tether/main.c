@@ -141,6 +141,7 @@ static const struct cli_command commands[] = {
         { "encrypt", "encrypt standard input with a pin (tang, sss, null)", cmd_encrypt },
         { "decrypt", "decrypt a JWE from standard input", cmd_decrypt },
         { "luks", "bind LUKS2 volumes: bind, unbind, list, pass, unlock, regen, report, edit", cli_luks },
+        { "boot", "check: will this host's volumes unlock by themselves at the next boot?", cli_boot },
 };
 
 static void print_usage(FILE *f) {

@@ -1,15 +1,6 @@
 """initramfs-tools images with tether's hook and boot scripts (initramfs-tools/
 in the build tree), built by Debian's mkinitramfs without touching the host's
-configuration.
-
-mkinitramfs reads hooks and scripts only from /usr/share/initramfs-tools;
-`-d CONFDIR` replaces /etc/initramfs-tools only. So the test runs mkinitramfs
-in a mount namespace of its own (unshare -m), with a private copy of
-/usr/share/initramfs-tools (tether's hook and scripts added) bind-mounted over
-it, and empty /etc/crypttab and /etc/cryptsetup-initramfs, and /boot when the
-kernel's config is not there (mkinitramfs reads it to choose a compressor).
-The programs come from the build tree (TETHER_BUILDDIR, as the dracut module
-takes it).
+configuration (tests/lib/initramfs_images.py says how).
 
 Checks: with TETHER=y the image holds the agent, its libraries (libcryptsetup
 and the NSS modules, which it loads with dlopen, too), the boot scripts, the
@@ -21,21 +12,17 @@ Skipped (exit 77, saying why) without root, mount namespaces, or Debian's
 initramfs-tools-core and cryptsetup-initramfs (tests/run.sh installs them;
 they install next to dracut)."""
 
-import glob
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import initramfs_images  # noqa: E402
 import tlib  # noqa: E402
-from tlib import PASSPHRASE, TETHER, run  # noqa: E402
+from tlib import PASSPHRASE, run  # noqa: E402
 
-BUILD = os.path.dirname(os.path.dirname(TETHER))
-GLUE = os.path.join(BUILD, "initramfs-tools")
-SHARE = "/usr/share/initramfs-tools"
 # Where the hook puts the agent: where meson installs it.
 PREFIX = os.environ.get("TETHER_PREFIX", "/usr/local")
 LIBEXECDIR = dict(e.split("=", 1) for e in os.environ.get("TETHER_INSTALL_DIRS", "tether-askpass=libexec").split()
@@ -43,114 +30,37 @@ LIBEXECDIR = dict(e.split("=", 1) for e in os.environ.get("TETHER_INSTALL_DIRS",
 AGENT = os.path.join(PREFIX, LIBEXECDIR, "tether-askpass").lstrip("/")
 
 
-def skip(reason):
-    print(f"SKIP: {reason}")
-    sys.exit(77)
-
-
 def preflight():
-    if os.geteuid() != 0:
-        skip("needs root (mount namespace, mkinitramfs)")
-    for tool in ("mkinitramfs", "lsinitramfs", "unmkinitramfs", "unshare", "chroot"):
-        if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
-            skip(f"{tool} not found (Debian's initramfs-tools-core, cryptsetup-initramfs and klibc-utils: "
-                 "tests/run.sh installs them)")
-    if not os.path.exists(os.path.join(SHARE, "hooks", "cryptroot")):
-        skip(f"{SHARE}/hooks/cryptroot not found (Debian's cryptsetup-initramfs)")
-    if subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True).returncode:
-        skip("no mount namespaces here (unshare -m)")
-    for f in ("hook", "local-top", "local-bottom"):
-        if not os.path.exists(os.path.join(GLUE, f)):
-            raise AssertionError(f"{GLUE}/{f} not built")
-
-
-def kernel_version():
-    """An installed kernel with its modules, else the running one (mkinitramfs
-    only warns that its modules are missing)."""
-    for dep in sorted(glob.glob("/lib/modules/*/modules.dep"), reverse=True):
-        return os.path.basename(os.path.dirname(dep))
-    return platform.release()
+    why = initramfs_images.missing_initramfs_tools()
+    if why:
+        print(f"SKIP: {why}")
+        sys.exit(77)
 
 
 class Image(tlib.unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="tether-initramfs-")
         self.addCleanup(self.tmp.cleanup)
-        self.share = self.path("share")
-        shutil.copytree(SHARE, self.share, symlinks=True)
-        for f, dest in (("hook", "hooks"), ("local-top", "scripts/local-top"), ("local-bottom", "scripts/local-bottom")):
-            os.makedirs(os.path.join(self.share, dest), exist_ok=True)
-            shutil.copy2(os.path.join(GLUE, f), os.path.join(self.share, dest, "tether"))
-            # As meson installs them (the build tree's copies are not executable).
-            os.chmod(os.path.join(self.share, dest, "tether"), 0o755)
-        self.conf = self.path("conf")
-        shutil.copytree("/etc/initramfs-tools", self.conf, symlinks=True)
-        self.kver = kernel_version()
+        self.tools = initramfs_images.InitramfsTools(self.tmp.name)
 
     def path(self, *names):
         return os.path.join(self.tmp.name, *names)
 
     def image_file(self, name, pin=None, cfg=None):
         """A LUKS2 image file, bound with pin (cfg) unless pin is None."""
-        img = self.path(name)
-        with open(img, "wb") as f:
-            f.truncate(32 * 1024 * 1024)
-        run("cryptsetup", "luksFormat", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--batch-mode",
-            "--type", "luks2", "--key-file", "-", img, input=PASSPHRASE, check=True)
-        if pin:
-            keyfile = self.path("pass")
-            with open(keyfile, "wb") as f:
-                f.write(PASSPHRASE)
-            r = tlib.tether("luks", "bind", "-y", "-d", img, "-k", keyfile, pin, cfg)
-            self.assertEqual(r.returncode, 0, r.stderr)
-        return img
+        return initramfs_images.luks_image(self.path(name), pin, cfg)
 
     def crypttab_entries(self, lines):
-        """The image's /cryptroot/crypttab gets lines, as if the cryptroot
-        hook had found them (it lists block devices only; these are files):
-        the private cryptroot hook is wrapped to append them."""
-        hook = os.path.join(self.share, "hooks", "cryptroot")
-        real = self.path("cryptroot-hook")
-        if not os.path.exists(real):  # the wrapper must never wrap itself
-            shutil.move(hook, real)
-        with open(hook, "w") as f:
-            f.write(f'#!/bin/sh\n"{real}" "$@" || exit $?\n[ "$1" = prereqs ] && exit 0\n'
-                    f'mkdir -p "$DESTDIR/cryptroot"\n')
-            for line in lines:
-                f.write(f"echo '{line}' >>\"$DESTDIR/cryptroot/crypttab\"\n")
-        os.chmod(hook, 0o755)
+        self.tools.crypttab_entries(lines)
 
     def mkinitramfs(self, conf_d):
         """Builds an image with conf.d/tether holding conf_d; returns its path."""
-        with open(os.path.join(self.conf, "conf.d", "tether"), "w") as f:
-            f.write(conf_d)
-        out = self.path("initrd.img")
-        empty = self.path("empty")
-        os.makedirs(empty, exist_ok=True)
-        with open(self.path("crypttab"), "w"):
-            pass
-        mounts = [f"mount --bind {self.share} {SHARE}", f"mount --bind {self.path('crypttab')} /etc/crypttab"]
-        if os.path.isdir("/etc/cryptsetup-initramfs"):
-            mounts.append(f"mount --bind {empty} /etc/cryptsetup-initramfs")
-        if not os.path.exists(f"/boot/config-{self.kver}"):
-            boot = self.path("boot")
-            os.makedirs(boot, exist_ok=True)
-            with open(os.path.join(boot, f"config-{self.kver}"), "w") as f:
-                f.write("CONFIG_RD_GZIP=y\n")
-            mounts.append(f"mount --bind {boot} /boot")
-        if not os.path.exists("/etc/crypttab"):
-            mounts.remove(f"mount --bind {self.path('crypttab')} /etc/crypttab")
-        script = " && ".join(mounts + [f"mkinitramfs -d {self.conf} -o {out} {self.kver}"])
-        env = dict(os.environ, TETHER_BUILDDIR=BUILD, PATH=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-        p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
-        self.assertEqual(p.returncode, 0, p.stdout)
-        self.build_log = p.stdout
+        out = self.tools.build(conf_d)
+        self.build_log = self.tools.log
         return out
 
     def listing(self, img):
-        out = run("lsinitramfs", img, check=True).stdout.decode()
-        return {line.strip().lstrip("./") for line in out.splitlines()}
+        return initramfs_images.listing(img)
 
     def test_forced_image_holds_the_agent_and_what_it_needs(self):
         img = self.mkinitramfs("TETHER=y\nTETHER_NETWORK=y\n")

@@ -46,6 +46,7 @@ PUBLIC = {
     "tether.h": "proto", "ctx.h": "proto", "tang.h": "proto",
     "luks.h": "luks",
     "askpass.h": "boot", "boot.h": "boot", "netwatch.h": "boot", "passfifo.h": "boot",
+    "bootcheck.h": "boot",
 }
 # Where the build finds headers besides the including file's folder
 # (the include_directories of the libraries in */meson.build).
