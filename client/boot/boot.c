@@ -32,14 +32,26 @@ static char *cmdline_value(const char *option) {
         return found ? strdup(found) : NULL;
 }
 
-long tc_boot_wait_ms(const char *seconds) {
-        if (seconds && *seconds) {
-                long ms = tc_parse_seconds(seconds);
-                return ms < 0 ? TC_BOOT_WAIT_DEFAULT_MS : ms;
+void tc_boot_policy_for(const char *env_seconds, bool initrd, const char *cmdline_timeout, struct tc_boot_policy *p) {
+        *p = (struct tc_boot_policy) {};
+        if (env_seconds && *env_seconds) {
+                long ms = tc_parse_seconds(env_seconds);
+                p->wait_ms = ms < 0 ? TC_BOOT_WAIT_DEFAULT_MS : ms;
+                return;
         }
-        if (access("/etc/initrd-release", F_OK) < 0)
-                return 0;
-        _cleanup_free_ char *v = cmdline_value("rd.tether.timeout");
-        long ms = v ? tc_parse_seconds(v) : -1;
-        return ms < 0 ? TC_BOOT_WAIT_DEFAULT_MS : ms;
+        if (!initrd)
+                return;
+        /* The wait before the prompt is the user's choice only: by default
+         * the prompt comes at once and the agent behind it does the waiting. */
+        long ms = cmdline_timeout ? tc_parse_seconds(cmdline_timeout) : -1;
+        if (ms > 0)
+                p->wait_ms = ms;
+        else
+                p->limit_ms = TC_BOOT_TRY_MS;
+}
+
+void tc_boot_policy(const char *env_seconds, struct tc_boot_policy *p) {
+        bool initrd = access("/etc/initrd-release", F_OK) >= 0;
+        _cleanup_free_ char *v = initrd && !(env_seconds && *env_seconds) ? cmdline_value("rd.tether.timeout") : NULL;
+        tc_boot_policy_for(env_seconds, initrd, v, p);
 }

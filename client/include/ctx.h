@@ -57,6 +57,8 @@ struct tc_ctx {
                                       * whole operation counts as cancelled,
                                       * however many leaves a header holds */
         int64_t started_ms;          /* when the deadline was set, for messages */
+        const char *deadline_why;    /* NULL, or who set deadline_ms and why,
+                                      * for the message when it passes (static) */
         struct tc_proxy_env proxy;   /* all NULL: no proxy */
         const struct tc_ctx *parent; /* cancelled when the parent is */
         int cancelled;               /* atomic */

@@ -61,6 +61,7 @@ void tc_ctx_child(struct tc_ctx *child, const struct tc_ctx *parent) {
                 .netwatch = parent->netwatch,
                 .deadline_ms = parent->deadline_ms,
                 .started_ms = parent->started_ms,
+                .deadline_why = parent->deadline_why,
                 .trust_all = parent->trust_all,
                 .trust = parent->trust,
                 .trust_data = parent->trust_data,
@@ -129,6 +130,9 @@ bool tc_ctx_expired(const struct tc_ctx *ctx) {
 int tc_ctx_expired_error(const struct tc_ctx *ctx, int r, struct tc_err *err) {
         if (r >= 0 || !tc_ctx_expired(ctx))
                 return r;
+        if (ctx->deadline_why)
+                return tc_wrap(err, -ETIMEDOUT, "gave up after %.1f s: %s; by then",
+                               (double) (tc_now_ms() - ctx->started_ms) / 1000, ctx->deadline_why);
         char timeout[64];
         if (*ctx->timeout_given)
                 snprintf(timeout, sizeof(timeout), "TETHER_TIMEOUT=%.20s s", ctx->timeout_given);

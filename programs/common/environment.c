@@ -41,6 +41,6 @@ int program_ctx_from_environment(struct tc_ctx *ctx, struct tc_err *err) {
         return 0;
 }
 
-long program_boot_wait_ms(void) {
-        return tc_boot_wait_ms(getenv("TETHER_BOOT_TIMEOUT"));
+void program_boot_policy(struct tc_boot_policy *p) {
+        tc_boot_policy(getenv("TETHER_BOOT_TIMEOUT"), p);
 }

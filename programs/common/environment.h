@@ -3,6 +3,7 @@
  * the token plugin in systemd-cryptsetup), its callers pass them in. */
 #pragma once
 
+#include "boot.h"
 #include "ctx.h"
 #include "err.h"
 
@@ -13,6 +14,6 @@
  * error here: what runs an external pin fails with a message naming it. */
 int program_ctx_from_environment(struct tc_ctx *ctx, struct tc_err *err);
 
-/* How long to wait for tang servers at boot (tc_boot_wait_ms), with
+/* How long to try the tang servers at boot (tc_boot_policy), with
  * TETHER_BOOT_TIMEOUT. */
-long program_boot_wait_ms(void);
+void program_boot_policy(struct tc_boot_policy *p);

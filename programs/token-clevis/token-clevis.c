@@ -6,11 +6,17 @@
  *
  * libcryptsetup asks one token at a time, in order. The first request for a
  * device decrypts all of its bindings at once and keeps the first key
- * recovered, so one dead server costs no time when another answers. In the
- * initramfs, unreachable servers are retried until the boot deadline
- * (rd.tether.timeout=, one deadline for the whole process, not per token);
- * after it systemd-cryptsetup asks for the passphrase and tether-askpass keeps
- * trying. */
+ * recovered, so one dead server costs no time when another answers.
+ *
+ * In the initramfs the plugin makes one short try (TC_BOOT_TRY_MS for the
+ * whole process, not per token, whatever the servers or the network do) and
+ * fails with -EPERM: libcryptsetup goes on to the next token, and
+ * systemd-cryptsetup, on anything but -ENOANO (which would make it ask for a
+ * token PIN), asks for the passphrase at once, without trying the tokens
+ * again. tether-askpass answers that question as soon as a server answers,
+ * so the prompt is up while the automatic unlock goes on. With
+ * rd.tether.timeout=SECONDS the plugin waits that long for the servers
+ * first, as it used to by default. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -35,7 +41,9 @@ static struct {
         size_t len;
 } recovered = { .token = -1 };
 static pthread_mutex_t recovered_lock = PTHREAD_MUTEX_INITIALIZER;
-static int64_t deadline;
+/* Read at the first request: one wait or limit for the whole process. */
+static struct tc_boot_policy policy;
+static int64_t started, deadline;
 
 static void recovered_clear(void) {
         free(recovered.device);
@@ -50,14 +58,25 @@ __attribute__((destructor)) static void plugin_unload(void) {
         recovered_clear();
 }
 
-static int context(struct tc_ctx *ctx, bool wait) {
+static int context(struct tc_ctx *ctx) {
         struct tc_err err = {};
         int r = program_ctx_from_environment(ctx, &err);
         if (r < 0)
                 return r;
-        if (wait) {
-                if (deadline == 0)
-                        deadline = tc_now_ms() + program_boot_wait_ms();
+        if (deadline == 0) {
+                program_boot_policy(&policy);
+                started = tc_now_ms();
+                deadline = started + (policy.limit_ms ? policy.limit_ms : policy.wait_ms);
+        }
+        if (policy.limit_ms) {
+                /* The short try: a server that does not answer at once is
+                 * the agent's to wait for, behind the prompt. */
+                ctx->attempts = 1;
+                ctx->deadline_ms = deadline;
+                ctx->started_ms = started;
+                ctx->deadline_why = "in the initramfs the token plugin tries the servers only briefly "
+                                    "(rd.tether.timeout= sets a longer wait before the passphrase prompt)";
+        } else {
                 ctx->wait_until_ms = deadline;
                 ctx->netwatch = &tc_boot_netwatch;
         }
@@ -77,7 +96,7 @@ static int race(struct crypt_device *cd, const char *device) {
         int token = -1;
         uint8_t *key = NULL;
         size_t len = 0;
-        int r = context(&ctx, true);
+        int r = context(&ctx);
         if (r < 0)
                 return r;
         recovered_clear();
@@ -87,6 +106,15 @@ static int race(struct crypt_device *cd, const char *device) {
         int64_t start = tc_now_ms();
         r = tc_luks_recover(&ctx, cd, device, &token, &key, &len, &err);
         double took = (double) (tc_now_ms() - start) / 1000;
+        if (r < 0 && policy.limit_ms) {
+                /* Expected whenever the network comes up after the volume
+                 * is asked for: a notice, not an error. */
+                crypt_logf(cd, CRYPT_LOG_NORMAL,
+                           "%s (short try in the initramfs, %.1f s; the passphrase prompt comes next and "
+                           "tether-askpass answers it as soon as a server does)\n",
+                           err.msg, took);
+                return r;
+        }
         if (r < 0) {
                 crypt_logf(cd, CRYPT_LOG_ERROR, "%s (gave up after %.1f s)\n", err.msg, took);
                 return r;
@@ -120,7 +148,7 @@ static int decrypt_token(struct crypt_device *cd, int token, uint8_t **key, size
         struct tc_err err = {};
         const char *json = NULL;
         _cleanup_free_ char *jwe = NULL;
-        int r = context(&ctx, true);
+        int r = context(&ctx);
         if (r < 0)
                 return r;
         r = crypt_token_json_get(cd, token, &json);

@@ -104,6 +104,28 @@ def token_open(img, env=None, extra=()):
     return r, time.monotonic() - start
 
 
+def token_open_in_initramfs(img, cmdline="", env=None):
+    """token_open as in the initramfs: /etc/initrd-release present and
+    /proc/cmdline saying cmdline, for this one command only (a mount
+    namespace of its own: an overlay on /etc, a file over /proc/cmdline)."""
+    stage = tempfile.mkdtemp(prefix="tether-initrd-")
+    try:
+        for d in ("upper", "work"):
+            os.mkdir(os.path.join(stage, d))
+        with open(os.path.join(stage, "upper", "initrd-release"), "w") as f:
+            f.write("NAME=tether test initramfs\n")
+        with open(os.path.join(stage, "cmdline"), "w") as f:
+            f.write(cmdline + "\n")
+        script = ('mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1/upper,workdir=$1/work" /etc && '
+                  'mount --bind "$1/cmdline" /proc/cmdline && shift && exec "$@"')
+        start = time.monotonic()
+        r = run("unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", stage,
+                "cryptsetup", "open", "--test-passphrase", "--token-only", "-v", img, env=env or clean_env())
+        return r, time.monotonic() - start
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def token_open_spawn(img, env):
     return spawn("cryptsetup", "open", "--test-passphrase", "--token-only", "-v", img, env=env,
                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -422,6 +444,43 @@ class TokenPlugin(Images):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn(b"unreachable", r.stderr)
         self.assertLess(took, 3)
+
+    # Issue 14: in the initramfs the plugin makes a short try, so that the
+    # passphrase prompt comes at once; the agent does the waiting behind it.
+    def test_initramfs_short_try_gives_up_within_a_second_whatever_the_server_does(self):
+        hole = socket.socket()  # takes connections, never answers
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        self.addCleanup(hole.close)
+        adv = os.path.join(self.tmp.name, "adv.jws")
+        with open(adv, "wb") as f:
+            f.write(self.srv.get("/adv").body)
+        self.bind(self.img, None, cfg=json.dumps({"url": f"http://127.0.0.1:{hole.getsockname()[1]}", "adv": adv}))
+        dead = self.server()
+        self.bind(self.img, dead)
+        dead.stop()
+        r, took = token_open_in_initramfs(self.img)
+        self.assertNotEqual(r.returncode, 0)
+        out = r.stdout + r.stderr
+        self.assertIn(b"short try in the initramfs", out)
+        self.assertIn(b"tether-askpass answers it", out)
+        # TC_BOOT_TRY_MS (1 s) for the whole process, both tokens, plus
+        # cryptsetup's own start.
+        self.assertLess(took, 2)
+
+    def test_initramfs_short_try_still_unlocks_when_the_server_answers(self):
+        self.bind(self.img, self.srv)
+        r, took = token_open_in_initramfs(self.img)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"Key slot 1 unlocked", r.stdout)
+
+    def test_initramfs_rd_tether_timeout_given_still_waits_that_long(self):
+        self.dead_server(self.img)
+        r, took = token_open_in_initramfs(self.img, cmdline="quiet rd.tether.timeout=3 ro")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"unreachable", r.stderr)
+        self.assertGreaterEqual(took, 3)
+        self.assertLess(took, 6)
 
     def test_boot_timeout_keeps_trying_until_the_deadline(self):
         self.dead_server(self.img)

@@ -3,6 +3,7 @@
  * pins end to end, and the TETHER_TIMEOUT and TETHER_PIN_PATH settings. */
 #include "check.h"
 
+#include "boot.h"
 #include "cleanup.h"
 #include "ctx.h"
 #include "jwe.h"
@@ -784,6 +785,62 @@ TEST(deadline_limit_cancels_and_is_inherited) {
         CHECK_INT(tc_ctx_expired_error(&c, 0, &err), 0);
         c.deadline_ms = 0;
         CHECK_INT(tc_ctx_expired_error(&c, -EIO, &err), -EIO);
+}
+
+/* A deadline set for a reason of the caller's (the token plugin's short try
+ * in the initramfs) says that reason when it passes, not TETHER_TIMEOUT's
+ * arithmetic, and children say it too. */
+TEST(deadline_why_is_the_message) {
+        struct tc_ctx c, child;
+        tc_ctx_init(&c);
+        c.started_ms = tc_now_ms() - 1200;
+        c.deadline_ms = c.started_ms + 1000;
+        c.deadline_why = "the short try";
+        tc_ctx_child(&child, &c);
+        struct tc_err err = { "http://x unreachable" };
+        CHECK_INT(tc_ctx_expired_error(&child, -EHOSTUNREACH, &err), -ETIMEDOUT);
+        CHECK(strncmp(err.msg, "gave up after 1.2 s: the short try; by then: http://x unreachable", 64) == 0);
+        CHECK(strstr(err.msg, "TETHER_TIMEOUT") == NULL);
+}
+
+/* Issue 14: in the initramfs the token plugin makes a short try unless
+ * rd.tether.timeout= asks for a wait; TETHER_BOOT_TIMEOUT and the running
+ * system keep what they did. */
+TEST(boot_policy_short_try_in_the_initramfs_unless_asked_to_wait) {
+        struct tc_boot_policy p;
+        /* The initramfs, nothing said: the short try, no wait. */
+        tc_boot_policy_for(NULL, true, NULL, &p);
+        CHECK_INT(p.wait_ms, 0);
+        CHECK_INT(p.limit_ms, TC_BOOT_TRY_MS);
+        CHECK(TC_BOOT_TRY_MS <= 1000);
+        tc_boot_policy_for("", true, NULL, &p);
+        CHECK_INT(p.limit_ms, TC_BOOT_TRY_MS);
+        /* rd.tether.timeout=SECONDS: that wait, no limit but the client's. */
+        tc_boot_policy_for(NULL, true, "10", &p);
+        CHECK_INT(p.wait_ms, 10000);
+        CHECK_INT(p.limit_ms, 0);
+        tc_boot_policy_for(NULL, true, "0.5", &p);
+        CHECK_INT(p.wait_ms, 500);
+        /* 0 and nonsense: the short try (0 used to mean the client's normal
+         * attempts, up to 30 s with a server that never answers). */
+        for (size_t i = 0; i < 4; i++) {
+                tc_boot_policy_for(NULL, true, (const char *[]) { "0", "", "ten", "-1" }[i], &p);
+                CHECK_INT(p.wait_ms, 0);
+                CHECK_INT(p.limit_ms, TC_BOOT_TRY_MS);
+        }
+        /* TETHER_BOOT_TIMEOUT wins, anywhere; malformed: the old default. */
+        tc_boot_policy_for("3", true, "10", &p);
+        CHECK_INT(p.wait_ms, 3000);
+        CHECK_INT(p.limit_ms, 0);
+        tc_boot_policy_for("3", false, NULL, &p);
+        CHECK_INT(p.wait_ms, 3000);
+        tc_boot_policy_for("x", false, NULL, &p);
+        CHECK_INT(p.wait_ms, TC_BOOT_WAIT_DEFAULT_MS);
+        CHECK_INT(p.limit_ms, 0);
+        /* After boot: the normal attempts, whatever the command line says. */
+        tc_boot_policy_for(NULL, false, "10", &p);
+        CHECK_INT(p.wait_ms, 0);
+        CHECK_INT(p.limit_ms, 0);
 }
 
 /* Past the deadline an sss node starts no child, not even one that would
