@@ -16,7 +16,7 @@ packages="build-essential meson ninja-build pkg-config libssl-dev libjose-dev
 libjansson-dev libmicrohttpd-dev libcryptsetup-dev
 tang clevis clevis-luks jose curl python3 systemd cryptsetup-bin wrk nginx-light tinyproxy procps
 qemu-system-x86 dracut dracut-network clevis-dracut busybox-static socat e2fsprogs
-initramfs-tools-core cryptsetup-initramfs klibc-utils
+initramfs-tools-core cryptsetup-initramfs klibc-utils zstd
 clang libclang-rt-14-dev llvm valgrind"
 
 missing=$(for p in $packages; do
