@@ -223,7 +223,7 @@ struct agent {
         const struct tc_passfifo_opts *o;
         struct tc_ctx ctx;               /* the caller's, cancelled when the agent stops */
         const char *fifo, *proc;
-        bool network_reported;           /* the recoverer's */
+        bool network_reported[2];        /* IPv4, IPv6; the recoverer's */
         char *fifo_dir;
         char *fifo_real;                 /* the FIFO's path as /proc/PID/fd links show it */
         const char *fifo_name;
@@ -427,16 +427,16 @@ static int64_t round_run(struct agent *a) {
         return wake;
 }
 
-/* "DEVICE ADDRESS" of the first address outside loopback, false if none. */
-static bool first_address(char *out, size_t size) {
+/* "DEVICE ADDRESS" of the first address of family outside loopback, false
+ * if none. */
+static bool first_address(int family, char *out, size_t size) {
         struct ifaddrs *list;
         bool found = false;
         if (getifaddrs(&list) < 0)
                 return false;
         for (struct ifaddrs *i = list; i && !found; i = i->ifa_next) {
                 char host[INET6_ADDRSTRLEN];
-                if (!i->ifa_addr || (i->ifa_flags & IFF_LOOPBACK) ||
-                    (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6))
+                if (!i->ifa_addr || (i->ifa_flags & IFF_LOOPBACK) || i->ifa_addr->sa_family != family)
                         continue;
                 if (getnameinfo(i->ifa_addr, i->ifa_addr->sa_family == AF_INET ? sizeof(struct sockaddr_in) :
                                 sizeof(struct sockaddr_in6), host, sizeof(host), NULL, 0, NI_NUMERICHOST) != 0)
@@ -451,13 +451,17 @@ static bool first_address(char *out, size_t size) {
         return found;
 }
 
-/* Once: when the boot's network came up is what one asks first when a
- * volume did not unlock. */
+/* Once per family (IPv6 often comes long before a DHCP lease): when the
+ * boot's network came up is what one asks first when a volume did not
+ * unlock. */
 static void network_report(struct agent *a) {
-        char where[IFNAMSIZ + INET6_ADDRSTRLEN + 8];
-        if (!a->network_reported && first_address(where, sizeof(where))) {
-                a->network_reported = true;
-                report(a, TC_AGENT_NETWORK, "network up: %s", where);
+        static const int families[] = { AF_INET, AF_INET6 };
+        for (size_t f = 0; f < 2; f++) {
+                char where[IFNAMSIZ + INET6_ADDRSTRLEN + 8];
+                if (!a->network_reported[f] && first_address(families[f], where, sizeof(where))) {
+                        a->network_reported[f] = true;
+                        report(a, TC_AGENT_NETWORK, "network up: %s", where);
+                }
         }
 }
 

@@ -38,7 +38,7 @@ enum tc_agent_event {
         TC_AGENT_BAD_QUESTION, /* warning: a question file not read (not a regular root-owned file, too large,
                                 * malformed), reported once */
         TC_AGENT_RECOVERED,   /* info: a key recovered ahead of the question (tc_passfifo_run) */
-        TC_AGENT_NETWORK,     /* info: the first address appeared (tc_passfifo_run) */
+        TC_AGENT_NETWORK,     /* info: the first IPv4 or IPv6 address appeared (tc_passfifo_run) */
 };
 
 struct tc_agent_opts {

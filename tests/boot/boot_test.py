@@ -710,8 +710,8 @@ IT_MILESTONES = (
     # agent starts here, cryptroot asks right after them.
     ("asked", re.compile(r"Begin: Running /scripts/local-top")),
     # klibc's ipconfig (clevis lets it print it), or tether's agent seeing
-    # the first address.
-    ("network", re.compile(r"IP-Config: \S+ complete|tether-askpass: network up")),
+    # the first IPv4 address (the server's family; slirp's IPv6 comes first).
+    ("network", re.compile(r"IP-Config: \S+ complete|tether-askpass: network up: \S+ \d+\.")),
     ("prompt", IT_PROMPT),
     ("key", re.compile(r"tether-askpass: \S+: key recovered")),
     ("unlock", re.compile(r"cryptsetup: (luks-[0-9a-f-]+): set up successfully")),

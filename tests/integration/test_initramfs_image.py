@@ -12,6 +12,8 @@ Skipped (exit 77, saying why) without root, mount namespaces, or Debian's
 initramfs-tools-core and cryptsetup-initramfs (tests/run.sh installs them;
 they install next to dracut)."""
 
+import base64
+import json
 import os
 import shutil
 import subprocess
@@ -35,6 +37,15 @@ def preflight():
     if why:
         print(f"SKIP: {why}")
         sys.exit(77)
+
+
+def fake_jwe(header):
+    """A compact JWE with this header and random content: what the hook
+    reads of a binding is its header."""
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    return ".".join([b64(json.dumps(header).encode()), "", b64(os.urandom(12)), b64(os.urandom(32)),
+                     b64(os.urandom(16))])
 
 
 class Image(tlib.unittest.TestCase):
@@ -208,6 +219,39 @@ class Image(tlib.unittest.TestCase):
         # Forced off, whatever the bindings say.
         img = self.mkinitramfs("TETHER_NETWORK=n\n")
         self.assertEqual(self.tether_conf(img), "TETHER_NETWORK=n\n")
+
+    def test_external_pins_are_named_at_build_time(self):
+        """A binding with a pin tether does not put into the image (Clevis's
+        external programs, tpm2 for one), alone or inside sss: the hook says
+        so when the image is built, naming the device and the pin; tang and
+        null bindings beside it still bring the agent."""
+        srv = tlib.Tetherd(args=["-q"])
+        self.addCleanup(srv.close)
+        img = self.image_file("mixed.img", "tang", f'{{"url":"http://127.0.0.1:{srv.port}"}}')
+        # Tokens as Clevis writes them, with a JWE whose header names the
+        # pin: only the header is read at build time.
+        for slot, header in (("5", {"alg": "dir", "enc": "A256GCM", "clevis": {"pin": "tpm2", "tpm2": {}}}),
+                             ("6", {"alg": "dir", "enc": "A256GCM", "clevis": {
+                                 "pin": "sss", "sss": {"t": 1, "p": "AA", "jwe": [fake_jwe(
+                                     {"alg": "dir", "enc": "A256GCM",
+                                      "clevis": {"pin": "yubikey", "yubikey": {}}})]}}})):
+            with open(self.path("pass-" + slot), "wb") as f:
+                f.write(os.urandom(16))
+            run("cryptsetup", "luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+                "--key-slot", slot, img, self.path("pass-" + slot), input=PASSPHRASE, check=True)
+            token = {"type": "clevis", "keyslots": [slot], "jwe": dict(zip(
+                ("protected", "encrypted_key", "iv", "ciphertext", "tag"), fake_jwe(header).split(".")))}
+            run("cryptsetup", "token", "import", "--key-slot", slot, img, input=json.dumps(token).encode(),
+                check=True)
+        listed = tlib.tether("luks", "list", "-d", img).stdout
+        self.assertIn("tpm2", listed)
+        self.crypttab_entries([f"mixed {img} none luks"])
+        built = self.mkinitramfs("")
+        self.assertIn(AGENT, self.listing(built), self.build_log)
+        for pin in ("tpm2", "yubikey"):
+            self.assertIn(f"{img} is bound with the external pin '{pin}'", self.build_log, listed)
+        for pin in ("tang", "sss", "null"):
+            self.assertNotIn(f"external pin '{pin}'", self.build_log)
 
     def test_nothing_bound_nothing_included(self):
         # A LUKS2 volume in the image's crypttab, but not bound.
