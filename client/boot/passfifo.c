@@ -675,6 +675,9 @@ static void asker_serve(struct agent *a) {
                 k->lookups++;
                 return;
         }
+        /* Found: the next look is at the next event (its IN_CLOSE, a key),
+         * not on the short pauses, which would go on as long as it waits. */
+        k->lookups = 0;
         if (k->pid == 0) {
                 _cleanup_free_ char *name = NULL, *source = NULL;
                 k->pid = reader;

@@ -14,6 +14,7 @@ that comes out of the FIFO must open the image (`cryptsetup open
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,59 @@ while True:
 os.close(fd)
 sys.stdout.buffer.write(data)
 """
+
+
+# An askpass reading a descriptor it inherited (argv[1]: its number).
+FAKE_ASKPASS_FD = r"""
+import os, select, sys
+fd = int(sys.argv[1])
+p = select.poll()
+p.register(fd, select.POLLIN)
+data = b""
+while True:
+    p.poll()
+    try:
+        chunk = os.read(fd, 4096)
+    except BlockingIOError:
+        continue
+    if not chunk:
+        break
+    data += chunk
+sys.stdout.buffer.write(data)
+"""
+
+# Opens the FIFO for reading with no CRYPTTAB_NAME; on "go", starts the
+# askpass argv[2] with the descriptor (and CRYPTTAB_* from LATER_CRYPTTAB_*),
+# then closes its own: the FIFO's reader changes with no open or close of it.
+HANDOVER = r"""
+import os, subprocess, sys
+fifo, child = sys.argv[1], sys.argv[2]
+os.mkfifo(fifo, 0o600)
+fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+print("reading", flush=True)
+sys.stdin.readline()
+env = {k[6:]: v for k, v in os.environ.items() if k.startswith("LATER_")}
+proc = subprocess.Popen([sys.executable, "-c", child, str(fd)], pass_fds=[fd], env=env, stdout=subprocess.DEVNULL)
+os.close(fd)
+print("handed over", proc.pid, flush=True)
+proc.wait()
+"""
+
+
+def kill_quietly(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def voluntary_switches(pid):
+    """How often the process's main thread has gone to sleep (each poll() that waited counts)."""
+    with open(f"/proc/{pid}/task/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no voluntary_ctxt_switches for {pid}")
 
 
 def opens_with_key_file(img, key):
@@ -267,6 +321,45 @@ class Cryptroot(Case):
         again.type(self.fifo, PASSPHRASE)
         self.assertEqual(again.key(timeout=5), PASSPHRASE)
         self.assertEqual(agent.wait(10), 0, agent.stderr())
+
+    def test_no_polling_while_an_askpass_waits_for_its_key(self):
+        """The FIFO's reader is found only on a later look (here: a process
+        without CRYPTTAB_NAME opened it, then handed its descriptor to the
+        askpass, which no inotify event shows, while the agent looked again
+        after another file's event; at boot: the askpass's fd not
+        yet in /proc at IN_OPEN). Its server is down: while it waits, the
+        agent sleeps until an event or a key, instead of scanning /proc on
+        the short pauses (every 10-80 ms) for as long as the server stays
+        down."""
+        srv = self.server()
+        img = self.image("late.img")
+        self.bind(img, srv)
+        srv.stop()
+        self.write(self.crypttab, f"late {img} none luks\n")
+        holder = subprocess.Popen([sys.executable, "-c", HANDOVER, self.fifo, FAKE_ASKPASS_FD],
+                                  env=dict(os.environ, LATER_CRYPTTAB_NAME="late", LATER_CRYPTTAB_SOURCE=img),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.addCleanup(holder.kill)
+        self.assertEqual(holder.stdout.readline(), b"reading\n")
+        agent = self.agent(retry_max=30)
+        deadline = time.monotonic() + 10
+        while "has no CRYPTTAB_NAME" not in agent.stderr() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        self.assertIn("has no CRYPTTAB_NAME", agent.stderr())
+        # Any event in the directory (cryptroot reads its scripts there) starts the short pauses.
+        open(self.path("lib", "cryptsetup", "functions"), "w").close()
+        holder.stdin.write(b"go\n")
+        holder.stdin.flush()
+        line = holder.stdout.readline().split()
+        self.assertEqual(line[:2], [b"handed", b"over"])
+        self.addCleanup(kill_quietly, int(line[2]))  # it would read on after the agent ends
+        # Past the short pauses' 2.5 s, then the main thread's wake-ups.
+        time.sleep(3)
+        before = voluntary_switches(agent.proc.pid)
+        time.sleep(2)
+        woke = voluntary_switches(agent.proc.pid) - before
+        self.assertLess(woke, 5, f"the agent woke {woke} times in 2 s while nothing happened:\n{agent.stderr()}")
+        self.assertIsNone(agent.proc.poll(), agent.stderr())
 
     def test_nothing_bound_the_agent_ends_by_itself(self):
         """Every listed volume unbound and nothing asking: nothing to do, so
