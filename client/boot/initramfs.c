@@ -17,12 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "cleanup.h"
 #include "util.h"
 
 #define NAMES_MAX 500000           /* a large image holds about 10,000 */
+#define NAMES_BYTES_MAX (64 * 1024 * 1024)  /* all names together: a crafted image's long ones */
 #define NAME_MAX_BYTES 4096
 #define KEPT_FILE_MAX (64 * 1024)  /* the files read: crypttab, conf, cmdline.d */
 #define CPIO_HEADER 110
@@ -152,7 +154,8 @@ static char **kept_slot(struct tc_initramfs *out, const char *name, bool *append
 }
 
 static int name_add(struct tc_initramfs *out, const char *name) {
-        if (out->n >= NAMES_MAX)
+        size_t len = strlen(name) + 1;
+        if (out->n >= NAMES_MAX || out->names_bytes + len > NAMES_BYTES_MAX)
                 return -E2BIG;
         if ((out->n & (out->n - 1)) == 0) {  /* 0, 1, 2, 4...: grow */
                 char **p = realloc(out->names, (out->n ? out->n * 2 : 1) * sizeof(*p));
@@ -162,6 +165,7 @@ static int name_add(struct tc_initramfs *out, const char *name) {
         }
         if (!(out->names[out->n] = strdup(name)))
                 return -ENOMEM;
+        out->names_bytes += len;
         out->n++;
         return 0;
 }
@@ -192,7 +196,8 @@ static int read_archive(struct stream *s, struct tc_initramfs *out, struct tc_er
                 while (*n == '/')
                         n++;
                 if (*n && strcmp(n, ".") != 0 && (r = name_add(out, n)) < 0)
-                        return tc_fail(err, r, r == -E2BIG ? "more than %d files" : "out of memory", NAMES_MAX);
+                        return tc_fail(err, r, r == -E2BIG ? "more than %d files or %d MiB of file names" : "out of memory",
+                                      NAMES_MAX, NAMES_BYTES_MAX >> 20);
                 bool append;
                 char **slot = (mode & 0170000) == 0100000 ? kept_slot(out, n, &append) : NULL;
                 if (slot && size <= KEPT_FILE_MAX) {
@@ -337,9 +342,18 @@ int tc_initramfs_read(const char *path, int64_t deadline_ms, struct tc_initramfs
         _cleanup_free_ struct stream *file = calloc(1, sizeof(*file));
         if (!file)
                 return tc_fail(err, -ENOMEM, "out of memory");
-        file->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        /* O_NONBLOCK: a FIFO nobody writes to must not hang the check. */
+        file->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (file->fd < 0)
                 return tc_fail(err, -errno, "%s: %s", path, strerror(errno));
+        struct stat st;
+        /* Only a regular file has an end: /dev/zero or a FIFO would be read
+         * past any deadline (the deadline is only checked while waiting for
+         * a decompressor). */
+        if (fstat(file->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+                close(file->fd);
+                return tc_fail(err, -EINVAL, "%s: not a regular file; give the initramfs image itself", path);
+        }
         file->deadline_ms = deadline_ms;
         int r = read_parts(file, out, err);
         close(file->fd);

@@ -479,6 +479,9 @@ static void *recoverer(void *data) {
         network_report(a);
         while (!tc_ctx_cancelled(&a->ctx)) {
                 int64_t wake = round_run(a), now = tc_now_ms();
+                /* An address that came while the round ran, before netlink
+                 * was looked at. */
+                network_report(a);
                 if (tc_ctx_cancelled(&a->ctx))
                         break;
                 struct pollfd p[2] = { { .fd = a->kick, .events = POLLIN }, { .fd = netwatch, .events = POLLIN } };
@@ -588,7 +591,7 @@ static struct vol *vol_for(struct agent *a, const char *name, const char *source
 
 /* Writes the key into the FIFO (dev, ino) if it is still the one there and
  * someone reads it. SIGPIPE, should the reader go, stays in this thread. */
-static int fifo_write(const struct agent *a, dev_t dev, ino_t ino, const uint8_t *key, size_t len,
+static int fifo_write(const struct agent *a, dev_t dev, ino_t ino, pid_t reader, const uint8_t *key, size_t len,
                       struct tc_err *err) {
         _cleanup_close_ int fd = open(a->fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
         struct stat st;
@@ -596,6 +599,11 @@ static int fifo_write(const struct agent *a, dev_t dev, ino_t ino, const uint8_t
                 return tc_fail(err, -errno, "%s: %s", a->fifo, errno == ENXIO ? "nobody reads it" : strerror(errno));
         if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode) || st.st_dev != dev || st.st_ino != ino)
                 return tc_fail(err, -ESTALE, "%s: replaced meanwhile", a->fifo);
+        /* Every askpass shares the FIFO: the one asked about may have gone
+         * (someone typed) and the next volume's opened it since. Narrows
+         * that window to the write itself. */
+        if (fifo_reader(a, dev, ino) != reader)
+                return tc_fail(err, -ESTALE, "%s: its askpass went meanwhile", a->fifo);
         sigset_t pipe, old;
         sigemptyset(&pipe);
         sigaddset(&pipe, SIGPIPE);
@@ -709,7 +717,7 @@ static void asker_serve(struct agent *a) {
                 pthread_mutex_unlock(&a->lock);
                 return;
         }
-        int r = fifo_write(a, k->dev, k->ino, v->key, v->len, &err);
+        int r = fifo_write(a, k->dev, k->ino, k->pid, v->key, v->len, &err);
         if (r >= 0) {
                 v->answers++;
                 k->answered = true;

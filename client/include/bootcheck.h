@@ -29,6 +29,7 @@ struct tc_initramfs {
         enum tc_initramfs_kind kind;
         char **names;
         size_t n;
+        size_t names_bytes;   /* all names with their NULs: bounded */
         char *tether_conf;    /* conf/tether.conf (initramfs-tools' hook), or NULL */
         char *crypttab;       /* cryptroot/crypttab (initramfs-tools) or etc/crypttab (dracut), or NULL */
         char *cmdline_d;      /* etc/cmdline.d/ *.conf (dracut), one after another, or NULL */

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -251,6 +252,23 @@ class BootCheck(tlib.unittest.TestCase):
                 self.assertIn(f"  problem: {p}\n", text)
             if b["error"]:
                 self.assertIn(b["error"], text)
+
+    def test_an_image_that_is_not_a_file_is_refused_at_once(self):
+        """/dev/zero never ends and a FIFO nobody writes to never answers:
+        neither may hang the check (its deadline only covers a
+        decompressor)."""
+        d = tempfile.mkdtemp(dir=S["dir"])
+        fifo = os.path.join(d, "fifo")
+        os.mkfifo(fifo)
+        with open(os.path.join(d, "crypttab"), "w") as f:
+            f.write(f"root {S['root']} none luks\n")
+        for path in ("/dev/zero", fifo):
+            t = time.monotonic()
+            r = tlib.run(tlib.TETHER, "boot", "check", "--initramfs", path, "--crypttab", os.path.join(d, "crypttab"),
+                         "--root", S["root"], "--tokendir", S["notokens"], text=True, timeout=30,
+                         env=dict(os.environ, TETHER_TIMEOUT="3"))
+            self.assertLess(time.monotonic() - t, 5, path)
+            self.assertIn(f"{path}: not a regular file; give the initramfs image itself", r.stdout + r.stderr)
 
     def test_usage_errors_exit_2(self):
         r = tlib.run(tlib.TETHER, "boot", "check", "--root", "x", "--no-root", text=True)

@@ -243,7 +243,7 @@ class Image(tlib.unittest.TestCase):
                 ("protected", "encrypted_key", "iv", "ciphertext", "tag"), fake_jwe(header).split(".")))}
             run("cryptsetup", "token", "import", "--key-slot", slot, img, input=json.dumps(token).encode(),
                 check=True)
-        listed = tlib.tether("luks", "list", "-d", img).stdout
+        listed = tlib.tether("luks", "list", "-d", img).stdout.decode()
         self.assertIn("tpm2", listed)
         self.crypttab_entries([f"mixed {img} none luks"])
         built = self.mkinitramfs("")
