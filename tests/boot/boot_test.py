@@ -857,7 +857,7 @@ def it_unattended(ctx, name, flavour, binder, ip, host="10.0.2.100"):
     try:
         expect_marker(vm, disks, BOOT_TIMEOUT)
         if flavour == "it-tether":
-            expect_span(vm, "network", "key-all", at_most=IT_KEYS_AFTER_NETWORK)
+            expect_span(vm, "network", "key-all", at_most=limit(ctx, IT_KEYS_AFTER_NETWORK))
     finally:
         vm.close()
 
@@ -911,8 +911,10 @@ IT_STUCK_SECONDS = 15
 # The prompt's target: within 2 s of cryptroot's turn (local-top returns at
 # once: the network and the agent wait in the background).
 IT_PROMPT_WITHIN = 2.0
-# Every volume's key within 1 s of the guest's first address.
-IT_KEYS_AFTER_NETWORK = 1.0
+# Every volume's key within 1 s of the guest's first IPv4 address (KVM);
+# under TCG one exchange's P-521 arithmetic alone takes most of a second
+# (measured 0.2-1.0 s), so 2 s there.
+IT_KEYS_AFTER_NETWORK = (1.0, 2.0)
 
 
 def expect_prompt_soon(vm):
