@@ -541,8 +541,9 @@ def answer_prompts(vm):
 # ---------------------------------------------------------------- scenarios
 
 # How long the server-down boot must stay stuck at the prompt before the
-# passphrase is typed: well past a clevis retry and the agent's retries.
-STUCK_SECONDS = 30
+# passphrase is typed: past a clevis retry (~10 s) and several of the
+# agent's (at most every 2 s in the initramfs).
+STUCK_SECONDS = 15
 # How long after the prompt the late server starts: the agent has failed at
 # least once by then and must retry on its own.
 LATE_SECONDS = 15
