@@ -17,6 +17,7 @@
 #include <sys/un.h>
 
 #include "cleanup.h"
+#include "crypttab.h"
 #include "fanout.h"
 #include "luks.h"
 #include "netwatch.h"
@@ -64,26 +65,7 @@ static int question_slurp(const char *path, char **text, struct tc_err *err) {
         _cleanup_close_ int fd = question_open(path, err);
         if (fd < 0)
                 return fd;
-        _cleanup_free_ char *buf = malloc(QUESTION_MAX_BYTES + 1);
-        size_t len = 0;
-        if (!buf)
-                return tc_fail(err, -ENOMEM, "out of memory");
-        /* One byte more than allowed: to tell a full file from a longer one. */
-        while (len < QUESTION_MAX_BYTES + 1) {
-                ssize_t n = read(fd, buf + len, QUESTION_MAX_BYTES + 1 - len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return tc_fail(err, -errno, "%s: %s", path, strerror(errno));
-                if (n == 0)
-                        break;
-                len += (size_t) n;
-        }
-        if (len > QUESTION_MAX_BYTES)
-                return tc_fail(err, -EFBIG, "%s: larger than %d bytes", path, QUESTION_MAX_BYTES);
-        buf[len] = '\0';
-        *text = TAKE_PTR(buf);
-        return 0;
+        return tc_read_fd_max(fd, path, QUESTION_MAX_BYTES, text, NULL, err);
 }
 
 /* Where the answer goes: an absolute path that fits a socket address. */

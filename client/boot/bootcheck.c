@@ -20,6 +20,7 @@
 #include <sys/sysmacros.h>
 
 #include "cleanup.h"
+#include "crypttab.h"
 #include "fanout.h"
 #include "luks.h"
 #include "tether.h"
@@ -32,21 +33,7 @@
 
 /* A file of at most TEXT_MAX bytes; *text NULL if it does not exist. */
 static int read_text(const char *path, char **text, struct tc_err *err) {
-        *text = NULL;
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
-        if (!f)
-                return errno == ENOENT ? 0 : tc_fail(err, -errno, "%s: %s", path, strerror(errno));
-        _cleanup_free_ char *buf = malloc(TEXT_MAX + 1);
-        if (!buf)
-                return tc_fail(err, -ENOMEM, "out of memory");
-        size_t n = fread(buf, 1, TEXT_MAX + 1, f);
-        if (ferror(f))
-                return tc_fail(err, -EIO, "%s: cannot read it", path);
-        if (n > TEXT_MAX)
-                return tc_fail(err, -EFBIG, "%s: larger than %d bytes", path, TEXT_MAX);
-        buf[n] = '\0';
-        *text = TAKE_PTR(buf);
-        return 0;
+        return tc_read_file_max(path, TEXT_MAX, text, NULL, err);
 }
 
 /* The value of the last KEY= word of a command line (NULL: none); "" for a
@@ -88,48 +75,24 @@ static bool cmdline_has_item(const char *cmdline, const char *key, const char *i
         return false;
 }
 
-static bool has_option(const char *options, const char *name) {
-        size_t n = strlen(name);
-        for (const char *p = options; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
-                if (strncmp(p, name, n) == 0 && (p[n] == '=' || p[n] == ',' || p[n] == '\0'))
-                        return true;
-        return false;
-}
-
-static bool same_file(const char *a, const char *b) {
-        struct stat sa, sb;
-        if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
-                return false;
-        if (S_ISBLK(sa.st_mode) && S_ISBLK(sb.st_mode))
-                return sa.st_rdev == sb.st_rdev;
-        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 /* Whether a crypttab source (UUID=..., a path) names device, whose LUKS
  * UUID is uuid (or NULL). */
 static bool source_is(const char *spec, const char *device, const char *uuid) {
-        if (strncmp(spec, "UUID=", 5) == 0)
-                return uuid && strcasecmp(spec + 5, uuid) == 0;
-        if (strncmp(spec, "/dev/disk/by-uuid/", 18) == 0 && uuid && strcasecmp(spec + 18, uuid) == 0)
-                return true;
-        return strcmp(spec, device) == 0 || same_file(spec, device);
-}
-
-/* UUID=... as udev names it, when that exists; the spec as it is otherwise. */
-static char *source_path(const char *spec) {
-        static const struct { const char *prefix, *dir; } tags[] = {
-                { "UUID=", "/dev/disk/by-uuid/" },
-                { "LABEL=", "/dev/disk/by-label/" },
-                { "PARTUUID=", "/dev/disk/by-partuuid/" },
-                { "PARTLABEL=", "/dev/disk/by-partlabel/" },
+        /* By UUID only, or by path as well. */
+        static const struct { const char *prefix; bool path_too; } by_uuid[] = {
+                { "UUID=", false }, { "/dev/disk/by-uuid/", true },
         };
-        char *path;
-        for (size_t i = 0; i < ELEMENTSOF(tags); i++) {
-                size_t n = strlen(tags[i].prefix);
-                if (strncmp(spec, tags[i].prefix, n) == 0)
-                        return asprintf(&path, "%s%s", tags[i].dir, spec + n) < 0 ? NULL : path;
+        for (size_t i = 0; i < ELEMENTSOF(by_uuid); i++) {
+                size_t n = strlen(by_uuid[i].prefix);
+                if (strncmp(spec, by_uuid[i].prefix, n) != 0)
+                        continue;
+                if (uuid && strcasecmp(spec + n, uuid) == 0)
+                        return true;
+                if (!by_uuid[i].path_too)
+                        return false;
+                break;
         }
-        return strdup(spec);
+        return strcmp(spec, device) == 0 || tc_same_file(spec, device);
 }
 
 static int add_str(char ***items, size_t *n, char *s) {
@@ -181,7 +144,7 @@ static struct tc_bc_volume *volume_add(struct check *c, const char *name, const 
                 return NULL;
         v = &out->volumes[out->n];
         in = &c->info[out->n];
-        *v = (struct tc_bc_volume) { .name = strdup(name), .device = source_path(source), .line = line };
+        *v = (struct tc_bc_volume) { .name = strdup(name), .device = tc_crypttab_source_path(source), .line = line };
         *in = (struct vol_info) { .source = strdup(source), .asks = true };
         if (!v->name || !v->device || !in->source) {
                 free(v->name);
@@ -231,7 +194,7 @@ static int crypttab_read(struct check *c, struct tc_err *err) {
                         in->asks = false;
                         if (asprintf(&v->note, "key file %s", key) < 0)
                                 return tc_fail(err, -ENOMEM, "out of memory");
-                } else if (has_option(options, "keyscript")) {
+                } else if (tc_crypttab_has_option(options, "keyscript")) {
                         in->asks = false;
                         if (!(v->note = strdup("keyscript")))
                                 return tc_fail(err, -ENOMEM, "out of memory");
@@ -307,7 +270,7 @@ static bool cryptopts_names(const struct check *c, size_t i) {
 static enum tc_bc_stage stage_of(const struct check *c, size_t i) {
         const struct tc_bc_volume *v = &c->out->volumes[i];
         const char *options = c->info[i].options;
-        if (has_option(options, "noauto"))
+        if (tc_crypttab_has_option(options, "noauto"))
                 return TC_BC_NOT_AT_BOOT;
         if (v->root)
                 return TC_BC_INITRAMFS;
@@ -315,7 +278,7 @@ static enum tc_bc_stage stage_of(const struct check *c, size_t i) {
                 return image_lists(c, i) || (c->info[i].uuid && cmdline_has_item(c->cmdline, "rd.luks.uuid", c->info[i].uuid))
                                ? TC_BC_INITRAMFS : TC_BC_AFTER_BOOT;
         /* Debian's cryptroot hook copies crypttab entries with `initramfs`. */
-        return has_option(options, "initramfs") ? TC_BC_INITRAMFS : TC_BC_AFTER_BOOT;
+        return tc_crypttab_has_option(options, "initramfs") ? TC_BC_INITRAMFS : TC_BC_AFTER_BOOT;
 }
 
 /* ---------------------------------------------------------------- bindings */
@@ -526,7 +489,7 @@ static int judge_after_boot(struct check *c, size_t i, bool network) {
                                     "(%s): add the `initramfs` option to %s line %u, then update-initramfs -u (or "
                                     "install tether's token plugin there)", plugin, c->o->crypttab, v->line);
         }
-        if (r >= 0 && network && !has_option(c->info[i].options, "_netdev"))
+        if (r >= 0 && network && !tc_crypttab_has_option(c->info[i].options, "_netdev"))
                 r = problem(v, "opened after boot before the network is up (a binding needs a tang server): add "
                             "the `_netdev` option to %s line %u", c->o->crypttab, v->line);
         return r;
@@ -547,7 +510,7 @@ static int judge(struct check *c, size_t i) {
         if (!in->bindings_read)
                 r = problem(v, "cannot read its LUKS2 header: %s", in->bindings_error);
         else if (v->n_bindings == 0) {
-                if (has_option(in->options, "nofail")) {
+                if (tc_crypttab_has_option(in->options, "nofail")) {
                         v->verdict = TC_BC_SKIPPED;
                         return (v->note = strdup("not bound; nofail: the boot goes on without it")) ? 0 : -ENOMEM;
                 }

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "cleanup.h"
+#include "crypttab.h"
 #include "fanout.h"
 #include "luks.h"
 #include "netwatch.h"
@@ -40,23 +41,6 @@ void tc_crypt_volumes_clear(struct tc_crypt_volumes *v) {
         memset(v, 0, sizeof(*v));
 }
 
-/* UUID=... and its kin as udev names them; anything else as it is. */
-static char *source_path(const char *spec) {
-        static const struct { const char *prefix, *dir; } tags[] = {
-                { "UUID=", "/dev/disk/by-uuid/" },
-                { "LABEL=", "/dev/disk/by-label/" },
-                { "PARTUUID=", "/dev/disk/by-partuuid/" },
-                { "PARTLABEL=", "/dev/disk/by-partlabel/" },
-        };
-        char *path;
-        for (size_t i = 0; i < ELEMENTSOF(tags); i++) {
-                size_t n = strlen(tags[i].prefix);
-                if (strncmp(spec, tags[i].prefix, n) == 0)
-                        return asprintf(&path, "%s%s", tags[i].dir, spec + n) < 0 ? NULL : path;
-        }
-        return strdup(spec);
-}
-
 static int volume_add(struct tc_crypt_volumes *out, const char *name, const char *source, struct tc_err *err) {
         for (size_t i = 0; i < out->n; i++)
                 if (strcmp(out->items[i].name, name) == 0)
@@ -70,7 +54,7 @@ static int volume_add(struct tc_crypt_volumes *out, const char *name, const char
         out->items = grown;
         struct tc_crypt_volume *v = &out->items[out->n];
         v->name = strdup(name);
-        v->source = source_path(source);
+        v->source = tc_crypttab_source_path(source);
         if (!v->name || !v->source) {
                 free(v->name);
                 free(v->source);
@@ -80,47 +64,10 @@ static int volume_add(struct tc_crypt_volumes *out, const char *name, const char
         return 0;
 }
 
-static bool has_option(const char *options, const char *name) {
-        size_t n = strlen(name);
-        for (const char *p = options; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
-                if (strncmp(p, name, n) == 0 && (p[n] == '=' || p[n] == ',' || p[n] == '\0'))
-                        return true;
-        return false;
-}
-
-/* A file of at most max bytes, NUL-terminated; *text NULL if it does not exist. */
-static int slurp(const char *path, size_t max, char **text, size_t *len, struct tc_err *err) {
-        *text = NULL;
-        *len = 0;
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-        if (fd < 0)
-                return errno == ENOENT ? 0 : tc_fail(err, -errno, "%s: %s", path, strerror(errno));
-        _cleanup_free_ char *buf = malloc(max + 1);
-        size_t n = 0;
-        if (!buf)
-                return tc_fail(err, -ENOMEM, "out of memory");
-        while (n < max + 1) {
-                ssize_t r = read(fd, buf + n, max + 1 - n);
-                if (r < 0 && errno == EINTR)
-                        continue;
-                if (r < 0)
-                        return tc_fail(err, -errno, "%s: %s", path, strerror(errno));
-                if (r == 0)
-                        break;
-                n += (size_t) r;
-        }
-        if (n > max)
-                return tc_fail(err, -EFBIG, "%s: larger than %zu bytes", path, max);
-        buf[n] = '\0';
-        *text = TAKE_PTR(buf);
-        *len = n;
-        return 0;
-}
-
 static int crypttab_read(const char *path, struct tc_crypt_volumes *out, struct tc_err *err) {
         _cleanup_free_ char *text = NULL;
         size_t len;
-        int r = slurp(path, CRYPTTAB_MAX_BYTES, &text, &len, err);
+        int r = tc_read_file_max(path, CRYPTTAB_MAX_BYTES, &text, &len, err);
         if (r < 0 || !text)
                 return r;
         for (char *line = text, *next; line; line = next) {
@@ -136,7 +83,7 @@ static int crypttab_read(const char *path, struct tc_crypt_volumes *out, struct 
                 /* A key file or a keyscript: cryptroot asks nobody. */
                 if (key && strcmp(key, "none") != 0 && strcmp(key, "-") != 0)
                         continue;
-                if (has_option(options, "keyscript"))
+                if (tc_crypttab_has_option(options, "keyscript"))
                         continue;
                 if ((r = volume_add(out, name, source, err)) < 0)
                         return r;
@@ -149,7 +96,7 @@ static int crypttab_read(const char *path, struct tc_crypt_volumes *out, struct 
 static int cryptopts_read(const char *path, struct tc_crypt_volumes *out, struct tc_err *err) {
         _cleanup_free_ char *text = NULL;
         size_t len;
-        int r = slurp(path, 4096, &text, &len, err);
+        int r = tc_read_file_max(path, 4096, &text, &len, err);
         if (r < 0 || !text)
                 return r;
         char *save = NULL;
@@ -285,15 +232,6 @@ static void vols_free(struct agent *a) {
                 free(v);
         }
         a->n = 0;
-}
-
-static bool same_file(const char *a, const char *b) {
-        struct stat sa, sb;
-        if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
-                return false;
-        if (S_ISBLK(sa.st_mode) && S_ISBLK(sb.st_mode))
-                return sa.st_rdev == sb.st_rdev;
-        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 /* ---------------------------------------------------------------- the recoverer's thread */
@@ -555,7 +493,7 @@ static int asker_volume(const struct agent *a, pid_t pid, char **name, char **so
         _cleanup_free_ char *env = NULL;
         size_t len;
         snprintf(path, sizeof(path), "%s/%ld/environ", a->proc, (long) pid);
-        int r = slurp(path, ENVIRON_MAX_BYTES, &env, &len, err);
+        int r = tc_read_file_max(path, ENVIRON_MAX_BYTES, &env, &len, err);
         if (r < 0)
                 return r;
         if (!env)
@@ -584,7 +522,7 @@ static struct vol *vol_for(struct agent *a, const char *name, const char *source
                 if (strcmp(a->vols[i]->name, name) == 0)
                         return a->vols[i];
         for (size_t i = 0; i < a->n; i++)
-                if (same_file(a->vols[i]->source, source))
+                if (tc_same_file(a->vols[i]->source, source))
                         return a->vols[i];
         return vol_add(a, name, source);
 }

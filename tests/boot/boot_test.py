@@ -884,11 +884,18 @@ def it_server_down_then_back(ctx, name):
         ctx.server.start()
         vm.events["server-start"] = vm.elapsed()
         expect_marker(vm, disks, BOOT_TIMEOUT - vm.elapsed())
+        # No network change tells the guest the server is back: the agent's
+        # pause between tries (at most 2 s in the initramfs) bounds this.
+        expect_span(vm, "server-start", "key", at_most=limit(ctx, IT_KEY_AFTER_SERVER))
     finally:
         if vm:
             vm.close()
         if ctx.server.proc is None:
             ctx.server.start()
+
+
+# The late server's key: the agent's 2 s pause plus one exchange.
+IT_KEY_AFTER_SERVER = (3.0, 4.0)
 
 
 def it_no_network(ctx, name):
