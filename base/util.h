@@ -7,6 +7,8 @@
 
 /* CLOCK_MONOTONIC in milliseconds. */
 int64_t tc_now_ms(void);
+/* Wall clock, for records people read; never for timeouts. */
+int64_t tc_realtime_ms(void);
 
 /* Wipes len bytes of p, then frees it; NULL is fine. For every buffer that
  * held a key, a share or a plaintext. */

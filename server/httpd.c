@@ -95,6 +95,8 @@ struct request {
         char *body;
         size_t body_len;
         int status;
+        enum rec_outcome outcome;
+        const char *host, *key;         /* point into served */
         struct served *served;          /* kept until the answer is sent */
 };
 
@@ -143,6 +145,26 @@ static void log_request(struct MHD_Connection *conn, const struct request *req) 
                  log_sanitize(path, sizeof(path), req->target, false), req->status, us);
 }
 
+static void observe_request(struct httpd *h, struct MHD_Connection *conn, const struct request *req) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        struct request_record r = {
+                .route = req->route.kind,
+                .status = req->status,
+                .outcome = req->outcome,
+                .host = req->host,
+                .key = req->key,
+                .peer = ci ? ci->client_addr : NULL,
+                .peer_len = ci && ci->client_addr ? (ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                                              : sizeof(struct sockaddr_in))
+                                                  : 0,
+                .realtime_ms = tc_realtime_ms(),
+                .duration_us = (now.tv_sec - req->start.tv_sec) * 1000000LL + (now.tv_nsec - req->start.tv_nsec) / 1000,
+        };
+        h->cfg->observe(h->cfg->observe_data, &r);
+}
+
 /* A request is answered: the connection's next request, if it keeps the
  * connection alive, has the idle timeout to start and the request timeout
  * to arrive. Starting that deadline now rather than at the next request's
@@ -171,6 +193,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         deadline_renew(h, conn);
         if (h->cfg->log_requests)
                 log_request(conn, req);
+        if (h->cfg->observe)
+                observe_request(h, conn, req);
         served_unref(req->served);
         free(req->body);
         free(req);
@@ -465,6 +489,9 @@ static enum MHD_Result respond(struct MHD_Connection *conn, struct request *req,
         struct MHD_Response *resp;
 
         req->status = reply->status;
+        req->outcome = reply->outcome;
+        req->host = reply->host;
+        req->key = reply->key;
         if (reply->body && reply->body != reply->buf)
                 /* Served data outlives the response: req->served holds it. */
                 resp = MHD_create_response_from_buffer(reply->len, (void *) reply->body, MHD_RESPMEM_PERSISTENT);

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include "err.h"
 #include "keystore.h"
+#include "observe.h"
 
 struct httpd_config {
         const char *prefix;          /* endpoint without slashes, or NULL */
@@ -16,6 +17,8 @@ struct httpd_config {
         unsigned per_address_limit;  /* connections from one client address; 0: no limit */
         unsigned request_timeout_s;  /* a request's headers and body must arrive within this; 0: none */
         bool log_requests;
+        request_observer_fn observe; /* NULL: nobody watches */
+        void *observe_data;
 };
 
 struct httpd;

@@ -119,8 +119,23 @@ static void serve_adv(const struct served *s, const struct route *rt, struct rep
         reply->len = adv->len;
 }
 
-static void serve_rec(const struct served *s, const struct route *rt, const char *body, size_t len,
-                      struct reply *reply) {
+static enum rec_outcome rec_outcome_of(int status) {
+        switch (status) {
+        case 200:
+                return REC_OUTCOME_RECOVERED;
+        case 400:
+                return REC_OUTCOME_BAD_REQUEST;
+        case 403:
+                return REC_OUTCOME_NOT_EXCHANGE;
+        case 404:
+                return REC_OUTCOME_UNKNOWN_KEY;
+        default:
+                return REC_OUTCOME_UNAVAILABLE;
+        }
+}
+
+static void serve_rec_shared(const struct served *s, const struct route *rt, const char *body, size_t len,
+                             struct reply *reply) {
         json_auto_t *req = NULL;
 
         /* Tang's order: the request is validated before the key is looked up. */
@@ -137,6 +152,7 @@ static void serve_rec(const struct served *s, const struct route *rt, const char
                 return reply_status(reply, 500);
         if (!e)
                 return reply_status(reply, 404);
+        reply->key = e->key->thp[TK_HASH_S256];
         if (!e->key->ecmr)
                 return reply_status(reply, 403);
         r = rec_exchange(e->key->ecmr, req, reply->buf, sizeof(reply->buf), &reply->len);
@@ -145,6 +161,13 @@ static void serve_rec(const struct served *s, const struct route *rt, const char
         reply->status = 200;
         reply->content_type = "application/jwk+json";
         reply->body = reply->buf;
+}
+
+static void serve_rec(const struct served *s, const struct route *rt, const char *body, size_t len,
+                      struct reply *reply) {
+        serve_rec_shared(s, rt, body, len, reply);
+        if (reply->outcome == REC_OUTCOME_NONE)
+                reply->outcome = rec_outcome_of(reply->status);
 }
 
 /* For load balancers: 200 "ok" or "degraded" while /adv and /rec can be
@@ -163,8 +186,26 @@ static void serve_health(const struct served *s, struct reply *reply) {
         reply->body = reply->buf;
 }
 
+const char *rec_outcome_name(enum rec_outcome o) {
+        static const char *const names[REC_OUTCOME_MAX] = {
+                [REC_OUTCOME_NONE] = "none",
+                [REC_OUTCOME_RECOVERED] = "recovered",
+                [REC_OUTCOME_ALLOWED] = "allowed",
+                [REC_OUTCOME_REVOKED] = "revoked",
+                [REC_OUTCOME_HELD] = "held",
+                [REC_OUTCOME_NOT_EXCHANGE] = "not_exchange",
+                [REC_OUTCOME_UNKNOWN_KEY] = "unknown_key",
+                [REC_OUTCOME_BAD_REQUEST] = "bad_request",
+                [REC_OUTCOME_UNAVAILABLE] = "unavailable",
+        };
+        return (unsigned) o < REC_OUTCOME_MAX && names[o] ? names[o] : "none";
+}
+
 void route_serve(const struct served *s, const struct route *rt, const char *body, size_t len,
                  struct reply *reply) {
+        reply->outcome = REC_OUTCOME_NONE;
+        reply->host = NULL;
+        reply->key = NULL;
         switch (rt->kind) {
         case ROUTE_ADV:
                 return serve_adv(s, rt, reply);

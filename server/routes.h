@@ -30,8 +30,28 @@ struct route {
         size_t arg_len;
 };
 
+/* What /rec did, for the ledger and the metrics (see observe.h). */
+enum rec_outcome {
+        REC_OUTCOME_NONE,          /* not a /rec request */
+        REC_OUTCOME_RECOVERED,     /* 200 */
+        REC_OUTCOME_ALLOWED,       /* 200 for a held host, spending an admin's allow */
+        REC_OUTCOME_REVOKED,       /* 403: the host is revoked */
+        REC_OUTCOME_HELD,          /* 403: the host is held; recorded as pending */
+        REC_OUTCOME_NOT_EXCHANGE,  /* 403: the kid names a key that does not derive */
+        REC_OUTCOME_UNKNOWN_KEY,   /* 404: no such key (or host) */
+        REC_OUTCOME_BAD_REQUEST,   /* 400 */
+        REC_OUTCOME_UNAVAILABLE,   /* 5xx: the server cannot answer it now */
+        REC_OUTCOME_MAX,
+};
+
+/* Stable lowercase names, as the ledger and the metrics spell them. */
+const char *rec_outcome_name(enum rec_outcome o);
+
 struct reply {
         int status;
+        enum rec_outcome outcome;
+        const char *host;           /* per-host routes: points into served data */
+        const char *key;            /* S256 thumbprint of the key used: points into served data */
         const char *content_type;   /* NULL: empty body */
         const char *body;           /* points into served data or into buf */
         size_t len;
