@@ -76,6 +76,8 @@ struct keystore {
         int64_t keys_gone_ms;        /* when keys of this directory last went missing, 0: never */
         int64_t removals_began_ms;   /* the first loss of the run keys_gone_ms ends */
         bool other_dir;              /* the next set published is of a new directory */
+        uint64_t loads;              /* atomic: loads of the directory, for the metrics */
+        uint64_t load_failures;      /* atomic: of them, those that kept the keys loaded before */
 };
 
 /* Every line of the keystore goes through here: key file names and the
@@ -579,19 +581,19 @@ static void hold_keygen(struct keystore *ks) {
 /* Called with reload_lock held. Keys are generated only for a request (or
  * at start), as tang does: tangd-rotate-keys hides the old pair before it
  * creates the new one, and a watcher must not fill that gap with a third. */
-static void reload(struct keystore *ks, bool keygen_now) {
+static int load_and_publish(struct keystore *ks, bool keygen_now) {
         struct tk_keyset *set = NULL;
         struct served *s = NULL;
 
         if (load_consistent(ks, &set) < 0)
-                return;
+                return -EIO;
         bool wanted = set->n_advertised_files == 0 && ks->n_unreadable_advertised == 0 && ks->keygen;
         bool removing = wanted && removal_under_way(ks, set);
         if (removing)
                 hold_keygen(ks);
         else if (wanted && keygen_now && tc_now_ms() >= __atomic_load_n(&ks->keygen_retry_ms, __ATOMIC_ACQUIRE)) {
                 if (generate_first_pair(ks, &set) < 0)
-                        return;
+                        return -EIO;
                 wanted = set->n_advertised_files == 0 && ks->n_unreadable_advertised == 0;
         }
         __atomic_store_n(&ks->keys_wanted, wanted, __ATOMIC_RELEASE);
@@ -603,7 +605,7 @@ static void reload(struct keystore *ks, bool keygen_now) {
         size_t n_hidden = tk_keyset_count(set, TK_ROLE_SIGNING, true) + tk_keyset_count(set, TK_ROLE_EXCHANGE, true);
         if (served_build(set, &s) < 0) {
                 klog(ks, "key directory %s: out of memory while loading; keeping the keys already loaded", ks->dir);
-                return;
+                return -ENOMEM;
         }
         s->health = &ks->health;
         s->no_adv = removing                        ? SERVED_NO_ADV_REMOVED
@@ -619,6 +621,14 @@ static void reload(struct keystore *ks, bool keygen_now) {
         /* After the publication: a request never sees the keys of a
          * directory that is gone without the flag. */
         __atomic_store_n(&ks->health.adv_withheld, false, __ATOMIC_RELEASE);
+        return 0;
+}
+
+/* Every load is counted, and so is every failed one (the metrics). */
+static void reload(struct keystore *ks, bool keygen_now) {
+        __atomic_add_fetch(&ks->loads, 1, __ATOMIC_RELAXED);
+        if (load_and_publish(ks, keygen_now) < 0)
+                __atomic_add_fetch(&ks->load_failures, 1, __ATOMIC_RELAXED);
 }
 
 static bool pending(struct keystore *ks, bool keygen_now) {
@@ -684,12 +694,21 @@ int keystore_housekeep(struct keystore *ks) {
         return timeout_ms;
 }
 
-struct served *keystore_acquire(struct keystore *ks) {
-        refresh(ks, false, true);
+struct served *keystore_current(struct keystore *ks) {
         pthread_mutex_lock(&ks->current_lock);
         struct served *s = served_ref(ks->current);
         pthread_mutex_unlock(&ks->current_lock);
         return s;
+}
+
+struct served *keystore_acquire(struct keystore *ks) {
+        refresh(ks, false, true);
+        return keystore_current(ks);
+}
+
+void keystore_reload_counts(const struct keystore *ks, uint64_t *loads, uint64_t *failures) {
+        *loads = __atomic_load_n(&ks->loads, __ATOMIC_RELAXED);
+        *failures = __atomic_load_n(&ks->load_failures, __ATOMIC_RELAXED);
 }
 
 int keystore_watch_fd(const struct keystore *ks) {

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdint.h>
 #include "cleanup.h"
 #include "served.h"
 
@@ -18,6 +20,24 @@ TC_DEFINE_CLEANUP(struct keystore *, keystore_close)
  * Applies pending directory changes first, so a change made before this call
  * is always visible. Never NULL. */
 struct served *keystore_acquire(struct keystore *ks);
+
+/* The key set being served now, with a reference, without applying pending
+ * changes or creating keys: for readers that must not change what is
+ * served (the metrics). Never NULL. */
+struct served *keystore_current(struct keystore *ks);
+
+/* How many times the key directory was loaded (the first load included),
+ * and of them, how many failed and kept the keys loaded before. */
+void keystore_reload_counts(const struct keystore *ks, uint64_t *loads, uint64_t *failures);
+
+/* The key set being served now, with a reference, without applying pending
+ * changes or creating keys: for readers that must not change what is
+ * served (the metrics). Never NULL. */
+struct served *keystore_current(struct keystore *ks);
+
+/* How many times the key directory was loaded (the first load included),
+ * and of them, how many failed, keeping the keys loaded before. */
+void keystore_reload_counts(const struct keystore *ks, uint64_t *loads, uint64_t *failures);
 
 /* For the main loop: readable when the directory changed. */
 int keystore_watch_fd(const struct keystore *ks);

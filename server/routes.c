@@ -176,12 +176,10 @@ static void serve_rec(const struct served *s, const struct route *rt, const char
  * only: the reasons name the key directory and its files, which are no
  * business of the network; tetherd logs them when the state changes. */
 static void serve_health(const struct served *s, struct reply *reply) {
-        char faults[8];
-        bool faulty = s && s->health && served_health_describe(s->health, faults, sizeof(faults));
-        const char *state = !s || !s->healthy ? "unavailable" : faulty ? "degraded" : "ok";
+        enum served_state state = served_state(s);
 
-        reply->status = s && s->healthy ? 200 : 503;
-        reply->len = (size_t) snprintf(reply->buf, sizeof(reply->buf), "%s\n", state);
+        reply->status = state == SERVED_STATE_UNAVAILABLE ? 503 : 200;
+        reply->len = (size_t) snprintf(reply->buf, sizeof(reply->buf), "%s\n", served_state_name(state));
         reply->content_type = "text/plain";
         reply->body = reply->buf;
 }

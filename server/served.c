@@ -194,3 +194,21 @@ bool served_health_describe(struct served_health *h, char *buf, size_t len) {
         pthread_mutex_unlock(&h->lock);
         return used > 0;
 }
+
+enum served_state served_state(const struct served *s) {
+        char faults[8];
+
+        if (!s || !s->healthy)
+                return SERVED_STATE_UNAVAILABLE;
+        return s->health && served_health_describe(s->health, faults, sizeof(faults)) ? SERVED_STATE_DEGRADED
+                                                                                      : SERVED_STATE_OK;
+}
+
+const char *served_state_name(enum served_state st) {
+        static const char *const names[SERVED_STATE_MAX] = {
+                [SERVED_STATE_OK] = "ok",
+                [SERVED_STATE_DEGRADED] = "degraded",
+                [SERVED_STATE_UNAVAILABLE] = "unavailable",
+        };
+        return (unsigned) st < SERVED_STATE_MAX ? names[st] : "unavailable";
+}

@@ -94,3 +94,10 @@ bool served_health_set(struct served_health *h, enum served_fault f, const char 
         __attribute__((format(printf, 3, 4)));
 /* The current faults joined with "; " into buf; returns whether there is any. */
 bool served_health_describe(struct served_health *h, char *buf, size_t len);
+
+/* What /health says (and the metrics): ok or degraded while /adv and /rec
+ * can be answered (degraded: from keys in memory only), unavailable when
+ * they cannot. s may be NULL (nothing loaded yet). */
+enum served_state { SERVED_STATE_OK, SERVED_STATE_DEGRADED, SERVED_STATE_UNAVAILABLE, SERVED_STATE_MAX };
+enum served_state served_state(const struct served *s);
+const char *served_state_name(enum served_state st);
