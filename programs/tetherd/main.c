@@ -5,9 +5,13 @@
 #include "keystore.h"
 #include "listen.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "usage.h"
+#include "version.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <getopt.h>
@@ -31,6 +35,8 @@ struct options {
         bool listen;
         bool keygen;
         unsigned drain_ms;
+        const char *metrics_address;   /* as given; NULL: no metrics */
+        char metrics_host[64], metrics_port[8];
         struct httpd_config http;
 };
 
@@ -56,6 +62,9 @@ static void print_usage(FILE *f) {
                 "                            close a connection whose request has not fully\n"
                 "                            arrived after this (default 10, 0: none)\n"
                 "      --drain-timeout MS    on SIGTERM, wait this long for open requests (default 5000)\n"
+                "      --metrics-address ADDR:PORT\n"
+                "                            serve Prometheus metrics at /metrics there (IPv4, or\n"
+                "                            [IPv6]:PORT), apart from the client port (default: none)\n"
                 "  -q, --quiet               no log line per request\n"
                 "  -h, --help                this help\n"
                 "      --version             print the version and exit\n"
@@ -102,7 +111,7 @@ static bool same_address(const char *a, const char *b) {
 
 static int parse_options(int argc, char **argv, struct options *o) {
         enum { OPT_NO_KEYGEN = 256, OPT_CONN_LIMIT, OPT_TIMEOUT, OPT_DRAIN, OPT_PER_ADDRESS, OPT_REQUEST_TIMEOUT,
-               OPT_VERSION };
+               OPT_VERSION, OPT_METRICS_ADDRESS };
         static const struct option longopts[] = {
                 { "address", required_argument, NULL, 'a' },
                 { "port", required_argument, NULL, 'p' },
@@ -115,6 +124,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
                 { "drain-timeout", required_argument, NULL, OPT_DRAIN },
                 { "per-address-limit", required_argument, NULL, OPT_PER_ADDRESS },
                 { "request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT },
+                { "metrics-address", required_argument, NULL, OPT_METRICS_ADDRESS },
                 { "quiet", no_argument, NULL, 'q' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, OPT_VERSION },
@@ -189,6 +199,16 @@ static int parse_options(int argc, char **argv, struct options *o) {
                                           &o->http.request_timeout_s))
                                 return -EINVAL;
                         break;
+                case OPT_METRICS_ADDRESS: {
+                        struct tc_err err = {};
+                        if (metrics_http_parse_address(optarg, o->metrics_host, sizeof(o->metrics_host),
+                                                       o->metrics_port, sizeof(o->metrics_port), &err) < 0) {
+                                usage_error(&usage, "%s", err.msg);
+                                return -EINVAL;
+                        }
+                        o->metrics_address = optarg;
+                        break;
+                }
                 case 'q':
                         o->http.log_requests = false;
                         break;
@@ -293,12 +313,56 @@ static void explain_key_dir_denied(const char *shown_dir, const char *keydir) {
                 shown_dir, shown_user, (unsigned) uid, owner, shown_dir, shown_user);
 }
 
+/* Who watches the answered requests (the metrics, the usage ledger): the
+ * HTTP front takes one observer, fanned out here. */
+#define OBSERVERS_MAX 4
+struct observers {
+        size_t n;
+        struct {
+                request_observer_fn fn;
+                void *data;
+        } o[OBSERVERS_MAX];
+};
+
+static void observers_add(struct observers *obs, request_observer_fn fn, void *data) {
+        assert(obs->n < OBSERVERS_MAX);
+        obs->o[obs->n].fn = fn;
+        obs->o[obs->n++].data = data;
+}
+
+static void observe_all(void *userdata, const struct request_record *r) {
+        const struct observers *obs = userdata;
+        for (size_t i = 0; i < obs->n; i++)
+                obs->o[i].fn(obs->o[i].data, r);
+}
+
+/* --metrics-address: its socket (bound before anything else starts, so that
+ * a port in use stops tetherd at once) and its counters. */
+static int metrics_open(const struct options *o, int *fd, struct metrics **m) {
+        const char *addr = o->metrics_host;
+        size_t n = 0;
+        struct tc_err err = {};
+        int r = listen_open(&addr, 1, o->metrics_port, fd, &n, &err);
+        if (r < 0) {
+                fprintf(stderr, "tetherd: --metrics-address %s: %s\n", o->metrics_address, err.msg);
+                return r;
+        }
+        r = metrics_new(TETHER_VERSION, m);
+        if (r < 0)
+                fprintf(stderr, "tetherd: cannot set up the metrics: %s\n", strerror(-r));
+        return r;
+}
+
 static int run(struct options *o) {
         int listen_fds[LISTEN_MAX], conn_fd = -1;
         size_t n_listen = 0;
         struct httpd *daemons[LISTEN_MAX] = {};
         size_t n_daemons = 0;
+        _cleanup_(metrics_freep) struct metrics *metrics = NULL;
         _cleanup_(keystore_closep) struct keystore *ks = NULL;
+        _cleanup_(metrics_http_stopp) struct metrics_http *metrics_http = NULL;
+        struct observers observers = {};
+        _cleanup_close_ int metrics_fd = -1;
         _cleanup_(httpd_limits_freep) struct httpd_limits *limits = NULL;
         struct tc_err err = {};
         struct stat st;
@@ -353,6 +417,14 @@ static int run(struct options *o) {
                 fprintf(stderr, "tetherd: no socket to serve on\n");
                 return EXIT_FAILURE;
         }
+        if (o->metrics_address && inetd) {
+                fprintf(stderr, "tetherd: --metrics-address needs a tetherd that listens: started by inetd (or "
+                        "systemd's Accept=yes), each connection has a process of its own; drop the option or "
+                        "let tetherd listen (-a, -p, Accept=no)\n");
+                return EXIT_USAGE;
+        }
+        if (o->metrics_address && metrics_open(o, &metrics_fd, &metrics) < 0)
+                return EXIT_FAILURE;
 
         /* Signals are handled in this thread only, through a signalfd. */
         sigset_t mask;
@@ -380,6 +452,18 @@ static int run(struct options *o) {
                 fprintf(stderr, "tetherd: key directory %s: %s\n", shown_dir, strerror(-r));
         if (r < 0)
                 return EXIT_FAILURE;
+        if (metrics) {
+                r = metrics_http_start(TAKE_FD(metrics_fd), metrics, ks, &metrics_http, &err);
+                if (r < 0) {
+                        fprintf(stderr, "tetherd: --metrics-address %s: %s\n", o->metrics_address, err.msg);
+                        return EXIT_FAILURE;
+                }
+                observers_add(&observers, metrics_observe, metrics);
+        }
+        if (observers.n > 0) {
+                o->http.observe = observe_all;
+                o->http.observe_data = &observers;
+        }
 
         /* The limits are global: one count across every socket. */
         raise_fd_limit(o->http.connection_limit + (unsigned) n_listen);
@@ -404,6 +488,9 @@ static int run(struct options *o) {
                 describe_sockets(listen_fds, n_listen, where, sizeof(where));
                 log_line("tetherd: serving %s on %s, %u thread(s) each", shown_dir, where, o->http.threads);
         }
+        if (metrics)
+                log_line("tetherd: metrics at http://%s%s%s:%s/metrics", strchr(o->metrics_host, ':') ? "[" : "",
+                         o->metrics_host, strchr(o->metrics_host, ':') ? "]" : "", o->metrics_port);
         notify_systemd("READY=1");
 
         for (bool done = false; !done;) {
