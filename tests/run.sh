@@ -15,7 +15,7 @@ build=${1:-build}
 packages="build-essential meson ninja-build pkg-config libssl-dev libjose-dev
 libjansson-dev libmicrohttpd-dev libcryptsetup-dev
 tang clevis clevis-luks jose curl python3 systemd cryptsetup-bin wrk nginx-light tinyproxy procps
-qemu-system-x86 dracut dracut-network clevis-dracut busybox-static socat e2fsprogs
+prometheus qemu-system-x86 dracut dracut-network clevis-dracut busybox-static socat e2fsprogs
 initramfs-tools-core cryptsetup-initramfs klibc-utils zstd
 clang libclang-rt-14-dev llvm valgrind"
 
@@ -28,6 +28,11 @@ if [ -n "$missing" ]; then
         # tang's package enables tangd.socket on port 80; the tests start their own.
         # shellcheck disable=SC2086
         apt-get install -y -q --no-install-recommends $missing
+        # prometheus's package starts prometheus.service on port 9090,
+        # tetherd's default; test_metrics starts its own on loopback.
+        if echo "$missing" | grep -qx prometheus && command -v systemctl >/dev/null; then
+                systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+        fi
 fi
 
 werror=false
