@@ -18,6 +18,7 @@ import tlib  # noqa: E402
 
 from tlib import PASSPHRASE, run, tether  # noqa: E402
 
+SRCDIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROTATED = "key rotated, still recoverable (server still has it)"
 DELETED = "key deleted, dead (server no longer has it)"
 
@@ -205,6 +206,17 @@ class Report(unittest.TestCase):
         self.assertIn(self.line(2, self.url_b, "key current"), r.stdout.decode())
         r, doc = self.report_json()
         self.assertEqual(doc["bindings"][0]["state"], "invalid")
+
+    def test_man_page_shows_the_lines_printed(self):
+        with open(os.path.join(SRCDIR, "man", "tether-luks-report.1")) as f:
+            text = " ".join(f.read().replace("\\-", "-").split("\n"))
+        for said in (ROTATED, DELETED, ": key current", ": unreachable: ", "nothing to check (no tang server)"):
+            self.assertTrue(said in text, said)
+        self.rotate_a()
+        r = self.report("-s", "1")
+        # The hint as the page shows it, folded there.
+        hint = " ".join(r.stderr.decode().split()).replace(self.img, "/dev/sda2")
+        self.assertTrue(hint in " ".join(text.split()), hint)
 
     def test_clevis_agrees(self):
         """clevis luks report on the same image: same exit status for current
