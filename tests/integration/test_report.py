@@ -197,6 +197,15 @@ class Report(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn(f"{self.img} has no tether/clevis binding", r.stderr.decode())
 
+    def test_a_binding_without_tang_server(self):
+        r = tether("luks", "bind", "-d", self.img, "-k", os.path.join(self.tmp.name, "pass"), "-s", "3", "null", "{}")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.report()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"{self.img} slot 3: null: nothing to check (no tang server)\n", r.stdout.decode())
+        r, doc = self.report_json("-s", "3")
+        self.assertEqual(doc["bindings"], [{"slot": 3, "token": 2, "pin": "null", "state": "unchecked", "servers": []}])
+
     def test_orphan_token_is_an_invalid_binding(self):
         run("cryptsetup", "luksKillSlot", "--batch-mode", self.img, "1", check=True)
         r = self.report()
