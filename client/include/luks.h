@@ -116,14 +116,64 @@ struct tc_luks_rebind_opts {
 int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const struct tc_luks_rebind_opts *o,
                    struct tc_err *err);
 
-/* Tang keys a binding uses that its server no longer advertises. */
-struct tc_luks_report {
-        char **stale;    /* "URL: thumbprint" */
-        size_t n_stale;
+/* What a tang server of a binding says about the keys the binding uses.
+ * Ordered from good to bad: a binding is as bad as its worst server. */
+enum tc_report_state {
+        TC_REPORT_UNCHECKED,    /* binding: no tang server to ask (null, tpm2 pins) */
+        TC_REPORT_CURRENT,      /* the server advertises every key the binding uses */
+        TC_REPORT_UNREACHABLE,  /* the server could not be asked (error says why) */
+        TC_REPORT_ROTATED,      /* not advertised, but /adv/THP answers: the server still has it */
+        TC_REPORT_DELETED,      /* /adv/THP answers 404: the server no longer has it */
+        TC_REPORT_INVALID,      /* binding: its token cannot be read (error says why) */
 };
+
+struct tc_luks_report_key {
+        char *thp;             /* S256 thumbprint */
+        bool signing;          /* else an exchange key */
+        bool advertised;
+};
+
+struct tc_luks_report_server {
+        char *url;             /* from the header: untrusted text */
+        enum tc_report_state state;
+        char *error;           /* unreachable: why */
+        struct tc_luks_report_key *keys;
+        size_t n_keys;
+};
+
+struct tc_luks_report_binding {
+        int slot;              /* -1: a token assigned to no keyslot */
+        int token;
+        char *pin;             /* NULL if unknown */
+        enum tc_report_state state;   /* the worst of its servers' */
+        char *error;           /* invalid: why */
+        struct tc_luks_report_server *servers;  /* every tang server, sss children too */
+        size_t n_servers;
+};
+
+struct tc_luks_report {
+        struct tc_luks_report_binding *bindings;
+        size_t n;
+};
+
+/* Asks every tang server of slot's binding (slot -1: of every binding of
+ * the device) about the keys the binding uses. A server that cannot be
+ * asked is marked unreachable, not fatal; with slot -1 an orphan or
+ * malformed token is an invalid binding. Fails only if the device cannot
+ * be read, slot is no binding, or the device has none (-ENOENT). */
 int tc_luks_report(const struct tc_ctx *ctx, const char *device, int slot, struct tc_luks_report *out,
                    struct tc_err *err);
 void tc_luks_report_clear(struct tc_luks_report *r);
+/* "current", "rotated", "deleted", "unreachable", "unchecked", "invalid" */
+const char *tc_luks_report_state_name(enum tc_report_state s);
+/* Stale: it uses a key its server no longer advertises (rotated, deleted). */
+static inline bool tc_luks_report_stale(enum tc_report_state s) {
+        return s == TC_REPORT_ROTATED || s == TC_REPORT_DELETED;
+}
+/* The report as JSON: {"device":..,"bindings":[{"slot","token","pin","state",
+ * "error"?,"servers":[{"url","state","error"?,"keys":[{"thp","use",
+ * "advertised"}]}]}]}. NULL when out of memory. */
+json_t *tc_luks_report_json(const char *device, const struct tc_luks_report *r);
 
 /* Test builds: TETHER_FAULT=POINT makes the step named POINT fail,
  * TETHER_FAULT=POINT:kill ends the process there, as a crash would. */

@@ -12,6 +12,11 @@
 int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp, json_t **jws, json_t **payload,
                       struct tc_err *err);
 
+/* GET url/adv/thp: 1 if the server still has signing key thp (advertised
+ * or rotated, i.e. hidden), 0 if it answers 404 (it no longer has it), < 0
+ * with err saying why if it cannot be asked or answers something else. */
+int tc_tang_has_key(const struct tc_ctx *ctx, const char *url, const char *thp, struct tc_err *err);
+
 /* Parses the body of an /adv reply from where and verifies it (what
  * tc_tang_fetch_adv does with the server's answer). */
 int tc_tang_parse_adv(const char *body, size_t len, const char *where, json_t **jws, json_t **payload,

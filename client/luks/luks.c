@@ -1516,79 +1516,204 @@ int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const
 
 /* ---------------------------------------------------------------- report */
 
+static const char *const report_state_names[] = {
+        [TC_REPORT_UNCHECKED] = "unchecked", [TC_REPORT_CURRENT] = "current",
+        [TC_REPORT_UNREACHABLE] = "unreachable", [TC_REPORT_ROTATED] = "rotated",
+        [TC_REPORT_DELETED] = "deleted", [TC_REPORT_INVALID] = "invalid",
+};
+
+const char *tc_luks_report_state_name(enum tc_report_state s) {
+        return (size_t) s < ELEMENTSOF(report_state_names) ? report_state_names[s] : "?";
+}
+
+static void report_server_clear(struct tc_luks_report_server *s) {
+        for (size_t i = 0; i < s->n_keys; i++)
+                free(s->keys[i].thp);
+        free(s->keys);
+        free(s->url);
+        free(s->error);
+}
+
+static void report_binding_clear(struct tc_luks_report_binding *b) {
+        for (size_t i = 0; i < b->n_servers; i++)
+                report_server_clear(&b->servers[i]);
+        free(b->servers);
+        free(b->pin);
+        free(b->error);
+}
+
 void tc_luks_report_clear(struct tc_luks_report *rep) {
-        for (size_t i = 0; i < rep->n_stale; i++)
-                free(rep->stale[i]);
-        free(rep->stale);
+        for (size_t i = 0; i < rep->n; i++)
+                report_binding_clear(&rep->bindings[i]);
+        free(rep->bindings);
         memset(rep, 0, sizeof(*rep));
 }
 
-/* The entry is counted only once it exists: asprintf() leaves its pointer
- * undefined on failure, and report_clear frees every counted one. */
-static int report_add(struct tc_luks_report *rep, const char *url, const char *what, const char *thp) {
-        char *line = NULL;
-        if (asprintf(&line, "%s: %s key %s is no longer advertised", url, what, thp) < 0)
-                return -ENOMEM;
-        char **n = realloc(rep->stale, (rep->n_stale + 1) * sizeof(char *));
-        if (!n) {
-                free(line);
-                return -ENOMEM;
+/* Each adds one zeroed entry, counted at once so that a later failure
+ * frees it with the rest; NULL when out of memory. */
+static struct tc_luks_report_binding *report_add_binding(struct tc_luks_report *rep) {
+        struct tc_luks_report_binding *n = realloc(rep->bindings, (rep->n + 1) * sizeof(*n));
+        if (!n)
+                return NULL;
+        rep->bindings = n;
+        memset(&n[rep->n], 0, sizeof(*n));
+        return &n[rep->n++];
+}
+
+static struct tc_luks_report_server *report_add_server(struct tc_luks_report_binding *b) {
+        struct tc_luks_report_server *n = realloc(b->servers, (b->n_servers + 1) * sizeof(*n));
+        if (!n)
+                return NULL;
+        b->servers = n;
+        memset(&n[b->n_servers], 0, sizeof(*n));
+        return &n[b->n_servers++];
+}
+
+static struct tc_luks_report_key *report_add_key(struct tc_luks_report_server *s) {
+        struct tc_luks_report_key *n = realloc(s->keys, (s->n_keys + 1) * sizeof(*n));
+        if (!n)
+                return NULL;
+        s->keys = n;
+        memset(&n[s->n_keys], 0, sizeof(*n));
+        return &n[s->n_keys++];
+}
+
+/* A failure to ask the server is its state, not the report's, unless it is
+ * this process running out of memory. */
+static int report_unreachable(struct tc_luks_report_server *s, int r, const struct tc_err *e, struct tc_err *err) {
+        if (r == -ENOMEM)
+                return tc_fail(err, r, "out of memory");
+        s->state = TC_REPORT_UNREACHABLE;
+        return (s->error = strdup(e->msg[0] ? e->msg : strerror(-r))) ? 0 : tc_fail(err, -ENOMEM, "out of memory");
+}
+
+/* Every key the binding carries (its exchange key and the signing keys it
+ * trusted), checked against what the server advertises now. Keys it no
+ * longer advertises may still be on the server, rotated (hidden): tang
+ * answers /adv/THP for those and 404 once they are deleted. */
+static int report_tang(const struct tc_ctx *ctx, const json_t *tang, struct tc_luks_report_binding *b,
+                       struct tc_err *err) {
+        const char *url = json_string_value(json_object_get(tang, "url"));
+        json_auto_t *jws = NULL, *payload = NULL;
+        struct tc_err e = {};
+        bool missing = false;
+        json_t *k;
+        size_t i;
+        if (!url)
+                return 0;
+        struct tc_luks_report_server *s = report_add_server(b);
+        if (!s || !(s->url = strdup(url)))
+                return tc_fail(err, -ENOMEM, "out of memory");
+        json_array_foreach(json_object_get(json_object_get(tang, "adv"), "keys"), i, k) {
+                _cleanup_free_ char *thp = tk_thumbprint(k, "S256");
+                if (!thp)       /* not a key: nothing the binding could use */
+                        continue;
+                struct tc_luks_report_key *key = report_add_key(s);
+                if (!key)
+                        return tc_fail(err, -ENOMEM, "out of memory");
+                key->thp = TAKE_PTR(thp);
+                key->signing = jose_jwk_prm(NULL, k, true, "verify");
         }
-        rep->stale = n;
-        rep->stale[rep->n_stale++] = line;
+        int r = tc_tang_fetch_adv(ctx, url, NULL, &jws, &payload, &e);
+        if (r < 0)
+                return report_unreachable(s, r, &e, err);
+        for (i = 0; i < s->n_keys; i++) {
+                json_t *cur;
+                size_t j;
+                json_array_foreach(json_object_get(payload, "keys"), j, cur) {
+                        _cleanup_free_ char *t = tk_thumbprint(cur, "S256");
+                        if (t && strcmp(t, s->keys[i].thp) == 0)
+                                s->keys[i].advertised = true;
+                }
+                missing |= !s->keys[i].advertised;
+        }
+        s->state = missing ? TC_REPORT_ROTATED : TC_REPORT_CURRENT;
+        /* Rotation hides a signing key and its exchange key together, and
+         * deleting the hidden files removes both: the signing key's
+         * /adv/THP tells which happened. */
+        for (i = 0; missing && i < s->n_keys; i++) {
+                if (!s->keys[i].signing || s->keys[i].advertised)
+                        continue;
+                r = tc_tang_has_key(ctx, url, s->keys[i].thp, &e);
+                if (r < 0)
+                        return report_unreachable(s, r, &e, err);
+                if (r == 0) {
+                        s->state = TC_REPORT_DELETED;
+                        break;
+                }
+        }
         return 0;
 }
 
-static int report_jwe(const struct tc_ctx *ctx, const char *compact, struct tc_luks_report *rep, struct tc_err *err);
+static int report_jwe(const struct tc_ctx *ctx, const char *compact, unsigned depth, struct tc_luks_report_binding *b,
+                      struct tc_err *err);
 
-static int report_header(const struct tc_ctx *ctx, const json_t *header, struct tc_luks_report *rep, struct tc_err *err) {
+static int report_header(const struct tc_ctx *ctx, const json_t *header, unsigned depth,
+                         struct tc_luks_report_binding *b, struct tc_err *err) {
         const json_t *clevis = json_object_get(header, "clevis");
         const char *pin = json_string_value(json_object_get(clevis, "pin"));
         if (pin && strcmp(pin, "sss") == 0) {
                 json_t *j;
                 size_t i;
                 json_array_foreach(json_object_get(json_object_get(clevis, "sss"), "jwe"), i, j) {
-                        int r = json_is_string(j) ? report_jwe(ctx, json_string_value(j), rep, err) : 0;
+                        int r = json_is_string(j) ? report_jwe(ctx, json_string_value(j), depth + 1, b, err) : 0;
                         if (r < 0)
                                 return r;
                 }
                 return 0;
         }
-        if (!pin || strcmp(pin, "tang") != 0)
-                return 0;
-        const json_t *tang = json_object_get(clevis, "tang");
-        const char *url = json_string_value(json_object_get(tang, "url"));
-        json_auto_t *jws = NULL, *payload = NULL;
-        if (!url)
-                return 0;
-        int r = tc_tang_fetch_adv(ctx, url, NULL, &jws, &payload, err);
-        if (r < 0)
-                return r;
-        /* Every key the binding carries (its exchange key and the signing keys
-         * it trusted), checked against what the server advertises now. */
-        json_t *k, *keys = json_object_get(json_object_get(tang, "adv"), "keys");
-        size_t i;
-        json_array_foreach(keys, i, k) {
-                _cleanup_free_ char *thp = tk_thumbprint(k, "S256");
-                bool found = false;
-                json_t *cur;
-                size_t j;
-                json_array_foreach(json_object_get(payload, "keys"), j, cur) {
-                        _cleanup_free_ char *t = tk_thumbprint(cur, "S256");
-                        if (thp && t && strcmp(thp, t) == 0)
-                                found = true;
-                }
-                if (thp && !found &&
-                    report_add(rep, url, jose_jwk_prm(NULL, k, true, "verify") ? "signing" : "exchange", thp) < 0)
-                        return tc_fail(err, -ENOMEM, "out of memory");
-        }
-        return 0;
+        return pin && strcmp(pin, "tang") == 0 ? report_tang(ctx, json_object_get(clevis, "tang"), b, err) : 0;
 }
 
-static int report_jwe(const struct tc_ctx *ctx, const char *compact, struct tc_luks_report *rep, struct tc_err *err) {
+static int report_jwe(const struct tc_ctx *ctx, const char *compact, unsigned depth, struct tc_luks_report_binding *b,
+                      struct tc_err *err) {
         _cleanup_(tc_jwe_clear) struct tc_jwe jwe = {};
+        if (depth > TC_SSS_MAX_DEPTH)
+                return tc_fail(err, -ELOOP, "sss: JWEs nested more than %d levels deep", TC_SSS_MAX_DEPTH);
         int r = tc_jwe_parse(compact, strlen(compact), &jwe, err);
-        return r < 0 ? r : report_header(ctx, jwe.header, rep, err);
+        return r < 0 ? r : report_header(ctx, jwe.header, depth, b, err);
+}
+
+__attribute__((format(printf, 2, 3)))
+static int report_invalid(struct tc_luks_report_binding *r, const char *fmt, ...);
+static int report_invalid(struct tc_luks_report_binding *r, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vasprintf(&r->error, fmt, ap);
+        va_end(ap);
+        r->state = TC_REPORT_INVALID;
+        if (n < 0)
+                r->error = NULL; /* undefined after a failure, and freed with the report */
+        return n < 0 ? -ENOMEM : 0;
+}
+
+/* One binding's entry; a token that cannot be read is an invalid entry. */
+static int report_binding(const struct tc_ctx *ctx, const struct tc_luks_binding *b,
+                          struct tc_luks_report *rep, struct tc_err *err) {
+        struct tc_luks_report_binding *r = report_add_binding(rep);
+        struct tc_err e = {};
+        if (!r || (b->pin && !(r->pin = strdup(b->pin))))
+                return tc_fail(err, -ENOMEM, "out of memory");
+        r->slot = b->slot;
+        r->token = b->token;
+        int k = 0;
+        if (b->malformed || !b->jwe)
+                k = report_invalid(r, "token %d is not a valid clevis token (%s)", b->token,
+                                   b->malformed ? b->malformed : "no JWE");
+        else if (b->slot < 0 || !b->slot_active)
+                k = report_invalid(r, "token %d is an orphan (%s)", b->token,
+                                   b->slot < 0 ? "assigned to no keyslot" : "its keyslot is not in use");
+        else if ((k = report_jwe(ctx, b->jwe, 0, r, &e)) < 0 && k != -ENOMEM)
+                k = report_invalid(r, "%s", e.msg);
+        if (k < 0)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        if (r->state == TC_REPORT_INVALID)
+                return 0;
+        r->state = TC_REPORT_UNCHECKED;
+        for (size_t i = 0; i < r->n_servers; i++)
+                if (r->servers[i].state > r->state)
+                        r->state = r->servers[i].state;
+        return 0;
 }
 
 int tc_luks_report(const struct tc_ctx *ctx, const char *device, int slot, struct tc_luks_report *out,
@@ -1597,9 +1722,46 @@ int tc_luks_report(const struct tc_ctx *ctx, const char *device, int slot, struc
         memset(out, 0, sizeof(*out));
         const struct tc_luks_binding *b = NULL;
         int r = tc_luks_list(device, false, &bindings, err);
-        if (r >= 0 && (r = slot_binding(&bindings, device, slot, &b, err)) >= 0)
-                r = report_jwe(ctx, b->jwe, out, err);
+        if (r >= 0 && slot >= 0 && (r = slot_binding(&bindings, device, slot, &b, err)) >= 0)
+                r = report_binding(ctx, b, out, err);
+        if (r >= 0 && slot < 0 && bindings.n == 0)
+                r = tc_fail(err, -ENOENT, "%s has no tether/clevis binding", device);
+        for (size_t i = 0; r >= 0 && slot < 0 && i < bindings.n; i++)
+                r = report_binding(ctx, &bindings.items[i], out, err);
         if (r < 0)
                 tc_luks_report_clear(out);
         return r;
+}
+
+/* The strings come from the header (valid UTF-8: jansson parsed them) or
+ * from this program. */
+static json_t *report_server_json(const struct tc_luks_report_server *s) {
+        json_t *keys = json_array();
+        for (size_t i = 0; keys && i < s->n_keys; i++) {
+                const struct tc_luks_report_key *k = &s->keys[i];
+                if (json_array_append_new(keys, json_pack("{s:s,s:s,s:b}", "thp", k->thp, "use",
+                                                          k->signing ? "signing" : "exchange", "advertised",
+                                                          k->advertised)) < 0)
+                        return json_decref(keys), NULL;
+        }
+        return json_pack("{s:s,s:s,s:s*,s:o}", "url", s->url, "state", tc_luks_report_state_name(s->state), "error",
+                         s->error, "keys", keys);
+}
+
+json_t *tc_luks_report_json(const char *device, const struct tc_luks_report *rep) {
+        json_auto_t *list = json_array();
+        for (size_t i = 0; list && i < rep->n; i++) {
+                const struct tc_luks_report_binding *b = &rep->bindings[i];
+                json_t *servers = json_array();
+                for (size_t j = 0; servers && j < b->n_servers; j++)
+                        if (json_array_append_new(servers, report_server_json(&b->servers[j])) < 0)
+                                servers = (json_decref(servers), NULL);
+                json_t *slot = b->slot >= 0 ? json_integer(b->slot) : json_null();
+                if (json_array_append_new(list, json_pack("{s:o,s:i,s:s?,s:s,s:s*,s:o}", "slot", slot, "token",
+                                                          b->token, "pin", b->pin,
+                                                          "state", tc_luks_report_state_name(b->state),
+                                                          "error", b->error, "servers", servers)) < 0)
+                        return NULL;
+        }
+        return list ? json_pack("{s:s,s:O}", "device", device, "bindings", list) : NULL;
 }

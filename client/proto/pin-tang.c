@@ -105,6 +105,29 @@ int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp
         return tc_tang_parse_adv(reply.body, reply.len, adv_url, jws, payload, err);
 }
 
+int tc_tang_has_key(const struct tc_ctx *ctx, const char *url, const char *thp, struct tc_err *err) {
+        _cleanup_free_ char *adv_url = NULL;
+        _cleanup_(tc_http_reply_clear) struct tc_http_reply reply = {};
+        json_auto_t *jws = NULL, *payload = NULL;
+
+        if (asprintf(&adv_url, "%s/adv/%s", url, thp) < 0) {
+                adv_url = NULL; /* undefined after a failure, and freed on return */
+                return tc_fail(err, -ENOMEM, "out of memory");
+        }
+        int r = tc_http_request(ctx, adv_url, NULL, 0, NULL, &reply, err);
+        if (r < 0)
+                return tc_wrap(err, r, "tang server");
+        /* Only /adv/THP's own 404 says "no such key": the server answered,
+         * so it is no network trouble. */
+        if (reply.status == 404)
+                return 0;
+        if (reply.status != 200)
+                return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld", adv_url, (long) reply.status);
+        /* A 200 that is no advertisement is not a tang server's "I have it". */
+        r = tc_tang_parse_adv(reply.body, reply.len, adv_url, &jws, &payload, err);
+        return r < 0 ? r : 1;
+}
+
 /* A key of keys whose thumbprint, by any hash Clevis ever used (it writes
  * S256, old bindings carry S1), is thp. Only the hash whose digests encode
  * to thp's length is tried: the others cannot match. */

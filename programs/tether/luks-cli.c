@@ -10,12 +10,15 @@
 #include <stdio.h>
 #include <string.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <termios.h>
 #include <unistd.h>
 /* Constants only: luks.c loads the library when a command needs it. */
 #include <libcryptsetup.h>
 
 #define PASSPHRASE_MAX 8192
+/* tether luks report: no binding is stale, but a server could not be asked. */
+#define EXIT_REPORT_UNREACHABLE 3
 
 static bool parse_int(const char *s, int max, int *out) {
         char *end;
@@ -159,7 +162,7 @@ static int fail(const char *cmd, const struct tc_err *err) {
 struct luks_opts {
         const char *device, *keyfile, *name, *options, *config;
         int slot, token, existing_token;   /* -1: not given */
-        bool yes, quiet, force, last_local, regen, with_thp, test;
+        bool yes, quiet, force, last_local, regen, with_thp, test, json;
         char **args;                       /* the operands after the options */
 };
 
@@ -202,6 +205,7 @@ static int parse_opts(const struct luks_command *cmd, int argc, char **argv, str
                 case 'P': o->last_local = true; break;
                 case 'r': o->regen = true; break;
                 case 'p': o->with_thp = true; break;
+                case 'J': o->json = true; break;
                 case 'd': o->device = optarg; break;
                 case 'k': o->keyfile = optarg; break;
                 case 'n': o->name = optarg; break;
@@ -479,11 +483,25 @@ static const char edit_usage[] =
         "  -k KEYFILE  the passphrase, if needed (as for regen), from KEYFILE\n";
 
 static const char report_usage[] =
-        "Usage: tether luks report -d DEV -s SLOT [-q] [-r [-y]]\n\n"
-        "Reports the tang keys SLOT's binding uses that its servers no longer\n"
-        "advertise (rotated away). Exit 1 with -q when there are any; -r regenerates\n"
-        "the binding when there are, as tether luks regen does (-q: never asking,\n"
-        "-y: trusting new keys that no trusted key vouches for).\n";
+        "Usage: tether luks report -d DEV [-s SLOT] [--json] [-q] [-r [-y]]\n\n"
+        "Asks each tang server of every binding of DEV (of SLOT's only, with -s)\n"
+        "about the keys the binding uses; one line per server, naming DEV and slot:\n"
+        "key current, key rotated (still recoverable: the server still has it), key\n"
+        "deleted (dead: the server no longer has it), or unreachable (and why).\n"
+        "Exit 0: every key current; 1: a binding is stale (rotated or deleted) or\n"
+        "invalid, or DEV cannot be read; 3: none stale, but a server unreachable.\n\n"
+        "  -s SLOT  only SLOT's binding\n"
+        "  --json   print the report as one JSON object instead\n"
+        "  -q       print only what is not current, and no hint\n"
+        "  -r       with -s: regenerate SLOT's binding if it is stale, as tether luks\n"
+        "           regen does (with -q never asking)\n"
+        "  -y       with -r: trust new keys that no trusted key vouches for\n";
+
+static const struct option report_longopts[] = {
+        { "json", no_argument, NULL, 'J' },
+        { "help", no_argument, NULL, 'h' },
+        {}
+};
 
 /* What the terminal prompt says first when regen has to ask. */
 static const char regen_warning[] =
@@ -525,45 +543,148 @@ static int cmd_edit(const struct luks_opts *a) {
         return regen_edit(a, true);
 }
 
+/* "DEV slot N" (or "DEV token T" for a token of no keyslot): every line
+ * names its binding, so lines of many devices can be merged and grepped. */
+static int print_report_line(const char *device, const struct tc_luks_report_binding *b, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+static int print_report_line(const char *device, const struct tc_luks_report_binding *b, const char *fmt, ...) {
+        _cleanup_free_ char *text = NULL, *line = NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vasprintf(&text, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+                text = NULL; /* undefined after a failure, and freed on return */
+        if (!text || (b->slot >= 0 ? asprintf(&line, "%s slot %d: %s", device, b->slot, text)
+                                   : asprintf(&line, "%s token %d: %s", device, b->token, text)) < 0) {
+                line = NULL;
+                return -ENOMEM;
+        }
+        /* URLs and errors come from the header: anyone could have written them. */
+        _cleanup_free_ char *shown = tc_escape_dup(line);
+        if (!shown)
+                return -ENOMEM;
+        printf("%s\n", shown);
+        return 0;
+}
+
+/* "signing key THP, exchange key THP": the keys the server no longer advertises. */
+static char *unadvertised_keys(const struct tc_luks_report_server *s) {
+        size_t len = 1;
+        for (size_t i = 0; i < s->n_keys; i++)
+                len += strlen(s->keys[i].thp) + sizeof(", exchange key ");
+        char *out = calloc(1, len);
+        for (size_t i = 0; out && i < s->n_keys; i++)
+                if (!s->keys[i].advertised)
+                        snprintf(out + strlen(out), len - strlen(out), "%s%s key %s", out[0] ? ", " : "",
+                                 s->keys[i].signing ? "signing" : "exchange", s->keys[i].thp);
+        return out;
+}
+
+static int print_report_server(const char *device, const struct tc_luks_report_binding *b,
+                               const struct tc_luks_report_server *s, bool quiet) {
+        _cleanup_free_ char *keys = NULL;
+        switch (s->state) {
+        case TC_REPORT_CURRENT:
+                return quiet ? 0 : print_report_line(device, b, "tang %s: key current", s->url);
+        case TC_REPORT_ROTATED:
+        case TC_REPORT_DELETED:
+                if (!(keys = unadvertised_keys(s)))
+                        return -ENOMEM;
+                return print_report_line(device, b, "tang %s: %s: %s", s->url,
+                                         s->state == TC_REPORT_ROTATED
+                                                 ? "key rotated, still recoverable (server still has it)"
+                                                 : "key deleted, dead (server no longer has it)",
+                                         keys);
+        default:
+                return print_report_line(device, b, "tang %s: unreachable: %s", s->url, s->error ? s->error : "?");
+        }
+}
+
+static int print_report(const char *device, const struct tc_luks_report *rep, bool quiet, bool hint) {
+        for (size_t i = 0; i < rep->n; i++) {
+                const struct tc_luks_report_binding *b = &rep->bindings[i];
+                int r = 0;
+                if (b->state == TC_REPORT_INVALID)
+                        r = print_report_line(device, b, "invalid: %s", b->error ? b->error : "?");
+                else if (b->n_servers == 0 && !quiet)
+                        r = print_report_line(device, b, "%s: nothing to check (no tang server)", b->pin ? b->pin : "?");
+                for (size_t j = 0; r >= 0 && j < b->n_servers; j++)
+                        r = print_report_server(device, b, &b->servers[j], quiet);
+                if (r < 0) {
+                        fprintf(stderr, "tether luks report: out of memory\n");
+                        return r;
+                }
+                if (tc_luks_report_stale(b->state) && b->slot >= 0 && hint)
+                        fprintf(stderr, "tether luks report: to re-encrypt slot %d to the keys its servers advertise "
+                                "now, run tether luks regen -d %s -s %d\n", b->slot, device, b->slot);
+        }
+        return 0;
+}
+
+static int print_report_json(const char *device, const struct tc_luks_report *rep) {
+        json_auto_t *j = tc_luks_report_json(device, rep);
+        _cleanup_free_ char *text = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        if (!text) {
+                fprintf(stderr, "tether luks report: out of memory\n");
+                return -ENOMEM;
+        }
+        printf("%s\n", text);
+        return 0;
+}
+
+/* Clevis's exit status: 1 for a stale binding (report || alert); an
+ * unreachable server alone is 3, so a script can tell "regen" from
+ * "network". */
+static int report_status(const struct tc_luks_report *rep) {
+        enum tc_report_state worst = TC_REPORT_UNCHECKED;
+        for (size_t i = 0; i < rep->n; i++)
+                if (rep->bindings[i].state > worst)
+                        worst = rep->bindings[i].state;
+        if (tc_luks_report_stale(worst) || worst == TC_REPORT_INVALID)
+                return EXIT_FAILURE;
+        return worst == TC_REPORT_UNREACHABLE ? EXIT_REPORT_UNREACHABLE : EXIT_SUCCESS;
+}
+
 static int cmd_report(const struct luks_opts *a) {
+        static const struct usage u = { .prog = "tether luks report", .text = report_usage };
         struct tc_ctx ctx;
         struct tc_err err = {};
         _cleanup_(tc_luks_report_clear) struct tc_luks_report rep = {};
         const char *device = a->device;
         int slot = a->slot;
-        bool quiet = a->quiet;
+        /* One question per binding (its trust, its passphrase) over a whole
+         * device would be a dialogue no script can hold: one slot at a time. */
+        if (a->regen && slot < 0)
+                return usage_error(&u, "-r regenerates one binding: give -s SLOT (the stale slots are those "
+                                   "tether luks report -d %s names)", device);
+        if (a->regen && a->json)
+                return usage_error(&u, "--json only reports: give -r without --json");
         if (cli_init_ctx(&ctx, false) < 0)
                 return CLI_EXIT_USAGE;
         if (tc_luks_report(&ctx, device, slot, &rep, &err) < 0)
                 return fail("report", &err);
-        for (size_t i = 0; i < rep.n_stale; i++) {
-                _cleanup_free_ char *line = tc_escape_dup(rep.stale[i]);  /* names the header's URL */
-                printf("%s\n", line ? line : "?");
+        if ((a->json ? print_report_json(device, &rep) : print_report(device, &rep, a->quiet, !a->quiet && !a->regen)) < 0)
+                return EXIT_FAILURE;
+        if (fflush(stdout) != 0) {
+                fprintf(stderr, "tether luks report: cannot write the report: %s\n", strerror(errno));
+                return EXIT_FAILURE;
         }
-        if (rep.n_stale == 0) {
-                if (!quiet)
-                        printf("%s slot %d: every key is still advertised\n", device, slot);
-                return EXIT_SUCCESS;
-        }
-        if (a->regen) {
-                ctx.trust_all = a->yes;
-                ctx.trust_data = (void *) regen_warning;
-                if (quiet)
-                        ctx.trust = NULL;
-                struct passphrase_from from = { .device = device };
-                struct tc_luks_rebind_opts o = { .passphrase = ask_passphrase, .passphrase_data = &from };
-                int r = tc_luks_rebind(&ctx, device, slot, &o, &err);
-                if (r < 0)
-                        return fail("report", &err);
-                if (r > 0)
-                        fprintf(stderr, "tether luks report: %s\n", err.msg);
-                printf("%s slot %d: regenerated\n", device, slot);
-                return EXIT_SUCCESS;
-        }
-        if (!quiet)
-                fprintf(stderr, "tether luks report: to re-encrypt slot %d to the keys its servers advertise now, run "
-                        "tether luks regen -d %s -s %d\n", slot, device, slot);
-        return quiet ? EXIT_FAILURE : EXIT_SUCCESS;
+        if (!a->regen || !tc_luks_report_stale(rep.bindings[0].state))
+                return report_status(&rep);
+        ctx.trust_all = a->yes;
+        ctx.trust_data = (void *) regen_warning;
+        if (a->quiet)
+                ctx.trust = NULL;
+        struct passphrase_from from = { .device = device };
+        struct tc_luks_rebind_opts o = { .passphrase = ask_passphrase, .passphrase_data = &from };
+        int r = tc_luks_rebind(&ctx, device, slot, &o, &err);
+        if (r < 0)
+                return fail("report", &err);
+        if (r > 0)
+                fprintf(stderr, "tether luks report: %s\n", err.msg);
+        printf("%s slot %d: regenerated\n", device, slot);
+        return EXIT_SUCCESS;
 }
 
 static const struct luks_command luks_commands[] = {
@@ -580,8 +701,8 @@ static const struct luks_command luks_commands[] = {
           .usage = unlock_usage, .run = cmd_unlock },
         { .name = "regen", .summary = "rebind to the servers' current keys", .optstring = "hqyd:s:k:",
           .needs_slot = true, .usage = regen_usage, .run = cmd_regen },
-        { .name = "report", .summary = "report rotated keys a binding still uses", .optstring = "hqryd:s:",
-          .needs_slot = true, .usage = report_usage, .run = cmd_report },
+        { .name = "report", .summary = "report the state of the server keys bindings use", .optstring = "hqryd:s:",
+          .longopts = report_longopts, .usage = report_usage, .run = cmd_report },
         { .name = "edit", .summary = "change a binding's configuration", .optstring = "hqyfd:s:c:k:", .needs_slot = true,
           .needs_config = true, .usage = edit_usage, .run = cmd_edit },
 };

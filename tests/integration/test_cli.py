@@ -222,7 +222,9 @@ class UsageErrors(tlib.unittest.TestCase):
          "tether luks unlock: invalid -t SLOT '-2': a number from 0 to 31, or -1 for any"),
         ("tether", ["luks", "unlock", "-d", "img", "-z"], "tether luks unlock: invalid option -- 'z'"),
         ("tether", ["luks", "regen", "-d", "img", "-s", "1", "-c", "{}"], "tether luks regen: invalid option -- 'c'"),
-        ("tether", ["luks", "report", "-d", "img"], "tether luks report: missing -s SLOT, the binding's keyslot"),
+        ("tether", ["luks", "report", "-d", "img", "-r"],
+         "tether luks report: -r regenerates one binding: give -s SLOT (the stale slots are those tether luks report "
+         "-d img names)"),
         ("tether", ["luks", "edit", "-d", "img", "-s", "1"], "tether luks edit: missing -c CONFIG, the new configuration"),
         ("tetherd", [], "tetherd: missing KEYDIR, the key directory"),
         ("tetherd", ["a", "b"], "tetherd: unexpected argument 'b' after KEYDIR a"),
