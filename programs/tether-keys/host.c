@@ -11,7 +11,7 @@
 
 static const struct usage host_usage = {
         .prog = "tether-keys host",
-        .text = "Usage: tether-keys host COMMAND DIR ...\n"
+        .text = "Usage: tether-keys host COMMAND DIR [NAME]\n"
                 "\n"
                 "  add DIR NAME           create host NAME with its own exchange key; clients\n"
                 "                         bind to http://SERVER/h/NAME with the shared thp\n"
@@ -28,6 +28,35 @@ static const struct usage host_usage = {
                 "\n"
                 "NAME: 1 to 63 of a-z 0-9 . _ -, starting with a letter or digit, no '..'.\n"
                 "Hosts live in DIR/hosts/NAME/; tangd ignores them and still serves DIR.\n",
+};
+
+#define NAME_RULE "NAME: 1 to 63 of a-z 0-9 . _ -, starting with a letter or digit, no '..'.\n"
+
+static const struct {
+        const char *name;
+        struct usage usage;
+} commands[] = {
+        { "add", { "tether-keys host add", "Usage: tether-keys host add DIR NAME\n\n"
+                   "Creates host NAME with an exchange key of its own in DIR/hosts/NAME/ and\n"
+                   "prints its URL suffix and the shared signing key's thumbprint (thp).\n" NAME_RULE, NULL } },
+        { "list", { "tether-keys host list", "Usage: tether-keys host list DIR [--json]\n\n"
+                    "Lists every host: name, state, advertised exchange key's thumbprint and\n"
+                    "pending allow tokens.\n", NULL } },
+        { "revoke", { "tether-keys host revoke", "Usage: tether-keys host revoke DIR NAME\n\n"
+                      "Refuses the host's recoveries and advertisement (403) from the next request on.\n", NULL } },
+        { "restore", { "tether-keys host restore", "Usage: tether-keys host restore DIR NAME\n\n"
+                       "Makes a revoked or held host active again.\n", NULL } },
+        { "hold", { "tether-keys host hold", "Usage: tether-keys host hold DIR NAME\n\n"
+                    "Refuses the host's recoveries until an administrator allows one\n"
+                    "(tether-keys host allow); its advertisement is still served.\n", NULL } },
+        { "allow", { "tether-keys host allow", "Usage: tether-keys host allow DIR NAME\n\n"
+                     "Lets exactly one recovery of the held host NAME through.\n", NULL } },
+        { "rotate", { "tether-keys host rotate", "Usage: tether-keys host rotate DIR NAME\n\n"
+                      "Creates a new exchange key for the host; the old one is hidden, still used\n"
+                      "for recovery until its clients rebind.\n", NULL } },
+        { "delete", { "tether-keys host delete", "Usage: tether-keys host delete DIR NAME [--force]\n\n"
+                      "Removes the host and its keys: volumes bound to them can never be recovered\n"
+                      "through it again. Refused unless the host is revoked, or with --force.\n", NULL } },
 };
 
 static int fail(const char *cmd, const struct tc_err *err) {
@@ -179,16 +208,16 @@ int cmd_host(int argc, char **argv) {
         if (usage_is_help(argv[1]))
                 return usage_help(&host_usage);
         const char *cmd = argv[1];
-        static const char *const cmds[] = { "add", "list", "revoke", "restore", "hold", "allow", "rotate", "delete" };
-        bool known = false;
-        for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
-                known = known || strcmp(cmd, cmds[i]) == 0;
-        if (!known)
+        const struct usage *u = NULL;
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+                if (strcmp(cmd, commands[i].name) == 0)
+                        u = &commands[i].usage;
+        if (!u)
                 return usage_error(&host_usage, "unknown command '%s'", cmd);
         argc--, argv++;
-        while ((c = usage_getopt(&host_usage, argc, argv, "h", options)) != -1) {
+        while ((c = usage_getopt(u, argc, argv, "h", options)) != -1) {
                 if (c == 'h')
-                        return usage_help(&host_usage);
+                        return usage_help(u);
                 if (c == 'j')
                         json = true;
                 else if (c == 'f')
@@ -199,17 +228,17 @@ int cmd_host(int argc, char **argv) {
         int n = argc - optind, want = strcmp(cmd, "list") == 0 ? 1 : 2;
         const char *dir = n > 0 ? argv[optind] : NULL, *name = n > 1 ? argv[optind + 1] : NULL;
         if (json && strcmp(cmd, "list") != 0)
-                return usage_error(&host_usage, "--json is for host list only");
+                return usage_error(u, "--json is for host list only");
         if (force && strcmp(cmd, "delete") != 0)
-                return usage_error(&host_usage, "--force is for host delete only");
+                return usage_error(u, "--force is for host delete only");
         if (n < 1)
-                return usage_error(&host_usage, "missing DIR, the key directory");
+                return usage_error(u, "missing DIR, the key directory");
         if (n < want)
-                return usage_error(&host_usage, "missing NAME, the host");
+                return usage_error(u, "missing NAME, the host");
         if (n > want)
-                return usage_error(&host_usage, "unexpected argument '%s'", argv[optind + want]);
+                return usage_error(u, "unexpected argument '%s'", argv[optind + want]);
         if (name && !tk_host_name_valid(name))
-                return usage_error(&host_usage, "invalid host name '%s': use 1 to %d of a-z 0-9 . _ -, starting with "
+                return usage_error(u, "invalid host name '%s': use 1 to %d of a-z 0-9 . _ -, starting with "
                                    "a letter or digit, without '..'", name, TK_HOST_NAME_MAX);
 
         if (strcmp(cmd, "add") == 0)
@@ -228,5 +257,5 @@ int cmd_host(int argc, char **argv) {
                 return host_rotate(dir, name);
         if (strcmp(cmd, "delete") == 0)
                 return host_delete(dir, name, force);
-        return usage_error(&host_usage, "unknown command '%s'", cmd);
+        return usage_error(u, "unknown command '%s'", cmd);
 }
