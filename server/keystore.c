@@ -499,6 +499,8 @@ static bool drain(struct keystore *ks) {
                                 any = true;
                                 if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF))
                                         lost_watch = true;
+                        } else if (ev->mask & IN_Q_OVERFLOW) {
+                                any = true;   /* events were lost: whatever changed, load it */
                         } else if (ev->wd == ks->parent_watch) {
                                 if (ev->len > 0 && strcmp(ev->name, ks->name) == 0)
                                         any = lost_watch = true;
