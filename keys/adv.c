@@ -18,21 +18,39 @@ static json_t *public_copy(const json_t *jwk) {
         return pub;
 }
 
+/* The advertised keys of ks with role (signing or exchange, or both when
+ * role is TK_ROLE_OTHER) go to pub_keys, its signing keys to signers. */
+static int add_advertised(const struct tk_keyset *ks, enum tk_role role, json_t *pub_keys, json_t *signers) {
+        for (size_t i = 0; i < ks->n_keys; i++) {
+                const struct tk_key *k = &ks->keys[i];
+                if (k->hidden || (k->role != TK_ROLE_SIGNING && k->role != TK_ROLE_EXCHANGE))
+                        continue;
+                if (role != TK_ROLE_OTHER && k->role != role)
+                        continue;
+                if (json_array_append_new(pub_keys, public_copy(k->jwk)) < 0)
+                        return -ENOMEM;
+                if (k->role == TK_ROLE_SIGNING && json_array_append(signers, k->jwk) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 json_t *tk_adv_sign(const struct tk_keyset *ks, const json_t *extra_signer) {
+        return tk_adv_sign_keys(ks, NULL, extra_signer);
+}
+
+json_t *tk_adv_sign_keys(const struct tk_keyset *ks, const struct tk_keyset *exchange, const json_t *extra_signer) {
         json_auto_t *pub_keys = json_array();
         json_auto_t *signers = json_array();
 
         if (!pub_keys || !signers)
                 return NULL;
-        for (size_t i = 0; i < ks->n_keys; i++) {
-                const struct tk_key *k = &ks->keys[i];
-                if (k->hidden || (k->role != TK_ROLE_SIGNING && k->role != TK_ROLE_EXCHANGE))
-                        continue;
-                if (json_array_append_new(pub_keys, public_copy(k->jwk)) < 0)
-                        return NULL;
-                if (k->role == TK_ROLE_SIGNING && json_array_append(signers, k->jwk) < 0)
-                        return NULL;
-        }
+        /* Tang's order: the directory's keys sorted by file name. With a
+         * separate exchange set, the signing keys come first. */
+        if (add_advertised(ks, exchange ? TK_ROLE_SIGNING : TK_ROLE_OTHER, pub_keys, signers) < 0)
+                return NULL;
+        if (exchange && add_advertised(exchange, TK_ROLE_EXCHANGE, pub_keys, signers) < 0)
+                return NULL;
         if (extra_signer && json_array_append(signers, (json_t *) extra_signer) < 0)
                 return NULL;
         if (json_array_size(signers) == 0)

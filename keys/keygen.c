@@ -97,6 +97,10 @@ static int make_one(int dfd, const char *alg, const char *name, char **out, stru
         return 0;
 }
 
+int tk_keygen_one(int dfd, const char *alg, char **out, struct tc_err *err) {
+        return make_one(dfd, alg, NULL, out, err);
+}
+
 int tk_keygen_pair(const char *dir, const char *sig_name, const char *exc_name,
                    char **sig_out, char **exc_out, struct tc_err *err) {
         _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -143,7 +147,7 @@ void tk_rotation_clear(struct tk_rotation *rot) {
 /* Renames the advertised key file name to a hidden name no file has yet,
  * written to hidden: ".X.jwk", else ".X.N.jwk". A key is never renamed over
  * another: clients may still be bound to a rotated key. */
-static int hide_key(int dfd, const char *name, char *hidden, size_t len) {
+int tk_key_hide(int dfd, const char *name, char *hidden, size_t len) {
         int base = (int) strlen(name) - 4;   /* without ".jwk" */
 
         for (unsigned n = 0; n <= HIDE_SUFFIXES_MAX; n++) {
@@ -228,7 +232,7 @@ int tk_rotate_keys(const char *dir, struct tk_rotation *rot, struct tc_err *err)
         }
         for (size_t i = 0; r == 0 && i < n_old; i++) {
                 char hidden[NAME_MAX + 1];
-                r = hide_key(dirfd(d), old[i], hidden, sizeof(hidden));
+                r = tk_key_hide(dirfd(d), old[i], hidden, sizeof(hidden));
                 if (r == -ENOENT) {   /* gone meanwhile: nothing to hide */
                         r = 0;
                         continue;

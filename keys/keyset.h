@@ -108,6 +108,14 @@ char *tk_thumbprint(const json_t *jwk, const char *hash);
 int tk_keygen_pair(const char *dir, const char *sig_name, const char *exc_name,
                    char **sig_out, char **exc_out, struct tc_err *err);
 
+/* Generates one P-521 key for alg ("ES512", "ECMR") in the directory dfd,
+ * written as tk_key_file_write does, named after its S256 thumbprint; the
+ * file name goes to *out. */
+int tk_keygen_one(int dfd, const char *alg, char **out, struct tc_err *err);
+/* Renames the advertised key file name of dfd to a hidden name no file has
+ * yet (".X.jwk", else ".X.N.jwk"), written to hidden. Negative errno. */
+int tk_key_hide(int dfd, const char *name, char *hidden, size_t len);
+
 /* Writes jwk to the key file name of the directory dfd through a temporary
  * file (fsync, then rename without replacing): the name appears complete or
  * not at all, never with more permissions than 0440, and an existing file
@@ -137,6 +145,10 @@ int tk_rotate(const char *dir, struct tc_err *err);
  * signs it with every advertised signing key plus extra_signer (may be NULL).
  * Returns the JWS (flattened with one signature, general with several). */
 json_t *tk_adv_sign(const struct tk_keyset *ks, const json_t *extra_signer);
+/* The same with the advertised exchange keys of exchange (when not NULL)
+ * instead of those of ks: a host's advertisement, signed by the shared
+ * signing keys, so that the thp a client pins is the same for every host. */
+json_t *tk_adv_sign_keys(const struct tk_keyset *ks, const struct tk_keyset *exchange, const json_t *extra_signer);
 
 /* Verifies that every verify-key of the JWS payload signed it; the payload's
  * key set goes to *ret. -EBADMSG when jws is no such advertisement. */

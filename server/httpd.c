@@ -736,7 +736,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                         req->discarded += n;
                         return req->discarded > TOO_LARGE_DISCARD_MAX ? MHD_NO : MHD_YES;
                 }
-                if (req->route.kind != ROUTE_REC) {
+                if (req->route.kind != ROUTE_REC && req->route.kind != ROUTE_HOST_REC) {
                         req->body_len += n;    /* counted, not kept */
                         return MHD_YES;
                 }
@@ -753,7 +753,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (req->too_large)
                 return respond_error(conn, req, 413);
         req->served = keystore_acquire(h->ks);
-        if (req->route.kind == ROUTE_REC)
+        if (req->route.kind == ROUTE_REC || req->route.kind == ROUTE_HOST_REC)
                 route_serve(req->served, &req->route, req->body ? req->body : "", req->body_len, &reply);
         else
                 route_serve(req->served, &req->route, "", 0, &reply);

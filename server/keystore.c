@@ -1,4 +1,5 @@
 #include "keystore.h"
+#include "hosts.h"
 #include "cleanup.h"
 #include "log.h"
 #include "util.h"
@@ -10,6 +11,8 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/file.h>
+#include <dirent.h>
+#include <stdio.h>
 #include <libgen.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
@@ -78,6 +81,9 @@ struct keystore {
         bool other_dir;              /* the next set published is of a new directory */
         uint64_t loads;              /* atomic: loads of the directory, for the metrics */
         uint64_t load_failures;      /* atomic: of them, those that kept the keys loaded before */
+        int *host_watches;           /* KEYDIR/hosts and each host directory */
+        size_t n_host_watches;
+        struct tk_hosts *hosts_loaded;  /* the hosts of the last load, for the set it publishes */
 };
 
 /* Every line of the keystore goes through here: key file names and the
@@ -327,6 +333,75 @@ static void restore_before_removal(struct keystore *ks) {
         publish(ks, s);
 }
 
+static void warn_host(void *userdata, const char *file, const struct tc_err *why) {
+        struct keystore *ks = userdata;
+        warn_once(ks, "key directory %s: %s %s, skipped", ks->dir, file, why->msg);
+}
+
+static bool watch_listed(const int *wds, size_t n, int wd) {
+        for (size_t i = 0; i < n; i++)
+                if (wds[i] == wd)
+                        return true;
+        return false;
+}
+
+/* Watches KEYDIR/hosts and every host directory in it, before they are
+ * read: a change after this is an event (and another load), one before is
+ * in what the load reads. Watches of directories no longer there go. Called
+ * with reload_lock held. */
+static void watch_hosts(struct keystore *ks) {
+        _cleanup_free_ char *path = NULL;
+        int *wds = NULL;
+        size_t n = 0, cap = 0;
+
+        if (asprintf(&path, "%s/" TK_HOSTS_SUBDIR, ks->dir) < 0)
+                return;
+        int wd = inotify_add_watch(ks->inotify_fd, path, WATCH_MASK | IN_DONT_FOLLOW);
+        _cleanup_closedir_ DIR *d = wd >= 0 ? opendir(path) : NULL;
+        struct dirent *de;
+        if (wd >= 0 && (wds = malloc(sizeof(*wds) * (cap = 16))))
+                wds[n++] = wd;
+        while (wds && d && (de = readdir(d))) {
+                _cleanup_free_ char *host = NULL;
+                if (!tk_host_name_valid(de->d_name) || asprintf(&host, "%s/%s", path, de->d_name) < 0)
+                        continue;
+                if ((wd = inotify_add_watch(ks->inotify_fd, host, WATCH_MASK | IN_DONT_FOLLOW)) < 0)
+                        continue;
+                if (n == cap) {
+                        int *nw = realloc(wds, sizeof(*wds) * (cap *= 2));
+                        if (!nw)
+                                break;
+                        wds = nw;
+                }
+                wds[n++] = wd;
+        }
+        for (size_t i = 0; i < ks->n_host_watches; i++)
+                if (!watch_listed(wds, n, ks->host_watches[i]) && ks->host_watches[i] != ks->watch &&
+                    ks->host_watches[i] != ks->parent_watch)
+                        inotify_rm_watch(ks->inotify_fd, ks->host_watches[i]);
+        free(ks->host_watches);
+        ks->host_watches = wds;
+        ks->n_host_watches = wds ? n : 0;
+}
+
+/* The hosts of KEYDIR/hosts, their unchanged keys taken over from the set
+ * being served: a reload of 500 hosts costs stats, not 500 key checks. A
+ * hosts directory that cannot be read serves no host (404), never the
+ * states read before: a revocation must not be missed. */
+static void load_hosts(struct keystore *ks) {
+        struct tk_hosts *hosts = NULL;
+
+        watch_hosts(ks);
+        tk_hosts_free(TAKE_PTR(ks->hosts_loaded));
+        int r = tk_hosts_load(ks->dir, ks->current->hosts, warn_host, ks, &hosts);
+        if (r < 0) {
+                warn_once(ks, "key directory %s: cannot read %s/: %s; serving no host until it can be read", ks->dir,
+                          TK_HOSTS_SUBDIR, strerror(-r));
+                return;
+        }
+        ks->hosts_loaded = hosts;
+}
+
 static int load(struct keystore *ks, struct tk_keyset **ret) {
         struct tk_keyset *set = NULL;
 
@@ -367,6 +442,7 @@ static int load(struct keystore *ks, struct tk_keyset **ret) {
                 klog(ks, "key directory %s: out of memory while loading; keeping the keys already loaded", ks->dir);
                 return r;
         }
+        load_hosts(ks);
         warnings_settle(ks);
         *ret = set;
         return 0;
@@ -425,8 +501,13 @@ static bool drain(struct keystore *ks) {
                                 any = true;
                                 if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF))
                                         lost_watch = true;
-                        } else if (ev->wd == ks->parent_watch && ev->len > 0 && strcmp(ev->name, ks->name) == 0)
-                                any = lost_watch = true;
+                        } else if (ev->mask & IN_Q_OVERFLOW) {
+                                any = true;   /* events were lost: whatever changed, load it */
+                        } else if (ev->wd == ks->parent_watch) {
+                                if (ev->len > 0 && strcmp(ev->name, ks->name) == 0)
+                                        any = lost_watch = true;
+                        } else
+                                any = true;   /* KEYDIR/hosts or a host directory */
                         p += sizeof(*ev) + ev->len;
                 }
         }
@@ -607,6 +688,11 @@ static int load_and_publish(struct keystore *ks, bool keygen_now) {
                 klog(ks, "key directory %s: out of memory while loading; keeping the keys already loaded", ks->dir);
                 return -ENOMEM;
         }
+        if (served_set_hosts(s, TAKE_PTR(ks->hosts_loaded)) < 0) {
+                served_unref(s);
+                klog(ks, "key directory %s: out of memory while loading; keeping the keys already loaded", ks->dir);
+                return -ENOMEM;
+        }
         s->health = &ks->health;
         s->no_adv = removing                        ? SERVED_NO_ADV_REMOVED
                     : ks->n_unreadable_advertised > 0 ? SERVED_NO_ADV_UNREADABLE
@@ -617,6 +703,13 @@ static int load_and_publish(struct keystore *ks, bool keygen_now) {
         if (!s->usable)
                 klog(ks, "key directory %s: no usable signing key: answering 500 until one appears", ks->dir);
         klog(ks, "key directory %s: loaded %zu signing, %zu exchange, %zu rotated key(s)", ks->dir, n_sig, n_exc, n_hidden);
+        if (s->n_hosts > 0) {
+                size_t n[TK_HOST_STATE_MAX] = {};
+                for (size_t i = 0; i < s->n_hosts; i++)
+                        n[s->hosts->hosts[i].state]++;
+                klog(ks, "key directory %s: %zu host(s): %zu active, %zu revoked, %zu held", ks->dir, s->n_hosts,
+                     n[TK_HOST_ACTIVE], n[TK_HOST_REVOKED], n[TK_HOST_HELD]);
+        }
         publish(ks, s);
         /* After the publication: a request never sees the keys of a
          * directory that is gone without the flag. */
@@ -778,6 +871,8 @@ void keystore_close(struct keystore *ks) {
         pthread_mutex_destroy(&ks->current_lock);
         served_health_destroy(&ks->health);
         forget_unreadable_kids(ks);
+        tk_hosts_free(ks->hosts_loaded);
+        free(ks->host_watches);
         warnings_clear(&ks->warned);
         warnings_clear(&ks->warning);
         free(ks->name);

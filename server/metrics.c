@@ -82,8 +82,10 @@ void metrics_free(struct metrics *m) {
 static enum metrics_route route_of(enum route_kind k) {
         switch (k) {
         case ROUTE_ADV:
+        case ROUTE_HOST_ADV:
                 return MR_ADV;
         case ROUTE_REC:
+        case ROUTE_HOST_REC:
                 return MR_REC;
         case ROUTE_HEALTH:
                 return MR_HEALTH;
@@ -249,11 +251,23 @@ static void format_recoveries(struct metrics *m, FILE *f) {
         }
 }
 
-/* Hosts by state (enrolled, held, revoked...): the per-host keys' part of
- * issue 15 fills this in from the same version s as the key counts. */
+/* Hosts of KEYDIR/hosts by state, from the same version s as the key
+ * counts; their names stay out of the labels (one series per host would
+ * publish which machines exist and when they boot). */
 static void format_hosts(const struct served *s, FILE *f) {
-        (void) s;
-        (void) f;
+        size_t by_state[TK_HOST_STATE_MAX] = { 0 }, allow = 0;
+
+        for (size_t i = 0; s && s->hosts && i < s->hosts->n; i++) {
+                const struct tk_host *h = &s->hosts->hosts[i];
+                if ((unsigned) h->state < TK_HOST_STATE_MAX)
+                        by_state[h->state]++;
+                allow += h->n_allow;
+        }
+        header(f, "tether_hosts", "gauge", "Hosts with keys of their own (KEYDIR/hosts), by state.");
+        for (int st = 0; st < TK_HOST_STATE_MAX; st++)
+                fprintf(f, "tether_hosts{state=\"%s\"} %zu\n", tk_host_state_name(st), by_state[st]);
+        header(f, "tether_host_allow_tokens", "gauge", "Allow tokens of held hosts not spent yet.");
+        fprintf(f, "tether_host_allow_tokens %zu\n", allow);
 }
 
 /* Gauges of what is served now, all from one version s: the keys, the

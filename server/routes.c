@@ -1,6 +1,7 @@
 #include "routes.h"
 #include "cleanup.h"
 #include "rec.h"
+#include "hosts.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -45,6 +46,38 @@ static bool only_slashes(const char *p) {
         return *skip_slashes(p) == '\0';
 }
 
+/* Matches "/+NAME" of a valid host name and returns what follows, or NULL. */
+static const char *match_host(const char *p, struct route *rt) {
+        if (*p != '/')
+                return NULL;
+        p = skip_slashes(p);
+        const char *start = p;
+        while (*p && *p != '/')
+                p++;
+        if (!tk_host_name_valid_n(start, (size_t) (p - start)))
+                return NULL;
+        rt->host = start;
+        rt->host_len = (size_t) (p - start);
+        return p;
+}
+
+/* What follows /h/NAME: the shared routes' adv and rec, with their slashes. */
+static void match_host_route(const char *p, bool get, bool post, struct route *rt) {
+        const char *rest;
+
+        if (!(p = match_host(p, rt)))
+                return;
+        if ((rest = match_segment(p, "adv"))) {
+                if (only_slashes(rest) || match_arg(rest, rt))
+                        rt->kind = get ? ROUTE_HOST_ADV : ROUTE_METHOD_NOT_ALLOWED;
+        } else if ((rest = match_segment(p, "rec"))) {
+                if (match_arg(rest, rt))
+                        rt->kind = post ? ROUTE_HOST_REC : ROUTE_METHOD_NOT_ALLOWED;
+        }
+        if (rt->kind == ROUTE_NOT_FOUND)
+                rt->host = NULL, rt->host_len = 0, rt->arg = NULL, rt->arg_len = 0;
+}
+
 void route_match(const char *prefix, const char *method, const char *target, struct route *rt) {
         const char *p = target, *rest;
         bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
@@ -69,7 +102,8 @@ void route_match(const char *prefix, const char *method, const char *target, str
         } else if ((rest = match_segment(p, "health"))) {
                 if (only_slashes(rest))
                         rt->kind = get ? ROUTE_HEALTH : ROUTE_METHOD_NOT_ALLOWED;
-        }
+        } else if ((rest = match_segment(p, "h")) && *rest == '/')
+                match_host_route(rest, get, post, rt);
 }
 
 static void reply_status(struct reply *reply, int status) {
@@ -170,6 +204,84 @@ static void serve_rec(const struct served *s, const struct route *rt, const char
                 reply->outcome = rec_outcome_of(reply->status);
 }
 
+/* The host a per-host route names: NULL (404 sent) when there is none.
+ * Unknown names create nothing: only an administrator adds hosts. */
+static const struct served_host *route_host(const struct served *s, const struct route *rt, struct reply *reply) {
+        const struct served_host *h = s ? served_find_host(s, rt->host, rt->host_len) : NULL;
+        if (!h) {
+                reply_status(reply, 404);
+                return NULL;
+        }
+        reply->host = h->host->name;
+        return h;
+}
+
+static void serve_host_adv(const struct served *s, const struct route *rt, struct reply *reply) {
+        const struct served_adv *adv;
+
+        if (!s || !s->usable || served_adv_withheld(s))
+                return adv_unavailable(s, reply);
+        const struct served_host *h = route_host(s, rt, reply);
+        if (!h)
+                return;
+        reply->key = h->adv_thp;
+        if (h->host->state == TK_HOST_REVOKED)
+                return reply_text(reply, 403, HOST_REVOKED_BODY);
+        if (rt->arg_len == 0)
+                adv = served_host_adv_get(s, h, NULL);
+        else {
+                /* Signed also by one of the shared signing keys, as /adv/{thp}. */
+                const struct thp_entry *e = served_find(s, rt->arg, rt->arg_len);
+                adv = e ? served_host_adv_get(s, h, e) : NULL;
+        }
+        if (!adv)
+                return reply_status(reply, 404);
+        reply->status = 200;
+        reply->content_type = "application/jose+json";
+        reply->body = adv->jws;
+        reply->len = adv->len;
+}
+
+/* Held: the answer is computed first, so that a request that fails anyway
+ * (a point off the curve) spends no permission; then one allow token is
+ * removed, or the answer is dropped. */
+static void serve_host_rec(const struct served *s, const struct route *rt, const char *body, size_t len,
+                           struct reply *reply) {
+        json_auto_t *req = NULL;
+
+        int r = rec_check_request(body, len, &req);
+        if (r < 0)
+                return reply_status(reply, rec_status(r));
+        const struct served_host *h = route_host(s, rt, reply);
+        if (!h)
+                return;
+        /* The host's keys only: a shared key is unknown here. */
+        const struct thp_entry *e = served_find_host_key(h, rt->arg, rt->arg_len);
+        if (!e)
+                return reply_status(reply, 404);
+        reply->key = e->key->thp[TK_HASH_S256];
+        if (!e->key->ecmr)
+                return reply_status(reply, 403);
+        if (h->host->state == TK_HOST_REVOKED) {
+                reply->outcome = REC_OUTCOME_REVOKED;
+                return reply_text(reply, 403, HOST_REVOKED_BODY);
+        }
+        r = rec_exchange(e->key->ecmr, req, reply->buf, sizeof(reply->buf), &reply->len);
+        if (r < 0)
+                return reply_status(reply, rec_status(r));
+        if (h->host->state == TK_HOST_HELD) {
+                if (tk_host_allow_consume(h->host->dir) < 0) {
+                        explicit_bzero(reply->buf, sizeof(reply->buf));
+                        reply->outcome = REC_OUTCOME_HELD;
+                        return reply_text(reply, 403, HOST_HELD_BODY);
+                }
+                reply->outcome = REC_OUTCOME_ALLOWED;
+        }
+        reply->status = 200;
+        reply->content_type = "application/jwk+json";
+        reply->body = reply->buf;
+}
+
 /* For load balancers: 200 "ok" or "degraded" while /adv and /rec can be
  * answered (degraded: from keys in memory only, the directory behind them
  * being gone or unreadable), 503 "unavailable" when they cannot. The state
@@ -211,6 +323,13 @@ void route_serve(const struct served *s, const struct route *rt, const char *bod
                 return serve_rec(s, rt, body, len, reply);
         case ROUTE_HEALTH:
                 return serve_health(s, reply);
+        case ROUTE_HOST_ADV:
+                return serve_host_adv(s, rt, reply);
+        case ROUTE_HOST_REC:
+                serve_host_rec(s, rt, body, len, reply);
+                if (reply->outcome == REC_OUTCOME_NONE)
+                        reply->outcome = rec_outcome_of(reply->status);
+                return;
         case ROUTE_METHOD_NOT_ALLOWED:
                 return reply_status(reply, 405);
         case ROUTE_URI_TOO_LONG:

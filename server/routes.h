@@ -14,6 +14,9 @@
 #define ADV_UNREADABLE_BODY "no usable signing key: the key files exist but the server cannot read them"
 #define ADV_REMOVED_BODY "no usable signing key: the key files were just removed; new ones are created shortly"
 #define ADV_DIR_GONE_BODY "no advertised key: the key directory is gone"
+/* The bodies of the per-host routes' 403s. */
+#define HOST_REVOKED_BODY "revoked: an administrator revoked this host's keys"
+#define HOST_HELD_BODY "held: waiting for an administrator to allow this recovery"
 
 enum route_kind {
         ROUTE_NOT_FOUND,
@@ -22,12 +25,16 @@ enum route_kind {
         ROUTE_ADV,
         ROUTE_REC,
         ROUTE_HEALTH,
+        ROUTE_HOST_ADV,        /* /h/NAME/adv[/THP] */
+        ROUTE_HOST_REC,        /* /h/NAME/rec/KID */
 };
 
 struct route {
         enum route_kind kind;
         const char *arg;       /* thp or kid inside the target, not NUL-terminated */
         size_t arg_len;
+        const char *host;      /* per-host routes: NAME inside the target, valid, not NUL-terminated */
+        size_t host_len;
 };
 
 /* What /rec did, for the ledger and the metrics (see observe.h). */

@@ -19,8 +19,8 @@ static int cmp_entries(const void *a, const void *b) {
 /* Signs adv (by the advertised signing keys, and its extra signer if any)
  * and keeps the JWS as compact text, or marks it failed. Called before the
  * set is published, or with adv_lock held: requests read jws without it. */
-static void adv_sign(const struct tk_keyset *ks, struct served_adv *adv) {
-        json_auto_t *jws = tk_adv_sign(ks, adv->extra_signer ? adv->extra_signer->jwk : NULL);
+static void adv_sign(const struct tk_keyset *ks, const struct tk_keyset *exchange, struct served_adv *adv) {
+        json_auto_t *jws = tk_adv_sign_keys(ks, exchange, adv->extra_signer ? adv->extra_signer->jwk : NULL);
         char *text = jws ? json_dumps(jws, JSON_COMPACT) : NULL;
         if (!text) {
                 adv->failed = true;
@@ -30,9 +30,22 @@ static void adv_sign(const struct tk_keyset *ks, struct served_adv *adv) {
         __atomic_store_n(&adv->jws, text, __ATOMIC_RELEASE);
 }
 
+static void served_hosts_free(struct served *s) {
+        for (size_t i = 0; s->shosts && i < s->n_hosts; i++) {
+                struct served_host *h = &s->shosts[i];
+                for (size_t j = 0; h->advs && j < s->n_advs; j++)
+                        free(h->advs[j].jws);
+                free(h->advs);
+                free(h->index);
+        }
+        free(s->shosts);
+        tk_hosts_free(s->hosts);
+}
+
 static void served_free(struct served *s) {
         if (!s)
                 return;
+        served_hosts_free(s);
         for (size_t i = 0; i < s->n_advs; i++)
                 free(s->advs[i].jws);
         pthread_mutex_destroy(&s->adv_lock);
@@ -62,7 +75,7 @@ int served_build(struct tk_keyset *ks, struct served **ret) {
                 goto fail;
 
         /* Tang serves nothing (500) unless an advertisement can be signed. */
-        adv_sign(ks, &s->advs[0]);
+        adv_sign(ks, NULL, &s->advs[0]);
         s->usable = s->advs[0].jws != NULL;
         if (s->usable)
                 s->n_advs = 1;
@@ -111,18 +124,18 @@ const struct served_adv *served_adv_get(const struct served *cs, const struct th
                 return adv;
         pthread_mutex_lock(&s->adv_lock);
         if (!adv->jws && !adv->failed)
-                adv_sign(s->ks, adv);
+                adv_sign(s->ks, NULL, adv);
         pthread_mutex_unlock(&s->adv_lock);
         return adv->jws ? adv : NULL;
 }
 
-const struct thp_entry *served_find(const struct served *s, const char *thp, size_t len) {
-        size_t lo = 0, hi = s->n_index;
+static const struct thp_entry *find_entry(const struct thp_entry *index, size_t n, const char *thp, size_t len) {
+        size_t lo = 0, hi = n;
 
         /* Lower bound, so that of duplicates the first (advertised) wins. */
         while (lo < hi) {
                 size_t mid = lo + (hi - lo) / 2;
-                const char *t = s->index[mid].thp;
+                const char *t = index[mid].thp;
                 int c = strncmp(t, thp, len);
                 if (c == 0 && t[len] != '\0')
                         c = 1;
@@ -131,9 +144,76 @@ const struct thp_entry *served_find(const struct served *s, const char *thp, siz
                 else
                         hi = mid;
         }
-        if (lo < s->n_index && strncmp(s->index[lo].thp, thp, len) == 0 && s->index[lo].thp[len] == '\0')
-                return &s->index[lo];
+        if (lo < n && strncmp(index[lo].thp, thp, len) == 0 && index[lo].thp[len] == '\0')
+                return &index[lo];
         return NULL;
+}
+
+const struct thp_entry *served_find(const struct served *s, const char *thp, size_t len) {
+        return find_entry(s->index, s->n_index, thp, len);
+}
+
+const struct thp_entry *served_find_host_key(const struct served_host *h, const char *thp, size_t len) {
+        return find_entry(h->index, h->n_index, thp, len);
+}
+
+const struct served_host *served_find_host(const struct served *s, const char *name, size_t len) {
+        const struct tk_host *h = s ? tk_hosts_find(s->hosts, name, len) : NULL;
+        return h ? &s->shosts[h - s->hosts->hosts] : NULL;
+}
+
+/* Nothing is signed here: a directory with hundreds of hosts would cost
+ * hundreds of signatures on every reload, and requests wait for reloads. */
+int served_set_hosts(struct served *s, struct tk_hosts *hosts) {
+        s->hosts = hosts;
+        if (!hosts || hosts->n == 0)
+                return 0;
+        s->shosts = calloc(hosts->n, sizeof(*s->shosts));
+        if (!s->shosts)
+                return -ENOMEM;
+        s->n_hosts = hosts->n;
+        for (size_t i = 0; i < hosts->n; i++) {
+                struct served_host *h = &s->shosts[i];
+                const struct tk_keyset *ks = hosts->hosts[i].ks;
+                h->host = &hosts->hosts[i];
+                h->advs = calloc(s->n_advs + 1, sizeof(*h->advs));
+                h->index = calloc(ks->n_keys * TK_HASH_COUNT + 1, sizeof(*h->index));
+                if (!h->advs || !h->index)
+                        return -ENOMEM;
+                for (size_t j = 0; j < s->n_advs; j++)
+                        h->advs[j].extra_signer = s->advs[j].extra_signer;
+                for (size_t k = 0; k < ks->n_keys; k++) {
+                        const struct tk_key *key = &ks->keys[k];
+                        if (!h->adv_thp && !key->hidden && key->role == TK_ROLE_EXCHANGE)
+                                h->adv_thp = key->thp[TK_HASH_S256];
+                        for (size_t x = 0; x < TK_HASH_COUNT; x++)
+                                h->index[h->n_index++] = (struct thp_entry) { .thp = key->thp[x], .key = key };
+                }
+                qsort(h->index, h->n_index, sizeof(*h->index), cmp_entries);
+        }
+        return 0;
+}
+
+const struct served_adv *served_host_adv_get(const struct served *cs, const struct served_host *h,
+                                             const struct thp_entry *e) {
+        struct served *s = (struct served *) cs;
+        size_t i = 0;
+
+        if (!s->usable)
+                return NULL;
+        if (e) {
+                if (!e->adv)
+                        return NULL;
+                i = (size_t) (e->adv - s->advs);
+        }
+        struct served_adv *adv = &h->advs[i];
+        if (__atomic_load_n(&adv->jws, __ATOMIC_ACQUIRE))
+                return adv;
+        pthread_mutex_lock(&s->adv_lock);
+        if (!adv->jws && !adv->failed)
+                adv_sign(s->ks, h->host->ks, adv);
+        pthread_mutex_unlock(&s->adv_lock);
+        return adv->jws ? adv : NULL;
 }
 
 bool served_unreadable(const struct served *s, const char *kid, size_t len) {

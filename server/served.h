@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include "keyset.h"
+#include "hosts.h"
 
 /* What is wrong behind the keys being served, beyond the key set itself. */
 enum served_fault {
@@ -48,6 +49,16 @@ struct thp_entry {
         const struct served_adv *adv;  /* signing keys: what /adv/{thp} serves, see served_adv_get */
 };
 
+/* A host of KEYDIR/hosts as served: its keys' index and its advertisements,
+ * signed by the shared signing keys when first asked for. */
+struct served_host {
+        const struct tk_host *host;
+        struct served_adv *advs;   /* [i]: the host's version of the set's advs[i] */
+        struct thp_entry *index;   /* sorted by thp: the host's keys under every hash */
+        size_t n_index;
+        const char *adv_thp;       /* S256 of its (first) advertised exchange key, or NULL */
+};
+
 struct served {
         int refcount;
         struct tk_keyset *ks;
@@ -63,10 +74,15 @@ struct served {
         char **unreadable;         /* sorted names (kids) of key files that exist but cannot be read */
         size_t n_unreadable;
         enum served_no_adv no_adv; /* when !usable */
+        struct tk_hosts *hosts;    /* NULL: no host directory */
+        struct served_host *shosts;  /* [i] serves hosts->hosts[i] */
+        size_t n_hosts;
 };
 
 /* Takes ownership of ks (also on failure). */
 int served_build(struct tk_keyset *ks, struct served **ret);
+/* Takes ownership of hosts (also on failure); before s is published. */
+int served_set_hosts(struct served *s, struct tk_hosts *hosts);
 struct served *served_ref(struct served *s);
 void served_unref(struct served *s);
 
@@ -85,6 +101,17 @@ const struct thp_entry *served_find(const struct served *s, const char *thp, siz
  * otherwise cost hundreds of signatures on every reload, and requests wait
  * for reloads. */
 const struct served_adv *served_adv_get(const struct served *s, const struct thp_entry *e);
+
+/* The host named by len bytes of name, or NULL. */
+const struct served_host *served_find_host(const struct served *s, const char *name, size_t len);
+/* One of the host's keys (advertised or rotated) by thumbprint, or NULL:
+ * never a shared key. */
+const struct thp_entry *served_find_host_key(const struct served_host *h, const char *thp, size_t len);
+/* What /h/NAME/adv (e NULL) or /h/NAME/adv/{thp} (e the shared signing key
+ * thp names) serves, signed when first asked for as served_adv_get does;
+ * NULL when e is no signing key or signing failed. */
+const struct served_adv *served_host_adv_get(const struct served *s, const struct served_host *h,
+                                             const struct thp_entry *e);
 
 void served_health_init(struct served_health *h);
 void served_health_destroy(struct served_health *h);

@@ -1,5 +1,6 @@
 /* tether-keys: administration of a Tang-format key directory. */
 #include "keyset.h"
+#include "host.h"
 #include "cleanup.h"
 #include "environment.h"
 #include "harden.h"
@@ -30,6 +31,8 @@ static const struct usage usage = {
                 "                             copy every key of Tang's directory (default\n"
                 "                             /var/lib/tang, else /var/db/tang) into DIR (default\n"
                 "                             /var/lib/tether), owned by _tether; TANGDIR is only read\n"
+                "  host COMMAND DIR [NAME]    per-host exchange keys: add, list, revoke, restore,\n"
+                "                             hold, allow, rotate, delete (host --help)\n"
                 "\n"
                 "  -h, --help                 this help (after a command: that command's)\n"
                 "      --version              print the version and exit\n"
@@ -353,6 +356,7 @@ int main(int argc, char **argv) {
                 { "show", cmd_show },
                 { "list", cmd_list },
                 { "migrate", cmd_migrate },
+                { "host", cmd_host },
         };
 
         int r = tk_harden_process();

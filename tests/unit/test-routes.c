@@ -4,6 +4,7 @@
 #include "testutil.h"
 #include "routes.h"
 #include "served.h"
+#include "hosts.h"
 
 #include <openssl/objects.h>
 
@@ -23,6 +24,8 @@ static const char *kind_name(enum route_kind k) {
         case ROUTE_ADV: return "ADV";
         case ROUTE_REC: return "REC";
         case ROUTE_HEALTH: return "HEALTH";
+        case ROUTE_HOST_ADV: return "HOST_ADV";
+        case ROUTE_HOST_REC: return "HOST_REC";
         }
         return "?";
 }
@@ -37,7 +40,8 @@ static void check_matches(const char *prefix, const struct match_case *c, size_t
                                 c[i].method, c[i].target, kind_name(rt.kind), kind_name(c[i].kind));
                         continue;
                 }
-                if (c[i].kind != ROUTE_ADV && c[i].kind != ROUTE_REC)
+                if (c[i].kind != ROUTE_ADV && c[i].kind != ROUTE_REC && c[i].kind != ROUTE_HOST_ADV &&
+                    c[i].kind != ROUTE_HOST_REC)
                         continue;
                 size_t want = c[i].arg ? strlen(c[i].arg) : 0;
                 if (!CHECK_INT(rt.arg_len, want)) {
@@ -130,6 +134,82 @@ TEST(match_with_endpoint_prefix) {
                 { "POST", "/tang/rec", ROUTE_NOT_FOUND, NULL },
         };
         check_matches("tang", cases, ELEMENTS(cases));
+}
+
+struct host_case {
+        const char *method, *target;
+        enum route_kind kind;
+        const char *arg, *host;
+};
+
+static void check_host_matches(const char *prefix, const struct host_case *c, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                struct match_case m = { c[i].method, c[i].target, c[i].kind, c[i].arg };
+                struct route rt;
+                check_matches(prefix, &m, 1);
+                route_match(prefix, c[i].method, c[i].target, &rt);
+                if (c[i].kind != ROUTE_HOST_ADV && c[i].kind != ROUTE_HOST_REC)
+                        continue;
+                /* The name points into the target itself. */
+                if (!CHECK_INT(rt.host_len, strlen(c[i].host)) || !CHECK(strncmp(rt.host, c[i].host, rt.host_len) == 0))
+                        fprintf(stderr, "  %s %s: wrong host\n", c[i].method, c[i].target);
+        }
+}
+
+TEST(match_host_routes) {
+        static const struct host_case cases[] = {
+                { "GET", "/h/web01/adv", ROUTE_HOST_ADV, NULL, "web01" },
+                { "GET", "/h/web01/adv/", ROUTE_HOST_ADV, NULL, "web01" },
+                { "GET", "//h//web01//adv//", ROUTE_HOST_ADV, NULL, "web01" },
+                { "GET", "/h/web01/adv/THP", ROUTE_HOST_ADV, "THP", "web01" },
+                { "POST", "/h/web01/rec/KID", ROUTE_HOST_REC, "KID", "web01" },
+                { "POST", "///h///a.b_c-9///rec///KID", ROUTE_HOST_REC, "KID", "a.b_c-9" },
+                { "POST", "/h/0/rec/KID", ROUTE_HOST_REC, "KID", "0" },
+                { "POST", "/h/web01/adv", ROUTE_METHOD_NOT_ALLOWED, NULL, NULL },
+                { "GET", "/h/web01/rec/KID", ROUTE_METHOD_NOT_ALLOWED, NULL, NULL },
+                /* Names outside [a-z0-9][a-z0-9._-]{0,62}, or with "..": no route. */
+                { "GET", "/h/../adv", ROUTE_NOT_FOUND, NULL, NULL },
+                { "GET", "/h/a..b/adv", ROUTE_NOT_FOUND, NULL, NULL },
+                { "GET", "/h/.web/adv", ROUTE_NOT_FOUND, NULL, NULL },
+                { "GET", "/h/-web/adv", ROUTE_NOT_FOUND, NULL, NULL },
+                { "GET", "/h/Web01/adv", ROUTE_NOT_FOUND, NULL, NULL },
+                { "GET", "/h/web%2F01/adv", ROUTE_NOT_FOUND, NULL, NULL },
+                { "GET", "/h/0123456789012345678901234567890123456789012345678901234567890123/adv", ROUTE_NOT_FOUND,
+                  NULL, NULL },
+                { "GET", "/h/web01", ROUTE_NOT_FOUND, NULL, NULL },
+                { "GET", "/h/web01/", ROUTE_NOT_FOUND, NULL, NULL },
+                { "GET", "/h//adv", ROUTE_NOT_FOUND, NULL, NULL },
+                { "GET", "/h/adv", ROUTE_NOT_FOUND, NULL, NULL },
+                { "POST", "/h/web01/rec", ROUTE_NOT_FOUND, NULL, NULL },
+                { "POST", "/h/web01/rec/KID/x", ROUTE_NOT_FOUND, NULL, NULL },
+                { "GET", "/h/web01/adv?x=1", ROUTE_NOT_FOUND, NULL, NULL },
+                { "GET", "/h/web01/health", ROUTE_NOT_FOUND, NULL, NULL },
+                { "GET", "/hx/web01/adv", ROUTE_NOT_FOUND, NULL, NULL },
+                { "GET", "/web01/adv", ROUTE_NOT_FOUND, NULL, NULL },
+                /* The shared routes are still what they were. */
+                { "GET", "/health", ROUTE_HEALTH, NULL, NULL },
+                { "GET", "/adv", ROUTE_ADV, NULL, NULL },
+        };
+        check_host_matches(NULL, cases, ELEMENTS(cases));
+        static const struct host_case prefixed[] = {
+                { "GET", "/tang/h/web01/adv", ROUTE_HOST_ADV, NULL, "web01" },
+                { "POST", "//tang//h//web01//rec//KID", ROUTE_HOST_REC, "KID", "web01" },
+                { "GET", "/h/web01/adv", ROUTE_NOT_FOUND, NULL, NULL },
+        };
+        check_host_matches("tang", prefixed, ELEMENTS(prefixed));
+}
+
+TEST(host_names) {
+        static const char *const good[] = { "a", "0", "web01", "web-01.example_x", "a.b.c",
+                "012345678901234567890123456789012345678901234567890123456789012" };
+        static const char *const bad[] = { "", ".", "..", ".a", "-a", "_a", "a..b", "A", "a/b", "a b", "a\n",
+                "0123456789012345678901234567890123456789012345678901234567890123", "\xc3\xa9" };
+        for (size_t i = 0; i < ELEMENTS(good); i++)
+                if (!CHECK(tk_host_name_valid(good[i])))
+                        fprintf(stderr, "  '%s' refused\n", good[i]);
+        for (size_t i = 0; i < ELEMENTS(bad); i++)
+                if (!CHECK(!tk_host_name_valid(bad[i])))
+                        fprintf(stderr, "  '%s' accepted\n", bad[i]);
 }
 
 TEST(match_refuses_overlong_targets) {
