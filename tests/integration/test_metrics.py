@@ -221,6 +221,45 @@ class Counters(MetricsBase):
         self.assertEqual(value(m, "tether_health", state="ok"), 0)
 
 
+class Hosts(MetricsBase):
+    def test_host_routes_and_states(self):
+        s = self.server()
+        d = s.srv.keydir
+        for name in ("web01", "web02", "db01"):
+            tlib.tether_keys("host", "add", d, name)
+        tlib.tether_keys("host", "revoke", d, "web02")
+        tlib.tether_keys("host", "hold", d, "db01")
+        tlib.tether_keys("host", "allow", d, "db01")
+        hkid = tlib.thumbprint(tlib.key_of(os.path.join(d, "hosts", "web01"), "exc"))
+        x, y = tlib.random_point()
+        assert s.srv.get("/h/web01/adv").status == 200
+        assert s.srv.post("/h/web01/rec/" + hkid, tlib.ecmr_jwk(x, y)).status == 200
+        rkid = tlib.thumbprint(tlib.key_of(os.path.join(d, "hosts", "web02"), "exc"))
+        assert s.srv.post("/h/web02/rec/" + rkid, tlib.ecmr_jwk(x, y)).status == 403
+        dkid = tlib.thumbprint(tlib.key_of(os.path.join(d, "hosts", "db01"), "exc"))
+        assert s.srv.post("/h/db01/rec/" + dkid, tlib.ecmr_jwk(x, y)).status == 200    # the allow
+        assert s.srv.post("/h/db01/rec/" + dkid, tlib.ecmr_jwk(x, y)).status == 403    # held again
+        deadline = time.monotonic() + 10
+        while True:
+            m, _ = parse(s.scrape())
+            if value(m, "tether_host_allow_tokens") == 0:
+                break
+            self.assertLess(time.monotonic(), deadline, f"the spent token is still counted: {m}")
+            time.sleep(0.05)
+        req = "tether_http_requests_total"
+        # The host routes count as adv and rec: one series per route, not per host.
+        self.assertEqual(value(m, req, route="adv", code="200"), 1)
+        self.assertEqual(value(m, req, route="rec", code="200"), 2)
+        self.assertEqual(value(m, req, route="rec", code="403"), 2)
+        for outcome, n in (("recovered", 1), ("allowed", 1), ("revoked", 1), ("held", 1)):
+            self.assertEqual(value(m, "tether_recoveries_total", outcome=outcome), n, outcome)
+        for state, n in (("active", 1), ("revoked", 1), ("held", 1)):
+            self.assertEqual(value(m, "tether_hosts", state=state), n, state)
+        per_key = {dict(l)["key"]: v for (n, l), v in m.items() if n == "tether_key_recoveries_total"}
+        self.assertEqual(per_key, {hkid: 1, dkid: 1})
+        self.assertNotIn("web01", s.scrape(), "host names are not labels")
+
+
 class Listener(MetricsBase):
     def test_separate_port(self):
         s = self.server()
