@@ -3,6 +3,7 @@
 #include "harden.h"
 #include "httpd.h"
 #include "keystore.h"
+#include "ledger-writer.h"
 #include "listen.h"
 #include "log.h"
 #include "usage.h"
@@ -31,8 +32,30 @@ struct options {
         bool listen;
         bool keygen;
         unsigned drain_ms;
+        const char *ledger;
         struct httpd_config http;
 };
+
+/* Everyone who watches the answered requests (the usage ledger, ...): the
+ * one observer httpd calls hands each record to all of them. */
+struct observers {
+        size_t n;
+        struct {
+                request_observer_fn fn;
+                void *data;
+        } o[4];
+};
+
+static void observe_all(void *userdata, const struct request_record *r) {
+        const struct observers *obs = userdata;
+        for (size_t i = 0; i < obs->n; i++)
+                obs->o[i].fn(obs->o[i].data, r);
+}
+
+static void observers_add(struct observers *obs, request_observer_fn fn, void *data) {
+        if (obs->n < ELEMENTSOF(obs->o))
+                obs->o[obs->n++] = (typeof(obs->o[0])) { fn, data };
+}
 
 static void print_usage(FILE *f) {
         fputs(
@@ -56,6 +79,9 @@ static void print_usage(FILE *f) {
                 "                            close a connection whose request has not fully\n"
                 "                            arrived after this (default 10, 0: none)\n"
                 "      --drain-timeout MS    on SIGTERM, wait this long for open requests (default 5000)\n"
+                "      --ledger DIR          record every /rec in the usage ledger DIR (created\n"
+                "                            0700 when missing; outside KEYDIR): see\n"
+                "                            tether-keys usage, tether-keys prune\n"
                 "  -q, --quiet               no log line per request\n"
                 "  -h, --help                this help\n"
                 "      --version             print the version and exit\n"
@@ -102,7 +128,7 @@ static bool same_address(const char *a, const char *b) {
 
 static int parse_options(int argc, char **argv, struct options *o) {
         enum { OPT_NO_KEYGEN = 256, OPT_CONN_LIMIT, OPT_TIMEOUT, OPT_DRAIN, OPT_PER_ADDRESS, OPT_REQUEST_TIMEOUT,
-               OPT_VERSION };
+               OPT_VERSION, OPT_LEDGER };
         static const struct option longopts[] = {
                 { "address", required_argument, NULL, 'a' },
                 { "port", required_argument, NULL, 'p' },
@@ -115,6 +141,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
                 { "drain-timeout", required_argument, NULL, OPT_DRAIN },
                 { "per-address-limit", required_argument, NULL, OPT_PER_ADDRESS },
                 { "request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT },
+                { "ledger", required_argument, NULL, OPT_LEDGER },
                 { "quiet", no_argument, NULL, 'q' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, OPT_VERSION },
@@ -188,6 +215,13 @@ static int parse_options(int argc, char **argv, struct options *o) {
                         if (!parse_number("--request-timeout", optarg, 0, 86400, "seconds", "none",
                                           &o->http.request_timeout_s))
                                 return -EINVAL;
+                        break;
+                case OPT_LEDGER:
+                        if (!*optarg) {
+                                usage_error(&usage, "--ledger needs a directory, e.g. --ledger /var/lib/tether-ledger");
+                                return -EINVAL;
+                        }
+                        o->ledger = optarg;
                         break;
                 case 'q':
                         o->http.log_requests = false;
@@ -300,6 +334,8 @@ static int run(struct options *o) {
         size_t n_daemons = 0;
         _cleanup_(keystore_closep) struct keystore *ks = NULL;
         _cleanup_(httpd_limits_freep) struct httpd_limits *limits = NULL;
+        _cleanup_(ledger_closep) struct ledger *ledger = NULL;
+        struct observers observers = {};
         struct tc_err err = {};
         struct stat st;
         int r = 0;
@@ -380,6 +416,19 @@ static int run(struct options *o) {
                 fprintf(stderr, "tetherd: key directory %s: %s\n", shown_dir, strerror(-r));
         if (r < 0)
                 return EXIT_FAILURE;
+
+        if (o->ledger) {
+                r = ledger_open(o->ledger, o->keydir, &ledger, &err);
+                if (r < 0) {
+                        fprintf(stderr, "tetherd: %s\n", err.msg);
+                        return EXIT_FAILURE;
+                }
+                observers_add(&observers, ledger_observe, ledger);
+        }
+        if (observers.n) {
+                o->http.observe = observe_all;
+                o->http.observe_data = &observers;
+        }
 
         /* The limits are global: one count across every socket. */
         raise_fd_limit(o->http.connection_limit + (unsigned) n_listen);
