@@ -1,6 +1,7 @@
 /* The usage ledger's format: records, CRC, aggregate, snapshot, replay.
  * ledger.h describes the files. */
 #include "ledger.h"
+#include "keyset.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -139,6 +140,10 @@ static int remember_address(json_t *e, const char *addr, size_t len) {
 }
 
 static int count(json_t *e, const struct tk_ledger_record *r, bool host) {
+        /* Any request naming the key, refused ones too (a held host still
+         * needs it): prune keeps keys seen within its window. */
+        if (json_integer_value(json_object_get(e, "seen_ms")) <= r->time_ms && set_int(e, "seen_ms", r->time_ms) < 0)
+                return -ENOMEM;
         if (tk_ledger_is_recovery(r->outcome, r->outcome_len)) {
                 json_t *first = json_object_get(e, "first_ms");
                 if (incr(e, "recoveries", strlen("recoveries"), 1) < 0 ||
@@ -371,5 +376,109 @@ int tk_ledger_snapshot_write(int dfd, const json_t *agg, struct tc_err *err) {
         /* The rename itself must survive a crash too. */
         if (fsync(dfd) < 0)
                 return tc_fail(err, -errno, "cannot sync the ledger directory: %s", strerror(errno));
+        return 0;
+}
+
+void tk_prune_plan_free(struct tk_prune_item *items) {
+        free(items);
+}
+
+static int64_t ts_ms(const struct timespec *t) {
+        return (int64_t) t->tv_sec * 1000 + t->tv_nsec / 1000000;
+}
+
+static int64_t seen_ms(const json_t *agg, const struct tk_key *k) {
+        json_t *e = json_object_get(json_object_get(agg, "keys"), k->thp[TK_HASH_S256]);
+        json_t *v = json_object_get(e, "seen_ms");
+        return v ? json_integer_value(v) : -1;
+}
+
+/* Two keys hidden by the same rotation: rotate renames them one right after
+ * the other. */
+#define SAME_ROTATION_MS 1000
+
+/* "3d 4h", "12h 5m", "90s": how long ms is, to the two largest units. */
+static const char *span(int64_t ms, char buf[static 32]) {
+        static const struct { const char *unit; int64_t ms; } units[] = {
+                { "d", 86400000 }, { "h", 3600000 }, { "m", 60000 }, { "s", 1000 },
+        };
+        int64_t s = ms < 0 ? 0 : ms;
+        for (size_t i = 0; i < ELEMENTSOF(units); i++)
+                if (s >= units[i].ms || i + 1 == ELEMENTSOF(units)) {
+                        int64_t a = s / units[i].ms, rest = i + 1 < ELEMENTSOF(units) ? (s % units[i].ms) / units[i + 1].ms : 0;
+                        if (rest)
+                                snprintf(buf, 32, "%" PRId64 "%s %" PRId64 "%s", a, units[i].unit, rest, units[i + 1].unit);
+                        else
+                                snprintf(buf, 32, "%" PRId64 "%s", a, units[i].unit);
+                        break;
+                }
+        return buf;
+}
+
+int tk_ledger_prune_plan(const struct tk_keyset *ks, const json_t *agg, int64_t now_ms, int64_t window_ms,
+                         struct tk_prune_item **ret, size_t *n_ret, struct tc_err *err) {
+        int64_t started = json_integer_value(json_object_get(agg, "started_ms"));
+        if (started > now_ms - window_ms)
+        {
+                char a[32], b[32], c[32];
+                return tc_fail(err, -ERANGE, "the ledger started %s ago, less than the %s asked for: it cannot know "
+                               "about recoveries before it existed, so it cannot tell which keys were unused that "
+                               "long; wait %s more, or give a shorter --unused-for", span(now_ms - started, a),
+                               span(window_ms, b), span(started - (now_ms - window_ms), c));
+        }
+        struct tk_prune_item *items = calloc(ks->n_keys ? ks->n_keys : 1, sizeof(*items));
+        if (!items)
+                return tc_fail(err, -ENOMEM, "out of memory");
+        size_t n = 0;
+        /* Exchange keys first: a rotated signing key stays while an exchange
+         * key of its rotation stays (clients bound to that one may pin the
+         * signing key's thumbprint, and regen fetches /adv/THP). */
+        for (int pass = 0; pass < 2; pass++)
+                for (size_t i = 0; i < ks->n_keys; i++) {
+                        const struct tk_key *k = &ks->keys[i];
+                        if (!k->hidden || (pass == 0) != (k->role == TK_ROLE_EXCHANGE))
+                                continue;
+                        struct tk_prune_item *it = &items[n++];
+                        char a[32], b[32];
+                        it->key = k;
+                        it->rotated_ms = ts_ms(&k->id.ctime);
+                        it->seen_ms = seen_ms(agg, k);
+                        if (k->role == TK_ROLE_OTHER) {
+                                snprintf(it->why, sizeof(it->why), "neither signs nor derives: not a key this judges");
+                                continue;
+                        }
+                        if (now_ms - it->rotated_ms < window_ms) {
+                                snprintf(it->why, sizeof(it->why), "rotated %s ago, within the window",
+                                         span(now_ms - it->rotated_ms, a));
+                                continue;
+                        }
+                        if (it->seen_ms >= now_ms - window_ms) {
+                                snprintf(it->why, sizeof(it->why), "used %s ago, within the window",
+                                         span(now_ms - it->seen_ms, a));
+                                continue;
+                        }
+                        if (k->role == TK_ROLE_SIGNING) {
+                                const struct tk_prune_item *kept = NULL;
+                                for (size_t j = 0; j < n && !kept; j++)
+                                        if (items[j].key->role == TK_ROLE_EXCHANGE && !items[j].remove &&
+                                            llabs(items[j].rotated_ms - it->rotated_ms) <= SAME_ROTATION_MS)
+                                                kept = &items[j];
+                                if (kept) {
+                                        snprintf(it->why, sizeof(it->why),
+                                                 "signs for the exchange key %s of the same rotation, which stays",
+                                                 kept->key->thp[TK_HASH_S256]);
+                                        continue;
+                                }
+                        }
+                        it->remove = true;
+                        if (it->seen_ms < 0)
+                                snprintf(it->why, sizeof(it->why), "rotated %s ago, never used since the "
+                                         "ledger started", span(now_ms - it->rotated_ms, a));
+                        else
+                                snprintf(it->why, sizeof(it->why), "rotated %s ago, last used %s ago",
+                                         span(now_ms - it->rotated_ms, a), span(now_ms - it->seen_ms, b));
+                }
+        *ret = items;
+        *n_ret = n;
         return 0;
 }

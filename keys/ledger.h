@@ -119,3 +119,27 @@ int tk_ledger_snapshot_write(int dfd, const json_t *agg, struct tc_err *err);
 
 /* Whether outcome (len bytes) counts as a recovery. */
 bool tk_ledger_is_recovery(const char *outcome, size_t len);
+
+/* What prune would do with each rotated key of a key set. */
+struct tk_key;
+struct tk_keyset;
+struct tk_prune_item {
+        const struct tk_key *key;
+        bool remove;
+        int64_t rotated_ms;     /* the hidden file's ctime */
+        int64_t seen_ms;        /* the last request naming the key, -1: none */
+        char why[160];
+};
+
+/* Decides, for every rotated key of ks, whether it goes: an exchange key
+ * when it was rotated at least window_ms before now_ms and no request named
+ * it since then; a signing key the same, and when no exchange key hidden by
+ * the same rotation stays. Advertised keys are never in the plan. The
+ * rotation time is the hidden file's ctime: the rename that hides a key
+ * sets it, while the mtime stays the key's creation (a chmod or chown
+ * later also moves the ctime, which only postpones pruning). -ERANGE when
+ * the ledger is younger than the window (it cannot know what was used
+ * before it existed). Free *ret with tk_prune_plan_free. */
+int tk_ledger_prune_plan(const struct tk_keyset *ks, const json_t *agg, int64_t now_ms, int64_t window_ms,
+                         struct tk_prune_item **ret, size_t *n_ret, struct tc_err *err);
+void tk_prune_plan_free(struct tk_prune_item *items);
