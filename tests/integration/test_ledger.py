@@ -170,7 +170,7 @@ class Ledger(tlib.unittest.TestCase):
         self.assertEqual(snap["offset"], os.path.getsize(seg))
 
     def test_prune(self):
-        window = 3
+        window = 5
         srv = self.start()
         url = f"http://127.0.0.1:{srv.port}"
         k0 = {k["role"]: tlib.thumbprint(k["jwk"]) for k in tlib.load_keys(self.keydir)}
