@@ -243,7 +243,8 @@ static void *writer(void *userdata) {
                         append(l, batch, n);
                 int64_t now = tc_now_ms();
                 uint64_t dropped = atomic_load(&l->dropped);
-                if (dropped && now - l->last_drop_log_ms >= 1000) {
+                /* At most once a second; at the end, whatever is left. */
+                if (dropped && (now - l->last_drop_log_ms >= 1000 || (stop && n == 0))) {
                         atomic_fetch_sub(&l->dropped, dropped);
                         log_line("ledger: the queue was full: %" PRIu64 " record(s) dropped", dropped);
                         l->last_drop_log_ms = now;
