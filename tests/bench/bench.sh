@@ -182,6 +182,14 @@ keepalive_honoured() {   # keepalive_honoured URL [curl args]: yes/no, two reque
         if grep -q 'Re-using existing connection' <<<"$out"; then echo yes; else echo no; fi
 }
 
+ledger_cpu() {     # CPU ticks of tetherd's ledger writer thread so far
+        local t
+        for t in /proc/"$PID_tetherd_ledger"/task/*; do
+                [[ $(cat "$t/comm" 2>/dev/null) == tetherd-ledger ]] && { awk '{print $14 + $15}' "$t/stat"; return; }
+        done
+        echo 0
+}
+
 declare -A RPS NON2XX SOCKERR
 WRK_LOG=""
 
@@ -229,6 +237,10 @@ N_URL=http://127.0.0.1:$PORT3
 
 start_bg tetherd "$TMP/tetherd.log" "$TETHERD" -q -a 127.0.0.1 -p "$PORT1" "$KEYS"
 wait_up tetherd "$PID_tetherd" "$T_URL/adv"
+# A second tetherd on the same keys records every /rec in its usage ledger
+# (--ledger); its run follows the plain /rec run, under the same conditions.
+start_bg tetherd_ledger "$TMP/tetherd_ledger.log" "$TETHERD" -q -a 127.0.0.1 -p "$PORT5" --ledger "$TMP/ledger" "$KEYS"
+wait_up tetherd_ledger "$PID_tetherd_ledger" "http://127.0.0.1:$PORT5/adv"
 
 # tangd as Debian deploys it (tangd.socket, Accept=yes): one process per connection.
 # systemd 252's systemd-socket-activate needs -a with --inetd, or it execs tangd once
@@ -308,24 +320,14 @@ run_wrk "nginx adv new-conn" "$DURATION" "$N_URL/adv" "${CLOSE[@]}"
 run_wrk "tangd adv keep-alive" "$TANG_DURATION" "$G_URL/adv"
 run_wrk "tangd adv new-conn" "$TANG_DURATION" "$G_URL/adv" "${CLOSE[@]}"
 run_wrk "tetherd rec keep-alive" "$DURATION" "$T_URL/rec/$KID" -s "$HERE/rec.lua"
-run_wrk "tetherd rec new-conn" "$DURATION" "$T_URL/rec/$KID" -s "$HERE/rec.lua" "${CLOSE[@]}"
-run_wrk "tangd rec keep-alive" "$TANG_DURATION" "$G_URL/rec/$KID" -s "$HERE/rec.lua"
-run_wrk "tangd rec new-conn" "$TANG_DURATION" "$G_URL/rec/$KID" -s "$HERE/rec.lua" "${CLOSE[@]}"
-
-# The same /rec load against a tetherd that records every request in its usage ledger.
-start_bg tetherd_ledger "$TMP/tetherd_ledger.log" "$TETHERD" -q -a 127.0.0.1 -p "$PORT5" --ledger "$TMP/ledger" "$KEYS"
-wait_up tetherd_ledger "$PID_tetherd_ledger" "http://127.0.0.1:$PORT5/adv"
-ledger_cpu() {     # CPU ticks of tetherd's ledger writer thread so far
-        local t
-        for t in /proc/"$PID_tetherd_ledger"/task/*; do
-                [[ $(cat "$t/comm" 2>/dev/null) == tetherd-ledger ]] && { awk '{print $14 + $15}' "$t/stat"; return; }
-        done
-        echo 0
-}
 LEDGER_CPU0=$(ledger_cpu)
 run_wrk "tetherd+ledger rec keep-alive" "$DURATION" "http://127.0.0.1:$PORT5/rec/$KID" -s "$HERE/rec.lua"
 sleep 0.3   # the writer's last batch
 LEDGER_CPU_TICKS=$(( $(ledger_cpu) - LEDGER_CPU0 ))
+run_wrk "tetherd rec new-conn" "$DURATION" "$T_URL/rec/$KID" -s "$HERE/rec.lua" "${CLOSE[@]}"
+run_wrk "tangd rec keep-alive" "$TANG_DURATION" "$G_URL/rec/$KID" -s "$HERE/rec.lua"
+run_wrk "tangd rec new-conn" "$TANG_DURATION" "$G_URL/rec/$KID" -s "$HERE/rec.lua" "${CLOSE[@]}"
+
 stop_pid "$PID_tetherd_ledger"
 LEDGER_WRK_REQUESTS=$(grep -A20 '^===== tetherd+ledger rec keep-alive' <<<"$WRK_LOG" | awk '/requests in/ {print $1; exit}')
 LEDGER_RECORDS=$("$TETHER_KEYS" usage "$KEYS" --ledger "$TMP/ledger" --json |
