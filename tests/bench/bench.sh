@@ -409,7 +409,7 @@ printf 'tetherd /rec keep-alive with --ledger: %.1f req/s = %s%% of the plain ru
         "$tl" "$(pct "$tl" "${RPS["tetherd rec keep-alive"]}")" "${RPS["tetherd rec keep-alive"]}" "$tlc" "$verdict"
 printf 'usage ledger: %s records written for %s requests wrk counted (wrk stops mid-request), %s "queue was full" log line(s); writer thread %s us CPU per record\n' \
         "$LEDGER_RECORDS" "${LEDGER_WRK_REQUESTS:-?}" "$LEDGER_DROPS" \
-        "$(awk -v t="$LEDGER_CPU_TICKS" -v hz="$(getconf CLK_TCK)" -v n="$LEDGER_RECORDS" 'BEGIN {printf "%.1f", n > 0 ? t * 1e6 / hz / n : 0}')"
+        "$(awk -v t="$LEDGER_CPU_TICKS" -v hz="$(getconf CLK_TCK)" -v n="$LEDGER_RECORDS" 'BEGIN {printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0)}')"
 if awk -v k="$RSS_KB" 'BEGIN {exit !(k < 20 * 1024)}'; then verdict="met"; else verdict="MISSED"; MISSED+=("RSS: tetherd $RSS_MB MB with $IDLE_CONNS idle connections (target < 20 MB)"); fi
 printf 'tetherd RSS with %s idle connections (%s open): %s MB (at start %s MB; after the load runs %s MB)   target < 20 MB: %s\n' \
         "$IDLE_CONNS" "${OPEN:-?}" "$RSS_MB" "$BASE_MB" "$LOAD_MB" "$verdict"
