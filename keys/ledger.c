@@ -298,8 +298,9 @@ static int read_snapshot(int dfd, json_t **ret, struct tc_err *err) {
             !json_is_integer(json_object_get(j, "offset")) || !json_is_object(json_object_get(j, "keys")) ||
             !json_is_object(json_object_get(j, "hosts")) || !json_is_object(json_object_get(j, "unknown_key"))) {
                 json_decref(j);
-                return tc_fail(err, -EBADMSG, "%s is not a ledger snapshot of version %d%s%s", TK_LEDGER_SNAPSHOT,
-                               TK_LEDGER_VERSION, j ? "" : ": ", j ? "" : je.text);
+                return tc_fail(err, -EBADMSG, "%s is not a ledger snapshot of version %d%s%s; moved away, the "
+                               "ledger is rebuilt from the segments left (what older ones held is lost)",
+                               TK_LEDGER_SNAPSHOT, TK_LEDGER_VERSION, j ? "" : ": ", j ? "" : je.text);
         }
         *ret = j;
         return 0;

@@ -405,10 +405,12 @@ static json_t *key_usage(const json_t *agg, const struct tk_key *k) {
         json_t *e = json_object_get(json_object_get(agg, "keys"), k->thp[TK_HASH_S256]);
         char created[32];
         int64_t c = ts_ms(&k->id.mtime);
-        return json_pack("{s:s, s:s, s:s, s:s, s:n, s:s, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o}",
+        /* A hidden file's ctime: when the rename hid it (see prune). */
+        int64_t rotated = k->hidden ? ts_ms(&k->id.ctime) : -1;
+        return json_pack("{s:s, s:s, s:s, s:s, s:n, s:s, s:I, s:o, s:o, s:I, s:o, s:o, s:o, s:o, s:o, s:o}",
                          "file", k->file, "thp", k->thp[TK_HASH_S256], "state", k->hidden ? "rotated" : "advertised",
                          "role", role_name(k->role), "host", "created", iso_time(c, created), "created_ms",
-                         (json_int_t) c, "recoveries", (json_int_t) ms_of(e, "recoveries") < 0 ? 0 :
+                         (json_int_t) c, "rotated", json_time(rotated), "rotated_ms", json_ms(rotated), "recoveries", (json_int_t) ms_of(e, "recoveries") < 0 ? 0 :
                          (json_int_t) ms_of(e, "recoveries"),
                          "first_recovery", json_time(ms_of(e, "first_ms")), "last_recovery",
                          json_time(ms_of(e, "last_ms")), "first_recovery_ms", json_ms(ms_of(e, "first_ms")),

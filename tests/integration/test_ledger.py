@@ -105,6 +105,7 @@ class Ledger(tlib.unittest.TestCase):
                          ("advertised", "exchange", 4, ["127.0.0.1"]), k)
         self.assertTrue(t0 <= k["first_recovery_ms"] <= k["last_recovery_ms"] <= t1, (t0, k, t1))
         self.assertIn("host", k)    # the column per-host keys fill
+        self.assertIsNone(k["rotated"])
         s = self.key(report, sig)
         self.assertEqual((s["recoveries"], s["refused"], s["last_recovery"]), (0, {"not_exchange": 1}, None), s)
         self.assertEqual(report["unknown_key"], {"unknown_key": 1})
