@@ -306,7 +306,7 @@ static int read_snapshot(int dfd, json_t **ret, struct tc_err *err) {
         return 0;
 }
 
-int tk_ledger_load(int dfd, int64_t now_ms, struct tk_ledger_state *st, struct tc_err *err) {
+static int load_once(int dfd, int64_t now_ms, struct tk_ledger_state *st, struct tc_err *err) {
         _cleanup_free_ uint64_t *segs = NULL;
         size_t n = 0;
         json_t *agg = NULL;
@@ -335,6 +335,10 @@ int tk_ledger_load(int dfd, int64_t now_ms, struct tk_ledger_state *st, struct t
                         continue;       /* counted in the snapshot; a deletion that did not finish */
                 uint64_t valid = 0;
                 r = replay_segment(dfd, segs[i], segs[i] == from ? offset : 0, agg, &valid, &st->ignored_bytes);
+                if (r == -ENOENT) {
+                        tk_ledger_state_clear(st);
+                        return tc_fail(err, -ESTALE, "the ledger changed while it was read");
+                }
                 if (r < 0) {
                         char name[32];
                         tk_ledger_segment_name(segs[i], name);
@@ -346,6 +350,16 @@ int tk_ledger_load(int dfd, int64_t now_ms, struct tk_ledger_state *st, struct t
                 st->last_valid = valid;
         }
         return 0;
+}
+
+int tk_ledger_load(int dfd, int64_t now_ms, struct tk_ledger_state *st, struct tc_err *err) {
+        /* A running writer deletes the segments its new snapshot covers: a
+         * segment gone between listing and reading means a newer snapshot
+         * is there. */
+        int r = -ESTALE;
+        for (int i = 0; i < 3 && (r == -ESTALE); i++)
+                r = load_once(dfd, now_ms, st, err);
+        return r;
 }
 
 int tk_ledger_snapshot_write(int dfd, const json_t *agg, struct tc_err *err) {
