@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 
 packages="build-essential meson ninja-build pkg-config libssl-dev libjose-dev
-libjansson-dev libmicrohttpd-dev libcryptsetup-dev
+libjansson-dev zlib1g-dev libmicrohttpd-dev libcryptsetup-dev
 tang clevis clevis-luks jose curl python3 systemd cryptsetup-bin wrk nginx-light tinyproxy procps
 prometheus qemu-system-x86 dracut dracut-network clevis-dracut busybox-static socat e2fsprogs
 initramfs-tools-core cryptsetup-initramfs klibc-utils zstd

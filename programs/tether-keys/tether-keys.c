@@ -1,6 +1,7 @@
 /* tether-keys: administration of a Tang-format key directory. */
 #include "keyset.h"
 #include "host.h"
+#include "ledger.h"
 #include "cleanup.h"
 #include "environment.h"
 #include "harden.h"
@@ -8,6 +9,9 @@
 #include "usage.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <time.h>
 #include <getopt.h>
 #include <pwd.h>
 #include <limits.h>
@@ -27,6 +31,12 @@ static const struct usage usage = {
                 "  show DIR                   print the thumbprints clients pass as \"thp\"\n"
                 "  show --url URL             the same, from a live server's verified /adv\n"
                 "  list DIR                   every key: state, role, curve, thumbprint, file\n"
+                "  usage DIR --ledger LEDGERDIR [--json]\n"
+                "                             per key and per host: recoveries, first and last,\n"
+                "                             last client addresses, from tetherd's usage ledger\n"
+                "  prune DIR --ledger LEDGERDIR --unused-for DURATION [--yes]\n"
+                "                             delete rotated keys the ledger saw unused for\n"
+                "                             DURATION (30d, 12h, 90m); a dry run without --yes\n"
                 "  migrate [--from TANGDIR] [DIR]\n"
                 "                             copy every key of Tang's directory (default\n"
                 "                             /var/lib/tang, else /var/db/tang) into DIR (default\n"
@@ -260,6 +270,356 @@ static int cmd_list(int argc, char **argv) {
         return EXIT_SUCCESS;
 }
 
+
+static const struct usage usage_usage = {
+        .prog = "tether-keys usage",
+        .text = "Usage: tether-keys usage DIR --ledger LEDGERDIR [--json]\n\n"
+                "Shows, for every key of DIR, how often tetherd's /rec used it according to\n"
+                "the usage ledger LEDGERDIR (tetherd --ledger): recoveries, first and last\n"
+                "recovery, the last client addresses; then the same per host, with refused\n"
+                "and pending requests. Keys the ledger never saw show 0 recoveries.\n",
+};
+
+static const struct usage prune_usage = {
+        .prog = "tether-keys prune",
+        .text = "Usage: tether-keys prune DIR --ledger LEDGERDIR --unused-for DURATION [--yes]\n\n"
+                "Deletes the rotated keys of DIR that no request used for DURATION (30d, 12h,\n"
+                "90m, 45s) and that were rotated at least DURATION ago, according to the usage\n"
+                "ledger LEDGERDIR. Without --yes, only prints what it would delete and why.\n"
+                "Never an advertised key. Refused when the ledger is younger than DURATION.\n"
+                "The ledger only sees machines that unlocked: see tether-keys(8).\n",
+};
+
+/* "30d", "12h", "90m", "45s" into milliseconds; false when not one. */
+static bool parse_duration(const char *s, int64_t *ms) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        if (errno || end == s || v <= 0 || !end[0] || end[1] || s[0] == '-' || s[0] == '+')
+                return false;
+        int64_t unit;
+        switch (end[0]) {
+        case 's': unit = 1000; break;
+        case 'm': unit = 60 * 1000; break;
+        case 'h': unit = 3600 * 1000; break;
+        case 'd': unit = 86400 * 1000; break;
+        default: return false;
+        }
+        if (v > INT64_MAX / unit / 2)
+                return false;
+        *ms = v * unit;
+        return true;
+}
+
+/* "2026-12-03T17:54:39Z", or "-" for none (ms < 0). */
+static const char *iso_time(int64_t ms, char buf[static 32]) {
+        if (ms < 0)
+                return strcpy(buf, "-");
+        time_t t = (time_t) (ms / 1000);
+        struct tm tm;
+        if (!gmtime_r(&t, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
+                return strcpy(buf, "?");
+        return buf;
+}
+
+static int64_t ms_of(const json_t *obj, const char *name) {
+        json_t *v = json_object_get(obj, name);
+        return json_is_integer(v) ? (int64_t) json_integer_value(v) : -1;
+}
+
+/* A time in the JSON report: ISO 8601 text, or null for none. */
+static json_t *json_time(int64_t ms) {
+        char buf[32];
+        return ms < 0 ? json_null() : json_string(iso_time(ms, buf));
+}
+
+static json_t *json_ms(int64_t ms) {
+        return ms < 0 ? json_null() : json_integer((json_int_t) ms);
+}
+
+static int64_t ts_ms(const struct timespec *t) {
+        return (int64_t) t->tv_sec * 1000 + t->tv_nsec / 1000000;
+}
+
+static int load_ledger(const char *cmd, const char *dir, struct tk_ledger_state *st) {
+        struct tc_err err = {};
+        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) {
+                fprintf(stderr, "%s %s: ledger directory %s: %s\n", program, cmd, dir, strerror(errno));
+                return -errno;
+        }
+        int r = tk_ledger_load(dfd, tc_realtime_ms(), st, &err);
+        if (r < 0)
+                fprintf(stderr, "%s %s: ledger directory %s: %s%s\n", program, cmd, dir, err.msg,
+                        r == -ENOENT ? "; start tetherd with --ledger DIR to keep one" : "");
+        return r;
+}
+
+/* Options of usage and prune: -1 to run (DIR at argv[optind]), else the exit code. */
+struct ledger_args {
+        const char *ledger, *unused_for;
+        bool json, yes;
+};
+
+static int parse_ledger_args(const struct usage *u, bool prune, int argc, char **argv, struct ledger_args *a) {
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "ledger", required_argument, NULL, 'l' },
+                { "json", no_argument, NULL, 'j' },
+                { "unused-for", required_argument, NULL, 'u' },
+                { "yes", no_argument, NULL, 'y' },
+                {}
+        };
+        int c;
+        while ((c = usage_getopt(u, argc, argv, "h", options)) != -1) {
+                switch (c) {
+                case 'h': return usage_help(u);
+                case 'l': a->ledger = optarg; break;
+                case 'j':
+                        if (prune)
+                                return usage_error(u, "unrecognized option '--json'");
+                        a->json = true;
+                        break;
+                case 'u':
+                        if (!prune)
+                                return usage_error(u, "unrecognized option '--unused-for'");
+                        a->unused_for = optarg;
+                        break;
+                case 'y':
+                        if (!prune)
+                                return usage_error(u, "unrecognized option '--yes'");
+                        a->yes = true;
+                        break;
+                default: return EXIT_USAGE;
+                }
+        }
+        if (argc - optind < 1)
+                return usage_error(u, "missing DIR, the key directory");
+        if (argc - optind > 1)
+                return usage_error(u, "unexpected argument '%s'", argv[optind + 1]);
+        if (!a->ledger || !*a->ledger)
+                return usage_error(u, "missing --ledger LEDGERDIR, the directory tetherd --ledger writes");
+        if (prune && !a->unused_for)
+                return usage_error(u, "missing --unused-for DURATION (such as 30d, 12h or 90m)");
+        return -1;
+}
+
+static json_t *key_usage(const json_t *agg, const struct tk_key *k) {
+        json_t *e = json_object_get(json_object_get(agg, "keys"), k->thp[TK_HASH_S256]);
+        char created[32];
+        int64_t c = ts_ms(&k->id.mtime);
+        /* A hidden file's ctime: when the rename hid it (see prune). */
+        int64_t rotated = k->hidden ? ts_ms(&k->id.ctime) : -1;
+        return json_pack("{s:s, s:s, s:s, s:s, s:n, s:s, s:I, s:o, s:o, s:I, s:o, s:o, s:o, s:o, s:o, s:o}",
+                         "file", k->file, "thp", k->thp[TK_HASH_S256], "state", k->hidden ? "rotated" : "advertised",
+                         "role", role_name(k->role), "host", "created", iso_time(c, created), "created_ms",
+                         (json_int_t) c, "rotated", json_time(rotated), "rotated_ms", json_ms(rotated), "recoveries", (json_int_t) ms_of(e, "recoveries") < 0 ? 0 :
+                         (json_int_t) ms_of(e, "recoveries"),
+                         "first_recovery", json_time(ms_of(e, "first_ms")), "last_recovery",
+                         json_time(ms_of(e, "last_ms")), "first_recovery_ms", json_ms(ms_of(e, "first_ms")),
+                         "last_recovery_ms", json_ms(ms_of(e, "last_ms")),
+                         "last_addresses", e ? json_incref(json_object_get(e, "addresses")) : json_array(),
+                         "refused", e ? json_incref(json_object_get(e, "refused")) : json_object());
+}
+
+static json_int_t sum_values(const json_t *obj) {
+        const char *name;
+        json_t *v;
+        json_int_t n = 0;
+        json_object_foreach((json_t *) obj, name, v)
+                n += json_integer_value(v);
+        return n;
+}
+
+static json_t *usage_report(const struct tk_keyset *ks, const json_t *agg, const char *ledger) {
+        char started[32];
+        json_t *keys = json_array(), *hosts = json_array();
+        json_t *report = json_pack("{s:{s:s, s:s, s:I, s:I}, s:o, s:o, s:O}", "ledger", "dir", ledger, "started",
+                                   iso_time(ms_of(agg, "started_ms"), started), "started_ms",
+                                   (json_int_t) ms_of(agg, "started_ms"), "records", (json_int_t) ms_of(agg, "records"),
+                                   "keys", keys, "hosts", hosts, "unknown_key", json_object_get(agg, "unknown_key"));
+        if (!report)
+                return NULL;
+        for (size_t i = 0; i < ks->n_keys; i++)
+                json_array_append_new(keys, key_usage(agg, &ks->keys[i]));
+        /* Keys the ledger saw that the directory no longer holds. */
+        const char *thp;
+        json_t *e;
+        json_object_foreach(json_object_get(agg, "keys"), thp, e) {
+                bool found = false;
+                for (size_t i = 0; i < ks->n_keys && !found; i++)
+                        found = strcmp(ks->keys[i].thp[TK_HASH_S256], thp) == 0;
+                if (found)
+                        continue;
+                json_array_append_new(keys, json_pack("{s:n, s:s, s:s, s:n, s:n, s:n, s:I, s:o, s:o, s:o, s:o, s:O, s:O}",
+                        "file", "thp", thp, "state", "gone", "role", "host", "created", "recoveries",
+                        (json_int_t) json_integer_value(json_object_get(e, "recoveries")),
+                        "first_recovery", json_time(ms_of(e, "first_ms")),
+                        "last_recovery", json_time(ms_of(e, "last_ms")),
+                        "first_recovery_ms", json_ms(ms_of(e, "first_ms")),
+                        "last_recovery_ms", json_ms(ms_of(e, "last_ms")),
+                        "last_addresses", json_object_get(e, "addresses"), "refused", json_object_get(e, "refused")));
+        }
+        const char *name;
+        json_object_foreach(json_object_get(agg, "hosts"), name, e) {
+                json_t *refused = json_object_get(e, "refused");
+                json_array_append_new(hosts, json_pack("{s:s, s:I, s:o, s:o, s:I, s:O, s:I, s:O}", "host", name,
+                        "recoveries", (json_int_t) json_integer_value(json_object_get(e, "recoveries")),
+                        "last_recovery", json_time(ms_of(e, "last_ms")),
+                        "last_recovery_ms", json_ms(ms_of(e, "last_ms")),
+                        "refused_total", sum_values(refused), "refused", refused,
+                        "pending", (json_int_t) (ms_of(e, "pending") < 0 ? 0 : ms_of(e, "pending")),
+                        "last_addresses", json_object_get(e, "addresses")));
+        }
+        return report;
+}
+
+static const char *text_or_dash(const json_t *obj, const char *name) {
+        const char *s = json_string_value(json_object_get(obj, name));
+        return s ? s : "-";
+}
+
+static void print_usage_text(const json_t *report) {
+        size_t i;
+        json_t *k;
+        char shown_file[SHOWN_MAX], shown_host[SHOWN_MAX];
+        const json_t *led = json_object_get(report, "ledger");
+        printf("ledger %s since %s, %" JSON_INTEGER_FORMAT " record(s)\n\n", json_string_value(json_object_get(led, "dir")),
+               json_string_value(json_object_get(led, "started")), json_integer_value(json_object_get(led, "records")));
+        printf("%-10s  %-8s  %-12s  %-43s  %10s  %-20s  %-20s  %-20s  %-30s  %s\n", "STATE", "ROLE", "HOST",
+               "THUMBPRINT (S256)", "RECOVERIES", "FIRST RECOVERY", "LAST RECOVERY", "CREATED", "LAST ADDRESSES", "FILE");
+        json_array_foreach(json_object_get(report, "keys"), i, k) {
+                char addrs[256] = "";
+                size_t j;
+                json_t *a;
+                json_array_foreach(json_object_get(k, "last_addresses"), j, a) {
+                        size_t used = strlen(addrs);
+                        snprintf(addrs + used, sizeof(addrs) - used, "%s%s", j ? "," : "", json_string_value(a));
+                }
+                const char *file = json_string_value(json_object_get(k, "file"));
+                const char *host = json_string_value(json_object_get(k, "host"));
+                const char *created = json_string_value(json_object_get(k, "created"));
+                printf("%-10s  %-8s  %-12s  %-43s  %10" JSON_INTEGER_FORMAT "  %-20s  %-20s  %-20s  %-30s  %s\n",
+                       json_string_value(json_object_get(k, "state")),
+                       json_is_string(json_object_get(k, "role")) ? json_string_value(json_object_get(k, "role")) : "-",
+                       host ? shown(shown_host, host) : "-", json_string_value(json_object_get(k, "thp")),
+                       json_integer_value(json_object_get(k, "recoveries")),
+                       text_or_dash(k, "first_recovery"), text_or_dash(k, "last_recovery"), created ? created : "-",
+                       *addrs ? addrs : "-", file ? shown(shown_file, file) : "-");
+        }
+        json_t *hosts = json_object_get(report, "hosts");
+        if (json_array_size(hosts)) {
+                printf("\n%-32s  %10s  %-20s  %8s  %8s\n", "HOST", "RECOVERIES", "LAST RECOVERY", "REFUSED", "PENDING");
+                json_array_foreach(hosts, i, k)
+                        printf("%-32s  %10" JSON_INTEGER_FORMAT "  %-20s  %8" JSON_INTEGER_FORMAT "  %8" JSON_INTEGER_FORMAT "\n",
+                               shown(shown_host, json_string_value(json_object_get(k, "host"))),
+                               json_integer_value(json_object_get(k, "recoveries")),
+                               text_or_dash(k, "last_recovery"),
+                               json_integer_value(json_object_get(k, "refused_total")),
+                               json_integer_value(json_object_get(k, "pending")));
+        }
+        json_int_t unknown = sum_values(json_object_get(report, "unknown_key"));
+        if (unknown)
+                printf("\n%" JSON_INTEGER_FORMAT " request(s) named a key this server does not have\n", unknown);
+}
+
+static int cmd_usage(int argc, char **argv) {
+        _cleanup_(tk_keyset_freep) struct tk_keyset *ks = NULL;
+        struct ledger_args a = {};
+        struct tk_ledger_state st = {};
+
+        int r = parse_ledger_args(&usage_usage, false, argc, argv, &a);
+        if (r >= 0)
+                return r;
+        if (load(argv[optind], &ks) < 0 || load_ledger("usage", a.ledger, &st) < 0)
+                return EXIT_FAILURE;
+        json_auto_t *report = usage_report(ks, st.agg, a.ledger);
+        tk_ledger_state_clear(&st);
+        if (!report) {
+                fprintf(stderr, "%s usage: out of memory\n", program);
+                return EXIT_FAILURE;
+        }
+        if (a.json) {
+                json_dumpf(report, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+                putchar('\n');
+        } else
+                print_usage_text(report);
+        return EXIT_SUCCESS;
+}
+
+static int cmd_prune(int argc, char **argv) {
+        _cleanup_(tk_keyset_freep) struct tk_keyset *ks = NULL;
+        struct ledger_args a = {};
+        struct tk_ledger_state st = {};
+        struct tk_prune_item *items = NULL;
+        struct tc_err err = {};
+        size_t n = 0, n_remove = 0, n_failed = 0;
+        int64_t window;
+
+        int r = parse_ledger_args(&prune_usage, true, argc, argv, &a);
+        if (r >= 0)
+                return r;
+        if (!parse_duration(a.unused_for, &window))
+                return usage_error(&prune_usage, "invalid --unused-for '%s': a number and a unit, s, m, h or d "
+                                   "(such as 30d, 12h, 90m)", a.unused_for);
+        const char *dir = argv[optind];
+        if (load(dir, &ks) < 0 || load_ledger("prune", a.ledger, &st) < 0)
+                return EXIT_FAILURE;
+        r = tk_ledger_prune_plan(ks, st.agg, tc_realtime_ms(), window, &items, &n, &err);
+        if (r < 0) {
+                char started[32];
+                fprintf(stderr, "%s prune: ledger %s (started %s): %s\n", program, a.ledger,
+                        iso_time(ms_of(st.agg, "started_ms"), started), err.msg);
+                tk_ledger_state_clear(&st);
+                return EXIT_FAILURE;
+        }
+        tk_ledger_state_clear(&st);
+        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) {
+                fprintf(stderr, "%s prune: %s: %s\n", program, dir, strerror(errno));
+                tk_prune_plan_free(items);
+                return EXIT_FAILURE;
+        }
+        for (size_t i = 0; i < n; i++) {
+                char file[SHOWN_MAX];
+                const struct tk_key *k = items[i].key;
+                if (!items[i].remove) {
+                        printf("keep: %s/%s (%s %s): %s\n", dir, shown(file, k->file), role_name(k->role),
+                               k->thp[TK_HASH_S256], items[i].why);
+                        continue;
+                }
+                n_remove++;
+                if (!a.yes) {
+                        printf("would delete: %s/%s (%s %s): %s\n", dir, shown(file, k->file), role_name(k->role),
+                               k->thp[TK_HASH_S256], items[i].why);
+                        continue;
+                }
+                /* Only the file the plan judged: the same inode, still hidden. */
+                struct stat s;
+                if (fstatat(dfd, k->file, &s, AT_SYMLINK_NOFOLLOW) < 0 || s.st_ino != k->id.ino ||
+                    s.st_dev != k->id.dev || k->file[0] != '.') {
+                        fprintf(stderr, "%s prune: %s/%s changed since it was read: left alone\n", program, dir,
+                                shown(file, k->file));
+                        n_failed++;
+                        continue;
+                }
+                if (unlinkat(dfd, k->file, 0) < 0) {
+                        fprintf(stderr, "%s prune: cannot delete %s/%s: %s\n", program, dir, shown(file, k->file),
+                                strerror(errno));
+                        n_failed++;
+                        continue;
+                }
+                printf("deleted: %s/%s (%s %s): %s\n", dir, shown(file, k->file), role_name(k->role),
+                       k->thp[TK_HASH_S256], items[i].why);
+        }
+        tk_prune_plan_free(items);
+        if (a.yes && n_remove)
+                (void) fsync(dfd);
+        if (!a.yes)
+                printf("%zu key(s) would be deleted; nothing was: run again with --yes to delete them\n", n_remove);
+        return n_failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
 /* Where Debian's tang keeps its keys, then Fedora's. */
 static const char *const tang_dirs[] = { "/var/lib/tang", "/var/db/tang" };
 #define TETHER_DIR "/var/lib/tether"
@@ -357,6 +717,8 @@ int main(int argc, char **argv) {
                 { "list", cmd_list },
                 { "migrate", cmd_migrate },
                 { "host", cmd_host },
+                { "usage", cmd_usage },
+                { "prune", cmd_prune },
         };
 
         int r = tk_harden_process();

@@ -3,6 +3,7 @@
 #include "harden.h"
 #include "httpd.h"
 #include "keystore.h"
+#include "ledger-writer.h"
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
@@ -37,6 +38,7 @@ struct options {
         unsigned drain_ms;
         const char *metrics_address;   /* as given; NULL: no metrics */
         char metrics_host[64], metrics_port[8];
+        const char *ledger;
         struct httpd_config http;
 };
 
@@ -65,6 +67,9 @@ static void print_usage(FILE *f) {
                 "      --metrics-address ADDR:PORT\n"
                 "                            serve Prometheus metrics at /metrics there (IPv4, or\n"
                 "                            [IPv6]:PORT), apart from the client port (default: none)\n"
+                "      --ledger DIR          record every /rec in the usage ledger DIR (created\n"
+                "                            0700 when missing; outside KEYDIR): see\n"
+                "                            tether-keys usage, tether-keys prune\n"
                 "  -q, --quiet               no log line per request\n"
                 "  -h, --help                this help\n"
                 "      --version             print the version and exit\n"
@@ -111,7 +116,7 @@ static bool same_address(const char *a, const char *b) {
 
 static int parse_options(int argc, char **argv, struct options *o) {
         enum { OPT_NO_KEYGEN = 256, OPT_CONN_LIMIT, OPT_TIMEOUT, OPT_DRAIN, OPT_PER_ADDRESS, OPT_REQUEST_TIMEOUT,
-               OPT_VERSION, OPT_METRICS_ADDRESS };
+               OPT_VERSION, OPT_METRICS_ADDRESS, OPT_LEDGER };
         static const struct option longopts[] = {
                 { "address", required_argument, NULL, 'a' },
                 { "port", required_argument, NULL, 'p' },
@@ -209,6 +214,13 @@ static int parse_options(int argc, char **argv, struct options *o) {
                         o->metrics_address = optarg;
                         break;
                 }
+                case OPT_LEDGER:
+                        if (!*optarg) {
+                                usage_error(&usage, "--ledger needs a directory, e.g. --ledger /var/lib/tether-ledger");
+                                return -EINVAL;
+                        }
+                        o->ledger = optarg;
+                        break;
                 case 'q':
                         o->http.log_requests = false;
                         break;
@@ -364,6 +376,7 @@ static int run(struct options *o) {
         struct observers observers = {};
         _cleanup_close_ int metrics_fd = -1;
         _cleanup_(httpd_limits_freep) struct httpd_limits *limits = NULL;
+        _cleanup_(ledger_closep) struct ledger *ledger = NULL;
         struct tc_err err = {};
         struct stat st;
         int r = 0;
@@ -460,7 +473,16 @@ static int run(struct options *o) {
                 }
                 observers_add(&observers, metrics_observe, metrics);
         }
-        if (observers.n > 0) {
+
+        if (o->ledger) {
+                r = ledger_open(o->ledger, o->keydir, &ledger, &err);
+                if (r < 0) {
+                        fprintf(stderr, "tetherd: %s\n", err.msg);
+                        return EXIT_FAILURE;
+                }
+                observers_add(&observers, ledger_observe, ledger);
+        }
+        if (observers.n) {
                 o->http.observe = observe_all;
                 o->http.observe_data = &observers;
         }

@@ -15,7 +15,8 @@
 #             (one process per connection, as tangd.socket Accept=yes deploys it)
 #   nginx     127.0.0.1:PORT3  tetherd's /adv bytes as a static file
 # and measured with wrk: GET /adv and POST /rec/KID, each with keep-alive and with
-# a new connection per request (Connection: close). Then: the P-521 ECDH ceiling of
+# a new connection per request (Connection: close); /rec keep-alive again against a
+# tetherd with --ledger (the usage ledger). Then: the P-521 ECDH ceiling of
 # this machine (openssl speed), tetherd's RSS with IDLE_CONNS idle connections, and
 # a summary with the targets. Exits non-zero only when the setup fails; a missed
 # target prints "TARGET MISSED: ...". Loopback only; every load run is bounded.
@@ -181,6 +182,14 @@ keepalive_honoured() {   # keepalive_honoured URL [curl args]: yes/no, two reque
         if grep -q 'Re-using existing connection' <<<"$out"; then echo yes; else echo no; fi
 }
 
+ledger_cpu() {     # CPU ticks of tetherd's ledger writer thread so far
+        local t
+        for t in /proc/"$PID_tetherd_ledger"/task/*; do
+                [[ $(cat "$t/comm" 2>/dev/null) == tetherd-ledger ]] && { awk '{print $14 + $15}' "$t/stat"; return; }
+        done
+        echo 0
+}
+
 declare -A RPS NON2XX SOCKERR
 WRK_LOG=""
 
@@ -221,13 +230,17 @@ export BENCH_REC_BODY=$TMP/rec-body.jwk
 log "keys in $KEYS; exchange key kid (S256) $KID"
 
 # --------------------------------------------------------------------------- servers
-read -r PORT1 PORT2 PORT3 PORT4 < <(free_ports 4) || die "cannot find free ports"
+read -r PORT1 PORT2 PORT3 PORT4 PORT5 < <(free_ports 5) || die "cannot find free ports"
 T_URL=http://127.0.0.1:$PORT1
 G_URL=http://127.0.0.1:$PORT2
 N_URL=http://127.0.0.1:$PORT3
 
 start_bg tetherd "$TMP/tetherd.log" "$TETHERD" -q -a 127.0.0.1 -p "$PORT1" "$KEYS"
 wait_up tetherd "$PID_tetherd" "$T_URL/adv"
+# A second tetherd on the same keys records every /rec in its usage ledger
+# (--ledger); its run follows the plain /rec run, under the same conditions.
+start_bg tetherd_ledger "$TMP/tetherd_ledger.log" "$TETHERD" -q -a 127.0.0.1 -p "$PORT5" --ledger "$TMP/ledger" "$KEYS"
+wait_up tetherd_ledger "$PID_tetherd_ledger" "http://127.0.0.1:$PORT5/adv"
 
 # tangd as Debian deploys it (tangd.socket, Accept=yes): one process per connection.
 # systemd 252's systemd-socket-activate needs -a with --inetd, or it execs tangd once
@@ -307,9 +320,20 @@ run_wrk "nginx adv new-conn" "$DURATION" "$N_URL/adv" "${CLOSE[@]}"
 run_wrk "tangd adv keep-alive" "$TANG_DURATION" "$G_URL/adv"
 run_wrk "tangd adv new-conn" "$TANG_DURATION" "$G_URL/adv" "${CLOSE[@]}"
 run_wrk "tetherd rec keep-alive" "$DURATION" "$T_URL/rec/$KID" -s "$HERE/rec.lua"
+LEDGER_CPU0=$(ledger_cpu)
+run_wrk "tetherd+ledger rec keep-alive" "$DURATION" "http://127.0.0.1:$PORT5/rec/$KID" -s "$HERE/rec.lua"
+sleep 0.3   # the writer's last batch
+LEDGER_CPU_TICKS=$(( $(ledger_cpu) - LEDGER_CPU0 ))
 run_wrk "tetherd rec new-conn" "$DURATION" "$T_URL/rec/$KID" -s "$HERE/rec.lua" "${CLOSE[@]}"
 run_wrk "tangd rec keep-alive" "$TANG_DURATION" "$G_URL/rec/$KID" -s "$HERE/rec.lua"
 run_wrk "tangd rec new-conn" "$TANG_DURATION" "$G_URL/rec/$KID" -s "$HERE/rec.lua" "${CLOSE[@]}"
+
+stop_pid "$PID_tetherd_ledger"
+LEDGER_WRK_REQUESTS=$(grep -A20 '^===== tetherd+ledger rec keep-alive' <<<"$WRK_LOG" | awk '/requests in/ {print $1; exit}')
+LEDGER_RECORDS=$("$TETHER_KEYS" usage "$KEYS" --ledger "$TMP/ledger" --json |
+        "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["ledger"]["records"])') ||
+        die "tether-keys usage cannot read the ledger the bench run wrote"
+LEDGER_DROPS=$(grep -c 'queue was full' "$TMP/tetherd_ledger.log" || true)
 
 # Is tetherd still healthy after the load?
 kill -0 "$PID_tetherd" 2>/dev/null || die "tetherd died during the load runs"
@@ -378,6 +402,14 @@ for row in "${rows[@]}"; do
 done
 printf 'P-521 ECDH ceiling (openssl speed -multi %s ecdhp521): %.1f ops/s; tetherd /rec = %s%% keep-alive, %s%% new-conn (target >= 80%%)\n' \
         "$NCPU" "$ECDH" "$(pct "${RPS["tetherd rec keep-alive"]}" "$ECDH")" "$(pct "${RPS["tetherd rec new-conn"]}" "$ECDH")"
+tl=${RPS["tetherd+ledger rec keep-alive"]}
+tlc=$(pct "$tl" "$ECDH")
+if ge "$tlc" 80; then verdict="met"; else verdict="MISSED"; MISSED+=("/rec keep-alive with --ledger: tetherd $tl req/s = $tlc% of the ECDH ceiling $ECDH ops/s (target >= 80%)"); fi
+printf 'tetherd /rec keep-alive with --ledger: %.1f req/s = %s%% of the plain run (%.1f), %s%% of the ECDH ceiling   >= 80%%: %s\n' \
+        "$tl" "$(pct "$tl" "${RPS["tetherd rec keep-alive"]}")" "${RPS["tetherd rec keep-alive"]}" "$tlc" "$verdict"
+printf 'usage ledger: %s records written for %s requests wrk counted (wrk stops mid-request), %s "queue was full" log line(s); writer thread %s us CPU per record\n' \
+        "$LEDGER_RECORDS" "${LEDGER_WRK_REQUESTS:-?}" "$LEDGER_DROPS" \
+        "$(awk -v t="$LEDGER_CPU_TICKS" -v hz="$(getconf CLK_TCK)" -v n="$LEDGER_RECORDS" 'BEGIN {printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0)}')"
 if awk -v k="$RSS_KB" 'BEGIN {exit !(k < 20 * 1024)}'; then verdict="met"; else verdict="MISSED"; MISSED+=("RSS: tetherd $RSS_MB MB with $IDLE_CONNS idle connections (target < 20 MB)"); fi
 printf 'tetherd RSS with %s idle connections (%s open): %s MB (at start %s MB; after the load runs %s MB)   target < 20 MB: %s\n' \
         "$IDLE_CONNS" "${OPEN:-?}" "$RSS_MB" "$BASE_MB" "$LOAD_MB" "$verdict"
@@ -400,10 +432,14 @@ for m in "${MISSED[@]}"; do
         echo "TARGET MISSED: $m"
 done
 # Anything tetherd logged besides its start-up lines is worth a look (both run with -q).
-for lf in tetherd tetherd_rss; do
+for lf in tetherd tetherd_ledger tetherd_rss; do
         noise=$(grep -v -e '^key directory .*: loaded' -e '^tetherd: serving ' "$TMP/$lf.log" || true)
         [[ -n $noise ]] || continue
-        if [[ $lf == tetherd ]]; then what="during the wrk runs"; else what="in the $IDLE_CONNS-idle-connection run"; fi
+        case $lf in
+        tetherd) what="during the wrk runs" ;;
+        tetherd_ledger) what="in the --ledger run" ;;
+        *) what="in the $IDLE_CONNS-idle-connection run" ;;
+        esac
         echo "tetherd -q logged $(wc -l <<<"$noise") line(s) $what:"
         sort <<<"$noise" | uniq -c | sort -rn | head -n 5 | sed 's/^/  /'
 done

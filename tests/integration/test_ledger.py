@@ -1,0 +1,233 @@
+"""The usage ledger: tetherd --ledger records every /rec, `tether-keys usage`
+shows it, the ledger survives SIGKILL and a torn tail, and `tether-keys prune`
+deletes exactly the rotated keys nobody used (and never breaks a binding)."""
+
+import json
+import re
+import os
+import signal
+import stat
+import struct
+import sys
+import tempfile
+import time
+import zlib
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import tlib  # noqa: E402
+
+
+def read_segment(path):
+    """The records of a segment, decoded here (independently of the C code):
+    [(time_ms, outcome, key, host, address)], and the bytes after the last
+    valid one."""
+    with open(path, "rb") as f:
+        data = f.read()
+    out, pos = [], 0
+    while pos + 8 <= len(data):
+        n, crc = struct.unpack_from("<II", data, pos)
+        payload = data[pos + 8:pos + 8 + n]
+        if n > 1024 or len(payload) < n or zlib.crc32(payload) != crc or payload[0] != 1:
+            break
+        t, = struct.unpack_from("<q", payload, 1)
+        fields, off = [], 9
+        for _ in range(4):
+            ln = payload[off]
+            fields.append(payload[off + 1:off + 1 + ln].decode())
+            off += 1 + ln
+        out.append((t, *fields))
+        pos += 8 + n
+    return out, len(data) - pos
+
+
+def segments(ledger):
+    return sorted(n for n in os.listdir(ledger) if n.startswith("seg-") and n.endswith(".log"))
+
+
+class Ledger(tlib.unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="tether-ledger-")
+        self.keydir = os.path.join(self.tmp.name, "keys")
+        self.ledger = os.path.join(self.tmp.name, "ledger")
+        os.mkdir(self.keydir)
+        tlib.tether_keys("gen", self.keydir)
+        self.servers = []
+
+    def tearDown(self):
+        for s in self.servers:
+            s.close()
+        self.tmp.cleanup()
+
+    def start(self, *args):
+        srv = tlib.Tetherd(keydir=self.keydir, args=("--ledger", self.ledger, *args))
+        self.servers.append(srv)
+        return srv
+
+    def usage(self):
+        r = tlib.tether_keys("usage", self.keydir, "--ledger", self.ledger, "--json")
+        return json.loads(r.stdout)
+
+    def key(self, report, thp):
+        found = [k for k in report["keys"] if k["thp"] == thp]
+        self.assertEqual(len(found), 1, report)
+        return found[0]
+
+    def recover(self, srv, kid, n=1):
+        for _ in range(n):
+            x, y = tlib.random_point()
+            r = srv.post(f"/rec/{kid}", tlib.ecmr_jwk(x, y))
+            self.assertEqual(r.status, 200, r)
+
+    def wait_recoveries(self, thp, n):
+        got = tlib.eventually(lambda: self.key(self.usage(), thp)["recoveries"] >= n, timeout=10)
+        self.assertTrue(got, self.usage())
+
+    def test_usage_counts_recoveries_refusals_and_addresses(self):
+        srv = self.start()
+        st = os.stat(self.ledger)
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o700)
+        exc = tlib.thumbprint(tlib.key_of(self.keydir, "exc"))
+        sig = tlib.thumbprint(tlib.key_of(self.keydir, "sig"))
+        t0 = int(time.time() * 1000)
+        self.recover(srv, exc, 3)
+        # The S1 kid of old clevis bindings counts under the key's S256 thumbprint.
+        self.recover(srv, tlib.thumbprint(tlib.key_of(self.keydir, "exc"), "S1"))
+        x, y = tlib.random_point()
+        self.assertEqual(srv.post(f"/rec/{sig}", tlib.ecmr_jwk(x, y)).status, 403)
+        self.assertEqual(srv.post("/rec/no-such-key", tlib.ecmr_jwk(x, y)).status, 404)
+        self.assertEqual(srv.get("/adv").status, 200)    # not a /rec: not recorded
+        t1 = int(time.time() * 1000) + 1
+        # The writer appends every 100 ms or so.
+        self.assertTrue(tlib.eventually(lambda: self.usage()["ledger"]["records"] >= 6, timeout=10), self.usage())
+        report = self.usage()
+        k = self.key(report, exc)
+        self.assertEqual((k["state"], k["role"], k["recoveries"], k["last_addresses"]),
+                         ("advertised", "exchange", 4, ["127.0.0.1"]), k)
+        self.assertTrue(t0 <= k["first_recovery_ms"] <= k["last_recovery_ms"] <= t1, (t0, k, t1))
+        self.assertIn("host", k)    # the column per-host keys fill
+        self.assertIsNone(k["rotated"])
+        s = self.key(report, sig)
+        self.assertEqual((s["recoveries"], s["refused"], s["last_recovery"]), (0, {"not_exchange": 1}, None), s)
+        self.assertEqual(report["unknown_key"], {"unknown_key": 1})
+        self.assertEqual(report["ledger"]["records"], 6)
+        # The text form names the same.
+        text = tlib.tether_keys("usage", self.keydir, "--ledger", self.ledger).stdout
+        self.assertRegex(text, rf"advertised\s+exchange\s+-\s+{exc}\s+4\s")
+        self.assertIn("1 request(s) named a key this server does not have", text)
+
+    def test_ledger_inside_key_directory_refused(self):
+        inside = os.path.join(self.keydir, "ledger")
+        r = tlib.run(tlib.TETHERD, "-a", "127.0.0.1", "-p", str(tlib.free_port()), "--ledger", inside, self.keydir,
+                     text=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("is inside the key directory", r.stderr)
+        self.assertFalse(os.path.exists(inside))
+
+    def test_usage_without_ledger_says_so(self):
+        os.mkdir(self.ledger)
+        r = tlib.tether_keys("usage", self.keydir, "--ledger", self.ledger, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no ledger here", r.stderr)
+        self.assertIn("--ledger", r.stderr)
+
+    def test_survives_sigkill_and_a_torn_tail(self):
+        srv = self.start()
+        exc = tlib.thumbprint(tlib.key_of(self.keydir, "exc"))
+        n = 20
+        self.recover(srv, exc, n)
+        time.sleep(1.5)
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+        self.assertGreaterEqual(self.key(self.usage(), exc)["recoveries"], n)
+        # A crash in the middle of a write: half a record, then garbage.
+        seg = os.path.join(self.ledger, segments(self.ledger)[-1])
+        records, tail = read_segment(seg)
+        self.assertEqual((len(records), tail), (n, 0))
+        self.assertEqual({r[1:] for r in records}, {("recovered", exc, "", "127.0.0.1")})
+        with open(seg, "ab") as f:
+            f.write(struct.pack("<II", 60, 12345) + b"\x01" + b"x" * 20)
+        self.assertEqual(self.key(self.usage(), exc)["recoveries"], n)   # the torn tail is ignored
+        srv = self.start()
+        self.assertIn("torn or corrupt", srv.logs())
+        self.recover(srv, exc, 5)
+        self.assertEqual(srv.stop(), 0)
+        # Nothing after the tail is lost: it was cut off before appending.
+        records, tail = read_segment(os.path.join(self.ledger, segments(self.ledger)[-1]))
+        self.assertEqual(tail, 0)
+        self.assertEqual(self.key(self.usage(), exc)["recoveries"], n + 5)
+
+    def test_snapshot_at_shutdown(self):
+        srv = self.start()
+        exc = tlib.thumbprint(tlib.key_of(self.keydir, "exc"))
+        self.recover(srv, exc, 4)
+        self.assertEqual(srv.stop(), 0)
+        seg = os.path.join(self.ledger, segments(self.ledger)[-1])
+        records, _ = read_segment(seg)
+        self.assertEqual(len(records), 4)
+        # The snapshot counted them at shutdown, up to the segment's end.
+        with open(os.path.join(self.ledger, "snapshot.json")) as f:
+            snap = json.load(f)
+        self.assertEqual(snap["keys"][exc]["recoveries"], 4)
+        self.assertEqual(snap["offset"], os.path.getsize(seg))
+
+    def test_prune(self):
+        window = 5
+        srv = self.start()
+        url = f"http://127.0.0.1:{srv.port}"
+        k0 = {k["role"]: tlib.thumbprint(k["jwk"]) for k in tlib.load_keys(self.keydir)}
+        jwe0 = tlib.tether("encrypt", "tang", json.dumps({"url": url}), "-y", input=b"bound to k0")
+        self.assertEqual(jwe0.returncode, 0, jwe0.stderr)
+        self.assertEqual(tlib.jwe_header(jwe0.stdout)["kid"], k0["exc"])
+        tlib.tether_keys("rotate", self.keydir)
+        k1 = {k["role"]: tlib.thumbprint(k["jwk"]) for k in tlib.load_keys(self.keydir) if not k["hidden"]}
+        time.sleep(1.5)     # two rotations, told apart by their times
+        tlib.tether_keys("rotate", self.keydir)
+        rotated_at = time.time()
+        k2 = {k["role"]: tlib.thumbprint(k["jwk"]) for k in tlib.load_keys(self.keydir) if not k["hidden"]}
+        jwe2 = tlib.tether("encrypt", "tang", json.dumps({"url": url}), "-y", input=b"bound to k2")
+        self.assertEqual(jwe2.returncode, 0, jwe2.stderr)
+        # Age everything honestly: the ledger, both rotations.
+        time.sleep(max(0, rotated_at + window + 0.3 - time.time()))
+        d = tlib.tether("decrypt", input=jwe0.stdout)
+        self.assertEqual((d.returncode, d.stdout), (0, b"bound to k0"), d.stderr)
+        self.wait_recoveries(k0["exc"], 1)
+
+        def files():
+            return {k["file"]: (k["hidden"], tlib.thumbprint(k["jwk"])) for k in tlib.load_keys(self.keydir)}
+        before = files()
+        self.assertEqual(len(before), 6)
+
+        # A window longer than the ledger's life: refused, saying why.
+        r = tlib.tether_keys("prune", self.keydir, "--ledger", self.ledger, "--unused-for", "1h", check=False)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("cannot know about recoveries before it existed", r.stderr)
+
+        args = ("prune", self.keydir, "--ledger", self.ledger, "--unused-for", f"{window}s")
+        dry = tlib.tether_keys(*args)
+        self.assertEqual(files(), before, dry.stdout)
+        would = set(re.findall(r"^would delete: \S+ \(\w+ ([\w-]+)\)", dry.stdout, re.M))
+        self.assertEqual(would, {k1["exc"], k1["sig"]}, dry.stdout)
+        self.assertIn("run again with --yes", dry.stdout)
+
+        done = tlib.tether_keys(*args, "--yes")
+        after = files()
+        gone = {thp for _, thp in before.values()} - {thp for _, thp in after.values()}
+        self.assertEqual(gone, {k1["exc"], k1["sig"]}, done.stdout)
+        # Never an advertised key; the used rotated key and its signing key stay.
+        self.assertEqual({thp for hidden, thp in after.values() if not hidden}, set(k2.values()))
+        self.assertEqual({thp for hidden, thp in after.values() if hidden}, set(k0.values()))
+        self.assertIn("used", done.stdout)
+        for jwe, text in ((jwe0, b"bound to k0"), (jwe2, b"bound to k2")):
+            d = tlib.tether("decrypt", input=jwe.stdout)
+            self.assertEqual((d.returncode, d.stdout), (0, text), d.stderr)
+
+    def test_prune_durations(self):
+        self.start()
+        for bad in ("30", "1w", "-3d", "0d", "d", "3dd"):
+            r = tlib.tether_keys("prune", self.keydir, "--ledger", self.ledger, "--unused-for", bad, check=False)
+            self.assertEqual(r.returncode, 2, (bad, r.stderr))
+            self.assertIn(f"invalid --unused-for '{bad}'", r.stderr)
+
+
+if __name__ == "__main__":
+    tlib.main()
