@@ -130,6 +130,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
                 { "per-address-limit", required_argument, NULL, OPT_PER_ADDRESS },
                 { "request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT },
                 { "metrics-address", required_argument, NULL, OPT_METRICS_ADDRESS },
+                { "ledger", required_argument, NULL, OPT_LEDGER },
                 { "quiet", no_argument, NULL, 'q' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, OPT_VERSION },
