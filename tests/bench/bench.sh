@@ -16,7 +16,8 @@
 #   nginx     127.0.0.1:PORT3  tetherd's /adv bytes as a static file
 # and measured with wrk: GET /adv and POST /rec/KID, each with keep-alive and with
 # a new connection per request (Connection: close); /rec keep-alive again against a
-# tetherd with --ledger (the usage ledger). Then: the P-521 ECDH ceiling of
+# tetherd with --ledger (the usage ledger), and through a per-host URL (/h/NAME/rec, with
+# BENCH_HOSTS hosts) with the ledger. Then: the P-521 ECDH ceiling of
 # this machine (openssl speed), tetherd's RSS with IDLE_CONNS idle connections, and
 # a summary with the targets. Exits non-zero only when the setup fails; a missed
 # target prints "TARGET MISSED: ...". Loopback only; every load run is bounded.
@@ -220,6 +221,16 @@ EXC_FILE=$KEYS/$EXC_NAME
 [[ -f $EXC_FILE ]] || die "exchange key file $EXC_FILE missing"
 [[ $(jose jwk thp -i "$EXC_FILE") == "$KID" ]] || die "jose jwk thp of $EXC_FILE differs from tether-keys list ($KID)"
 
+# Per-host keys (tether-keys host add): BENCH_HOSTS hosts, as a fleet's
+# server holds them; the run recovers through one of them, /h/NAME/rec/KID.
+BENCH_HOSTS=${BENCH_HOSTS:-100}
+for i in $(seq 1 "$BENCH_HOSTS"); do
+        "$TETHER_KEYS" host add "$KEYS" "bench$i" >/dev/null || die "tether-keys host add $KEYS bench$i failed"
+done
+HOST_KID=$("$TETHER_KEYS" host list "$KEYS" --json |
+        "$PYTHON" -c 'import json, sys; print(next(h["thp"] for h in json.load(sys.stdin) if h["name"] == "bench1"))') ||
+        die "tether-keys host list shows no key for bench1"
+
 # A fresh client point X (what clevis sends to /rec), in clevis's exact form.
 jose jwk gen -i '{"alg":"ECMR"}' -o "$TMP/client.jwk" || die "jose jwk gen failed"
 jose jwk pub -i "$TMP/client.jwk" -o "$TMP/rec-body.jwk" || die "jose jwk pub failed"
@@ -293,6 +304,9 @@ for s in tetherd:$T_URL tangd:$G_URL; do
                 -H 'Content-Type: application/jwk+json' --data-binary "@$BENCH_REC_BODY" "$url/rec/$KID" || true)
         [[ $code == 200 ]] || die "$name answers $code to POST /rec/$KID: $(head -c 300 "$TMP/rec-$name.out" 2>/dev/null)"
 done
+code=$(curl -s -o "$TMP/rec-host.out" -w '%{http_code}' --max-time 10 -X POST -H 'Content-Type: application/jwk+json' \
+        --data-binary "@$BENCH_REC_BODY" "http://127.0.0.1:$PORT5/h/bench1/rec/$HOST_KID" || true)
+[[ $code == 200 ]] || die "tetherd answers $code to POST /h/bench1/rec/$HOST_KID: $(head -c 300 "$TMP/rec-host.out" 2>/dev/null)"
 REC_MATCH=yes
 cmp -s "$TMP/rec-tetherd.out" "$TMP/rec-tangd.out" || REC_MATCH=no
 log "POST /rec/$KID: 200 from tetherd and tangd; identical answers: $REC_MATCH"
@@ -322,6 +336,7 @@ run_wrk "tangd adv new-conn" "$TANG_DURATION" "$G_URL/adv" "${CLOSE[@]}"
 run_wrk "tetherd rec keep-alive" "$DURATION" "$T_URL/rec/$KID" -s "$HERE/rec.lua"
 LEDGER_CPU0=$(ledger_cpu)
 run_wrk "tetherd+ledger rec keep-alive" "$DURATION" "http://127.0.0.1:$PORT5/rec/$KID" -s "$HERE/rec.lua"
+run_wrk "tetherd+ledger host rec keep-alive" "$DURATION" "http://127.0.0.1:$PORT5/h/bench1/rec/$HOST_KID" -s "$HERE/rec.lua"
 sleep 0.3   # the writer's last batch
 LEDGER_CPU_TICKS=$(( $(ledger_cpu) - LEDGER_CPU0 ))
 run_wrk "tetherd rec new-conn" "$DURATION" "$T_URL/rec/$KID" -s "$HERE/rec.lua" "${CLOSE[@]}"
@@ -329,7 +344,7 @@ run_wrk "tangd rec keep-alive" "$TANG_DURATION" "$G_URL/rec/$KID" -s "$HERE/rec.
 run_wrk "tangd rec new-conn" "$TANG_DURATION" "$G_URL/rec/$KID" -s "$HERE/rec.lua" "${CLOSE[@]}"
 
 stop_pid "$PID_tetherd_ledger"
-LEDGER_WRK_REQUESTS=$(grep -A20 '^===== tetherd+ledger rec keep-alive' <<<"$WRK_LOG" | awk '/requests in/ {print $1; exit}')
+LEDGER_WRK_REQUESTS=$(awk '/^===== / {on = ($0 ~ /^===== tetherd\+ledger (host )?rec keep-alive:/)} on && /requests in/ {n += $1} END {print n}' <<<"$WRK_LOG")
 LEDGER_RECORDS=$("$TETHER_KEYS" usage "$KEYS" --ledger "$TMP/ledger" --json |
         "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["ledger"]["records"])') ||
         die "tether-keys usage cannot read the ledger the bench run wrote"
@@ -407,6 +422,11 @@ tlc=$(pct "$tl" "$ECDH")
 if ge "$tlc" 80; then verdict="met"; else verdict="MISSED"; MISSED+=("/rec keep-alive with --ledger: tetherd $tl req/s = $tlc% of the ECDH ceiling $ECDH ops/s (target >= 80%)"); fi
 printf 'tetherd /rec keep-alive with --ledger: %.1f req/s = %s%% of the plain run (%.1f), %s%% of the ECDH ceiling   >= 80%%: %s\n' \
         "$tl" "$(pct "$tl" "${RPS["tetherd rec keep-alive"]}")" "${RPS["tetherd rec keep-alive"]}" "$tlc" "$verdict"
+th=${RPS["tetherd+ledger host rec keep-alive"]}
+thc=$(pct "$th" "$ECDH")
+if ge "$thc" 80; then verdict="met"; else verdict="MISSED"; MISSED+=("/h/NAME/rec keep-alive with --ledger: tetherd $th req/s = $thc% of the ECDH ceiling $ECDH ops/s (target >= 80%)"); fi
+printf 'tetherd /h/NAME/rec keep-alive (%s hosts) with --ledger: %.1f req/s = %s%% of the plain run, %s%% of the ECDH ceiling   >= 80%%: %s\n' \
+        "$BENCH_HOSTS" "$th" "$(pct "$th" "${RPS["tetherd rec keep-alive"]}")" "$thc" "$verdict"
 printf 'usage ledger: %s records written for %s requests wrk counted (wrk stops mid-request), %s "queue was full" log line(s); writer thread %s us CPU per record\n' \
         "$LEDGER_RECORDS" "${LEDGER_WRK_REQUESTS:-?}" "$LEDGER_DROPS" \
         "$(awk -v t="$LEDGER_CPU_TICKS" -v hz="$(getconf CLK_TCK)" -v n="$LEDGER_RECORDS" 'BEGIN {printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0)}')"
