@@ -1763,5 +1763,12 @@ json_t *tc_luks_report_json(const char *device, const struct tc_luks_report *rep
                                                           "error", b->error, "servers", servers)) < 0)
                         return NULL;
         }
-        return list ? json_pack("{s:s,s:O}", "device", device, "bindings", list) : NULL;
+        /* A path is bytes, a JSON string UTF-8: a name that is not comes
+         * escaped (\xNN), as the text lines show it. */
+        json_t *dev = json_string(device);
+        if (!dev) {
+                _cleanup_free_ char *shown = tc_escape_dup(device);
+                dev = shown ? json_string(shown) : NULL;
+        }
+        return list && dev ? json_pack("{s:o,s:O}", "device", dev, "bindings", list) : (json_decref(dev), NULL);
 }

@@ -206,6 +206,18 @@ class Report(unittest.TestCase):
         r, doc = self.report_json("-s", "3")
         self.assertEqual(doc["bindings"], [{"slot": 3, "token": 2, "pin": "null", "state": "unchecked", "servers": []}])
 
+    def test_json_of_a_device_whose_name_is_not_utf8(self):
+        # A path is bytes: JSON strings are UTF-8, so the name comes escaped
+        # as the text lines show it, not as a failure ("out of memory").
+        link = os.fsdecode(os.path.join(self.tmp.name.encode(), b"dev\xff"))
+        os.symlink(self.img, link)
+        r = tether("luks", "report", "--json", "-d", link, "-s", "1",
+                   env=dict(tlib.no_proxy_env(), TETHER_TIMEOUT="2"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout)
+        self.assertEqual(doc["device"], self.tmp.name + "/dev\\xff")
+        self.assertEqual(self.states(doc), {1: ("current", {self.url_a: "current"})})
+
     def test_orphan_token_is_an_invalid_binding(self):
         run("cryptsetup", "luksKillSlot", "--batch-mode", self.img, "1", check=True)
         r = self.report()
