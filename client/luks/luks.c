@@ -1591,8 +1591,24 @@ static int report_unreachable(struct tc_luks_report_server *s, int r, const stru
  * trusted), checked against what the server advertises now. Keys it no
  * longer advertises may still be on the server, rotated (hidden): tang
  * answers /adv/THP for those and 404 once they are deleted. */
-static int report_tang(const struct tc_ctx *ctx, const json_t *tang, struct tc_luks_report_binding *b,
-                       struct tc_err *err) {
+/* Whether kid (the binding's exchange key, under any thumbprint hash) is
+ * one of the keys of payload. */
+static bool kid_advertised(const json_t *payload, const char *kid) {
+        json_t *cur;
+        size_t j;
+        if (!kid)
+                return false;
+        json_array_foreach(json_object_get(payload, "keys"), j, cur)
+                for (int h = 0; h < TK_HASH_COUNT; h++) {
+                        _cleanup_free_ char *t = tk_thumbprint(cur, tk_hash_names[h]);
+                        if (t && strcmp(t, kid) == 0)
+                                return true;
+                }
+        return false;
+}
+
+static int report_tang(const struct tc_ctx *ctx, const json_t *tang, const char *kid,
+                       struct tc_luks_report_binding *b, struct tc_err *err) {
         const char *url = json_string_value(json_object_get(tang, "url"));
         json_auto_t *jws = NULL, *payload = NULL;
         struct tc_err e = {};
@@ -1629,19 +1645,24 @@ static int report_tang(const struct tc_ctx *ctx, const json_t *tang, struct tc_l
         }
         s->state = missing ? TC_REPORT_ROTATED : TC_REPORT_CURRENT;
         /* Rotation hides a signing key and its exchange key together, and
-         * deleting the hidden files removes both: the signing key's
-         * /adv/THP tells which happened. */
-        for (i = 0; missing && i < s->n_keys; i++) {
+         * deleting the hidden files removes both: the signing keys' /adv/THP
+         * tell which happened. Dead only when the exchange key the binding
+         * uses is gone from /adv and no signing key it recorded is left: a
+         * server that dropped some other pair still answers this binding. */
+        if (!missing || kid_advertised(payload, kid))
+                return 0;
+        bool any_kept = false, any_asked = false;
+        for (i = 0; i < s->n_keys && !any_kept; i++) {
                 if (!s->keys[i].signing || s->keys[i].advertised)
                         continue;
                 r = tc_tang_has_key(ctx, url, s->keys[i].thp, &e);
                 if (r < 0)
                         return report_unreachable(s, r, &e, err);
-                if (r == 0) {
-                        s->state = TC_REPORT_DELETED;
-                        break;
-                }
+                any_asked = true;
+                any_kept = r > 0;
         }
+        if (any_asked && !any_kept)
+                s->state = TC_REPORT_DELETED;
         return 0;
 }
 
@@ -1662,7 +1683,9 @@ static int report_header(const struct tc_ctx *ctx, const json_t *header, unsigne
                 }
                 return 0;
         }
-        return pin && strcmp(pin, "tang") == 0 ? report_tang(ctx, json_object_get(clevis, "tang"), b, err) : 0;
+        return pin && strcmp(pin, "tang") == 0
+                       ? report_tang(ctx, json_object_get(clevis, "tang"), json_string_value(json_object_get(header, "kid")), b, err)
+                       : 0;
 }
 
 static int report_jwe(const struct tc_ctx *ctx, const char *compact, unsigned depth, struct tc_luks_report_binding *b,

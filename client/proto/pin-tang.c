@@ -365,11 +365,17 @@ static int recover(const struct tc_ctx *ctx, const struct tc_ec *ec, const char 
                  * owner or mode): the binding is fine, the server is not. */
                 bool unreadable = status == 503 && reply.body &&
                                   memmem(reply.body, reply.len, "cannot read its key file", 24);
+                /* tetherd's 403s of a per-host URL: told apart by their first
+                 * word only, so no text of the server's reaches the user. */
+                bool revoked = status == 403 && reply.body && reply.len >= 8 && memcmp(reply.body, "revoked:", 8) == 0;
+                bool held = status == 403 && reply.body && reply.len >= 5 && memcmp(reply.body, "held:", 5) == 0;
                 /* -ENOKEY for 404: the binding is dead, and regen says so. */
                 return tc_fail(err, status == 404 ? -ENOKEY : -EPROTO,
                                "tang server %s answered HTTP %ld to the recovery request%s", url, status,
                                status == 404 ? " (the server no longer has that key: bind again with the passphrase, then unbind this binding)"
                                : unreadable ? " (the server has the key but cannot read it: its administrator must give the key file to the server's user; do not rebind)"
+                               : revoked    ? " (the server's administrator revoked this host: it unlocks only with another binding or the passphrase)"
+                               : held       ? " (this host is held: the server's administrator must allow the recovery, tether-keys host allow, then try again)"
                                             : "");
         }
         json_auto_t *rep = json_loadb(reply.body, reply.len, JSON_REJECT_DUPLICATES, NULL);

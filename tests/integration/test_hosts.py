@@ -340,7 +340,15 @@ class Cli(tlib.unittest.TestCase):
             self.assertEqual(self.run_host("revoke", self.dir, "web01").returncode, 0)
             r = tlib.run(tlib.TETHER, "decrypt", input=jwe)
             self.assertNotEqual(r.returncode, 0)
-            self.assertIn("403", r.stderr.decode(errors="replace"))
+            err = r.stderr.decode(errors="replace")
+            self.assertIn("403", err)
+            self.assertIn("administrator revoked this host", err)
+            # Held: the message says who must act, and how.
+            self.assertEqual(self.run_host("hold", self.dir, "web01").returncode, 0)
+            r = tlib.run(tlib.TETHER, "decrypt", input=jwe)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("this host is held", r.stderr.decode(errors="replace"))
+            self.assertIn("tether-keys host allow", r.stderr.decode(errors="replace"))
 
 
 if __name__ == "__main__":

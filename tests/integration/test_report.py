@@ -4,6 +4,7 @@ on the server, deleted, unreachable), with clevis luks report's exit status.
 Two tetherd servers on loopback and a LUKS2 image file with two bindings:
 slot 1 tang to server A, slot 2 sss (t=1) of A and B."""
 
+import base64
 import glob
 import json
 import os
@@ -129,6 +130,36 @@ class Report(unittest.TestCase):
         self.assertFalse(any(k["advertised"] for k in doc["bindings"][0]["servers"][0]["keys"]))
         # Still recoverable indeed: the binding unlocks.
         self.assertEqual(tether("luks", "unlock", "-d", self.img, "-t", "1").returncode, 0)
+
+    def test_another_pair_deleted_is_not_this_binding_dead(self):
+        """A server with two advertised pairs: deleting the pair a binding
+        does not use leaves it stale (clevis's rule) but alive, not dead."""
+        tlib.tether_keys("gen", self.a.keydir, "sig2", "exc2")
+
+        def adv_keys():
+            payload = json.loads(self.a.get("/adv").body)["payload"]
+            return len(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["keys"])
+        self.assertTrue(tlib.eventually(lambda: adv_keys() == 4))
+        keyfile = os.path.join(self.tmp.name, "pass")
+        r = tether("luks", "bind", "-y", "-d", self.img, "-k", keyfile, "tang", json.dumps({"url": self.url_a}))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        token = json.loads(run("cryptsetup", "token", "export", "--token-id", "2", self.img,
+                               check=True, text=True).stdout)
+        protected = token["jwe"]["protected"]
+        kid = json.loads(base64.urlsafe_b64decode(protected + "=" * (-len(protected) % 4)))["kid"]
+        keys = tlib.load_keys(self.a.keydir)
+        second = {"sig2.jwk", "exc2.jwk"}
+        first = {k["file"] for k in keys} - second
+        used = [k["file"] for k in keys if k["role"] == "exc" and tlib.thumbprint(k["jwk"]) == kid]
+        self.assertEqual(len(used), 1, (kid, keys))
+        for f in (first if used[0] in second else second):
+            os.unlink(os.path.join(self.a.keydir, f))
+        slot = str(token["keyslots"][0])
+        self.assertTrue(tlib.eventually(lambda: adv_keys() == 2))
+        out = self.report("-s", slot).stdout.decode()
+        self.assertIn(ROTATED, out)
+        self.assertNotIn(DELETED, out)
+        self.assertEqual(tether("luks", "unlock", "-d", self.img, "-t", "2").returncode, 0)
 
     def test_deleted_key(self):
         self.rotate_a()
