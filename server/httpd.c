@@ -97,6 +97,7 @@ struct request {
         int status;
         enum rec_outcome outcome;
         const char *host, *key;         /* point into served */
+        bool key_rotated;
         struct served *served;          /* kept until the answer is sent */
 };
 
@@ -155,6 +156,7 @@ static void observe_request(struct httpd *h, struct MHD_Connection *conn, const 
                 .outcome = req->outcome,
                 .host = req->host,
                 .key = req->key,
+                .key_rotated = req->key_rotated,
                 .peer = ci ? ci->client_addr : NULL,
                 .peer_len = ci && ci->client_addr ? (ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                                                                               : sizeof(struct sockaddr_in))
@@ -492,6 +494,7 @@ static enum MHD_Result respond(struct MHD_Connection *conn, struct request *req,
         req->outcome = reply->outcome;
         req->host = reply->host;
         req->key = reply->key;
+        req->key_rotated = reply->key_rotated;
         if (reply->body && reply->body != reply->buf)
                 /* Served data outlives the response: req->served holds it. */
                 resp = MHD_create_response_from_buffer(reply->len, (void *) reply->body, MHD_RESPMEM_PERSISTENT);

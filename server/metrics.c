@@ -50,6 +50,7 @@ struct metrics {
         atomic_uint_fast64_t requests[MR_MAX][STATUS_SLOTS];
         struct histogram latency[2];   /* MR_ADV, MR_REC */
         atomic_uint_fast64_t outcomes[REC_OUTCOME_MAX];
+        atomic_uint_fast64_t by_key_state[2];    /* recoveries with an advertised [0] / rotated [1] key */
         struct key_slot keys[METRICS_MAX_KEYS];
 };
 
@@ -156,6 +157,7 @@ void metrics_observe(void *userdata, const struct request_record *r) {
         /* r->key is set only once the kid matched one of the server's keys:
          * a client's made-up kids never make a series. */
         if (r->key && (r->outcome == REC_OUTCOME_RECOVERED || r->outcome == REC_OUTCOME_ALLOWED)) {
+                count(&m->by_key_state[r->key_rotated], 1);
                 struct key_slot *slot = key_slot(m, r->key);
                 if (slot)
                         count(&slot->n, 1);
@@ -238,6 +240,13 @@ static void format_recoveries(struct metrics *m, FILE *f) {
         for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++)
                 fprintf(f, "tether_recovery_refusals_total{reason=\"%s\"} %" PRIu64 "\n",
                         rec_outcome_name(refusals[i]), load(&m->outcomes[refusals[i]]));
+
+        /* Recoveries with rotated keys are the clients not rebound yet: the
+         * figure to watch going to zero before pruning. */
+        header(f, "tether_recoveries_by_key_state_total", "counter",
+               "Successful recoveries by the state of the key used (rotated: its clients have not rebound).");
+        fprintf(f, "tether_recoveries_by_key_state_total{state=\"advertised\"} %" PRIu64 "\n", load(&m->by_key_state[0]));
+        fprintf(f, "tether_recoveries_by_key_state_total{state=\"rotated\"} %" PRIu64 "\n", load(&m->by_key_state[1]));
 
         header(f, "tether_key_recoveries_total", "counter",
                "Successful recoveries by exchange key (its S256 thumbprint).");

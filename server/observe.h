@@ -3,6 +3,7 @@
  * itself does no I/O and takes no lock for them. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include "routes.h"
@@ -13,6 +14,7 @@ struct request_record {
         enum rec_outcome outcome;      /* REC_OUTCOME_NONE outside /rec */
         const char *host;              /* per-host route: the host's name; NULL on the shared routes */
         const char *key;               /* the key's S256 thumbprint once the kid matched a key, else NULL */
+        bool key_rotated;              /* that key is rotated (hidden): its clients have not rebound yet */
         const struct sockaddr *peer;   /* NULL when unknown */
         socklen_t peer_len;
         int64_t realtime_ms;           /* when the answer was sent, wall clock */

@@ -187,6 +187,7 @@ static void serve_rec_shared(const struct served *s, const struct route *rt, con
         if (!e)
                 return reply_status(reply, 404);
         reply->key = e->key->thp[TK_HASH_S256];
+        reply->key_rotated = e->key->hidden;
         if (!e->key->ecmr)
                 return reply_status(reply, 403);
         r = rec_exchange(e->key->ecmr, req, reply->buf, sizeof(reply->buf), &reply->len);
@@ -260,6 +261,7 @@ static void serve_host_rec(const struct served *s, const struct route *rt, const
         if (!e)
                 return reply_status(reply, 404);
         reply->key = e->key->thp[TK_HASH_S256];
+        reply->key_rotated = e->key->hidden;
         if (!e->key->ecmr)
                 return reply_status(reply, 403);
         if (h->host->state == TK_HOST_REVOKED) {
@@ -316,6 +318,7 @@ void route_serve(const struct served *s, const struct route *rt, const char *bod
         reply->outcome = REC_OUTCOME_NONE;
         reply->host = NULL;
         reply->key = NULL;
+        reply->key_rotated = false;
         switch (rt->kind) {
         case ROUTE_ADV:
                 return serve_adv(s, rt, reply);

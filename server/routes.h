@@ -2,6 +2,7 @@
  * sockets, so it can be tested and fuzzed in-process. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include "served.h"
 
@@ -59,6 +60,7 @@ struct reply {
         enum rec_outcome outcome;
         const char *host;           /* per-host routes: points into served data */
         const char *key;            /* S256 thumbprint of the key used: points into served data */
+        bool key_rotated;           /* that key is a rotated (hidden) one */
         const char *content_type;   /* NULL: empty body */
         const char *body;           /* points into served data or into buf */
         size_t len;

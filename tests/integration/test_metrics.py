@@ -183,6 +183,27 @@ class Counters(MetricsBase):
         self.assertLess(abs(start - time.time()), 120)
         self.assertEqual(value(m, "tether_reloads_total"), 1)
         self.assertEqual(value(m, "tether_reload_failures_total"), 0)
+        self.assertEqual(value(m, "tether_recoveries_by_key_state_total", state="advertised"), M_GOOD)
+        self.assertEqual(value(m, "tether_recoveries_by_key_state_total", state="rotated"), 0)
+
+    def test_recoveries_with_rotated_keys(self):
+        """A client not rebound since the rotation recovers with the hidden
+        key: counted as rotated, the figure to see go to zero."""
+        s = self.server()
+        old = tlib.thumbprint(s.exc)
+        tlib.tether_keys("rotate", s.srv.keydir)
+        x, y = tlib.random_point()
+        self.assertTrue(tlib.eventually(lambda: parse(s.scrape())[0].get(
+            ("tether_keys", frozenset({("role", "exchange"), ("state", "rotated")}))) == 1))
+        for _ in range(3):
+            self.assertEqual(s.srv.post("/rec/" + old, tlib.ecmr_jwk(x, y)).status, 200)
+        new = tlib.thumbprint(tlib.key_of(s.srv.keydir, "exc"))
+        self.assertEqual(s.srv.post("/rec/" + new, tlib.ecmr_jwk(x, y)).status, 200)
+        self.assertTrue(tlib.eventually(lambda: value(parse(s.scrape())[0], "tether_recoveries_by_key_state_total",
+                                                      state="advertised") == 1))
+        m, _ = parse(s.scrape())
+        self.assertEqual(value(m, "tether_recoveries_by_key_state_total", state="rotated"), 3)
+        self.assertEqual(value(m, "tether_recoveries_by_key_state_total", state="advertised"), 1)
 
     def test_keys_rotated_and_reloads(self):
         s = self.server()
@@ -242,7 +263,9 @@ class Hosts(MetricsBase):
         deadline = time.monotonic() + 10
         while True:
             m, _ = parse(s.scrape())
-            if value(m, "tether_host_allow_tokens") == 0:
+            # Requests are counted after their answer is sent: a moment later.
+            if value(m, "tether_host_allow_tokens") == 0 and \
+                    value(m, "tether_http_requests_total", route="rec", code="403") == 2:
                 break
             self.assertLess(time.monotonic(), deadline, f"the spent token is still counted: {m}")
             time.sleep(0.05)
@@ -426,7 +449,8 @@ class Dashboard(MetricsBase):
         # What the dashboard is for: every part of the metrics has a panel.
         for name in ("tether_http_requests_total", "tether_http_request_duration_seconds_bucket",
                      "tether_recoveries_total", "tether_key_recoveries_total", "tether_recovery_refusals_total",
-                     "tether_keys", "tether_reloads_total", "tether_reload_failures_total", "tether_health"):
+                     "tether_keys", "tether_reloads_total", "tether_reload_failures_total", "tether_health",
+                     "tether_recoveries_by_key_state_total", "tether_hosts"):
             self.assertIn(name, used)
 
 
