@@ -475,13 +475,88 @@ static int cmd_usage(int argc, char **argv) {
         return EXIT_SUCCESS;
 }
 
-static int cmd_prune(int argc, char **argv) {
-        _cleanup_(tk_keyset_freep) struct tk_keyset *ks = NULL;
-        struct ledger_args a = {};
-        struct tk_ledger_state st = {};
+struct prune_count {
+        size_t remove, failed;
+};
+
+/* Carries out (with --yes) or prints a plan for the keys of path (the key
+ * directory or a host's directory, host its name or NULL). */
+static int prune_keys(const char *path, const char *host, const struct tk_prune_item *items, size_t n, bool yes,
+                      struct prune_count *c) {
+        char of_host[TK_HOST_NAME_MAX + 16] = "";
+        if (host)
+                snprintf(of_host, sizeof(of_host), ", host %s", host);
+        _cleanup_close_ int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) {
+                fprintf(stderr, "%s prune: %s: %s\n", program, path, strerror(errno));
+                return -errno;
+        }
+        size_t n_deleted = 0;
+        for (size_t i = 0; i < n; i++) {
+                char file[SHOWN_MAX];
+                const struct tk_key *k = items[i].key;
+                if (!items[i].remove) {
+                        printf("keep: %s/%s (%s %s%s): %s\n", path, shown(file, k->file), role_name(k->role),
+                               k->thp[TK_HASH_S256], of_host, items[i].why);
+                        continue;
+                }
+                c->remove++;
+                if (!yes) {
+                        printf("would delete: %s/%s (%s %s%s): %s\n", path, shown(file, k->file), role_name(k->role),
+                               k->thp[TK_HASH_S256], of_host, items[i].why);
+                        continue;
+                }
+                /* Only the file the plan judged: the same inode, still hidden. */
+                struct stat s;
+                if (fstatat(dfd, k->file, &s, AT_SYMLINK_NOFOLLOW) < 0 || s.st_ino != k->id.ino ||
+                    s.st_dev != k->id.dev || k->file[0] != '.') {
+                        fprintf(stderr, "%s prune: %s/%s changed since it was read: left alone\n", program, path,
+                                shown(file, k->file));
+                        c->failed++;
+                        continue;
+                }
+                if (unlinkat(dfd, k->file, 0) < 0) {
+                        fprintf(stderr, "%s prune: cannot delete %s/%s: %s\n", program, path, shown(file, k->file),
+                                strerror(errno));
+                        c->failed++;
+                        continue;
+                }
+                n_deleted++;
+                printf("deleted: %s/%s (%s %s%s): %s\n", path, shown(file, k->file), role_name(k->role),
+                       k->thp[TK_HASH_S256], of_host, items[i].why);
+        }
+        if (n_deleted)
+                (void) fsync(dfd);
+        return 0;
+}
+
+/* Plans and prunes the rotated keys of one key set: -1 when the ledger
+ * cannot judge (said why). */
+static int prune_keyset(const char *path, const char *host, const struct tk_keyset *ks, const struct ledger_args *a,
+                        const json_t *agg, int64_t now, int64_t window, struct prune_count *c) {
         struct tk_prune_item *items = NULL;
         struct tc_err err = {};
-        size_t n = 0, n_remove = 0, n_failed = 0;
+        size_t n = 0;
+        int r = tk_ledger_prune_plan(ks, agg, now, window, &items, &n, &err);
+        if (r < 0) {
+                char started[32];
+                fprintf(stderr, "%s prune: ledger %s (started %s): %s\n", program, a->ledger,
+                        tk_ledger_iso_time(ms_of(agg, "started_ms"), started), err.msg);
+                return r;
+        }
+        r = prune_keys(path, host, items, n, a->yes, c);
+        tk_prune_plan_free(items);
+        if (r < 0)
+                c->failed++;
+        return 0;
+}
+
+static int cmd_prune(int argc, char **argv) {
+        _cleanup_(tk_keyset_freep) struct tk_keyset *ks = NULL;
+        _cleanup_(tk_hosts_freep) struct tk_hosts *hosts = NULL;
+        struct ledger_args a = {};
+        struct tk_ledger_state st = {};
+        struct prune_count c = {};
         int64_t window;
 
         int r = parse_ledger_args(&prune_usage, true, argc, argv, &a);
@@ -491,61 +566,31 @@ static int cmd_prune(int argc, char **argv) {
                 return usage_error(&prune_usage, "invalid --unused-for '%s': a number and a unit, s, m, h or d "
                                    "(such as 30d, 12h, 90m)", a.unused_for);
         const char *dir = argv[optind];
-        if (load(dir, &ks) < 0 || load_ledger("prune", a.ledger, &st) < 0)
+        if (load(dir, &ks) < 0 || load_hosts("prune", dir, &hosts) < 0 || load_ledger("prune", a.ledger, &st) < 0)
                 return EXIT_FAILURE;
-        r = tk_ledger_prune_plan(ks, st.agg, tc_realtime_ms(), window, &items, &n, &err);
-        if (r < 0) {
-                char started[32];
-                fprintf(stderr, "%s prune: ledger %s (started %s): %s\n", program, a.ledger,
-                        tk_ledger_iso_time(ms_of(st.agg, "started_ms"), started), err.msg);
-                tk_ledger_state_clear(&st);
-                return EXIT_FAILURE;
+        int64_t now = tc_realtime_ms();
+        r = prune_keyset(dir, NULL, ks, &a, st.agg, now, window, &c);
+        for (size_t i = 0; r >= 0 && i < hosts->n; i++) {
+                const struct tk_host *h = &hosts->hosts[i];
+                if (h->state == TK_HOST_REVOKED) {
+                        /* Its keys unlock nothing now; restore would bring
+                         * them back as they were, so prune leaves them to
+                         * host delete. */
+                        size_t n_rotated = tk_keyset_count(h->ks, TK_ROLE_EXCHANGE, true);
+                        if (n_rotated)
+                                printf("not judged: %s (%zu rotated key(s), host %s): the host is revoked; prune "
+                                       "leaves its keys alone: tether-keys host delete %s %s removes them\n",
+                                       h->dir, n_rotated, h->name, dir, h->name);
+                        continue;
+                }
+                r = prune_keyset(h->dir, h->name, h->ks, &a, st.agg, now, window, &c);
         }
         tk_ledger_state_clear(&st);
-        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0) {
-                fprintf(stderr, "%s prune: %s: %s\n", program, dir, strerror(errno));
-                tk_prune_plan_free(items);
+        if (r < 0)
                 return EXIT_FAILURE;
-        }
-        for (size_t i = 0; i < n; i++) {
-                char file[SHOWN_MAX];
-                const struct tk_key *k = items[i].key;
-                if (!items[i].remove) {
-                        printf("keep: %s/%s (%s %s): %s\n", dir, shown(file, k->file), role_name(k->role),
-                               k->thp[TK_HASH_S256], items[i].why);
-                        continue;
-                }
-                n_remove++;
-                if (!a.yes) {
-                        printf("would delete: %s/%s (%s %s): %s\n", dir, shown(file, k->file), role_name(k->role),
-                               k->thp[TK_HASH_S256], items[i].why);
-                        continue;
-                }
-                /* Only the file the plan judged: the same inode, still hidden. */
-                struct stat s;
-                if (fstatat(dfd, k->file, &s, AT_SYMLINK_NOFOLLOW) < 0 || s.st_ino != k->id.ino ||
-                    s.st_dev != k->id.dev || k->file[0] != '.') {
-                        fprintf(stderr, "%s prune: %s/%s changed since it was read: left alone\n", program, dir,
-                                shown(file, k->file));
-                        n_failed++;
-                        continue;
-                }
-                if (unlinkat(dfd, k->file, 0) < 0) {
-                        fprintf(stderr, "%s prune: cannot delete %s/%s: %s\n", program, dir, shown(file, k->file),
-                                strerror(errno));
-                        n_failed++;
-                        continue;
-                }
-                printf("deleted: %s/%s (%s %s): %s\n", dir, shown(file, k->file), role_name(k->role),
-                       k->thp[TK_HASH_S256], items[i].why);
-        }
-        tk_prune_plan_free(items);
-        if (a.yes && n_remove)
-                (void) fsync(dfd);
         if (!a.yes)
-                printf("%zu key(s) would be deleted; nothing was: run again with --yes to delete them\n", n_remove);
-        return n_failed ? EXIT_FAILURE : EXIT_SUCCESS;
+                printf("%zu key(s) would be deleted; nothing was: run again with --yes to delete them\n", c.remove);
+        return c.failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 /* Where Debian's tang keeps its keys, then Fedora's. */
