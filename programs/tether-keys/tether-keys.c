@@ -275,19 +275,21 @@ static int cmd_list(int argc, char **argv) {
 static const struct usage usage_usage = {
         .prog = "tether-keys usage",
         .text = "Usage: tether-keys usage DIR --ledger LEDGERDIR [--json]\n\n"
-                "Shows, for every key of DIR, how often tetherd's /rec used it according to\n"
-                "the usage ledger LEDGERDIR (tetherd --ledger): recoveries, first and last\n"
-                "recovery, the last client addresses; then the same per host, with refused\n"
-                "and pending requests. Keys the ledger never saw show 0 recoveries.\n",
+                "Shows, for every key of DIR and of its hosts, how often tetherd's /rec used it\n"
+                "according to the usage ledger LEDGERDIR (tetherd --ledger): recoveries, first\n"
+                "and last recovery, the last client addresses; then every host (state, allow\n"
+                "tokens, recoveries, refused and pending requests). Keys the ledger never saw\n"
+                "show 0 recoveries.\n",
 };
 
 static const struct usage prune_usage = {
         .prog = "tether-keys prune",
         .text = "Usage: tether-keys prune DIR --ledger LEDGERDIR --unused-for DURATION [--yes]\n\n"
-                "Deletes the rotated keys of DIR that no request used for DURATION (30d, 12h,\n"
-                "90m, 45s) and that were rotated at least DURATION ago, according to the usage\n"
-                "ledger LEDGERDIR. Without --yes, only prints what it would delete and why.\n"
-                "Never an advertised key. Refused when the ledger is younger than DURATION.\n"
+                "Deletes the rotated keys of DIR and of its hosts that no request used for\n"
+                "DURATION (30d, 12h, 90m, 45s) and that were rotated at least DURATION ago,\n"
+                "according to the usage ledger LEDGERDIR. Without --yes, only prints what it\n"
+                "would delete and why. Never an advertised key, nor a revoked host's keys\n"
+                "(host delete removes those). Refused when the ledger is younger than DURATION.\n"
                 "The ledger only sees machines that unlocked: see tether-keys(8).\n",
 };
 
