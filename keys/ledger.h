@@ -120,9 +120,27 @@ int tk_ledger_snapshot_write(int dfd, const json_t *agg, struct tc_err *err);
 /* Whether outcome (len bytes) counts as a recovery. */
 bool tk_ledger_is_recovery(const char *outcome, size_t len);
 
-/* What prune would do with each rotated key of a key set. */
 struct tk_key;
 struct tk_keyset;
+/* The report of `tether-keys usage`, computed from agg (the aggregate of
+ * a replay) for every key of ks, every key and host of hosts (may be
+ * NULL), and what the ledger saw and the directory no longer holds (state
+ * "gone"): {"ledger": {"dir", "started", "started_ms", "records"},
+ * "keys": [{file (relative to the key directory), thp, state (advertised,
+ * rotated, gone), role, host (null for the shared keys), created,
+ * rotated, recoveries, first_recovery, last_recovery, last_addresses,
+ * refused, refused_total, and the times in _ms too}], "hosts": [{host,
+ * state (active, revoked, held; gone: only in the ledger), allow_tokens,
+ * recoveries, first_recovery, last_recovery, last_addresses, refused,
+ * refused_total, pending}] sorted by name, "unknown_key": {outcome:
+ * count}}. NULL: out of memory. */
+struct tk_hosts;
+json_t *tk_ledger_report(const struct tk_keyset *ks, const struct tk_hosts *hosts, const json_t *agg,
+                         const char *ledger_dir);
+/* "2026-12-03T17:54:39Z", or "-" for none (ms < 0). */
+const char *tk_ledger_iso_time(int64_t ms, char buf[static 32]);
+
+/* What prune would do with each rotated key of a key set. */
 struct tk_prune_item {
         const struct tk_key *key;
         bool remove;

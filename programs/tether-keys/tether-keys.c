@@ -2,6 +2,7 @@
 #include "keyset.h"
 #include "host.h"
 #include "ledger.h"
+#include "hosts.h"
 #include "cleanup.h"
 #include "environment.h"
 #include "harden.h"
@@ -274,19 +275,21 @@ static int cmd_list(int argc, char **argv) {
 static const struct usage usage_usage = {
         .prog = "tether-keys usage",
         .text = "Usage: tether-keys usage DIR --ledger LEDGERDIR [--json]\n\n"
-                "Shows, for every key of DIR, how often tetherd's /rec used it according to\n"
-                "the usage ledger LEDGERDIR (tetherd --ledger): recoveries, first and last\n"
-                "recovery, the last client addresses; then the same per host, with refused\n"
-                "and pending requests. Keys the ledger never saw show 0 recoveries.\n",
+                "Shows, for every key of DIR and of its hosts, how often tetherd's /rec used it\n"
+                "according to the usage ledger LEDGERDIR (tetherd --ledger): recoveries, first\n"
+                "and last recovery, the last client addresses; then every host (state, allow\n"
+                "tokens, recoveries, refused and pending requests). Keys the ledger never saw\n"
+                "show 0 recoveries.\n",
 };
 
 static const struct usage prune_usage = {
         .prog = "tether-keys prune",
         .text = "Usage: tether-keys prune DIR --ledger LEDGERDIR --unused-for DURATION [--yes]\n\n"
-                "Deletes the rotated keys of DIR that no request used for DURATION (30d, 12h,\n"
-                "90m, 45s) and that were rotated at least DURATION ago, according to the usage\n"
-                "ledger LEDGERDIR. Without --yes, only prints what it would delete and why.\n"
-                "Never an advertised key. Refused when the ledger is younger than DURATION.\n"
+                "Deletes the rotated keys of DIR and of its hosts that no request used for\n"
+                "DURATION (30d, 12h, 90m, 45s) and that were rotated at least DURATION ago,\n"
+                "according to the usage ledger LEDGERDIR. Without --yes, only prints what it\n"
+                "would delete and why. Never an advertised key, nor a revoked host's keys\n"
+                "(host delete removes those). Refused when the ledger is younger than DURATION.\n"
                 "The ledger only sees machines that unlocked: see tether-keys(8).\n",
 };
 
@@ -311,34 +314,9 @@ static bool parse_duration(const char *s, int64_t *ms) {
         return true;
 }
 
-/* "2026-12-03T17:54:39Z", or "-" for none (ms < 0). */
-static const char *iso_time(int64_t ms, char buf[static 32]) {
-        if (ms < 0)
-                return strcpy(buf, "-");
-        time_t t = (time_t) (ms / 1000);
-        struct tm tm;
-        if (!gmtime_r(&t, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
-                return strcpy(buf, "?");
-        return buf;
-}
-
 static int64_t ms_of(const json_t *obj, const char *name) {
         json_t *v = json_object_get(obj, name);
         return json_is_integer(v) ? (int64_t) json_integer_value(v) : -1;
-}
-
-/* A time in the JSON report: ISO 8601 text, or null for none. */
-static json_t *json_time(int64_t ms) {
-        char buf[32];
-        return ms < 0 ? json_null() : json_string(iso_time(ms, buf));
-}
-
-static json_t *json_ms(int64_t ms) {
-        return ms < 0 ? json_null() : json_integer((json_int_t) ms);
-}
-
-static int64_t ts_ms(const struct timespec *t) {
-        return (int64_t) t->tv_sec * 1000 + t->tv_nsec / 1000000;
 }
 
 static int load_ledger(const char *cmd, const char *dir, struct tk_ledger_state *st) {
@@ -404,136 +382,88 @@ static int parse_ledger_args(const struct usage *u, bool prune, int argc, char *
         return -1;
 }
 
-static json_t *key_usage(const json_t *agg, const struct tk_key *k) {
-        json_t *e = json_object_get(json_object_get(agg, "keys"), k->thp[TK_HASH_S256]);
-        char created[32];
-        int64_t c = ts_ms(&k->id.mtime);
-        /* A hidden file's ctime: when the rename hid it (see prune). */
-        int64_t rotated = k->hidden ? ts_ms(&k->id.ctime) : -1;
-        return json_pack("{s:s, s:s, s:s, s:s, s:n, s:s, s:I, s:o, s:o, s:I, s:o, s:o, s:o, s:o, s:o, s:o}",
-                         "file", k->file, "thp", k->thp[TK_HASH_S256], "state", k->hidden ? "rotated" : "advertised",
-                         "role", role_name(k->role), "host", "created", iso_time(c, created), "created_ms",
-                         (json_int_t) c, "rotated", json_time(rotated), "rotated_ms", json_ms(rotated), "recoveries", (json_int_t) ms_of(e, "recoveries") < 0 ? 0 :
-                         (json_int_t) ms_of(e, "recoveries"),
-                         "first_recovery", json_time(ms_of(e, "first_ms")), "last_recovery",
-                         json_time(ms_of(e, "last_ms")), "first_recovery_ms", json_ms(ms_of(e, "first_ms")),
-                         "last_recovery_ms", json_ms(ms_of(e, "last_ms")),
-                         "last_addresses", e ? json_incref(json_object_get(e, "addresses")) : json_array(),
-                         "refused", e ? json_incref(json_object_get(e, "refused")) : json_object());
-}
-
-static json_int_t sum_values(const json_t *obj) {
-        const char *name;
-        json_t *v;
-        json_int_t n = 0;
-        json_object_foreach((json_t *) obj, name, v)
-                n += json_integer_value(v);
-        return n;
-}
-
-static json_t *usage_report(const struct tk_keyset *ks, const json_t *agg, const char *ledger) {
-        char started[32];
-        json_t *keys = json_array(), *hosts = json_array();
-        json_t *report = json_pack("{s:{s:s, s:s, s:I, s:I}, s:o, s:o, s:O}", "ledger", "dir", ledger, "started",
-                                   iso_time(ms_of(agg, "started_ms"), started), "started_ms",
-                                   (json_int_t) ms_of(agg, "started_ms"), "records", (json_int_t) ms_of(agg, "records"),
-                                   "keys", keys, "hosts", hosts, "unknown_key", json_object_get(agg, "unknown_key"));
-        if (!report)
-                return NULL;
-        for (size_t i = 0; i < ks->n_keys; i++)
-                json_array_append_new(keys, key_usage(agg, &ks->keys[i]));
-        /* Keys the ledger saw that the directory no longer holds. */
-        const char *thp;
-        json_t *e;
-        json_object_foreach(json_object_get(agg, "keys"), thp, e) {
-                bool found = false;
-                for (size_t i = 0; i < ks->n_keys && !found; i++)
-                        found = strcmp(ks->keys[i].thp[TK_HASH_S256], thp) == 0;
-                if (found)
-                        continue;
-                json_array_append_new(keys, json_pack("{s:n, s:s, s:s, s:n, s:n, s:n, s:I, s:o, s:o, s:o, s:o, s:O, s:O}",
-                        "file", "thp", thp, "state", "gone", "role", "host", "created", "recoveries",
-                        (json_int_t) json_integer_value(json_object_get(e, "recoveries")),
-                        "first_recovery", json_time(ms_of(e, "first_ms")),
-                        "last_recovery", json_time(ms_of(e, "last_ms")),
-                        "first_recovery_ms", json_ms(ms_of(e, "first_ms")),
-                        "last_recovery_ms", json_ms(ms_of(e, "last_ms")),
-                        "last_addresses", json_object_get(e, "addresses"), "refused", json_object_get(e, "refused")));
-        }
-        const char *name;
-        json_object_foreach(json_object_get(agg, "hosts"), name, e) {
-                json_t *refused = json_object_get(e, "refused");
-                json_array_append_new(hosts, json_pack("{s:s, s:I, s:o, s:o, s:I, s:O, s:I, s:O}", "host", name,
-                        "recoveries", (json_int_t) json_integer_value(json_object_get(e, "recoveries")),
-                        "last_recovery", json_time(ms_of(e, "last_ms")),
-                        "last_recovery_ms", json_ms(ms_of(e, "last_ms")),
-                        "refused_total", sum_values(refused), "refused", refused,
-                        "pending", (json_int_t) (ms_of(e, "pending") < 0 ? 0 : ms_of(e, "pending")),
-                        "last_addresses", json_object_get(e, "addresses")));
-        }
-        return report;
-}
-
 static const char *text_or_dash(const json_t *obj, const char *name) {
         const char *s = json_string_value(json_object_get(obj, name));
         return s ? s : "-";
 }
 
+/* "a,b,c" of a report entry's last_addresses, "-" for none. */
+static const char *addresses(const json_t *entry, char buf[static 256]) {
+        size_t j;
+        json_t *a;
+        buf[0] = '\0';
+        json_array_foreach(json_object_get(entry, "last_addresses"), j, a) {
+                size_t used = strlen(buf);
+                snprintf(buf + used, 256 - used, "%s%s", j ? "," : "", json_string_value(a));
+        }
+        return *buf ? buf : "-";
+}
+
 static void print_usage_text(const json_t *report) {
         size_t i;
         json_t *k;
-        char shown_file[SHOWN_MAX], shown_host[SHOWN_MAX];
+        char shown_file[SHOWN_MAX], shown_host[SHOWN_MAX], addrs[256];
         const json_t *led = json_object_get(report, "ledger");
         printf("ledger %s since %s, %" JSON_INTEGER_FORMAT " record(s)\n\n", json_string_value(json_object_get(led, "dir")),
                json_string_value(json_object_get(led, "started")), json_integer_value(json_object_get(led, "records")));
         printf("%-10s  %-8s  %-12s  %-43s  %10s  %-20s  %-20s  %-20s  %-30s  %s\n", "STATE", "ROLE", "HOST",
                "THUMBPRINT (S256)", "RECOVERIES", "FIRST RECOVERY", "LAST RECOVERY", "CREATED", "LAST ADDRESSES", "FILE");
         json_array_foreach(json_object_get(report, "keys"), i, k) {
-                char addrs[256] = "";
-                size_t j;
-                json_t *a;
-                json_array_foreach(json_object_get(k, "last_addresses"), j, a) {
-                        size_t used = strlen(addrs);
-                        snprintf(addrs + used, sizeof(addrs) - used, "%s%s", j ? "," : "", json_string_value(a));
-                }
                 const char *file = json_string_value(json_object_get(k, "file"));
                 const char *host = json_string_value(json_object_get(k, "host"));
-                const char *created = json_string_value(json_object_get(k, "created"));
                 printf("%-10s  %-8s  %-12s  %-43s  %10" JSON_INTEGER_FORMAT "  %-20s  %-20s  %-20s  %-30s  %s\n",
-                       json_string_value(json_object_get(k, "state")),
-                       json_is_string(json_object_get(k, "role")) ? json_string_value(json_object_get(k, "role")) : "-",
+                       json_string_value(json_object_get(k, "state")), text_or_dash(k, "role"),
                        host ? shown(shown_host, host) : "-", json_string_value(json_object_get(k, "thp")),
                        json_integer_value(json_object_get(k, "recoveries")),
-                       text_or_dash(k, "first_recovery"), text_or_dash(k, "last_recovery"), created ? created : "-",
-                       *addrs ? addrs : "-", file ? shown(shown_file, file) : "-");
+                       text_or_dash(k, "first_recovery"), text_or_dash(k, "last_recovery"), text_or_dash(k, "created"),
+                       addresses(k, addrs), file ? shown(shown_file, file) : "-");
         }
         json_t *hosts = json_object_get(report, "hosts");
         if (json_array_size(hosts)) {
-                printf("\n%-32s  %10s  %-20s  %8s  %8s\n", "HOST", "RECOVERIES", "LAST RECOVERY", "REFUSED", "PENDING");
+                printf("\n%-32s  %-8s  %6s  %10s  %-20s  %8s  %8s  %s\n", "HOST", "STATE", "ALLOW", "RECOVERIES",
+                       "LAST RECOVERY", "REFUSED", "PENDING", "LAST ADDRESSES");
                 json_array_foreach(hosts, i, k)
-                        printf("%-32s  %10" JSON_INTEGER_FORMAT "  %-20s  %8" JSON_INTEGER_FORMAT "  %8" JSON_INTEGER_FORMAT "\n",
+                        printf("%-32s  %-8s  %6" JSON_INTEGER_FORMAT "  %10" JSON_INTEGER_FORMAT "  %-20s  %8"
+                               JSON_INTEGER_FORMAT "  %8" JSON_INTEGER_FORMAT "  %s\n",
                                shown(shown_host, json_string_value(json_object_get(k, "host"))),
+                               json_string_value(json_object_get(k, "state")),
+                               json_integer_value(json_object_get(k, "allow_tokens")),
                                json_integer_value(json_object_get(k, "recoveries")),
                                text_or_dash(k, "last_recovery"),
                                json_integer_value(json_object_get(k, "refused_total")),
-                               json_integer_value(json_object_get(k, "pending")));
+                               json_integer_value(json_object_get(k, "pending")), addresses(k, addrs));
         }
-        json_int_t unknown = sum_values(json_object_get(report, "unknown_key"));
+        json_int_t unknown = 0;
+        const char *name;
+        json_t *v;
+        json_object_foreach(json_object_get(report, "unknown_key"), name, v)
+                unknown += json_integer_value(v);
         if (unknown)
                 printf("\n%" JSON_INTEGER_FORMAT " request(s) named a key this server does not have\n", unknown);
 }
 
+/* The host keys of dir; a host that cannot be read is skipped with a
+ * warning (its keys then show as "gone"). */
+static int load_hosts(const char *cmd, const char *dir, struct tk_hosts **hosts) {
+        int r = tk_hosts_load(dir, NULL, warn_file, (void *) dir, hosts);
+        if (r < 0)
+                fprintf(stderr, "%s %s: cannot read the hosts of %s: %s\n", program, cmd, dir, strerror(-r));
+        return r;
+}
+
 static int cmd_usage(int argc, char **argv) {
         _cleanup_(tk_keyset_freep) struct tk_keyset *ks = NULL;
+        _cleanup_(tk_hosts_freep) struct tk_hosts *hosts = NULL;
         struct ledger_args a = {};
         struct tk_ledger_state st = {};
 
         int r = parse_ledger_args(&usage_usage, false, argc, argv, &a);
         if (r >= 0)
                 return r;
-        if (load(argv[optind], &ks) < 0 || load_ledger("usage", a.ledger, &st) < 0)
+        const char *dir = argv[optind];
+        if (load(dir, &ks) < 0 || load_hosts("usage", dir, &hosts) < 0 || load_ledger("usage", a.ledger, &st) < 0)
                 return EXIT_FAILURE;
-        json_auto_t *report = usage_report(ks, st.agg, a.ledger);
+        json_auto_t *report = tk_ledger_report(ks, hosts, st.agg, a.ledger);
         tk_ledger_state_clear(&st);
         if (!report) {
                 fprintf(stderr, "%s usage: out of memory\n", program);
@@ -547,13 +477,88 @@ static int cmd_usage(int argc, char **argv) {
         return EXIT_SUCCESS;
 }
 
-static int cmd_prune(int argc, char **argv) {
-        _cleanup_(tk_keyset_freep) struct tk_keyset *ks = NULL;
-        struct ledger_args a = {};
-        struct tk_ledger_state st = {};
+struct prune_count {
+        size_t remove, failed;
+};
+
+/* Carries out (with --yes) or prints a plan for the keys of path (the key
+ * directory or a host's directory, host its name or NULL). */
+static int prune_keys(const char *path, const char *host, const struct tk_prune_item *items, size_t n, bool yes,
+                      struct prune_count *c) {
+        char of_host[TK_HOST_NAME_MAX + 16] = "";
+        if (host)
+                snprintf(of_host, sizeof(of_host), ", host %s", host);
+        _cleanup_close_ int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) {
+                fprintf(stderr, "%s prune: %s: %s\n", program, path, strerror(errno));
+                return -errno;
+        }
+        size_t n_deleted = 0;
+        for (size_t i = 0; i < n; i++) {
+                char file[SHOWN_MAX];
+                const struct tk_key *k = items[i].key;
+                if (!items[i].remove) {
+                        printf("keep: %s/%s (%s %s%s): %s\n", path, shown(file, k->file), role_name(k->role),
+                               k->thp[TK_HASH_S256], of_host, items[i].why);
+                        continue;
+                }
+                c->remove++;
+                if (!yes) {
+                        printf("would delete: %s/%s (%s %s%s): %s\n", path, shown(file, k->file), role_name(k->role),
+                               k->thp[TK_HASH_S256], of_host, items[i].why);
+                        continue;
+                }
+                /* Only the file the plan judged: the same inode, still hidden. */
+                struct stat s;
+                if (fstatat(dfd, k->file, &s, AT_SYMLINK_NOFOLLOW) < 0 || s.st_ino != k->id.ino ||
+                    s.st_dev != k->id.dev || k->file[0] != '.') {
+                        fprintf(stderr, "%s prune: %s/%s changed since it was read: left alone\n", program, path,
+                                shown(file, k->file));
+                        c->failed++;
+                        continue;
+                }
+                if (unlinkat(dfd, k->file, 0) < 0) {
+                        fprintf(stderr, "%s prune: cannot delete %s/%s: %s\n", program, path, shown(file, k->file),
+                                strerror(errno));
+                        c->failed++;
+                        continue;
+                }
+                n_deleted++;
+                printf("deleted: %s/%s (%s %s%s): %s\n", path, shown(file, k->file), role_name(k->role),
+                       k->thp[TK_HASH_S256], of_host, items[i].why);
+        }
+        if (n_deleted)
+                (void) fsync(dfd);
+        return 0;
+}
+
+/* Plans and prunes the rotated keys of one key set: -1 when the ledger
+ * cannot judge (said why). */
+static int prune_keyset(const char *path, const char *host, const struct tk_keyset *ks, const struct ledger_args *a,
+                        const json_t *agg, int64_t now, int64_t window, struct prune_count *c) {
         struct tk_prune_item *items = NULL;
         struct tc_err err = {};
-        size_t n = 0, n_remove = 0, n_failed = 0;
+        size_t n = 0;
+        int r = tk_ledger_prune_plan(ks, agg, now, window, &items, &n, &err);
+        if (r < 0) {
+                char started[32];
+                fprintf(stderr, "%s prune: ledger %s (started %s): %s\n", program, a->ledger,
+                        tk_ledger_iso_time(ms_of(agg, "started_ms"), started), err.msg);
+                return r;
+        }
+        r = prune_keys(path, host, items, n, a->yes, c);
+        tk_prune_plan_free(items);
+        if (r < 0)
+                c->failed++;
+        return 0;
+}
+
+static int cmd_prune(int argc, char **argv) {
+        _cleanup_(tk_keyset_freep) struct tk_keyset *ks = NULL;
+        _cleanup_(tk_hosts_freep) struct tk_hosts *hosts = NULL;
+        struct ledger_args a = {};
+        struct tk_ledger_state st = {};
+        struct prune_count c = {};
         int64_t window;
 
         int r = parse_ledger_args(&prune_usage, true, argc, argv, &a);
@@ -563,61 +568,31 @@ static int cmd_prune(int argc, char **argv) {
                 return usage_error(&prune_usage, "invalid --unused-for '%s': a number and a unit, s, m, h or d "
                                    "(such as 30d, 12h, 90m)", a.unused_for);
         const char *dir = argv[optind];
-        if (load(dir, &ks) < 0 || load_ledger("prune", a.ledger, &st) < 0)
+        if (load(dir, &ks) < 0 || load_hosts("prune", dir, &hosts) < 0 || load_ledger("prune", a.ledger, &st) < 0)
                 return EXIT_FAILURE;
-        r = tk_ledger_prune_plan(ks, st.agg, tc_realtime_ms(), window, &items, &n, &err);
-        if (r < 0) {
-                char started[32];
-                fprintf(stderr, "%s prune: ledger %s (started %s): %s\n", program, a.ledger,
-                        iso_time(ms_of(st.agg, "started_ms"), started), err.msg);
-                tk_ledger_state_clear(&st);
-                return EXIT_FAILURE;
+        int64_t now = tc_realtime_ms();
+        r = prune_keyset(dir, NULL, ks, &a, st.agg, now, window, &c);
+        for (size_t i = 0; r >= 0 && i < hosts->n; i++) {
+                const struct tk_host *h = &hosts->hosts[i];
+                if (h->state == TK_HOST_REVOKED) {
+                        /* Its keys unlock nothing now; restore would bring
+                         * them back as they were, so prune leaves them to
+                         * host delete. */
+                        size_t n_rotated = tk_keyset_count(h->ks, TK_ROLE_EXCHANGE, true);
+                        if (n_rotated)
+                                printf("not judged: %s (%zu rotated key(s), host %s): the host is revoked; prune "
+                                       "leaves its keys alone: tether-keys host delete %s %s removes them\n",
+                                       h->dir, n_rotated, h->name, dir, h->name);
+                        continue;
+                }
+                r = prune_keyset(h->dir, h->name, h->ks, &a, st.agg, now, window, &c);
         }
         tk_ledger_state_clear(&st);
-        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0) {
-                fprintf(stderr, "%s prune: %s: %s\n", program, dir, strerror(errno));
-                tk_prune_plan_free(items);
+        if (r < 0)
                 return EXIT_FAILURE;
-        }
-        for (size_t i = 0; i < n; i++) {
-                char file[SHOWN_MAX];
-                const struct tk_key *k = items[i].key;
-                if (!items[i].remove) {
-                        printf("keep: %s/%s (%s %s): %s\n", dir, shown(file, k->file), role_name(k->role),
-                               k->thp[TK_HASH_S256], items[i].why);
-                        continue;
-                }
-                n_remove++;
-                if (!a.yes) {
-                        printf("would delete: %s/%s (%s %s): %s\n", dir, shown(file, k->file), role_name(k->role),
-                               k->thp[TK_HASH_S256], items[i].why);
-                        continue;
-                }
-                /* Only the file the plan judged: the same inode, still hidden. */
-                struct stat s;
-                if (fstatat(dfd, k->file, &s, AT_SYMLINK_NOFOLLOW) < 0 || s.st_ino != k->id.ino ||
-                    s.st_dev != k->id.dev || k->file[0] != '.') {
-                        fprintf(stderr, "%s prune: %s/%s changed since it was read: left alone\n", program, dir,
-                                shown(file, k->file));
-                        n_failed++;
-                        continue;
-                }
-                if (unlinkat(dfd, k->file, 0) < 0) {
-                        fprintf(stderr, "%s prune: cannot delete %s/%s: %s\n", program, dir, shown(file, k->file),
-                                strerror(errno));
-                        n_failed++;
-                        continue;
-                }
-                printf("deleted: %s/%s (%s %s): %s\n", dir, shown(file, k->file), role_name(k->role),
-                       k->thp[TK_HASH_S256], items[i].why);
-        }
-        tk_prune_plan_free(items);
-        if (a.yes && n_remove)
-                (void) fsync(dfd);
         if (!a.yes)
-                printf("%zu key(s) would be deleted; nothing was: run again with --yes to delete them\n", n_remove);
-        return n_failed ? EXIT_FAILURE : EXIT_SUCCESS;
+                printf("%zu key(s) would be deleted; nothing was: run again with --yes to delete them\n", c.remove);
+        return c.failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 /* Where Debian's tang keeps its keys, then Fedora's. */

@@ -221,6 +221,121 @@ class Ledger(tlib.unittest.TestCase):
             d = tlib.tether("decrypt", input=jwe.stdout)
             self.assertEqual((d.returncode, d.stdout), (0, text), d.stderr)
 
+    def host_exc(self, name, hidden=False):
+        return tlib.thumbprint(tlib.key_of(os.path.join(self.keydir, "hosts", name), "exc", hidden))
+
+    def host_row(self, report, name):
+        found = [h for h in report["hosts"] if h["host"] == name]
+        self.assertEqual(len(found), 1, report["hosts"])
+        return found[0]
+
+    def test_usage_per_host(self):
+        for name in ("web01", "db01", "idle01", "old01"):
+            tlib.tether_keys("host", "add", self.keydir, name)
+        tlib.tether_keys("host", "hold", self.keydir, "db01")
+        srv = self.start()
+        web, db, old = self.host_exc("web01"), self.host_exc("db01"), self.host_exc("old01")
+        for _ in range(2):
+            x, y = tlib.random_point()
+            self.assertEqual(srv.post(f"/h/web01/rec/{web}", tlib.ecmr_jwk(x, y)).status, 200)
+        for _ in range(3):      # held: refused, pending until an administrator allows one
+            x, y = tlib.random_point()
+            self.assertEqual(srv.post(f"/h/db01/rec/{db}", tlib.ecmr_jwk(x, y)).status, 403)
+        x, y = tlib.random_point()
+        self.assertEqual(srv.post(f"/h/old01/rec/{old}", tlib.ecmr_jwk(x, y)).status, 200)
+        self.assertTrue(tlib.eventually(lambda: self.usage()["ledger"]["records"] >= 6, timeout=10), self.usage())
+        tlib.tether_keys("host", "allow", self.keydir, "db01")
+        tlib.tether_keys("host", "revoke", self.keydir, "old01")
+        tlib.tether_keys("host", "delete", self.keydir, "old01")
+        report = self.usage()
+
+        k = self.key(report, web)
+        self.assertEqual((k["state"], k["role"], k["host"], k["recoveries"], k["last_addresses"], k["file"]),
+                         ("advertised", "exchange", "web01", 2, ["127.0.0.1"], f"hosts/web01/{web}.jwk"), k)
+        self.assertIsNotNone(k["created"])
+        k = self.key(report, db)
+        self.assertEqual((k["state"], k["host"], k["recoveries"], k["refused"]),
+                         ("advertised", "db01", 0, {"held": 3}), k)
+        self.assertEqual(self.key(report, old)["state"], "gone")
+        shared = self.key(report, tlib.thumbprint(tlib.key_of(self.keydir, "exc")))
+        self.assertIsNone(shared["host"])
+
+        self.assertEqual([h["host"] for h in report["hosts"]], ["db01", "idle01", "old01", "web01"])
+        got = {h["host"]: (h["state"], h["allow_tokens"], h["recoveries"], h["refused_total"], h["pending"],
+                           h["last_addresses"]) for h in report["hosts"]}
+        self.assertEqual(got, {
+            "web01": ("active", 0, 2, 0, 0, ["127.0.0.1"]),
+            "db01": ("held", 1, 0, 3, 3, []),
+            "idle01": ("active", 0, 0, 0, 0, []),     # no record: listed all the same
+            "old01": ("gone", 0, 1, 0, 0, ["127.0.0.1"]),
+        }, report["hosts"])
+        self.assertIsNotNone(self.host_row(report, "web01")["last_recovery"])
+        self.assertIsNone(self.host_row(report, "idle01")["last_recovery"])
+
+        # The text form says the same as --json.
+        text = tlib.tether_keys("usage", self.keydir, "--ledger", self.ledger).stdout
+        self.assertRegex(text, rf"advertised\s+exchange\s+web01\s+{web}\s+2\s")
+        self.assertRegex(text, rf"advertised\s+exchange\s+db01\s+{db}\s+0\s")
+        rows = {m[0]: m[1:] for m in re.findall(r"^(\S+)\s+(active|held|revoked|gone)\s+(\d+)\s+(\d+)\s+(\S+)\s+"
+                                                 r"(\d+)\s+(\d+)\s+(\S+)$", text, re.M)}
+        self.assertEqual(set(rows), {h["host"] for h in report["hosts"]}, text)
+        for h in report["hosts"]:
+            self.assertEqual(rows[h["host"]], (h["state"], str(h["allow_tokens"]), str(h["recoveries"]),
+                                               h["last_recovery"] or "-", str(h["refused_total"]),
+                                               str(h["pending"]), ",".join(h["last_addresses"]) or "-"), text)
+
+    def test_prune_host_keys(self):
+        window = 5
+        for name in ("web01", "rev01"):
+            tlib.tether_keys("host", "add", self.keydir, name)
+        srv = self.start()
+        url = f"http://127.0.0.1:{srv.port}/h/web01"
+        k0 = self.host_exc("web01")
+        jwe0 = tlib.tether("encrypt", "tang", json.dumps({"url": url}), "-y", input=b"bound to k0")
+        self.assertEqual(jwe0.returncode, 0, jwe0.stderr)
+        self.assertEqual(tlib.jwe_header(jwe0.stdout)["kid"], k0)
+        tlib.tether_keys("host", "rotate", self.keydir, "web01")
+        tlib.tether_keys("host", "rotate", self.keydir, "rev01")
+        k1 = self.host_exc("web01")
+        time.sleep(1.5)
+        tlib.tether_keys("host", "rotate", self.keydir, "web01")
+        rotated_at = time.time()
+        k2 = self.host_exc("web01")
+        tlib.tether_keys("host", "revoke", self.keydir, "rev01")
+        time.sleep(max(0, rotated_at + window + 0.3 - time.time()))
+        d = tlib.tether("decrypt", input=jwe0.stdout)
+        self.assertEqual((d.returncode, d.stdout), (0, b"bound to k0"), d.stderr)
+        self.assertTrue(tlib.eventually(lambda: self.usage()["ledger"]["records"] >= 1, timeout=10), self.usage())
+
+        def files(name):
+            return {k["file"]: (k["hidden"], tlib.thumbprint(k["jwk"]))
+                    for k in tlib.load_keys(os.path.join(self.keydir, "hosts", name))}
+        web_before, rev_before, shared_before = files("web01"), files("rev01"), tlib.load_keys(self.keydir)
+        self.assertEqual(len(web_before), 3)
+        self.assertEqual(len(rev_before), 2)
+
+        args = ("prune", self.keydir, "--ledger", self.ledger, "--unused-for", f"{window}s")
+        dry = tlib.tether_keys(*args)
+        self.assertEqual(files("web01"), web_before, dry.stdout)
+        would = re.findall(r"^would delete: \S+/hosts/(\S+)/\.\S+ \(exchange ([\w-]+), host (\S+)\)", dry.stdout, re.M)
+        self.assertEqual(would, [("web01", k1, "web01")], dry.stdout)
+        self.assertRegex(dry.stdout, rf"(?m)^keep: \S+/hosts/web01/\.{k0}\.jwk \(exchange {k0}, host web01\): used ")
+        self.assertRegex(dry.stdout, r"(?m)^not judged: \S+/hosts/rev01 .*revoked.*host delete")
+        self.assertIn("1 key(s) would be deleted", dry.stdout)
+
+        done = tlib.tether_keys(*args, "--yes")
+        after = files("web01")
+        self.assertEqual({thp for _, thp in after.values()}, {k0, k2}, done.stdout)
+        self.assertEqual({thp for hidden, thp in after.values() if not hidden}, {k2})
+        self.assertEqual(files("rev01"), rev_before, done.stdout)
+        self.assertEqual(tlib.load_keys(self.keydir), shared_before)
+        d = tlib.tether("decrypt", input=jwe0.stdout)
+        self.assertEqual((d.returncode, d.stdout), (0, b"bound to k0"), d.stderr)
+        # The report says the same: k1 gone from the directory, k0 rotated and used.
+        report = self.usage()
+        self.assertEqual([k["state"] for k in report["keys"] if k["thp"] == k1], [])
+        self.assertEqual((self.key(report, k0)["state"], self.key(report, k0)["host"]), ("rotated", "web01"))
+
     def test_prune_durations(self):
         self.start()
         for bad in ("30", "1w", "-3d", "0d", "d", "3dd"):
