@@ -392,7 +392,9 @@ int tk_host_add(const char *keydir, const char *name, char **exc_out, struct tc_
         return 0;
 }
 
-/* Removes every file of dfd (a host directory holds no subdirectory). */
+/* Removes every file of dfd (a host directory holds no subdirectory), the
+ * state file last: a host without it is active, and a server loading the
+ * half-emptied directory must still read "revoked" there. */
 static int empty_dir(int dfd) {
         _cleanup_closedir_ DIR *d = fdopendir(dup(dfd));
         struct dirent *de;
@@ -400,9 +402,12 @@ static int empty_dir(int dfd) {
         if (!d)
                 return -errno;
         while ((de = readdir(d)))
-                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 && unlinkat(dfd, de->d_name, 0) < 0 &&
-                    errno != ENOENT && r == 0)
+                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+                    strcmp(de->d_name, STATE_FILE) != 0 && unlinkat(dfd, de->d_name, 0) < 0 && errno != ENOENT &&
+                    r == 0)
                         r = -errno;
+        if (r == 0 && unlinkat(dfd, STATE_FILE, 0) < 0 && errno != ENOENT)
+                r = -errno;
         return r;
 }
 
