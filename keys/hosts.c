@@ -83,18 +83,6 @@ static int read_state_at(int dfd, const char *name, enum tk_host_state *ret, str
         return 0;
 }
 
-int tk_host_state_read(const char *keydir, const char *name, enum tk_host_state *ret, struct tc_err *err) {
-        _cleanup_free_ char *dir = NULL;
-        int r = host_dir(keydir, name, &dir, err);
-        if (r < 0)
-                return r;
-        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-                return errno == ENOENT ? tc_fail(err, -ENOENT, "no host %s in %s (tether-keys host add creates one)",
-                                                 name, keydir)
-                                       : tc_fail(err, -errno, "cannot open %s: %s", dir, strerror(errno));
-        return read_state_at(dfd, name, ret, err);
-}
 
 static void random_hex(char *out, size_t n_bytes) {
         uint8_t rnd[16];
@@ -147,12 +135,26 @@ static int open_host(const char *keydir, const char *name, int *ret, struct tc_e
         if (r < 0)
                 return r;
         int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0 && errno == ENOENT)
+                return tc_fail(err, -ENOENT, "no host %s in %s (tether-keys host add creates one)", name, keydir);
+        /* A symbolic link is refused: tetherd watches the host directory
+         * itself (a change behind a link, a revocation, would go unseen),
+         * and unlinks allow tokens in it. */
+        if (fd < 0 && (errno == ENOTDIR || errno == ELOOP))
+                return tc_fail(err, -ENOTDIR, "%s is no directory (a symbolic link?): a host's keys must be in a "
+                               "directory of its own there", dir);
         if (fd < 0)
-                return errno == ENOENT ? tc_fail(err, -ENOENT, "no host %s in %s (tether-keys host add creates one)",
-                                                 name, keydir)
-                                       : tc_fail(err, -errno, "cannot open %s: %s", dir, strerror(errno));
+                return tc_fail(err, -errno, "cannot open %s: %s", dir, strerror(errno));
         *ret = fd;
         return 0;
+}
+
+int tk_host_state_read(const char *keydir, const char *name, enum tk_host_state *ret, struct tc_err *err) {
+        _cleanup_close_ int dfd = -1;
+        int r = open_host(keydir, name, &dfd, err);
+        if (r < 0)
+                return r;
+        return read_state_at(dfd, name, ret, err);
 }
 
 int tk_host_check(const char *keydir, const char *name, struct tc_err *err) {
@@ -390,7 +392,9 @@ int tk_host_add(const char *keydir, const char *name, char **exc_out, struct tc_
         return 0;
 }
 
-/* Removes every file of dfd (a host directory holds no subdirectory). */
+/* Removes every file of dfd (a host directory holds no subdirectory), the
+ * state file last: a host without it is active, and a server loading the
+ * half-emptied directory must still read "revoked" there. */
 static int empty_dir(int dfd) {
         _cleanup_closedir_ DIR *d = fdopendir(dup(dfd));
         struct dirent *de;
@@ -398,9 +402,12 @@ static int empty_dir(int dfd) {
         if (!d)
                 return -errno;
         while ((de = readdir(d)))
-                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 && unlinkat(dfd, de->d_name, 0) < 0 &&
-                    errno != ENOENT && r == 0)
+                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+                    strcmp(de->d_name, STATE_FILE) != 0 && unlinkat(dfd, de->d_name, 0) < 0 && errno != ENOENT &&
+                    r == 0)
                         r = -errno;
+        if (r == 0 && unlinkat(dfd, STATE_FILE, 0) < 0 && errno != ENOENT)
+                r = -errno;
         return r;
 }
 

@@ -441,6 +441,18 @@ int tk_ledger_prune_plan(const struct tk_keyset *ks, const json_t *agg, int64_t 
                                "long; wait %s more, or give a shorter --unused-for", span(now_ms - started, a),
                                span(window_ms, b), span(started - (now_ms - window_ms), c));
         }
+        /* Records tetherd dropped (its queue full) named keys nobody knows:
+         * any key may have been used then. */
+        json_t *drop = json_object_get(agg, "last_drop_ms");
+        if (json_is_integer(drop) && json_integer_value(drop) >= now_ms - window_ms) {
+                char a[32], b[32], c[32];
+                return tc_fail(err, -ERANGE, "tetherd dropped %" JSON_INTEGER_FORMAT " record(s) of the ledger "
+                               "(its queue was full), the last %s ago, less than the %s asked for: any key may have "
+                               "been used by them; wait %s more, or give a shorter --unused-for",
+                               json_integer_value(json_object_get(agg, "dropped")),
+                               span(now_ms - json_integer_value(drop), a), span(window_ms, b),
+                               span(json_integer_value(drop) - (now_ms - window_ms) + 1, c));
+        }
         struct tk_prune_item *items = calloc(ks->n_keys ? ks->n_keys : 1, sizeof(*items));
         if (!items)
                 return tc_fail(err, -ENOMEM, "out of memory");

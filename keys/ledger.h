@@ -46,8 +46,10 @@
  * "first_ms", "last_ms": first and last recovery (absent: none),
  * "addresses": [the last TK_LEDGER_ADDRESSES distinct client addresses of
  * recoveries, most recent first], "refused": {outcome: count}, "pending":
- * held requests since the last allowed one (hosts only)}. A recovery is the
- * outcome "recovered" or "allowed". */
+ * held requests since the last allowed one (hosts only)}, and once tetherd
+ * had to drop records (its queue full) "dropped": how many and
+ * "last_drop_ms": when last. A recovery is the outcome "recovered" or
+ * "allowed". */
 #pragma once
 
 #include <stdbool.h>
@@ -157,7 +159,7 @@ struct tk_prune_item {
  * sets it, while the mtime stays the key's creation (a chmod or chown
  * later also moves the ctime, which only postpones pruning). -ERANGE when
  * the ledger is younger than the window (it cannot know what was used
- * before it existed). Free *ret with tk_prune_plan_free. */
+ * before it existed), or dropped records within it. Free *ret with tk_prune_plan_free. */
 int tk_ledger_prune_plan(const struct tk_keyset *ks, const json_t *agg, int64_t now_ms, int64_t window_ms,
                          struct tk_prune_item **ret, size_t *n_ret, struct tc_err *err);
 void tk_prune_plan_free(struct tk_prune_item *items);

@@ -53,6 +53,8 @@ struct ledger {
         int seg_fd;
         uint64_t seg_index, seg_offset;
         bool unsynced, unsnapshotted;
+        bool drops_unsaved;             /* the aggregate counts drops the snapshot on disk does not */
+        uint64_t drops_unlogged;
         int64_t last_sync_ms, last_snapshot_ms, last_drop_log_ms, last_error_log_ms;
         uint64_t failed;                /* records lost to write errors since the last log line */
 };
@@ -164,7 +166,7 @@ static void snapshot(struct ledger *l, int64_t now) {
                 log_line("ledger: %s", err.msg);
                 return;
         }
-        l->unsnapshotted = false;
+        l->unsnapshotted = l->drops_unsaved = false;
         delete_old_segments(l);
 }
 
@@ -213,6 +215,16 @@ static void append(struct ledger *l, const struct entry *batch, size_t n) {
         }
 }
 
+/* Dropped records are counted in the aggregate with the time of the last
+ * drop: what they named is unknown, so prune refuses a window holding it. */
+static void count_drops(struct ledger *l, uint64_t dropped) {
+        json_t *d = json_object_get(l->agg, "dropped");
+        (void) json_object_set_new(l->agg, "dropped", json_integer(json_integer_value(d) + (json_int_t) dropped));
+        (void) json_object_set_new(l->agg, "last_drop_ms", json_integer((json_int_t) tc_realtime_ms()));
+        l->unsnapshotted = l->drops_unsaved = true;
+        l->drops_unlogged += dropped;
+}
+
 static void *writer(void *userdata) {
         struct ledger *l = userdata;
         struct entry batch[BATCH];
@@ -242,18 +254,22 @@ static void *writer(void *userdata) {
                 if (n)
                         append(l, batch, n);
                 int64_t now = tc_now_ms();
-                uint64_t dropped = atomic_load(&l->dropped);
+                uint64_t dropped = atomic_exchange(&l->dropped, 0);
+                if (dropped)
+                        count_drops(l, dropped);
                 /* At most once a second; at the end, whatever is left. */
-                if (dropped && (now - l->last_drop_log_ms >= 1000 || (stop && n == 0))) {
-                        atomic_fetch_sub(&l->dropped, dropped);
-                        log_line("ledger: the queue was full: %" PRIu64 " record(s) dropped", dropped);
+                if (l->drops_unlogged && (now - l->last_drop_log_ms >= 1000 || (stop && n == 0))) {
+                        log_line("ledger: the queue was full: %" PRIu64 " record(s) dropped", l->drops_unlogged);
+                        l->drops_unlogged = 0;
                         l->last_drop_log_ms = now;
                 }
                 if (stop && n == 0) {
                         snapshot(l, now);
                         return NULL;
                 }
-                if (now - l->last_snapshot_ms >= SNAPSHOT_MS)
+                /* Drops reach the disk within a second, not a minute: prune
+                 * must not take a key as unused for want of its records. */
+                if (now - l->last_snapshot_ms >= SNAPSHOT_MS || (l->drops_unsaved && now - l->last_sync_ms >= SYNC_MS))
                         snapshot(l, now);
                 else if (now - l->last_sync_ms >= SYNC_MS)
                         sync_segment(l, now);

@@ -129,6 +129,24 @@ class Routes(HostTestCase):
         self.assertEqual(self.srv.get("/h/db02/adv").status, 404)
         self.assertFalse(os.path.exists(os.path.join(self.dir, "hosts", "db02")))
 
+    def test_symlinked_host_directory_is_not_served(self):
+        """tetherd watches a host directory itself, not what a link points
+        to: a host behind a symbolic link would be served with a state it
+        never rereads (a revocation there unseen). It is skipped, and
+        tether-keys says why it cannot manage it."""
+        self.assert_recovers(self.hkey)
+        out = os.path.join(self.srv.tmp.name, "elsewhere")
+        os.mkdir(out)
+        os.rename(os.path.join(self.dir, "hosts", "web01"), os.path.join(out, "web01"))
+        os.symlink(os.path.join(out, "web01"), os.path.join(self.dir, "hosts", "web01"))
+        self.assertEqual(self.rec(thumbprint(self.hkey))[0].status, 404)
+        self.assertEqual(self.srv.get("/h/web01/adv").status, 404)
+        self.assertIn("hosts/web01", self.srv.logs())
+        self.assertIn("a symbolic link?", self.srv.logs())
+        r = keys_cmd("host", "revoke", self.dir, "web01", check=False)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("web01 is no directory (a symbolic link?)", r.stderr)
+
     def test_rotate_keeps_the_old_key_for_recovery(self):
         old = self.hkey
         first = self.srv.get("/h/web01/adv").body

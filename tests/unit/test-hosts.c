@@ -7,6 +7,7 @@
 #include "served.h"
 
 #include <fcntl.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -106,6 +107,47 @@ TEST(load_sorted_skipping_bad_entries_and_reusing_keys) {
         CHECK_INT(tk_host_allow_consume(path), 0);
         CHECK_INT(tk_host_allow_consume(path), 0);
         CHECK_INT(tk_host_allow_consume(path), -ENOENT);
+}
+
+/* Delete revokes the host, then empties its directory: the state file goes
+ * last, or a server loading in between would find keys and no state, which
+ * is "active". Five hosts of ten files each, so that no readdir order lets
+ * a wrong deletion pass by chance. */
+TEST(delete_removes_the_state_file_last) {
+        _cleanup_(tu_tmpdir_freep) char *dir = keydir_with_hosts();
+        char path[4096], name[16];
+        _Alignas(struct inotify_event) char buf[16384];
+
+        for (int i = 0; i < 5; i++) {
+                snprintf(name, sizeof(name), "h%d", i);
+                CHECK_INT(tk_host_add(dir, name, NULL, &err), 0);
+                for (int j = 0; j < 4; j++) {
+                        CHECK_INT(tk_host_rotate(dir, name, NULL, &err), 0);
+                        CHECK_INT(tk_host_allow(dir, name, NULL, &err), 0);
+                }
+                _cleanup_close_ int in = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+                snprintf(path, sizeof(path), "%s/hosts/%s", dir, name);
+                CHECK(in >= 0 && inotify_add_watch(in, path, IN_DELETE) >= 0);
+                CHECK_INT(tk_host_delete(dir, name, true, &err), 0);
+                ssize_t n = read(in, buf, sizeof(buf));
+                CHECK(n > 0);
+                int deleted = 0, after_state = 0;
+                bool state_seen = false;
+                for (char *p = buf; n > 0 && p < buf + n;) {
+                        const struct inotify_event *ev = (const struct inotify_event *) p;
+                        if ((ev->mask & IN_DELETE) && ev->len > 0) {
+                                deleted++;
+                                if (state_seen)
+                                        after_state++;
+                                if (strcmp(ev->name, "state") == 0)
+                                        state_seen = true;
+                        }
+                        p += sizeof(*ev) + ev->len;
+                }
+                CHECK_INT(deleted, 10);
+                CHECK(state_seen);
+                CHECK_INT(after_state, 0);
+        }
 }
 
 static void check_host_adv(struct served *s) {

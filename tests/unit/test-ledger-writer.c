@@ -4,6 +4,7 @@
  * inside the key directory is refused. */
 #include "check.h"
 #include "testutil.h"
+#include "keyset.h"
 #include "ledger.h"
 #include "ledger-writer.h"
 #include "log.h"
@@ -80,6 +81,21 @@ TEST(ledger_writer_drops_rather_than_waits_and_counts_the_rest) {
         CHECK(records >= 4096);
         CHECK(dropped > 0);
         CHECK_INT(records + dropped, N);
+
+        /* The drops are in the ledger too: prune refuses a window that
+         * holds them (the dropped records may have named any key), and
+         * judges one that ends before them. */
+        CHECK_INT(json_integer_value(json_object_get(agg, "dropped")), dropped);
+        json_int_t last_drop = json_integer_value(json_object_get(agg, "last_drop_ms"));
+        CHECK(last_drop > 0);
+        json_object_set_new(agg, "started_ms", json_integer(0));
+        struct tk_keyset none = {};
+        struct tk_prune_item *items = NULL;
+        size_t n = 0;
+        CHECK_INT(tk_ledger_prune_plan(&none, agg, last_drop + 1000, 60000, &items, &n, &err), -ERANGE);
+        CHECK(strstr(err.msg, "dropped") != NULL);
+        CHECK_INT(tk_ledger_prune_plan(&none, agg, last_drop + 61000, 60000, &items, &n, &err), 0);
+        tk_prune_plan_free(items);
 }
 
 TEST(ledger_writer_refuses_a_ledger_inside_the_key_directory) {
