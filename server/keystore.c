@@ -82,6 +82,8 @@ struct keystore {
         uint64_t loads;              /* atomic: loads of the directory, for the metrics */
         uint64_t load_failures;      /* atomic: of them, those that kept the keys loaded before */
         int *host_watches;           /* KEYDIR/hosts and each host directory */
+        size_t hosts_unwatched;      /* host directories inotify refused to watch: re-read every second */
+        int64_t hosts_polled_ms;     /* the last such re-read */
         size_t n_host_watches;
         struct tk_hosts *hosts_loaded;  /* the hosts of the last load, for the set it publishes */
 };
@@ -359,14 +361,22 @@ static void watch_hosts(struct keystore *ks) {
         int wd = inotify_add_watch(ks->inotify_fd, path, WATCH_MASK | IN_DONT_FOLLOW);
         _cleanup_closedir_ DIR *d = wd >= 0 ? opendir(path) : NULL;
         struct dirent *de;
+        size_t unwatched = wd < 0 && errno != ENOENT && errno != ENOTDIR;
+        int watch_errno = wd < 0 ? errno : 0;
         if (wd >= 0 && (wds = malloc(sizeof(*wds) * (cap = 16))))
                 wds[n++] = wd;
         while (wds && d && (de = readdir(d))) {
                 _cleanup_free_ char *host = NULL;
                 if (!tk_host_name_valid(de->d_name) || asprintf(&host, "%s/%s", path, de->d_name) < 0)
                         continue;
-                if ((wd = inotify_add_watch(ks->inotify_fd, host, WATCH_MASK | IN_DONT_FOLLOW)) < 0)
+                if ((wd = inotify_add_watch(ks->inotify_fd, host, WATCH_MASK | IN_DONT_FOLLOW)) < 0) {
+                        /* A state change there would go unseen: polled instead. */
+                        if (errno != ENOENT && errno != ENOTDIR) {
+                                unwatched++;
+                                watch_errno = errno;
+                        }
                         continue;
+                }
                 if (n == cap) {
                         int *nw = realloc(wds, sizeof(*wds) * (cap *= 2));
                         if (!nw)
@@ -382,6 +392,14 @@ static void watch_hosts(struct keystore *ks) {
         free(ks->host_watches);
         ks->host_watches = wds;
         ks->n_host_watches = wds ? n : 0;
+        if (unwatched && !ks->hosts_unwatched)
+                klog(ks, "key directory %s: cannot watch %zu host director%s (%s%s): their states are read again "
+                         "every second instead of at once", ks->dir, unwatched, unwatched == 1 ? "y" : "ies",
+                     strerror(watch_errno),
+                     watch_errno == ENOSPC ? "; raise fs.inotify.max_user_watches" : "");
+        else if (!unwatched && ks->hosts_unwatched)
+                klog(ks, "key directory %s: every host directory is watched again", ks->dir);
+        __atomic_store_n(&ks->hosts_unwatched, unwatched, __ATOMIC_RELEASE);
 }
 
 /* The hosts of KEYDIR/hosts, their unchanged keys taken over from the set
@@ -770,10 +788,18 @@ void keystore_refresh(struct keystore *ks, bool force) {
 }
 
 int keystore_housekeep(struct keystore *ks) {
-        /* Whatever changed at the path is noticed, and watched, there. */
-        refresh(ks, false, false);
+        /* Host directories inotify could not watch (out of watches): a
+         * revocation there must still apply, a second late at most. */
+        int64_t now = tc_now_ms();
+        bool poll_hosts = __atomic_load_n(&ks->hosts_unwatched, __ATOMIC_ACQUIRE) > 0;
+        if (poll_hosts && now - ks->hosts_polled_ms >= 1000) {
+                ks->hosts_polled_ms = now;
+                refresh(ks, true, false);
+        } else
+                /* Whatever changed at the path is noticed, and watched, there. */
+                refresh(ks, false, false);
         pthread_mutex_lock(&ks->reload_lock);
-        int timeout_ms = ks->watch >= 0 && ks->parent_watch >= 0 ? -1 : 1000;
+        int timeout_ms = ks->watch >= 0 && ks->parent_watch >= 0 && !poll_hosts ? -1 : 1000;
         /* Keys of a removal are kept only for its window: a deleted private
          * key must not stay in memory until the directory next changes. */
         if (ks->before_removal) {

@@ -369,5 +369,40 @@ class Cli(tlib.unittest.TestCase):
             self.assertIn("tether-keys host allow", r.stderr.decode(errors="replace"))
 
 
+class OutOfWatches(tlib.unittest.TestCase):
+    def test_unwatched_host_is_polled(self):
+        """inotify out of watches (fs.inotify.max_user_watches): the hosts it
+        cannot watch are read again every second, so a revocation still
+        applies, a second late at most, and the log says why."""
+        tmp = tempfile.TemporaryDirectory(prefix="tether-watches-")
+        self.addCleanup(tmp.cleanup)
+        keydir = os.path.join(tmp.name, "keys")
+        os.mkdir(keydir)
+        tlib.tether_keys("gen", keydir)
+        for name in ("web01", "web02", "web03"):
+            keys_cmd("host", "add", keydir, name)
+        # A user namespace of its own, whose limit is 4 watches: the key
+        # directory, its parent, hosts/ and one host.
+        wrap = ("unshare", "--user", "--map-root-user", "sh", "-c",
+                'echo 4 > /proc/sys/user/max_inotify_watches && exec "$0" "$@"')
+        srv = tlib.Tetherd(keydir=keydir, wrap=wrap)
+        self.addCleanup(srv.close)
+        self.assertTrue(tlib.eventually(lambda: "cannot watch 2 host directories" in srv.logs()), srv.logs())
+        self.assertIn("max_user_watches", srv.logs())
+        keys = {n: thumbprint(host_key(keydir, n)) for n in ("web01", "web02", "web03")}
+        for name, kid in keys.items():
+            x, y = random_point()
+            self.assertEqual(srv.post("/h/%s/rec/%s" % (name, kid), ecmr_jwk(x, y)).status, 200, name)
+        for name in keys:
+            keys_cmd("host", "revoke", keydir, name)
+        t0 = time.monotonic()
+        for name, kid in keys.items():
+            x, y = random_point()
+            self.assertTrue(tlib.eventually(
+                lambda: srv.post("/h/%s/rec/%s" % (name, kid), ecmr_jwk(x, y)).status == 403, timeout=5),
+                "%s still recovers after its revocation:\n%s" % (name, srv.logs()))
+        self.assertLess(time.monotonic() - t0, 3)
+
+
 if __name__ == "__main__":
     tlib.main()

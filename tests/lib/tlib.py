@@ -455,7 +455,8 @@ class Tetherd:
     """One tetherd on loopback with its own key directory; stopped on close."""
 
     def __init__(self, keydir=None, args=(), port=None, host="127.0.0.1", gen=True, wait_path="/health",
-                 wait_status=None, user=None):
+                 wait_status=None, user=None, wrap=()):
+        """wrap: a command tetherd runs under (its arguments follow)."""
         self.tmp = tempfile.TemporaryDirectory(prefix="tether-it-")
         self.keydir = keydir or os.path.join(self.tmp.name, "keys")
         if user is not None:
@@ -484,7 +485,8 @@ class Tetherd:
                     os.chown(self.valgrind_log, user, user)
         if user is not None:
             cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([*wrap, *cmd], stdout=subprocess.DEVNULL, stderr=self.log,
+                                     stdin=subprocess.DEVNULL)
         self.wait_ready(wait_path, wait_status)
 
     def wait_ready(self, path="/health", status=None, timeout=60 if VALGRIND else 10):
