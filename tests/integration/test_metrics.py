@@ -90,6 +90,19 @@ class Server:
     def scrape_raw(self, target="/metrics", method="GET"):
         return tlib.request(self.mport, method, target, host=self.mhost)
 
+    def scrape_settled(self, total):
+        """The text once total client requests are counted: each is counted
+        just after its answer is sent, so the last one may still be on its
+        way when the client has read that answer."""
+        deadline = time.monotonic() + 10
+        while True:
+            text = self.scrape()
+            m, _ = parse(text)
+            n = sum(v for (name, _), v in m.items() if name == "tether_http_requests_total")
+            if n >= total or time.monotonic() > deadline:
+                return text
+            time.sleep(0.02)
+
     def scrape(self):
         r = self.scrape_raw()
         assert r.status == 200, f"GET /metrics: {r!r}\n{self.srv.logs()}"
@@ -130,7 +143,7 @@ class Counters(MetricsBase):
         s = self.server()
         # The wait for readiness asked /health once.
         s.traffic()
-        text = s.scrape()
+        text = s.scrape_settled(N_ADV + M_GOOD + K_BAD + U_UNKNOWN + S_SIGNING + H_HEALTH + 1 + O_OTHER)
         m, types = parse(text)
         kid_s256 = tlib.thumbprint(s.exc)
 
@@ -296,7 +309,7 @@ class Listener(MetricsBase):
         self.assertEqual(listening_ports(s.srv.proc.pid), {s.srv.port, s.mport})
         # Scrapes are not requests of the client port: the one 404 is
         # /metrics asked there.
-        m, _ = parse(s.scrape())
+        m, _ = parse(s.scrape_settled(2))
         self.assertEqual(value(m, "tether_http_requests_total", route="other", code="404"), 1)
         self.assertEqual(value(m, "tether_http_requests_total", route="health", code="200"), 1)
 
@@ -305,9 +318,11 @@ class Listener(MetricsBase):
             self.skipTest("no IPv6 loopback (::1)")
         s = self.server(host="::1")
         s.srv.get("/adv")
-        m, _ = parse(s.scrape())
+        m, _ = parse(s.scrape_settled(2))
         self.assertEqual(value(m, "tether_http_requests_total", route="adv", code="200"), 1)
-        self.assertIn(f"metrics at http://[::1]:{s.mport}/metrics", s.srv.logs())
+        # Logged once every listener is up, which may be after the first answers.
+        self.assertTrue(tlib.eventually(lambda: f"metrics at http://[::1]:{s.mport}/metrics" in s.srv.logs()),
+                        s.srv.logs())
 
     def test_nothing_without_the_option(self):
         with tlib.Tetherd() as srv:
