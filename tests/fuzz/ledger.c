@@ -3,11 +3,21 @@
  * only segment of a ledger directory (in the harness's temporary directory)
  * through tk_ledger_load, as tetherd and `tether-keys usage` replay it.
  *
- * Input: the content of seg-0000000000000000.log. Properties: a record
+ * Input: one mode byte, then the content of seg-0000000000000000.log. With
+ * an odd mode byte the harness first sets the CRC of every record it can
+ * walk to (by the length fields) to the right one: a mutation almost never
+ * keeps a CRC-32 right by itself, and without that the fields, the
+ * aggregate and the replay of them would see only the seeds' records. With
+ * an even one the bytes go as they are (torn and garbled records).
+ *
+ * Properties: a record
  * decodes to exactly its own bytes (re-encoding it gives them back), every
  * proper prefix of it is a torn tail (0, never corrupt nor another record),
  * and the replay stops where the decode loop stops, counts the same records
- * into the same aggregate and ignores exactly the rest. */
+ * into the same aggregate and ignores exactly the rest; that aggregate
+ * survives its snapshot.json (dumped and read back as
+ * tk_ledger_snapshot_write and tk_ledger_load do, in memory: no fsync per
+ * input). */
 #include "fuzz.h"
 
 #include "ledger.h"
@@ -16,6 +26,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define NOW_MS 1700000000000
 
@@ -65,6 +76,19 @@ static void check_record(const uint8_t *rec, size_t avail, ssize_t k, const stru
         check_roundtrip(rec, len, r);
 }
 
+/* What the next start reads back from snapshot.json is what was written. */
+static void check_snapshot(const json_t *agg) {
+        char *text = json_dumps(agg, JSON_COMPACT | JSON_SORT_KEYS);
+        FUZZ_ASSERT(text);
+        json_error_t je;
+        json_t *back = json_loads(text, 0, &je);
+        if (!back)
+                fprintf(stderr, "ledger: the snapshot does not load: %s\n", je.text);
+        FUZZ_ASSERT(back && json_equal(back, agg));
+        json_decref(back);
+        free(text);
+}
+
 /* The input as the ledger's only segment: what tk_ledger_load makes of it. */
 static void check_replay(const uint8_t *data, size_t size, size_t valid, json_int_t records, const json_t *agg) {
         char name[32];
@@ -93,9 +117,32 @@ static void check_replay(const uint8_t *data, size_t size, size_t valid, json_in
         FUZZ_ASSERT(unlinkat(dfd, name, 0) == 0);
 }
 
+static uint32_t get_u32(const uint8_t *p) {
+        return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 24;
+}
+
+static void fix_crcs(uint8_t *buf, size_t size) {
+        size_t pos = 0;
+        while (size - pos >= TK_LEDGER_HEADER) {
+                uint32_t n = get_u32(buf + pos);
+                if (n == 0 || n > TK_LEDGER_PAYLOAD_MAX || size - pos - TK_LEDGER_HEADER < n)
+                        return;
+                uint32_t crc = (uint32_t) crc32(crc32(0L, Z_NULL, 0), buf + pos + TK_LEDGER_HEADER, n);
+                for (int i = 0; i < 4; i++)
+                        buf[pos + 4 + i] = (uint8_t) (crc >> (8 * i));
+                pos += TK_LEDGER_HEADER + n;
+        }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        if (size == 0)
+                return 0;
+        bool fix = data[0] & 1;
+        data++, size--;
         /* Exact size: a read past the end is ASan's to report. */
         uint8_t *buf = (uint8_t *) fuzz_copy(data, size);
+        if (fix)
+                fix_crcs(buf, size);
         json_t *agg = tk_ledger_agg_new(NOW_MS);
         json_int_t records = 0;
         size_t pos = 0;
@@ -117,6 +164,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* A record the aggregate cannot take makes the replay fail as a whole. */
         FUZZ_ASSERT(agg_ok);
         check_replay(buf, size, pos, records, agg);
+        check_snapshot(agg);
         json_decref(agg);
         free(buf);
         return 0;
