@@ -55,6 +55,20 @@ ssize_t tk_ledger_encode(const char *outcome, const char *key, const char *host,
         return (ssize_t) (TK_LEDGER_HEADER + n);
 }
 
+/* What the writer puts in a field: outcome names, thumbprints, host names,
+ * inet_ntop's text. Anything else (a NUL, a control character, bytes that
+ * are not UTF-8) is a corrupt record even under a right CRC: the aggregate
+ * is JSON, and such a byte made every replay fail ("out of memory" from a
+ * JSON key jansson refuses), so tetherd --ledger would not start; a NUL
+ * would make snapshot.json unreadable to the next start; and `tether-keys
+ * usage` prints these fields to a terminal. */
+static bool field_valid(const uint8_t *p, size_t len) {
+        for (size_t i = 0; i < len; i++)
+                if (p[i] < 0x21 || p[i] > 0x7e)
+                        return false;
+        return true;
+}
+
 ssize_t tk_ledger_decode(const uint8_t *buf, size_t len, struct tk_ledger_record *r) {
         if (len < TK_LEDGER_HEADER)
                 return 0;
@@ -74,7 +88,7 @@ ssize_t tk_ledger_decode(const uint8_t *buf, size_t len, struct tk_ledger_record
         const char **fields[] = { &r->outcome, &r->key, &r->host, &r->address };
         uint8_t *lens[] = { &r->outcome_len, &r->key_len, &r->host_len, &r->address_len };
         for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
-                if (off >= n || n - off - 1 < p[off])
+                if (off >= n || n - off - 1 < p[off] || !field_valid(p + off + 1, p[off]))
                         return -EBADMSG;
                 *lens[i] = p[off];
                 *fields[i] = (const char *) p + off + 1;

@@ -30,6 +30,9 @@
  *                      shared routes
  *     u8 n + n bytes   the client's address as text (inet_ntop), may be empty
  *
+ *   Every field's bytes are printable ASCII other than space (0x21..0x7e):
+ *   a record holding any other byte is corrupt, whatever its CRC.
+ *
  * The writer appends and fsyncs about once a second: a crash loses the last
  * second or two and can leave a torn or garbled tail on the highest segment.
  * A reader stops at the first record whose length is out of bounds, goes
@@ -82,7 +85,8 @@ ssize_t tk_ledger_encode(const char *outcome, const char *key, const char *host,
 
 /* Decodes the record at the start of buf: returns its length (header
  * included), 0 when buf ends before the record does (a torn tail), or
- * -EBADMSG when the record is corrupt (bad length, CRC, version, fields).
+ * -EBADMSG when the record is corrupt (bad length, CRC, version, fields, a
+ * byte outside 0x21..0x7e in a field).
  * r's strings point into buf and are not NUL-terminated: use the _len. */
 ssize_t tk_ledger_decode(const uint8_t *buf, size_t len, struct tk_ledger_record *r);
 

@@ -7,7 +7,8 @@
 #   tests/fuzz/make-corpus.sh [BUILD_DIR]      (default: build)
 #
 # The server-request seeds name keys of tests/fuzz/keys/, the key directory
-# the server-request harness loads, so that /rec requests reach the key.
+# the server-request harness loads, so that /rec requests reach the key; its
+# hosts (keys/hosts/, made with tether-keys host add) are kept as they are.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -130,8 +131,9 @@ clevis luks bind -y -k "$work/pass" -d "$img" sss "{\"t\":1,\"pins\":{\"tang\":{
 "$tether" luks bind -y -k "$work/pass" -d "$img" null '{}'
 "$tether" luks bind -y -k "$work/pass" -d "$img" tang "{\"url\":\"$url\"}"
 
-# Sorts everything recorded into the per-target corpora.
-rm -rf "$corpus"
+# Sorts everything recorded into the per-target corpora (the hand-written
+# ones, http-framing, initramfs and ledger, stay).
+rm -rf "$corpus"/{server-request,jwk-point,adv,jwe,sss,luks-token}
 mkdir -p "$corpus"/{server-request,jwk-point,adv,jwe,sss,luks-token}
 python3 - "$work" "$corpus" <<'EOF'
 import glob, json, os, subprocess, sys
@@ -196,6 +198,68 @@ for path in sorted(glob.glob(os.path.join(work, 'jwe', '*.jwe'))):
     if 'epk' in header:
         put('jwk-point', name + '-epk.json', json.dumps(header['epk']).encode())
 EOF
+
+# The per-host routes: tangd has none, so these are written by hand, their
+# /rec bodies a recorded client's point (P-521, the curve of the hosts'
+# keys) sent to the hosts of keys/hosts (web01 active, gone01 revoked; no
+# held host: the harness must never unlink an allow token).
+host_seeds() {
+        local c=$corpus/server-request sig w256 w1 g256 body long
+        sig=$(basename "$(ls "$keys"/*.jwk | head -1)" .jwk)
+        for k in "$keys"/*.jwk; do
+                jose jwk use -i "$k" -u verify 2>/dev/null && sig=$(basename "$k" .jwk)
+        done
+        local hidden_sig=
+        for k in "$keys"/.*.jwk; do
+                jose jwk use -i "$k" -u verify 2>/dev/null && hidden_sig=$(basename "$k" .jwk) && hidden_sig=${hidden_sig#.}
+        done
+        w256=$(jose jwk thp -i "$(ls "$keys"/hosts/web01/*.jwk | head -1)")
+        w1=$(jose jwk thp -a S1 -i "$(ls "$keys"/hosts/web01/*.jwk | head -1)")
+        g256=$(jose jwk thp -i "$(ls "$keys"/hosts/gone01/*.jwk | head -1)")
+        shared_exc=$(basename "$(ls "$keys"/*.jwk | grep -v "$sig")" .jwk)
+        body=$(sed -n 2p "$(grep -l P-521 "$c"/post-rec-200-* | head -1)")
+        long=$(printf 'a%.0s' $(seq 64))
+        seed() { printf '%s\n%s' "$2" "$3" >"$c/$1"; }
+        seed get-hadv-200-web01 "GET /h/web01/adv" ""
+        seed get-hadv-200-web01-slash "GET /h/web01/adv/" ""
+        seed get-hadv-200-web01-thp "GET /h/web01/adv/$sig" ""
+        [ -z "$hidden_sig" ] || seed get-hadv-200-web01-hidden-thp "GET /h/web01/adv/$hidden_sig" ""
+        seed get-hadv-404-web01-own-kid "GET /h/web01/adv/$w256" ""
+        seed get-hadv-404-web01-unknown-thp "GET /h/web01/adv/unknownthumbprint" ""
+        seed get-hadv-403-gone01 "GET /h/gone01/adv" ""
+        seed get-hadv-403-gone01-thp "GET /h/gone01/adv/$sig" ""
+        seed get-hadv-404-unknown-host "GET /h/nosuchhost/adv" ""
+        seed post-hadv-405-web01 "POST /h/web01/adv" ""
+        seed post-hrec-200-web01 "POST /h/web01/rec/$w256" "$body"
+        seed post-hrec-200-web01-s1 "POST /h/web01/rec/$w1" "$body"
+        seed post-hrec-200-web01-slashes "POST //h//web01//rec//$w256" "$body"
+        seed post-hrec-403-gone01 "POST /h/gone01/rec/$g256" "$body"
+        seed post-hrec-404-web01-gone01-kid "POST /h/web01/rec/$g256" "$body"
+        seed post-hrec-404-web01-shared-kid "POST /h/web01/rec/$shared_exc" "$body"
+        seed post-hrec-404-web01-signing-kid "POST /h/web01/rec/$sig" "$body"
+        seed post-rec-404-web01-kid "POST /rec/$w256" "$body"
+        seed post-rec-404-gone01-kid "POST /rec/$g256" "$body"
+        seed post-hrec-404-unknown-host "POST /h/nosuchhost/rec/$w256" "$body"
+        seed post-hrec-400-web01-bad-body "POST /h/web01/rec/$w256" '{"kty":"EC"}'
+        seed get-hrec-405-web01 "GET /h/web01/rec/$w256" ""
+        seed get-h-404-no-route "GET /h/web01" ""
+        seed get-h-404-dot-dot "GET /h/../adv" ""
+        seed get-h-404-dot "GET /h/./adv" ""
+        seed get-h-404-dot-dot-in-name "GET /h/web01..x/adv" ""
+        seed get-h-404-traversal "GET /h/web01/../gone01/adv" ""
+        seed get-h-404-trailing-dot "GET /h/web01./adv" ""
+        seed get-h-404-leading-dot "GET /h/.web01/adv" ""
+        seed get-h-404-percent "GET /h/%77eb01/adv" ""
+        seed get-h-404-percent-dot "GET /h/%2e%2e/adv" ""
+        seed get-h-404-upper "GET /h/WEB01/adv" ""
+        seed get-h-404-name-64 "GET /h/$long/adv" ""
+        seed get-h-404-name-63 "GET /h/${long:1}/adv" ""
+        seed post-hrec-404-name-64 "POST /h/${long//a/w}/rec/$w256" "$body"
+        printf 'GET /h/web01\0/adv\n' >"$c/get-h-404-nul-name"
+        seed get-h-404-query "GET /h/web01/adv?x=1" ""
+        seed get-h-404-name-dotted "GET /h/web01.example.org/adv" ""
+}
+host_seeds
 
 # Client JWKs of every supported curve, and keys of other types, from jose.
 for spec in '{"alg":"ECMR","crv":"P-256"}' '{"alg":"ECMR","crv":"P-384"}' '{"alg":"ECMR","crv":"P-521"}' \

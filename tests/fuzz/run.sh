@@ -14,7 +14,7 @@ set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-all_targets=(server-request jwk-point adv jwe sss luks-token http-framing initramfs)
+all_targets=(server-request jwk-point adv jwe sss luks-token http-framing initramfs ledger)
 
 seconds=${1:-60}
 shift || true

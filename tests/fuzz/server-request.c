@@ -1,7 +1,10 @@
 /* tetherd's request handling in-process: route_match and route_serve are
  * everything the daemon does with a request between libmicrohttpd and the
  * reply, with the keys of tests/fuzz/keys/ (the ones the real traffic of the
- * seed corpus was made with, so that its /rec requests reach a key).
+ * seed corpus was made with, so that its /rec requests reach a key) and its
+ * hosts: web01 (active) and gone01 (revoked). No host is held, and the
+ * directory holds no allow token: serving a held host unlink()s tokens, and
+ * the harness must never change the source tree it reads its keys from.
  *
  * Input: "METHOD TARGET\nBODY". The first line holds the method and the raw
  * target, split at the first space (no space: the whole line is the target
@@ -10,13 +13,85 @@
 #include "fuzz.h"
 
 #include "ecpoint.h"
+#include "hosts.h"
 #include "routes.h"
 #include "served.h"
 
+#include <dirent.h>
 #include <string.h>
 #include <jansson.h>
 
+#define HOST_ACTIVE "web01"
+#define HOST_REVOKED "gone01"
+
 static struct served *served;
+
+/* Every thumbprint (all hashes) of a key set, to tell which side a kid is on. */
+struct kids {
+        const char **thp;
+        size_t n;
+};
+static struct kids shared_kids, host_kids;
+static const struct served_host *host_active, *host_revoked;
+
+static void kids_add(struct kids *k, const struct tk_keyset *ks) {
+        k->thp = realloc(k->thp, (k->n + ks->n_keys * TK_HASH_COUNT) * sizeof(*k->thp));
+        FUZZ_ASSERT(k->thp);
+        for (size_t i = 0; i < ks->n_keys; i++)
+                for (size_t h = 0; h < TK_HASH_COUNT; h++)
+                        if (ks->keys[i].thp[h])
+                                k->thp[k->n++] = ks->keys[i].thp[h];
+}
+
+static bool kids_have(const struct kids *k, const char *s, size_t len) {
+        for (size_t i = 0; s && i < k->n; i++)
+                if (strlen(k->thp[i]) == len && memcmp(k->thp[i], s, len) == 0)
+                        return true;
+        return false;
+}
+
+static bool is_name(const char *s, size_t len, const char *name) {
+        return s && strlen(name) == len && memcmp(s, name, len) == 0;
+}
+
+/* The guarantee that nothing here unlinks: tetherd removes allow tokens
+ * only when it serves a held host, so there must be neither. */
+static void assert_no_allow_token(const struct tk_host *h) {
+        DIR *d = opendir(h->dir);
+        struct dirent *de;
+
+        FUZZ_ASSERT(d);
+        while ((de = readdir(d)))
+                if (strncmp(de->d_name, TK_HOST_ALLOW_PREFIX, strlen(TK_HOST_ALLOW_PREFIX)) == 0) {
+                        fprintf(stderr, "server-request: %s/%s: an allow token in the fuzz key directory; the "
+                                "harness must never unlink one, remove it from the source tree\n", h->dir, de->d_name);
+                        abort();
+                }
+        closedir(d);
+        FUZZ_ASSERT(h->state != TK_HOST_HELD && h->n_allow == 0);
+}
+
+static void load_hosts(void) {
+        struct tk_hosts *hosts = NULL;
+
+        if (tk_hosts_load(FUZZ_KEYDIR, NULL, NULL, NULL, &hosts) < 0 || !hosts || hosts->n != 2 ||
+            served_set_hosts(served, hosts) < 0) {
+                fprintf(stderr, "server-request: cannot load the hosts %s and %s of %s/%s\n", HOST_ACTIVE,
+                        HOST_REVOKED, FUZZ_KEYDIR, TK_HOSTS_SUBDIR);
+                abort();
+        }
+        for (size_t i = 0; i < served->n_hosts; i++) {
+                assert_no_allow_token(&hosts->hosts[i]);
+                kids_add(&host_kids, hosts->hosts[i].ks);
+        }
+        host_active = served_find_host(served, HOST_ACTIVE, strlen(HOST_ACTIVE));
+        host_revoked = served_find_host(served, HOST_REVOKED, strlen(HOST_REVOKED));
+        FUZZ_ASSERT(host_active && host_active->host->state == TK_HOST_ACTIVE);
+        FUZZ_ASSERT(host_revoked && host_revoked->host->state == TK_HOST_REVOKED);
+        /* A kid on both sides would make the invariants below vacuous. */
+        for (size_t i = 0; i < host_kids.n; i++)
+                FUZZ_ASSERT(!kids_have(&shared_kids, host_kids.thp[i], strlen(host_kids.thp[i])));
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
         struct tk_keyset *ks = NULL;
@@ -27,6 +102,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
                 fprintf(stderr, "server-request: cannot load the keys of %s\n", FUZZ_KEYDIR);
                 abort();
         }
+        kids_add(&shared_kids, served->ks);
+        load_hosts();
         return 0;
 }
 
@@ -60,9 +137,9 @@ static void request_free(struct request *req) {
         free(req->body);
 }
 
-static bool is_served_adv(const struct reply *reply) {
+static bool is_adv_of(const struct served_adv *advs, const struct reply *reply) {
         for (size_t i = 0; i < served->n_advs; i++)
-                if (reply->body == served->advs[i].jws && reply->len == served->advs[i].len)
+                if (reply->body == advs[i].jws && reply->len == advs[i].len)
                         return true;
         return false;
 }
@@ -90,13 +167,43 @@ static void check_reply(const struct route *rt, const struct reply *reply) {
                 sum += (unsigned char) reply->body[i];
         (void) sum;
 
+        bool host_route = rt->kind == ROUTE_HOST_ADV || rt->kind == ROUTE_HOST_REC;
+        const struct served_host *h = host_route ? served_find_host(served, rt->host, rt->host_len) : NULL;
+        /* A host name reaches the lookup only when valid (405s keep it too). */
+        FUZZ_ASSERT(!host_route || rt->host);
+        if (rt->host)
+                FUZZ_ASSERT(tk_host_name_valid_n(rt->host, rt->host_len));
+        /* Only a served host is named in the reply (the ledger records it). */
+        FUZZ_ASSERT(!reply->host || (h && reply->host == h->host->name));
+        /* No held host: nothing is ever allowed, held, or unlinked. */
+        FUZZ_ASSERT(reply->outcome != REC_OUTCOME_ALLOWED && reply->outcome != REC_OUTCOME_HELD);
+
         switch (reply->status) {
         case 200:
-                FUZZ_ASSERT(rt->kind == ROUTE_ADV || rt->kind == ROUTE_REC || rt->kind == ROUTE_HEALTH);
+                FUZZ_ASSERT(rt->kind == ROUTE_ADV || rt->kind == ROUTE_REC || rt->kind == ROUTE_HEALTH ||
+                            host_route);
+                FUZZ_ASSERT(reply->content_type);
+                /* A revoked host gets nothing, on any route. */
+                FUZZ_ASSERT(h != host_revoked);
+                /* A kid of the other side is unknown: host keys only on /h/NAME/rec, and a
+                 * host's key never on the shared routes. */
+                if (rt->kind == ROUTE_ADV || rt->kind == ROUTE_REC)
+                        FUZZ_ASSERT(!kids_have(&host_kids, rt->arg, rt->arg_len));
+                if (rt->kind == ROUTE_HOST_REC)
+                        FUZZ_ASSERT(!kids_have(&shared_kids, rt->arg, rt->arg_len));
                 if (rt->kind == ROUTE_ADV)
-                        FUZZ_ASSERT(reply->content_type && is_served_adv(reply));
+                        FUZZ_ASSERT(is_adv_of(served->advs, reply));
+                if (rt->kind == ROUTE_HOST_ADV)
+                        FUZZ_ASSERT(h == host_active && is_adv_of(h->advs, reply));
                 if (rt->kind == ROUTE_REC) {
-                        FUZZ_ASSERT(reply->content_type && reply->len > 0);
+                        FUZZ_ASSERT(reply->len > 0);
+                        FUZZ_ASSERT(kids_have(&shared_kids, reply->key, reply->key ? strlen(reply->key) : 0));
+                        check_rec_reply(reply);
+                }
+                if (rt->kind == ROUTE_HOST_REC) {
+                        FUZZ_ASSERT(h == host_active && reply->len > 0);
+                        FUZZ_ASSERT(is_name(reply->host, strlen(reply->host), HOST_ACTIVE));
+                        FUZZ_ASSERT(served_find_host_key(h, reply->key, reply->key ? strlen(reply->key) : 0));
                         check_rec_reply(reply);
                 }
                 break;
@@ -139,7 +246,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check_prefix(&req, &rt);
 
         /* tetherd keeps bodies of /rec requests only. */
-        bool rec = rt.kind == ROUTE_REC;
+        bool rec = rt.kind == ROUTE_REC || rt.kind == ROUTE_HOST_REC;
         route_serve(served, &rt, rec ? req.body : "", rec ? req.body_len : 0, &reply);
         check_reply(&rt, &reply);
 

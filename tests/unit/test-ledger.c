@@ -119,6 +119,51 @@ static void append_file(const char *dir, const char *name, const uint8_t *p, siz
         close(fd);
 }
 
+/* A record whose CRC is right but whose fields hold bytes the writer never
+ * writes (found by the ledger fuzzer: a key byte 0x92 made json_object_setn
+ * refuse the key, so every replay failed with "out of memory" and tetherd
+ * --ledger would not start) is corrupt: the replay stops there, as at any
+ * corrupt record, and loads what came before. */
+TEST(ledger_fields_beyond_printable_ascii_are_corrupt) {
+        static const uint8_t bad[] = { 0x00, 0x0a, 0x1b, 0x20, 0x7f, 0x92, 0xff };
+        uint8_t buf[2048];
+        struct tk_ledger_record r;
+
+        for (size_t field = 0; field < 4; field++)
+                for (size_t b = 0; b < sizeof(bad); b++) {
+                        char v[4][8] = { "held", "K", "web1", "::1" };
+                        v[field][1] = 'x';   /* one placeholder byte, replaced below */
+                        ssize_t n = enc(v[0], v[1], v[2], v[3], 42, buf, sizeof(buf));
+                        REQUIRE(n > 0);
+                        uint8_t *x = memchr(buf + TK_LEDGER_HEADER + 9, 'x', (size_t) n - TK_LEDGER_HEADER - 9);
+                        REQUIRE(x);
+                        *x = bad[b];
+                        uint32_t crc = (uint32_t) crc32(0, buf + TK_LEDGER_HEADER, (uInt) (n - TK_LEDGER_HEADER));
+                        for (int i = 0; i < 4; i++)
+                                buf[4 + i] = (uint8_t) (crc >> (8 * i));
+                        if (!CHECK_INT(tk_ledger_decode(buf, (size_t) n, &r), -EBADMSG))
+                                fprintf(stderr, "  field %zu byte 0x%02x\n", field, bad[b]);
+                }
+
+        _cleanup_(tu_tmpdir_freep) char *dir = tu_mkdtemp();
+        REQUIRE(dir);
+        char seg0[32];
+        tk_ledger_segment_name(0, seg0);
+        ssize_t n = enc("recovered", "K", "web1", "192.0.2.1", 100, buf, sizeof(buf));
+        append_file(dir, seg0, buf, (size_t) n);
+        n = enc("recovered", "K\x92", "web1", "192.0.2.1", 101, buf, sizeof(buf));
+        append_file(dir, seg0, buf, (size_t) n);
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+        REQUIRE(dfd >= 0);
+        struct tk_ledger_state st;
+        struct tc_err err = {};
+        CHECK_INT(tk_ledger_load(dfd, 5, &st, &err), 0);
+        CHECK_INT(num(st.agg, "keys", "K", "recoveries"), 1);
+        CHECK_INT(st.ignored_bytes, n);
+        tk_ledger_state_clear(&st);
+        close(dfd);
+}
+
 TEST(ledger_replay_stops_at_a_torn_tail_and_goes_on_in_the_next_segment) {
         _cleanup_(tu_tmpdir_freep) char *dir = tu_mkdtemp();
         REQUIRE(dir);
