@@ -453,6 +453,15 @@ class Dashboard(MetricsBase):
                      "tether_recoveries_by_key_state_total", "tether_hosts"):
             self.assertIn(name, used)
 
+    def test_man_page_describes_every_exported_metric(self):
+        with open(os.path.join(HERE, "..", "..", "man", "tetherd.8")) as f:
+            page = f.read().replace("\\-", "-")
+        s = self.server()
+        s.traffic()
+        _, families = parse(s.scrape())
+        missing = sorted(name for name in families if name not in page)
+        self.assertFalse(missing, f"tetherd.8's METRICS section does not describe {missing}")
+
 
 if __name__ == "__main__":
     tlib.main()
