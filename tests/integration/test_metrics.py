@@ -264,8 +264,11 @@ class Hosts(MetricsBase):
         while True:
             m, _ = parse(s.scrape())
             # Requests are counted after their answer is sent: a moment later.
+            # Each on its worker thread: the 403 may be counted before
+            # the 200 answered just before it, so wait for both.
             if value(m, "tether_host_allow_tokens") == 0 and \
-                    value(m, "tether_http_requests_total", route="rec", code="403") == 2:
+                    value(m, "tether_http_requests_total", route="rec", code="403") == 2 and \
+                    value(m, "tether_http_requests_total", route="rec", code="200") == 2:
                 break
             self.assertLess(time.monotonic(), deadline, f"the spent token is still counted: {m}")
             time.sleep(0.05)
