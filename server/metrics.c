@@ -287,7 +287,9 @@ static void format_served(const struct served *s, FILE *f) {
                 const char *name;
         } roles[] = { { TK_ROLE_SIGNING, "signing" }, { TK_ROLE_EXCHANGE, "exchange" } };
 
-        header(f, "tether_keys", "gauge", "Keys served now, by role and state (rotated: hidden, still used for /rec).");
+        header(f, "tether_keys", "gauge",
+               "Shared keys (KEYDIR's, not its hosts') served now, by role and state "
+               "(rotated: hidden, still used for /rec).");
         for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
                 for (int hidden = 0; hidden <= 1; hidden++)
                         fprintf(f, "tether_keys{role=\"%s\",state=\"%s\"} %zu\n", roles[i].name,

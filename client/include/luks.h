@@ -137,6 +137,7 @@ struct tc_luks_report_server {
         char *url;             /* from the header: untrusted text */
         enum tc_report_state state;
         char *error;           /* unreachable: why */
+        bool kid_advertised;   /* the binding's exchange key is advertised: only signing keys are stale */
         struct tc_luks_report_key *keys;
         size_t n_keys;
 };

@@ -1649,7 +1649,8 @@ static int report_tang(const struct tc_ctx *ctx, const json_t *tang, const char 
          * tell which happened. Dead only when the exchange key the binding
          * uses is gone from /adv and no signing key it recorded is left: a
          * server that dropped some other pair still answers this binding. */
-        if (!missing || kid_advertised(payload, kid))
+        s->kid_advertised = kid_advertised(payload, kid);
+        if (!missing || s->kid_advertised)
                 return 0;
         bool any_kept = false, any_asked = false;
         for (i = 0; i < s->n_keys && !any_kept; i++) {

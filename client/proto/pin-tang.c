@@ -96,9 +96,14 @@ int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp
                         return tc_fail(err, -EPROTO,
                                        "%s answered HTTP 404: there is no tang server at that URL; check the URL (its "
                                        "host, port and path)", adv_url);
+                /* tetherd's 403 of a revoked host's URL says why itself:
+                 * what helps is who can undo it. */
+                bool revoked = status == 403 && strncmp(text, "revoked:", 8) == 0;
                 if (text[0] && status != 404)
-                        return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld: \"%s\" (the server's log says why)",
-                                       adv_url, status, text);
+                        return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld: \"%s\" (%s)", adv_url, status, text,
+                                       revoked ? "the server's administrator revoked this host; tether-keys host restore "
+                                                 "there undoes it"
+                                               : "the server's log says why");
                 return status == 404 ? tc_fail(err, -EPROTO, "%s answered HTTP 404", adv_url)
                                      : tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld", adv_url, status);
         }

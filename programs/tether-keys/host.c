@@ -16,7 +16,8 @@ static const struct usage host_usage = {
                 "  add DIR NAME           create host NAME with its own exchange key; clients\n"
                 "                         bind to http://SERVER/h/NAME with the shared thp\n"
                 "  list DIR [--json]      every host: name, state, advertised exchange key's\n"
-                "                         thumbprint, pending allow tokens\n"
+                "                         thumbprint (not the thp to pin), allow tokens not\n"
+                "                         spent yet\n"
                 "  revoke DIR NAME        refuse its recoveries and advertisement (403) at once\n"
                 "  restore DIR NAME       make a revoked or held host active again\n"
                 "  hold DIR NAME          refuse its recoveries until an administrator allows one\n"
@@ -41,7 +42,9 @@ static const struct {
                    "prints its URL suffix and the shared signing key's thumbprint (thp).\n" NAME_RULE, NULL } },
         { "list", { "tether-keys host list", "Usage: tether-keys host list DIR [--json]\n\n"
                     "Lists every host: name, state, advertised exchange key's thumbprint and\n"
-                    "pending allow tokens.\n", NULL } },
+                    "allow tokens not spent yet (allow=N). The exchange key's thumbprint (\"thp\"\n"
+                    "with --json) is not the thp clients pin: that is the shared signing key's,\n"
+                    "printed by host add and tether-keys show.\n", NULL } },
         { "revoke", { "tether-keys host revoke", "Usage: tether-keys host revoke DIR NAME\n\n"
                       "Refuses the host's recoveries and advertisement (403) from the next request on.\n", NULL } },
         { "restore", { "tether-keys host restore", "Usage: tether-keys host restore DIR NAME\n\n"

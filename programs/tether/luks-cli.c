@@ -591,10 +591,15 @@ static int print_report_server(const char *device, const struct tc_luks_report_b
         case TC_REPORT_DELETED:
                 if (!(keys = unadvertised_keys(s)))
                         return -ENOMEM;
+                /* With its exchange key still advertised, the binding
+                 * recovers whatever became of the signing keys it pinned
+                 * (a host's binding after a shared rotation and a prune):
+                 * "the server still has it" would be a guess, maybe false. */
                 return print_report_line(device, b, "tang %s: %s: %s", s->url,
-                                         s->state == TC_REPORT_ROTATED
-                                                 ? "key rotated, still recoverable (server still has it)"
-                                                 : "key deleted, dead (server no longer has it)",
+                                         s->state != TC_REPORT_ROTATED ? "key deleted, dead (server no longer has it)"
+                                         : s->kid_advertised
+                                                 ? "key rotated, still recoverable (its exchange key is still advertised)"
+                                                 : "key rotated, still recoverable (server still has it)",
                                          keys);
         default:
                 return print_report_line(device, b, "tang %s: unreachable: %s", s->url, s->error ? s->error : "?");

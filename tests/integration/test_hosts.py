@@ -361,6 +361,13 @@ class Cli(tlib.unittest.TestCase):
             err = r.stderr.decode(errors="replace")
             self.assertIn("403", err)
             self.assertIn("administrator revoked this host", err)
+            # Binding to it: the 403 of /adv names who can undo it, not a log.
+            r = tlib.run(tlib.TETHER, "encrypt", "tang", cfg, input=b"x")
+            self.assertNotEqual(r.returncode, 0)
+            err = r.stderr.decode(errors="replace")
+            self.assertIn("HTTP 403", err)
+            self.assertIn("revoked this host; tether-keys host restore there undoes it", err)
+            self.assertNotIn("log says why", err)
             # Held: the message says who must act, and how.
             self.assertEqual(self.run_host("hold", self.dir, "web01").returncode, 0)
             r = tlib.run(tlib.TETHER, "decrypt", input=jwe)

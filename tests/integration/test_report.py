@@ -21,6 +21,9 @@ from tlib import PASSPHRASE, run, tether  # noqa: E402
 
 SRCDIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROTATED = "key rotated, still recoverable (server still has it)"
+# Only signing keys the binding pinned are gone from /adv: whether the server
+# still has them is not asked, and does not matter to the recovery.
+SIGNING_ONLY = "key rotated, still recoverable (its exchange key is still advertised)"
 DELETED = "key deleted, dead (server no longer has it)"
 
 
@@ -157,9 +160,30 @@ class Report(unittest.TestCase):
         slot = str(token["keyslots"][0])
         self.assertTrue(tlib.eventually(lambda: adv_keys() == 2))
         out = self.report("-s", slot).stdout.decode()
-        self.assertIn(ROTATED, out)
+        self.assertIn(SIGNING_ONLY, out)
         self.assertNotIn(DELETED, out)
         self.assertEqual(tether("luks", "unlock", "-d", self.img, "-t", "2").returncode, 0)
+
+    def test_host_binding_after_shared_keys_pruned_is_not_said_kept(self):
+        """A host's binding pins the shared signing key but recovers with the
+        host's exchange key: once a shared rotation's hidden keys are deleted
+        (prune), the line must not claim the server still has the signing key."""
+        r = tlib.tether_keys("host", "add", self.a.keydir, "web01")
+        keyfile = os.path.join(self.tmp.name, "pass")
+        url = f"{self.url_a}/h/web01"
+        r = tether("luks", "bind", "-y", "-d", self.img, "-k", keyfile, "tang", json.dumps({"url": url}))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        slot = str(json.loads(run("cryptsetup", "token", "export", "--token-id", "2", self.img,
+                                  check=True, text=True).stdout)["keyslots"][0])
+        old_sig = tlib.thumbprint(tlib.key_of(self.a.keydir, "sig"))
+        tlib.tether_keys("rotate", self.a.keydir)
+        for f in glob.glob(os.path.join(self.a.keydir, ".*.jwk")):
+            os.unlink(f)
+        self.assertTrue(tlib.eventually(lambda: self.a.get(f"/adv/{old_sig}").status == 404))
+        r = self.report("-s", slot)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(r.stdout.decode(), self.line(slot, url, f"{SIGNING_ONLY}: signing key {old_sig}") + "\n")
+        self.assertEqual(tether("luks", "unlock", "-d", self.img, "-t", slot).returncode, 0)
 
     def test_deleted_key(self):
         self.rotate_a()
@@ -262,7 +286,7 @@ class Report(unittest.TestCase):
     def test_man_page_shows_the_lines_printed(self):
         with open(os.path.join(SRCDIR, "man", "tether-luks-report.1")) as f:
             text = " ".join(f.read().replace("\\-", "-").split("\n"))
-        for said in (ROTATED, DELETED, ": key current", ": unreachable: ", "nothing to check (no tang server)"):
+        for said in (ROTATED, SIGNING_ONLY, DELETED, ": key current", ": unreachable: ", "nothing to check (no tang server)"):
             self.assertTrue(said in text, said)
         self.rotate_a()
         r = self.report("-s", "1")
