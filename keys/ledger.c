@@ -1,6 +1,7 @@
 /* The usage ledger's format: records, CRC, aggregate, snapshot, replay.
  * ledger.h describes the files. */
 #include "ledger.h"
+#include "hosts.h"
 #include "keyset.h"
 
 #include <errno.h>
@@ -444,8 +445,23 @@ static const char *span(int64_t ms, char buf[static 32]) {
         return buf;
 }
 
-int tk_ledger_prune_plan(const struct tk_keyset *ks, const json_t *agg, int64_t now_ms, int64_t window_ms,
-                         struct tk_prune_item **ret, size_t *n_ret, struct tc_err *err) {
+/* A host exchange key (advertised or rotated) made before ms: its host's
+ * bindings may pin a signing key advertised then. The key file's mtime is
+ * when it was made: rotation renames it, which keeps the mtime. */
+static const struct tk_host *host_key_before(const struct tk_hosts *hosts, int64_t ms, const struct tk_key **key) {
+        for (size_t i = 0; hosts && i < hosts->n; i++) {
+                const struct tk_keyset *hks = hosts->hosts[i].ks;
+                for (size_t j = 0; hks && j < hks->n_keys; j++)
+                        if (hks->keys[j].role == TK_ROLE_EXCHANGE && ts_ms(&hks->keys[j].id.mtime) < ms) {
+                                *key = &hks->keys[j];
+                                return &hosts->hosts[i];
+                        }
+        }
+        return NULL;
+}
+
+int tk_ledger_prune_plan(const struct tk_keyset *ks, const struct tk_hosts *hosts, const json_t *agg, int64_t now_ms,
+                         int64_t window_ms, struct tk_prune_item **ret, size_t *n_ret, struct tc_err *err) {
         int64_t started = json_integer_value(json_object_get(agg, "started_ms"));
         if (started > now_ms - window_ms)
         {
@@ -508,6 +524,15 @@ int tk_ledger_prune_plan(const struct tk_keyset *ks, const json_t *agg, int64_t 
                                         snprintf(it->why, sizeof(it->why),
                                                  "signs for the exchange key %s of the same rotation, which stays",
                                                  kept->key->thp[TK_HASH_S256]);
+                                        continue;
+                                }
+                                const struct tk_key *hk = NULL;
+                                const struct tk_host *h = host_key_before(hosts, it->rotated_ms, &hk);
+                                if (h) {
+                                        snprintf(it->why, sizeof(it->why),
+                                                 "host %s's exchange key %.12s... predates its rotation: that host's "
+                                                 "bindings may pin it (tether-keys host rotate %s, rebind, prune)",
+                                                 h->name, hk->thp[TK_HASH_S256], h->name);
                                         continue;
                                 }
                         }

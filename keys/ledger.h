@@ -158,12 +158,16 @@ struct tk_prune_item {
 /* Decides, for every rotated key of ks, whether it goes: an exchange key
  * when it was rotated at least window_ms before now_ms and no request named
  * it since then; a signing key the same, and when no exchange key hidden by
- * the same rotation stays. Advertised keys are never in the plan. The
+ * the same rotation stays, and, for the shared keys (hosts not NULL: every
+ * host of the directory), no host has an exchange key made before that
+ * rotation: such a host's bindings may pin the signing key (they pin the
+ * shared signing key, with their own exchange key), and regen needs it to
+ * vouch for the keys advertised now. Advertised keys are never in the plan. The
  * rotation time is the hidden file's ctime: the rename that hides a key
  * sets it, while the mtime stays the key's creation (a chmod or chown
  * later also moves the ctime, which only postpones pruning). -ERANGE when
  * the ledger is younger than the window (it cannot know what was used
  * before it existed), or dropped records within it. Free *ret with tk_prune_plan_free. */
-int tk_ledger_prune_plan(const struct tk_keyset *ks, const json_t *agg, int64_t now_ms, int64_t window_ms,
-                         struct tk_prune_item **ret, size_t *n_ret, struct tc_err *err);
+int tk_ledger_prune_plan(const struct tk_keyset *ks, const struct tk_hosts *hosts, const json_t *agg, int64_t now_ms,
+                         int64_t window_ms, struct tk_prune_item **ret, size_t *n_ret, struct tc_err *err);
 void tk_prune_plan_free(struct tk_prune_item *items);

@@ -534,12 +534,13 @@ static int prune_keys(const char *path, const char *host, const struct tk_prune_
 
 /* Plans and prunes the rotated keys of one key set: -1 when the ledger
  * cannot judge (said why). */
-static int prune_keyset(const char *path, const char *host, const struct tk_keyset *ks, const struct ledger_args *a,
-                        const json_t *agg, int64_t now, int64_t window, struct prune_count *c) {
+static int prune_keyset(const char *path, const char *host, const struct tk_keyset *ks, const struct tk_hosts *hosts,
+                        const struct ledger_args *a, const json_t *agg, int64_t now, int64_t window,
+                        struct prune_count *c) {
         struct tk_prune_item *items = NULL;
         struct tc_err err = {};
         size_t n = 0;
-        int r = tk_ledger_prune_plan(ks, agg, now, window, &items, &n, &err);
+        int r = tk_ledger_prune_plan(ks, hosts, agg, now, window, &items, &n, &err);
         if (r < 0) {
                 char started[32];
                 fprintf(stderr, "%s prune: ledger %s (started %s): %s\n", program, a->ledger,
@@ -571,7 +572,7 @@ static int cmd_prune(int argc, char **argv) {
         if (load(dir, &ks) < 0 || load_hosts("prune", dir, &hosts) < 0 || load_ledger("prune", a.ledger, &st) < 0)
                 return EXIT_FAILURE;
         int64_t now = tc_realtime_ms();
-        r = prune_keyset(dir, NULL, ks, &a, st.agg, now, window, &c);
+        r = prune_keyset(dir, NULL, ks, hosts, &a, st.agg, now, window, &c);
         for (size_t i = 0; r >= 0 && i < hosts->n; i++) {
                 const struct tk_host *h = &hosts->hosts[i];
                 if (h->state == TK_HOST_REVOKED) {
@@ -585,7 +586,7 @@ static int cmd_prune(int argc, char **argv) {
                                        h->dir, n_rotated, h->name, dir, h->name);
                         continue;
                 }
-                r = prune_keyset(h->dir, h->name, h->ks, &a, st.agg, now, window, &c);
+                r = prune_keyset(h->dir, h->name, h->ks, NULL, &a, st.agg, now, window, &c);
         }
         tk_ledger_state_clear(&st);
         if (r < 0)

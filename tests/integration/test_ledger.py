@@ -365,6 +365,38 @@ class Ledger(tlib.unittest.TestCase):
         self.assertEqual([k["state"] for k in report["keys"] if k["thp"] == k1], [])
         self.assertEqual((self.key(report, k0)["state"], self.key(report, k0)["host"]), ("rotated", "web01"))
 
+    def test_prune_keeps_signing_keys_host_bindings_may_pin(self):
+        """A host's bindings pin the shared signing key with their own
+        exchange key: after a shared rotation, the old signing key stays
+        while a host key made before that rotation does (regen needs it to
+        vouch for the new keys), and goes once none does."""
+        window = 3
+        tlib.tether_keys("host", "add", self.keydir, "web01")
+        srv = self.start()
+        sig0 = tlib.thumbprint(tlib.key_of(self.keydir, "sig"))
+        exc0 = tlib.thumbprint(tlib.key_of(self.keydir, "exc"))
+        jwe = tlib.tether("encrypt", "tang", json.dumps({"url": f"http://127.0.0.1:{srv.port}/h/web01"}), "-y",
+                          input=b"web01")
+        self.assertEqual(jwe.returncode, 0, jwe.stderr)
+        time.sleep(1.1)     # the host key older than the rotation, to the file clock
+        tlib.tether_keys("rotate", self.keydir)
+        rotated_at = time.time()
+        time.sleep(1.1)
+        tlib.tether_keys("host", "add", self.keydir, "new01")     # made after the rotation: pins nothing old
+        time.sleep(max(0, rotated_at + window + 0.3 - time.time()))
+        args = ("prune", self.keydir, "--ledger", self.ledger, "--unused-for", f"{window}s")
+        dry = tlib.tether_keys(*args).stdout
+        would = set(re.findall(r"^would delete: \S+ \(\w+ ([\w-]+)\)", dry, re.M))
+        self.assertEqual(would, {exc0}, dry)
+        self.assertRegex(dry, rf"(?m)^keep: \S+/\.{sig0}\.jwk .*host web01's exchange key .*predates its rotation")
+        d = tlib.tether("decrypt", input=jwe.stdout)
+        self.assertEqual((d.returncode, d.stdout), (0, b"web01"), d.stderr)
+        # No host key from before the rotation left: the signing key goes.
+        tlib.tether_keys("host", "delete", "--force", self.keydir, "web01")
+        dry = tlib.tether_keys(*args).stdout
+        would = set(re.findall(r"^would delete: \S+ \(\w+ ([\w-]+)\)", dry, re.M))
+        self.assertEqual(would, {exc0, sig0}, dry)
+
     def test_prune_durations(self):
         self.start()
         for bad in ("30", "1w", "-3d", "0d", "d", "3dd"):

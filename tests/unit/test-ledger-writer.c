@@ -92,9 +92,9 @@ TEST(ledger_writer_drops_rather_than_waits_and_counts_the_rest) {
         struct tk_keyset none = {};
         struct tk_prune_item *items = NULL;
         size_t n = 0;
-        CHECK_INT(tk_ledger_prune_plan(&none, agg, last_drop + 1000, 60000, &items, &n, &err), -ERANGE);
+        CHECK_INT(tk_ledger_prune_plan(&none, NULL, agg, last_drop + 1000, 60000, &items, &n, &err), -ERANGE);
         CHECK(strstr(err.msg, "dropped") != NULL);
-        CHECK_INT(tk_ledger_prune_plan(&none, agg, last_drop + 61000, 60000, &items, &n, &err), 0);
+        CHECK_INT(tk_ledger_prune_plan(&none, NULL, agg, last_drop + 61000, 60000, &items, &n, &err), 0);
         tk_prune_plan_free(items);
 }
 
