@@ -124,6 +124,7 @@ enum tc_report_state {
         TC_REPORT_UNREACHABLE,  /* the server could not be asked (error says why) */
         TC_REPORT_ROTATED,      /* not advertised, but /adv/THP answers: the server still has it */
         TC_REPORT_DELETED,      /* /adv/THP answers 404: the server no longer has it */
+        TC_REPORT_REVOKED,      /* a per-host URL the server's administrator revoked (error says so) */
         TC_REPORT_INVALID,      /* binding: its token cannot be read (error says why) */
 };
 
@@ -165,7 +166,7 @@ struct tc_luks_report {
 int tc_luks_report(const struct tc_ctx *ctx, const char *device, int slot, struct tc_luks_report *out,
                    struct tc_err *err);
 void tc_luks_report_clear(struct tc_luks_report *r);
-/* "current", "rotated", "deleted", "unreachable", "unchecked", "invalid" */
+/* "current", "rotated", "deleted", "revoked", "unreachable", "unchecked", "invalid" */
 const char *tc_luks_report_state_name(enum tc_report_state s);
 /* Stale: it uses a key its server no longer advertises (rotated, deleted). */
 static inline bool tc_luks_report_stale(enum tc_report_state s) {

@@ -1519,7 +1519,7 @@ int tc_luks_rebind(const struct tc_ctx *ctx, const char *device, int slot, const
 static const char *const report_state_names[] = {
         [TC_REPORT_UNCHECKED] = "unchecked", [TC_REPORT_CURRENT] = "current",
         [TC_REPORT_UNREACHABLE] = "unreachable", [TC_REPORT_ROTATED] = "rotated",
-        [TC_REPORT_DELETED] = "deleted", [TC_REPORT_INVALID] = "invalid",
+        [TC_REPORT_DELETED] = "deleted", [TC_REPORT_REVOKED] = "revoked", [TC_REPORT_INVALID] = "invalid",
 };
 
 const char *tc_luks_report_state_name(enum tc_report_state s) {
@@ -1583,14 +1583,10 @@ static struct tc_luks_report_key *report_add_key(struct tc_luks_report_server *s
 static int report_unreachable(struct tc_luks_report_server *s, int r, const struct tc_err *e, struct tc_err *err) {
         if (r == -ENOMEM)
                 return tc_fail(err, r, "out of memory");
-        s->state = TC_REPORT_UNREACHABLE;
+        s->state = r == -EACCES ? TC_REPORT_REVOKED : TC_REPORT_UNREACHABLE;
         return (s->error = strdup(e->msg[0] ? e->msg : strerror(-r))) ? 0 : tc_fail(err, -ENOMEM, "out of memory");
 }
 
-/* Every key the binding carries (its exchange key and the signing keys it
- * trusted), checked against what the server advertises now. Keys it no
- * longer advertises may still be on the server, rotated (hidden): tang
- * answers /adv/THP for those and 404 once they are deleted. */
 /* Whether kid (the binding's exchange key, under any thumbprint hash) is
  * one of the keys of payload. */
 static bool kid_advertised(const json_t *payload, const char *kid) {
@@ -1607,6 +1603,10 @@ static bool kid_advertised(const json_t *payload, const char *kid) {
         return false;
 }
 
+/* Every key the binding carries (its exchange key and the signing keys it
+ * trusted), checked against what the server advertises now. Keys it no
+ * longer advertises may still be on the server, rotated (hidden): tang
+ * answers /adv/THP for those and 404 once they are deleted. */
 static int report_tang(const struct tc_ctx *ctx, const json_t *tang, const char *kid,
                        struct tc_luks_report_binding *b, struct tc_err *err) {
         const char *url = json_string_value(json_object_get(tang, "url"));

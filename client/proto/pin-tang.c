@@ -99,8 +99,11 @@ int tc_tang_fetch_adv(const struct tc_ctx *ctx, const char *url, const char *thp
                 /* tetherd's 403 of a revoked host's URL says why itself:
                  * what helps is who can undo it. */
                 bool revoked = status == 403 && strncmp(text, "revoked:", 8) == 0;
+                /* -EACCES: refused, not missing (-EPROTO), so that a report
+                 * says "revoked" rather than "unreachable". */
                 if (text[0] && status != 404)
-                        return tc_fail(err, -EPROTO, "tang server %s answered HTTP %ld: \"%s\" (%s)", adv_url, status, text,
+                        return tc_fail(err, revoked ? -EACCES : -EPROTO, "tang server %s answered HTTP %ld: \"%s\" (%s)",
+                                       adv_url, status, text,
                                        revoked ? "the server's administrator revoked this host; tether-keys host restore "
                                                  "there undoes it"
                                                : "the server's log says why");

@@ -601,6 +601,8 @@ static int print_report_server(const char *device, const struct tc_luks_report_b
                                                  ? "key rotated, still recoverable (its exchange key is still advertised)"
                                                  : "key rotated, still recoverable (server still has it)",
                                          keys);
+        case TC_REPORT_REVOKED:
+                return print_report_line(device, b, "tang %s: host revoked: %s", s->url, s->error ? s->error : "?");
         default:
                 return print_report_line(device, b, "tang %s: unreachable: %s", s->url, s->error ? s->error : "?");
         }
@@ -646,7 +648,9 @@ static int report_status(const struct tc_luks_report *rep) {
         for (size_t i = 0; i < rep->n; i++)
                 if (rep->bindings[i].state > worst)
                         worst = rep->bindings[i].state;
-        if (tc_luks_report_stale(worst) || worst == TC_REPORT_INVALID)
+        /* Revoked: it no longer unlocks through that server, which no
+         * regen changes; as bad as a deleted key. */
+        if (tc_luks_report_stale(worst) || worst == TC_REPORT_REVOKED || worst == TC_REPORT_INVALID)
                 return EXIT_FAILURE;
         return worst == TC_REPORT_UNREACHABLE ? EXIT_REPORT_UNREACHABLE : EXIT_SUCCESS;
 }

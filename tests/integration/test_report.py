@@ -185,6 +185,30 @@ class Report(unittest.TestCase):
         self.assertEqual(r.stdout.decode(), self.line(slot, url, f"{SIGNING_ONLY}: signing key {old_sig}") + "\n")
         self.assertEqual(tether("luks", "unlock", "-d", self.img, "-t", slot).returncode, 0)
 
+    def test_revoked_host(self):
+        """A per-host URL the administrator revoked: "host revoked", not
+        "unreachable" (no network fault), exit 1 as for a dead key; restored,
+        current again."""
+        tlib.tether_keys("host", "add", self.a.keydir, "web01")
+        keyfile = os.path.join(self.tmp.name, "pass")
+        url = f"{self.url_a}/h/web01"
+        r = tether("luks", "bind", "-y", "-d", self.img, "-k", keyfile, "tang", json.dumps({"url": url}))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        slot = int(json.loads(run("cryptsetup", "token", "export", "--token-id", "2", self.img,
+                                  check=True, text=True).stdout)["keyslots"][0])
+        tlib.tether_keys("host", "revoke", self.a.keydir, "web01")
+        r = self.report("-s", str(slot))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        out = r.stdout.decode()
+        self.assertTrue(out.startswith(self.line(slot, url, "host revoked: ")), out)
+        self.assertIn("tether-keys host restore", out)
+        r, doc = self.report_json("-s", str(slot))
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(self.states(doc), {slot: ("revoked", {url: "revoked"})})
+        tlib.tether_keys("host", "restore", self.a.keydir, "web01")
+        r = self.report("-s", str(slot))
+        self.assertEqual((r.returncode, r.stdout.decode()), (0, self.line(slot, url, "key current") + "\n"), r.stderr)
+
     def test_deleted_key(self):
         self.rotate_a()
         self.delete_rotated_keys_of_a()
