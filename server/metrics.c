@@ -264,14 +264,20 @@ static void format_recoveries(struct metrics *m, FILE *f) {
  * counts; their names stay out of the labels (one series per host would
  * publish which machines exist and when they boot). */
 static void format_hosts(const struct served *s, FILE *f) {
-        size_t by_state[TK_HOST_STATE_MAX] = { 0 }, allow = 0;
+        size_t by_state[TK_HOST_STATE_MAX] = { 0 }, allow = 0, keys[2] = { 0 };
 
         for (size_t i = 0; s && s->hosts && i < s->hosts->n; i++) {
                 const struct tk_host *h = &s->hosts->hosts[i];
                 if ((unsigned) h->state < TK_HOST_STATE_MAX)
                         by_state[h->state]++;
                 allow += h->n_allow;
+                for (int hidden = 0; h->ks && hidden <= 1; hidden++)
+                        keys[hidden] += tk_keyset_count(h->ks, TK_ROLE_EXCHANGE, hidden);
         }
+        header(f, "tether_host_keys", "gauge",
+               "Exchange keys of the hosts, by state (rotated: hidden, still used for /rec), over every host.");
+        fprintf(f, "tether_host_keys{state=\"advertised\"} %zu\n", keys[0]);
+        fprintf(f, "tether_host_keys{state=\"rotated\"} %zu\n", keys[1]);
         header(f, "tether_hosts", "gauge", "Hosts with keys of their own (KEYDIR/hosts), by state.");
         for (int st = 0; st < TK_HOST_STATE_MAX; st++)
                 fprintf(f, "tether_hosts{state=\"%s\"} %zu\n", tk_host_state_name(st), by_state[st]);

@@ -294,6 +294,11 @@ class Hosts(MetricsBase):
             self.assertEqual(value(m, "tether_recoveries_total", outcome=outcome), n, outcome)
         for state, n in (("active", 1), ("revoked", 1), ("held", 1)):
             self.assertEqual(value(m, "tether_hosts", state=state), n, state)
+        self.assertEqual(value(m, "tether_host_keys", state="advertised"), 3)
+        self.assertEqual(value(m, "tether_host_keys", state="rotated"), 0)
+        tlib.tether_keys("host", "rotate", d, "web01")
+        self.assertTrue(tlib.eventually(lambda: value(parse(s.scrape())[0], "tether_host_keys", state="rotated") == 1))
+        self.assertEqual(value(parse(s.scrape())[0], "tether_host_keys", state="advertised"), 3)
         per_key = {dict(l)["key"]: v for (n, l), v in m.items() if n == "tether_key_recoveries_total"}
         self.assertEqual(per_key, {hkid: 1, dkid: 1})
         self.assertNotIn("web01", s.scrape(), "host names are not labels")
