@@ -131,11 +131,13 @@ static int host_list(const char *dir, bool json) {
                 printf("%s\n", text);
                 return EXIT_SUCCESS;
         }
+        if (hs->n > 0)
+                printf("%-20s %-8s %-43s %s\n", "HOST", "STATE", "EXCHANGE KEY (S256; not the thp to pin)",
+                       "ALLOW TOKENS");
         for (size_t i = 0; i < hs->n; i++) {
                 const struct tk_host *h = &hs->hosts[i];
                 const char *thp = adv_thp(h);
-                printf("%-20s %-8s %s allow=%zu\n", h->name, tk_host_state_name(h->state), thp ? thp : "-",
-                       h->n_allow);
+                printf("%-20s %-8s %-43s %zu\n", h->name, tk_host_state_name(h->state), thp ? thp : "-", h->n_allow);
         }
         return EXIT_SUCCESS;
 }

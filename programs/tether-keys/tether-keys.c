@@ -323,8 +323,11 @@ static int load_ledger(const char *cmd, const char *dir, struct tk_ledger_state 
         struct tc_err err = {};
         _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0) {
-                fprintf(stderr, "%s %s: ledger directory %s: %s\n", program, cmd, dir, strerror(errno));
-                return -errno;
+                int e = errno;
+                fprintf(stderr, "%s %s: ledger directory %s: %s%s\n", program, cmd, dir, strerror(e),
+                        e == ENOENT ? " (tetherd --ledger DIR creates it; is this the directory tetherd was given?)"
+                                    : "");
+                return -e;
         }
         int r = tk_ledger_load(dfd, tc_realtime_ms(), st, &err);
         if (r < 0)

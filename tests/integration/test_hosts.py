@@ -306,7 +306,8 @@ class Cli(tlib.unittest.TestCase):
         listed = json.loads(self.run_host("list", self.dir, "--json").stdout)
         self.assertEqual(listed, [{"name": "web01", "state": "held", "thp": thumbprint(keys[0]["jwk"]), "allow": 1}])
         text = self.run_host("list", self.dir).stdout
-        self.assertRegex(text, r"^web01 +held +%s allow=1\n$" % thumbprint(keys[0]["jwk"]))
+        self.assertRegex(text, r"^HOST +STATE +EXCHANGE KEY \(S256; not the thp to pin\) +ALLOW TOKENS\n"
+                               r"web01 +held +%s +1\n$" % thumbprint(keys[0]["jwk"]))
 
     def test_errors(self):
         self.assertEqual(self.run_host("add", self.dir, "web01").returncode, 0)

@@ -129,6 +129,10 @@ class Ledger(tlib.unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("no ledger here", r.stderr)
         self.assertIn("--ledger", r.stderr)
+        # A directory that does not exist: which one creates it.
+        r = tlib.tether_keys("usage", self.keydir, "--ledger", self.ledger + ".typo", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("No such file or directory (tetherd --ledger DIR creates it", r.stderr)
 
     def test_survives_sigkill_and_a_torn_tail(self):
         srv = self.start()
