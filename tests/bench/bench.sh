@@ -30,6 +30,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BUILD=${1:-./build}
 DURATION=${DURATION:-10}
 TANG_DURATION=${TANG_DURATION:-$DURATION}
+AB_ROUNDS=${AB_ROUNDS:-3}   # plain /rec, with the ledger, through a host URL: rounds in turn
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 IDLE_CONNS=${IDLE_CONNS:-1000}
@@ -333,18 +334,35 @@ run_wrk "nginx adv keep-alive" "$DURATION" "$N_URL/adv"
 run_wrk "nginx adv new-conn" "$DURATION" "$N_URL/adv" "${CLOSE[@]}"
 run_wrk "tangd adv keep-alive" "$TANG_DURATION" "$G_URL/adv"
 run_wrk "tangd adv new-conn" "$TANG_DURATION" "$G_URL/adv" "${CLOSE[@]}"
-run_wrk "tetherd rec keep-alive" "$DURATION" "$T_URL/rec/$KID" -s "$HERE/rec.lua"
+# Plain, with the ledger, through a host URL: in turn, AB_ROUNDS times, each
+# figure the median of its rounds, so that a drift of the machine (another
+# process, the CPU's clock) weighs on all three alike.
 LEDGER_CPU0=$(ledger_cpu)
-run_wrk "tetherd+ledger rec keep-alive" "$DURATION" "http://127.0.0.1:$PORT5/rec/$KID" -s "$HERE/rec.lua"
-run_wrk "tetherd+ledger host rec keep-alive" "$DURATION" "http://127.0.0.1:$PORT5/h/bench1/rec/$HOST_KID" -s "$HERE/rec.lua"
+for round in $(seq 1 "$AB_ROUNDS"); do
+        run_wrk "tetherd rec keep-alive #$round" "$DURATION" "$T_URL/rec/$KID" -s "$HERE/rec.lua"
+        run_wrk "tetherd+ledger rec keep-alive #$round" "$DURATION" "http://127.0.0.1:$PORT5/rec/$KID" -s "$HERE/rec.lua"
+        run_wrk "tetherd+ledger host rec keep-alive #$round" "$DURATION" \
+                "http://127.0.0.1:$PORT5/h/bench1/rec/$HOST_KID" -s "$HERE/rec.lua"
+done
 sleep 0.3   # the writer's last batch
 LEDGER_CPU_TICKS=$(( $(ledger_cpu) - LEDGER_CPU0 ))
+AB_ROUNDS_TEXT=""
+for key in "tetherd rec keep-alive" "tetherd+ledger rec keep-alive" "tetherd+ledger host rec keep-alive"; do
+        rounds=()
+        for round in $(seq 1 "$AB_ROUNDS"); do
+                rounds+=("${RPS["$key #$round"]}")
+        done
+        RPS[$key]=$(printf '%s\n' "${rounds[@]}" | sort -g | awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}')
+        NON2XX[$key]=0
+        SOCKERR[$key]=none
+        AB_ROUNDS_TEXT+="  $key: ${rounds[*]} -> median ${RPS[$key]}"$'\n'
+done
 run_wrk "tetherd rec new-conn" "$DURATION" "$T_URL/rec/$KID" -s "$HERE/rec.lua" "${CLOSE[@]}"
 run_wrk "tangd rec keep-alive" "$TANG_DURATION" "$G_URL/rec/$KID" -s "$HERE/rec.lua"
 run_wrk "tangd rec new-conn" "$TANG_DURATION" "$G_URL/rec/$KID" -s "$HERE/rec.lua" "${CLOSE[@]}"
 
 stop_pid "$PID_tetherd_ledger"
-LEDGER_WRK_REQUESTS=$(awk '/^===== / {on = ($0 ~ /^===== tetherd\+ledger (host )?rec keep-alive:/)} on && /requests in/ {n += $1} END {print n}' <<<"$WRK_LOG")
+LEDGER_WRK_REQUESTS=$(awk '/^===== / {on = ($0 ~ /^===== tetherd\+ledger (host )?rec keep-alive #[0-9]+:/)} on && /requests in/ {n += $1} END {print n}' <<<"$WRK_LOG")
 LEDGER_RECORDS=$("$TETHER_KEYS" usage "$KEYS" --ledger "$TMP/ledger" --json |
         "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["ledger"]["records"])') ||
         die "tether-keys usage cannot read the ledger the bench run wrote"
@@ -427,6 +445,7 @@ thc=$(pct "$th" "$ECDH")
 if ge "$thc" 80; then verdict="met"; else verdict="MISSED"; MISSED+=("/h/NAME/rec keep-alive with --ledger: tetherd $th req/s = $thc% of the ECDH ceiling $ECDH ops/s (target >= 80%)"); fi
 printf 'tetherd /h/NAME/rec keep-alive (%s hosts) with --ledger: %.1f req/s = %s%% of the plain run, %s%% of the ECDH ceiling   >= 80%%: %s\n' \
         "$BENCH_HOSTS" "$th" "$(pct "$th" "${RPS["tetherd rec keep-alive"]}")" "$thc" "$verdict"
+printf '/rec keep-alive in turn, %s rounds of %ss (req/s):\n%s' "$AB_ROUNDS" "$DURATION" "$AB_ROUNDS_TEXT"
 printf 'usage ledger: %s records written for %s requests wrk counted (wrk stops mid-request), %s "queue was full" log line(s); writer thread %s us CPU per record\n' \
         "$LEDGER_RECORDS" "${LEDGER_WRK_REQUESTS:-?}" "$LEDGER_DROPS" \
         "$(awk -v t="$LEDGER_CPU_TICKS" -v hz="$(getconf CLK_TCK)" -v n="$LEDGER_RECORDS" 'BEGIN {printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0)}')"
