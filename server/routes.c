@@ -258,6 +258,10 @@ static void serve_host_rec(const struct served *s, const struct route *rt, const
                 return;
         /* The host's keys only: a shared key is unknown here. */
         const struct thp_entry *e = served_find_host_key(h, rt->arg, rt->arg_len);
+        /* As on the shared /rec: the key is there but not readable by us,
+         * so 404 (bind again) would be the wrong advice. */
+        if (!e && served_host_unreadable(h, rt->arg, rt->arg_len))
+                return reply_text(reply, 503, REC_UNREADABLE_BODY);
         if (!e)
                 return reply_status(reply, 404);
         reply->key = e->key->thp[TK_HASH_S256];

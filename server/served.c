@@ -6,6 +6,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <limits.h>
 
 static int cmp_entries(const void *a, const void *b) {
         const struct thp_entry *x = a, *y = b;
@@ -220,6 +223,19 @@ bool served_unreadable(const struct served *s, const char *kid, size_t len) {
         for (size_t i = 0; s && i < s->n_unreadable; i++)
                 if (strncmp(s->unreadable[i], kid, len) == 0 && s->unreadable[i][len] == '\0')
                         return true;
+        return false;
+}
+
+bool served_host_unreadable(const struct served_host *h, const char *kid, size_t len) {
+        char path[PATH_MAX];
+        for (int hidden = 0; hidden <= 1; hidden++) {
+                int n = snprintf(path, sizeof(path), "%s/%s%.*s.jwk", h->host->dir, hidden ? "." : "", (int) len, kid);
+                struct stat st;
+                if (n < 0 || (size_t) n >= sizeof(path) || lstat(path, &st) < 0 || !S_ISREG(st.st_mode))
+                        continue;
+                if (access(path, R_OK) < 0 && errno == EACCES)
+                        return true;
+        }
         return false;
 }
 

@@ -107,6 +107,10 @@ const struct served_host *served_find_host(const struct served *s, const char *n
 /* One of the host's keys (advertised or rotated) by thumbprint, or NULL:
  * never a shared key. */
 const struct thp_entry *served_find_host_key(const struct served_host *h, const char *thp, size_t len);
+/* Whether the host's directory has a key file for kid ({kid}.jwk or
+ * .{kid}.jwk, tang's names) that the server may not read: asked on the
+ * rare path of an unknown kid only, so it looks at the disk then. */
+bool served_host_unreadable(const struct served_host *h, const char *kid, size_t len);
 /* What /h/NAME/adv (e NULL) or /h/NAME/adv/{thp} (e the shared signing key
  * thp names) serves, signed when first asked for as served_adv_get does;
  * NULL when e is no signing key or signing failed. */

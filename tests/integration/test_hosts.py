@@ -377,6 +377,38 @@ class Cli(tlib.unittest.TestCase):
             self.assertIn("tether-keys host allow", r.stderr.decode(errors="replace"))
 
 
+class UnreadableHostKey(tlib.unittest.TestCase):
+    def test_unreadable_host_key_is_503_not_404(self):
+        """A host's key file the server may not read (a chmod, a restore
+        without the chown): /h/NAME/rec answers 503 "cannot read its key
+        file", as /rec does, not 404, which tells a client to rebind."""
+        nobody = 65534
+        tmp = tempfile.TemporaryDirectory(prefix="tether-hostkey-")
+        self.addCleanup(tmp.cleanup)
+        os.chmod(tmp.name, 0o711)
+        keydir = os.path.join(tmp.name, "keys")
+        os.mkdir(keydir)
+        os.chown(keydir, nobody, nobody)
+        tlib.tether_keys("gen", keydir)
+        keys_cmd("host", "add", keydir, "web01")
+        for root, dirs, files in os.walk(keydir):
+            for n in dirs + files:
+                os.chown(os.path.join(root, n), nobody, nobody)
+        key = host_key(keydir, "web01")
+        kid = thumbprint(key)
+        path = os.path.join(keydir, "hosts", "web01", kid + ".jwk")
+        with tlib.Tetherd(keydir=keydir, user=nobody) as srv:
+            x, y = random_point()
+            self.assertEqual(srv.post("/h/web01/rec/" + kid, ecmr_jwk(x, y)).status, 200, srv.logs())
+            os.chmod(path, 0)
+            self.assertTrue(tlib.eventually(lambda: srv.post("/h/web01/rec/" + kid, ecmr_jwk(x, y)).status != 200))
+            r = srv.post("/h/web01/rec/" + kid, ecmr_jwk(x, y))
+            self.assertEqual(r.status, 503, srv.logs())
+            self.assertIn(b"cannot read its key file", r.body)
+            # A kid with no file at all is still 404.
+            self.assertEqual(srv.post("/h/web01/rec/" + "A" * 43, ecmr_jwk(x, y)).status, 404)
+
+
 class OutOfWatches(tlib.unittest.TestCase):
     def test_unwatched_host_is_polled(self):
         """inotify out of watches (fs.inotify.max_user_watches): the hosts it
