@@ -248,7 +248,8 @@ static int list_segments(int dfd, uint64_t **ret, size_t *n_ret) {
                 }
                 v[n++] = (uint64_t) i;
         }
-        qsort(v, n, sizeof(*v), cmp_u64);
+        if (n > 1)      /* qsort's array may not be NULL, even empty */
+                qsort(v, n, sizeof(*v), cmp_u64);
         *ret = TAKE_PTR(v);
         *n_ret = n;
         return 0;
