@@ -31,6 +31,7 @@ BUILD=${1:-./build}
 DURATION=${DURATION:-10}
 TANG_DURATION=${TANG_DURATION:-$DURATION}
 AB_ROUNDS=${AB_ROUNDS:-3}   # plain /rec, with the ledger, through a host URL: rounds in turn
+AB_DURATION=${AB_DURATION:-$DURATION}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 IDLE_CONNS=${IDLE_CONNS:-1000}
@@ -339,9 +340,9 @@ run_wrk "tangd adv new-conn" "$TANG_DURATION" "$G_URL/adv" "${CLOSE[@]}"
 # process, the CPU's clock) weighs on all three alike.
 LEDGER_CPU0=$(ledger_cpu)
 for round in $(seq 1 "$AB_ROUNDS"); do
-        run_wrk "tetherd rec keep-alive #$round" "$DURATION" "$T_URL/rec/$KID" -s "$HERE/rec.lua"
-        run_wrk "tetherd+ledger rec keep-alive #$round" "$DURATION" "http://127.0.0.1:$PORT5/rec/$KID" -s "$HERE/rec.lua"
-        run_wrk "tetherd+ledger host rec keep-alive #$round" "$DURATION" \
+        run_wrk "tetherd rec keep-alive #$round" "$AB_DURATION" "$T_URL/rec/$KID" -s "$HERE/rec.lua"
+        run_wrk "tetherd+ledger rec keep-alive #$round" "$AB_DURATION" "http://127.0.0.1:$PORT5/rec/$KID" -s "$HERE/rec.lua"
+        run_wrk "tetherd+ledger host rec keep-alive #$round" "$AB_DURATION" \
                 "http://127.0.0.1:$PORT5/h/bench1/rec/$HOST_KID" -s "$HERE/rec.lua"
 done
 sleep 0.3   # the writer's last batch
@@ -445,7 +446,7 @@ thc=$(pct "$th" "$ECDH")
 if ge "$thc" 80; then verdict="met"; else verdict="MISSED"; MISSED+=("/h/NAME/rec keep-alive with --ledger: tetherd $th req/s = $thc% of the ECDH ceiling $ECDH ops/s (target >= 80%)"); fi
 printf 'tetherd /h/NAME/rec keep-alive (%s hosts) with --ledger: %.1f req/s = %s%% of the plain run, %s%% of the ECDH ceiling   >= 80%%: %s\n' \
         "$BENCH_HOSTS" "$th" "$(pct "$th" "${RPS["tetherd rec keep-alive"]}")" "$thc" "$verdict"
-printf '/rec keep-alive in turn, %s rounds of %ss (req/s):\n%s' "$AB_ROUNDS" "$DURATION" "$AB_ROUNDS_TEXT"
+printf '/rec keep-alive in turn, %s rounds of %ss (req/s):\n%s' "$AB_ROUNDS" "$AB_DURATION" "$AB_ROUNDS_TEXT"
 printf 'usage ledger: %s records written for %s requests wrk counted (wrk stops mid-request), %s "queue was full" log line(s); writer thread %s us CPU per record\n' \
         "$LEDGER_RECORDS" "${LEDGER_WRK_REQUESTS:-?}" "$LEDGER_DROPS" \
         "$(awk -v t="$LEDGER_CPU_TICKS" -v hz="$(getconf CLK_TCK)" -v n="$LEDGER_RECORDS" 'BEGIN {printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0)}')"
